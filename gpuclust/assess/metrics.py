@@ -1,0 +1,101 @@
+"""Internal and external cluster quality, written once against xp.
+
+Silhouette is O(n^2), so it is computed on a seeded sample whose size is reported with the score.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpuclust.backend import to_host
+
+
+def _centroids(x, labels, k: int, xp):
+    counts = xp.bincount(labels, minlength=k).astype(xp.float64)
+    onehot_sum = xp.zeros((k, x.shape[1]), dtype=xp.float64)
+    for j in range(x.shape[1]):  # d is small (tens to hundreds); per-column bincount avoids an n x k one-hot
+        onehot_sum[:, j] = xp.bincount(labels, weights=x[:, j].astype(xp.float64), minlength=k)
+    return onehot_sum / xp.maximum(counts, 1)[:, None], counts
+
+
+def calinski_harabasz(x, labels, xp) -> float:
+    k = int(labels.max()) + 1
+    n = x.shape[0]
+    if k < 2 or k >= n:
+        return float("nan")
+    centres, counts = _centroids(x, labels, k, xp)
+    mean = x.astype(xp.float64).mean(axis=0)
+    between = float((counts * ((centres - mean) ** 2).sum(axis=1)).sum())
+    within = float(((x.astype(xp.float64) - centres[labels]) ** 2).sum())
+    return float("inf") if within == 0 else between * (n - k) / (within * (k - 1))
+
+
+def davies_bouldin(x, labels, xp) -> float:
+    k = int(labels.max()) + 1
+    if k < 2:
+        return float("nan")
+    centres, counts = _centroids(x, labels, k, xp)
+    spread = xp.bincount(labels, weights=xp.linalg.norm(x.astype(xp.float64) - centres[labels], axis=1),
+                         minlength=k) / xp.maximum(counts, 1)
+    gaps = xp.sqrt(((centres[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2))
+    ratio = (spread[:, None] + spread[None, :]) / xp.where(gaps > 0, gaps, xp.inf)
+    ratio[xp.arange(k), xp.arange(k)] = 0.0
+    return float(ratio.max(axis=1)[counts > 0].mean())
+
+
+def silhouette(x, labels, xp, sample: int = 20_000, seed: int = 0, chunk: int = 2048) -> tuple[float, int]:
+    """Mean silhouette over a seeded sample; returns (score, rows used)."""
+    n = x.shape[0]
+    if n > sample:
+        idx = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+        idx = xp.asarray(idx)
+        x, labels = x[idx], labels[idx]
+    m = x.shape[0]
+    k = int(labels.max()) + 1
+    if k < 2 or m < 3:
+        return float("nan"), int(m)
+    xs = x.astype(xp.float32)
+    sq = (xs**2).sum(axis=1)
+    counts = xp.bincount(labels, minlength=k).astype(xp.float32)
+    onehot = xp.zeros((m, k), dtype=xp.float32)
+    onehot[xp.arange(m), labels] = 1.0
+    scores = xp.empty(m, dtype=xp.float32)
+    for start in range(0, m, chunk):
+        block = xs[start:start + chunk]
+        d = xp.sqrt(xp.maximum(sq[start:start + chunk, None] - 2.0 * block @ xs.T + sq[None, :], 0.0))
+        sums = d @ onehot  # (chunk, k): summed distance to each cluster
+        own = labels[start:start + chunk]
+        rows = xp.arange(block.shape[0])
+        own_count = counts[own] - 1
+        a = sums[rows, own] / xp.maximum(own_count, 1)
+        mean_other = sums / xp.maximum(counts, 1)[None, :]
+        mean_other[rows, own] = xp.inf
+        mean_other[:, counts == 0] = xp.inf
+        b = mean_other.min(axis=1)
+        s = (b - a) / xp.maximum(xp.maximum(a, b), 1e-12)
+        scores[start:start + chunk] = xp.where(own_count > 0, s, 0.0)
+    return float(scores.mean()), int(m)
+
+
+def internal_scores(x, labels, xp, sample: int, seed: int) -> dict[str, Any]:
+    sil, used = silhouette(x, labels, xp, sample=sample, seed=seed)
+    return {
+        "silhouette": sil,
+        "silhouette_sample": used,
+        "davies_bouldin": davies_bouldin(x, labels, xp),
+        "calinski_harabasz": calinski_harabasz(x, labels, xp),
+    }
+
+
+def external_scores(labels, truth) -> dict[str, Any]:
+    """ARI and NMI against known groups (host arrays: labels are allowed to leave the device)."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    labels, truth = to_host(labels), to_host(truth)
+    return {
+        "ari": float(adjusted_rand_score(truth, labels)),
+        "nmi": float(normalized_mutual_info_score(truth, labels)),
+        "truth_users": int(len(truth)),
+    }

@@ -1,0 +1,264 @@
+"""The `gpuclust` command: thin Typer commands that build a config and call the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gpuclust import accelerators
+from gpuclust.backend import DEVICE_CHOICES, resolve_backend
+from gpuclust.cli.options import build_config, parse_pairs, split_list
+from gpuclust.errors import UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Cluster recommender-system users by what they do, on the GPU or the CPU.")
+console = Console(stderr=True)
+state = {"debug": False}
+
+DEMO_DIR = Path("gpuclust-demo")
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
+    state["debug"] = debug
+
+
+@contextmanager
+def progress(enabled: bool):
+    """A spinner naming the stage in progress; silent under --json or when output is not a terminal."""
+    if not enabled:
+        yield lambda _name: None
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+        yield lambda name: bar.update(task, description=name)
+
+
+Device = Annotated[str, typer.Option(help=f"Where to run: {', '.join(DEVICE_CHOICES)}.")]
+Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+@app.command()
+def info(json_out: Json = False) -> None:
+    """Show which accelerators are usable here, their versions, the GPU, and why anything is not."""
+    found = accelerators.all_accelerators()
+    gpu = accelerators.gpu_summary()
+    backend = resolve_backend("auto")
+    if json_out:
+        print(json.dumps({"accelerators": [vars(a) for a in found], "gpu": gpu,
+                          "auto_backend": backend.describe()}, indent=2))
+        return
+    table = Table(title="gpuclust accelerators")
+    for col in ("library", "usable", "version", "why not"):
+        table.add_column(col)
+    for a in found:
+        table.add_row(a.name, "[green]yes[/]" if a.usable else "[red]no[/]", a.version or "-", a.reason)
+    Console().print(table)
+    if gpu:
+        Console().print(f"GPU: {gpu['name']} x{gpu['count']}, {gpu['memory_total_gib']} GiB "
+                        f"({gpu['memory_free_gib']} GiB free), compute {gpu['compute_capability']}")
+    else:
+        Console().print("GPU: none usable")
+    Console().print(f"--device auto runs on: {backend.device} ({backend.describe()['frame']} frames)")
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Directory for events.parquet, items.parquet, truth.parquet.")],
+    users: Annotated[int, typer.Option(help="Number of users.")] = 5000,
+    items: Annotated[int, typer.Option(help="Number of items.")] = 2000,
+    groups: Annotated[int, typer.Option(help="Number of planted user groups (personas).")] = 8,
+    events_per_user: Annotated[float, typer.Option(help="Mean events per user.")] = 40.0,
+    noise_share: Annotated[float, typer.Option(help="Share of users without a persona (group -1).")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    json_out: Json = False,
+) -> None:
+    """Generate a realistic synthetic behaviour log with planted user groups (known truth)."""
+    from gpuclust.synth import SynthSpec, write
+
+    spec = SynthSpec(n_users=users, n_items=items, n_groups=groups, seed=seed,
+                     events_per_user=events_per_user, noise_share=noise_share).validate()
+    summary = _synth(spec, out, quiet=json_out)
+    if json_out:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        console.print(f"wrote {summary['n_events']:,} events of {summary['n_users']:,} users to {out}")
+
+
+def _synth(spec, out: Path, quiet: bool) -> dict:
+    from gpuclust.synth import write
+
+    if quiet or not sys.stderr.isatty():
+        return write(spec, out)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("generating users", total=spec.n_users)
+        return write(spec, out, progress=lambda done, total: bar.update(task, completed=done))
+
+
+@app.command()
+def run(
+    events: Annotated[Path, typer.Option(help="Events file: Parquet, CSV (.gz) or JSON Lines.")],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    items: Annotated[Path | None, typer.Option(help="Items file: item_id plus title, category, price.")] = None,
+    truth: Annotated[Path | None, typer.Option(help="Known groups (user_id, group) for ARI/NMI.")] = None,
+    k: Annotated[int | None, typer.Option(help="Number of clusters.")] = None,
+    features: Annotated[str | None, typer.Option(help="Comma list of: behaviour, tfidf, text.")] = None,
+    engine: Annotated[str | None, typer.Option(help="KMeans engine: auto, sklearn, faiss, cuml.")] = None,
+    device: Device = None,  # type: ignore[assignment]
+    seed: Annotated[int | None, typer.Option(help="Random seed for every stage.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config; flags override its values.")] = None,
+    adapter: Annotated[str | None, typer.Option(help="Raw-log adapter, e.g. online-retail.")] = None,
+    user_col: Annotated[str | None, typer.Option(help="Events column holding the user id.")] = None,
+    item_col: Annotated[str | None, typer.Option(help="Events column holding the item id.")] = None,
+    event_col: Annotated[str | None, typer.Option(help="Events column holding the event type.")] = None,
+    time_col: Annotated[str | None, typer.Option(help="Events column holding the timestamp.")] = None,
+    value_col: Annotated[str | None, typer.Option(help="Events column holding the money value.")] = None,
+    item_key_col: Annotated[str | None, typer.Option(help="Items column holding the item id.")] = None,
+    category_col: Annotated[str | None, typer.Option(help="Items column holding the category.")] = None,
+    text_cols: Annotated[str | None, typer.Option(help="Comma list of items text columns.")] = None,
+    event_weights: Annotated[str | None, typer.Option(help="e.g. view=1,click=2,cart=3,purchase=5")] = None,
+    feature_weights: Annotated[str | None, typer.Option(help="e.g. behaviour=1,tfidf=1,text=1")] = None,
+    normalise: Annotated[str | None, typer.Option(help="standard, minmax, log1p, quantile or none.")] = None,
+    min_user_events: Annotated[int | None, typer.Option(help="Drop users with fewer events.")] = None,
+    min_item_events: Annotated[int | None, typer.Option(help="Drop items with fewer events.")] = None,
+    sample_users: Annotated[int | None, typer.Option(help="Cluster a sample of this many users.")] = None,
+    sample_replace: Annotated[bool | None, typer.Option(help="Sample users with replacement.")] = None,
+    tfidf_components: Annotated[int | None, typer.Option(help="SVD components per TF-IDF vocabulary.")] = None,
+    silhouette_sample: Annotated[int | None, typer.Option(help="Rows used for the silhouette score.")] = None,
+    json_out: Json = False,
+) -> None:
+    """Cluster the users of an event log; write assignments, cluster profiles and a manifest."""
+    from gpuclust.run import run_files
+
+    cfg = build_config(config, {
+        "": {"device": device, "seed": seed},
+        "columns": {"user_id": user_col, "item_id": item_col, "event_type": event_col, "timestamp": time_col,
+                    "value": value_col, "item_item_id": item_key_col, "category": category_col,
+                    "text": split_list(text_cols)},
+        "preprocess": {"event_weights": parse_pairs(event_weights, "--event-weights"),
+                       "min_user_events": min_user_events, "min_item_events": min_item_events,
+                       "sample_users": sample_users, "sample_replace": sample_replace},
+        "features": {"features": split_list(features), "normalise": normalise,
+                     "tfidf_components": tfidf_components},
+        "cluster": {"k": k, "engine": engine},
+        "assess": {"silhouette_sample": silhouette_sample},
+    })
+    if feature_weights is not None:
+        cfg.features.weights.update(parse_pairs(feature_weights, "--feature-weights"))
+    with progress(not json_out and sys.stderr.isatty()) as on_stage:
+        pipeline = run_files(cfg, events, out, items=items, truth=truth, adapter=adapter, on_stage=on_stage)
+    report(pipeline, out, json_out)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where to write the data and the results.")] = DEMO_DIR,
+    users: Annotated[int, typer.Option(help="Synthetic users.")] = 5000,
+    groups: Annotated[int, typer.Option(help="Planted groups, and k.")] = 8,
+    device: Device = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    json_out: Json = False,
+) -> None:
+    """Generate synthetic users with planted groups, cluster them, and show what was found."""
+    from gpuclust.config import PipelineConfig
+    from gpuclust.run import run_files
+    from gpuclust.synth import SynthSpec
+
+    spec = SynthSpec(n_users=users, n_groups=groups, seed=seed).validate()
+    data_dir = out / "data"
+    _synth(spec, data_dir, quiet=json_out)
+    cfg = PipelineConfig(device=device, seed=seed)
+    cfg.cluster.k = groups
+    with progress(not json_out and sys.stderr.isatty()) as on_stage:
+        pipeline = run_files(cfg, data_dir / "events.parquet", out / "run", items=data_dir / "items.parquet",
+                             truth=data_dir / "truth.parquet", on_stage=on_stage)
+    report(pipeline, out / "run", json_out)
+
+
+def report(pipeline, out: Path, json_out: bool) -> None:
+    """The clusters found, as a table (or JSON), and where the outputs went."""
+    manifest = pipeline.manifest_
+    if json_out:
+        print(json.dumps({"out": str(out), "metrics": manifest["metrics"], "cluster": manifest["cluster"],
+                          "timings": manifest["timings"], "rows": manifest["rows"],
+                          "clusters": pipeline.profiles_}, indent=2, default=str))
+        return
+    table = Table(title=f"{len(pipeline.profiles_)} clusters of {manifest['rows']['users']:,} users")
+    for col in ("cluster", "users", "share", "top categories", "top items", "stands out by"):
+        table.add_column(col, overflow="fold")
+    for p in pipeline.profiles_:
+        cats = ", ".join(str(c.get("category")) for c in p["top_categories"][:3]) or "-"
+        items = ", ".join(_item_label(i) for i in p["top_items"][:3]) or "-"
+        table.add_row(str(p["cluster"]), f"{p['size']:,}", f"{p['share']:.1%}", cats, items, _standout(p))
+    out_console = Console()
+    out_console.print(table)
+    m = manifest["metrics"]
+    line = (f"silhouette {m['silhouette']:.3f} (sample {m['silhouette_sample']:,}), "
+            f"Davies-Bouldin {m['davies_bouldin']:.3f}, Calinski-Harabasz {m['calinski_harabasz']:.1f}")
+    if "ari" in m:
+        line += f", ARI {m['ari']:.3f}, NMI {m['nmi']:.3f}"
+    out_console.print(line)
+    t = manifest["timings"]
+    out_console.print(f"{manifest['device']['backend']['device']} / engine {manifest['cluster']['engine']}: "
+                      f"{t['total_seconds']:.1f} s, peak RSS {t['peak_rss_mib']:.0f} MiB; outputs in {out}")
+
+
+def _item_label(item: dict) -> str:
+    return str(item.get("title") or item.get("item_id"))
+
+
+def _standout(profile: dict) -> str:
+    """The two behaviour statistics furthest from the population mean (by ratio)."""
+    import math
+
+    lifts = [(name, v) for name, v in profile["behaviour_lift"].items() if v and v > 0]
+    lifts.sort(key=lambda kv: -abs(math.log(kv[1])))
+    return ", ".join(f"{name} x{v:.2f}" for name, v in lifts[:2]) or "-"
+
+
+def _register_optional_commands() -> None:
+    try:
+        from gpuclust.cli.embed import embed
+    except ImportError:
+        return
+    app.command()(embed)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit 2; bugs keep their traceback."""
+    debug = "--debug" in sys.argv
+    try:
+        app(standalone_mode=False)
+    except UsageError as exc:
+        if debug:
+            raise
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - click usage errors arrive as ClickException
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

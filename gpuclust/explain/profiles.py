@@ -1,0 +1,100 @@
+"""Per-cluster profiles: size, behaviour means against the population, top categories and items.
+
+Aggregation runs on the backend's frame library; only the k-row summaries move to the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpuclust import schema
+from gpuclust.backend import Backend, to_host
+from gpuclust.frames import array_frame, host_frame
+from gpuclust.preprocess.prepared import PreparedData
+
+CLUSTER = "cluster"
+
+
+class ClusterProfiler:
+    """Explains each cluster in terms a marketing or recommendation team can act on."""
+
+    def __init__(self, top_n: int = 5) -> None:
+        self.top_n = top_n
+
+    def fit(self, data: PreparedData, labels: Any, behaviour: Any, backend: Backend) -> ClusterProfiler:
+        xp = backend.xp
+        k = int(to_host(labels.max())) + 1
+        sizes = to_host(xp.bincount(labels, minlength=k))
+        per_user = array_frame({schema.USER_IDX: xp.arange(data.n_users, dtype=xp.int32), CLUSTER: labels}, backend)
+
+        stats = behaviour.copy()
+        stats[CLUSTER] = per_user[CLUSTER].values if backend.frame_library == "cudf" else to_host(labels)
+        means = host_frame(stats.groupby(CLUSTER).mean().sort_index())
+        population = host_frame(behaviour.mean().to_frame()).iloc[:, 0]
+
+        events = data.events[[schema.USER_IDX, schema.ITEM_IDX, schema.WEIGHT]].merge(per_user, on=schema.USER_IDX)
+        described = [schema.ITEM_IDX, schema.ITEM, *data.text_columns[:1]]
+        if data.has_categories:
+            described.append(schema.CATEGORY)
+        self.item_columns_ = described[1:]
+        top_items = self._top(events, schema.ITEM_IDX, data.items[described])
+        top_categories = {}
+        if data.has_categories:
+            with_cat = events.merge(data.items[[schema.ITEM_IDX, schema.CATEGORY]], on=schema.ITEM_IDX)
+            top_categories = self._top(with_cat.dropna(subset=[schema.CATEGORY]), schema.CATEGORY, None)
+
+        self.profiles_ = []
+        for c in range(k):
+            row = means.loc[c] if c in means.index else population * np.nan
+            self.profiles_.append({
+                "cluster": c,
+                "size": int(sizes[c]),
+                "share": round(float(sizes[c]) / data.n_users, 4),
+                "behaviour_mean": {name: _num(row[name]) for name in means.columns},
+                "behaviour_lift": {name: _num(row[name] / population[name]) if population[name] else None
+                                   for name in means.columns},
+                "top_categories": top_categories.get(c, []),
+                "top_items": top_items.get(c, []),
+            })
+        self.population_ = {name: _num(v) for name, v in population.items()}
+        return self
+
+    def _top(self, events, key: str, items: Any) -> dict[int, list[dict]]:
+        """Top `key`s per cluster by event weight, with their lift over the whole population."""
+        totals = events.groupby(key)[schema.WEIGHT].sum().rename("overall").reset_index()
+        grand = float(events[schema.WEIGHT].sum())
+        per = events.groupby([CLUSTER, key])[schema.WEIGHT].sum().reset_index()
+        per["cluster_total"] = per.groupby(CLUSTER)[schema.WEIGHT].transform("sum")
+        per = per.sort_values([CLUSTER, schema.WEIGHT, key], ascending=[True, False, True])
+        top = per.groupby(CLUSTER).head(self.top_n).merge(totals, on=key, how="left")
+        if items is not None:
+            top = top.merge(items, on=schema.ITEM_IDX, how="left")
+        top = host_frame(top).sort_values([CLUSTER, schema.WEIGHT], ascending=[True, False])
+        out: dict[int, list[dict]] = {}
+        for row in top.to_dict("records"):
+            share = row[schema.WEIGHT] / row["cluster_total"]
+            entry = {
+                "share": round(float(share), 4),
+                "lift": round(float(share / (row["overall"] / grand)), 3),
+            }
+            if key == schema.ITEM_IDX:
+                entry = {**{c: _plain(row[c]) for c in self.item_columns_}, **entry}
+            else:
+                entry = {key: _plain(row[key]), **entry}
+            out.setdefault(int(row[CLUSTER]), []).append(entry)
+        return out
+
+
+def _num(value: Any) -> float | None:
+    value = float(value)
+    return None if not np.isfinite(value) else round(value, 4)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return None
+    return value

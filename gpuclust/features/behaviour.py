@@ -1,0 +1,78 @@
+"""Behaviour statistics per user: recency, frequency, monetary, event mix, activity span, sessions.
+
+All aggregations are frame group-bys, so they run in cuDF on the GPU and pandas on the CPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpuclust import schema
+from gpuclust.backend import Backend
+from gpuclust.features.normalise import normalise
+from gpuclust.frames import frame_array
+from gpuclust.preprocess.prepared import PreparedData
+
+DAY = np.timedelta64(1, "D")
+
+
+class BehaviourFeaturizer:
+    """RFM-style statistics, normalised so counts and money do not dominate by scale."""
+
+    name = "behaviour"
+
+    def __init__(self, normalise: str = "log1p", session_gap_minutes: float = 30.0) -> None:
+        self.normalise = normalise
+        self.session_gap_minutes = session_gap_minutes
+
+    def raw_frame(self, data: PreparedData, backend: Backend):
+        """Unnormalised statistics, one row per user_idx: what cluster profiles report."""
+        ev = data.events  # sorted by user_idx, timestamp
+        ts = ev[schema.TIME]
+        uid = ev[schema.USER_IDX]
+        gap = np.timedelta64(int(self.session_gap_minutes * 60), "s")
+        new_session = (uid != uid.shift(1)) | ((ts - ts.shift(1)) > gap)
+
+        work = ev[[schema.USER_IDX, schema.ITEM_IDX, schema.TIME, schema.VALUE]].copy()
+        work["sessions"] = new_session.astype("int32")
+        work["day"] = ts.dt.floor("D")
+        types = list(dict.fromkeys(data.event_types))
+        for t in types:
+            work[f"n_{t}"] = (ev[schema.EVENT] == t).astype("float32")
+
+        grouped = work.groupby(schema.USER_IDX)
+        agg = grouped.agg({
+            schema.TIME: ["min", "max", "count"],
+            schema.VALUE: "sum",
+            schema.ITEM_IDX: "nunique",
+            "sessions": "sum",
+            "day": "nunique",
+            **{f"n_{t}": "sum" for t in types},
+        })
+        agg.columns = ["first", "last", "events", "monetary", "distinct_items", "sessions", "active_days",
+                       *[f"n_{t}" for t in types]]
+        agg = agg.sort_index()
+
+        out = backend.frame.DataFrame(index=agg.index)
+        out["recency_days"] = (data.reference_time - agg["last"]) / DAY
+        out["span_days"] = (agg["last"] - agg["first"]) / DAY
+        out["events"] = agg["events"].astype("float32")
+        out["sessions"] = agg["sessions"].astype("float32")
+        out["events_per_session"] = out["events"] / out["sessions"]
+        out["active_days"] = agg["active_days"].astype("float32")
+        out["distinct_items"] = agg["distinct_items"].astype("float32")
+        out["monetary"] = agg["monetary"].astype("float32")
+        for t in types:
+            out[f"share_{t}"] = agg[f"n_{t}"] / out["events"]
+        if "purchase" in types and len(types) > 1:
+            out["purchases_per_session"] = agg["n_purchase"] / out["sessions"]
+        return out.astype("float32")
+
+    def fit_transform(self, data: PreparedData, backend: Backend):
+        raw = self.raw_frame(data, backend)
+        self.names_ = [str(c) for c in raw.columns]
+        self.raw_ = raw
+        x = frame_array(raw, backend)
+        x = normalise(x, self.normalise, backend.xp)
+        self.info_ = {"dims": int(x.shape[1]), "columns": self.names_, "normalise": self.normalise}
+        return x.astype(np.float32, copy=False)

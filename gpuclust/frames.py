@@ -1,0 +1,79 @@
+"""Frame and array handoffs between cuDF/pandas and CuPy/NumPy, decided in one place.
+
+"Return what you were given": the library converts input frames to the backend's frame library on
+the way in and converts results back to the caller's kind on the way out, here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpuclust.backend import Backend, transfers
+from gpuclust.errors import UsageError
+
+
+def frame_kind(df: Any) -> str:
+    module = type(df).__module__
+    if module.startswith("cudf"):
+        return "cudf"
+    if module.startswith("pandas"):
+        return "pandas"
+    raise UsageError(f"expected a cuDF or pandas DataFrame, got {type(df).__name__}")
+
+
+def host_frame(df: Any):
+    """A pandas copy of a frame; a cuDF source counts as a device-to-host transfer."""
+    if frame_kind(df) == "pandas":
+        return df
+    out = df.to_pandas()
+    transfers.add(int(out.memory_usage(deep=True).sum()))
+    return out
+
+
+def to_backend_frame(df: Any, backend: Backend):
+    """Bring a caller's frame onto the backend's frame library."""
+    kind = frame_kind(df)
+    if backend.frame_library == kind:
+        return df
+    if backend.frame_library == "cudf":
+        return backend.frame.from_pandas(df)
+    return host_frame(df)
+
+
+def like_input(df: Any, kind: str):
+    """Convert a result frame back to the kind the caller passed in."""
+    if frame_kind(df) == kind:
+        return df
+    if kind == "pandas":
+        return host_frame(df)
+    import cudf
+
+    return cudf.from_pandas(df)
+
+
+def column_array(series: Any, backend: Backend, dtype: Any = None):
+    """A frame column as a backend array, staying on the device where the frame is cuDF."""
+    if frame_kind(series) == "cudf":
+        arr = series.values
+        return arr.astype(dtype, copy=False) if dtype is not None else arr
+    arr = series.to_numpy(dtype=dtype) if dtype is not None else series.to_numpy()
+    return backend.xp.asarray(arr) if backend.on_gpu else arr
+
+
+def frame_array(df: Any, backend: Backend, dtype: Any = np.float32):
+    """A frame's columns as one (rows, columns) backend array."""
+    if frame_kind(df) == "cudf":
+        return df.astype(dtype).to_cupy()
+    arr = df.to_numpy(dtype=dtype)
+    return backend.xp.asarray(arr) if backend.on_gpu else arr
+
+
+def array_frame(columns: dict[str, Any], backend: Backend):
+    """A frame from backend arrays, on the backend's frame library."""
+    if backend.frame_library == "pandas" and backend.on_gpu:
+        from gpuclust.backend import to_host
+
+        columns = {name: to_host(col) for name, col in columns.items()}
+    return backend.frame.DataFrame(columns)

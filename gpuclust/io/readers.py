@@ -1,0 +1,139 @@
+"""Parquet, CSV (also .gz) and JSON Lines into cuDF or pandas, renamed to the canonical schema.
+
+Column names are checked before the data is read, so a misnamed column costs milliseconds and gets
+a message listing the columns that are there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+from gpuclust import schema
+from gpuclust.config import ColumnMap
+from gpuclust.errors import UsageError
+
+FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+
+
+def file_format(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".gzip"):
+        suffixes = suffixes[:-1]
+    fmt = FORMATS.get(suffixes[-1] if suffixes else "")
+    if fmt is None:
+        raise UsageError(
+            f"cannot tell the format of {path}: name it .parquet, .csv, .csv.gz, .jsonl or .jsonl.gz"
+        )
+    return fmt
+
+
+def _columns_in(path: Path, fmt: str) -> list[str] | None:
+    """Column names without reading the data; None where the format has no cheap header."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(path).names)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise UsageError(f"{path} is not a readable Parquet file ({exc}); re-export it or check the path") from None
+    if fmt == "csv":
+        import pandas as pd
+
+        try:
+            return list(pd.read_csv(path, nrows=0, sep=_separator(path)).columns)
+        except Exception as exc:  # noqa: BLE001
+            raise UsageError(f"{path} is not a readable CSV file ({exc})") from None
+    return None
+
+
+def _separator(path: Path) -> str:
+    return "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
+
+
+def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = None):
+    """Read a file with the frame library (cuDF or pandas), optionally only some columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"file not found: {path}")
+    fmt = file_format(path)
+    present = _columns_in(path, fmt)
+    if columns is not None and present is not None:
+        columns = [c for c in columns if c in present]
+    try:
+        if fmt == "parquet":
+            df = frame.read_parquet(path, columns=columns)
+        elif fmt == "csv":
+            df = frame.read_csv(path, usecols=columns, sep=_separator(path))
+        else:
+            df = frame.read_json(path, lines=True)
+            if columns is not None:
+                df = df[[c for c in columns if c in df.columns]]
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - report unreadable data as the user's to fix
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"could not read {path} as {fmt}: {first}") from None
+    return df
+
+
+def _require(df, path: Path, wanted: dict[str, str], flag_hint: dict[str, str]) -> None:
+    missing = [src for src in wanted.values() if src not in df.columns]
+    if missing:
+        found = ", ".join(map(str, df.columns)) or "(none)"
+        hints = "; ".join(f"map it with {flag_hint[c]} NAME" for c, s in wanted.items() if s in missing)
+        raise UsageError(
+            f"column(s) {', '.join(map(repr, missing))} not found in {path}; columns found: {found}; {hints}"
+        )
+
+
+EVENT_FLAGS = {
+    schema.USER: "--user-col",
+    schema.ITEM: "--item-col",
+    schema.EVENT: "--event-col",
+    schema.TIME: "--time-col",
+}
+
+
+def read_events(path: str | Path, frame: ModuleType, columns: ColumnMap | None = None):
+    """Events with canonical names: user_id, item_id, event_type, timestamp and, if present, value."""
+    columns = columns or ColumnMap()
+    wanted = {
+        schema.USER: columns.user_id,
+        schema.ITEM: columns.item_id,
+        schema.EVENT: columns.event_type,
+        schema.TIME: columns.timestamp,
+    }
+    optional = {schema.VALUE: columns.value}
+    df = read_table(path, frame, list(wanted.values()) + list(optional.values()))
+    _require(df, Path(path), wanted, EVENT_FLAGS)
+    keep = {src: dst for dst, src in {**wanted, **optional}.items() if src in df.columns}
+    return df[list(keep)].rename(columns=keep)
+
+
+def read_items(path: str | Path, frame: ModuleType, columns: ColumnMap | None = None):
+    """Items with canonical names: item_id plus whichever of category, price and text columns exist."""
+    columns = columns or ColumnMap()
+    wanted = {schema.ITEM: columns.item_item_id}
+    optional = {schema.CATEGORY: columns.category, schema.PRICE: columns.price}
+    df = read_table(path, frame)
+    _require(df, Path(path), wanted, {schema.ITEM: "--item-key-col"})
+    text = [c for c in columns.text if c in df.columns]
+    keep = {src: dst for dst, src in {**wanted, **optional}.items() if src in df.columns}
+    out = df[list(keep) + [c for c in text if c not in keep]].rename(columns=keep)
+    return out.drop_duplicates(subset=[schema.ITEM])
+
+
+def read_truth(path: str | Path, frame: ModuleType, user_col: str = schema.USER, group_col: str = "group"):
+    """Known groups for evaluation: user_id, group."""
+    df = read_table(path, frame)
+    _require(df, Path(path), {schema.USER: user_col, "group": group_col}, {schema.USER: "--user-col", "group": "a"})
+    return df[[user_col, group_col]].rename(columns={user_col: schema.USER, group_col: "group"})

@@ -1,0 +1,129 @@
+"""Run records: seconds and peak memory per stage, versions, device; what manifest.json holds."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gpuclust import accelerators
+from gpuclust.backend import Backend, transfers
+
+PACKAGES = ("gpuclust", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "torch", "transformers",
+            "faiss-cpu", "faiss-gpu-cu12", "cudf-cu12", "cuml-cu12", "cupy-cuda12x")
+CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[name] = importlib.metadata.version(name)
+    return out
+
+
+def machine(backend: Backend | None = None) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+    if backend is not None:
+        info["backend"] = backend.describe()
+        if backend.on_gpu:
+            info["gpu"] = accelerators.gpu_summary()
+    return info
+
+
+def current_rss_bytes() -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return 0
+
+
+def _peak_rss_bytes() -> int:
+    """Peak RSS since the last reset (VmHWM), falling back to the process-wide peak."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _reset_peak_rss() -> bool:
+    """Writing 5 to clear_refs resets VmHWM on Linux, which makes per-stage peaks possible."""
+    try:
+        CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class StageRecorder:
+    """`with recorder.stage("features"):` records seconds, peak RSS and GPU peak for that stage."""
+
+    def __init__(self, backend: Backend | None = None) -> None:
+        self.backend = backend
+        self.stages: dict[str, dict[str, Any]] = {}
+        self.started = time.perf_counter()
+        self.peak_rss_bytes = 0
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[dict[str, Any]]:
+        record: dict[str, Any] = {}
+        exact = _reset_peak_rss()
+        gpu = self.backend is not None and self.backend.on_gpu
+        if gpu:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        copies_before = transfers.bytes
+        start = time.perf_counter()
+        try:
+            yield record
+        finally:
+            if gpu:
+                import torch
+
+                torch.cuda.synchronize()
+                record["gpu_peak_torch_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                record["gpu_pool_used_mib"] = round(_cupy_pool_bytes() / 2**20, 1)
+            peak = _peak_rss_bytes()
+            self.peak_rss_bytes = max(self.peak_rss_bytes, peak)
+            record.update({
+                "seconds": round(time.perf_counter() - start, 4),
+                "peak_rss_mib": round(peak / 2**20, 1),
+                "peak_rss_is_per_stage": exact,
+                "device_to_host_bytes": transfers.bytes - copies_before,
+            })
+            self.stages[name] = {**record}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "total_seconds": round(time.perf_counter() - self.started, 4),
+            "peak_rss_mib": round(max(self.peak_rss_bytes, _peak_rss_bytes()) / 2**20, 1),
+            "stages": self.stages,
+        }
+
+
+def _cupy_pool_bytes() -> int:
+    try:
+        import cupy
+
+        return int(cupy.get_default_memory_pool().total_bytes())
+    except Exception:  # noqa: BLE001 - cupy absent or unusable: nothing to report
+        return 0
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,78 @@
+"""File in, files out: what `gpuclust run` does, usable without the CLI.
+
+Outputs go to a staging folder inside the output directory and are moved into place only after
+every stage has succeeded, so a failed run leaves no half-written result.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from gpuclust.backend import resolve_backend
+from gpuclust.config import PipelineConfig
+from gpuclust.errors import UsageError
+from gpuclust.io.adapters import get_adapter
+from gpuclust.io.readers import read_events, read_items, read_table, read_truth
+from gpuclust.io.writers import write_json, write_parquet
+from gpuclust.manifest import StageRecorder
+from gpuclust.pipeline import Pipeline, StageCallback
+
+OUTPUTS = ("assignments.parquet", "clusters.json", "manifest.json")
+
+
+def check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory")
+
+
+def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items: str | Path | None = None,
+              truth: str | Path | None = None, adapter: str | None = None,
+              on_stage: StageCallback | None = None) -> Pipeline:
+    """Read the inputs, fit the pipeline, write assignments, cluster profiles and the manifest."""
+    config.validate()
+    out = Path(out)
+    check_out_dir(out)
+    backend = resolve_backend(config.device)
+    recorder = StageRecorder(backend)
+    steps = []
+    if on_stage:
+        on_stage("read")
+    with recorder.stage("read"):
+        if adapter:
+            raw_events, raw_items, steps = get_adapter(adapter)(read_table(events, backend.frame), backend.frame)
+        else:
+            raw_events = read_events(events, backend.frame, config.columns)
+            raw_items = None
+        if items is not None:
+            raw_items = read_items(items, backend.frame, config.columns)
+        raw_truth = read_truth(truth, backend.frame) if truth is not None else None
+
+    pipeline = Pipeline(config).fit(raw_events, raw_items, raw_truth, steps=steps, recorder=recorder,
+                                    on_stage=on_stage)
+    pipeline.manifest_["inputs"] = {
+        "events": str(events), "items": None if items is None else str(items),
+        "truth": None if truth is None else str(truth), "adapter": adapter,
+    }
+    write_outputs(pipeline, out)
+    return pipeline
+
+
+def write_outputs(pipeline: Pipeline, out: str | Path) -> list[Path]:
+    """All files are written to a staging folder first, then renamed into `out` together."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    try:
+        write_parquet(staging / "assignments.parquet", pipeline.labels_)
+        write_json(staging / "clusters.json", {"clusters": pipeline.profiles_, "population": pipeline.population_})
+        write_json(staging / "manifest.json", pipeline.manifest_)
+        written = []
+        for name in OUTPUTS:
+            os.replace(staging / name, out / name)
+            written.append(out / name)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
