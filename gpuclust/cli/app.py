@@ -197,7 +197,7 @@ def report(pipeline, out: Path, json_out: bool) -> None:
         table.add_column(col, overflow="fold")
     for p in pipeline.profiles_:
         cats = ", ".join(str(c.get("category")) for c in p["top_categories"][:3]) or "-"
-        items = ", ".join(_item_label(i) for i in p["top_items"][:3]) or "-"
+        items = "; ".join(_item_label(i) for i in p["top_items"][:2]) or "-"
         table.add_row(str(p["cluster"]), f"{p['size']:,}", f"{p['share']:.1%}", cats, items, _standout(p))
     out_console = Console()
     out_console.print(table)
@@ -212,8 +212,9 @@ def report(pipeline, out: Path, json_out: bool) -> None:
                       f"{t['total_seconds']:.1f} s, peak RSS {t['peak_rss_mib']:.0f} MiB; outputs in {out}")
 
 
-def _item_label(item: dict) -> str:
-    return str(item.get("title") or item.get("item_id"))
+def _item_label(item: dict, width: int = 28) -> str:
+    label = str(item.get("title") or item.get("item_id"))
+    return label if len(label) <= width else label[: width - 1] + "…"
 
 
 def _standout(profile: dict) -> str:

@@ -59,15 +59,22 @@ def _separator(path: Path) -> str:
     return "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
 
 
-def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = None):
-    """Read a file with the frame library (cuDF or pandas), optionally only some columns."""
+def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = None,
+               required: dict[str, str] | None = None, hints: dict[str, str] | None = None):
+    """Read a file with the frame library (cuDF or pandas), optionally only some columns.
+
+    `required` maps canonical names to the file's names; a missing one is a UsageError that lists the
+    columns the file does have and the flag that maps it (`hints`).
+    """
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"file not found: {path}")
     fmt = file_format(path)
     present = _columns_in(path, fmt)
-    if columns is not None and present is not None:
-        columns = [c for c in columns if c in present]
+    if present is not None:
+        _require(present, path, required or {}, hints or {})
+        if columns is not None:
+            columns = [c for c in columns if c in present]
     try:
         if fmt == "parquet":
             df = frame.read_parquet(path, columns=columns)
@@ -75,6 +82,7 @@ def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = 
             df = frame.read_csv(path, usecols=columns, sep=_separator(path))
         else:
             df = frame.read_json(path, lines=True)
+            _require(list(df.columns), path, required or {}, hints or {})
             if columns is not None:
                 df = df[[c for c in columns if c in df.columns]]
     except UsageError:
@@ -85,13 +93,13 @@ def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = 
     return df
 
 
-def _require(df, path: Path, wanted: dict[str, str], flag_hint: dict[str, str]) -> None:
-    missing = [src for src in wanted.values() if src not in df.columns]
+def _require(present: list[str], path: Path, wanted: dict[str, str], hints: dict[str, str]) -> None:
+    missing = {canonical: src for canonical, src in wanted.items() if src not in present}
     if missing:
-        found = ", ".join(map(str, df.columns)) or "(none)"
-        hints = "; ".join(f"map it with {flag_hint[c]} NAME" for c, s in wanted.items() if s in missing)
+        found = ", ".join(map(str, present)) or "(none)"
+        how = "; ".join(f"map {c} with {hints.get(c, 'the config')} NAME" for c in missing)
         raise UsageError(
-            f"column(s) {', '.join(map(repr, missing))} not found in {path}; columns found: {found}; {hints}"
+            f"column(s) {', '.join(map(repr, missing.values()))} not found in {path}; columns found: {found}; {how}"
         )
 
 
@@ -113,8 +121,7 @@ def read_events(path: str | Path, frame: ModuleType, columns: ColumnMap | None =
         schema.TIME: columns.timestamp,
     }
     optional = {schema.VALUE: columns.value}
-    df = read_table(path, frame, list(wanted.values()) + list(optional.values()))
-    _require(df, Path(path), wanted, EVENT_FLAGS)
+    df = read_table(path, frame, list(wanted.values()) + list(optional.values()), wanted, EVENT_FLAGS)
     keep = {src: dst for dst, src in {**wanted, **optional}.items() if src in df.columns}
     return df[list(keep)].rename(columns=keep)
 
@@ -124,8 +131,7 @@ def read_items(path: str | Path, frame: ModuleType, columns: ColumnMap | None = 
     columns = columns or ColumnMap()
     wanted = {schema.ITEM: columns.item_item_id}
     optional = {schema.CATEGORY: columns.category, schema.PRICE: columns.price}
-    df = read_table(path, frame)
-    _require(df, Path(path), wanted, {schema.ITEM: "--item-key-col"})
+    df = read_table(path, frame, required=wanted, hints={schema.ITEM: "--item-key-col"})
     text = [c for c in columns.text if c in df.columns]
     keep = {src: dst for dst, src in {**wanted, **optional}.items() if src in df.columns}
     out = df[list(keep) + [c for c in text if c not in keep]].rename(columns=keep)
@@ -134,6 +140,5 @@ def read_items(path: str | Path, frame: ModuleType, columns: ColumnMap | None = 
 
 def read_truth(path: str | Path, frame: ModuleType, user_col: str = schema.USER, group_col: str = "group"):
     """Known groups for evaluation: user_id, group."""
-    df = read_table(path, frame)
-    _require(df, Path(path), {schema.USER: user_col, "group": group_col}, {schema.USER: "--user-col", "group": "a"})
+    df = read_table(path, frame, required={schema.USER: user_col, "group": group_col})
     return df[[user_col, group_col]].rename(columns={user_col: schema.USER, group_col: "group"})

@@ -68,10 +68,7 @@ class Preprocessor:
             unit = "ms" if float(ts.max()) > 1e11 else "s"
             parsed = backend.frame.to_datetime(ts, unit=unit)
         else:
-            try:
-                parsed = backend.frame.to_datetime(ts, errors="coerce")
-            except (ValueError, TypeError) as exc:
-                raise UsageError(f"timestamps could not be parsed ({exc}); give ISO-8601 strings or Unix epochs") from None
+            parsed = _parse_strings(ts, backend)
         if getattr(parsed.dtype, "tz", None) is not None:
             parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
         parsed = parsed.astype("datetime64[ns]")
@@ -155,6 +152,19 @@ class Preprocessor:
         out[schema.USER] = out[schema.USER].astype("str") + suffix
         out = out.drop(columns=["_copy"])
         return self._count("sample_users", ev, out, f"{cfg.sample_users} users drawn with replacement")
+
+
+def _parse_strings(ts, backend: Backend):
+    """Fast inferred-format parsing; on pandas, values the inferred format misses get a per-value retry."""
+    try:
+        parsed = backend.frame.to_datetime(ts, errors="coerce")
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"timestamps could not be parsed ({exc}); give ISO-8601 strings or Unix epochs") from None
+    missed = parsed.isna() & ts.notna()
+    if backend.frame_library == "pandas" and bool(missed.any()):
+        parsed = parsed.copy()
+        parsed[missed] = backend.frame.to_datetime(ts[missed], errors="coerce", format="mixed")
+    return parsed
 
 
 def _count_at_least(column, minimum: int):

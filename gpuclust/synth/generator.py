@@ -18,6 +18,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,8 @@ _CATALOGUE = (
     ("camera & photo", "mirrorless,50mm,compact,waterproof,64gb,vintage",
      "camera:650,lens:400,tripod:60,memory card:20,camera bag:50"),
 )
-_SHARED_WORDS = "black,white,navy,grey,red,green,beige,classic,compact,everyday,modern,eco".split(",")
+_SHARED_WORDS = ("black", "white", "navy", "grey", "red", "green", "beige", "classic", "compact", "everyday",
+                 "modern", "eco")
 _CHEAP_WORDS = ("basic", "value", "budget", "essentials")
 _PREMIUM_WORDS = ("premium", "deluxe", "luxury", "pro", "signature")
 
@@ -317,7 +319,7 @@ def _build_personas(spec: SynthSpec, rng: np.random.Generator) -> dict[str, Any]
     background = rng.dirichlet(np.full(C, 3.0))
     for g, fav in enumerate(favourites):  # loop over personas only
         fav = list(fav)
-        fav_share = rng.uniform(0.78, 0.9) if C > len(fav) else 1.0
+        fav_share = rng.uniform(0.78, 0.9) if len(fav) < C else 1.0
         row = background.copy()
         row[fav] = 0.0
         row = row / row.sum() * (1 - fav_share) if row.sum() > 0 else row
@@ -367,7 +369,7 @@ def describe_personas(world: _World) -> list[dict[str, Any]]:
 
 def _users(spec: SynthSpec, world: _World, rng: np.random.Generator, lo: int, hi: int) -> dict[str, np.ndarray]:
     """Per-user group, ids and behaviour parameters for users lo..hi-1."""
-    n, C = hi - lo, spec.n_categories
+    n = hi - lo
     idx = np.arange(lo, hi, dtype=np.int64)
     user_id = USER_ID_BASE + 16 * idx + rng.integers(0, 16, n)
     noise = rng.random(n) < spec.noise_share
@@ -447,7 +449,9 @@ def _session_starts(spec: SynthSpec, u: dict[str, np.ndarray], span: np.ndarray,
     n = len(s_user)
     hour = np.where(rng.random(n) < 0.7, u["hour"][s_user] + rng.normal(0, 2.0, n), rng.uniform(0, 24, n))
     start = rng.integers(0, spec.days, n) * 86400.0 + np.mod(hour, 24) * 3600.0
-    return np.clip(np.minimum(start, spec.days * 86400.0 - 1.0 - span), 0.0, None)
+    end = spec.days * 86400.0 - 1.0
+    start = np.where(start + span > end, start - 86400.0, start)  # a late session on the last day moves back a day
+    return np.clip(np.minimum(start, end - span), 0.0, None)
 
 
 def _block(spec: SynthSpec, world: _World, start_ms: int, b: int) -> dict[str, np.ndarray]:
@@ -546,6 +550,12 @@ def _with_meta(schema: pa.Schema, spec: SynthSpec) -> pa.Schema:
     return schema.with_metadata({"gpuclust.synth": json.dumps(asdict(spec))})
 
 
+def _write_chunk(ev_w: Any, tr_w: Any, cols: dict[str, np.ndarray]) -> None:
+    """Runs on a worker thread: Parquet encoding and compression release the GIL."""
+    ev_w.write_table(_events_table(cols), row_group_size=len(cols["event"]))
+    tr_w.write_table(_truth_table(cols))
+
+
 def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
           progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Stream DIR/events.parquet, DIR/items.parquet and DIR/truth.parquet, each replaced atomically.
@@ -563,13 +573,18 @@ def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
     counts = np.zeros(len(EVENT_TYPES), dtype=np.int64)
     with atomic_path(out / "events.parquet") as ev_tmp, atomic_path(out / "truth.parquet") as tr_tmp:
         with pq.ParquetWriter(ev_tmp, _with_meta(EVENTS_SCHEMA, spec), compression="zstd") as ev_w, \
-                pq.ParquetWriter(tr_tmp, _with_meta(TRUTH_SCHEMA, spec), compression="zstd") as tr_w:
+                pq.ParquetWriter(tr_tmp, _with_meta(TRUTH_SCHEMA, spec), compression="zstd") as tr_w, \
+                ThreadPoolExecutor(max_workers=1) as pool:
+            pending: Future[None] | None = None
             for done, cols in _chunks(spec, world, chunk_users):
-                ev_w.write_table(_events_table(cols), row_group_size=len(cols["event"]))
-                tr_w.write_table(_truth_table(cols))
                 counts += np.bincount(cols["event"], minlength=len(EVENT_TYPES))
+                if pending is not None:
+                    pending.result()  # at most two chunks in memory: one generating, one writing
+                pending = pool.submit(_write_chunk, ev_w, tr_w, cols)
                 if progress is not None:
                     progress(done, spec.n_users)
+            if pending is not None:
+                pending.result()
         with atomic_path(out / "items.parquet") as it_tmp:
             pq.write_table(_items_table(world).replace_schema_metadata(
                 {"gpuclust.synth": json.dumps(asdict(spec))}), it_tmp, compression="zstd")

@@ -134,7 +134,8 @@ class ItemEncoder:
         self.batch_size = batch_size
 
     # --- checks -------------------------------------------------------------------------------
-    def _check(self) -> None:
+    def resolve(self) -> ItemEncoder:
+        """Check the parameters and fix device, precision and max length (`*_` attributes)."""
         if self.pooling not in POOLINGS:
             raise UsageError(f"unknown pooling {self.pooling!r}: choose one of {', '.join(POOLINGS)}")
         if not isinstance(self.max_length, int) or self.max_length < 2:
@@ -146,10 +147,11 @@ class ItemEncoder:
         self.device_ = self.model.device
         self.precision_ = resolve_precision(self.precision, self.device_)
         self.max_length_ = min(self.max_length, self.model.max_positions)
+        return self
 
     # --- public -------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> TokenizedTexts:
-        self._check()
+        self.resolve()
         if self.model.tokenizer is None:
             raise UsageError(f"model {self.model.name!r} was loaded without a tokenizer; pass token ids instead")
         return tokenize(self.model.tokenizer, texts, self.max_length_)
@@ -167,7 +169,7 @@ class ItemEncoder:
         """Encode pre-tokenised sequences (already truncated); same output as `encode`."""
         import torch
 
-        self._check()
+        self.resolve()
         started = time.perf_counter() if _started is None else _started
         device = self.device_
         on_cuda = device.startswith("cuda")

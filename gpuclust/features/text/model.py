@@ -8,9 +8,11 @@ when asked for (`allow_download=True`) and `HF_HUB_OFFLINE` is unset. A model th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,20 @@ def resolve_source(name: str, allow_download: bool = False) -> str:
     return name
 
 
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No weight-loading progress bar on stderr (the CLI prints its own summary)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", allow_download: bool = False) -> LoadedModel:
     """Load an `AutoModel` encoder and its tokenizer in eval mode on `device`."""
     source = resolve_source(name, allow_download)
@@ -140,10 +156,14 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", allow_download: b
             "the text feature needs torch and transformers: `pip install 'gpuclust[cpu]'` (or [gpu])"
         ) from exc
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-        model = AutoModel.from_pretrained(source, local_files_only=local_only)
+        with _quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+            model = AutoModel.from_pretrained(source, local_files_only=local_only)
     except (OSError, ValueError, KeyError) as exc:
-        cause = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        if local_only and not Path(source).is_dir():
+            cause = "not in the local Hugging Face cache, and downloads are off"
+        else:
+            cause = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise _not_found(name, allow_download, cause) from None
     model.eval()
     identity = json.dumps({"name": name if name not in _DEFAULT_ALIASES else DEFAULT_HUB_NAME,

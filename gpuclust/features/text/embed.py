@@ -1,0 +1,149 @@
+"""Library entry points: texts -> vectors through the cache, and items file -> vectors file.
+
+`embed_items` is everything `gpuclust embed --items F --out F` does; the CLI only parses options.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpuclust import schema
+from gpuclust.backend import resolve_backend, to_host
+from gpuclust.config import ColumnMap
+from gpuclust.errors import UsageError
+from gpuclust.features.text.cache import VectorCache, text_key
+from gpuclust.features.text.encoder import EncodeStats, ItemEncoder
+from gpuclust.features.text.model import as_loaded
+from gpuclust.features.text.texts import item_texts, template_fields
+from gpuclust.io.readers import read_items
+from gpuclust.io.writers import atomic_path
+
+OUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".npy": "npy"}
+
+
+def cache_namespace(encoder: ItemEncoder) -> dict[str, Any]:
+    """Everything that changes a vector besides the text itself."""
+    encoder.resolve()
+    return {"model": encoder.model.identity, "pooling": encoder.pooling,
+            "precision": encoder.precision_, "max_length": encoder.max_length_}
+
+
+def encode_texts(encoder: ItemEncoder, texts: Sequence[str], cache_dir: str | Path | None = None):
+    """Encode `texts` (duplicates once, cached ones not at all); returns (torch n x d, stats dict).
+
+    Vectors stay on the encoder's device. With a cache, hits are read from disk and the new vectors are
+    written back (on the GPU that write is a counted device-to-host copy of the misses only).
+    """
+    import torch
+
+    started = time.perf_counter()
+    encoder.resolve()
+    device = encoder.device_
+    first: dict[str, int] = {}
+    inverse = np.fromiter((first.setdefault(t, len(first)) for t in texts), dtype=np.int64, count=len(texts))
+    unique = list(first)
+    hit = np.zeros(len(unique), dtype=bool)
+    cache = VectorCache(cache_dir, cache_namespace(encoder)) if cache_dir is not None else None
+    keys: list[str] = []
+    vectors = torch.empty((len(unique), encoder.model.hidden_size), dtype=torch.float32, device=device)
+    if cache is not None:
+        keys = [text_key(t) for t in unique]
+        hit, cached = cache.lookup(keys)
+        if hit.any():
+            vectors[torch.from_numpy(np.flatnonzero(hit)).to(device)] = torch.from_numpy(cached).to(device)
+    misses = np.flatnonzero(~hit)
+    stats = EncodeStats()
+    if len(misses):
+        fresh = encoder.encode([unique[i] for i in misses])
+        stats = encoder.stats_
+        vectors[torch.from_numpy(misses).to(device)] = fresh
+        if cache is not None:
+            cache.store([keys[i] for i in misses], to_host(fresh))
+    out = vectors[torch.from_numpy(inverse).to(device)] if len(unique) != len(texts) else vectors
+    info = stats.to_dict()
+    info.update(
+        texts=len(texts), unique_texts=len(unique), encoded=int(len(misses)),
+        cache_hits=int(hit.sum()) if cache is not None else None,
+        cache_misses=int(len(misses)) if cache is not None else None,
+        encode_seconds=info.pop("seconds"), seconds=round(time.perf_counter() - started, 4),
+    )
+    return out, info
+
+
+def _out_format(out_path: Path) -> str:
+    fmt = OUT_FORMATS.get(out_path.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"cannot tell the output format of {out_path}: name it .parquet or .npy")
+    return fmt
+
+
+def ids_path(out_path: str | Path) -> Path:
+    """Where `.npy` output keeps its item ids (row i of the array is item_ids[i])."""
+    return Path(out_path).with_suffix(".ids.json")
+
+
+def embed_items(items_path: str | Path, out_path: str | Path, *, model: Any = "default",
+                template: str | None = None, text_columns: Sequence[str] | None = None,
+                item_key: str = schema.ITEM, pooling: str = "mean", precision: str = "auto",
+                batch_tokens: int | None = None, max_length: int = 128, cache_dir: str | Path | None = None,
+                device: str = "auto", allow_download: bool = False) -> dict[str, Any]:
+    """Encode every item of an items file and write its vectors, atomically.
+
+    Text columns come from `text_columns`, else from the template's fields, else `title`. `.parquet` out
+    holds `item_id` and a fixed-size-list `vector` column (model and settings in the file metadata);
+    `.npy` out holds the float32 matrix in items-file order (duplicate ids dropped) with the ids in a
+    `<stem>.ids.json` beside it. Returns a summary: counts, model, precision, tokens, speed, cache use.
+    """
+    started = time.perf_counter()
+    out_path = Path(out_path)
+    fmt = _out_format(out_path)
+    fields = template_fields(template) if template else []
+    non_text = {schema.ITEM, schema.CATEGORY, schema.PRICE, item_key}
+    texts_cols = tuple(text_columns) if text_columns else tuple(f for f in fields if f not in non_text)
+    texts_cols = texts_cols or (schema.TITLE,)
+    backend = resolve_backend(device)
+    items = read_items(items_path, backend.frame, ColumnMap(item_item_id=item_key, text=texts_cols))
+    if len(items) == 0:
+        raise UsageError(f"{items_path} has no items to embed")
+    texts = item_texts(items, texts_cols, template)
+    loaded = as_loaded(model, backend.torch_device, allow_download)
+    encoder = ItemEncoder(loaded, pooling=pooling, precision=precision, batch_tokens=batch_tokens,
+                          max_length=max_length)
+    vectors, stats = encode_texts(encoder, texts, cache_dir)
+    host = to_host(vectors)
+    ids = np.asarray(to_host(items[schema.ITEM]))
+    meta = {"model": loaded.name, "model_identity": loaded.identity, "pooling": pooling,
+            "precision": encoder.precision_, "max_length": encoder.max_length_,
+            "template": template or "default", "text_columns": list(texts_cols)}
+    if fmt == "parquet":
+        _write_parquet(out_path, ids, host, meta)
+    else:
+        with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, host, allow_pickle=False)
+        with atomic_path(ids_path(out_path)) as tmp:
+            tmp.write_text(json.dumps({**meta, "item_id": ids.tolist()}) + "\n")
+    summary = {"out": str(out_path), "format": fmt, "n_items": int(len(texts)), "dim": int(host.shape[1]),
+               "device": backend.device, **meta, **stats,
+               "total_seconds": round(time.perf_counter() - started, 3)}
+    if fmt == "npy":
+        summary["ids_out"] = str(ids_path(out_path))
+    summary.pop("model_identity")
+    return summary
+
+
+def _write_parquet(path: Path, ids: np.ndarray, vectors: np.ndarray, meta: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    table = pa.table({schema.ITEM: pa.array(ids.tolist()),
+                      "vector": pa.FixedSizeListArray.from_arrays(flat, int(vectors.shape[1]))})
+    table = table.replace_schema_metadata({"gpuclust.embed": json.dumps(meta)})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)

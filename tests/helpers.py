@@ -1,0 +1,30 @@
+"""Small hand-made logs for unit tests (the synthetic generator covers realistic sizes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def blob_events(n_users: int = 300, n_groups: int = 3, events_per_user: int = 20, seed: int = 0):
+    """Users whose groups touch disjoint item ranges: any sane pipeline separates them exactly."""
+    rng = np.random.default_rng(seed)
+    n_items = 30 * n_groups
+    groups = rng.integers(0, n_groups, n_users)
+    users = np.repeat(np.arange(n_users), events_per_user)
+    items = groups[users] * 30 + rng.integers(0, 30, len(users))
+    kinds = rng.choice(["view", "click", "cart", "purchase"], len(users), p=[0.6, 0.2, 0.1, 0.1])
+    start = pd.Timestamp("2026-01-01")
+    times = start + pd.to_timedelta(rng.integers(0, 30 * 86400, len(users)), unit="s")
+    events = pd.DataFrame({
+        "user_id": users + 100, "item_id": items, "event_type": kinds, "timestamp": times,
+        "value": np.where(kinds == "purchase", 10.0, 0.0).astype("float32"),
+    })
+    catalogue = pd.DataFrame({
+        "item_id": np.arange(n_items),
+        "title": [f"product {i}" for i in range(n_items)],
+        "category": [f"cat{i // 10}" for i in range(n_items)],
+        "price": np.linspace(1, 50, n_items).astype("float32"),
+    })
+    truth = pd.DataFrame({"user_id": np.arange(n_users) + 100, "group": groups})
+    return events, catalogue, truth

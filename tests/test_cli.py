@@ -1,0 +1,103 @@
+"""The CLI's promises: one clear line and exit code 2 for bad input, no partial output."""
+
+import json
+import sys
+
+import pandas as pd
+import pytest
+
+from gpuclust.cli.app import main
+from tests.helpers import blob_events
+
+
+def cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["gpuclust", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture()
+def files(tmp_path):
+    events, items, truth = blob_events(n_users=120)
+    events.to_parquet(tmp_path / "events.parquet")
+    items.to_parquet(tmp_path / "items.parquet")
+    truth.to_parquet(tmp_path / "truth.parquet")
+    return tmp_path
+
+
+def test_run_writes_outputs_and_json_summary(monkeypatch, capsys, files):
+    out = files / "out"
+    code, stdout, _ = cli(monkeypatch, capsys, "run", "--events", files / "events.parquet", "--items",
+                          files / "items.parquet", "--truth", files / "truth.parquet", "--k", 3, "--out", out,
+                          "--device", "cpu", "--json")
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary["metrics"]["ari"] == pytest.approx(1.0)
+    assert sorted(p.name for p in out.iterdir()) == ["assignments.parquet", "clusters.json", "manifest.json"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["cluster"]["k"] == 3
+    assert {"preprocess", "features.tfidf", "cluster"} <= set(manifest["timings"]["stages"])
+    assert all("peak_rss_mib" in s for s in manifest["timings"]["stages"].values())
+    assigned = pd.read_parquet(out / "assignments.parquet")
+    assert list(assigned.columns) == ["user_id", "cluster", "distance"] and len(assigned) == 120
+
+
+def bad_inputs(files):
+    events = files / "events.parquet"
+    renamed = files / "renamed.csv"
+    pd.read_parquet(events).rename(columns={"user_id": "uid"}).to_csv(renamed, index=False)
+    bad_time = files / "bad_time.csv"
+    pd.DataFrame({"user_id": [1, 2], "item_id": [1, 2], "event_type": "view",
+                  "timestamp": ["soon", "later"]}).to_csv(bad_time, index=False)
+    corrupt = files / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1garbage")
+    return {
+        "missing file": (["--events", files / "nope.parquet"], "file not found"),
+        "misnamed column": (["--events", renamed], "columns found: uid"),
+        "empty after filtering": (["--events", events, "--min-user-events", 1000], "no events left"),
+        "k too large": (["--events", events, "--k", 500], "k=500 is larger than the number of users"),
+        "unparseable timestamps": (["--events", bad_time], "could not be parsed"),
+        "corrupt parquet": (["--events", corrupt], "not a readable Parquet"),
+        "impossible parameter": (["--events", events, "--engine", "magic"], "choose one of"),
+        "cuda without a gpu": (["--events", events, "--device", "cuda"], None),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "missing file", "misnamed column", "empty after filtering", "k too large", "unparseable timestamps",
+    "corrupt parquet", "impossible parameter", "cuda without a gpu"])
+def test_bad_input_is_one_line_exit_2_and_no_output(monkeypatch, capsys, files, case):
+    args, expected = bad_inputs(files)[case]
+    if case == "cuda without a gpu":
+        from gpuclust import accelerators
+
+        if accelerators.torch_cuda().usable and accelerators.cupy().usable:
+            pytest.skip("a GPU is usable here")
+        expected = "--device cuda requested"
+    out = files / "out"
+    code, stdout, stderr = cli(monkeypatch, capsys, "run", *args, "--out", out)
+    assert code == 2
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error:") and expected in " ".join(stderr.split())
+    assert "Traceback" not in stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_info_lists_every_accelerator_as_json(monkeypatch, capsys):
+    code, stdout, _ = cli(monkeypatch, capsys, "info", "--json")
+    assert code == 0
+    names = {a["name"] for a in json.loads(stdout)["accelerators"]}
+    assert {"torch (CUDA)", "CuPy", "cuDF", "cuML", "FAISS (CPU)", "FAISS (GPU)"} == names
+
+
+def test_debug_shows_the_traceback(monkeypatch, capsys, files):
+    monkeypatch.setattr(sys, "argv", ["gpuclust", "--debug", "run", "--events", str(files / "nope.csv"),
+                                      "--out", str(files / "o")])
+    with pytest.raises(Exception, match="file not found"):
+        main()

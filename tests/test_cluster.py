@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, davies_bouldin_score, silhouette_score
+
+from gpuclust import accelerators
+from gpuclust.assess.metrics import calinski_harabasz, davies_bouldin, silhouette
+from gpuclust.backend import cpu_backend
+from gpuclust.cluster.kmeans import KMeans, assign, pick_engine
+from gpuclust.errors import UsageError
+
+B = cpu_backend()
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    x, y = make_blobs(n_samples=3000, centers=6, n_features=12, cluster_std=1.0, random_state=0)
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize("engine", ["sklearn", "faiss"])
+def test_engines_recover_separated_blobs(blobs, engine):
+    if engine == "faiss" and not accelerators.faiss_cpu().usable:
+        pytest.skip("faiss not installed")
+    x, y = blobs
+    km = KMeans(6, engine=engine, n_init=10, random_state=0).fit(x, B)
+    assert km.engine_ == engine
+    assert adjusted_rand_score(y, km.labels_) == pytest.approx(1.0)
+    assert km.labels_.dtype == np.int32 and km.distances_.shape == (3000,)
+    again = KMeans(6, engine=engine, n_init=10, random_state=0).fit(x, B)
+    np.testing.assert_array_equal(km.labels_, again.labels_)
+
+
+def test_auto_takes_scikit_learn_on_the_cpu():
+    assert pick_engine("auto", B) == "sklearn"
+
+
+def test_impossible_k_and_engines_are_user_errors(blobs):
+    x, _ = blobs
+    with pytest.raises(UsageError, match="larger than the number of users"):
+        KMeans(5000).fit(x, B)
+    with pytest.raises(UsageError, match="choose one of"):
+        KMeans(3, engine="magic").fit(x, B)
+    if not accelerators.cuml().usable:
+        with pytest.raises(UsageError, match="not usable"):
+            KMeans(3, engine="cuml").fit(x, B)
+
+
+def test_assign_matches_brute_force(blobs):
+    x, _ = blobs
+    centres = x[:7]
+    labels, dist = assign(x, centres, np, chunk=500)
+    d = np.linalg.norm(x[:, None, :] - centres[None], axis=2)
+    np.testing.assert_array_equal(labels, d.argmin(axis=1))
+    np.testing.assert_allclose(dist, d.min(axis=1), rtol=1e-4, atol=1e-3)
+
+
+def test_metrics_equal_scikit_learn(blobs):
+    x, y = blobs
+    y = y.astype(np.int32)
+    score, used = silhouette(x, y, np, sample=10_000, chunk=700)
+    assert used == 3000
+    assert score == pytest.approx(silhouette_score(x, y), rel=1e-4)
+    assert davies_bouldin(x, y, np) == pytest.approx(davies_bouldin_score(x, y), rel=1e-5)
+    assert calinski_harabasz(x, y, np) == pytest.approx(calinski_harabasz_score(x, y), rel=1e-5)
+
+
+def test_silhouette_samples_and_says_how_many(blobs):
+    x, y = blobs
+    score, used = silhouette(x, y.astype(np.int32), np, sample=500, seed=1)
+    assert used == 500 and abs(score - silhouette_score(x, y)) < 0.05

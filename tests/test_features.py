@@ -1,0 +1,96 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from gpuclust.backend import cpu_backend
+from gpuclust.features.behaviour import BehaviourFeaturizer
+from gpuclust.features.fuse import fuse
+from gpuclust.features.normalise import normalise
+from gpuclust.features.svd import randomized_svd
+from gpuclust.features.tfidf import TfidfFeaturizer, tfidf, user_vocabulary_counts
+from gpuclust.preprocess.clean import Preprocessor
+from tests.helpers import blob_events
+
+B = cpu_backend()
+
+
+def prepared(n_users=60):
+    ev, items, _ = blob_events(n_users=n_users)
+    return Preprocessor().run(ev, B, items)
+
+
+def test_behaviour_statistics_on_a_known_history():
+    ev = pd.DataFrame({
+        "user_id": [1, 1, 1, 2],
+        "item_id": [10, 10, 11, 10],
+        "event_type": ["view", "purchase", "view", "view"],
+        # user 1: two events 5 minutes apart, then one 2 days later -> 2 sessions
+        "timestamp": pd.to_datetime(["2026-01-01 10:00", "2026-01-01 10:05", "2026-01-03 10:05",
+                                     "2026-01-04 10:05"]),
+        "value": [0.0, 20.0, 0.0, 0.0],
+    })
+    data = Preprocessor().run(ev, B)
+    raw = BehaviourFeaturizer().raw_frame(data, B)
+    u1 = raw.loc[0]
+    assert u1["sessions"] == 2 and u1["events"] == 3 and u1["monetary"] == 20
+    assert u1["recency_days"] == pytest.approx(1.0) and u1["span_days"] == pytest.approx(2 + 5 / 1440, rel=1e-4)
+    assert u1["share_purchase"] == pytest.approx(1 / 3) and u1["distinct_items"] == 2
+    assert raw.loc[1, "recency_days"] == 0
+
+
+@pytest.mark.parametrize("method", ["standard", "minmax", "log1p", "quantile"])
+def test_normalisers_bound_scale(method):
+    x = np.random.default_rng(0).lognormal(0, 3, size=(500, 4)).astype(np.float32)
+    y = normalise(x, method, np)
+    if method in ("standard", "log1p"):
+        np.testing.assert_allclose(y.std(axis=0), 1, rtol=1e-3)
+    else:
+        assert y.min() >= 0 and y.max() <= 1
+
+
+def test_tfidf_matches_a_dense_reference():
+    counts = sp.coo_matrix(np.array([[2.0, 0, 1], [0, 3, 0], [1, 1, 1]], dtype=np.float32))
+    got = tfidf(counts, B).toarray()
+    dense = counts.toarray()
+    tf = np.log1p(dense)
+    idf = np.log(4 / (1 + (dense > 0).sum(axis=0))) + 1
+    ref = tf * idf
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+
+
+def test_randomized_svd_finds_the_top_singular_values():
+    rng = np.random.default_rng(0)
+    low_rank = (rng.normal(size=(400, 30)) * np.geomspace(10, 0.1, 30)) @ rng.normal(size=(30, 300))
+    x = sp.csr_matrix(low_rank.astype(np.float32))
+    _, s, vt = randomized_svd(x, 10, np, seed=0)
+    exact = np.linalg.svd(x.toarray(), compute_uv=False)[:10]
+    np.testing.assert_allclose(s, exact, rtol=1e-3)
+    np.testing.assert_allclose(vt @ vt.T, np.eye(10), atol=1e-4)
+
+
+def test_tfidf_featuriser_blocks_are_unit_rows():
+    data = prepared()
+    f = TfidfFeaturizer(n_components=12)
+    x = f.fit_transform(data, B)
+    assert x.shape == (data.n_users, 12 + 9)  # 12 item components + 9 categories kept whole
+    np.testing.assert_allclose(np.linalg.norm(x[:, :12], axis=1), 1, rtol=1e-4)
+    assert f.info_["vocabularies"]["item"]["terms"] == data.n_items
+
+
+def test_event_weights_enter_the_counts():
+    data = prepared(10)
+    counts = user_vocabulary_counts(data, B, "item").tocsr()
+    assert counts.sum() == pytest.approx(data.events["weight"].sum())
+
+
+def test_fused_blocks_share_the_geometry_by_weight():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 100, size=(200, 3)).astype(np.float32)
+    b = rng.normal(0, 0.01, size=(200, 50)).astype(np.float32)
+    x, layout = fuse({"a": a, "b": b}, {"a": 1.0, "b": 3.0}, np)
+    var_a = x[:, :3].var(axis=0).sum()
+    var_b = x[:, 3:].var(axis=0).sum()
+    assert var_b / var_a == pytest.approx(3.0, rel=1e-3)
+    assert layout["b"]["columns"] == [3, 53]
