@@ -56,7 +56,6 @@ def _check_cudf(cudf) -> None:
 
 def _check_cuml(cuml) -> None:
     import cupy
-
     from cuml.cluster import KMeans
 
     KMeans(n_clusters=1, random_state=0, output_type="cupy").fit(cupy.zeros((2, 1), dtype="float32"))

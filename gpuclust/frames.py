@@ -53,6 +53,20 @@ def like_input(df: Any, kind: str):
     return cudf.from_pandas(df)
 
 
+def local_values(series: Any):
+    """A column's values where the frame keeps them: CuPy for cuDF, NumPy for pandas."""
+    return series.values if frame_kind(series) == "cudf" else series.to_numpy()
+
+
+def local_xp(series: Any):
+    """The array library matching where a frame's data lives."""
+    if frame_kind(series) == "cudf":
+        import cupy
+
+        return cupy
+    return np
+
+
 def column_array(series: Any, backend: Backend, dtype: Any = None):
     """A frame column as a backend array, staying on the device where the frame is cuDF."""
     if frame_kind(series) == "cudf":

@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
-from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from sklearn.metrics import (
+    adjusted_rand_score,
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    silhouette_score,
+)
 
 from gpuclust import accelerators
 from gpuclust.assess.metrics import calinski_harabasz, davies_bouldin, silhouette

@@ -246,3 +246,6 @@ def test_write_rejects_bad_chunk_size(tmp_path):
     with pytest.raises(UsageError, match="chunk_users"):
         write(SynthSpec(n_users=10), tmp_path, chunk_users=0)
     assert not any(tmp_path.iterdir())
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UsageError, match="out_dir"):
+        write(SynthSpec(n_users=10), tmp_path / "f")

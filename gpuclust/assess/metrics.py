@@ -64,7 +64,12 @@ def silhouette(x, labels, xp, sample: int = 20_000, seed: int = 0, chunk: int = 
     scores = xp.empty(m, dtype=xp.float32)
     for start in range(0, m, chunk):
         block = xs[start:start + chunk]
-        d = xp.sqrt(xp.maximum(sq[start:start + chunk, None] - 2.0 * block @ xs.T + sq[None, :], 0.0))
+        d = block @ xs.T  # in-place from here: this loop is O(m^2) and allocation-bound otherwise
+        d *= -2.0
+        d += sq[start:start + chunk, None]
+        d += sq[None, :]
+        xp.maximum(d, 0.0, out=d)
+        xp.sqrt(d, out=d)
         sums = d @ onehot  # (chunk, k): summed distance to each cluster
         own = labels[start:start + chunk]
         rows = xp.arange(block.shape[0])

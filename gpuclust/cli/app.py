@@ -83,7 +83,7 @@ def synth(
     json_out: Json = False,
 ) -> None:
     """Generate a realistic synthetic behaviour log with planted user groups (known truth)."""
-    from gpuclust.synth import SynthSpec, write
+    from gpuclust.synth import SynthSpec
 
     spec = SynthSpec(n_users=users, n_items=items, n_groups=groups, seed=seed,
                      events_per_user=events_per_user, noise_share=noise_share).validate()

@@ -13,7 +13,7 @@ from gpuclust import schema
 from gpuclust.backend import Backend
 from gpuclust.config import PreprocessConfig
 from gpuclust.errors import UsageError
-from gpuclust.frames import host_frame
+from gpuclust.frames import host_frame, local_values, local_xp
 from gpuclust.preprocess.prepared import PreparedData, StepCount
 
 MAX_FILTER_PASSES = 10
@@ -43,7 +43,7 @@ class Preprocessor:
         ev = self._min_counts(ev)
         if cfg.sample_users is not None:
             ev = self._sample_users(ev, backend)
-        ev = _attach_weights(ev, cfg.event_weights, backend)
+        ev = _attach_weights(ev, cfg.event_weights)
         present = set(host_frame(ev[schema.EVENT].drop_duplicates().to_frame())[schema.EVENT])
         return _index(ev, items, self.steps_, tuple(t for t in cfg.event_weights if t in present))
 
@@ -87,17 +87,21 @@ class Preprocessor:
         return self._count("unparseable_timestamps", ev, out[~bad], "timestamp could not be parsed")
 
     def _known_events(self, ev):
-        types = ev[schema.EVENT].astype("str").str.strip().str.lower()
+        """Event types become a categorical over the configured types, so later steps hash codes."""
         known = list(self.config.event_weights)
+        types = ev[schema.EVENT].astype("category")
+        names = [str(n) for n in host_frame(types.cat.categories.to_frame()).iloc[:, 0]]
+        if any(n != n.strip().lower() for n in names):
+            types = types.astype("str").str.strip().str.lower().astype("category")
+            names = sorted({n.strip().lower() for n in names})
         keep = types.isin(known)
         if not bool(keep.any()):
-            found = sorted(map(str, host_frame(types.drop_duplicates().head(20).to_frame()).iloc[:, 0]))
             raise UsageError(
-                f"none of the event types {found} is known; known: {known}; "
+                f"none of the event types {names[:20]} is known; known: {known}; "
                 "give weights for yours with --event-weights TYPE=W,..."
             )
         out = ev.copy()
-        out[schema.EVENT] = types
+        out[schema.EVENT] = types.cat.set_categories(known)
         return self._count("unknown_event_types", ev, out[keep], f"event_type not one of {known}")
 
     def _min_counts(self, ev):
@@ -172,13 +176,11 @@ def _count_at_least(column, minimum: int):
     return column.isin(counts[counts >= minimum].index)
 
 
-def _attach_weights(ev, weights: dict[str, float], backend: Backend):
-    table = backend.frame.DataFrame({
-        schema.EVENT: list(weights),
-        schema.WEIGHT: np.asarray(list(weights.values()), dtype=np.float32),
-    })
-    ev = ev.merge(table, on=schema.EVENT, how="left")
-    ev[schema.WEIGHT] = ev[schema.WEIGHT].astype("float32")
+def _attach_weights(ev, weights: dict[str, float]):
+    """Look the weight up by category code: no join over millions of rows."""
+    xp = local_xp(ev[schema.EVENT])
+    table = xp.asarray(np.asarray(list(weights.values()), dtype=np.float32))
+    ev[schema.WEIGHT] = table[local_values(ev[schema.EVENT].cat.codes)]
     return ev
 
 

@@ -343,6 +343,7 @@ def _build_personas(spec: SynthSpec, rng: np.random.Generator) -> dict[str, Any]
 
 
 def build_world(spec: SynthSpec) -> _World:
+    """Catalogue and personas: the part every user block shares, drawn from its own seed stream."""
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(0,)))
     return _World(**_build_catalogue(spec, rng), **_build_personas(spec, rng))
 
@@ -568,6 +569,8 @@ def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
     _check_int("chunk_users", chunk_users, 1)
     t0 = time.perf_counter()
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"out_dir={str(out)!r} is a file; give a directory for the three Parquet files")
     out.mkdir(parents=True, exist_ok=True)
     world = build_world(spec)
     counts = np.zeros(len(EVENT_TYPES), dtype=np.int64)
