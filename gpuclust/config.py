@@ -14,7 +14,7 @@ from gpuclust.errors import UsageError
 
 NORMALISERS = ("standard", "minmax", "log1p", "quantile", "none")
 FEATURES = ("behaviour", "tfidf", "text")
-ENGINES = ("auto", "sklearn", "faiss", "cuml")
+ENGINES = ("auto", "sklearn", "faiss", "cuml", "torch")
 
 
 @dataclass
@@ -72,6 +72,7 @@ class ClusterConfig:
 class AssessConfig:
     silhouette_sample: int = 20_000
     top_n: int = 5
+    map_sample: int = 20_000
 
 
 @dataclass

@@ -21,6 +21,7 @@ from gpuclust.cluster.kmeans import KMeans, check_k
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
 from gpuclust.explain.profiles import ClusterProfiler
+from gpuclust.explain.projection import project_2d
 from gpuclust.features.base import Featurizer
 from gpuclust.features.behaviour import BehaviourFeaturizer
 from gpuclust.features.fuse import fuse
@@ -110,6 +111,7 @@ class Pipeline:
             behaviour = next((f for f in featurizers if isinstance(f, BehaviourFeaturizer)), None)
             raw = behaviour.raw_ if behaviour is not None else BehaviourFeaturizer().raw_frame(data, backend)
             profiler.fit(data, clusterer.labels_, raw, backend)
+            user_map = project_2d(x, clusterer.labels_, data.users, backend, config.assess.map_sample, config.seed)
 
         self.backend_: Backend = backend
         self.data_: PreparedData = data
@@ -120,6 +122,7 @@ class Pipeline:
         self.population_: dict = profiler.population_
         self.metrics_: dict = metrics
         self.labels_ = like_input(self._assignments(data, clusterer, backend), kind)
+        self.map_ = like_input(user_map, kind)
         self.manifest_ = self._manifest(config, backend, data, rec, feature_info, layout, clusterer, metrics,
                                         transfers.bytes - transfers_before)
         return self

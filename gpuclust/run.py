@@ -20,7 +20,7 @@ from gpuclust.io.writers import write_json, write_parquet
 from gpuclust.manifest import StageRecorder
 from gpuclust.pipeline import Pipeline, StageCallback
 
-OUTPUTS = ("assignments.parquet", "clusters.json", "manifest.json")
+OUTPUTS = ("assignments.parquet", "clusters.json", "map.parquet", "manifest.json")
 
 
 def check_out_dir(out: Path) -> None:
@@ -67,6 +67,7 @@ def write_outputs(pipeline: Pipeline, out: str | Path) -> list[Path]:
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     try:
         write_parquet(staging / "assignments.parquet", pipeline.labels_)
+        write_parquet(staging / "map.parquet", pipeline.map_)
         write_json(staging / "clusters.json", {"clusters": pipeline.profiles_, "population": pipeline.population_})
         write_json(staging / "manifest.json", pipeline.manifest_)
         written = []

@@ -38,7 +38,7 @@ def test_run_writes_outputs_and_json_summary(monkeypatch, capsys, files):
     assert code == 0
     summary = json.loads(stdout)
     assert summary["metrics"]["ari"] == pytest.approx(1.0)
-    assert sorted(p.name for p in out.iterdir()) == ["assignments.parquet", "clusters.json", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["assignments.parquet", "clusters.json", "manifest.json", "map.parquet"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["cluster"]["k"] == 3
     assert {"preprocess", "features.tfidf", "cluster"} <= set(manifest["timings"]["stages"])

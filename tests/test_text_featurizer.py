@@ -191,3 +191,38 @@ def test_cli_embed_command(tmp_path, monkeypatch, model):
     assert result.exit_code == 0 and "embedded 3 items" in result.stdout
     result = runner.invoke(app, ["embed", "--items", str(items), "--out", str(tmp_path / "v.txt")])
     assert isinstance(result.exception, UsageError)
+
+
+def _tiny_model(device: str):
+    from gpuclust.features.text.synthetic import random_model, word_tokenizer
+
+    words = " ".join(t for t in TITLES if t) + " " + " ".join(c for c in CATEGORIES if c) + " sku0 sku1 sku2 sku3 sku4 sku5"
+    return random_model("tiny", seed=0, device=device, tokenizer=word_tokenizer(words.replace("-", " ").split()))
+
+
+def test_random_tiny_model_runs_the_text_path_on_cpu():
+    feat = TextFeaturizer(model=_tiny_model("cpu"), mode="item", half_life_days=7.0)
+    users = feat.fit_transform(prepared(), cpu_backend())
+    assert users.shape == (4, 32) and feat.info_["model"] == "random-tiny"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["item", "user"])
+def test_gpu_featurizer_returns_cupy_and_copies_nothing_to_host(mode):
+    import cupy
+
+    from gpuclust.backend import cuda_backend, transfers
+
+    backend = cuda_backend()
+    data = prepared()  # pandas frames: only host-to-device copies are allowed
+    transfers.reset()
+    feat = TextFeaturizer(model=_tiny_model("cuda"), mode=mode, half_life_days=7.0)
+    users = feat.fit_transform(data, backend)
+    assert isinstance(users, cupy.ndarray) and users.dtype == cupy.float32 and users.shape == (4, 32)
+    if mode == "item":
+        assert isinstance(feat.item_vectors_, cupy.ndarray)
+        assert transfers.bytes == 0, f"{transfers.bytes} bytes went to the host"
+    assert feat.info_["precision"] in ("bf16", "fp16")
+    cpu = TextFeaturizer(model=_tiny_model("cpu"), mode=mode, half_life_days=7.0, precision="fp32")
+    reference = cpu.fit_transform(prepared(), cpu_backend())
+    assert float((users.get() * reference).sum(axis=1).min()) >= 0.99

@@ -1,4 +1,4 @@
-"""KMeans with swappable engines: cuML and FAISS on the GPU, FAISS and scikit-learn on the CPU.
+"""KMeans with swappable engines: cuML, torch and FAISS on the GPU; scikit-learn, FAISS and torch on the CPU.
 
 Every engine gets the same seed, k and iteration budget; `auto` takes the fastest usable engine for
 the backend's device. Labels, centres and distances come back on the backend's array library.
@@ -6,16 +6,17 @@ the backend's device. Labels, centres and distances come back on the backend's a
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from typing import Any
 
 import numpy as np
 
 from gpuclust import accelerators
-from gpuclust.backend import Backend, to_host
+from gpuclust.backend import Backend, from_torch, to_host, to_torch
 from gpuclust.errors import UsageError
 
-ENGINES = ("auto", "sklearn", "faiss", "cuml")
+ENGINES = ("auto", "sklearn", "faiss", "cuml", "torch")
 
 
 def check_k(k: int, n_samples: int) -> None:
@@ -38,12 +39,19 @@ def pick_engine(engine: str, backend: Backend) -> str:
         probe = accelerators.faiss_cpu()
         if not probe.usable:
             raise UsageError(f"engine 'faiss' is not usable here ({probe.reason}); pip install faiss-cpu")
+    if engine == "torch" and importlib.util.find_spec("torch") is None:
+        raise UsageError("engine 'torch' is not usable here (PyTorch is not installed); pip install torch")
     if engine != "auto":
         return engine
-    if backend.on_gpu and accelerators.cuml().usable:
-        return "cuml"
-    if backend.on_gpu and accelerators.faiss_gpu().usable:
-        return "faiss"
+    if backend.on_gpu:
+        # cuML's k-means is the fastest; torch comes next on GPU machines without RAPIDS (the data stay on
+        # the GPU via DLPack), before FAISS, whose training copies the data to the host.
+        if accelerators.cuml().usable:
+            return "cuml"
+        if accelerators.torch_cuda().usable:
+            return "torch"
+        if accelerators.faiss_gpu().usable:
+            return "faiss"
     # On the CPU scikit-learn's k-means++ and Elkan/Lloyd beat faiss.Kmeans (random init) on both
     # time and inertia at 100k x 60, k=20 (benchmarks/results/kmeans-cpu.md).
     return "sklearn"
@@ -51,6 +59,8 @@ def pick_engine(engine: str, backend: Backend) -> str:
 
 class KMeans:
     """Lloyd's k-means; `fit` sets labels_, cluster_centers_, inertia_, distances_, engine_."""
+
+    algorithm = "kmeans"
 
     def __init__(self, n_clusters: int = 8, engine: str = "auto", n_init: int = 3, max_iter: int = 100,
                  tol: float = 1e-4, random_state: int = 0) -> None:
@@ -64,7 +74,8 @@ class KMeans:
     def fit(self, x: Any, backend: Backend) -> KMeans:
         check_k(self.n_clusters, int(x.shape[0]))
         self.engine_ = pick_engine(self.engine, backend)
-        fit = {"sklearn": self._fit_sklearn, "faiss": self._fit_faiss, "cuml": self._fit_cuml}[self.engine_]
+        fit = {"sklearn": self._fit_sklearn, "faiss": self._fit_faiss, "cuml": self._fit_cuml,
+               "torch": self._fit_torch}[self.engine_]
         centres = fit(x, backend)
         xp = backend.xp
         self.cluster_centers_ = xp.asarray(centres, dtype=xp.float32)
@@ -110,6 +121,15 @@ class KMeans:
         model.fit(x)
         self.n_iter_ = int(getattr(model, "n_iter_", self.max_iter))
         return model.cluster_centers_
+
+    def _fit_torch(self, x, backend: Backend):
+        from gpuclust.cluster.torch_kmeans import TorchKMeans
+
+        model = TorchKMeans(self.n_clusters, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
+                            random_state=self.random_state, device=backend.torch_device)
+        model.fit(to_torch(x, backend))  # zero-copy in; the centred working copy lives on the torch device
+        self.n_iter_ = model.n_iter_
+        return from_torch(model.cluster_centers_, backend)
 
 
 def assign(x, centres, xp, chunk: int = 65_536):

@@ -30,7 +30,8 @@ def tfidf(counts, backend: Backend):
 
 
 def l2_rows_sparse(x, xp):
-    rows = xp.repeat(xp.arange(x.shape[0]), xp.diff(x.indptr).astype(np.int64))
+    # Row of each stored value; searchsorted works on both devices (cupy.repeat needs host counts).
+    rows = xp.searchsorted(x.indptr, xp.arange(x.nnz), side="right") - 1
     norms = xp.sqrt(xp.bincount(rows, weights=x.data.astype(np.float64) ** 2, minlength=x.shape[0]))
     x.data /= xp.where(norms > 0, norms, 1.0)[rows].astype(np.float32)
     return x

@@ -1,0 +1,213 @@
+"""Class-based TF-IDF (the BERTopic c-TF-IDF idea): the words that set one cluster apart.
+
+Each cluster is treated as one document made of the item texts its users touched, each touch counted
+with its event weight. For cluster c and term t:
+
+    tf(t, c) = weighted count of t in c / total weighted count in c
+    idf(t)   = log(1 + A / f_t),  A = average total per cluster, f_t = count of t over all clusters
+
+so a term scores high where it is frequent in the cluster and rare elsewhere. The same is done with
+item categories as whole terms. The events -> (cluster, item) aggregation runs on the events' own frame
+library (cuDF or pandas); only that k x items summary and the small item catalogue reach the host,
+where texts are tokenised (catalogues are far smaller than event logs).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from gpuclust import schema
+from gpuclust.backend import to_host
+from gpuclust.errors import UsageError
+from gpuclust.frames import frame_kind, host_frame
+from gpuclust.preprocess.prepared import PreparedData
+
+CLUSTER = "cluster"
+LABEL_SEPARATOR = " · "
+_WORD = re.compile(r"\w[\w'&+-]*\w|\w")
+
+
+def english_stop_words() -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+def tokenize(text: str, stop_words: frozenset[str], min_length: int = 2) -> list[str]:
+    """Lowercase words of at least `min_length` characters with a letter in them, stop-words dropped.
+
+    Hyphenated words ("t-shirt", "v-neck") stay whole: split, they lose what they mean.
+    """
+    out = []
+    for token in _WORD.findall(str(text).lower()):
+        token = token.strip("'&+-")
+        if len(token) >= min_length and token not in stop_words and not token.replace("-", "").isdigit() \
+                and any(ch.isalpha() for ch in token):
+            out.append(token)
+    return out
+
+
+def ngrams(tokens: list[str], ngram_range: tuple[int, int]) -> list[str]:
+    low, high = ngram_range
+    out = []
+    for n in range(low, high + 1):
+        out.extend(" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return out
+
+
+def readable_label(terms: Iterable[str], n_terms: int = 3) -> str:
+    """Up to `n_terms` distinct terms, none a substring of another ("wool · scarf · knit")."""
+    chosen: list[str] = []
+    for term in terms:
+        term = str(term).strip()
+        if not term or any(term in kept or kept in term for kept in chosen):
+            continue
+        chosen.append(term)
+        if len(chosen) == n_terms:
+            break
+    return LABEL_SEPARATOR.join(chosen)
+
+
+class ClassTfidf:
+    """Top distinctive terms and categories per cluster, and a short readable label from them.
+
+    Parameters are stored as given; `fit(data, labels)` sets `terms_`, `categories_`, `labels_`
+    ({cluster: ...}) and `vocabulary_size_`. Labels are an int array indexed by user_idx on NumPy or
+    CuPy; users labelled -1 (noise) are left out.
+    """
+
+    def __init__(self, top_n: int = 8, ngram_range: tuple[int, int] = (1, 1), stop_words: Iterable[str] | None = None,
+                 min_token_length: int = 2, label_terms: int = 3) -> None:
+        self.top_n = top_n
+        self.ngram_range = ngram_range
+        self.stop_words = stop_words
+        self.min_token_length = min_token_length
+        self.label_terms = label_terms
+
+    def fit(self, data: PreparedData, labels: Any) -> ClassTfidf:
+        low, high = self.ngram_range
+        if not 1 <= low <= high:
+            raise UsageError(f"ngram_range must be (low, high) with 1 <= low <= high, got {self.ngram_range}")
+        if self.top_n < 1:
+            raise UsageError(f"top_n must be at least 1, got {self.top_n}")
+        if len(labels) != data.n_users:
+            raise UsageError(f"labels has {len(labels)} entries but the data has {data.n_users} users")
+
+        per_item, clusters = self._cluster_item_weights(data, labels)
+        self.clusters_ = clusters
+        items = self._catalogue(data)
+        self.terms_ = self._score(per_item, self._term_matrix(items, data.n_items), clusters)
+        self.categories_ = {c: [] for c in clusters}
+        if schema.CATEGORY in items.columns:
+            self.categories_ = self._score(per_item, _category_matrix(items, data.n_items), clusters)
+        self.labels_ = {c: self._label(c) for c in clusters}
+        return self
+
+    def annotate(self, profiles: list[dict]) -> list[dict]:
+        """Profiles (as ClusterProfiler makes them) with `label`, `terms` and `ctfidf_categories` added."""
+        out = []
+        for profile in profiles:
+            c = int(profile["cluster"])
+            out.append({
+                **profile,
+                "label": self.labels_.get(c, ""),
+                "terms": [{"term": t, "score": s} for t, s in self.terms_.get(c, [])],
+                "ctfidf_categories": [{"category": t, "score": s} for t, s in self.categories_.get(c, [])],
+            })
+        return out
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def _cluster_item_weights(self, data: PreparedData, labels: Any) -> tuple[sp.csr_matrix, list[int]]:
+        """Weighted events per (cluster, item) on the events' frame library; the summary comes to the host."""
+        events = data.events
+        if frame_kind(events) == "cudf":
+            import cupy
+
+            labels_local = cupy.asarray(labels)
+            user_idx = events[schema.USER_IDX].values
+        else:
+            labels_local = to_host(labels)
+            user_idx = events[schema.USER_IDX].to_numpy()
+        ev = events[[schema.ITEM_IDX, schema.WEIGHT]].copy()
+        ev[CLUSTER] = labels_local[user_idx]
+        ev = ev[ev[CLUSTER] >= 0]
+        summary = host_frame(ev.groupby([CLUSTER, schema.ITEM_IDX])[schema.WEIGHT].sum().reset_index())
+        host_labels = to_host(labels)
+        k = int(host_labels.max()) + 1 if len(host_labels) else 0
+        matrix = sp.csr_matrix(
+            (summary[schema.WEIGHT].to_numpy(np.float64),
+             (summary[CLUSTER].to_numpy(np.int64), summary[schema.ITEM_IDX].to_numpy(np.int64))),
+            shape=(max(k, 0), data.n_items),
+        )
+        return matrix, list(range(k))
+
+    def _catalogue(self, data: PreparedData):
+        """The item catalogue on the host, one row per item_idx."""
+        columns = [schema.ITEM_IDX, *[c for c in data.text_columns if c in data.items.columns]]
+        if data.has_categories:
+            columns.append(schema.CATEGORY)
+        return host_frame(data.items[columns]).sort_values(schema.ITEM_IDX).reset_index(drop=True)
+
+    def _term_matrix(self, items, n_items: int) -> tuple[sp.csr_matrix, np.ndarray]:
+        """items x terms counts from the joined text columns."""
+        text_cols = [c for c in items.columns if c not in (schema.ITEM_IDX, schema.CATEGORY)]
+        stop = english_stop_words() if self.stop_words is None else frozenset(w.lower() for w in self.stop_words)
+        vocab: dict[str, int] = {}
+        rows, cols = [], []
+        if text_cols:
+            texts = items[text_cols[0]].astype("string").fillna("")
+            for col in text_cols[1:]:
+                texts = texts + " " + items[col].astype("string").fillna("")
+            for item_idx, text in zip(items[schema.ITEM_IDX].to_numpy(), texts.to_numpy(), strict=True):
+                for term in ngrams(tokenize(text, stop, self.min_token_length), self.ngram_range):
+                    rows.append(item_idx)
+                    cols.append(vocab.setdefault(term, len(vocab)))
+        matrix = sp.csr_matrix((np.ones(len(rows)), (np.asarray(rows, np.int64), np.asarray(cols, np.int64))),
+                               shape=(n_items, len(vocab)))
+        self.vocabulary_size_ = len(vocab)
+        return matrix, np.asarray(list(vocab), dtype=object)
+
+    def _score(self, per_item: sp.csr_matrix, term_matrix: tuple[sp.csr_matrix, np.ndarray],
+               clusters: list[int]) -> dict[int, list[tuple[str, float]]]:
+        matrix, names = term_matrix
+        out: dict[int, list[tuple[str, float]]] = {c: [] for c in clusters}
+        if matrix.shape[1] == 0 or not clusters:
+            return out
+        counts = np.asarray((per_item @ matrix).todense(), dtype=np.float64)  # k x terms
+        totals = counts.sum(axis=1, keepdims=True)
+        present = totals[:, 0] > 0
+        if not present.any():
+            return out
+        tf = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        avg = totals[present].mean()
+        freq = counts.sum(axis=0)
+        idf = np.log1p(np.divide(avg, freq, out=np.zeros_like(freq), where=freq > 0))
+        scores = tf * idf
+        for c in clusters:
+            row = scores[c]
+            top = np.argsort(-row, kind="stable")[: self.top_n]
+            out[c] = [(str(names[j]), round(float(row[j]), 6)) for j in top if row[j] > 0]
+        return out
+
+    def _label(self, c: int) -> str:
+        label = readable_label((t for t, _ in self.terms_.get(c, [])), self.label_terms)
+        if not label:
+            label = readable_label((t for t, _ in self.categories_.get(c, [])), self.label_terms)
+        return label or f"cluster {c}"
+
+
+def _category_matrix(items, n_items: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """items x categories one-hot: each category is a single term."""
+    known = items[items[schema.CATEGORY].notna()]
+    cats = known[schema.CATEGORY].astype("str").to_numpy()
+    names, codes = np.unique(cats, return_inverse=True)
+    matrix = sp.csr_matrix((np.ones(len(codes)), (known[schema.ITEM_IDX].to_numpy(np.int64), codes)),
+                           shape=(n_items, len(names)))
+    return matrix, names.astype(object)
+

@@ -1,0 +1,152 @@
+"""The report's pictures, drawn with matplotlib's Agg canvas (no display, no pyplot global state).
+
+Each function takes plain host data and a path, writes one PNG atomically and returns the path.
+Drawing on a bare `Figure` keeps plotting thread-safe and leaves the caller's pyplot backend alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpuclust.io.writers import atomic_path
+
+DPI = 110
+NOISE_COLOUR = "#b0b0b0"
+
+
+def available() -> bool:
+    """matplotlib is an optional extra; without it the report keeps its tables and drops its pictures."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+    return path
+
+
+def cluster_colours(clusters: Sequence[int]) -> dict[int, Any]:
+    """One stable colour per cluster id (tab20 cycles beyond 20); noise (-1) is grey."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20" if max(clusters, default=0) >= 10 else "tab10"]
+    return {c: (NOISE_COLOUR if c < 0 else cmap(c % cmap.N)) for c in clusters}
+
+
+def map_plot(x: np.ndarray, y: np.ndarray, cluster: np.ndarray, path: Path, title: str = "Users, 2D projection",
+             labels: dict[int, str] | None = None) -> Path:
+    """Sampled users in 2D, coloured by cluster; big samples get small, translucent points."""
+    fig = _figure(8.0, 6.0)
+    ax = fig.subplots()
+    ids = sorted(int(c) for c in np.unique(cluster))
+    colours = cluster_colours(ids)
+    size = float(np.clip(4000 / max(len(x), 1), 1.0, 18.0))
+    for c in ids:
+        sel = cluster == c
+        name = "noise" if c < 0 else f"{c}: {labels.get(c, '')}" if labels and labels.get(c) else str(c)
+        ax.scatter(x[sel], y[sel], s=size, color=colours[c], alpha=0.6, linewidths=0, label=name, rasterized=True)
+    ax.set_title(f"{title} ({len(x):,} users)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if len(ids) <= 25:
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=max(1.0, 30 / size) ** 0.5,
+                  frameon=False, title="cluster")
+    return _save(fig, path)
+
+
+def sizes_plot(clusters: Sequence[int], sizes: Sequence[int], path: Path,
+               labels: dict[int, str] | None = None) -> Path:
+    """Users per cluster, largest first, with the share written on each bar."""
+    order = np.argsort(-np.asarray(sizes), kind="stable")
+    clusters = [int(clusters[i]) for i in order]
+    sizes = np.asarray(sizes, dtype=float)[order]
+    total = max(sizes.sum(), 1.0)
+    fig = _figure(8.0, max(2.5, 0.32 * len(clusters) + 1.2))
+    ax = fig.subplots()
+    colours = cluster_colours(clusters)
+    names = [("noise" if c < 0 else f"{c}" + (f"  {_short(labels.get(c, ''))}" if labels else "")) for c in clusters]
+    ypos = np.arange(len(clusters))
+    ax.barh(ypos, sizes, color=[colours[c] for c in clusters])
+    ax.set_yticks(ypos, names, fontsize=8)
+    ax.invert_yaxis()
+    for yy, s in zip(ypos, sizes, strict=True):
+        ax.text(s, yy, f" {s / total:.1%}", va="center", fontsize=7)
+    ax.set_xlabel("users")
+    ax.set_title("Cluster sizes")
+    ax.margins(x=0.12)
+    return _save(fig, path)
+
+
+def lift_plot(clusters: Sequence[int], features: Sequence[str], lift: np.ndarray, path: Path) -> Path:
+    """Behaviour lift (cluster mean / population mean) on a log2 scale: 0 = like everyone, ±1 = 2x / half."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logged = np.log2(np.where(lift > 0, lift, np.nan))
+    finite = np.abs(logged[np.isfinite(logged)])
+    bound = float(min(max(finite.max() if finite.size else 1.0, 0.25), 4.0))
+    fig = _figure(max(6.0, 0.55 * len(features) + 2.5), max(2.5, 0.36 * len(clusters) + 1.8))
+    ax = fig.subplots()
+    image = ax.imshow(np.ma.masked_invalid(logged), cmap="RdBu_r", aspect="auto",
+                      norm=TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound))
+    ax.set_xticks(np.arange(len(features)), list(features), rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(len(clusters)), [str(c) for c in clusters], fontsize=8)
+    ax.set_ylabel("cluster")
+    if len(features) * len(clusters) <= 400:
+        for (i, j), v in np.ndenumerate(logged):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=6,
+                        color="white" if abs(v) > 0.6 * bound else "black")
+    fig.colorbar(image, ax=ax, label="log2 lift over population", shrink=0.8)
+    ax.set_title("Behaviour against the whole population")
+    return _save(fig, path)
+
+
+def k_curve_plot(curve: Sequence[dict], path: Path, best_k: int | None = None, rule: str | None = None) -> Path:
+    """Each quality score against k, the chosen k marked."""
+    metrics = [("silhouette", "higher is better"), ("calinski_harabasz", "higher is better"),
+               ("davies_bouldin", "lower is better"), ("inertia", "lower is better")]
+    present = [(m, how) for m, how in metrics if any(_finite(row.get(m)) for row in curve)]
+    if not present:
+        present = metrics[:1]
+    cols = 2 if len(present) > 1 else 1
+    rows = math.ceil(len(present) / cols)
+    fig = _figure(4.2 * cols, 3.0 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    ks = [row.get("k") for row in curve]
+    for ax, (metric, how) in zip(axes, present, strict=False):
+        values = [row.get(metric) if _finite(row.get(metric)) else np.nan for row in curve]
+        ax.plot(ks, values, marker="o", color="#1f77b4")
+        if best_k is not None:
+            ax.axvline(best_k, color="#d62728", linestyle="--", linewidth=1)
+        ax.set_title(f"{metric.replace('_', ' ')} ({how})", fontsize=9)
+        ax.set_xlabel("k", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(present):]:
+        ax.set_visible(False)
+    if best_k is not None:
+        fig.suptitle(f"k sweep: chose k={best_k}" + (f" ({rule})" if rule else ""), fontsize=9)
+    return _save(fig, path)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _short(text: str, width: int = 32) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

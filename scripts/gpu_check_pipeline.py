@@ -1,0 +1,56 @@
+"""GPU check: the pipeline on CUDA against the CPU on the same synthetic data; prints JSON.
+
+Run from the source tree (PYTHONPATH=.); writes $OUT/pipeline.json when OUT is set. Reports, by
+name, each GPU library it could not use here, instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from gpuclust import Pipeline, PipelineConfig, accelerators
+from gpuclust.backend import transfers
+from gpuclust.synth import SynthSpec, generate
+
+
+def main() -> int:
+    if not (accelerators.torch_cuda().usable and accelerators.cupy().usable):
+        print("skipped: no CUDA (" + "; ".join(a.reason for a in (accelerators.torch_cuda(), accelerators.cupy())
+                                             if not a.usable) + ")")
+        return 0
+    users = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    t = time.perf_counter()
+    data = generate(SynthSpec(n_users=users, n_items=20_000, n_groups=20, events_per_user=50, seed=0))
+    synth_s = time.perf_counter() - t
+    result = {"users": users, "events": len(data.events), "synth_seconds": round(synth_s, 2),
+              "gpu": accelerators.gpu_summary(),
+              "unusable": {a.name: a.reason for a in accelerators.all_accelerators() if not a.usable}}
+    for device in ("cuda", "cuda", "cpu"):  # the first CUDA run warms up kernels and caches
+        config = PipelineConfig(device=device, seed=0)
+        config.cluster.k = 20
+        transfers.reset()
+        t = time.perf_counter()
+        p = Pipeline(config).fit(data.events, data.items, data.truth)
+        result[device] = {
+            "seconds": round(time.perf_counter() - t, 3),
+            "stages": {k: v["seconds"] for k, v in p.manifest_["timings"]["stages"].items()},
+            "gpu_peak_mib": {k: v.get("gpu_peak_torch_mib") for k, v in p.manifest_["timings"]["stages"].items()},
+            "engine": p.clusterer_.engine_,
+            "ari": round(p.metrics_["ari"], 4),
+            "silhouette": round(p.metrics_["silhouette"], 4),
+            "device_to_host_bytes": p.manifest_["device_to_host_bytes"],
+            "frame": p.backend_.frame_library,
+        }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "pipeline.json").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
