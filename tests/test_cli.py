@@ -101,3 +101,31 @@ def test_debug_shows_the_traceback(monkeypatch, capsys, files):
                                       "--out", str(files / "o")])
     with pytest.raises(Exception, match="file not found"):
         main()
+
+
+def test_synth_then_demo_print_a_cluster_table(monkeypatch, capsys, tmp_path):
+    code, stdout, _ = cli(monkeypatch, capsys, "synth", "--users", 300, "--items", 200, "--groups", 3,
+                          "--out", tmp_path / "data", "--json")
+    assert code == 0 and json.loads(stdout)["n_users"] == 300
+    assert {p.name for p in (tmp_path / "data").iterdir()} == {"events.parquet", "items.parquet", "truth.parquet"}
+    code, stdout, _ = cli(monkeypatch, capsys, "demo", "--users", 600, "--groups", 3, "--out", tmp_path / "demo",
+                          "--device", "cpu")
+    assert code == 0
+    assert "3 clusters of" in stdout and "ARI" in stdout
+    assert (tmp_path / "demo" / "run" / "manifest.json").exists()
+
+
+def test_toml_config_is_read_and_flags_override_it(monkeypatch, capsys, files):
+    config = files / "run.toml"
+    config.write_text('seed = 5\n[cluster]\nk = 2\n[features]\nfeatures = ["behaviour"]\n')
+    code, stdout, _ = cli(monkeypatch, capsys, "run", "--events", files / "events.parquet", "--config", config,
+                          "--k", 3, "--out", files / "o", "--json")
+    assert code == 0
+    manifest = json.loads((files / "o" / "manifest.json").read_text())
+    assert manifest["config"]["seed"] == 5 and manifest["config"]["cluster"]["k"] == 3
+    assert manifest["config"]["features"]["features"] == ["behaviour"]
+    bad = files / "bad.toml"
+    bad.write_text("[cluster]\nclusters = 3\n")
+    code, _, stderr = cli(monkeypatch, capsys, "run", "--events", files / "events.parquet", "--config", bad,
+                          "--out", files / "o2")
+    assert code == 2 and "unknown key(s) clusters in [cluster]" in stderr

@@ -10,7 +10,8 @@ Greedy k-means++ seeding and Lloyd iterations as scikit-learn does them, so that
 Every random draw comes from one seeded *CPU* `torch.Generator` and is moved to the device: a seed gives the
 same seeding on CUDA and on the CPU (up to float rounding), so the two devices' results can be compared.
 Sums per cluster use a one-hot matmul on CUDA (deterministic, unlike atomic `index_add_`) and
-`index_add_` on the CPU (cheaper there).
+`index_add_` on the CPU (cheaper there). TF32 matmuls (`torch.backends.cuda.matmul.allow_tf32`) would
+cost accuracy here; torch leaves them off unless asked.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from gpuclust.errors import UsageError
 
 # Elements of one (chunk x k) float32 distance block: 16 Mi elements = 64 MiB.
 CHUNK_ELEMENTS = 1 << 24
+# Rows per float32 partial sum of a cluster's members; partial sums are totalled in float64.
+SUM_ROWS = 1 << 16
 
 
 class TorchKMeans:
@@ -151,19 +154,22 @@ def _nearest(xc, x_sq, centres, chunk: int):
 
 
 def _cluster_sums(xc, labels, k: int, chunk: int):
-    """Per-cluster float64 sums of rows and counts."""
+    """Per-cluster sums of rows (float32 partial sums over <= SUM_ROWS rows, totalled in float64) and counts."""
     import torch
 
     d = xc.shape[1]
+    step = min(chunk, SUM_ROWS)
     sums = torch.zeros((k, d), dtype=torch.float64, device=xc.device)
-    for s in range(0, xc.shape[0], chunk):
-        block, lab = xc[s:s + chunk], labels[s:s + chunk]
+    part = torch.empty((k, d), dtype=torch.float32, device=xc.device)
+    for s in range(0, xc.shape[0], step):
+        block, lab = xc[s:s + step], labels[s:s + step]
         if xc.is_cuda:
             onehot = torch.zeros((block.shape[0], k), dtype=torch.float32, device=xc.device)
             onehot.scatter_(1, lab[:, None], 1.0)
-            sums += (onehot.T @ block).to(torch.float64)
+            torch.mm(onehot.T, block, out=part)
         else:
-            sums.index_add_(0, lab, block.to(torch.float64))
+            part.zero_().index_add_(0, lab, block)
+        sums += part
     counts = torch.bincount(labels, minlength=k).to(torch.float64)
     return sums, counts
 

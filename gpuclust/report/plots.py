@@ -55,7 +55,7 @@ def map_plot(x: np.ndarray, y: np.ndarray, cluster: np.ndarray, path: Path, titl
     ax = fig.subplots()
     ids = sorted(int(c) for c in np.unique(cluster))
     colours = cluster_colours(ids)
-    size = float(np.clip(4000 / max(len(x), 1), 1.0, 18.0))
+    size = float(np.clip(20_000 / max(len(x), 1), 2.0, 18.0))
     for c in ids:
         sel = cluster == c
         name = "noise" if c < 0 else f"{c}: {labels.get(c, '')}" if labels and labels.get(c) else str(c)

@@ -1,0 +1,50 @@
+"""`gpuclust report --run DIR`: a thin wrapper over `gpuclust.report.build_report`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def report(
+    run: Annotated[Path, typer.Option("--run", help="Output directory of a finished `gpuclust run`.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write the HTML (default: RUN/report.html).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
+) -> None:
+    """Write one self-contained report.html (pictures embedded) and its PNGs for a finished run."""
+    from gpuclust.report import build_report
+    from gpuclust.report.html import IMAGE_DIR, IMAGES
+
+    path = build_report(run, out)
+    images = [str(run / IMAGE_DIR / name) for name in IMAGES if (run / IMAGE_DIR / name).is_file()]
+    if json_out:
+        print(json.dumps({"report": str(path), "images": images}, indent=2))
+    else:
+        print(path)
+
+
+def main() -> None:
+    """Run this command on its own (`python -m gpuclust.cli.report`): user errors print one line, exit 2."""
+    import sys
+
+    import click
+
+    from gpuclust.errors import UsageError
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(report)
+    try:
+        app(standalone_mode=False)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""Do the clusters help recommend? Leave-last-out HR@K / NDCG@K of popularity inside the user's cluster.
+
+Three recommenders, each excluding what the user already has in training:
+    global popularity    share of all (weighted) training events per item
+    cluster popularity   the same share inside the user's cluster
+    blend                w * cluster share + (1 - w) * global share, w tuned on a validation split
+                         (the second-to-last item held out of the training part), grid 0.0 .. 1.0
+
+Popularity is a dense (k x items) matrix (k is small); users are scored in batches of dense
+(batch x items) rows on the backend's array library, already-seen items masked from a sparse
+user x item matrix, and the top K taken with argpartition. Only per-user hit ranks leave the device.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpuclust import schema
+from gpuclust.backend import Backend, resolve_backend, to_host
+from gpuclust.config import PipelineConfig
+from gpuclust.errors import UsageError
+from gpuclust.evaluate.split import leave_last_out
+from gpuclust.frames import column_array, host_frame, to_backend_frame
+from gpuclust.preprocess.clean import Preprocessor
+from gpuclust.preprocess.prepared import PreparedData
+
+GRID = tuple(round(0.1 * i, 1) for i in range(11))
+RAW_COLUMNS = (schema.USER, schema.ITEM, schema.EVENT, schema.TIME, schema.VALUE)
+BATCH_CELLS = 1 << 25  # batch x items scores per step: 128 MiB of float32
+PROTOCOL = ("leave-last-out: each user with >= 2 distinct items loses its last item (latest timestamp; ties: "
+            "higher event weight, then a seeded hash) and all its events on it; the pipeline is fitted on the "
+            "rest; top-K excludes items the user has in training; the blend weight is tuned on the "
+            "second-to-last item of the training part with a pipeline fitted without it")
+
+
+@dataclass
+class Popularity:
+    """Item shares: `table` rows 0..k-1 per cluster, row k the global share (for noise and fallbacks)."""
+
+    table: Any  # (k + 1) x items, float32
+    k: int
+
+    @property
+    def global_share(self):
+        return self.table[self.k]
+
+
+def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = None, k_values: Sequence[int] = (10,),
+             seed: int = 0, *, grid: Sequence[float] = GRID, batch_users: int | None = None) -> dict:
+    """Leave-last-out HR@K / NDCG@K for global, cluster and blended popularity; a JSON-ready dict.
+
+    `config` drives preprocessing and the clustering Pipeline (device, features, k, seed); `seed` only
+    breaks timestamp ties in the split. The blend weight is tuned for the first of `k_values`.
+    """
+    from gpuclust.pipeline import Pipeline
+
+    started = time.perf_counter()
+    config = (config or PipelineConfig()).validate()
+    k_values = _check_k_values(k_values)
+    backend = resolve_backend(config.device)
+    events = to_backend_frame(events, backend)
+    items = None if items is None else to_backend_frame(items, backend)
+    data = Preprocessor(config.preprocess, seed=config.seed).run(events, backend, items)
+
+    outer = leave_last_out(data.events, data.n_items, seed)
+    inner = leave_last_out(outer.train, data.n_items, seed)
+    timings: dict[str, float] = {"prepare_and_split": time.perf_counter() - started}
+
+    def fit(train) -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        pipeline = Pipeline(config).fit(train[list(_raw_columns(train))], items)
+        return _clusters_by_user(pipeline, data, backend), time.perf_counter() - t0
+
+    # Validation: tune the blend weight without looking at the test items.
+    t0 = time.perf_counter()
+    val_clusters, timings["validation_fit"] = fit(inner.train)
+    val_users, val_targets, val_rows = _evaluable(inner.test, val_clusters, backend)
+    val_pop = popularity(inner.train, val_clusters, data.n_items, backend)
+    val_seen = seen_matrix(inner.train, val_users, data.n_users, data.n_items, backend)
+    tuning = []
+    for w in grid:
+        ranks = rank_targets(val_pop, val_rows, val_targets, val_seen, w, max(k_values), backend, batch_users)
+        tuning.append({"w": float(w), **metrics(ranks, k_values)})
+    primary = k_values[0]
+    best = max(tuning, key=lambda r: (r[f"HR@{primary}"], r[f"NDCG@{primary}"], -r["w"]))
+    timings["validation_total"] = time.perf_counter() - t0
+
+    # Test: fit on everything but the held-out items, score the three recommenders.
+    clusters, timings["test_fit"] = fit(outer.train)
+    users, targets, rows = _evaluable(outer.test, clusters, backend)
+    pop = popularity(outer.train, clusters, data.n_items, backend)
+    seen = seen_matrix(outer.train, users, data.n_users, data.n_items, backend)
+    table = []
+    for method, w, cost in (("global popularity", 0.0, 0.0), ("cluster popularity", 1.0, timings["test_fit"]),
+                            (f"blend (w={best['w']:.1f})", best["w"], timings["test_fit"] + timings["validation_total"])):
+        t0 = time.perf_counter()
+        ranks = rank_targets(pop, rows, targets, seen, w, max(k_values), backend, batch_users)
+        scored = time.perf_counter() - t0
+        table.append({"method": method, **metrics(ranks, k_values), "users": int(len(ranks)),
+                      "blend_weight": w if method.startswith("blend") else None,
+                      "seconds": round(cost + scored, 3), "score_seconds": round(scored, 3)})
+
+    pop_host = to_host(pop.global_share)
+    unseen_targets = int((pop_host[to_host(targets)] <= 0).sum())
+    timings["total"] = time.perf_counter() - started
+    return {
+        "protocol": PROTOCOL,
+        "k_values": list(k_values),
+        "clusters": int(pop.k),
+        "device": backend.device,
+        "split_seed": seed,
+        "rows": table,
+        "users": {
+            "after_preprocessing": data.n_users,
+            "eligible": outer.n_eligible,
+            "evaluated": int(len(targets)),
+            "not_clustered": outer.n_eligible - int(len(targets)),
+            "target_never_in_training": unseen_targets,
+        },
+        "items": data.n_items,
+        "events": len(data.events),
+        "validation": {"users": int(len(val_targets)), "tuned_for": f"HR@{primary}", "grid": tuning,
+                       "chosen_weight": best["w"]},
+        "timings": {name: round(v, 3) for name, v in timings.items()},
+        "config": {"k": config.cluster.k, "features": list(config.features.features), "seed": config.seed},
+    }
+
+
+def evaluate_files(config: PipelineConfig, events: str | Path, items: str | Path | None = None,
+                   adapter: str | None = None, k_values: Sequence[int] = (10,), seed: int = 0) -> dict:
+    """`evaluate` on files, read the way `gpuclust run` reads them (adapter or column mapping)."""
+    config.validate()
+    backend = resolve_backend(config.device)
+    raw_events, raw_items = read_inputs(config, backend, events, items, adapter)
+    result = evaluate(raw_events, raw_items, config, k_values, seed)
+    result["inputs"] = {"events": str(events), "items": None if items is None else str(items), "adapter": adapter}
+    return result
+
+
+def read_inputs(config: PipelineConfig, backend: Backend, events: str | Path, items: str | Path | None = None,
+                adapter: str | None = None) -> tuple[Any, Any]:
+    """Events and items frames from files: an adapter maps a known raw log, else the column mapping does."""
+    from gpuclust.io.adapters import get_adapter
+    from gpuclust.io.readers import read_events, read_items, read_table
+
+    if adapter:
+        raw_events, raw_items, _steps = get_adapter(adapter)(read_table(events, backend.frame), backend.frame)
+    else:
+        raw_events, raw_items = read_events(events, backend.frame, config.columns), None
+    if items is not None:
+        raw_items = read_items(items, backend.frame, config.columns)
+    return raw_events, raw_items
+
+
+# --- the pieces -----------------------------------------------------------------------------
+
+def popularity(train: Any, clusters: Any, n_items: int, backend: Backend) -> Popularity:
+    """Weighted item shares per cluster and overall, as one dense (k + 1) x items table."""
+    xp = backend.xp
+    users = column_array(train[schema.USER_IDX], backend).astype(xp.int64)
+    item = column_array(train[schema.ITEM_IDX], backend).astype(xp.int64)
+    weight = column_array(train[schema.WEIGHT], backend, np.float64)
+    k = int(to_host(clusters.max())) + 1 if len(clusters) else 0
+    k = max(k, 0)
+    c = clusters[users]
+    inside = c >= 0
+    flat = xp.bincount(c[inside] * n_items + item[inside], weights=weight[inside], minlength=k * n_items)
+    table = xp.zeros((k + 1, n_items), dtype=xp.float64)
+    table[:k] = flat[: k * n_items].reshape(k, n_items)
+    table[k] = xp.bincount(item, weights=weight, minlength=n_items)[:n_items]
+    totals = table.sum(axis=1, keepdims=True)
+    table = xp.where(totals > 0, table / xp.where(totals > 0, totals, 1.0), 0.0)
+    return Popularity(table.astype(xp.float32), k)
+
+
+def seen_matrix(train: Any, users: Any, n_users: int, n_items: int, backend: Backend):
+    """CSR (evaluated users x items) of what each evaluated user has in training; row r = users[r]."""
+    xp = backend.xp
+    position = xp.full(n_users, -1, dtype=xp.int64)
+    position[users] = xp.arange(len(users), dtype=xp.int64)
+    row = position[column_array(train[schema.USER_IDX], backend).astype(xp.int64)]
+    col = column_array(train[schema.ITEM_IDX], backend).astype(xp.int64)
+    keep = row >= 0
+    row, col = row[keep], col[keep]
+    matrix = backend.sparse.coo_matrix((xp.ones(len(row), dtype=xp.float32), (row, col)), shape=(len(users), n_items))
+    return matrix.tocsr()
+
+
+def rank_targets(pop: Popularity, rows: Any, targets: Any, seen: Any, w: float, top_k: int, backend: Backend,
+                 batch_users: int | None = None) -> np.ndarray:
+    """0-based rank of each user's target in its top `top_k` list, or -1 where it is not in the list.
+
+    Score = w * share in the user's cluster (row `rows`) + (1 - w) * global share, seen items at -inf.
+    """
+    xp = backend.xp
+    n, n_items = len(targets), pop.table.shape[1]
+    top_k = min(top_k, n_items)
+    batch = batch_users or max(1, min(n, BATCH_CELLS // max(n_items, 1)))
+    out = []
+    for start in range(0, n, batch):
+        stop = min(start + batch, n)
+        scores = xp.float32(w) * pop.table[rows[start:stop]] + xp.float32(1.0 - w) * pop.global_share[None, :]
+        part = seen[start:stop]
+        indptr = part.indptr
+        mask_rows = xp.repeat(xp.arange(stop - start), indptr[1:] - indptr[:-1])
+        scores[mask_rows, part.indices] = -xp.inf
+        if top_k < n_items:
+            top = xp.argpartition(-scores, top_k - 1, axis=1)[:, :top_k]
+        else:
+            top = xp.broadcast_to(xp.arange(n_items), scores.shape)
+        top_scores = xp.take_along_axis(scores, top, axis=1)
+        order = xp.argsort(-top_scores, axis=1)
+        top = xp.take_along_axis(top, order, axis=1)
+        top_scores = xp.take_along_axis(top_scores, order, axis=1)
+        hit = (top == targets[start:stop, None]) & xp.isfinite(top_scores)
+        rank = xp.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+        out.append(to_host(rank))
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
+def metrics(ranks: np.ndarray, k_values: Sequence[int]) -> dict[str, float]:
+    """HR@K (target in the top K) and NDCG@K (1 / log2(rank + 2) for one relevant item), averaged."""
+    out: dict[str, float] = {}
+    n = max(len(ranks), 1)
+    for k in k_values:
+        hit = (ranks >= 0) & (ranks < k)
+        gain = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
+        out[f"HR@{k}"] = round(float(hit.sum() / n), 6)
+        out[f"NDCG@{k}"] = round(float(gain.sum() / n), 6)
+    return out
+
+
+def markdown_table(result: dict) -> str:
+    """The result's rows as a Markdown table."""
+    ks = result["k_values"]
+    head = ["method", *[f"{m}@{k}" for k in ks for m in ("HR", "NDCG")], "users", "blend w", "seconds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
+    for row in result["rows"]:
+        cells = [row["method"], *[f"{row[f'{m}@{k}']:.4f}" for k in ks for m in ("HR", "NDCG")], f"{row['users']:,}",
+                 "-" if row["blend_weight"] is None else f"{row['blend_weight']:.1f}", f"{row['seconds']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+def _check_k_values(k_values: Sequence[int]) -> tuple[int, ...]:
+    values = tuple(int(k) for k in k_values)
+    if not values or any(k < 1 for k in values):
+        raise UsageError(f"top-K values must be positive integers, got {list(k_values)}")
+    return values
+
+
+def _raw_columns(frame: Any) -> tuple[str, ...]:
+    return tuple(c for c in RAW_COLUMNS if c in frame.columns)
+
+
+def _clusters_by_user(pipeline: Any, data: PreparedData, backend: Backend):
+    """Cluster per user_idx of the evaluation's index: -2 where the pipeline dropped the user, -1 noise."""
+    labels = pipeline.labels_[[schema.USER, "cluster"]]
+    joined = host_frame(data.users.merge(labels, on=schema.USER, how="inner"))
+    out = np.full(data.n_users, -2, dtype=np.int64)
+    out[joined[schema.USER_IDX].to_numpy()] = joined["cluster"].to_numpy(np.int64)
+    return backend.asarray(out)
+
+
+def _evaluable(test: Any, clusters: Any, backend: Backend) -> tuple[Any, Any, Any]:
+    """Held-out users the pipeline clustered, their targets, and their row in the popularity table."""
+    xp = backend.xp
+    users = column_array(test[schema.USER_IDX], backend).astype(xp.int64)
+    targets = column_array(test[schema.ITEM_IDX], backend).astype(xp.int64)
+    cluster = clusters[users]
+    keep = cluster > -2
+    users, targets, cluster = users[keep], targets[keep], cluster[keep]
+    k = int(to_host(clusters.max())) + 1 if len(clusters) else 0
+    rows = xp.where(cluster >= 0, cluster, max(k, 0))
+    return users, targets, rows
+

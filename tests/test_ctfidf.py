@@ -1,0 +1,109 @@
+"""Class-based TF-IDF: the words that set a cluster apart come out on top, and labels read well."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpuclust.backend import cpu_backend
+from gpuclust.errors import UsageError
+from gpuclust.explain.ctfidf import LABEL_SEPARATOR, ClassTfidf, readable_label, tokenize
+from gpuclust.explain.exemplars import nearest_users
+from gpuclust.preprocess.clean import Preprocessor
+
+
+def shop(n_per_group: int = 40, seed: int = 0):
+    """Cluster 0 buys wool scarves, cluster 1 garden tools; both buy the same popular mug."""
+    rng = np.random.default_rng(seed)
+    catalogue = pd.DataFrame({
+        "item_id": np.arange(9),
+        "title": ["Chunky Wool Scarf", "Wool scarf, hand knit", "Merino wool scarf", "Garden Hose 20m",
+                  "Pruning shears for the garden", "Garden trowel", "Coffee mug", "Coffee mug with a lid",
+                  "A"],
+        "category": ["scarves", "scarves", "scarves", "garden", "garden", "garden", "kitchen", "kitchen", None],
+    })
+    rows = []
+    for user in range(2 * n_per_group):
+        group = user // n_per_group
+        own = [0, 1, 2] if group == 0 else [3, 4, 5]
+        for item in rng.choice(own, 6).tolist() + [6, 7, 8]:
+            rows.append((user, item, "purchase" if rng.random() < 0.3 else "view"))
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type"])
+    events["timestamp"] = pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(len(events)), unit="min")
+    data = Preprocessor().run(events, cpu_backend(), catalogue)
+    labels = (data.users["user_id"].to_numpy() >= n_per_group).astype(np.int32)
+    return data, labels
+
+
+def test_wool_scarf_buyers_get_wool_and_scarf_as_top_terms():
+    data, labels = shop()
+    model = ClassTfidf(top_n=5).fit(data, labels)
+    top = [t for t, _ in model.terms_[0][:2]]
+    assert set(top) == {"wool", "scarf"}
+    assert {t for t, _ in model.terms_[1][:1]} == {"garden"}
+    assert model.categories_[0][0][0] == "scarves" and model.categories_[1][0][0] == "garden"
+    scores = [s for _, s in model.terms_[0]]
+    assert scores == sorted(scores, reverse=True) and all(s > 0 for s in scores)
+    # the shared mug is in every cluster, so it never beats a cluster's own words
+    assert all(t not in ("coffee", "mug") for t, _ in model.terms_[0][:3])
+
+
+def test_label_is_three_distinct_terms_none_inside_another():
+    data, labels = shop()
+    model = ClassTfidf(top_n=8, ngram_range=(1, 2)).fit(data, labels)
+    for label in model.labels_.values():
+        parts = label.split(LABEL_SEPARATOR)
+        assert 1 <= len(parts) <= 3 and len(set(parts)) == len(parts)
+        assert not any(a != b and a in b for a in parts for b in parts)
+    assert "wool" in model.labels_[0].split(LABEL_SEPARATOR)
+    assert readable_label(["wool", "wool scarf", "scarf", "knit", "hand"]) == "wool · scarf · knit"
+
+
+def test_tokenize_drops_stop_words_short_tokens_and_numbers():
+    stop = frozenset({"the", "for", "with", "a"})
+    assert tokenize("Pruning shears for the garden, 20 cm x 3", stop) == ["pruning", "shears", "garden", "cm"]
+    assert tokenize("T-shirt, V-neck", stop) == ["t-shirt", "v-neck"]
+
+
+def test_noise_users_are_ignored_and_annotate_adds_the_fields():
+    data, labels = shop()
+    labels = labels.copy()
+    labels[:5] = -1
+    model = ClassTfidf().fit(data, labels)
+    assert set(model.terms_) == {0, 1}
+    profiles = model.annotate([{"cluster": 0, "size": 35}, {"cluster": 1, "size": 40}])
+    assert profiles[0]["label"] == model.labels_[0]
+    assert profiles[0]["terms"][0] == {"term": model.terms_[0][0][0], "score": model.terms_[0][0][1]}
+    assert profiles[1]["ctfidf_categories"][0]["category"] == "garden"
+
+
+def test_without_text_the_label_falls_back_to_categories_then_the_cluster_number():
+    data, labels = shop()
+    data.items = data.items.drop(columns=["title"])
+    data.text_columns = ()
+    model = ClassTfidf().fit(data, labels)
+    assert model.terms_[0] == [] and model.labels_[0].startswith("scarves")
+    data.items = data.items.drop(columns=["category"])
+    assert ClassTfidf().fit(data, labels).labels_[1] == "cluster 1"
+
+
+def test_bad_parameters_name_the_value():
+    data, labels = shop()
+    with pytest.raises(UsageError, match="ngram_range"):
+        ClassTfidf(ngram_range=(2, 1)).fit(data, labels)
+    with pytest.raises(UsageError, match="labels has 3 entries"):
+        ClassTfidf().fit(data, labels[:3])
+
+
+def test_nearest_users_are_the_closest_to_their_centre_nearest_first():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 4)).astype(np.float32)
+    centres = rng.normal(size=(3, 4)).astype(np.float32)
+    labels = ((x[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
+    labels[:7] = -1
+    ids = np.arange(500) + 1000
+    got = nearest_users(x, labels, centres, ids, n=4, chunk=64)
+    dist = ((x - centres[np.clip(labels, 0, None)]) ** 2).sum(1)
+    for c in range(3):
+        members = np.flatnonzero(labels == c)
+        assert got[c] == (ids[members[np.argsort(dist[members])[:4]]]).tolist()
+    assert all(isinstance(u, int) for u in got[0])
