@@ -8,7 +8,9 @@ same kind in `labels_`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,17 +19,18 @@ import gpuclust
 from gpuclust import accelerators, schema
 from gpuclust.assess.metrics import external_scores, internal_scores
 from gpuclust.backend import Backend, resolve_backend, to_host, transfers
-from gpuclust.cluster.kmeans import KMeans, check_k
+from gpuclust.cluster.kmeans import KMeans, assign, check_k
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
 from gpuclust.explain.profiles import ClusterProfiler
 from gpuclust.explain.projection import project_2d
 from gpuclust.features.base import Featurizer
 from gpuclust.features.behaviour import BehaviourFeaturizer
-from gpuclust.features.fuse import fuse
+from gpuclust.features.fuse import Fuser
 from gpuclust.features.tfidf import TfidfFeaturizer
 from gpuclust.frames import array_frame, frame_kind, host_frame, like_input, to_backend_frame
 from gpuclust.manifest import StageRecorder, machine, now_iso, versions
+from gpuclust.model import load_model, save_model, split_arrays
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.preprocess.prepared import PreparedData, StepCount
 
@@ -94,7 +97,9 @@ class Pipeline:
             feature_info[featurizer.name] = getattr(featurizer, "info_", {})
         notify("fuse")
         with rec.stage("fuse"):
-            x, layout = fuse(blocks, config.features.weights, backend.xp)
+            fuser = Fuser(config.features.weights)
+            x = fuser.fit_transform(blocks, backend.xp)
+            layout = fuser.layout_
 
         notify("cluster")
         with rec.stage("cluster"):
@@ -114,10 +119,12 @@ class Pipeline:
             user_map = project_2d(x, clusterer.labels_, data.users, backend, config.assess.map_sample, config.seed)
 
         self.backend_: Backend = backend
+        self.config_ = config
         self.data_: PreparedData = data
         self.features_ = x
         self.clusterer_ = clusterer
         self.featurizers_ = featurizers
+        self.fuser_ = fuser
         self.profiles_: list[dict] = profiler.profiles_
         self.population_: dict = profiler.population_
         self.metrics_: dict = metrics
@@ -126,6 +133,79 @@ class Pipeline:
         self.manifest_ = self._manifest(config, backend, data, rec, feature_info, layout, clusterer, metrics,
                                         transfers.bytes - transfers_before)
         return self
+
+    # --- saved models ---------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """Everything `assign` needs to place new users: config, fitted featurisers, fuser, centres."""
+        self._check_fitted()
+        featurizers, arrays = [], {}
+        for f in self.featurizers_:
+            if not hasattr(f, "state"):
+                raise UsageError(f"featuriser {f.name!r} cannot be saved (it has no state())")
+            meta, state = f.state()
+            featurizers.append({"name": f.name, "meta": meta})
+            arrays.update({f"featurizer.{f.name}.{k}": v for k, v in state.items()})
+        fuser = {name: {"scale": s["scale"], "weight": s["weight"]} for name, s in self.fuser_.stats_.items()}
+        arrays.update({f"fuser.{name}.mean": s["mean"] for name, s in self.fuser_.stats_.items()})
+        arrays["clusterer.centres"] = self.clusterer_.cluster_centers_
+        meta = {
+            "gpuclust": gpuclust.__version__,
+            "config": self.config_.to_dict(),
+            "featurizers": featurizers,
+            "fuser": fuser,
+            "clusterer": {"engine": self.clusterer_.engine_, "k": int(self.clusterer_.cluster_centers_.shape[0])},
+        }
+        vocabulary = self.data_.items
+        return save_model(directory, meta, arrays, vocabulary)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | None = None) -> Pipeline:
+        """A pipeline ready to `assign`; `device` overrides the saved config's device."""
+        backend = resolve_backend(device or "auto")
+        meta, arrays, items = load_model(directory, backend)
+        config = PipelineConfig.from_dict(meta["config"])
+        if device:
+            config.device = device
+        self = cls(config)
+        self.config_ = config
+        self.backend_ = backend
+        self.vocabulary_ = items
+        self.featurizers_ = [
+            _featurizer_class(f["name"]).from_state(f["meta"], split_arrays(arrays, f"featurizer.{f['name']}"),
+                                                   backend)
+            for f in meta["featurizers"]
+        ]
+        self.fuser_ = Fuser({n: s["weight"] for n, s in meta["fuser"].items()})
+        self.fuser_.stats_ = {n: {"mean": arrays[f"fuser.{n}.mean"], **s} for n, s in meta["fuser"].items()}
+        self.centres_ = arrays["clusterer.centres"]
+        return self
+
+    def assign(self, events: Any) -> Any:
+        """Place new users in the learned clusters: same featurisers, same scales, nearest centroid."""
+        if not hasattr(self, "fuser_"):
+            raise UsageError("assign needs a fitted or loaded pipeline: call fit() or Pipeline.load(dir)")
+        backend, config = self.backend_, self.config_
+        kind = frame_kind(events)
+        vocabulary = getattr(self, "vocabulary_", None)
+        vocabulary = self.data_.items if vocabulary is None else vocabulary
+        prep_config = dataclasses.replace(config.preprocess, min_item_events=1, sample_users=None)
+        data = Preprocessor(prep_config, seed=config.seed).run(to_backend_frame(events, backend), backend,
+                                                              vocabulary=vocabulary)
+        blocks = {f.name: f.transform(data, backend) for f in self.featurizers_}
+        x = self.fuser_.transform(blocks, backend.xp)
+        centres = getattr(self, "centres_", None)
+        centres = self.clusterer_.cluster_centers_ if centres is None else centres
+        labels, distances = assign(x, centres, backend.xp)
+        out = array_frame({schema.USER_IDX: backend.xp.arange(data.n_users, dtype=np.int32),
+                           "cluster": labels, "distance": distances}, backend)
+        out = data.users.merge(out, on=schema.USER_IDX).sort_values(schema.USER_IDX)
+        self.assign_data_ = data
+        return like_input(out[[schema.USER, "cluster", "distance"]].reset_index(drop=True), kind)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "fuser_") or not hasattr(self, "clusterer_"):
+            raise UsageError("this pipeline is not fitted: call fit() first")
 
     def _assignments(self, data: PreparedData, clusterer: KMeans, backend: Backend):
         out = array_frame({schema.USER_IDX: backend.xp.arange(data.n_users, dtype=np.int32),
@@ -160,6 +240,18 @@ class Pipeline:
             "metrics": metrics,
             "device_to_host_bytes": moved,
         }
+
+
+def _featurizer_class(name: str):
+    if name == "behaviour":
+        return BehaviourFeaturizer
+    if name == "tfidf":
+        return TfidfFeaturizer
+    if name == "text":
+        from gpuclust.features.text.featurizer import TextFeaturizer
+
+        return TextFeaturizer
+    raise UsageError(f"the model names an unknown featuriser {name!r}; was it saved by a newer gpuclust?")
 
 
 def _truth_scores(data: PreparedData, labels: Any, truth: Any) -> dict:

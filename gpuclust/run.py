@@ -9,7 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
+
+import gpuclust
 
 from gpuclust.backend import resolve_backend
 from gpuclust.config import PipelineConfig
@@ -17,7 +21,8 @@ from gpuclust.errors import UsageError
 from gpuclust.io.adapters import get_adapter
 from gpuclust.io.readers import read_events, read_items, read_table, read_truth
 from gpuclust.io.writers import write_json, write_parquet
-from gpuclust.manifest import StageRecorder
+from gpuclust.frames import host_frame
+from gpuclust.manifest import StageRecorder, machine, now_iso, versions
 from gpuclust.pipeline import Pipeline, StageCallback
 
 OUTPUTS = ("assignments.parquet", "clusters.json", "map.parquet", "manifest.json")
@@ -61,7 +66,8 @@ def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items
 
 
 def write_outputs(pipeline: Pipeline, out: str | Path) -> list[Path]:
-    """All files are written to a staging folder first, then renamed into `out` together."""
+    """All files (and the saved model, OUT/model) are written to a staging folder first, then renamed
+    into `out` together."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
@@ -70,10 +76,46 @@ def write_outputs(pipeline: Pipeline, out: str | Path) -> list[Path]:
         write_parquet(staging / "map.parquet", pipeline.map_)
         write_json(staging / "clusters.json", {"clusters": pipeline.profiles_, "population": pipeline.population_})
         write_json(staging / "manifest.json", pipeline.manifest_)
+        pipeline.save(staging / "model")
         written = []
         for name in OUTPUTS:
             os.replace(staging / name, out / name)
             written.append(out / name)
-        return written
+        if (out / "model").exists():
+            shutil.rmtree(out / "model")
+        os.replace(staging / "model", out / "model")
+        return [*written, out / "model"]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def assign_files(model: str | Path, events: str | Path, out: str | Path, device: str | None = None,
+                 adapter: str | None = None) -> tuple[Pipeline, Any]:
+    """Place the users of `events` in a saved model's clusters; writes OUT/assignments.parquet and
+    OUT/manifest.json."""
+    out = Path(out)
+    check_out_dir(out)
+    started = time.perf_counter()
+    pipeline = Pipeline.load(model, device=device)
+    backend, config = pipeline.backend_, pipeline.config_
+    if adapter:
+        raw_events, _, _ = get_adapter(adapter)(read_table(events, backend.frame), backend.frame)
+    else:
+        raw_events = read_events(events, backend.frame, config.columns)
+    labels = pipeline.assign(raw_events)
+    sizes = host_frame(labels["cluster"].value_counts().sort_index().to_frame())
+    manifest = {
+        "gpuclust": gpuclust.__version__,
+        "created": now_iso(),
+        "model": str(model),
+        "inputs": {"events": str(events), "adapter": adapter},
+        "device": machine(backend),
+        "versions": versions(),
+        "rows": {"steps": [s.to_dict() for s in pipeline.assign_data_.steps], "users": len(labels)},
+        "cluster_sizes": {int(k): int(v) for k, v in sizes.iloc[:, 0].items()},
+        "seconds": round(time.perf_counter() - started, 4),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet(out / "assignments.parquet", labels)
+    write_json(out / "manifest.json", manifest)
+    return pipeline, manifest

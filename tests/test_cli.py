@@ -38,7 +38,8 @@ def test_run_writes_outputs_and_json_summary(monkeypatch, capsys, files):
     assert code == 0
     summary = json.loads(stdout)
     assert summary["metrics"]["ari"] == pytest.approx(1.0)
-    assert sorted(p.name for p in out.iterdir()) == ["assignments.parquet", "clusters.json", "manifest.json", "map.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["assignments.parquet", "clusters.json", "manifest.json", "map.parquet",
+                                                  "model"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["cluster"]["k"] == 3
     assert {"preprocess", "features.tfidf", "cluster"} <= set(manifest["timings"]["stages"])
@@ -129,3 +130,19 @@ def test_toml_config_is_read_and_flags_override_it(monkeypatch, capsys, files):
     code, _, stderr = cli(monkeypatch, capsys, "run", "--events", files / "events.parquet", "--config", bad,
                           "--out", files / "o2")
     assert code == 2 and "unknown key(s) clusters in [cluster]" in stderr
+
+
+def test_run_saves_a_model_that_assign_reuses(monkeypatch, capsys, files):
+    out = files / "out"
+    code, _, _ = cli(monkeypatch, capsys, "run", "--events", files / "events.parquet", "--items",
+                     files / "items.parquet", "--k", 3, "--out", out, "--json")
+    assert code == 0 and (out / "model" / "model.json").exists()
+    code, stdout, _ = cli(monkeypatch, capsys, "assign", "--model", out / "model", "--events",
+                          files / "events.parquet", "--out", files / "assigned", "--json")
+    assert code == 0
+    first = pd.read_parquet(out / "assignments.parquet")
+    again = pd.read_parquet(files / "assigned" / "assignments.parquet")
+    assert (first["cluster"] == again["cluster"]).all()
+    code, _, stderr = cli(monkeypatch, capsys, "assign", "--model", files / "nothing", "--events",
+                          files / "events.parquet", "--out", files / "x")
+    assert code == 2 and "no model at" in stderr

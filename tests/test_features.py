@@ -5,8 +5,8 @@ import scipy.sparse as sp
 
 from gpuclust.backend import cpu_backend
 from gpuclust.features.behaviour import BehaviourFeaturizer
-from gpuclust.features.fuse import fuse
-from gpuclust.features.normalise import normalise
+from gpuclust.features.fuse import Fuser
+from gpuclust.features.normalise import Normaliser
 from gpuclust.features.svd import randomized_svd
 from gpuclust.features.tfidf import TfidfFeaturizer, tfidf, user_vocabulary_counts
 from gpuclust.preprocess.clean import Preprocessor
@@ -42,16 +42,19 @@ def test_behaviour_statistics_on_a_known_history():
 @pytest.mark.parametrize("method", ["standard", "minmax", "log1p", "quantile"])
 def test_normalisers_bound_scale(method):
     x = np.random.default_rng(0).lognormal(0, 3, size=(500, 4)).astype(np.float32)
-    y = normalise(x, method, np)
+    fitted = Normaliser(method).fit(x, np)
+    y = fitted.transform(x, np)
     if method in ("standard", "log1p"):
         np.testing.assert_allclose(y.std(axis=0), 1, rtol=1e-3)
     else:
         assert y.min() >= 0 and y.max() <= 1
+    # New rows use the fitted statistics, not their own.
+    np.testing.assert_allclose(fitted.transform(x[:10], np), y[:10], rtol=1e-5, atol=1e-6)
 
 
 def test_tfidf_matches_a_dense_reference():
     counts = sp.coo_matrix(np.array([[2.0, 0, 1], [0, 3, 0], [1, 1, 1]], dtype=np.float32))
-    got = tfidf(counts, B).toarray()
+    got = tfidf(counts, B)[0].toarray()
     dense = counts.toarray()
     tf = np.log1p(dense)
     idf = np.log(4 / (1 + (dense > 0).sum(axis=0))) + 1
@@ -89,8 +92,11 @@ def test_fused_blocks_share_the_geometry_by_weight():
     rng = np.random.default_rng(0)
     a = rng.normal(0, 100, size=(200, 3)).astype(np.float32)
     b = rng.normal(0, 0.01, size=(200, 50)).astype(np.float32)
-    x, layout = fuse({"a": a, "b": b}, {"a": 1.0, "b": 3.0}, np)
+    fuser = Fuser({"a": 1.0, "b": 3.0})
+    x = fuser.fit_transform({"a": a, "b": b}, np)
+    layout = fuser.layout_
     var_a = x[:, :3].var(axis=0).sum()
     var_b = x[:, 3:].var(axis=0).sum()
     assert var_b / var_a == pytest.approx(3.0, rel=1e-3)
     assert layout["b"]["columns"] == [3, 53]
+    np.testing.assert_allclose(fuser.transform({"a": a[:5], "b": b[:5]}, np), x[:5], rtol=1e-5)

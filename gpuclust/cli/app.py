@@ -185,6 +185,27 @@ def demo(
     report(pipeline, out / "run", json_out)
 
 
+@app.command()
+def assign(
+    model: Annotated[Path, typer.Option(help="A saved model: the OUT/model folder of `gpuclust run`.")],
+    events: Annotated[Path, typer.Option(help="Events of the users to place.")],
+    out: Annotated[Path, typer.Option(help="Output directory for assignments.parquet and manifest.json.")],
+    device: Annotated[str | None, typer.Option(help=f"Where to run: {', '.join(DEVICE_CHOICES)}.")] = None,
+    adapter: Annotated[str | None, typer.Option(help="Raw-log adapter, e.g. online-retail.")] = None,
+    json_out: Json = False,
+) -> None:
+    """Place new users in the clusters of a saved model, with the featurisers it learned."""
+    from gpuclust.run import assign_files
+
+    _, manifest = assign_files(model, events, out, device=device, adapter=adapter)
+    if json_out:
+        print(json.dumps(manifest, indent=2, default=str))
+        return
+    sizes = ", ".join(f"{c}: {n:,}" for c, n in manifest["cluster_sizes"].items())
+    Console().print(f"placed {manifest['rows']['users']:,} users ({sizes}) in {manifest['seconds']:.1f} s; "
+                    f"outputs in {out}")
+
+
 def report(pipeline, out: Path, json_out: bool) -> None:
     """The clusters found, as a table (or JSON), and where the outputs went."""
     manifest = pipeline.manifest_

@@ -203,7 +203,8 @@ def _lloyd(xc, x_sq, centres, max_iter: int, tol: float, chunk: int):
     labels = None
     n_iter = 0
     converged_strict = False
-    for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is read after the loop
+    for step in range(max_iter):
+        n_iter = step + 1
         new_labels, mind = _nearest(xc, x_sq, centres, chunk)
         sums, counts = _cluster_sums(xc, new_labels, k, chunk)
         repairs += _repair_empty(xc, new_labels, mind, sums, counts)

@@ -206,10 +206,8 @@ def rank_targets(pop: Popularity, rows: Any, targets: Any, seen: Any, w: float, 
     for start in range(0, n, batch):
         stop = min(start + batch, n)
         scores = xp.float32(w) * pop.table[rows[start:stop]] + xp.float32(1.0 - w) * pop.global_share[None, :]
-        part = seen[start:stop]
-        indptr = part.indptr
-        mask_rows = xp.repeat(xp.arange(stop - start), indptr[1:] - indptr[:-1])
-        scores[mask_rows, part.indices] = -xp.inf
+        part = seen[start:stop].tocoo()
+        scores[part.row, part.col] = -xp.inf
         if top_k < n_items:
             top = xp.argpartition(-scores, top_k - 1, axis=1)[:, :top_k]
         else:

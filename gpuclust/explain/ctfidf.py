@@ -82,12 +82,13 @@ class ClassTfidf:
     """
 
     def __init__(self, top_n: int = 8, ngram_range: tuple[int, int] = (1, 1), stop_words: Iterable[str] | None = None,
-                 min_token_length: int = 2, label_terms: int = 3) -> None:
+                 min_token_length: int = 2, label_terms: int = 3, reduce_frequent_words: bool = False) -> None:
         self.top_n = top_n
         self.ngram_range = ngram_range
         self.stop_words = stop_words
         self.min_token_length = min_token_length
         self.label_terms = label_terms
+        self.reduce_frequent_words = reduce_frequent_words
 
     def fit(self, data: PreparedData, labels: Any) -> ClassTfidf:
         low, high = self.ngram_range
@@ -185,6 +186,8 @@ class ClassTfidf:
         if not present.any():
             return out
         tf = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        if self.reduce_frequent_words:  # BERTopic's option: sqrt(tf) damps words every cluster uses a lot
+            tf = np.sqrt(tf)
         avg = totals[present].mean()
         freq = counts.sum(axis=0)
         idf = np.log1p(np.divide(avg, freq, out=np.zeros_like(freq), where=freq > 0))

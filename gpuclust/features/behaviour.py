@@ -9,7 +9,7 @@ import numpy as np
 
 from gpuclust import schema
 from gpuclust.backend import Backend
-from gpuclust.features.normalise import normalise
+from gpuclust.features.normalise import Normaliser
 from gpuclust.frames import frame_array
 from gpuclust.preprocess.prepared import PreparedData
 
@@ -73,6 +73,27 @@ class BehaviourFeaturizer:
         self.names_ = [str(c) for c in raw.columns]
         self.raw_ = raw
         x = frame_array(raw, backend)
-        x = normalise(x, self.normalise, backend.xp)
-        self.info_ = {"dims": int(x.shape[1]), "columns": self.names_, "normalise": self.normalise}
-        return x.astype(np.float32, copy=False)
+        self.normaliser_ = Normaliser(self.normalise).fit(x, backend.xp)
+        self.info_ = {"dims": len(self.names_), "columns": self.names_, "normalise": self.normalise}
+        return self.normaliser_.transform(x, backend.xp)
+
+    def transform(self, data: PreparedData, backend: Backend):
+        """New users on the fitted scale; event types unseen at fit time are ignored."""
+        raw = self.raw_frame(data, backend)
+        for name in self.names_:
+            if name not in raw.columns:
+                raw[name] = 0.0
+        self.raw_ = raw[self.names_]
+        return self.normaliser_.transform(frame_array(self.raw_, backend), backend.xp)
+
+    def state(self) -> tuple[dict, dict]:
+        meta = {"normalise": self.normalise, "session_gap_minutes": self.session_gap_minutes, "names": self.names_}
+        return meta, dict(self.normaliser_.params_)
+
+    @classmethod
+    def from_state(cls, meta: dict, arrays: dict, backend: Backend) -> BehaviourFeaturizer:
+        self = cls(meta["normalise"], meta["session_gap_minutes"])
+        self.names_ = list(meta["names"])
+        self.normaliser_ = Normaliser(self.normalise)
+        self.normaliser_.params_ = {k: backend.asarray(v) for k, v in arrays.items()}
+        return self

@@ -1,45 +1,65 @@
-"""Column normalisers for behaviour features, written once against `xp` (NumPy or CuPy)."""
+"""Column normalisers for behaviour features, written once against `xp` (NumPy or CuPy).
+
+A `Normaliser` learns its statistics on the users it was fitted on and applies the same ones to new
+users, so a saved model places new users on the scale its clusters were found on.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from gpuclust.errors import UsageError
+
+METHODS = ("standard", "minmax", "log1p", "quantile", "none")
 EPS = 1e-12
+QUANTILES = 1001
 
 
 def signed_log1p(x, xp):
     return xp.sign(x) * xp.log1p(xp.abs(x))
 
 
-def standardise(x, xp):
-    mean = x.mean(axis=0, keepdims=True)
-    std = x.std(axis=0, keepdims=True)
-    return (x - mean) / xp.where(std > EPS, std, 1.0)
+class Normaliser:
+    """standard | minmax | log1p (signed log1p, then standard: tames counts and money) | quantile | none."""
 
+    def __init__(self, method: str = "log1p") -> None:
+        self.method = method
 
-def min_max(x, xp):
-    low = x.min(axis=0, keepdims=True)
-    span = x.max(axis=0, keepdims=True) - low
-    return (x - low) / xp.where(span > EPS, span, 1.0)
+    def fit(self, x: Any, xp) -> Normaliser:
+        if self.method not in METHODS:
+            raise UsageError(f"unknown normaliser {self.method!r}: choose one of {', '.join(METHODS)}")
+        x = self._pre(x, xp)
+        if self.method in ("standard", "log1p"):
+            std = x.std(axis=0)
+            self.params_ = {"shift": x.mean(axis=0), "scale": xp.where(std > EPS, std, 1.0)}
+        elif self.method == "minmax":
+            low = x.min(axis=0)
+            span = x.max(axis=0) - low
+            self.params_ = {"shift": low, "scale": xp.where(span > EPS, span, 1.0)}
+        elif self.method == "quantile":
+            levels = xp.linspace(0.0, 1.0, QUANTILES)
+            self.params_ = {"quantiles": xp.quantile(x.astype(xp.float64), levels, axis=0)}
+        else:
+            self.params_ = {}
+        self.params_ = {k: v.astype(xp.float32) for k, v in self.params_.items()}
+        return self
 
+    def transform(self, x: Any, xp) -> Any:
+        x = self._pre(x, xp)
+        if self.method == "none":
+            return x
+        if self.method == "quantile":
+            # Position of each value among the fitted quantiles, scaled to [0, 1].
+            q = self.params_["quantiles"]
+            levels = xp.linspace(0.0, 1.0, q.shape[0]).astype(xp.float32)
+            cols = [xp.interp(x[:, j], q[:, j], levels) for j in range(x.shape[1])]
+            return xp.stack(cols, axis=1).astype(xp.float32)
+        return ((x - self.params_["shift"]) / self.params_["scale"]).astype(xp.float32)
 
-def quantile(x, xp):
-    """Ranks scaled to [0, 1]: robust to the heavy tails of counts and money."""
-    n = x.shape[0]
-    ranks = xp.argsort(xp.argsort(x, axis=0), axis=0).astype(x.dtype)
-    return ranks / max(n - 1, 1)
+    def fit_transform(self, x: Any, xp) -> Any:
+        return self.fit(x, xp).transform(x, xp)
 
-
-def normalise(x: Any, method: str, xp) -> Any:
-    """`log1p` compresses heavy tails (counts, money) and then standardises."""
-    if method == "none":
-        return x
-    if method == "standard":
-        return standardise(x, xp)
-    if method == "minmax":
-        return min_max(x, xp)
-    if method == "log1p":
-        return standardise(signed_log1p(x, xp), xp)
-    if method == "quantile":
-        return quantile(x, xp)
-    raise ValueError(f"unknown normaliser {method!r}")
+    def _pre(self, x, xp):
+        return signed_log1p(x, xp) if self.method == "log1p" else x

@@ -12,21 +12,25 @@ from gpuclust import schema
 from gpuclust.backend import Backend
 from gpuclust.errors import UsageError
 from gpuclust.features.svd import randomized_svd
-from gpuclust.frames import column_array
+from gpuclust.frames import column_array, host_frame
 from gpuclust.preprocess.prepared import PreparedData
 
 
-def tfidf(counts, backend: Backend):
-    """log1p TF (weighted counts may be below 1), smooth IDF as scikit-learn's, L2-normalised rows."""
+def tfidf(counts, backend: Backend, idf=None):
+    """log1p TF (weighted counts may be below 1), smooth IDF as scikit-learn's, L2-normalised rows.
+
+    Returns (matrix, idf); pass a fitted `idf` to weight new users as the fitted ones were.
+    """
     xp = backend.xp
     x = counts.tocsr().astype(np.float32)
     x.sum_duplicates()
     x.data = xp.log1p(x.data).astype(np.float32)
-    n_rows, n_cols = x.shape
-    df = xp.bincount(x.indices, minlength=n_cols).astype(np.float32)
-    idf = xp.log((1.0 + n_rows) / (1.0 + df)) + 1.0
+    if idf is None:
+        n_rows, n_cols = x.shape
+        df = xp.bincount(x.indices, minlength=n_cols).astype(np.float32)
+        idf = (xp.log((1.0 + n_rows) / (1.0 + df)) + 1.0).astype(np.float32)
     x.data *= idf[x.indices]
-    return l2_rows_sparse(x, xp)
+    return l2_rows_sparse(x, xp), idf
 
 
 def l2_rows_sparse(x, xp):
@@ -42,7 +46,7 @@ def l2_rows(x, xp):
     return x / xp.where(norms > 0, norms, 1.0)
 
 
-def user_vocabulary_counts(data: PreparedData, backend: Backend, vocabulary: str):
+def user_vocabulary_counts(data: PreparedData, backend: Backend, vocabulary: str, categories=None):
     """users x items or users x categories, summing event weights (a purchase counts more than a view)."""
     xp = backend.xp
     users = column_array(data.events[schema.USER_IDX], backend, np.int32)
@@ -51,21 +55,25 @@ def user_vocabulary_counts(data: PreparedData, backend: Backend, vocabulary: str
     if vocabulary == "item":
         cols, n_cols = items, data.n_items
     else:
-        codes, n_cols = category_codes(data, backend)
+        codes, n_cols = category_codes(data, backend, categories)
         cols = codes[items]
         keep = cols >= 0
         users, cols, weights = users[keep], cols[keep], weights[keep]
     return backend.sparse.coo_matrix((weights, (users, cols)), shape=(data.n_users, n_cols), dtype=xp.float32)
 
 
-def category_codes(data: PreparedData, backend: Backend):
-    """Per item_idx, the index of its category (-1 where unknown), and the number of categories."""
-    categories = data.items[schema.CATEGORY]
-    names = categories.dropna().drop_duplicates().sort_values().reset_index(drop=True)
-    table = names.to_frame()
-    table["_code"] = np.arange(len(names), dtype=np.int32)
-    coded = data.items[[schema.ITEM_IDX, schema.CATEGORY]].merge(table, on=schema.CATEGORY, how="left")
-    coded = coded.sort_values(schema.ITEM_IDX)
+def category_names(data: PreparedData) -> list[str]:
+    """The sorted distinct categories of the catalogue (a small host list)."""
+    names = data.items[schema.CATEGORY].dropna().drop_duplicates().sort_values()
+    return [str(n) for n in host_frame(names.to_frame()).iloc[:, 0]]
+
+
+def category_codes(data: PreparedData, backend: Backend, names: list[str] | None = None):
+    """Per item_idx, the index of its category in `names` (-1 where unknown), and len(names)."""
+    names = category_names(data) if names is None else names
+    table = backend.frame.DataFrame({schema.CATEGORY: names, "_code": np.arange(len(names), dtype=np.int32)})
+    items = data.items[[schema.ITEM_IDX, schema.CATEGORY]].astype({schema.CATEGORY: "str"})
+    coded = items.merge(table, on=schema.CATEGORY, how="left").sort_values(schema.ITEM_IDX)
     codes = column_array(coded["_code"].fillna(-1), backend, np.int32)
     return codes, len(names)
 
@@ -85,20 +93,22 @@ class TfidfFeaturizer:
 
     def fit_transform(self, data: PreparedData, backend: Backend):
         xp = backend.xp
-        blocks, self.info_ = [], {"vocabularies": {}}
+        blocks, self.info_, self.fitted_ = [], {"vocabularies": {}}, {}
         for vocab in self.vocabularies:
             if vocab == "category" and not data.has_categories:
                 self.info_["vocabularies"][vocab] = "skipped: no category column in the items input"
                 continue
-            x = tfidf(user_vocabulary_counts(data, backend, vocab), backend)
+            names = category_names(data) if vocab == "category" else None
+            x, idf = tfidf(user_vocabulary_counts(data, backend, vocab, names), backend)
             if x.shape[1] <= self.n_components:
-                reduced = x.toarray()  # already small: keep every column
-                explained = 1.0
+                reduced, vt, explained = x.toarray(), None, 1.0  # already small: keep every column
             else:
-                reduced, s, _ = randomized_svd(x, self.n_components, xp, self.seed, self.oversamples,
-                                               self.power_iterations)
+                _, s, vt = randomized_svd(x, self.n_components, xp, self.seed, self.oversamples,
+                                          self.power_iterations)
+                reduced = x @ vt.T  # = U S up to the sketch's error; what transform() computes for new users
                 explained = float((s**2).sum() / (x.data.astype(np.float64) ** 2).sum())
             blocks.append(l2_rows(reduced.astype(np.float32), xp))
+            self.fitted_[vocab] = {"idf": idf, "components": vt, "categories": names}
             self.info_["vocabularies"][vocab] = {
                 "terms": int(x.shape[1]), "dims": int(reduced.shape[1]), "explained_variance": round(explained, 4),
             }
@@ -108,3 +118,36 @@ class TfidfFeaturizer:
         out = xp.concatenate(blocks, axis=1)
         self.info_["dims"] = int(out.shape[1])
         return out
+
+    def transform(self, data: PreparedData, backend: Backend):
+        """New users through the fitted IDF and SVD components (item indices follow the model's)."""
+        xp = backend.xp
+        blocks = []
+        for vocab, fitted in self.fitted_.items():
+            counts = user_vocabulary_counts(data, backend, vocab, fitted["categories"])
+            x, _ = tfidf(counts, backend, fitted["idf"])
+            reduced = x.toarray() if fitted["components"] is None else x @ fitted["components"].T
+            blocks.append(l2_rows(xp.asarray(reduced, dtype=np.float32), xp))
+        return xp.concatenate(blocks, axis=1)
+
+    def state(self) -> tuple[dict, dict]:
+        meta = {"vocabularies": self.vocabularies, "n_components": self.n_components, "seed": self.seed,
+                "fitted": {v: {"categories": f["categories"], "reduced": f["components"] is not None}
+                           for v, f in self.fitted_.items()}}
+        arrays = {}
+        for vocab, fitted in self.fitted_.items():
+            arrays[f"{vocab}.idf"] = fitted["idf"]
+            if fitted["components"] is not None:
+                arrays[f"{vocab}.components"] = fitted["components"]
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict, arrays: dict, backend: Backend) -> TfidfFeaturizer:
+        self = cls(tuple(meta["vocabularies"]), meta["n_components"], seed=meta["seed"])
+        self.fitted_ = {
+            vocab: {"idf": backend.asarray(arrays[f"{vocab}.idf"]),
+                    "components": backend.asarray(arrays[f"{vocab}.components"]) if f["reduced"] else None,
+                    "categories": f["categories"]}
+            for vocab, f in meta["fitted"].items()
+        }
+        return self

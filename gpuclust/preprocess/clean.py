@@ -26,7 +26,10 @@ class Preprocessor:
         self.config = config or PreprocessConfig()
         self.seed = seed
 
-    def run(self, events, backend: Backend, items=None, steps: list[StepCount] | None = None) -> PreparedData:
+    def run(self, events, backend: Backend, items=None, steps: list[StepCount] | None = None,
+            vocabulary=None) -> PreparedData:
+        """Clean and index `events`. With `vocabulary` (a fitted model's item table) item indices are the
+        model's and events on items it does not know are dropped and counted."""
         cfg = self.config
         self.steps_: list[StepCount] = list(steps or [])
         if len(events) == 0:
@@ -45,7 +48,12 @@ class Preprocessor:
             ev = self._sample_users(ev, backend)
         ev = _attach_weights(ev, cfg.event_weights)
         present = set(host_frame(ev[schema.EVENT].drop_duplicates().to_frame())[schema.EVENT])
-        return _index(ev, items, self.steps_, tuple(t for t in cfg.event_weights if t in present))
+        event_types = tuple(t for t in cfg.event_weights if t in present)
+        if vocabulary is not None:
+            ev, vocabulary = _align_ids(ev, vocabulary, schema.ITEM)
+            known = ev[schema.ITEM].isin(vocabulary[schema.ITEM])
+            ev = self._count("items_unknown_to_model", ev, ev[known], "item not in the model's vocabulary")
+        return _index(ev, items, self.steps_, event_types, vocabulary)
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -201,14 +209,18 @@ def _align_ids(ev, items, key: str):
     return ev, items
 
 
-def _index(ev, items: Any, steps: list[StepCount], event_types: tuple[str, ...]) -> PreparedData:
+def _index(ev, items: Any, steps: list[StepCount], event_types: tuple[str, ...], vocabulary=None) -> PreparedData:
     ev, items = _align_ids(ev, items, schema.ITEM)
     users = _ordinal(ev[schema.USER], schema.USER_IDX)
-    item_table = _ordinal(ev[schema.ITEM], schema.ITEM_IDX)
-    ev = ev.merge(users, on=schema.USER, how="left").merge(item_table, on=schema.ITEM, how="left")
+    item_table = _ordinal(ev[schema.ITEM], schema.ITEM_IDX) if vocabulary is None else vocabulary
+    ev = ev.merge(users, on=schema.USER, how="left").merge(item_table[[schema.ITEM, schema.ITEM_IDX]],
+                                                            on=schema.ITEM, how="left")
     ev = ev.sort_values([schema.USER_IDX, schema.TIME]).reset_index(drop=True)
     text_columns: tuple[str, ...] = ()
-    if items is not None:
+    if vocabulary is not None:
+        text_columns = tuple(c for c in vocabulary.columns
+                             if c not in (schema.ITEM, schema.ITEM_IDX, schema.CATEGORY, schema.PRICE))
+    elif items is not None:
         extra = [c for c in items.columns if c != schema.ITEM]
         text_columns = tuple(c for c in extra if c not in (schema.CATEGORY, schema.PRICE))
         item_table = item_table.merge(items, on=schema.ITEM, how="left")

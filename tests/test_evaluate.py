@@ -1,0 +1,90 @@
+"""Leave-last-out evaluation: clusters that mean something recommend better than global popularity."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpuclust.backend import cpu_backend
+from gpuclust.config import PipelineConfig
+from gpuclust.errors import UsageError
+from gpuclust.evaluate import evaluate, leave_last_out, markdown_table
+from gpuclust.evaluate.recommend import metrics
+from gpuclust.preprocess.clean import Preprocessor
+from gpuclust.synth import SynthSpec, generate
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return generate(SynthSpec(n_users=1500, n_items=600, n_groups=4, seed=0, events_per_user=30))
+
+
+@pytest.fixture(scope="module")
+def result(synthetic):
+    config = PipelineConfig(device="cpu", seed=0)
+    config.cluster.k = 4
+    config.cluster.n_init = 1
+    return evaluate(synthetic.events, synthetic.items, config, k_values=(10, 20), seed=0)
+
+
+def test_cluster_popularity_beats_global_popularity_on_planted_groups(result):
+    rows = {r["method"].split(" (")[0]: r for r in result["rows"]}
+    assert set(rows) == {"global popularity", "cluster popularity", "blend"}
+    assert rows["cluster popularity"]["HR@10"] > rows["global popularity"]["HR@10"] + 0.05
+    assert rows["blend"]["blend_weight"] == result["validation"]["chosen_weight"]
+    assert result["validation"]["chosen_weight"] in [g["w"] for g in result["validation"]["grid"]]
+    assert len(result["validation"]["grid"]) == 11
+    json.dumps(result)
+    assert "| cluster popularity |" in markdown_table(result)
+
+
+def test_metrics_are_rates_and_ndcg_never_exceeds_hr(result):
+    for row in [*result["rows"], *result["validation"]["grid"]]:
+        for k in (10, 20):
+            assert 0.0 <= row[f"NDCG@{k}"] <= row[f"HR@{k}"] <= 1.0
+        assert row["HR@10"] <= row["HR@20"]
+    users = result["users"]
+    assert users["evaluated"] == users["eligible"] - users["not_clustered"] > 1000
+    assert all(r["users"] == users["evaluated"] for r in result["rows"])
+
+
+def test_held_out_item_is_never_in_the_training_events(synthetic):
+    data = Preprocessor().run(synthetic.events, cpu_backend(), synthetic.items)
+    split = leave_last_out(data.events, data.n_items, seed=0)
+    train_pairs = set(zip(split.train["user_idx"], split.train["item_idx"], strict=True))
+    test_pairs = list(zip(split.test["user_idx"], split.test["item_idx"], strict=True))
+    assert not any(pair in train_pairs for pair in test_pairs)
+    assert split.test["user_idx"].is_unique and len(split.test) == split.n_eligible
+    # the held-out item is one the user touched last
+    last = data.events.groupby("user_idx")["timestamp"].max()
+    held = data.events.merge(split.test, on=["user_idx", "item_idx"])
+    assert (held.groupby("user_idx")["timestamp"].max() == last.loc[split.test["user_idx"]].to_numpy()).all()
+    # every user still has something to learn from
+    assert set(split.test["user_idx"]) <= set(split.train["user_idx"])
+
+
+def test_ties_on_the_last_timestamp_break_the_same_way_every_time():
+    t = pd.Timestamp("2026-01-01")
+    events = pd.DataFrame({"user_id": [1, 1, 1, 2, 2, 3], "item_id": [10, 11, 12, 10, 11, 10],
+                           "event_type": ["purchase"] * 6, "timestamp": [t, t, t, t, t + pd.Timedelta("1h"), t]})
+    data = Preprocessor().run(events, cpu_backend())
+    first = leave_last_out(data.events, data.n_items, seed=0).test
+    again = leave_last_out(data.events, data.n_items, seed=0).test
+    pd.testing.assert_frame_equal(first, again)
+    assert list(first["user_idx"]) == [0, 1]  # user 3 has one item only
+    assert first.loc[first["user_idx"] == 1, "item_idx"].item() == 1  # the later one, not a tie
+    picks = {leave_last_out(data.events, data.n_items, seed=s).test["item_idx"].iloc[0] for s in range(20)}
+    assert len(picks) > 1  # the tie-break favours no item across seeds
+
+
+def test_metrics_from_ranks():
+    ranks = np.array([0, 1, 9, 10, -1])
+    out = metrics(ranks, (10,))
+    assert out["HR@10"] == pytest.approx(3 / 5)
+    assert out["NDCG@10"] == pytest.approx((1 + 1 / np.log2(3) + 1 / np.log2(11)) / 5, abs=1e-6)
+
+
+def test_bad_top_k_is_a_usage_error(synthetic):
+    with pytest.raises(UsageError, match="top-K"):
+        evaluate(synthetic.events, None, PipelineConfig(device="cpu"), k_values=(0,))
