@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import gpuclust
-
 from gpuclust.backend import resolve_backend
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
+from gpuclust.frames import host_frame
 from gpuclust.io.adapters import get_adapter
 from gpuclust.io.readers import read_events, read_items, read_table, read_truth
 from gpuclust.io.writers import write_json, write_parquet
-from gpuclust.frames import host_frame
 from gpuclust.manifest import StageRecorder, machine, now_iso, versions
 from gpuclust.pipeline import Pipeline, StageCallback
 

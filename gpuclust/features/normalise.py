@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from gpuclust.errors import UsageError
 
 METHODS = ("standard", "minmax", "log1p", "quantile", "none")

@@ -5,6 +5,7 @@ Every step records rows in, rows out and why, so the manifest can account for ea
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -169,7 +170,10 @@ class Preprocessor:
 def _parse_strings(ts, backend: Backend):
     """Fast inferred-format parsing; on pandas, values the inferred format misses get a per-value retry."""
     try:
-        parsed = backend.frame.to_datetime(ts, errors="coerce")
+        with warnings.catch_warnings():
+            # pandas warns when it cannot infer one format; the per-value retry below covers that case.
+            warnings.simplefilter("ignore", UserWarning)
+            parsed = backend.frame.to_datetime(ts, errors="coerce")
     except (ValueError, TypeError) as exc:
         raise UsageError(f"timestamps could not be parsed ({exc}); give ISO-8601 strings or Unix epochs") from None
     missed = parsed.isna() & ts.notna()
