@@ -22,6 +22,8 @@ from gpuclust.backend import Backend, resolve_backend, to_host, transfers
 from gpuclust.cluster.kmeans import KMeans, assign, check_k
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
+from gpuclust.explain.ctfidf import ClassTfidf
+from gpuclust.explain.exemplars import nearest_users
 from gpuclust.explain.profiles import ClusterProfiler
 from gpuclust.explain.projection import project_2d
 from gpuclust.features.base import Featurizer
@@ -116,6 +118,7 @@ class Pipeline:
             behaviour = next((f for f in featurizers if isinstance(f, BehaviourFeaturizer)), None)
             raw = behaviour.raw_ if behaviour is not None else BehaviourFeaturizer().raw_frame(data, backend)
             profiler.fit(data, clusterer.labels_, raw, backend)
+            profiles = self._annotate(profiler.profiles_, data, x, clusterer, backend, config)
             user_map = project_2d(x, clusterer.labels_, data.users, backend, config.assess.map_sample, config.seed)
 
         self.backend_: Backend = backend
@@ -125,7 +128,7 @@ class Pipeline:
         self.clusterer_ = clusterer
         self.featurizers_ = featurizers
         self.fuser_ = fuser
-        self.profiles_: list[dict] = profiler.profiles_
+        self.profiles_: list[dict] = profiles
         self.population_: dict = profiler.population_
         self.metrics_: dict = metrics
         self.labels_ = like_input(self._assignments(data, clusterer, backend), kind)
@@ -133,6 +136,22 @@ class Pipeline:
         self.manifest_ = self._manifest(config, backend, data, rec, feature_info, layout, clusterer, metrics,
                                         transfers.bytes - transfers_before)
         return self
+
+    @staticmethod
+    def _annotate(profiles: list[dict], data: PreparedData, x: Any, clusterer: Any, backend: Backend,
+                  config: PipelineConfig) -> list[dict]:
+        """Add a readable label and distinctive terms (c-TF-IDF) and the users nearest each centre."""
+        profiles = ClassTfidf(top_n=config.assess.top_n + 3, reduce_frequent_words=True).fit(
+            data, clusterer.labels_).annotate(profiles)
+        centres = getattr(clusterer, "cluster_centers_", None)
+        if centres is None:
+            return profiles
+        nearest = nearest_users(x, clusterer.labels_, centres, np.arange(data.n_users), n=config.assess.top_n,
+                                xp=backend.xp)
+        wanted = sorted({i for rows in nearest.values() for i in rows})
+        ids = host_frame(data.users.take(wanted))[schema.USER].tolist() if wanted else []
+        lookup = dict(zip(wanted, ids, strict=True))
+        return [{**p, "exemplars": [lookup[i] for i in nearest.get(p["cluster"], [])]} for p in profiles]
 
     # --- saved models ---------------------------------------------------------------------------
 

@@ -34,9 +34,10 @@ def shop(n_per_group: int = 40, seed: int = 0):
     return data, labels
 
 
-def test_wool_scarf_buyers_get_wool_and_scarf_as_top_terms():
+@pytest.mark.parametrize("reduce_frequent_words", [False, True])
+def test_wool_scarf_buyers_get_wool_and_scarf_as_top_terms(reduce_frequent_words):
     data, labels = shop()
-    model = ClassTfidf(top_n=5).fit(data, labels)
+    model = ClassTfidf(top_n=5, reduce_frequent_words=reduce_frequent_words).fit(data, labels)
     top = [t for t, _ in model.terms_[0][:2]]
     assert set(top) == {"wool", "scarf"}
     assert {t for t, _ in model.terms_[1][:1]} == {"garden"}

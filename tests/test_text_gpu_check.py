@@ -41,5 +41,5 @@ def test_cpu_smoke_mode_reports_agreement_and_throughput(tmp_path, monkeypatch, 
     report = json.loads((tmp_path / "encoder.json").read_text())
     tiny = report["shapes"]["tiny"]
     assert report["agreement_ok"] and tiny["agreement_vs_fp32"]["bf16"]["min"] >= 0.99
-    assert tiny["best"]["items_per_s"] > 0 and 0 < tiny["best"]["mfu"]
+    assert tiny["best"]["items_per_s"] > 0 and tiny["best"]["mfu"] > 0
     assert json.loads(capsys.readouterr().out) == report

@@ -31,8 +31,9 @@ def _xp_of(array: Any):
 
 
 def _segment_medians(values, groups, k: int, xp):
-    """Median of `values` within each group 0..k-1 by one sort (no per-group loop); empty groups get 0."""
-    order = xp.lexsort(xp.stack([values, groups.astype(values.dtype)]))
+    """Median of `values` within each group 0..k-1 by two stable sorts (no per-group loop); empty groups get 0."""
+    order = xp.argsort(values, kind="stable") if xp is np else xp.argsort(values)  # CuPy's sort is stable
+    order = order[xp.argsort(groups[order], kind="stable") if xp is np else xp.argsort(groups[order])]
     ordered = values[order]
     counts = xp.bincount(groups, minlength=k)
     starts = xp.cumsum(counts) - counts

@@ -215,12 +215,18 @@ def report(pipeline, out: Path, json_out: bool) -> None:
                           "clusters": pipeline.profiles_}, indent=2, default=str))
         return
     table = Table(title=f"{len(pipeline.profiles_)} clusters of {manifest['rows']['users']:,} users")
-    for col in ("cluster", "users", "share", "top categories", "top items", "stands out by"):
+    # Categories say more per character than item titles; titles stand in where there are none.
+    has_categories = any(p["top_categories"] for p in pipeline.profiles_)
+    what = "top categories" if has_categories else "top items"
+    for col in ("cluster", "users", "share", "label", what, "stands out by"):
         table.add_column(col, overflow="fold")
     for p in pipeline.profiles_:
-        cats = ", ".join(str(c.get("category")) for c in p["top_categories"][:3]) or "-"
-        items = "; ".join(_item_label(i) for i in p["top_items"][:2]) or "-"
-        table.add_row(str(p["cluster"]), f"{p['size']:,}", f"{p['share']:.1%}", cats, items, _standout(p))
+        if has_categories:
+            top = ", ".join(str(c.get("category")) for c in p["top_categories"][:3])
+        else:
+            top = "; ".join(_item_label(i) for i in p["top_items"][:2])
+        table.add_row(str(p["cluster"]), f"{p['size']:,}", f"{p['share']:.1%}", p.get("label") or "-", top or "-",
+                      _standout(p))
     out_console = Console()
     out_console.print(table)
     m = manifest["metrics"]
@@ -248,15 +254,18 @@ def _standout(profile: dict) -> str:
     return ", ".join(f"{name} x{v:.2f}" for name, v in lifts[:2]) or "-"
 
 
-def _register_optional_commands() -> None:
-    try:
-        from gpuclust.cli.embed import embed
-    except ImportError:
-        return
+def _register_commands() -> None:
+    """Commands that live in their own modules."""
+    from gpuclust.cli.embed import embed
+    from gpuclust.cli.evaluate import evaluate as evaluate_command
+    from gpuclust.cli.report import report as report_command
+
     app.command()(embed)
+    app.command(name="report")(report_command)
+    app.command(name="evaluate")(evaluate_command)
 
 
-_register_optional_commands()
+_register_commands()
 
 
 def main() -> None:

@@ -78,7 +78,7 @@ class PCA:
 
     def _fit_torch(self, x, backend: Backend, c: int):
         components, mean, ratio = torch_pca(to_torch(x, backend), c, self.seed)
-        return from_torch(components, backend), from_torch(mean, backend), ratio.cpu().numpy()
+        return from_torch(components, backend), from_torch(mean, backend), ratio  # ratio: to_host, in the caller
 
 
 def torch_pca(x, n_components: int, seed: int = 0, chunk: int = 65_536):

@@ -27,6 +27,7 @@ IMAGE_DIR = "report"
 IMAGES = ("map.png", "sizes.png", "lift.png", "kcurve.png")
 MAP_COLUMNS = ("x", "y", "cluster")
 MAX_LIST = 8
+MAX_MAP_POINTS = 50_000
 
 
 @dataclass
@@ -123,8 +124,9 @@ def draw_images(run: RunOutputs, image_dir: Path) -> dict[str, Path]:
     labels = {int(c["cluster"]): str(c.get("label") or "") for c in run.clusters if "cluster" in c}
     out: dict[str, Path] = {}
     if run.map is not None and len(run.map):
-        out["map.png"] = plots.map_plot(run.map["x"].to_numpy(float), run.map["y"].to_numpy(float),
-                                        run.map["cluster"].to_numpy(np.int64), image_dir / "map.png",
+        points = run.map.iloc[:: max(1, math.ceil(len(run.map) / MAX_MAP_POINTS))]  # a picture needs no more
+        out["map.png"] = plots.map_plot(points["x"].to_numpy(float), points["y"].to_numpy(float),
+                                        points["cluster"].to_numpy(np.int64), image_dir / "map.png",
                                         title=_map_title(run.manifest), labels=labels)
     ids, counts = np.unique(run.assigned, return_counts=True)
     if len(ids):
@@ -167,6 +169,8 @@ table{border-collapse:collapse;width:100%;font-size:13px}th,td{text-align:left;p
 border-bottom:1px solid #eef0f4;vertical-align:top}th{background:#f0f2f6;font-weight:600}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 table.kv th{width:190px;background:none;color:#475467}
+.two{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:12px}
+.two .card{margin:12px 0 0}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(160px,1fr));gap:8px}
 .stat{background:#fff;border:1px solid #e3e7ee;border-radius:8px;padding:8px 12px}
 .stat b{display:block;font-size:18px}.chip{display:inline-block;background:#eef2ff;border-radius:10px;
@@ -241,23 +245,29 @@ def _summary(run: RunOutputs) -> str:
     if stage_rows:
         side.append("<div class='card'><h3>Timings</h3><table><tr><th>stage</th><th class='num'>seconds</th>"
                     f"<th class='num'>peak RSS MiB</th></tr>{stage_rows}</table></div>")
-    out.append("".join(side))
+    if side:
+        out.append(f"<div class='two'>{''.join(side)}</div>")
     return "\n".join(out)
 
 
 def _overview(run: RunOutputs) -> str:
     if not run.clusters:
         return ""
+    with_cats = any(c.get("top_categories") for c in run.clusters)
     rows = []
     for c in run.clusters:
-        cats = ", ".join(str(x.get("category")) for x in (c.get("top_categories") or [])[:3]) or "–"
+        if with_cats:
+            what = ", ".join(str(x.get("category")) for x in (c.get("top_categories") or [])[:3])
+        else:
+            what = "; ".join(str(x.get("title") or x.get("item_id")) for x in (c.get("top_items") or [])[:2])
         rows.append(
             f"<tr><td class='num'><a href='#cluster-{_e(c.get('cluster'))}'>{_e(c.get('cluster'))}</a></td>"
             f"<td>{_e(c.get('label') or '')}</td><td class='num'>{_e(_n(c.get('size')))}</td>"
-            f"<td class='num'>{_e(_pct(c.get('share')))}</td><td>{_e(cats)}</td>"
+            f"<td class='num'>{_e(_pct(c.get('share')))}</td><td>{_e(what or '–')}</td>"
             f"<td>{_standout_html(c, 2)}</td></tr>")
     return ("<h2>Clusters at a glance</h2><table><tr><th class='num'>cluster</th><th>label</th>"
-            "<th class='num'>users</th><th class='num'>share</th><th>top categories</th>"
+            "<th class='num'>users</th><th class='num'>share</th>"
+            f"<th>{'top categories' if with_cats else 'top items'}</th>"
             f"<th>stands out by</th></tr>{''.join(rows)}</table>")
 
 

@@ -27,7 +27,7 @@ from gpuclust.features.text.model import LoadedModel
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 POOLINGS = ("mean", "cls")
-CPU_BATCH_TOKENS = 2048  # measured best on 2 Xeon cores for short item titles (benchmarks/results)
+CPU_BATCH_TOKENS = 1024  # best or tied-best on 2 Xeon cores for short item titles (benchmarks/results)
 GPU_MIN_BATCH_TOKENS = 4096
 GPU_MAX_BATCH_TOKENS = 262_144
 GPU_MEMORY_SHARE = 0.25  # torch shares the card with RAPIDS: plan batches on a quarter of what is free
@@ -192,11 +192,13 @@ class ItemEncoder:
                 try:
                     pooled, width = self._forward(tokens, batch, multiple, on_cuda)
                 except torch.OutOfMemoryError:
+                    pooled = None  # recover outside the except block, once the failed frame is freed
+                if pooled is None:
                     if len(batch) == 1:
                         raise UsageError(
                             f"out of GPU memory encoding a single sequence of {int(lengths[batch[0]])} tokens; "
                             "lower max_length or free GPU memory"
-                        ) from None
+                        )
                     stats.oom_retries += 1
                     if on_cuda:
                         torch.cuda.empty_cache()

@@ -1,0 +1,97 @@
+"""`--k auto`: the k sweep, its stated rule, and parsing of --k."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from gpuclust.backend import cpu_backend
+from gpuclust.cluster.factory import build_clusterer
+from gpuclust.cluster.sweep import DEFAULT_K_VALUES, RULE, KSweep, choose_k, parse_k, sweep_k
+from gpuclust.errors import UsageError
+
+B = cpu_backend()
+
+
+@pytest.fixture(scope="module")
+def five_blobs():
+    x, _ = make_blobs(n_samples=2000, centers=5, n_features=10, cluster_std=1.5, random_state=42)
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("engine", ["sklearn", "torch"])
+def test_auto_picks_the_five_true_centres(five_blobs, engine):
+    sweep = sweep_k(five_blobs, B, range(2, 10), lambda k: build_clusterer("kmeans", k, engine, seed=0, n_init=3),
+                    sample=1000, seed=0)
+    assert isinstance(sweep, KSweep) and sweep.best_k == 5
+    assert [row["k"] for row in sweep.curve] == list(range(2, 10))
+    for row in sweep.curve:
+        assert set(row) >= {"k", "silhouette", "silhouette_sample", "calinski_harabasz", "davies_bouldin", "inertia",
+                            "seconds"}
+        assert row["silhouette_sample"] == 1000 and row["seconds"] >= 0
+    inertias = [row["inertia"] for row in sweep.curve]
+    assert inertias == sorted(inertias, reverse=True)
+    assert sweep.rule == RULE and "silhouette" in sweep.rule and "Davies-Bouldin" in sweep.rule
+    as_dict = json.loads(json.dumps(sweep.to_dict()))  # JSON-ready for the manifest
+    assert as_dict["best_k"] == 5 and len(as_dict["curve"]) == 8 and as_dict["silhouette_sample"] == 1000
+
+
+def test_rule_breaks_silhouette_ties_by_davies_bouldin_then_smaller_k():
+    curve = [
+        {"k": 3, "silhouette": 0.500, "davies_bouldin": 0.9},
+        {"k": 4, "silhouette": 0.505, "davies_bouldin": 0.7},   # tied with the best (within 0.01), lowest DB
+        {"k": 5, "silhouette": 0.510, "davies_bouldin": 0.8},   # best silhouette
+        {"k": 6, "silhouette": 0.400, "davies_bouldin": 0.1},   # not tied: its low DB does not matter
+        {"k": 7, "silhouette": math.nan, "davies_bouldin": math.nan},
+    ]
+    assert choose_k(curve) == 4
+    assert choose_k([{"k": 8, "silhouette": 0.5, "davies_bouldin": 0.5},
+                     {"k": 6, "silhouette": 0.5, "davies_bouldin": 0.5}]) == 6
+    assert choose_k([{"k": 2, "silhouette": 0.9, "davies_bouldin": 0.2},
+                     {"k": 3, "silhouette": 0.3, "davies_bouldin": 0.1}]) == 2
+    with pytest.raises(UsageError, match="no k in the range could be scored"):
+        choose_k([{"k": 2, "silhouette": math.nan, "davies_bouldin": math.nan}])
+
+
+def test_sweep_rejects_impossible_ranges(five_blobs):
+    def make(k):
+        return build_clusterer("kmeans", k)
+
+    with pytest.raises(UsageError, match="at least 2"):
+        sweep_k(five_blobs, B, [1, 2, 3], make)
+    with pytest.raises(UsageError, match="larger than the number of users"):
+        sweep_k(five_blobs[:10], B, [2, 20], make)
+    with pytest.raises(UsageError, match="empty"):
+        sweep_k(five_blobs, B, [], make)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("auto", (None, DEFAULT_K_VALUES)),
+    ("AUTO", (None, DEFAULT_K_VALUES)),
+    ("8", (8, (8,))),
+    (8, (8, (8,))),
+    ("4-7", (None, (4, 5, 6, 7))),
+    ("4:16:4", (None, (4, 8, 12, 16))),
+    ("4:10:4", (None, (4, 8))),
+    ("3:5", (None, (3, 4, 5))),
+    (" 2-3 ", (None, (2, 3))),
+])
+def test_parse_k(text, expected):
+    assert parse_k(text) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("many", "not understood: use auto"),
+    ("4-", "not understood"),
+    ("-3", "not understood"),
+    ("4.5", "not understood"),
+    ("0", "at least 1"),
+    ("8-4", "2 <= start < stop"),
+    ("1-5", "2 <= start < stop"),
+    ("4:16:0", "step must be at least 1"),
+])
+def test_parse_k_errors(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_k(text)
