@@ -175,7 +175,11 @@ def markdown(report: dict) -> str:
     for r in report["precision"]:
         agree = f"{r['cosine_vs_fp32_min']} / {r['cosine_vs_fp32_mean']}" if "cosine_vs_fp32_min" in r else "-"
         lines.append(f"| {r['precision']} | {r['seconds']:.2f} | {r['items_per_s']:.0f} | {r['tokens_per_s']:.0f} | {agree} |")
-    lines += ["", report["precision_note"], ""]
+    lines += ["", report["precision_note"], "",
+              "## GPU", "",
+              "This benchmark is CPU-only. GPU throughput (items/s, non-pad tokens/s) and model FLOP utilisation "
+              "come from `scripts/gpu_check_encoder.py` (seeded random weights in MiniLM-L6 and bert-base shapes), "
+              "whose JSON goes under `$OUT` on the GPU test machine.", ""]
     return "\n".join(lines)
 
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from gpuclust import schema
+from gpuclust.cluster.factory import ALGORITHMS
+from gpuclust.cluster.kmeans import ENGINES
 from gpuclust.errors import UsageError
+from gpuclust.features.normalise import METHODS as NORMALISERS
+from gpuclust.reduce import REDUCERS
 
-NORMALISERS = ("standard", "minmax", "log1p", "quantile", "none")
 FEATURES = ("behaviour", "tfidf", "text")
-ENGINES = ("auto", "sklearn", "faiss", "cuml", "torch")
+
 
 
 @dataclass
@@ -61,11 +63,25 @@ class FeatureConfig:
 
 @dataclass
 class ClusterConfig:
+    algorithm: str = "kmeans"
     k: int = 8
+    # Non-empty: sweep these k values and keep the best by the rule in gpuclust.cluster.sweep.
+    k_values: tuple[int, ...] = ()
     engine: str = "auto"
     n_init: int = 3
     max_iter: int = 100
     tol: float = 1e-4
+    eps: float = 0.5
+    min_samples: int | None = None
+    min_cluster_size: int = 5
+
+
+@dataclass
+class ReduceConfig:
+    method: str = "none"
+    n_components: int = 16
+    n_neighbors: int = 15
+    min_dist: float = 0.1
 
 
 @dataclass
@@ -73,6 +89,7 @@ class AssessConfig:
     silhouette_sample: int = 20_000
     top_n: int = 5
     map_sample: int = 20_000
+    anomalies: int = 20
 
 
 @dataclass
@@ -82,6 +99,7 @@ class PipelineConfig:
     columns: ColumnMap = field(default_factory=ColumnMap)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    reduce: ReduceConfig = field(default_factory=ReduceConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     assess: AssessConfig = field(default_factory=AssessConfig)
 
@@ -90,6 +108,12 @@ class PipelineConfig:
         _one_of("device", self.device, ("auto", "cpu", "cuda"))
         _one_of("normalise", self.features.normalise, NORMALISERS)
         _one_of("engine", self.cluster.engine, ENGINES)
+        _one_of("algorithm", self.cluster.algorithm, ALGORITHMS)
+        _one_of("reducer", self.reduce.method, REDUCERS)
+        _at_least("reduce n_components", self.reduce.n_components, 1)
+        _at_least("anomalies", self.assess.anomalies, 0)
+        for k in self.cluster.k_values:
+            _at_least("k in k_values", k, 2)
         for name in self.features.features:
             _one_of("feature", name, FEATURES)
         for vocab in self.features.tfidf_vocabularies:

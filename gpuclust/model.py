@@ -89,3 +89,83 @@ def split_arrays(arrays: dict[str, Any], prefix: str) -> dict[str, Any]:
     """The arrays saved under `prefix.` with the prefix removed."""
     start = prefix + "."
     return {k[len(start):]: v for k, v in arrays.items() if k.startswith(start)}
+
+
+# --- a pipeline's state -------------------------------------------------------------------------------
+
+def featurizer_class(name: str):
+    from gpuclust.features.behaviour import BehaviourFeaturizer
+    from gpuclust.features.tfidf import TfidfFeaturizer
+
+    if name == "behaviour":
+        return BehaviourFeaturizer
+    if name == "tfidf":
+        return TfidfFeaturizer
+    if name == "text":
+        from gpuclust.features.text.featurizer import TextFeaturizer
+
+        return TextFeaturizer
+    raise UsageError(f"the model names an unknown featuriser {name!r}; was it saved by a newer gpuclust?")
+
+
+def save_pipeline(pipeline, directory: str | Path) -> Path:
+    """Featuriser states, the fuser's centring and scales, the PCA (if any) and the cluster centres."""
+    featurizers, arrays = [], {}
+    for f in pipeline.featurizers_:
+        if not hasattr(f, "state"):
+            raise UsageError(f"featuriser {f.name!r} cannot be saved (it has no state())")
+        meta, state = f.state()
+        featurizers.append({"name": f.name, "meta": meta})
+        arrays.update({f"featurizer.{f.name}.{k}": v for k, v in state.items()})
+    fuser = {name: {"scale": s["scale"], "weight": s["weight"]} for name, s in pipeline.fuser_.stats_.items()}
+    arrays.update({f"fuser.{name}.mean": s["mean"] for name, s in pipeline.fuser_.stats_.items()})
+    reducer = None
+    if pipeline.reducer_ is not None:
+        if not hasattr(pipeline.reducer_, "components_"):
+            raise UsageError(f"a {type(pipeline.reducer_).__name__} reduction cannot be saved without pickle; "
+                             "use --reduce pca or none for a reusable model")
+        reducer = {"method": "pca", "n_components": int(pipeline.reducer_.components_.shape[0])}
+        arrays["reducer.components"] = pipeline.reducer_.components_
+        arrays["reducer.mean"] = pipeline.reducer_.mean_
+    arrays["clusterer.centres"] = pipeline.clusterer_.cluster_centers_
+    meta = {
+        "gpuclust": pipeline.manifest_["gpuclust"],
+        "config": pipeline.config_.to_dict(),
+        "featurizers": featurizers,
+        "fuser": fuser,
+        "reducer": reducer,
+        "clusterer": {"algorithm": pipeline.manifest_["cluster"]["algorithm"],
+                      "engine": pipeline.manifest_["cluster"]["engine"],
+                      "k": int(pipeline.clusterer_.cluster_centers_.shape[0])},
+    }
+    return save_model(directory, meta, arrays, pipeline.data_.items)
+
+
+def load_pipeline(cls, directory: str | Path, device: str | None = None):
+    from gpuclust.backend import resolve_backend
+    from gpuclust.config import PipelineConfig
+    from gpuclust.features.fuse import Fuser
+    from gpuclust.reduce.pca import PCA
+
+    backend = resolve_backend(device or "auto")
+    meta, arrays, items = load_model(directory, backend)
+    config = PipelineConfig.from_dict(meta["config"])
+    if device:
+        config.device = device
+    pipeline = cls(config)
+    pipeline.config_ = config
+    pipeline.backend_ = backend
+    pipeline.vocabulary_ = items
+    pipeline.featurizers_ = [
+        featurizer_class(f["name"]).from_state(f["meta"], split_arrays(arrays, f"featurizer.{f['name']}"), backend)
+        for f in meta["featurizers"]
+    ]
+    pipeline.fuser_ = Fuser({n: s["weight"] for n, s in meta["fuser"].items()})
+    pipeline.fuser_.stats_ = {n: {"mean": arrays[f"fuser.{n}.mean"], **s} for n, s in meta["fuser"].items()}
+    pipeline.reducer_ = None
+    if meta.get("reducer"):
+        pipeline.reducer_ = PCA(meta["reducer"]["n_components"])
+        pipeline.reducer_.components_ = arrays["reducer.components"]
+        pipeline.reducer_.mean_ = arrays["reducer.mean"]
+    pipeline.centres_ = arrays["clusterer.centres"]
+    return pipeline

@@ -1,9 +1,9 @@
 """The pipeline wires the stages; each stage is a small swappable object with one job.
 
-    preprocess -> features (+ fuse) -> cluster -> assess -> explain
+    preprocess -> features -> fuse -> [reduce] -> [k sweep] -> cluster -> assess -> explain
 
 `Pipeline(config).fit(events, items=None, truth=None)` takes cuDF or pandas frames and returns the
-same kind in `labels_`.
+same kind in `labels_`. `save`/`load`/`assign` place new users in the learned clusters.
 """
 
 from __future__ import annotations
@@ -17,9 +17,13 @@ import numpy as np
 
 import gpuclust
 from gpuclust import accelerators, schema
+from gpuclust.assess.anomaly import anomaly_scores, top_anomalies
 from gpuclust.assess.metrics import external_scores, internal_scores
 from gpuclust.backend import Backend, resolve_backend, to_host, transfers
-from gpuclust.cluster.kmeans import KMeans, assign, check_k
+from gpuclust.cluster.density import non_noise
+from gpuclust.cluster.factory import TAKES_K, build_clusterer
+from gpuclust.cluster.kmeans import assign, check_k
+from gpuclust.cluster.sweep import KSweep, sweep_k
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
 from gpuclust.explain.ctfidf import ClassTfidf
@@ -32,9 +36,9 @@ from gpuclust.features.fuse import Fuser
 from gpuclust.features.tfidf import TfidfFeaturizer
 from gpuclust.frames import array_frame, frame_kind, host_frame, like_input, to_backend_frame
 from gpuclust.manifest import StageRecorder, machine, now_iso, versions
-from gpuclust.model import load_model, save_model, split_arrays
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.preprocess.prepared import PreparedData, StepCount
+from gpuclust.reduce import build_reducer
 
 StageCallback = Callable[[str], None]
 
@@ -56,15 +60,22 @@ def default_featurizers(config: PipelineConfig) -> list[Featurizer]:
     return built
 
 
+def default_clusterer(config: PipelineConfig, k: int | None = None):
+    c = config.cluster
+    return build_clusterer(c.algorithm, c.k if k is None else k, c.engine, config.seed, c.n_init, c.max_iter, c.tol,
+                           c.eps, c.min_samples, c.min_cluster_size)
+
+
 class Pipeline:
-    """Cluster users by behaviour. Stages default from the config and can each be replaced."""
+    """Cluster users by behaviour. Stages default from the config and each can be replaced."""
 
     def __init__(self, config: PipelineConfig | None = None, *, preprocessor: Preprocessor | None = None,
-                 featurizers: Sequence[Featurizer] | None = None, clusterer: KMeans | None = None,
+                 featurizers: Sequence[Featurizer] | None = None, reducer: Any = None, clusterer: Any = None,
                  profiler: ClusterProfiler | None = None) -> None:
         self.config = config
         self.preprocessor = preprocessor
         self.featurizers = featurizers
+        self.reducer = reducer
         self.clusterer = clusterer
         self.profiler = profiler
 
@@ -77,11 +88,10 @@ class Pipeline:
         rec.backend = backend
         transfers_before = transfers.bytes
         notify = on_stage or (lambda _name: None)
-
         preprocessor = self.preprocessor or Preprocessor(config.preprocess, seed=config.seed)
         featurizers = list(self.featurizers) if self.featurizers is not None else default_featurizers(config)
-        clusterer = self.clusterer or KMeans(config.cluster.k, config.cluster.engine, config.cluster.n_init,
-                                             config.cluster.max_iter, config.cluster.tol, config.seed)
+        reducer = self.reducer or build_reducer(config.reduce.method, config.reduce.n_components, config.seed,
+                                                n_neighbors=config.reduce.n_neighbors, min_dist=config.reduce.min_dist)
         profiler = self.profiler or ClusterProfiler(config.assess.top_n)
 
         notify("preprocess")
@@ -89,7 +99,7 @@ class Pipeline:
             events = to_backend_frame(events, backend)
             items = None if items is None else to_backend_frame(items, backend)
             data = preprocessor.run(events, backend, items, steps)
-        check_k(clusterer.n_clusters, data.n_users)
+        k_values = self._check_k(config, data.n_users)
 
         blocks, feature_info = {}, {}
         for featurizer in featurizers:
@@ -101,41 +111,80 @@ class Pipeline:
         with rec.stage("fuse"):
             fuser = Fuser(config.features.weights)
             x = fuser.fit_transform(blocks, backend.xp)
-            layout = fuser.layout_
+        if reducer is not None:
+            notify("reduce")
+            with rec.stage("reduce"):
+                x = reducer.fit_transform(x, backend)
 
+        sweep = None
+        if self.clusterer is None and k_values:
+            notify("k_sweep")
+            with rec.stage("k_sweep"):
+                sweep = sweep_k(x, backend, k_values, lambda k: default_clusterer(config, k),
+                                config.assess.silhouette_sample, config.seed)
+        clusterer = self.clusterer or default_clusterer(config, sweep.best_k if sweep else None)
         notify("cluster")
         with rec.stage("cluster"):
             clusterer.fit(x, backend)
+        labels = clusterer.labels_
+        noise = getattr(clusterer, "noise_", None)
 
         notify("assess")
         with rec.stage("assess"):
-            metrics = internal_scores(x, clusterer.labels_, backend.xp, config.assess.silhouette_sample, config.seed)
+            scored_x, scored_labels = non_noise(x, labels) if noise is not None else (x, labels)
+            metrics = internal_scores(scored_x, scored_labels, backend.xp, config.assess.silhouette_sample,
+                                      config.seed)
+            if noise is not None:
+                metrics["noise_users"] = int(getattr(clusterer, "n_noise_", int(noise.sum())))
             if truth is not None:
-                metrics.update(_truth_scores(data, clusterer.labels_, truth))
+                metrics.update(_truth_scores(data, labels, truth))
+            scores = anomaly_scores(labels, clusterer.distances_, backend.xp, noise=noise)
 
         notify("explain")
         with rec.stage("explain"):
             behaviour = next((f for f in featurizers if isinstance(f, BehaviourFeaturizer)), None)
             raw = behaviour.raw_ if behaviour is not None else BehaviourFeaturizer().raw_frame(data, backend)
-            profiler.fit(data, clusterer.labels_, raw, backend)
+            profiler.fit(data, labels, raw, backend)
             profiles = self._annotate(profiler.profiles_, data, x, clusterer, backend, config)
-            user_map = project_2d(x, clusterer.labels_, data.users, backend, config.assess.map_sample, config.seed)
+            anomalies = top_anomalies(data.users[schema.USER], labels, scores, clusterer.distances_,
+                                      config.assess.anomalies, feature_matrix=raw, feature_names=list(raw.columns),
+                                      noise=noise)
+            user_map = project_2d(x, labels, data.users, backend, config.assess.map_sample, config.seed)
 
         self.backend_: Backend = backend
         self.config_ = config
         self.data_: PreparedData = data
         self.features_ = x
-        self.clusterer_ = clusterer
         self.featurizers_ = featurizers
         self.fuser_ = fuser
+        self.reducer_ = reducer
+        self.clusterer_ = clusterer
+        self.sweep_: KSweep | None = sweep
         self.profiles_: list[dict] = profiles
         self.population_: dict = profiler.population_
         self.metrics_: dict = metrics
-        self.labels_ = like_input(self._assignments(data, clusterer, backend), kind)
+        self.anomalies_: list[dict] = anomalies
+        self.labels_ = like_input(self._assignments(data, labels, clusterer.distances_, scores, backend), kind)
         self.map_ = like_input(user_map, kind)
-        self.manifest_ = self._manifest(config, backend, data, rec, feature_info, layout, clusterer, metrics,
+        self.manifest_ = self._manifest(config, backend, data, rec, feature_info, fuser.layout_,
                                         transfers.bytes - transfers_before)
         return self
+
+    # --- stage helpers ----------------------------------------------------------------------------
+
+    def _check_k(self, config: PipelineConfig, n_users: int) -> tuple[int, ...]:
+        """Impossible k fails before any feature is computed; returns the k values to sweep, if any."""
+        if self.clusterer is not None:
+            if getattr(self.clusterer, "algorithm", "kmeans") in TAKES_K:
+                check_k(self.clusterer.n_clusters, n_users)
+            return ()
+        if config.cluster.algorithm not in TAKES_K:
+            return ()
+        if not config.cluster.k_values:
+            check_k(config.cluster.k, n_users)
+            return ()
+        check_k(min(config.cluster.k_values), n_users)
+        return tuple(k for k in config.cluster.k_values if k < n_users)
 
     @staticmethod
     def _annotate(profiles: list[dict], data: PreparedData, x: Any, clusterer: Any, backend: Backend,
@@ -153,86 +202,15 @@ class Pipeline:
         lookup = dict(zip(wanted, ids, strict=True))
         return [{**p, "exemplars": [lookup[i] for i in nearest.get(p["cluster"], [])]} for p in profiles]
 
-    # --- saved models ---------------------------------------------------------------------------
-
-    def save(self, directory: str | Path) -> Path:
-        """Everything `assign` needs to place new users: config, fitted featurisers, fuser, centres."""
-        self._check_fitted()
-        featurizers, arrays = [], {}
-        for f in self.featurizers_:
-            if not hasattr(f, "state"):
-                raise UsageError(f"featuriser {f.name!r} cannot be saved (it has no state())")
-            meta, state = f.state()
-            featurizers.append({"name": f.name, "meta": meta})
-            arrays.update({f"featurizer.{f.name}.{k}": v for k, v in state.items()})
-        fuser = {name: {"scale": s["scale"], "weight": s["weight"]} for name, s in self.fuser_.stats_.items()}
-        arrays.update({f"fuser.{name}.mean": s["mean"] for name, s in self.fuser_.stats_.items()})
-        arrays["clusterer.centres"] = self.clusterer_.cluster_centers_
-        meta = {
-            "gpuclust": gpuclust.__version__,
-            "config": self.config_.to_dict(),
-            "featurizers": featurizers,
-            "fuser": fuser,
-            "clusterer": {"engine": self.clusterer_.engine_, "k": int(self.clusterer_.cluster_centers_.shape[0])},
-        }
-        vocabulary = self.data_.items
-        return save_model(directory, meta, arrays, vocabulary)
-
-    @classmethod
-    def load(cls, directory: str | Path, device: str | None = None) -> Pipeline:
-        """A pipeline ready to `assign`; `device` overrides the saved config's device."""
-        backend = resolve_backend(device or "auto")
-        meta, arrays, items = load_model(directory, backend)
-        config = PipelineConfig.from_dict(meta["config"])
-        if device:
-            config.device = device
-        self = cls(config)
-        self.config_ = config
-        self.backend_ = backend
-        self.vocabulary_ = items
-        self.featurizers_ = [
-            _featurizer_class(f["name"]).from_state(f["meta"], split_arrays(arrays, f"featurizer.{f['name']}"),
-                                                   backend)
-            for f in meta["featurizers"]
-        ]
-        self.fuser_ = Fuser({n: s["weight"] for n, s in meta["fuser"].items()})
-        self.fuser_.stats_ = {n: {"mean": arrays[f"fuser.{n}.mean"], **s} for n, s in meta["fuser"].items()}
-        self.centres_ = arrays["clusterer.centres"]
-        return self
-
-    def assign(self, events: Any) -> Any:
-        """Place new users in the learned clusters: same featurisers, same scales, nearest centroid."""
-        if not hasattr(self, "fuser_"):
-            raise UsageError("assign needs a fitted or loaded pipeline: call fit() or Pipeline.load(dir)")
-        backend, config = self.backend_, self.config_
-        kind = frame_kind(events)
-        vocabulary = getattr(self, "vocabulary_", None)
-        vocabulary = self.data_.items if vocabulary is None else vocabulary
-        prep_config = dataclasses.replace(config.preprocess, min_item_events=1, sample_users=None)
-        data = Preprocessor(prep_config, seed=config.seed).run(to_backend_frame(events, backend), backend,
-                                                              vocabulary=vocabulary)
-        blocks = {f.name: f.transform(data, backend) for f in self.featurizers_}
-        x = self.fuser_.transform(blocks, backend.xp)
-        centres = getattr(self, "centres_", None)
-        centres = self.clusterer_.cluster_centers_ if centres is None else centres
-        labels, distances = assign(x, centres, backend.xp)
-        out = array_frame({schema.USER_IDX: backend.xp.arange(data.n_users, dtype=np.int32),
-                           "cluster": labels, "distance": distances}, backend)
+    @staticmethod
+    def _assignments(data: PreparedData, labels: Any, distances: Any, scores: Any, backend: Backend):
+        out = array_frame({schema.USER_IDX: backend.xp.arange(data.n_users, dtype=np.int32), "cluster": labels,
+                           "distance": distances, "anomaly_score": scores.astype(backend.xp.float32)}, backend)
         out = data.users.merge(out, on=schema.USER_IDX).sort_values(schema.USER_IDX)
-        self.assign_data_ = data
-        return like_input(out[[schema.USER, "cluster", "distance"]].reset_index(drop=True), kind)
+        return out[[schema.USER, "cluster", "distance", "anomaly_score"]].reset_index(drop=True)
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "fuser_") or not hasattr(self, "clusterer_"):
-            raise UsageError("this pipeline is not fitted: call fit() first")
-
-    def _assignments(self, data: PreparedData, clusterer: KMeans, backend: Backend):
-        out = array_frame({schema.USER_IDX: backend.xp.arange(data.n_users, dtype=np.int32),
-                           "cluster": clusterer.labels_, "distance": clusterer.distances_}, backend)
-        out = data.users.merge(out, on=schema.USER_IDX).sort_values(schema.USER_IDX)
-        return out[[schema.USER, "cluster", "distance"]].reset_index(drop=True)
-
-    def _manifest(self, config, backend, data, rec, feature_info, layout, clusterer, metrics, moved) -> dict:
+    def _manifest(self, config, backend, data, rec, feature_info, layout, moved) -> dict:
+        clusterer = self.clusterer_
         return {
             "gpuclust": gpuclust.__version__,
             "created": now_iso(),
@@ -241,36 +219,64 @@ class Pipeline:
             "accelerators": [vars(a) for a in accelerators.all_accelerators()],
             "versions": versions(),
             "timings": rec.summary(),
-            "rows": {
-                "steps": [s.to_dict() for s in data.steps],
-                "events": len(data.events),
-                "users": data.n_users,
-                "items": data.n_items,
-            },
+            "rows": {"steps": [s.to_dict() for s in data.steps], "events": len(data.events), "users": data.n_users,
+                     "items": data.n_items},
             "features": {"blocks": feature_info, "layout": layout, "dims": int(self.features_.shape[1])},
+            "reduce": None if self.reducer_ is None else getattr(self.reducer_, "info_", {}),
             "cluster": {
-                "algorithm": "kmeans",
-                "engine": clusterer.engine_,
-                "k": clusterer.n_clusters,
-                "inertia": clusterer.inertia_,
+                "algorithm": getattr(clusterer, "algorithm", type(clusterer).__name__),
+                "engine": getattr(clusterer, "engine_", None),
+                "k": len({p["cluster"] for p in self.profiles_ if p["cluster"] >= 0}),
+                "inertia": getattr(clusterer, "inertia_", None),
                 "n_iter": getattr(clusterer, "n_iter_", None),
                 "seed": config.seed,
+                "k_sweep": None if self.sweep_ is None else self.sweep_.to_dict(),
             },
-            "metrics": metrics,
+            "metrics": self.metrics_,
             "device_to_host_bytes": moved,
         }
 
+    # --- saved models -----------------------------------------------------------------------------
 
-def _featurizer_class(name: str):
-    if name == "behaviour":
-        return BehaviourFeaturizer
-    if name == "tfidf":
-        return TfidfFeaturizer
-    if name == "text":
-        from gpuclust.features.text.featurizer import TextFeaturizer
+    def save(self, directory: str | Path) -> Path:
+        """Everything `assign` needs to place new users: config, fitted featurisers, fuser, reducer, centres."""
+        from gpuclust.model import save_pipeline
 
-        return TextFeaturizer
-    raise UsageError(f"the model names an unknown featuriser {name!r}; was it saved by a newer gpuclust?")
+        if not hasattr(self, "clusterer_"):
+            raise UsageError("this pipeline is not fitted: call fit() first")
+        return save_pipeline(self, directory)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | None = None) -> Pipeline:
+        """A pipeline ready to `assign`; `device` overrides the saved config's device."""
+        from gpuclust.model import load_pipeline
+
+        return load_pipeline(cls, directory, device)
+
+    def assign(self, events: Any) -> Any:
+        """Place new users in the learned clusters: same featurisers and scales, nearest centroid.
+
+        Density clusterings (DBSCAN/HDBSCAN) place new users at the nearest cluster mean; they are never
+        labelled noise here."""
+        if not hasattr(self, "centres_") and not hasattr(self, "clusterer_"):
+            raise UsageError("assign needs a fitted or loaded pipeline: call fit() or Pipeline.load(dir)")
+        backend, config = self.backend_, self.config_
+        kind = frame_kind(events)
+        vocabulary = getattr(self, "vocabulary_", None)
+        vocabulary = self.data_.items if vocabulary is None else vocabulary
+        prep_config = dataclasses.replace(config.preprocess, min_item_events=1, sample_users=None)
+        data = Preprocessor(prep_config, seed=config.seed).run(to_backend_frame(events, backend), backend,
+                                                              vocabulary=vocabulary)
+        x = self.fuser_.transform({f.name: f.transform(data, backend) for f in self.featurizers_}, backend.xp)
+        if self.reducer_ is not None:
+            x = self.reducer_.transform(x, backend)
+        centres = getattr(self, "centres_", None)
+        labels, distances = assign(x, self.clusterer_.cluster_centers_ if centres is None else centres, backend.xp)
+        out = array_frame({schema.USER_IDX: backend.xp.arange(data.n_users, dtype=np.int32), "cluster": labels,
+                           "distance": distances}, backend)
+        out = data.users.merge(out, on=schema.USER_IDX).sort_values(schema.USER_IDX)
+        self.assign_data_ = data
+        return like_input(out[[schema.USER, "cluster", "distance"]].reset_index(drop=True), kind)
 
 
 def _truth_scores(data: PreparedData, labels: Any, truth: Any) -> dict:

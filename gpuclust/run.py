@@ -73,17 +73,24 @@ def write_outputs(pipeline: Pipeline, out: str | Path) -> list[Path]:
     try:
         write_parquet(staging / "assignments.parquet", pipeline.labels_)
         write_parquet(staging / "map.parquet", pipeline.map_)
-        write_json(staging / "clusters.json", {"clusters": pipeline.profiles_, "population": pipeline.population_})
+        write_json(staging / "clusters.json", {"clusters": pipeline.profiles_, "population": pipeline.population_,
+                                               "anomalies": pipeline.anomalies_})
+        try:
+            pipeline.save(staging / "model")
+            pipeline.manifest_["model"] = "model"
+        except UsageError as exc:  # e.g. UMAP: the run is still good, only not reusable for `assign`
+            pipeline.manifest_["model"] = f"not saved: {exc}"
         write_json(staging / "manifest.json", pipeline.manifest_)
-        pipeline.save(staging / "model")
         written = []
         for name in OUTPUTS:
             os.replace(staging / name, out / name)
             written.append(out / name)
-        if (out / "model").exists():
-            shutil.rmtree(out / "model")
-        os.replace(staging / "model", out / "model")
-        return [*written, out / "model"]
+        if (staging / "model").exists():
+            if (out / "model").exists():
+                shutil.rmtree(out / "model")
+            os.replace(staging / "model", out / "model")
+            written.append(out / "model")
+        return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -90,6 +90,15 @@ def test_top_anomalies_accepts_a_frame_of_features():
     frame = pd.DataFrame(x, columns=["orders", "basket", "days"])
     top = top_anomalies(np.arange(200), km.labels_, scores, km.distances_, 1, feature_matrix=frame)
     assert top[0]["user_id"] == 5 and "orders" in top[0]["why"] and "below the cluster mean" in top[0]["why"]
+    by_series = top_anomalies(pd.Series(np.arange(200) + 7), km.labels_, scores, km.distances_, 1)
+    assert by_series[0]["user_id"] == 12
+
+
+def test_zero_typical_distance_is_said_plainly():
+    labels = np.zeros(4, dtype=np.int32)
+    distances = np.array([0, 0, 0, 3], dtype=np.float32)
+    top = top_anomalies(np.arange(4), labels, anomaly_scores(labels, distances, np), distances, 1)
+    assert top[0]["user_id"] == 3 and top[0]["why"] == "distance 3 (the cluster's typical distance is 0)"
 
 
 def test_density_noise_is_flagged_with_its_reason():

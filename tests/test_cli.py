@@ -45,7 +45,7 @@ def test_run_writes_outputs_and_json_summary(monkeypatch, capsys, files):
     assert {"preprocess", "features.tfidf", "cluster"} <= set(manifest["timings"]["stages"])
     assert all("peak_rss_mib" in s for s in manifest["timings"]["stages"].values())
     assigned = pd.read_parquet(out / "assignments.parquet")
-    assert list(assigned.columns) == ["user_id", "cluster", "distance"] and len(assigned) == 120
+    assert list(assigned.columns) == ["user_id", "cluster", "distance", "anomaly_score"] and len(assigned) == 120
 
 
 def bad_inputs(files):

@@ -37,7 +37,7 @@ def test_default_config_recovers_the_planted_groups(fitted):
 def test_pandas_in_pandas_out_and_profiles_are_complete(fitted, synthetic):
     labels = fitted.labels_
     assert isinstance(labels, pd.DataFrame)
-    assert list(labels.columns) == ["user_id", "cluster", "distance"]
+    assert list(labels.columns) == ["user_id", "cluster", "distance", "anomaly_score"]
     assert set(labels["user_id"]) == set(synthetic.events["user_id"])
     assert sum(p["size"] for p in fitted.profiles_) == len(labels)
     first = fitted.profiles_[0]

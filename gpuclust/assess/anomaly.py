@@ -105,7 +105,7 @@ def top_anomalies(user_ids: Any, labels: Any, scores: Any, distances: Any, n: in
                   feature_names: Any = None, noise: Any = None) -> list[dict[str, Any]]:
     """The `n` highest-scoring users with a readable `why`; only those rows (and small summaries) leave the device.
 
-    `user_ids` is a host array aligned with the rows. With `feature_matrix` (xp array or frame, rows aligned)
+    `user_ids` is aligned with the rows: a host array (or a pandas/cuDF Series; only the top ids are taken). With `feature_matrix` (xp array or frame, rows aligned)
     and `feature_names`, `why` also names the 2 features where the user is furthest from its cluster's mean,
     in units of that cluster's standard deviation (the whole population's for noise users).
     """
@@ -126,27 +126,37 @@ def top_anomalies(user_ids: Any, labels: Any, scores: Any, distances: Any, n: in
         "idx": top, "cluster": labels[top], "score": scores[top], "distance": distances[top],
         "typical": typical}.items()}
     deviations = _feature_deviations(feature_matrix, feature_names, labels, top, host["cluster"], xp)
-    ids = np.asarray(user_ids)
+    ids = _top_ids(user_ids, host["idx"], top)
     rows = []
     for i in range(m):
         cluster = int(host["cluster"][i])
         is_noise = cluster < 0
-        ratio = float(host["distance"][i]) / float(host["typical"][i]) if host["typical"][i] > 0 else float("inf")
-        reason = ("density noise; " if is_noise else "") + (
-            f"distance {ratio:.1f}x the typical distance to a centre" if is_noise
-            else f"distance {ratio:.1f}x the cluster's typical distance")
+        distance, typical = float(host["distance"][i]), float(host["typical"][i])
+        where = "the typical distance to a centre" if is_noise else "the cluster's typical distance"
+        reason = f"distance {distance / typical:.1f}x {where}" if typical > 0 else f"distance {distance:.3g} ({where} is 0)"
+        if is_noise:
+            reason = "density noise; " + reason
         if deviations is not None:
             reason += "; " + ", ".join(deviations[i])
-        user = ids[int(host["idx"][i])]
+        user = ids[i]
         rows.append({
             "user_id": user.item() if hasattr(user, "item") else user,
             "cluster": cluster,
             "score": float(host["score"][i]),
-            "distance": float(host["distance"][i]),
+            "distance": distance,
             "noise": is_noise,
             "why": reason,
         })
     return rows
+
+
+def _top_ids(user_ids: Any, top_host: np.ndarray, top: Any) -> np.ndarray:
+    """The ids of the top rows only: a host array, a pandas/cuDF Series, or a device array."""
+    if hasattr(user_ids, "iloc"):
+        return np.asarray(to_host(user_ids.iloc[top_host]))
+    if is_device_array(user_ids):
+        return to_host(user_ids[top])
+    return np.asarray(user_ids)[top_host]
 
 
 def _feature_deviations(matrix, names, labels, top, top_clusters: np.ndarray, xp) -> list[list[str]] | None:

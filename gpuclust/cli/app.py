@@ -17,6 +17,7 @@ from rich.table import Table
 from gpuclust import accelerators
 from gpuclust.backend import DEVICE_CHOICES, resolve_backend
 from gpuclust.cli.options import build_config, parse_pairs, split_list
+from gpuclust.cluster.sweep import parse_k
 from gpuclust.errors import UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -111,7 +112,14 @@ def run(
     out: Annotated[Path, typer.Option(help="Output directory.")],
     items: Annotated[Path | None, typer.Option(help="Items file: item_id plus title, category, price.")] = None,
     truth: Annotated[Path | None, typer.Option(help="Known groups (user_id, group) for ARI/NMI.")] = None,
-    k: Annotated[int | None, typer.Option(help="Number of clusters.")] = None,
+    k: Annotated[str | None, typer.Option(help="Clusters: a number, auto (sweep 2-12), or a range 4-16 / 4:16:2.")] = None,
+    algorithm: Annotated[str | None, typer.Option(help="kmeans, dbscan, hdbscan or agglomerative.")] = None,
+    eps: Annotated[float | None, typer.Option(help="DBSCAN neighbourhood radius.")] = None,
+    min_samples: Annotated[int | None, typer.Option(help="DBSCAN/HDBSCAN core-point neighbours.")] = None,
+    min_cluster_size: Annotated[int | None, typer.Option(help="HDBSCAN smallest cluster.")] = None,
+    reduce: Annotated[str | None, typer.Option(help="Reduce before clustering: none, pca or umap.")] = None,
+    reduce_components: Annotated[int | None, typer.Option(help="Dimensions kept by --reduce.")] = None,
+    anomalies: Annotated[int | None, typer.Option(help="List the N most anomalous users (with why).")] = None,
     features: Annotated[str | None, typer.Option(help="Comma list of: behaviour, tfidf, text.")] = None,
     engine: Annotated[str | None, typer.Option(help="KMeans engine: auto, sklearn, faiss, cuml.")] = None,
     device: Device = None,  # type: ignore[assignment]
@@ -135,6 +143,11 @@ def run(
     sample_replace: Annotated[bool | None, typer.Option(help="Sample users with replacement.")] = None,
     tfidf_components: Annotated[int | None, typer.Option(help="SVD components per TF-IDF vocabulary.")] = None,
     silhouette_sample: Annotated[int | None, typer.Option(help="Rows used for the silhouette score.")] = None,
+    model: Annotated[str | None, typer.Option(help="Text encoder: 'default' (offline MiniLM), HF id or path.")] = None,
+    text_mode: Annotated[str | None, typer.Option(help="Text feature mode: item (fast) or user.")] = None,
+    text_template: Annotated[str | None, typer.Option(help="Item text, e.g. '{title} | {category}'.")] = None,
+    precision: Annotated[str | None, typer.Option(help="Encoder precision: auto, fp32, bf16, fp16.")] = None,
+    half_life_days: Annotated[float | None, typer.Option(help="Time decay of interactions for text pooling.")] = None,
     json_out: Json = False,
 ) -> None:
     """Cluster the users of an event log; write assignments, cluster profiles and a manifest."""
@@ -150,14 +163,23 @@ def run(
                        "sample_users": sample_users, "sample_replace": sample_replace},
         "features": {"features": split_list(features), "normalise": normalise,
                      "tfidf_components": tfidf_components},
-        "cluster": {"k": k, "engine": engine},
-        "assess": {"silhouette_sample": silhouette_sample},
+        "reduce": {"method": reduce, "n_components": reduce_components},
+        "cluster": {"engine": engine, "algorithm": algorithm, "eps": eps, "min_samples": min_samples,
+                    "min_cluster_size": min_cluster_size},
+        "assess": {"silhouette_sample": silhouette_sample, "anomalies": anomalies},
     })
+    if k is not None:
+        fixed, values = parse_k(k)
+        cfg.cluster.k, cfg.cluster.k_values = (fixed, ()) if fixed is not None else (cfg.cluster.k, values)
+        cfg.validate()
     if feature_weights is not None:
         cfg.features.weights.update(parse_pairs(feature_weights, "--feature-weights"))
+    text = {"model": model, "mode": text_mode, "text_template": text_template, "precision": precision,
+            "half_life_days": half_life_days}
+    cfg.features.text.update({k: v for k, v in text.items() if v is not None})
     with progress(not json_out and sys.stderr.isatty()) as on_stage:
         pipeline = run_files(cfg, events, out, items=items, truth=truth, adapter=adapter, on_stage=on_stage)
-    report(pipeline, out, json_out)
+    report(pipeline, out, json_out, show_anomalies=anomalies or 0)
 
 
 @app.command()
@@ -206,13 +228,14 @@ def assign(
                     f"outputs in {out}")
 
 
-def report(pipeline, out: Path, json_out: bool) -> None:
+def report(pipeline, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
     """The clusters found, as a table (or JSON), and where the outputs went."""
     manifest = pipeline.manifest_
     if json_out:
         print(json.dumps({"out": str(out), "metrics": manifest["metrics"], "cluster": manifest["cluster"],
                           "timings": manifest["timings"], "rows": manifest["rows"],
-                          "clusters": pipeline.profiles_}, indent=2, default=str))
+                          "clusters": pipeline.profiles_, "anomalies": pipeline.anomalies_[:show_anomalies]},
+                         indent=2, default=str))
         return
     table = Table(title=f"{len(pipeline.profiles_)} clusters of {manifest['rows']['users']:,} users")
     # Categories say more per character than item titles; titles stand in where there are none.
@@ -229,6 +252,16 @@ def report(pipeline, out: Path, json_out: bool) -> None:
                       _standout(p))
     out_console = Console()
     out_console.print(table)
+    sweep = manifest["cluster"].get("k_sweep")
+    if sweep:
+        out_console.print(f"k = {sweep['best_k']} chosen from {[r['k'] for r in sweep['curve']]}: {sweep['rule']}")
+    if show_anomalies:
+        outliers = Table(title=f"top {min(show_anomalies, len(pipeline.anomalies_))} anomalous users")
+        for col in ("user_id", "cluster", "score", "why"):
+            outliers.add_column(col, overflow="fold")
+        for a in pipeline.anomalies_[:show_anomalies]:
+            outliers.add_row(str(a["user_id"]), str(a["cluster"]), f"{a['score']:.1f}", a["why"])
+        out_console.print(outliers)
     m = manifest["metrics"]
     line = (f"silhouette {m['silhouette']:.3f} (sample {m['silhouette_sample']:,}), "
             f"Davies-Bouldin {m['davies_bouldin']:.3f}, Calinski-Harabasz {m['calinski_harabasz']:.1f}")

@@ -60,8 +60,6 @@ class _DensityBase:
     algorithm = ""
     _hint = ""
 
-    engine: str
-
     def fit(self, x: Any, backend: Backend):
         if x.ndim != 2 or x.shape[0] < 2:
             raise UsageError(f"{self.algorithm} needs a 2-D matrix with at least 2 users, got shape {tuple(x.shape)}")

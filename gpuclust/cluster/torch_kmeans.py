@@ -62,13 +62,13 @@ class TorchKMeans:
         check_k(k, n)
         device = torch.device(self.device) if self.device is not None else x.device
         x = x.to(device=device, dtype=torch.float32)
-        if not bool(torch.isfinite(x).all()):
-            raise UsageError("the feature matrix has NaN or infinite values; clean or normalise it first")
-
         mean = x.mean(dim=0, dtype=torch.float64)
         xc = x - mean.to(torch.float32)  # a new tensor: the caller's data are never modified
         x_sq = (xc * xc).sum(dim=1)
-        tol = float(xc.to(torch.float64).var(dim=0, correction=0).mean()) * self.tol
+        if not bool(torch.isfinite(x_sq).all()):  # NaN and inf reach the row sums; no n x d mask needed
+            raise UsageError("the feature matrix has NaN or infinite values; clean or normalise it first")
+        # scikit-learn's tolerance: tol x the mean per-feature variance (xc is centred: sum of squares / (n d)).
+        tol = float(x_sq.sum(dtype=torch.float64)) / (n * d) * self.tol
         chunk = max(256, self.chunk_elements // max(k, 1))
         gen = torch.Generator().manual_seed(int(self.random_state))
 

@@ -25,8 +25,8 @@ class ClusterProfiler:
 
     def fit(self, data: PreparedData, labels: Any, behaviour: Any, backend: Backend) -> ClusterProfiler:
         xp = backend.xp
-        k = int(to_host(labels.max())) + 1
-        sizes = to_host(xp.bincount(labels, minlength=k))
+        found, counts = xp.unique(labels, return_counts=True)
+        sizes = dict(zip(to_host(found).tolist(), to_host(counts).tolist(), strict=True))  # -1 = noise
         per_user = array_frame({schema.USER_IDX: xp.arange(data.n_users, dtype=xp.int32), CLUSTER: labels}, backend)
 
         stats = behaviour.copy()
@@ -46,10 +46,11 @@ class ClusterProfiler:
             top_categories = self._top(with_cat.dropna(subset=[schema.CATEGORY]), schema.CATEGORY, None)
 
         self.profiles_ = []
-        for c in range(k):
+        for c in sorted(sizes, key=lambda c: (c < 0, c)):  # noise, if any, comes last
             row = means.loc[c] if c in means.index else population * np.nan
             self.profiles_.append({
                 "cluster": c,
+                **({"noise": True} if c < 0 else {}),
                 "size": int(sizes[c]),
                 "share": round(float(sizes[c]) / data.n_users, 4),
                 "behaviour_mean": {name: _num(row[name]) for name in means.columns},
