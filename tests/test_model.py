@@ -73,3 +73,15 @@ def test_model_files_hold_no_pickle(fitted, tmp_path):
     assert sorted(p.name for p in model.iterdir()) == ["arrays.safetensors", "items.parquet", "model.json"]
     meta = json.loads((model / "model.json").read_text())
     assert [f["name"] for f in meta["featurizers"]] == ["behaviour", "tfidf"]
+
+
+def test_text_features_survive_a_round_trip(tmp_path):
+    data = generate(SynthSpec(n_users=300, n_items=150, n_groups=3, seed=2))
+    config = PipelineConfig(device="cpu", seed=0)
+    config.cluster.k = 3
+    config.features.features = ("behaviour", "text")
+    fitted = Pipeline(config).fit(data.events, data.items)
+    fitted.save(tmp_path / "m")
+    loaded = Pipeline.load(tmp_path / "m", device="cpu")
+    again = loaded.assign(data.events)
+    np.testing.assert_array_equal(again["cluster"].to_numpy(), fitted.labels_["cluster"].to_numpy())

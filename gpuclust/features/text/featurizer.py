@@ -93,6 +93,28 @@ class TextFeaturizer:
             torch.cuda.empty_cache()
         return users
 
+    # --- saved models: item mode keeps its item vectors, so placing new users needs no encoder -----
+
+    def transform(self, data: PreparedData, backend: Backend):
+        """New users from the fitted item vectors (item indices follow the model's vocabulary)."""
+        if self.mode == "user":
+            return self.fit_transform(data, backend)  # one text per user: nothing to reuse but the model
+        weights = interaction_weights(data, backend, self.half_life_days)
+        return pool_users(weights, self.item_vectors_, backend)
+
+    def state(self) -> tuple[dict, dict]:
+        model = self.model if isinstance(self.model, str | Path) else getattr(self.model, "name", "default")
+        meta = {"model": str(model), "mode": self.mode, "text_template": self.text_template,
+                "pooling": self.pooling, "precision": self.precision, "half_life_days": self.half_life_days,
+                "max_length": self.max_length, "seed": self.seed}
+        return meta, ({} if self.item_vectors_ is None else {"item_vectors": self.item_vectors_})
+
+    @classmethod
+    def from_state(cls, meta: dict, arrays: dict, backend: Backend) -> TextFeaturizer:
+        self = cls(**meta)
+        self.item_vectors_ = backend.asarray(arrays["item_vectors"]) if "item_vectors" in arrays else None
+        return self
+
     def _info(self, data: PreparedData, loaded: LoadedModel, encoder: ItemEncoder, stats: dict[str, Any],
               users: Any, seconds: float) -> dict[str, Any]:
         return {
