@@ -56,27 +56,3 @@ def parse_top_k(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise UsageError(f"--top-k {text!r} needs positive integers, e.g. 10 or 10,20")
     return values
-
-
-def main() -> None:
-    """Run this command on its own (`python -m gpuclust.cli.evaluate`): user errors print one line, exit 2."""
-    import sys
-
-    import click
-
-    from gpuclust.errors import UsageError
-
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(evaluate)
-    try:
-        app(standalone_mode=False)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-
-
-if __name__ == "__main__":
-    main()

@@ -24,27 +24,3 @@ def report(
         print(json.dumps({"report": str(path), "images": images}, indent=2))
     else:
         print(path)
-
-
-def main() -> None:
-    """Run this command on its own (`python -m gpuclust.cli.report`): user errors print one line, exit 2."""
-    import sys
-
-    import click
-
-    from gpuclust.errors import UsageError
-
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(report)
-    try:
-        app(standalone_mode=False)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-
-
-if __name__ == "__main__":
-    main()
