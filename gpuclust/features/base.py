@@ -9,12 +9,20 @@ from gpuclust.preprocess.prepared import PreparedData
 
 
 class Featurizer(Protocol):
-    """A stage with one job; `fit_transform` returns float32 (n_users, d) in `backend.xp`.
+    """A stage with one job; returns float32 (n_users, d) in `backend.xp`, row i = user_idx i.
 
-    Rows follow `data.users` (row i is user_idx i). `info_` holds what the manifest should record
-    (dimensions, model, timings); `names_` names each column where columns have meaning.
+    `fit_transform` learns what new users must be measured against (scales, IDF, SVD components, item
+    vectors); `transform` applies it to new users; `state`/`from_state` carry it through a saved model
+    as (JSON-able meta, named arrays). `info_` holds what the manifest records.
     """
 
     name: str
 
     def fit_transform(self, data: PreparedData, backend: Backend) -> Any: ...
+
+    def transform(self, data: PreparedData, backend: Backend) -> Any: ...
+
+    def state(self) -> tuple[dict, dict]: ...
+
+    @classmethod
+    def from_state(cls, meta: dict, arrays: dict, backend: Backend) -> Featurizer: ...
