@@ -48,15 +48,16 @@ def run_interleaved(configs: dict[str, object], texts: list[str], repeat: int) -
     for encoder in configs.values():
         encoder.encode(texts[:64])
     best: dict[str, dict] = {}
+    runs: dict[str, list[float]] = {label: [] for label in configs}
     for _ in range(repeat):
         for label, encoder in configs.items():
             vectors = encoder.encode(texts)
             stats = encoder.stats_.to_dict()
+            runs[label].append(stats["seconds"])
             if label not in best or stats["seconds"] < best[label]["seconds"]:
                 best[label] = {**stats, "_vectors": vectors}
-            best[label].setdefault("_all_seconds", []).append(stats["seconds"])
-    for stats in best.values():
-        stats["runs_seconds"] = [round(x, 3) for x in stats.pop("_all_seconds")]
+    for label, stats in best.items():
+        stats["runs_seconds"] = [round(x, 3) for x in runs[label]]
     return best
 
 

@@ -21,6 +21,7 @@ from benchmarks.contenders import CONTENDERS, Workload, measure
 from benchmarks.method import cuda_usable, load_average, spread, timed, wait_for_quiet
 
 SUITES = ("stages", "scaling", "engines", "embed", "contenders")
+KMEANS_ENGINES = {"cpu": ("sklearn", "faiss", "torch"), "cuda": ("cuml", "torch", "faiss")}
 DEFAULT_USERS = {
     "stages": (50_000,),
     "scaling": (10_000, 20_000, 50_000, 100_000, 200_000, 400_000),
@@ -83,6 +84,10 @@ def run_suite(name: str, options: BenchOptions, previous: dict[str, Any] | None 
 
 
 def _measure(contender: str, workload: Workload, options: BenchOptions, repeats: int) -> dict[str, Any]:
+    if contender == "gpuclust-gpu" and not cuda_usable()[0]:  # no process, no waiting, just the reason
+        record = {"contender": contender, "workload": workload.to_dict(), "not_run": f"not run: {cuda_usable()[1]}"}
+        _progress(record)
+        return record
     quiet = wait_for_quiet(options.wait_load, options.wait_max_s)
     job = {"contender": contender, "workload": workload.to_dict(), "repeats": repeats,
            "warmup_users": options.warmup_users, "budget_s": options.run_budget_s}
@@ -94,7 +99,22 @@ def _measure(contender: str, workload: Workload, options: BenchOptions, repeats:
         record = measure(contender, workload, repeats, options.warmup_users, options.run_budget_s)
     record.update(quiet)
     record["process"] = "fresh" if options.isolate else "shared"
+    _progress(record)
     return record
+
+
+def _progress(record: dict[str, Any]) -> None:
+    """One line per measurement on stderr: long suites should show that they are alive."""
+    import sys
+
+    what = f"{record['contender']} {int(record['workload']['users']):,} users"
+    if "seconds" in record:
+        sp = record["seconds"]
+        what += (f": {sp['median']:.1f} s ({sp['min']:.1f}-{sp['max']:.1f}, n={sp['n']}), "
+                 f"ARI {record['metrics'].get('ari')}, load {record.get('load_before')}->{record.get('load_after')}")
+    else:
+        what += ": " + str(record.get("not_run") or record.get("error") or record.get("skipped"))
+    print(time.strftime("%H:%M:%S ") + what, file=sys.stderr, flush=True)
 
 
 def _gpuclust_contenders() -> list[str]:
@@ -108,7 +128,8 @@ def stages(options: BenchOptions, previous: dict[str, Any]) -> dict[str, Any]:
     users = options.sizes("stages")[-1]
     workload = options.workload(users)
     return {"workload": workload.to_dict(),
-            "runs": {c: _measure(c, workload, options, options.repeats) for c in _gpuclust_contenders()}}
+            "runs": {c: _reusable(previous, c, workload) or _measure(c, workload, options, options.repeats)
+                     for c in _gpuclust_contenders()}}
 
 
 # --- scaling ------------------------------------------------------------------------------------
@@ -242,7 +263,7 @@ def engines(options: BenchOptions, previous: dict[str, Any]) -> dict[str, Any]:
     for device in devices:
         backend = resolve_backend(device)
         x = backend.asarray(x_host)
-        for engine in ("sklearn", "faiss", "torch", "cuml"):
+        for engine in KMEANS_ENGINES[device]:
             out["kmeans"].append(_kmeans_row(engine, x, backend, truth, options))
     if not cuda_usable()[0]:
         out["kmeans"].append({"engine": "torch/cuml/faiss on cuda", "device": "cuda",
@@ -280,10 +301,13 @@ def _ari(labels, truth) -> float:
 
 
 def _kmeans_row(engine: str, x, backend, truth, options: BenchOptions) -> dict[str, Any]:
+    from gpuclust import accelerators
     from gpuclust.cluster.kmeans import KMeans
     from gpuclust.errors import UsageError
 
     row: dict[str, Any] = {"engine": engine, "device": backend.device, "rows": int(x.shape[0])}
+    if backend.on_gpu and engine == "faiss" and not accelerators.faiss_gpu().usable:
+        return {**row, "not_run": f"not run: {accelerators.faiss_gpu().reason}"}
     try:
         KMeans(options.k, engine=engine, random_state=options.seed).fit(x[: min(2000, x.shape[0])], backend)
     except UsageError as exc:

@@ -296,6 +296,8 @@ def _register_commands() -> None:
     app.command()(embed)
     app.command(name="report")(report_command)
     app.command(name="evaluate")(evaluate_command)
+    from gpuclust.cli.bench import bench, size
+    app.command()(bench), app.command()(size)
 
 
 _register_commands()

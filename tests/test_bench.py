@@ -1,0 +1,144 @@
+"""The benchmark runner and the sizing model: one quick smoke run, no speed assertions."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from gpuclust.cli.app import main
+from gpuclust.errors import UsageError
+
+
+def cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["gpuclust", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def bench():
+    from gpuclust.cli.bench import load_benchmarks
+
+    return load_benchmarks()
+
+
+def test_contenders_smoke_writes_json_markdown_and_plots(bench, tmp_path):
+    """Tiny sizes and a random-weight tiny BERT: every contender runs (or says why not), files appear."""
+    from benchmarks import report
+    from benchmarks.suites import BenchOptions, run_suite
+
+    options = BenchOptions(users=(150, 300), repeats=2, items=300, groups=3, k=3, model="random:tiny",
+                           warmup_users=60, target_users=300, isolate=False)
+    section = run_suite("contenders", options)
+    runs = section["runs"]
+    for contender in ("textbook", "gpuclust-cpu"):
+        assert [r["workload"]["users"] for r in runs[contender]] == [150, 300]
+        for r in runs[contender]:
+            assert r["seconds"]["median"] > 0 and r["seconds"]["min"] <= r["seconds"]["max"]
+            assert -1 <= r["metrics"]["ari"] <= 1 and "silhouette" in r["metrics"]
+    assert runs["gpuclust-cpu"][0]["repeats"] == 2 and "features.text" in runs["gpuclust-cpu"][0]["stages"]
+    gpu = runs["gpuclust-gpu"][0]
+    assert "seconds" in gpu or gpu["not_run"].startswith("not run: ")
+
+    results = report.merge({}, "contenders", section, "test")
+    assert results["suites"]["contenders"]["target"]["users"] == 300
+    written = report.save(results, tmp_path / "cpu-test-2026-01-01.json")
+    names = {p.name for p in written}
+    assert {"cpu-test-2026-01-01.json", "cpu-test-2026-01-01.md", "cpu-test-2026-01-01-scaling.png"} <= names
+    md = (tmp_path / "cpu-test-2026-01-01.md").read_text()
+    assert "| users | contender |" in md and "For the README" in md
+    assert json.loads((tmp_path / "cpu-test-2026-01-01.json").read_text())["environment"]["cores"] >= 1
+
+
+def test_textbook_is_extrapolated_past_the_run_budget(bench, monkeypatch):
+    from benchmarks import suites
+
+    calls = []
+
+    def fake(contender, workload, options, repeats):
+        calls.append((contender, workload.users))
+        return {"contender": contender, "workload": workload.to_dict(), "seconds": {"median": workload.users / 100},
+                "metrics": {"ari": 0.5}}
+
+    monkeypatch.setattr(suites, "_measure", fake)
+    options = suites.BenchOptions(users=(1000, 2000, 50_000), run_budget_s=100)
+    section = suites.contenders(options, {})
+    book = section["runs"]["textbook"]
+    assert ("textbook", 50_000) not in calls and book[-1]["extrapolated"]
+    assert book[-1]["seconds"]["median"] == pytest.approx(500, rel=1e-6)  # linear in users
+
+
+def test_power_law_fit_and_holdout_recover_a_clean_law(bench):
+    from benchmarks.sizing import Point, SizeModel, fit_power_law, holdout, smallest_gpu
+
+    a, b = fit_power_law([1e4, 1e5, 1e6], [2 * x**0.9 for x in (1e4, 1e5, 1e6)])
+    assert a == pytest.approx(2) and b == pytest.approx(0.9)
+    points = [Point(u, {"cluster": 1e-4 * u, "preprocess": 2e-5 * u}, {"cluster": 100 + u / 1e3},
+                    {"cluster": u / 100}, 1.2e-4 * u, 100 + u / 1e3) for u in (10_000, 20_000, 40_000, 80_000)]
+    check = holdout(points, 50.0)
+    assert check["predicted_users"] == 80_000 and abs(check["stage_sum"]["error"]) < 1e-6
+    pred = SizeModel.fit(points, 50.0).predict(160_000, events_per_user=100.0)
+    assert pred["stages"]["preprocess"]["seconds"] == pytest.approx(2e-5 * 320_000, rel=1e-6)  # event-driven
+    assert pred["stages"]["cluster"]["seconds"] == pytest.approx(1e-4 * 160_000, rel=1e-6)
+    assert pred["smallest_gpu"]["gib"] == 16 and any("events per user" in n for n in pred["notes"])
+    assert smallest_gpu(500 * 1024)["gib"] is None
+
+
+def _results_file(tmp_path, gpu: bool):
+    runs = []
+    for users in (10_000, 20_000, 40_000):
+        stage = {"seconds": {"median": users / 1e4}, "peak_rss_mib": 200 + users / 100}
+        if gpu:
+            stage["gpu_mib"] = users / 50
+        runs.append({"workload": {"users": users}, "stages": {"cluster": stage}, "seconds": {"median": users / 9e3},
+                     "peak_rss_mib": 200 + users / 100})
+    data = {"device": "cpu-test", "environment": {"cpu": "test", "cores": 2},
+            "suites": {"scaling": {"workload": {"events_per_user": 50.0, "features": ["behaviour", "tfidf", "text"],
+                                                "model": "default"},
+                                   "runs": {"gpuclust-cpu": runs}}}}
+    path = tmp_path / "cpu-test-2026-01-01.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_size_command_predicts_rss_and_says_no_gpu_from_cpu_results(bench, monkeypatch, capsys, tmp_path):
+    path = _results_file(tmp_path, gpu=False)
+    code, out, _ = cli(monkeypatch, capsys, "size", "--users", 80_000, "--events-per-user", 50, "--results", path,
+                       "--json")
+    assert code == 0
+    pred = json.loads(out)["predictions"]["gpuclust-cpu"]
+    assert pred["stages"]["cluster"]["seconds"] == pytest.approx(8.0, rel=1e-6)
+    assert "cannot be predicted" in pred["gpu"] and pred["peak_rss_mib"] > 0
+    code, _, err = cli(monkeypatch, capsys, "size", "--users", 80_000, "--events-per-user", 50, "--results", path,
+                       "--model", "bert-base")
+    assert code == 2 and "default" in err and len(err.strip().splitlines()) == 1
+
+
+def test_size_names_the_smallest_gpu_from_gpu_results(bench, monkeypatch, capsys, tmp_path):
+    path = _results_file(tmp_path, gpu=True)
+    code, out, _ = cli(monkeypatch, capsys, "size", "--users", 500_000, "--events-per-user", 50, "--results", path,
+                       "--json")
+    pred = json.loads(out)["predictions"]["gpuclust-cpu"]
+    assert code == 0 and pred["gpu_peak_mib"] == pytest.approx(10_000, rel=1e-6) and pred["smallest_gpu"]["gib"] == 16
+    code, out, _ = cli(monkeypatch, capsys, "size", "--users", 500_000, "--events-per-user", 50, "--results", path)
+    assert code == 0 and "smallest GPU that fits" in out
+
+
+def test_bad_suite_is_one_line_exit_2(monkeypatch, capsys):
+    code, _, err = cli(monkeypatch, capsys, "bench", "--suite", "nope")
+    assert code == 2 and "stages" in err
+
+
+def test_without_the_source_tree_bench_says_so(monkeypatch, tmp_path):
+    from gpuclust.cli import bench as bench_cli
+
+    monkeypatch.setattr(bench_cli, "ROOT", tmp_path)
+    with pytest.raises(UsageError, match="wheel install"):
+        bench_cli.load_benchmarks()
