@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 
@@ -28,3 +30,17 @@ def blob_events(n_users: int = 300, n_groups: int = 3, events_per_user: int = 20
     })
     truth = pd.DataFrame({"user_id": np.arange(n_users) + 100, "group": groups})
     return events, catalogue, truth
+
+
+def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """Run `gpuclust ARGS` in-process; returns (exit code, stdout, stderr)."""
+    from gpuclust.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["gpuclust", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err

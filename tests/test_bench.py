@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from gpuclust.cli.app import main
 from gpuclust.errors import UsageError
-
-
-def cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["gpuclust", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.helpers import cli
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,7 @@ import pandas as pd
 import pytest
 
 from gpuclust.cli.app import main
-from tests.helpers import blob_events
-
-
-def cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["gpuclust", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.helpers import blob_events, cli
 
 
 @pytest.fixture()
