@@ -41,14 +41,26 @@ def merge(results: dict[str, Any], suite: str, section: dict[str, Any], command:
     if suite in ("contenders", "scaling") and old and old.get("workload") == section.get("workload"):
         runs = {c: list(r) for c, r in old["runs"].items()}
         for contender, new_runs in section["runs"].items():
-            fresh = {int(r["workload"]["users"]) for r in new_runs}
-            kept = [r for r in runs.get(contender, []) if int(r["workload"]["users"]) not in fresh]
-            runs[contender] = sorted(kept + new_runs, key=lambda r: int(r["workload"]["users"]))
+            older = {int(r["workload"]["users"]): r for r in runs.get(contender, [])}
+            for r in new_runs:
+                _keep_earlier(r, older.pop(int(r["workload"]["users"]), None))
+            runs[contender] = sorted([*older.values(), *new_runs], key=lambda r: int(r["workload"]["users"]))
         commands = [*old.get("commands", [old.get("command")]), command]
         section = {**section, "runs": runs, "commands": commands,
                    "options": {**section["options"], "target_users": old["options"]["target_users"]}}
     suites[suite] = section
     return finalise(results)
+
+
+def _keep_earlier(new: dict[str, Any], old: dict[str, Any] | None) -> None:
+    """A size measured again keeps the earlier session's figures beside the new ones: run-to-run spread
+    on a shared machine is part of the result."""
+    if not old or "seconds" not in old or old.get("extrapolated") or "seconds" not in new:
+        return
+    if old.get("reused_from") and old["seconds"] == new["seconds"]:
+        return
+    earlier = [*old.get("earlier", []), {k: old.get(k) for k in ("seconds", "repeats", "load_before", "load_after")}]
+    new["earlier"] = earlier
 
 
 def finalise(results: dict[str, Any]) -> dict[str, Any]:
@@ -170,6 +182,9 @@ def _note(r: dict[str, Any]) -> str:
         notes.append(f"from the {r['reused_from']} suite")
     if r.get("repeats_cut"):
         notes.append(r["repeats_cut"])
+    for e in r.get("earlier", []):
+        notes.append(f"earlier session: {_s(e['seconds'])} s (n={e.get('repeats')}, load {e.get('load_before')}→"
+                     f"{e.get('load_after')})")
     if "load_before" in r:
         notes.append(f"load {r['load_before']}→{r.get('load_after')}")
     return "; ".join(notes)
@@ -352,6 +367,17 @@ def _embed_md(section: dict[str, Any], stem: str) -> list[str]:
     return lines
 
 
+def _with_sessions(r: dict[str, Any]) -> str:
+    """Median of the latest session, and the range over every session where a size was run again."""
+    text = f"{r['seconds']['median']:.1f} s"
+    spreads = [r["seconds"], *(e["seconds"] for e in r.get("earlier", []))]
+    if len(spreads) > 1:
+        lo = min(s["min"] if s.get("min") is not None else s["median"] for s in spreads)
+        hi = max(s["max"] if s.get("max") is not None else s["median"] for s in spreads)
+        text += f" ({lo:.0f}–{hi:.0f} over {len(spreads)} sessions)"
+    return text
+
+
 def readme_table(results: dict[str, Any]) -> str:
     """The short table the README shows: the contenders at each size, and on what hardware."""
     section = results["suites"]["contenders"]
@@ -363,8 +389,8 @@ def readme_table(results: dict[str, Any]) -> str:
     for u in sizes:
         b, c, g = by["textbook"].get(u), by["gpuclust-cpu"].get(u), by.get("gpuclust-gpu", {}).get(u)
         book = "-" if not b else (f"~{b['seconds']['median']:.0f} s (extrapolated)" if b.get("extrapolated")
-                                  else f"{b['seconds']['median']:.1f} s")
-        ours = f"{c['seconds']['median']:.1f} s" if c else "-"
+                                  else _with_sessions(b))
+        ours = _with_sessions(c) if c else "-"
         gpu = f"{g['seconds']['median']:.2f} s" if g else "not run"
         up = f"{b['seconds']['median'] / c['seconds']['median']:.0f}x" if b and c else "-"
         ari_b = "-" if not b or b.get("extrapolated") else _f(b["metrics"].get("ari"), 2)
