@@ -153,9 +153,10 @@ def markdown(results: dict[str, Any], stem: str) -> str:
     suites = results.get("suites", {})
     lines = [f"# gpuclust benchmarks: {results.get('device', '?')} ({results.get('updated', '')})", "",
              f"Machine: {machine_line(results)}", "",
-             "Method: each (contender, size) runs in a fresh process: one untimed warm-up on a small slice of "
-             "the same workload, then timed repeats (CUDA synchronised before and after); figures are medians "
-             "with (min–max). Memory is the worst repeat's peak RSS (VmHWM, reset per stage). The 1-minute load "
+             "Method: in the contenders, stages and scaling suites each (contender, size) runs in a fresh process "
+             "(engines and embed run in the bench process): one untimed warm-up on a small slice of the same "
+             "workload (1,000 users; 200 for textbook), then timed repeats (CUDA synchronised before and after); "
+             "figures are medians with (min–max). Memory is the worst repeat's peak RSS (VmHWM, reset per stage). The 1-minute load "
              "average of this shared machine is recorded with every run: other jobs were running, so read the "
              "spread.", ""]
     for name, render in (("contenders", _contenders_md), ("stages", _stages_md), ("scaling", _scaling_md),

@@ -272,10 +272,17 @@ def engines(options: BenchOptions, previous: dict[str, Any]) -> dict[str, Any]:
     n_sub = min(options.density_sample, x_host.shape[0])
     rows = np.sort(rng.choice(x_host.shape[0], size=n_sub, replace=False))
     out["density"] = {"sample": n_sub, "of": int(x_host.shape[0]), "runs": []}
+    from gpuclust import accelerators
+
     for device in devices:
         backend = resolve_backend(device)
         sub = backend.asarray(x_host[rows])
-        out["density"]["runs"] += _density_rows(sub, x_host[rows], backend, truth[rows], options)
+        if device == "cuda" and not accelerators.cuml().usable:  # density on the GPU is cuML's
+            out["density"]["runs"] += [{"algorithm": a, "device": "cuda", "rows": n_sub,
+                                        "not_run": f"not run: cuML: {accelerators.cuml().reason}"}
+                                       for a in ("dbscan", "hdbscan")]
+        else:
+            out["density"]["runs"] += _density_rows(sub, x_host[rows], backend, truth[rows], options)
         sub_km = _kmeans_row("sklearn" if device == "cpu" else "torch", sub, backend, truth[rows], options)
         out["density"]["runs"].append({**sub_km, "algorithm": "kmeans (same subsample)"})
     return out

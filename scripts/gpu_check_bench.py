@@ -25,9 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 FULL = {"stages_users": 100_000, "scaling_users": (10_000, 30_000, 100_000, 300_000), "contender_users": (2_000, 5_000),
-        "engines_users": 50_000, "items": 20_000, "groups": 20, "k": 20, "model": "random:minilm-l6", "warmup": 500}
+        "engines_users": 50_000, "items": 20_000, "groups": 20, "k": 20, "model": "random:minilm-l6", "warmup": 500,
+        "scaling_contender": "gpuclust-gpu"}
 SMOKE = {"stages_users": 400, "scaling_users": (200, 400, 800), "contender_users": (200,), "engines_users": 400,
-         "items": 300, "groups": 3, "k": 3, "model": "random:tiny", "warmup": 100}
+         "items": 300, "groups": 3, "k": 3, "model": "random:tiny", "warmup": 100,
+         "scaling_contender": "gpuclust-cpu"}  # exercises the scaling fit and its check without a GPU
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,11 +79,17 @@ def run_plan(plan: dict, budget_s: float, started: float, save) -> dict:
     def left() -> float:
         return budget_s - (time.perf_counter() - started)
 
-    # 1. stages: CPU once, GPU twice, same 100k users
+    def safe(contender: str, workload, repeats: int) -> dict:
+        try:
+            return measure(contender, workload, repeats, plan["warmup"])
+        except Exception as exc:  # noqa: BLE001 - a failed step is reported by name; the others still run
+            return {"contender": contender, "workload": workload.to_dict(),
+                    "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+
+    # 1. stages: CPU once, GPU twice, same users
     w = base.workload(plan["stages_users"])
     t = time.perf_counter()
-    stage_runs = {"gpuclust-gpu": measure("gpuclust-gpu", w, 2, plan["warmup"]),
-                  "gpuclust-cpu": measure("gpuclust-cpu", w, 1, plan["warmup"])}
+    stage_runs = {"gpuclust-gpu": safe("gpuclust-gpu", w, 2), "gpuclust-cpu": safe("gpuclust-cpu", w, 1)}
     results = report.merge(results, "stages", {"options": base.to_dict(), "workload": w.to_dict(), "runs": stage_runs,
                                                "wall_seconds": round(time.perf_counter() - t, 1),
                                                "note": "one process; CPU 1 repeat, GPU 2"}, command)
@@ -89,19 +97,19 @@ def run_plan(plan: dict, budget_s: float, started: float, save) -> dict:
 
     # 2. scaling on the GPU (the CPU's is the CPU machine's job), for `gpuclust size` and its check
     t = time.perf_counter()
-    gpu_runs = []
+    contender, gpu_runs = plan["scaling_contender"], []
     for users in plan["scaling_users"]:
         if users == plan["stages_users"]:
-            gpu_runs.append(stage_runs["gpuclust-gpu"])
+            gpu_runs.append(stage_runs[contender])
             continue
         if left() < 45:
-            gpu_runs.append({"contender": "gpuclust-gpu", "workload": base.workload(users).to_dict(),
+            gpu_runs.append({"contender": contender, "workload": base.workload(users).to_dict(),
                              "skipped": "skipped: out of this check's time budget"})
             continue
-        gpu_runs.append(measure("gpuclust-gpu", base.workload(users), 1 if users > 100_000 else 2, plan["warmup"]))
+        gpu_runs.append(safe(contender, base.workload(users), 1 if users > 100_000 else 2))
     workload = base.workload(0).to_dict() | {"users": "varies"}
     results = report.merge(results, "scaling", {"options": base.to_dict(), "workload": workload,
-                                                "runs": {"gpuclust-gpu": gpu_runs},
+                                                "runs": {contender: gpu_runs},
                                                 "wall_seconds": round(time.perf_counter() - t, 1)}, command)
     save(results)
 
@@ -114,7 +122,7 @@ def run_plan(plan: dict, budget_s: float, started: float, save) -> dict:
     # 4. KMeans engines and density on the fused features (text left out with random weights)
     if left() > 40:
         options = BenchOptions(**{**base.to_dict(), "users": (plan["engines_users"],), "repeats": 2,
-                                  "density_sample": min(10_000, plan["engines_users"])})
+                                  "density_sample": min(5_000, plan["engines_users"])})
         results = report.merge(results, "engines", run_suite("engines", options, results), command)
     results["skipped_steps"] = [s for s in ("contenders", "engines") if s not in results["suites"]]
     results["not_reachable_here"] = results["environment"].get("unusable_accelerators", {})
@@ -130,11 +138,11 @@ def summary(results: dict, seconds: float) -> dict:
     cpu, gpu = st["gpuclust-cpu"], st["gpuclust-gpu"]
     out["stages"] = {"users": suites["stages"]["workload"]["users"],
                      "cpu_s": cpu.get("seconds", {}).get("median"), "gpu_s": gpu.get("seconds", {}).get("median"),
-                     "gpu_not_run": gpu.get("not_run"),
+                     "gpu_not_run": gpu.get("not_run") or gpu.get("error"), "cpu_error": cpu.get("error"),
                      "per_stage_speedup": {n: round(cpu["stages"][n]["seconds"]["median"]
                                                     / max(gpu["stages"][n]["seconds"]["median"], 1e-6), 1)
                                            for n in cpu.get("stages", {}) if n in gpu.get("stages", {})}}
-    check = suites["scaling"].get("sizing_check", {}).get("gpuclust-gpu")
+    check = next(iter(suites["scaling"].get("sizing_check", {}).values()), None)
     if check:
         out["sizing_check"] = {"predicted_users": check["predicted_users"], "end_to_end": check["end_to_end"],
                                "gpu_peak": check.get("gpu_peak")}

@@ -130,3 +130,20 @@ def test_without_the_source_tree_bench_says_so(monkeypatch, tmp_path):
     monkeypatch.setattr(bench_cli, "ROOT", tmp_path)
     with pytest.raises(UsageError, match="wheel install"):
         bench_cli.load_benchmarks()
+
+
+def test_a_size_measured_again_replaces_its_row_and_keeps_the_earlier_session(bench):
+    from benchmarks import report
+
+    def section(users, seconds):
+        runs = [{"contender": "textbook", "workload": {"users": u, "k": 3}, "seconds": {"median": s, "min": s, "max": s,
+                                                                                      "n": 1}, "metrics": {"ari": 0.5}}
+                for u, s in zip(users, seconds, strict=True)]
+        return {"options": {"target_users": 20}, "workload": {"k": 3}, "runs": {"textbook": runs, "gpuclust-cpu": []}}
+
+    first = report.merge({}, "contenders", section([10, 20], [1.0, 2.0]), "first")
+    both = report.merge(first, "contenders", section([10], [1.5]), "second")
+    runs = both["suites"]["contenders"]["runs"]["textbook"]
+    assert [(r["workload"]["users"], r["seconds"]["median"]) for r in runs] == [(10, 1.5), (20, 2.0)]
+    assert runs[0]["earlier"][0]["seconds"]["median"] == 1.0
+    assert both["suites"]["contenders"]["commands"] == ["first", "second"]
