@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
-from gpuclust.config import PipelineConfig  # noqa: E402
-from gpuclust.pipeline import Pipeline  # noqa: E402
+# Loaded on first use, so that `import gpuclust` (and the CLI's start) stays fast.
+_LAZY = {"Pipeline": "gpuclust.pipeline", "PipelineConfig": "gpuclust.config"}
 
 __all__ = ["Pipeline", "PipelineConfig", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'gpuclust' has no attribute {name!r}")

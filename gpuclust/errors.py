@@ -13,3 +13,11 @@ class UsageError(ValueError):
 
 class DeviceUnavailableError(UsageError):
     """The requested device or accelerator cannot be used on this machine."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: the command stops, leaves nothing behind, and exits 128 + the signal number."""
+
+    def __init__(self, signum: int = 2) -> None:
+        super().__init__(signum)
+        self.signum = signum

@@ -1,14 +1,15 @@
 """Saved models: JSON for structure and parameters, safetensors for arrays, Parquet for the item
-vocabulary, and a SHA-256 of each file so a tampered or truncated model is refused. No pickle.
+vocabulary, and a checksum file over every other file, so a model with any file changed, removed,
+added or renamed is refused before anything in it is parsed. No pickle.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import shutil
-import tempfile
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,71 +18,119 @@ import numpy as np
 from gpuclust.backend import Backend, to_host
 from gpuclust.errors import UsageError
 from gpuclust.frames import host_frame
+from gpuclust.io.outputs import OutputDir
 
 FORMAT = "gpuclust-model"
-VERSION = 1
+VERSION = 2
 MANIFEST = "model.json"
 ARRAYS = "arrays.safetensors"
 ITEMS = "items.parquet"
+CHECKSUMS = "checksums.sha256"
+# Every file a model folder may hold; the checksum file lists all of them but itself.
+LAYOUT = {name: None for name in (MANIFEST, ARRAYS, ITEMS, CHECKSUMS)}
+REQUIRED_KEYS = ("format", "version", "config", "featurizers", "fuser", "reducer", "clusterer")
+_PLAIN_NAME = re.compile(r"\.?[A-Za-z0-9][A-Za-z0-9_.-]*")
+_LINE = re.compile(r"(?P<digest>[0-9a-f]{64})  (?P<name>.+)")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def save_model(directory: str | Path, meta: dict[str, Any], arrays: dict[str, Any], items: Any) -> Path:
-    """Write model.json, arrays.safetensors and items.parquet together (staged, then renamed)."""
+    """Write model.json, arrays.safetensors, items.parquet and the checksums of all of them as one unit."""
     from safetensors.numpy import save_file
 
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise UsageError(f"model path {directory} is a file; give a directory")
-    directory.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory))
-    try:
+    with OutputDir(directory, "model", LAYOUT, what="model folder") as staging:
         host = {name: np.ascontiguousarray(to_host(a)) for name, a in arrays.items()}
         save_file(host, str(staging / ARRAYS))
         host_frame(items).to_parquet(staging / ITEMS, index=False)
-        document = {"format": FORMAT, "version": VERSION, **meta,
-                    "files": {name: _sha256(staging / name) for name in (ARRAYS, ITEMS)}}
+        document = {"format": FORMAT, "version": VERSION, **meta}
         (staging / MANIFEST).write_text(json.dumps(document, indent=2, default=str) + "\n")
-        for name in (ARRAYS, ITEMS, MANIFEST):  # the manifest last: a model is complete once it exists
-            os.replace(staging / name, directory / name)
-        return directory
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        lines = [f"{_sha256(path.read_bytes())}  {path.name}" for path in sorted(staging.iterdir())]
+        (staging / CHECKSUMS).write_text("\n".join(lines) + "\n")
+    return Path(directory)
+
+
+def read_verified(directory: str | Path) -> dict[str, bytes]:
+    """Every file of a model folder, each checked against the checksum file before anything is parsed.
+
+    The folder must hold exactly the files the checksum file lists (plain names, regular files), so a
+    file changed, removed, added or renamed is refused; parsing then uses these verified bytes only."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UsageError(f"no model at {directory}: not a folder (a `gpuclust run` writes one to OUT/model)")
+    listed = _read_checksums(directory)
+    present = {entry.name for entry in os.scandir(directory)} - {CHECKSUMS}
+    for name in sorted(set(listed) - present):
+        raise UsageError(f"model {directory} is incomplete: {name} is missing")
+    for name in sorted(present - set(listed)):
+        raise UsageError(f"model {directory} holds {name}, which its checksums do not list: "
+                         "it was modified; re-save the model")
+    contents = {}
+    for name, expected in listed.items():
+        path = directory / name
+        if path.is_symlink() or not path.is_file():
+            raise UsageError(f"model {directory} is corrupt: {name} is not a regular file")
+        data = path.read_bytes()
+        if _sha256(data) != expected:
+            raise UsageError(f"model {directory} was modified or truncated: {name} does not match its checksum")
+        contents[name] = data
+    return contents
+
+
+def _read_checksums(directory: Path) -> dict[str, str]:
+    path = directory / CHECKSUMS
+    if not path.is_file() or path.is_symlink():
+        if (directory / MANIFEST).is_file():
+            raise UsageError(f"model {directory} has no {CHECKSUMS}: it was modified, or saved by an older "
+                             "gpuclust; re-run `gpuclust run` to save it again")
+        raise UsageError(f"no model at {directory}: {MANIFEST} is missing (a `gpuclust run` writes one to OUT/model)")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"model {directory} is corrupt: {CHECKSUMS} cannot be read ({exc})") from None
+    listed: dict[str, str] = {}
+    for line in lines:
+        match = _LINE.fullmatch(line)
+        if match is None or not _PLAIN_NAME.fullmatch(match["name"]) or match["name"] in listed:
+            raise UsageError(f"model {directory} is corrupt: {CHECKSUMS} has a malformed line {line[:80]!r}")
+        listed[match["name"]] = match["digest"]
+    if MANIFEST not in listed:
+        raise UsageError(f"model {directory} is corrupt: {CHECKSUMS} does not cover {MANIFEST}")
+    return listed
 
 
 def load_model(directory: str | Path, backend: Backend) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """Return (meta, arrays on the backend, item table on the backend's frame library)."""
+    """Return (meta, arrays on the backend, item table on the backend's frame library), all verified."""
     from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load
 
     directory = Path(directory)
-    manifest = directory / MANIFEST
-    if not manifest.is_file():
-        raise UsageError(f"no model at {directory}: {MANIFEST} is missing (a `gpuclust run` writes one to OUT/model)")
+    contents = read_verified(directory)
     try:
-        meta = json.loads(manifest.read_text())
+        meta = json.loads(contents[MANIFEST])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"model {directory} is corrupt: {MANIFEST} is not valid JSON ({exc})") from None
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise UsageError(f"{directory} is not a gpuclust model of version {VERSION}")
-    for name, expected in meta.get("files", {}).items():
-        path = directory / name
-        if not path.is_file():
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UsageError(f"{directory} is not a gpuclust model: {MANIFEST} is not a gpuclust model description")
+    if meta.get("version") != VERSION:
+        raise UsageError(f"{directory} is a gpuclust model of version {meta.get('version')!r}; this gpuclust "
+                         f"reads version {VERSION}: re-run `gpuclust run` to save it again")
+    missing = [key for key in REQUIRED_KEYS if key not in meta]
+    if missing:
+        raise UsageError(f"model {directory} is malformed: {MANIFEST} lacks {', '.join(missing)}")
+    for name in (ARRAYS, ITEMS):
+        if name not in contents:
             raise UsageError(f"model {directory} is incomplete: {name} is missing")
-        if _sha256(path) != expected:
-            raise UsageError(f"model {directory} was modified or truncated: {name} does not match its checksum")
     try:
-        arrays = {k: backend.asarray(v) for k, v in load_file(str(directory / ARRAYS)).items()}
-    except (SafetensorError, OSError) as exc:
+        arrays = {k: backend.asarray(v) for k, v in load(contents[ARRAYS]).items()}
+    except (SafetensorError, OSError, ValueError) as exc:
         raise UsageError(f"model {directory} is corrupt: {ARRAYS} cannot be read ({exc})") from None
-    items = backend.frame.read_parquet(directory / ITEMS)
+    try:
+        items = backend.frame.read_parquet(io.BytesIO(contents[ITEMS]))
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise UsageError(f"model {directory} is corrupt: {ITEMS} cannot be read ({exc})") from None
     return meta, arrays, items
 
 
@@ -130,6 +179,7 @@ def save_pipeline(pipeline, directory: str | Path) -> Path:
     arrays["clusterer.centres"] = pipeline.clusterer_.cluster_centers_
     meta = {
         "gpuclust": pipeline.manifest_["gpuclust"],
+        "run_id": pipeline.manifest_.get("run_id"),
         "config": pipeline.config_.to_dict(),
         "featurizers": featurizers,
         "fuser": fuser,
@@ -143,12 +193,25 @@ def save_pipeline(pipeline, directory: str | Path) -> Path:
 
 def load_pipeline(cls, directory: str | Path, device: str | None = None):
     from gpuclust.backend import resolve_backend
+
+    backend = resolve_backend(device or "auto")
+    meta, arrays, items = load_model(directory, backend)
+    try:
+        pipeline = _restore(cls, meta, arrays, items, backend, device)
+        _check_shapes(pipeline)
+    except UsageError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise UsageError(f"model {directory} is malformed ({type(exc).__name__}: {exc}); re-save it "
+                         "with `gpuclust run`") from None
+    return pipeline
+
+
+def _restore(cls, meta: dict[str, Any], arrays: dict[str, Any], items: Any, backend: Backend, device: str | None):
     from gpuclust.config import PipelineConfig
     from gpuclust.features.fuse import Fuser
     from gpuclust.reduce.pca import PCA
 
-    backend = resolve_backend(device or "auto")
-    meta, arrays, items = load_model(directory, backend)
     config = PipelineConfig.from_dict(meta["config"])
     if device:
         config.device = device
@@ -169,3 +232,20 @@ def load_pipeline(cls, directory: str | Path, device: str | None = None):
         pipeline.reducer_.mean_ = arrays["reducer.mean"]
     pipeline.centres_ = arrays["clusterer.centres"]
     return pipeline
+
+
+def _check_shapes(pipeline) -> None:
+    """Arrays of another model (or edited ones) do not line up: say so now, not at the first assign."""
+    fused = sum(int(s["mean"].shape[-1]) for s in pipeline.fuser_.stats_.values())
+    names = [f.name for f in pipeline.featurizers_]
+    if sorted(names) != sorted(pipeline.fuser_.stats_):
+        raise ValueError(f"featurisers {names} do not match the fused blocks {list(pipeline.fuser_.stats_)}")
+    width = fused
+    if pipeline.reducer_ is not None:
+        components = pipeline.reducer_.components_
+        if components.ndim != 2 or components.shape[1] != fused or pipeline.reducer_.mean_.shape[-1] != fused:
+            raise ValueError(f"the reducer expects {components.shape[-1]} features, the fused blocks give {fused}")
+        width = components.shape[0]
+    centres = pipeline.centres_
+    if centres.ndim != 2 or centres.shape[1] != width or centres.shape[0] < 1:
+        raise ValueError(f"cluster centres of shape {tuple(centres.shape)} do not fit {width} features")

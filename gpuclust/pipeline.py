@@ -9,6 +9,7 @@ same kind in `labels_`. `save`/`load`/`assign` place new users in the learned cl
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,7 @@ class Pipeline:
         clusterer = self.clusterer_
         return {
             "gpuclust": gpuclust.__version__,
+            "run_id": uuid.uuid4().hex,
             "created": now_iso(),
             "config": config.to_dict(),
             "device": machine(backend),

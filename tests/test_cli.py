@@ -27,8 +27,8 @@ def test_run_writes_outputs_and_json_summary(monkeypatch, capsys, files):
     assert code == 0
     summary = json.loads(stdout)
     assert summary["metrics"]["ari"] == pytest.approx(1.0)
-    assert sorted(p.name for p in out.iterdir()) == ["assignments.parquet", "clusters.json", "manifest.json", "map.parquet",
-                                                  "model"]
+    assert sorted(p.name for p in out.iterdir()) == [".gpuclust.json", "assignments.parquet", "clusters.json",
+                                                     "manifest.json", "map.parquet", "model"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["cluster"]["k"] == 3
     assert {"preprocess", "features.tfidf", "cluster"} <= set(manifest["timings"]["stages"])
@@ -97,7 +97,8 @@ def test_synth_then_demo_print_a_cluster_table(monkeypatch, capsys, tmp_path):
     code, stdout, _ = cli(monkeypatch, capsys, "synth", "--users", 300, "--items", 200, "--groups", 3,
                           "--out", tmp_path / "data", "--json")
     assert code == 0 and json.loads(stdout)["n_users"] == 300
-    assert {p.name for p in (tmp_path / "data").iterdir()} == {"events.parquet", "items.parquet", "truth.parquet"}
+    assert {p.name for p in (tmp_path / "data").iterdir()} == {".gpuclust.json", "events.parquet", "items.parquet",
+                                                               "truth.parquet"}
     code, stdout, _ = cli(monkeypatch, capsys, "demo", "--users", 600, "--groups", 3, "--out", tmp_path / "demo",
                           "--device", "cpu")
     assert code == 0

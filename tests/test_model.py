@@ -70,7 +70,8 @@ def test_damaged_model_is_a_clear_error(fitted, tmp_path, damage):
 def test_model_files_hold_no_pickle(fitted, tmp_path):
     pipeline, _ = fitted
     model = pipeline.save(tmp_path / "m")
-    assert sorted(p.name for p in model.iterdir()) == ["arrays.safetensors", "items.parquet", "model.json"]
+    assert sorted(p.name for p in model.iterdir()) == [".gpuclust.json", "arrays.safetensors", "checksums.sha256",
+                                                       "items.parquet", "model.json"]
     meta = json.loads((model / "model.json").read_text())
     assert [f["name"] for f in meta["featurizers"]] == ["behaviour", "tfidf"]
 
@@ -85,3 +86,91 @@ def test_text_features_survive_a_round_trip(tmp_path):
     loaded = Pipeline.load(tmp_path / "m", device="cpu")
     again = loaded.assign(data.events)
     np.testing.assert_array_equal(again["cluster"].to_numpy(), fitted.labels_["cluster"].to_numpy())
+
+
+# --- integrity: every file the loader reads is verified ------------------------------------------
+
+def _rewrite_checksums(model) -> None:
+    """What a careless editor (or an attacker) does after changing a file: make the checksums agree."""
+    import hashlib
+
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}"
+             for p in sorted(model.iterdir()) if p.name != "checksums.sha256"]
+    (model / "checksums.sha256").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture()
+def saved(fitted, tmp_path):
+    pipeline, _ = fitted
+    return pipeline.save(tmp_path / "m")
+
+
+def test_every_file_is_covered_by_the_checksums(saved):
+    listed = {line.split("  ", 1)[1] for line in (saved / "checksums.sha256").read_text().splitlines()}
+    assert listed == {p.name for p in saved.iterdir()} - {"checksums.sha256"}
+
+
+@pytest.mark.parametrize("damage", ["change", "remove", "add", "rename"])
+def test_any_single_file_changed_removed_added_or_renamed_is_refused(saved, damage):
+    for path in sorted(saved.iterdir()):
+        backup = path.read_bytes()
+        if damage == "change":
+            raw = bytearray(backup)
+            raw[len(raw) // 2] ^= 0x01
+            path.write_bytes(bytes(raw))
+        elif damage == "remove":
+            path.unlink()
+        elif damage == "rename":
+            path.rename(path.with_name(path.name + ".bak"))
+        else:
+            (saved / "extra.bin").write_bytes(b"x")
+        with pytest.raises(UsageError, match="model"):
+            Pipeline.load(saved, device="cpu")
+        for leftover in (path.with_name(path.name + ".bak"), saved / "extra.bin"):
+            leftover.unlink(missing_ok=True)
+        path.write_bytes(backup)
+    Pipeline.load(saved, device="cpu")  # restored: loads again
+
+
+def test_emptied_checksums_do_not_let_a_modified_file_through(saved):
+    arrays = saved / "arrays.safetensors"
+    raw = bytearray(arrays.read_bytes())
+    raw[-1] ^= 0xFF
+    arrays.write_bytes(bytes(raw))
+    (saved / "checksums.sha256").write_text("")
+    with pytest.raises(UsageError, match="model"):
+        Pipeline.load(saved, device="cpu")
+
+
+@pytest.mark.parametrize("name", ["../../../../etc/passwd", "/etc/passwd", "sub/model.json", ".."])
+def test_names_in_the_checksums_must_be_plain_names_in_the_folder(saved, name):
+    with (saved / "checksums.sha256").open("a") as fh:
+        fh.write(f"{'0' * 64}  {name}\n")
+    with pytest.raises(UsageError, match="malformed line"):
+        Pipeline.load(saved, device="cpu")
+
+
+@pytest.mark.parametrize("document", ["[]", "{}", "null", '{"format": "gpuclust-model", "version": 2}'])
+def test_a_malformed_model_json_is_one_clear_error(saved, document):
+    (saved / "model.json").write_text(document)
+    _rewrite_checksums(saved)
+    with pytest.raises(UsageError, match="model"):
+        Pipeline.load(saved, device="cpu")
+
+
+def test_arrays_of_another_model_are_refused(saved, tmp_path):
+    data = generate(SynthSpec(n_users=400, n_items=300, n_groups=3, seed=5))
+    config = PipelineConfig(device="cpu", seed=0)
+    config.cluster.k = 3
+    config.features.features = ("behaviour",)
+    other = Pipeline(config).fit(data.events, data.items).save(tmp_path / "other")
+    (saved / "arrays.safetensors").write_bytes((other / "arrays.safetensors").read_bytes())
+    _rewrite_checksums(saved)
+    with pytest.raises(UsageError, match="malformed"):
+        Pipeline.load(saved, device="cpu")
+
+
+def test_a_model_of_the_old_format_is_refused_with_the_fix(saved):
+    (saved / "checksums.sha256").unlink()
+    with pytest.raises(UsageError, match="re-run"):
+        Pipeline.load(saved, device="cpu")

@@ -168,7 +168,8 @@ def test_write_streams_three_files_matching_generate(tmp_path):
     spec = SynthSpec(n_users=9000, n_items=500, events_per_user=8, seed=3)
     calls: list[tuple[int, int]] = []
     summary = write(spec, tmp_path / "a", chunk_users=4096, progress=lambda d, t: calls.append((d, t)))
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["events.parquet", "items.parquet", "truth.parquet"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [".gpuclust.json", "events.parquet", "items.parquet",
+                                                                  "truth.parquet"]
     assert calls[-1] == (9000, 9000) and len(calls) == 3
     assert summary["n_users"] == 9000 and summary["n_items"] == 500
     assert summary["n_events"] == sum(summary["event_counts"].values())
@@ -194,24 +195,36 @@ def test_write_is_reproducible_and_chunk_independent(tmp_path):
         assert_same(pd.read_parquet(tmp_path / "a" / name), pd.read_parquet(tmp_path / "c" / name))
 
 
-def test_write_overwrites_and_leaves_no_temp_files(tmp_path):
-    write(SynthSpec(n_users=50, n_items=40, events_per_user=3, seed=1), tmp_path)
-    write(SynthSpec(n_users=60, n_items=40, events_per_user=3, seed=2), tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.parquet", "items.parquet", "truth.parquet"]
-    assert len(pd.read_parquet(tmp_path / "truth.parquet")) == 60
+SYNTH_FILES = [".gpuclust.json", "events.parquet", "items.parquet", "truth.parquet"]
+
+
+def test_write_replaces_its_own_output_and_leaves_no_temp_files(tmp_path):
+    write(SynthSpec(n_users=50, n_items=40, events_per_user=3, seed=1), tmp_path / "d")
+    write(SynthSpec(n_users=60, n_items=40, events_per_user=3, seed=2), tmp_path / "d")
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == SYNTH_FILES
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+    assert len(pd.read_parquet(tmp_path / "d" / "truth.parquet")) == 60
 
 
 def test_failed_write_keeps_previous_files(tmp_path):
-    write(SynthSpec(n_users=50, n_items=40, events_per_user=3), tmp_path)
-    before = (tmp_path / "events.parquet").read_bytes()
+    write(SynthSpec(n_users=50, n_items=40, events_per_user=3), tmp_path / "d")
+    before = (tmp_path / "d" / "events.parquet").read_bytes()
 
     def boom(done: int, total: int) -> None:
         raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError):
-        write(SynthSpec(n_users=50, n_items=40, events_per_user=3, seed=9), tmp_path, progress=boom)
-    assert (tmp_path / "events.parquet").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.parquet", "items.parquet", "truth.parquet"]
+        write(SynthSpec(n_users=50, n_items=40, events_per_user=3, seed=9), tmp_path / "d", progress=boom)
+    assert (tmp_path / "d" / "events.parquet").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == SYNTH_FILES
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+def test_write_refuses_a_folder_of_other_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="did not write"):
+        write(SynthSpec(n_users=50, n_items=40, events_per_user=3), tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_tiny_worlds_work():
@@ -247,5 +260,5 @@ def test_write_rejects_bad_chunk_size(tmp_path):
         write(SynthSpec(n_users=10), tmp_path, chunk_users=0)
     assert not any(tmp_path.iterdir())
     (tmp_path / "f").write_text("x")
-    with pytest.raises(UsageError, match="out_dir"):
+    with pytest.raises(UsageError, match="is a file"):
         write(SynthSpec(n_users=10), tmp_path / "f")

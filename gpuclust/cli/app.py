@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -18,7 +19,7 @@ from gpuclust import accelerators
 from gpuclust.backend import DEVICE_CHOICES, resolve_backend
 from gpuclust.cli.options import build_config, parse_pairs, split_list
 from gpuclust.cluster.sweep import parse_k
-from gpuclust.errors import UsageError
+from gpuclust.errors import Interrupted, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cluster recommender-system users by what they do, on the GPU or the CPU.")
@@ -304,27 +305,68 @@ _register_commands()
 
 
 def main() -> None:
-    """Entry point: user errors print one line and exit 2; bugs keep their traceback."""
+    """Entry point. Bad input or usage: one line, exit 2. Ctrl-C or SIGTERM: one line, nothing left
+    behind, exit 130 (143). Anything else is a bug and keeps its traceback."""
     debug = "--debug" in sys.argv
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except UsageError as exc:
         if debug:
             raise
-        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        _fail(str(exc))
+    except KeyboardInterrupt as exc:
+        _interrupted(getattr(exc, "signum", signal.SIGINT))
     except typer.Abort:
-        console.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - click usage errors arrive as ClickException
-        import click
+        _interrupted(signal.SIGINT)
+    except _CLICK_ERRORS as exc:
+        _usage_error(exc)
+    if code == 130:  # typer turns KeyboardInterrupt into Exit(130) and returns the code
+        _interrupted(_last_signal[0])
+    sys.exit(code if isinstance(code, int) else 0)
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+
+_last_signal = [signal.SIGINT]
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    _last_signal[0] = signum
+    raise Interrupted(signum)
+
+
+def _interrupted(signum: int) -> NoReturn:
+    name = "terminated" if signum == signal.SIGTERM else "interrupted"
+    console.print(f"{name}: stopped; nothing was written", highlight=False)
+    sys.exit(128 + int(signum))
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+def _click_error_types() -> tuple[type[Exception], ...]:
+    """typer >= 0.29 bundles its own copy of click; usage errors may come from either."""
+    import click
+
+    found: list[type[Exception]] = [click.ClickException]
+    with suppress(ImportError):
+        from typer._click.exceptions import ClickException
+
+        found.append(ClickException)
+    return tuple(found)
+
+
+_CLICK_ERRORS = _click_error_types()
+
+
+def _usage_error(exc: Exception) -> NoReturn:
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command: its help is the answer
+        exc.show()
+        sys.exit(2)
+    ctx = getattr(exc, "ctx", None)
+    where = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+    _fail(f"{exc.format_message().rstrip('.')}{where}")
 
 
 if __name__ == "__main__":

@@ -27,16 +27,20 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
 ) -> None:
     """Hold out each user's last item, cluster the rest, and compare cluster, global and blended popularity."""
+    from gpuclust import __version__
     from gpuclust.cli.options import build_config, split_list
     from gpuclust.evaluate.recommend import evaluate_files, markdown_table
+    from gpuclust.io.outputs import check_file_target
     from gpuclust.io.writers import write_json
 
     cfg = build_config(config, {"": {"device": device, "seed": seed}, "cluster": {"k": k},
                                 "features": {"features": split_list(features)}})
+    if out is not None:
+        check_file_target(out)  # before the work: never over a file gpuclust did not write
     result = evaluate_files(cfg, events, items=items, adapter=adapter, k_values=parse_top_k(top_k),
                             seed=cfg.seed)
     if out is not None:
-        write_json(out, result)
+        write_json(out, {"gpuclust": __version__, **result})
     if json_out:
         print(json.dumps(result, indent=2, default=str))
         return

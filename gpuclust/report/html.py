@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from gpuclust import __version__
 from gpuclust.errors import UsageError
+from gpuclust.io.outputs import OutputDir, check_file_target
 from gpuclust.io.writers import atomic_path
 from gpuclust.report import plots
 
@@ -45,17 +47,17 @@ class RunOutputs:
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write DIR/report/*.png and DIR/report.html (or `out`) for a finished `gpuclust run`; return the HTML path."""
+    """Write DIR/report/*.png and DIR/report.html (or `out`) for a finished `gpuclust run`; return the HTML path.
+
+    Both destinations are checked before anything is drawn; the pictures replace DIR/report as one
+    unit, so a failed report leaves the previous one (or nothing) behind."""
     run = load_run(run_dir)
-    image_dir = run.run_dir / IMAGE_DIR
-    images = draw_images(run, image_dir)
-    for stale in IMAGES:  # a picture left from an earlier run would contradict this one
-        if stale not in images:
-            (image_dir / stale).unlink(missing_ok=True)
-    target = Path(out) if out is not None else run.run_dir / "report.html"
-    page = render(run, {name: path.read_bytes() for name, path in images.items()})
-    with atomic_path(target) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+    target = check_file_target(out if out is not None else run.run_dir / "report.html")
+    with OutputDir(run.run_dir / IMAGE_DIR, "report", dict.fromkeys(IMAGES), what="report folder") as staging:
+        images = draw_images(run, staging)
+        page = render(run, {name: path.read_bytes() for name, path in images.items()})
+        with atomic_path(target) as tmp:
+            tmp.write_text(page, encoding="utf-8")
     return target
 
 
@@ -188,7 +190,7 @@ def render(run: RunOutputs, images: dict[str, bytes]) -> str:
     title = f"gpuclust report: {run.run_dir.name or run.run_dir}"
     parts = [
         "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
+        f'<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="gpuclust {__version__}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>",
         f"<h1>{_e(title)}</h1>",

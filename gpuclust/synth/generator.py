@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from gpuclust.errors import UsageError
-from gpuclust.io.writers import atomic_path
+from gpuclust.io.outputs import OutputDir
 
 EVENT_TYPES = ("view", "click", "cart", "purchase")
 BLOCK_USERS = 4096  # users per seeding block; fixed so output does not depend on chunk size
@@ -557,9 +557,12 @@ def _write_chunk(ev_w: Any, tr_w: Any, cols: dict[str, np.ndarray]) -> None:
     tr_w.write_table(_truth_table(cols))
 
 
+SYNTH_LAYOUT = {"events.parquet": None, "items.parquet": None, "truth.parquet": None}
+
+
 def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
           progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Stream DIR/events.parquet, DIR/items.parquet and DIR/truth.parquet, each replaced atomically.
+    """Stream DIR/events.parquet, DIR/items.parquet and DIR/truth.parquet, replacing DIR as one unit.
 
     Memory is bounded by `chunk_users` (one Parquet row group per chunk), not by the data size.
     """
@@ -569,14 +572,11 @@ def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
     _check_int("chunk_users", chunk_users, 1)
     t0 = time.perf_counter()
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"out_dir={str(out)!r} is a file; give a directory for the three Parquet files")
-    out.mkdir(parents=True, exist_ok=True)
-    world = build_world(spec)
     counts = np.zeros(len(EVENT_TYPES), dtype=np.int64)
-    with atomic_path(out / "events.parquet") as ev_tmp, atomic_path(out / "truth.parquet") as tr_tmp:
-        with pq.ParquetWriter(ev_tmp, _with_meta(EVENTS_SCHEMA, spec), compression="zstd") as ev_w, \
-                pq.ParquetWriter(tr_tmp, _with_meta(TRUTH_SCHEMA, spec), compression="zstd") as tr_w, \
+    with OutputDir(out, "synth", SYNTH_LAYOUT) as staging:  # the destination is checked before the work
+        world = build_world(spec)
+        with pq.ParquetWriter(staging / "events.parquet", _with_meta(EVENTS_SCHEMA, spec), compression="zstd") as ev_w, \
+                pq.ParquetWriter(staging / "truth.parquet", _with_meta(TRUTH_SCHEMA, spec), compression="zstd") as tr_w, \
                 ThreadPoolExecutor(max_workers=1) as pool:
             pending: Future[None] | None = None
             for done, cols in _chunks(spec, world, chunk_users):
@@ -588,9 +588,8 @@ def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
                     progress(done, spec.n_users)
             if pending is not None:
                 pending.result()
-        with atomic_path(out / "items.parquet") as it_tmp:
-            pq.write_table(_items_table(world).replace_schema_metadata(
-                {"gpuclust.synth": json.dumps(asdict(spec))}), it_tmp, compression="zstd")
+        pq.write_table(_items_table(world).replace_schema_metadata({"gpuclust.synth": json.dumps(asdict(spec))}),
+                       staging / "items.parquet", compression="zstd")
     return {
         "n_users": spec.n_users,
         "n_items": spec.n_items,

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+import gpuclust
 from gpuclust import schema
 from gpuclust.backend import resolve_backend, to_host
 from gpuclust.config import ColumnMap
@@ -21,6 +22,7 @@ from gpuclust.features.text.cache import VectorCache, text_key
 from gpuclust.features.text.encoder import EncodeStats, ItemEncoder
 from gpuclust.features.text.model import as_loaded
 from gpuclust.features.text.texts import item_texts, template_fields
+from gpuclust.io.outputs import check_file_target
 from gpuclust.io.readers import read_items
 from gpuclust.io.writers import atomic_path
 
@@ -103,6 +105,9 @@ def embed_items(items_path: str | Path, out_path: str | Path, *, model: Any = "d
     started = time.perf_counter()
     out_path = Path(out_path)
     fmt = _out_format(out_path)
+    check_file_target(out_path)  # before the work: never over a file gpuclust did not write
+    if fmt == "npy":
+        check_file_target(ids_path(out_path))
     fields = template_fields(template) if template else []
     non_text = {schema.ITEM, schema.CATEGORY, schema.PRICE, item_key}
     texts_cols = tuple(text_columns) if text_columns else tuple(f for f in fields if f not in non_text)
@@ -127,7 +132,7 @@ def embed_items(items_path: str | Path, out_path: str | Path, *, model: Any = "d
         with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:
             np.save(fh, host, allow_pickle=False)
         with atomic_path(ids_path(out_path)) as tmp:
-            tmp.write_text(json.dumps({**meta, "item_id": ids.tolist()}) + "\n")
+            tmp.write_text(json.dumps({"gpuclust": gpuclust.__version__, **meta, "item_id": ids.tolist()}) + "\n")
     summary = {"out": str(out_path), "format": fmt, "n_items": int(len(texts)), "dim": int(host.shape[1]),
                "device": backend.device, **meta, **stats,
                "total_seconds": round(time.perf_counter() - started, 3)}
