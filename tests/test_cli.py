@@ -136,3 +136,23 @@ def test_run_saves_a_model_that_assign_reuses(monkeypatch, capsys, files):
     code, _, stderr = cli(monkeypatch, capsys, "assign", "--model", files / "nothing", "--events",
                           files / "events.parquet", "--out", files / "x")
     assert code == 2 and "no model at" in stderr
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["run", "--events", "e.parquet", "--out", "o", "--no-such-option"], "No such option"),
+    (["runn"], "No such command"),
+    (["run", "--events", "e.parquet"], "Missing option '--out'"),
+    (["run", "--events", "e.parquet", "--out", "o", "--k"], "requires an argument"),
+    (["synth", "--out", "o", "--users", "many"], "Invalid value for '--users'"),
+])
+def test_usage_errors_are_one_line_and_exit_2(monkeypatch, capsys, tmp_path, args, expected):
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = cli(monkeypatch, capsys, *args)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and expected in lines[0] and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bare_command_shows_help_without_a_traceback(monkeypatch, capsys):
+    code, stdout, stderr = cli(monkeypatch, capsys)
+    assert code == 2 and "Usage" in stdout + stderr and "Traceback" not in stdout + stderr
