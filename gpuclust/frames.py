@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust.backend import Backend, transfers
+from gpuclust.backend import Backend, pandas_nbytes, transfers
 from gpuclust.errors import UsageError
 
 
@@ -28,7 +28,7 @@ def host_frame(df: Any):
     if frame_kind(df) == "pandas":
         return df
     out = df.to_pandas()
-    transfers.add(int(out.memory_usage(deep=True).sum()))
+    transfers.add(pandas_nbytes(out))
     return out
 
 
