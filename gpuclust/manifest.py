@@ -17,8 +17,17 @@ from typing import Any
 from gpuclust import accelerators
 from gpuclust.backend import Backend, transfers
 
-PACKAGES = ("gpuclust", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "torch", "transformers",
-            "faiss-cpu", "faiss-gpu-cu12", "cudf-cu12", "cuml-cu12", "cupy-cuda12x")
+# Every distribution name a library is installed under: pip wheels per CUDA major version, conda names.
+# Only the installed ones are recorded, each under its own name, so a manifest says which build ran.
+PACKAGES = (
+    "gpuclust", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "torch", "transformers",
+    "sentence-transformers", "safetensors", "umap-learn",
+    "cupy", "cupy-cuda11x", "cupy-cuda12x", "cupy-cuda13x",
+    "cudf", "cudf-cu12", "cudf-cu13", "cuml", "cuml-cu12", "cuml-cu13", "rmm", "rmm-cu12", "rmm-cu13",
+    "faiss", "faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu13",
+    "dask", "distributed", "dask-cuda", "dask-cudf", "dask-cudf-cu12", "dask-cudf-cu13",
+    "nvidia-ml-py", "pynvml",
+)
 CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
