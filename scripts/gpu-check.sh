@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-OUT=${OUT:-$PWD/gpu-check-out}
+export OUT=${OUT:-$PWD/gpu-check-out}  # the checks write their JSON there
 mkdir -p "$OUT"
 status=0
 PY=${PYTHON:-python3}
