@@ -118,6 +118,15 @@ def is_device_array(data: Any) -> bool:
     return hasattr(data, "__cuda_array_interface__") or type(data).__module__.startswith("cupy")
 
 
+def array_module(data: Any) -> ModuleType:
+    """CuPy for device arrays, NumPy otherwise: for code that takes arrays from either side."""
+    if not is_device_array(data):
+        return np
+    import cupy
+
+    return cupy
+
+
 def to_host(data: Any) -> np.ndarray:
     """The one way data leaves the GPU; host data passes through uncounted."""
     if isinstance(data, np.ndarray):
