@@ -8,7 +8,8 @@ stage is measured by each allocator's own peak of bytes in use while it ran:
 - CuPy: a memory hook on the pool's malloc and free (bytes in use and their peak), counted from the
   pool's `used_bytes()` at the start; hooks are per thread, and the pipeline runs on one;
 - RMM, where cuDF or cuML are usable: `rmm.statistics`, one counter frame pushed per stage, whose peak
-  counts from the bytes in use at the push.
+  counts from the bytes in use at the push. Statistics start with the first measured stage: device
+  frames made before it (a caller's cuDF input) are in no RMM figure.
 
 The allocators' peaks need not fall at the same moment, so their sum is an upper bound of the stage's
 peak: that is what sizing uses. The CUDA context and library workspaces are in no allocator's count.
@@ -86,25 +87,20 @@ class StagePeaks:
 
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        if self._measured("cupy"):
-            import cupy
-
-            self._cupy = PeakCounter(cupy.get_default_memory_pool().used_bytes())
-            self._hook = _cupy_hook(self._cupy)
-            self._hook.__enter__()
         if self._measured("rmm"):
             import rmm.statistics
 
             rmm.statistics.enable_statistics()  # idempotent: wraps the current resource once
             self._rmm_at_push = rmm.statistics.push_statistics()
+        if self._measured("cupy"):  # last in, first out: a hook left registered would refuse the next stage
+            import cupy
+
+            self._cupy = PeakCounter(cupy.get_default_memory_pool().used_bytes())
+            self._hook = _cupy_hook(self._cupy)
+            self._hook.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._measured("torch"):
-            import torch
-
-            torch.cuda.synchronize()
-            self.mib["torch"] = torch.cuda.max_memory_allocated() / MIB
         if self._hook is not None:
             self._hook.__exit__(*exc)
             self.mib["cupy"] = self._cupy.peak / MIB
@@ -112,6 +108,11 @@ class StagePeaks:
             import rmm.statistics
 
             self.mib["rmm"] = rmm_stage_peak(self._rmm_at_push, rmm.statistics.pop_statistics()) / MIB
+        if self._measured("torch"):
+            import torch
+
+            torch.cuda.synchronize()
+            self.mib["torch"] = torch.cuda.max_memory_allocated() / MIB
 
     def record(self) -> dict[str, Any]:
         return {"gpu_peak_mib": {name: round(v, 1) for name, v in self.mib.items()},
