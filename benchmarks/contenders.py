@@ -16,7 +16,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.method import cuda_usable, load_average, spread, sync, timed
+from benchmarks.method import cuda_usable, load_average, spread, timed
 
 CONTENDERS = ("textbook", "gpuclust-cpu", "gpuclust-gpu")
 TEXTBOOK_WARMUP_USERS = 200
@@ -97,27 +97,21 @@ def run_gpuclust(workload: Workload, device: str) -> dict[str, Any]:
                 else:
                     featurizers += default_featurizers(dataclasses.replace(
                         config, features=dataclasses.replace(config.features, features=(name,))))
-    if device == "cuda":
-        import torch
-
-        sync()
-        torch.cuda.reset_peak_memory_stats()
     seconds, p = timed(lambda: Pipeline(config, featurizers=featurizers).fit(data.events, data.items, data.truth))
     timings = p.manifest_["timings"]
     stages = {}
     for name, rec in timings["stages"].items():
         stage = {"seconds": rec["seconds"], "peak_rss_mib": rec["peak_rss_mib"]}
-        if "gpu_peak_torch_mib" in rec:
-            stage["gpu_mib"] = round(rec["gpu_peak_torch_mib"] + rec.get("gpu_pool_used_mib", 0.0), 1)
+        if "gpu_peak_sum_mib" in rec:  # torch + CuPy + RMM peaks in use (an upper bound of the stage's peak)
+            stage["gpu_mib"] = rec["gpu_peak_sum_mib"]
         stages[name] = stage
     out = {"seconds": seconds, "stages": stages, "peak_rss_mib": timings["peak_rss_mib"],
            "metrics": _quality(p.metrics_), "engine": p.clusterer_.engine_,
            "rows": {k: p.manifest_["rows"][k] for k in ("users", "events", "items")},
            "device_to_host_bytes": p.manifest_["device_to_host_bytes"]}
-    if device == "cuda":
-        import torch
-
-        out["gpu_peak_torch_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    if "gpu_allocators" in timings:
+        out["gpu_peak_mib"] = max((s["gpu_mib"] for s in stages.values() if "gpu_mib" in s), default=0.0)
+        out["gpu_allocators"] = timings["gpu_allocators"]
     return out
 
 
@@ -193,11 +187,11 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["metrics"] = first["metrics"]
     if any(r["metrics"] != first["metrics"] for r in runs[1:]):
         out["metrics_per_run"] = [r["metrics"] for r in runs]
-    for key in ("engine", "rows", "device_to_host_bytes", "tokens", "non_pad_tokens"):
+    for key in ("engine", "rows", "device_to_host_bytes", "tokens", "non_pad_tokens", "gpu_allocators"):
         if key in first:
             out[key] = first[key]
-    if "gpu_peak_torch_mib" in first:
-        out["gpu_peak_torch_mib"] = max(r["gpu_peak_torch_mib"] for r in runs)
+    if "gpu_peak_mib" in first:
+        out["gpu_peak_mib"] = max(r["gpu_peak_mib"] for r in runs)
     return out
 
 

@@ -234,6 +234,9 @@ def _stages_md(section: dict[str, Any], stem: str) -> list[str]:
     if "not_run" in gpu or not gpu:
         lines.append(f"gpuclust-gpu: {gpu.get('not_run', 'not run')}.")
         lines.append("")
+    if "gpu_allocators" in gpu:
+        measured = ", ".join(f"{name} ({why})" for name, why in gpu["gpu_allocators"].items())
+        lines += [f"GPU memory is the sum of each allocator's peak in use during the stage: {measured}.", ""]
     head = "| stage | CPU seconds | CPU peak RSS MiB |"
     sep = "| --- | ---: | ---: |"
     with_gpu = "stages" in gpu
@@ -252,7 +255,7 @@ def _stages_md(section: dict[str, Any], stem: str) -> list[str]:
     if "seconds" in cpu:
         total = f"| **end to end** | {_s(cpu['seconds'], 1)} | {_f(cpu.get('peak_rss_mib'), 0)} |"
         if with_gpu:
-            total += f" {_s(gpu['seconds'], 2)} | {_f(gpu.get('gpu_peak_torch_mib'), 0)} | " \
+            total += f" {_s(gpu['seconds'], 2)} | {_f(gpu.get('gpu_peak_mib'), 0)} | " \
                      f"{cpu['seconds']['median'] / gpu['seconds']['median']:.1f}x |"
         lines.append(total)
         m = cpu.get("metrics", {})

@@ -118,6 +118,15 @@ def is_device_array(data: Any) -> bool:
     return hasattr(data, "__cuda_array_interface__") or type(data).__module__.startswith("cupy")
 
 
+def array_module(data: Any) -> ModuleType:
+    """CuPy for device arrays, NumPy otherwise: for code that takes arrays from either side."""
+    if not is_device_array(data):
+        return np
+    import cupy
+
+    return cupy
+
+
 def to_host(data: Any) -> np.ndarray:
     """The one way data leaves the GPU; host data passes through uncounted."""
     if isinstance(data, np.ndarray):
@@ -132,9 +141,18 @@ def to_host(data: Any) -> np.ndarray:
         return data.get()
     if module.startswith("cudf"):
         out = data.to_pandas()
-        transfers.add(int(out.memory_usage(deep=False).sum()) if hasattr(out, "memory_usage") else 0)
+        transfers.add(pandas_nbytes(out))
         return out.to_numpy() if hasattr(out, "to_numpy") else np.asarray(out)
     return np.asarray(data)
+
+
+def pandas_nbytes(obj: Any) -> int:
+    """Bytes of a pandas DataFrame, Series or Index (what a cuDF object's `to_pandas()` gives).
+
+    `memory_usage` is a per-column Series for a DataFrame but a plain int for a Series or an Index.
+    """
+    usage = obj.memory_usage(deep=True)
+    return int(usage) if np.isscalar(usage) else int(usage.sum())
 
 
 def from_torch(tensor, backend: Backend):

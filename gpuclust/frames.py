@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust.backend import Backend, transfers
+from gpuclust.backend import Backend, pandas_nbytes, to_host, transfers
 from gpuclust.errors import UsageError
 
 
@@ -28,7 +28,7 @@ def host_frame(df: Any):
     if frame_kind(df) == "pandas":
         return df
     out = df.to_pandas()
-    transfers.add(int(out.memory_usage(deep=True).sum()))
+    transfers.add(pandas_nbytes(out))
     return out
 
 
@@ -84,10 +84,23 @@ def frame_array(df: Any, backend: Backend, dtype: Any = np.float32):
     return backend.xp.asarray(arr) if backend.on_gpu else arr
 
 
-def array_frame(columns: dict[str, Any], backend: Backend):
-    """A frame from backend arrays, on the backend's frame library."""
-    if backend.frame_library == "pandas" and backend.on_gpu:
-        from gpuclust.backend import to_host
+def frame_local(array: Any, backend: Backend):
+    """An array where the backend's frames keep their data: the device for cuDF, the host for pandas.
 
+    Per-user arrays that frame code reads again and again (the labels) go through here once: with pandas
+    frames on a GPU that is one counted copy, instead of one per reader.
+    """
+    if backend.frame_library == "cudf":
+        return backend.xp.asarray(array)
+    return to_host(array)
+
+
+def array_frame(columns: dict[str, Any], backend: Backend):
+    """A frame from arrays, on the backend's frame library; device columns cross once for pandas.
+
+    Every column goes through `to_host` for pandas, on the CPU too (where it passes host data through),
+    so that a test on the CPU sees each copy the GPU path would make.
+    """
+    if backend.frame_library == "pandas":
         columns = {name: to_host(col) for name, col in columns.items()}
     return backend.frame.DataFrame(columns)

@@ -16,9 +16,20 @@ from typing import Any
 
 from gpuclust import accelerators
 from gpuclust.backend import Backend, transfers
+from gpuclust.gpu_memory import StagePeaks
+from gpuclust.gpu_memory import allocators as gpu_allocators
 
-PACKAGES = ("gpuclust", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "torch", "transformers",
-            "faiss-cpu", "faiss-gpu-cu12", "cudf-cu12", "cuml-cu12", "cupy-cuda12x")
+# Every distribution name a library is installed under: pip wheels per CUDA major version, conda names.
+# Only the installed ones are recorded, each under its own name, so a manifest says which build ran.
+PACKAGES = (
+    "gpuclust", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "torch", "transformers",
+    "sentence-transformers", "safetensors", "umap-learn",
+    "cupy", "cupy-cuda11x", "cupy-cuda12x", "cupy-cuda13x",
+    "cudf", "cudf-cu12", "cudf-cu13", "cuml", "cuml-cu12", "cuml-cu13", "rmm", "rmm-cu12", "rmm-cu13",
+    "faiss", "faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu13",
+    "dask", "distributed", "dask-cuda", "dask-cudf", "dask-cudf-cu12", "dask-cudf-cu13",
+    "nvidia-ml-py", "pynvml",
+)
 CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
@@ -69,7 +80,11 @@ def _reset_peak_rss() -> bool:
 
 
 class StageRecorder:
-    """`with recorder.stage("features"):` records seconds, peak RSS and GPU peak for that stage."""
+    """`with recorder.stage("features"):` records seconds, peak RSS and GPU peaks for that stage.
+
+    GPU peaks are per allocator (torch, CuPy, RMM; `gpuclust.gpu_memory`), and the summary says which
+    allocators were measured.
+    """
 
     def __init__(self, backend: Backend | None = None) -> None:
         self.backend = backend
@@ -80,24 +95,18 @@ class StageRecorder:
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:
         record: dict[str, Any] = {}
+        if self.backend is not None:  # where this stage's frames and arrays lived
+            record.update(frame=self.backend.frame_library, array=self.backend.xp.__name__)
         exact = _reset_peak_rss()
-        gpu = self.backend is not None and self.backend.on_gpu
-        if gpu:
-            import torch
-
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+        gpu = StagePeaks() if self._on_gpu else None
         copies_before = transfers.bytes
         start = time.perf_counter()
         try:
-            yield record
+            with gpu or contextlib.nullcontext():
+                yield record
         finally:
-            if gpu:
-                import torch
-
-                torch.cuda.synchronize()
-                record["gpu_peak_torch_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-                record["gpu_pool_used_mib"] = round(_cupy_pool_bytes() / 2**20, 1)
+            if gpu is not None:
+                record.update(gpu.record())
             peak = _peak_rss_bytes()
             self.peak_rss_bytes = max(self.peak_rss_bytes, peak)
             record.update({
@@ -109,20 +118,20 @@ class StageRecorder:
             self.stages[name] = {**record}
 
     def summary(self) -> dict[str, Any]:
-        return {
+        out = {
             "total_seconds": round(time.perf_counter() - self.started, 4),
             "peak_rss_mib": round(max(self.peak_rss_bytes, _peak_rss_bytes()) / 2**20, 1),
             "stages": self.stages,
         }
+        if self._on_gpu:
+            out["gpu_allocators"] = gpu_allocators()
+            out["gpu_peak_note"] = ("per stage, each allocator's peak of bytes in use; their sum is an upper "
+                                    "bound of the stage's peak (the peaks need not coincide)")
+        return out
 
-
-def _cupy_pool_bytes() -> int:
-    try:
-        import cupy
-
-        return int(cupy.get_default_memory_pool().total_bytes())
-    except Exception:  # noqa: BLE001 - cupy absent or unusable: nothing to report
-        return 0
+    @property
+    def _on_gpu(self) -> bool:
+        return self.backend is not None and self.backend.on_gpu
 
 
 def now_iso() -> str:

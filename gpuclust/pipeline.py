@@ -20,7 +20,7 @@ import gpuclust
 from gpuclust import accelerators, schema
 from gpuclust.assess.anomaly import anomaly_scores, top_anomalies
 from gpuclust.assess.metrics import external_scores, internal_scores
-from gpuclust.backend import Backend, resolve_backend, to_host, transfers
+from gpuclust.backend import Backend, array_module, resolve_backend, to_host, transfers
 from gpuclust.cluster.density import non_noise
 from gpuclust.cluster.factory import TAKES_K, build_clusterer
 from gpuclust.cluster.kmeans import assign, check_k
@@ -35,7 +35,7 @@ from gpuclust.features.base import Featurizer
 from gpuclust.features.behaviour import BehaviourFeaturizer
 from gpuclust.features.fuse import Fuser
 from gpuclust.features.tfidf import TfidfFeaturizer
-from gpuclust.frames import array_frame, frame_kind, host_frame, like_input, to_backend_frame
+from gpuclust.frames import array_frame, frame_kind, frame_local, host_frame, like_input, to_backend_frame
 from gpuclust.manifest import StageRecorder, machine, now_iso, versions
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.preprocess.prepared import PreparedData, StepCount
@@ -127,30 +127,33 @@ class Pipeline:
         notify("cluster")
         with rec.stage("cluster"):
             clusterer.fit(x, backend)
-        labels = clusterer.labels_
+        labels = clusterer.labels_  # on the device; metrics, anomaly scores and exemplars read them there
         noise = getattr(clusterer, "noise_", None)
 
         notify("assess")
         with rec.stage("assess"):
+            # The frame code (truth scores, profiles, c-TF-IDF, the map, the assignments) reads this one copy:
+            # the labels cross to the host once with pandas frames on a GPU, and not at all with cuDF.
+            frame_labels = frame_local(labels, backend)
             scored_x, scored_labels = non_noise(x, labels) if noise is not None else (x, labels)
             metrics = internal_scores(scored_x, scored_labels, backend.xp, config.assess.silhouette_sample,
                                       config.seed)
             if noise is not None:
                 metrics["noise_users"] = int(getattr(clusterer, "n_noise_", int(noise.sum())))
             if truth is not None:
-                metrics.update(_truth_scores(data, labels, truth))
+                metrics.update(_truth_scores(data, frame_labels, truth))
             scores = anomaly_scores(labels, clusterer.distances_, backend.xp, noise=noise)
 
         notify("explain")
         with rec.stage("explain"):
             behaviour = next((f for f in featurizers if isinstance(f, BehaviourFeaturizer)), None)
             raw = behaviour.raw_ if behaviour is not None else BehaviourFeaturizer().raw_frame(data, backend)
-            profiler.fit(data, labels, raw, backend)
-            profiles = self._annotate(profiler.profiles_, data, x, clusterer, backend, config)
+            profiler.fit(data, frame_labels, raw, backend)
+            profiles = self._annotate(profiler.profiles_, data, x, clusterer, frame_labels, backend, config)
             anomalies = top_anomalies(data.users[schema.USER], labels, scores, clusterer.distances_,
                                       config.assess.anomalies, feature_matrix=raw, feature_names=list(raw.columns),
                                       noise=noise)
-            user_map = project_2d(x, labels, data.users, backend, config.assess.map_sample, config.seed)
+            user_map = project_2d(x, frame_labels, data.users, backend, config.assess.map_sample, config.seed)
 
         self.backend_: Backend = backend
         self.config_ = config
@@ -165,7 +168,7 @@ class Pipeline:
         self.population_: dict = profiler.population_
         self.metrics_: dict = metrics
         self.anomalies_: list[dict] = anomalies
-        self.labels_ = like_input(self._assignments(data, labels, clusterer.distances_, scores, backend), kind)
+        self.labels_ = like_input(self._assignments(data, frame_labels, clusterer.distances_, scores, backend), kind)
         self.map_ = like_input(user_map, kind)
         self.manifest_ = self._manifest(config, backend, data, rec, feature_info, fuser.layout_,
                                         transfers.bytes - transfers_before)
@@ -188,11 +191,11 @@ class Pipeline:
         return tuple(k for k in config.cluster.k_values if k < n_users)
 
     @staticmethod
-    def _annotate(profiles: list[dict], data: PreparedData, x: Any, clusterer: Any, backend: Backend,
-                  config: PipelineConfig) -> list[dict]:
+    def _annotate(profiles: list[dict], data: PreparedData, x: Any, clusterer: Any, frame_labels: Any,
+                  backend: Backend, config: PipelineConfig) -> list[dict]:
         """Add a readable label and distinctive terms (c-TF-IDF) and the users nearest each centre."""
         profiles = ClassTfidf(top_n=config.assess.top_n + 3, reduce_frequent_words=True).fit(
-            data, clusterer.labels_).annotate(profiles)
+            data, frame_labels).annotate(profiles)
         centres = getattr(clusterer, "cluster_centers_", None)
         if centres is None:
             return profiles
@@ -204,8 +207,10 @@ class Pipeline:
         return [{**p, "exemplars": [lookup[i] for i in nearest.get(p["cluster"], [])]} for p in profiles]
 
     @staticmethod
-    def _assignments(data: PreparedData, labels: Any, distances: Any, scores: Any, backend: Backend):
-        out = array_frame({schema.USER_IDX: backend.xp.arange(data.n_users, dtype=np.int32), "cluster": labels,
+    def _assignments(data: PreparedData, frame_labels: Any, distances: Any, scores: Any, backend: Backend):
+        """The one per-user output: labels as `frame_local` placed them; distances and scores cross here."""
+        xp = array_module(frame_labels)
+        out = array_frame({schema.USER_IDX: xp.arange(data.n_users, dtype=np.int32), "cluster": frame_labels,
                            "distance": distances, "anomaly_score": scores.astype(backend.xp.float32)}, backend)
         out = data.users.merge(out, on=schema.USER_IDX).sort_values(schema.USER_IDX)
         return out[[schema.USER, "cluster", "distance", "anomaly_score"]].reset_index(drop=True)
@@ -274,7 +279,8 @@ class Pipeline:
             x = self.reducer_.transform(x, backend)
         centres = getattr(self, "centres_", None)
         labels, distances = assign(x, self.clusterer_.cluster_centers_ if centres is None else centres, backend.xp)
-        out = array_frame({schema.USER_IDX: backend.xp.arange(data.n_users, dtype=np.int32), "cluster": labels,
+        labels = frame_local(labels, backend)
+        out = array_frame({schema.USER_IDX: array_module(labels).arange(data.n_users, dtype=np.int32), "cluster": labels,
                            "distance": distances}, backend)
         out = data.users.merge(out, on=schema.USER_IDX).sort_values(schema.USER_IDX)
         self.assign_data_ = data

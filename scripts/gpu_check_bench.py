@@ -5,9 +5,10 @@ That machine has CUDA torch, CuPy, transformers, pandas and scikit-learn but no 
 files, so the text feature (and the textbook contender) use a seeded random-weight BERT in MiniLM-L6 shape
 with a word tokenizer over the catalogue: speed does not need trained weights, but ARI with random
 weights says nothing about MiniLM's quality (the behaviour and TF-IDF features still carry the groups).
-Runs in one process (no fresh process per measurement: CUDA start-up would eat the budget), so peak RSS
-is the process's. Steps that would overrun the budget are skipped and named. Without CUDA it prints
-"skipped: no CUDA (...)" and exits 0; `--cpu-smoke` runs a tiny version on the CPU to test this script.
+Each measured size runs in a fresh process (`benchmarks.worker`): GPU pools, caches and leftovers of a
+larger size must not reach a smaller one, or the fitted memory law and the smallest-GPU advice are wrong.
+Steps that would overrun the budget are skipped and named. Without CUDA it prints "skipped: no CUDA
+(...)" and exits 0; `--cpu-smoke` runs a tiny version on the CPU to test this script.
 
     PYTHONPATH=. python scripts/gpu_check_bench.py
 """
@@ -68,11 +69,11 @@ def run_plan(plan: dict, budget_s: float, started: float, save) -> dict:
     """Stages, GPU scaling, contenders, engines; `save(results)` after each step so that a timeout
     (gpu-check.sh gives each check 240 s) keeps what was measured."""
     from benchmarks import report
-    from benchmarks.contenders import measure
     from benchmarks.suites import BenchOptions, run_suite
+    from benchmarks.worker import run_isolated
 
     base = BenchOptions(repeats=2, items=plan["items"], groups=plan["groups"], k=plan["k"], model=plan["model"],
-                        warmup_users=plan["warmup"], isolate=False, run_budget_s=60.0)
+                        warmup_users=plan["warmup"], isolate=True, run_budget_s=60.0)
     results: dict = {}
     command = "PYTHONPATH=. python scripts/gpu_check_bench.py"
 
@@ -80,11 +81,10 @@ def run_plan(plan: dict, budget_s: float, started: float, save) -> dict:
         return budget_s - (time.perf_counter() - started)
 
     def safe(contender: str, workload, repeats: int) -> dict:
-        try:
-            return measure(contender, workload, repeats, plan["warmup"])
-        except Exception as exc:  # noqa: BLE001 - a failed step is reported by name; the others still run
-            return {"contender": contender, "workload": workload.to_dict(),
-                    "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+        """One size in a fresh process; a failure or timeout becomes an `error` in its record."""
+        job = {"contender": contender, "workload": workload.to_dict(), "repeats": repeats,
+               "warmup_users": plan["warmup"]}
+        return {**run_isolated(job, timeout_s=max(30.0, left())), "process": "fresh"}
 
     # 1. stages: CPU once, GPU twice, same users
     w = base.workload(plan["stages_users"])

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
+from gpuclust.assess import anomaly as anomaly_module
 from gpuclust.assess.anomaly import NOISE_SCORE, anomaly_scores, cluster_spread, top_anomalies
 from gpuclust.backend import cpu_backend, transfers
 from gpuclust.cluster.density import DBSCAN
@@ -112,12 +113,26 @@ def test_density_noise_is_flagged_with_its_reason():
     assert top[0]["why"].startswith("density noise")
 
 
-def test_only_small_results_are_counted_as_host_copies_on_the_cpu():
-    labels = np.zeros(100, dtype=np.int32)
-    distances = np.linspace(0, 1, 100).astype(np.float32)
-    before = transfers.bytes
-    top_anomalies(np.arange(100), labels, anomaly_scores(labels, distances, np), distances, 5)
-    assert transfers.bytes == before  # host data pass through uncounted
+def test_top_anomalies_asks_the_host_only_for_the_top_rows_and_summaries(monkeypatch):
+    """Every device-to-host copy goes through `to_host`; on the CPU it passes data through, but what it is
+    asked for is what a GPU would copy: nothing of the users' size."""
+    original, requested = anomaly_module.to_host, []
+
+    def to_host(data):
+        requested.append(tuple(np.shape(data)))
+        return original(data)
+
+    monkeypatch.setattr(anomaly_module, "to_host", to_host)
+    rng = np.random.default_rng(0)
+    n, m = 1000, 5
+    labels = rng.integers(0, 4, n).astype(np.int32)
+    distances = rng.gamma(2.0, 1.0, n).astype(np.float32)
+    features = rng.normal(size=(n, 3)).astype(np.float32)
+    scores = anomaly_scores(labels, distances, np)
+    top = top_anomalies(np.arange(n), labels, scores, distances, m, feature_matrix=features,
+                        feature_names=["a", "b", "c"])
+    assert len(top) == m
+    assert requested and set(requested) <= {(m,), (m, 3), (3,)}, requested  # top rows; per-cluster mean and sd
 
 
 @pytest.mark.gpu
@@ -133,9 +148,9 @@ def test_anomalies_on_the_gpu_match_the_cpu_and_move_only_the_top_rows():
     gl, gd = cupy.asarray(labels), cupy.asarray(distances)
     gpu_scores = anomaly_scores(gl, gd, cupy)
     np.testing.assert_allclose(gpu_scores.get(), cpu_scores, rtol=1e-5, atol=1e-5)
-    before = transfers.bytes
-    top = top_anomalies(np.arange(n), gl, gpu_scores, gd, 10, feature_matrix=cupy.asarray(features),
-                        feature_names=list("abcdef"))
-    moved = transfers.bytes - before
-    assert moved < 20_000  # top rows, per-cluster summaries: nothing of size n
-    assert [r["user_id"] for r in top] == list(np.argsort(-cpu_scores, kind="stable")[:10])
+    for matrix in (cupy.asarray(features), features):  # host features: pandas frames on a GPU
+        before = transfers.bytes
+        top = top_anomalies(np.arange(n), gl, gpu_scores, gd, 10, feature_matrix=matrix, feature_names=list("abcdef"))
+        moved = transfers.bytes - before
+        assert moved < 20_000  # top rows, per-cluster summaries: nothing of size n
+        assert [r["user_id"] for r in top] == list(np.argsort(-cpu_scores, kind="stable")[:10])

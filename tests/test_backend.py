@@ -1,9 +1,10 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from gpuclust import accelerators
-from gpuclust.backend import from_torch, resolve_backend, to_host, to_torch, transfers
+from gpuclust.backend import from_torch, pandas_nbytes, resolve_backend, to_host, to_torch, transfers
 from gpuclust.errors import DeviceUnavailableError, UsageError
 
 
@@ -29,6 +30,36 @@ def test_host_arrays_pass_through_uncounted():
     a = np.arange(10)
     assert to_host(a) is a
     assert transfers.bytes == 0
+
+
+def test_pandas_nbytes_counts_series_index_and_frames():
+    # A cuDF object's to_pandas() is one of these; Series and Index memory_usage is an int, not a Series.
+    series = pd.Series(np.arange(100, dtype=np.int64))
+    assert pandas_nbytes(series) == 800 + series.index.memory_usage()
+    assert pandas_nbytes(pd.Index(np.arange(10, dtype=np.int32))) == 40
+    frame = pd.DataFrame({"a": np.zeros(10, np.float32), "b": np.zeros(10, np.int64)})
+    assert pandas_nbytes(frame) == 40 + 80 + frame.index.memory_usage()
+
+
+class _CudfStandIn:
+    """Dispatches as a cuDF object does in to_host (by module name); to_pandas() is all to_host calls."""
+
+    __module__ = "cudf.core.series"
+
+    def __init__(self, host):
+        self.host = host
+
+    def to_pandas(self):
+        return self.host
+
+
+@pytest.mark.parametrize("host", [pd.Series(np.arange(8, dtype=np.int32)), pd.Index(np.arange(8, dtype=np.int32)),
+                                  pd.DataFrame({"a": np.arange(8, dtype=np.int32)})])
+def test_cudf_series_index_and_frames_cross_counted(host):
+    transfers.reset()
+    out = to_host(_CudfStandIn(host))
+    assert isinstance(out, np.ndarray) and out.shape[0] == 8
+    assert transfers.bytes == pandas_nbytes(host) and transfers.copies == 1
 
 
 def test_dlpack_handoff_shares_memory_on_cpu():

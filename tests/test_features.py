@@ -100,3 +100,41 @@ def test_fused_blocks_share_the_geometry_by_weight():
     assert var_b / var_a == pytest.approx(3.0, rel=1e-3)
     assert layout["b"]["columns"] == [3, 53]
     np.testing.assert_allclose(fuser.transform({"a": a[:5], "b": b[:5]}, np), x[:5], rtol=1e-5)
+
+
+def _silent_cholesky(keep_failed_pivot: bool):
+    """np.linalg.cholesky as CuPy gives it by default: cuSOLVER's potrf fails a pivot without raising and
+    returns a partial factor (the failed pivot stored on the diagonal, or the tail left as it was)."""
+    def cholesky(a):
+        chol = np.tril(np.array(a, dtype=np.float64))
+        for j in range(chol.shape[0]):
+            pivot = chol[j, j] - chol[j, :j] @ chol[j, :j]
+            if not pivot > 0:
+                if keep_failed_pivot:
+                    chol[j, j] = pivot
+                return chol
+            chol[j, j] = np.sqrt(pivot)
+            chol[j + 1:, j] = (chol[j + 1:, j] - chol[j + 1:, :j] @ chol[j, :j]) / chol[j, j]
+        return chol
+    return cholesky
+
+
+@pytest.mark.parametrize("keep_failed_pivot", [True, False])
+def test_cholqr_falls_back_to_qr_when_cholesky_fails_silently(monkeypatch, keep_failed_pivot):
+    from gpuclust.features.svd import cholesky_factor, orthonormalise
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(500, 8)).astype(np.float32)
+    y[:, 5] = 0.0  # a rank-deficient sketch: its Gram has an exactly zero pivot
+    gram = y.astype(np.float64).T @ y.astype(np.float64)
+    assert cholesky_factor(gram, np) is None  # NumPy raises: rejected
+    good = gram + np.eye(8)
+    np.testing.assert_allclose(cholesky_factor(good, np), np.linalg.cholesky(good))
+
+    monkeypatch.setattr(np.linalg, "cholesky", _silent_cholesky(keep_failed_pivot))
+    assert cholesky_factor(gram, np) is None  # no exception, but not a factor: rejected all the same
+    q = orthonormalise(y, np)
+    assert np.isfinite(q).all()
+    reference = np.linalg.qr(y.astype(np.float64))[0]
+    np.testing.assert_allclose(np.abs(q), np.abs(reference), atol=1e-5)  # the QR fallback ran
+    np.testing.assert_allclose(cholesky_factor(good, np), np.linalg.cholesky(good))  # a true factor passes

@@ -42,9 +42,15 @@ def test_gpu_path_moves_only_small_results_to_the_host(synthetic):
     n = p.data_.n_users
     if p.clusterer_.engine_ in ("sklearn", "faiss"):
         pytest.skip(f"engine {p.clusterer_.engine_} trains on the host by design; no device engine usable here")
-    # Labels, distances, the 2D map and per-cluster summaries: a few numbers per user, not the features.
-    assert p.manifest_["device_to_host_bytes"] < n * 64
-    assert p.manifest_["device_to_host_bytes"] < p.features_.nbytes
+    moved = p.manifest_["device_to_host_bytes"]
+    assert moved < p.features_.nbytes
+    if p.backend_.frame_library == "cudf":  # pandas out: the output frames' id columns cross as well
+        assert moved < n * 64
+        return
+    # With pandas frames (the GPU test machine): the assignments written once (labels, distances, anomaly
+    # scores: 4 bytes each), the map's x and y for its sampled users, and per-cluster summaries and top rows.
+    map_rows = min(n, p.config_.assess.map_sample)
+    assert moved <= 12 * n + 8 * map_rows + 64 * 1024, moved
 
 
 def test_cudf_in_cudf_out(synthetic):

@@ -1,16 +1,21 @@
 """End to end on the CPU: synthetic users with planted groups, and the real Online Retail log."""
 
 import json
+import sys
+import traceback
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from gpuclust import Pipeline, PipelineConfig
-from gpuclust.backend import transfers
+from gpuclust import backend as backend_module
+from gpuclust.backend import array_module, transfers
+from gpuclust.cluster.kmeans import KMeans
 from gpuclust.run import run_files
 from gpuclust.synth import SynthSpec, generate
 from tests.conftest import RETAIL, ROOT
+from tests.helpers import blob_events
 
 SAMPLE = ROOT / "tests" / "data" / "online_retail_sample.csv.gz"
 
@@ -51,8 +56,51 @@ def test_manifest_records_config_versions_device_and_rows(fitted):
     assert m["config"]["seed"] == 0 and m["cluster"]["engine"] == "sklearn"
     assert m["versions"]["numpy"] and m["device"]["backend"]["device"] == "cpu"
     assert m["rows"]["users"] == 5000
-    assert m["device_to_host_bytes"] == 0  # nothing was on a device
+    assert m["device_to_host_bytes"] == sum(s["device_to_host_bytes"] for s in m["timings"]["stages"].values())
     json.dumps(m, default=str)
+
+
+class _WatchedKMeans(KMeans):
+    """KMeans that hands its label array to the test, which then follows that array through the fit."""
+
+    produced: list = []
+
+    def fit(self, x, backend):
+        super().fit(x, backend)
+        self.produced.append(self.labels_)
+        return self
+
+
+def _shares(a, b) -> bool:
+    return type(a) is type(b) and bool(array_module(a).shares_memory(a, b))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_the_label_array_crosses_to_the_host_once_per_fit(monkeypatch, device):
+    """Every device-to-host copy goes through `to_host`; this counts the calls that get the label array
+    itself. On the CPU those calls pass host data through, so each returns a copy here, as a GPU would:
+    later readers of that copy are not crossings, readers of the original are."""
+    original = backend_module.to_host
+    crossings: list[str] = []
+
+    def to_host(data):
+        if any(_shares(data, labels) for labels in _WatchedKMeans.produced):
+            crossings.append(traceback.extract_stack(limit=2)[0].name)
+            return np.array(original(data), copy=True)
+        return original(data)
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("gpuclust") and getattr(module, "to_host", None) is original:
+            monkeypatch.setattr(module, "to_host", to_host)
+    events, items, truth = blob_events(n_users=300)
+    _WatchedKMeans.produced = []
+    config = PipelineConfig(device=device, seed=0)
+    config.assess.anomalies = 5
+    p = Pipeline(config, clusterer=_WatchedKMeans(3, random_state=0)).fit(events, items, truth)
+    assert len(_WatchedKMeans.produced) == 1 and p.metrics_["ari"] == pytest.approx(1.0)
+    # frame_local places the labels where the frames are, once; profiles, c-TF-IDF, truth scores, the map
+    # and the assignments all read that copy.
+    assert crossings == (["frame_local"] if p.backend_.frame_library == "pandas" else [])
 
 
 def test_same_seed_same_labels(synthetic):

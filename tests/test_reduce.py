@@ -122,6 +122,44 @@ def test_umap_parameter_errors(data, monkeypatch):
         UMAP(2, engine="tsne").fit_transform(x, B)
 
 
+class _CumlPCA2502:
+    """cuML >= 25.02's PCA constructor (keyword-only, no random_state), computing with scikit-learn."""
+
+    calls: list = []
+
+    def __init__(self, *, copy=True, handle=None, iterated_power=15, n_components=None, svd_solver="auto",
+                 tol=1e-7, verbose=False, whiten=False, output_type=None):
+        self.calls.append({"n_components": n_components, "output_type": output_type})
+
+    def fit(self, x):
+        model = SkPCA(self.calls[-1]["n_components"]).fit(x)
+        self.components_, self.mean_ = model.components_, model.mean_
+        self.explained_variance_ratio_ = model.explained_variance_ratio_
+        return self
+
+
+class _CumlPCA2412(_CumlPCA2502):
+    """cuML < 25.02's PCA constructor, which still took random_state."""
+
+    def __init__(self, *, copy=True, handle=None, iterated_power=15, n_components=None, random_state=None,
+                 svd_solver="auto", tol=1e-7, verbose=False, whiten=False, output_type=None):
+        super().__init__(n_components=n_components, output_type=output_type)
+        self.calls[-1]["random_state"] = random_state
+
+
+@pytest.mark.parametrize("release", [_CumlPCA2502, _CumlPCA2412])
+def test_cuml_pca_gets_random_state_only_where_its_release_takes_it(data, monkeypatch, release):
+    x, _ = data
+    module = types.SimpleNamespace(PCA=release)
+    monkeypatch.setitem(sys.modules, "cuml", types.SimpleNamespace(decomposition=module))
+    monkeypatch.setitem(sys.modules, "cuml.decomposition", module)
+    release.calls = []
+    components, _, _ = PCA(3, engine="cuml", seed=7)._fit_cuml(x, B, 3)
+    assert components.shape == (3, 20)
+    expected = {"n_components": 3, "output_type": "cupy"}
+    assert release.calls == [expected | ({"random_state": 7} if release is _CumlPCA2412 else {})]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("GPUCLUST_SLOW"),
                     reason="umap-learn's first call JIT-compiles for ~30 s; set GPUCLUST_SLOW=1 to run it")

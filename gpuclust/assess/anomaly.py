@@ -14,20 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust.backend import is_device_array, to_host
+from gpuclust.backend import array_module, is_device_array, to_host
 
 MAD_TO_SD = 1.4826
 MEAN_AD_TO_SD = 1.2533
 # Above 3.5, the usual cut-off for a modified z-score (Iglewicz and Hoaglin), so noise ranks as anomalous.
 NOISE_SCORE = 5.0
-
-
-def _xp_of(array: Any):
-    if not is_device_array(array):
-        return np
-    import cupy
-
-    return cupy
 
 
 def _segment_medians(values, groups, k: int, xp):
@@ -109,7 +101,7 @@ def top_anomalies(user_ids: Any, labels: Any, scores: Any, distances: Any, n: in
     and `feature_names`, `why` also names the 2 features where the user is furthest from its cluster's mean,
     in units of that cluster's standard deviation (the whole population's for noise users).
     """
-    xp = _xp_of(scores)
+    xp = array_module(scores)
     m = min(int(n), int(scores.shape[0]))
     if m <= 0:
         return []
@@ -171,9 +163,10 @@ def _feature_deviations(matrix, names, labels, top, top_clusters: np.ndarray, xp
     names = [str(name) for name in names]
     if len(names) != matrix.shape[1]:
         raise ValueError(f"{len(names)} feature names for a matrix with {matrix.shape[1]} columns")
-    if isinstance(matrix, np.ndarray) and xp is not np:  # host features beside device scores
-        top, labels = to_host(top), to_host(labels)  # n indices; labels may leave the device
-        xp = np
+    if isinstance(matrix, np.ndarray) and xp is not np:
+        # Host features beside device labels (pandas frames on a GPU): the features go to the device, not
+        # the labels to the host; only the top rows and per-cluster summaries come back.
+        matrix = xp.asarray(matrix)
     rows = to_host(matrix[top].astype(xp.float64))
     stats = {}
     for cluster in sorted({int(c) for c in top_clusters}):

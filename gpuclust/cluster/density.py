@@ -14,6 +14,7 @@ from typing import Any
 from gpuclust import accelerators
 from gpuclust.backend import Backend, to_host
 from gpuclust.cluster.kmeans import assign
+from gpuclust.compat import accepted_kwargs
 from gpuclust.errors import UsageError
 
 DENSITY_ENGINES = ("auto", "cuml", "sklearn")
@@ -168,14 +169,12 @@ class HDBSCAN(_DensityBase):
                              "lower --min-cluster-size")
 
     def _fit_sklearn(self, x, backend: Backend):
-        import inspect
-
         from sklearn.cluster import HDBSCAN as SkHDBSCAN
 
-        kwargs: dict[str, Any] = {"min_cluster_size": self.min_cluster_size, "min_samples": self.min_samples}
-        if "copy" in inspect.signature(SkHDBSCAN).parameters:
-            kwargs["copy"] = True  # never modify the caller's matrix (and no FutureWarning about the default)
-        return SkHDBSCAN(**kwargs).fit(to_host(x)).labels_
+        # copy=True: never modify the caller's matrix (and no FutureWarning about the default) where taken.
+        model = SkHDBSCAN(min_cluster_size=self.min_cluster_size, min_samples=self.min_samples,
+                          **accepted_kwargs(SkHDBSCAN, copy=True))
+        return model.fit(to_host(x)).labels_
 
     def _fit_cuml(self, x, backend: Backend):
         from cuml.cluster import HDBSCAN as CuHDBSCAN

@@ -78,7 +78,7 @@ class ClassTfidf:
 
     Parameters are stored as given; `fit(data, labels)` sets `terms_`, `categories_`, `labels_`
     ({cluster: ...}) and `vocabulary_size_`. Labels are an int array indexed by user_idx on NumPy or
-    CuPy; users labelled -1 (noise) are left out.
+    CuPy (cheapest where the events frame keeps its data); users labelled -1 (noise) are left out.
     """
 
     def __init__(self, top_n: int = 8, ngram_range: tuple[int, int] = (1, 1), stop_words: Iterable[str] | None = None,
@@ -133,14 +133,13 @@ class ClassTfidf:
             labels_local = cupy.asarray(labels)
             user_idx = events[schema.USER_IDX].values
         else:
-            labels_local = to_host(labels)
+            labels_local = to_host(labels)  # no copy where the caller passed them where the frames are
             user_idx = events[schema.USER_IDX].to_numpy()
         ev = events[[schema.ITEM_IDX, schema.WEIGHT]].copy()
         ev[CLUSTER] = labels_local[user_idx]
         ev = ev[ev[CLUSTER] >= 0]
         summary = host_frame(ev.groupby([CLUSTER, schema.ITEM_IDX])[schema.WEIGHT].sum().reset_index())
-        host_labels = to_host(labels)
-        k = int(host_labels.max()) + 1 if len(host_labels) else 0
+        k = int(labels_local.max()) + 1 if len(labels_local) else 0
         matrix = sp.csr_matrix(
             (summary[schema.WEIGHT].to_numpy(np.float64),
              (summary[CLUSTER].to_numpy(np.int64), summary[schema.ITEM_IDX].to_numpy(np.int64))),

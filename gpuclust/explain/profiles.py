@@ -1,6 +1,7 @@
 """Per-cluster profiles: size, behaviour means against the population, top categories and items.
 
-Aggregation runs on the backend's frame library; only the k-row summaries move to the host.
+Aggregation runs on the backend's frame library; only the k-row summaries move to the host. Labels are
+read where the frames keep their data (`frames.frame_local`): given there, they never cross here.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from gpuclust import schema
-from gpuclust.backend import Backend, to_host
+from gpuclust.backend import Backend, array_module, to_host
 from gpuclust.frames import array_frame, host_frame
 from gpuclust.preprocess.prepared import PreparedData
 
@@ -24,13 +25,14 @@ class ClusterProfiler:
         self.top_n = top_n
 
     def fit(self, data: PreparedData, labels: Any, behaviour: Any, backend: Backend) -> ClusterProfiler:
-        xp = backend.xp
+        """`labels`: int per user_idx (-1 = noise), on the device or the host; `behaviour`: the raw frame."""
+        xp = array_module(labels)
         found, counts = xp.unique(labels, return_counts=True)
         sizes = dict(zip(to_host(found).tolist(), to_host(counts).tolist(), strict=True))  # -1 = noise
         per_user = array_frame({schema.USER_IDX: xp.arange(data.n_users, dtype=xp.int32), CLUSTER: labels}, backend)
 
         stats = behaviour.copy()
-        stats[CLUSTER] = per_user[CLUSTER].values if backend.frame_library == "cudf" else to_host(labels)
+        stats[CLUSTER] = per_user[CLUSTER].values
         means = host_frame(stats.groupby(CLUSTER).mean().sort_index())
         population = host_frame(behaviour.mean().to_frame()).iloc[:, 0]
 

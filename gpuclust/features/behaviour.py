@@ -31,7 +31,11 @@ class BehaviourFeaturizer:
         ts = ev[schema.TIME]
         uid = ev[schema.USER_IDX]
         gap = np.timedelta64(int(self.session_gap_minutes * 60), "s")
-        new_session = (uid != uid.shift(1)) | ((ts - ts.shift(1)) > gap)
+        # No null may reach the count: in cuDF the null that shift leaves in row 0 makes a comparison null,
+        # `|` keeps it, and the group-by sum skips it, so a one-session user would count 0 sessions.
+        new_user = uid != uid.shift(1, fill_value=-1)  # user_idx >= 0: row 0 always starts a user
+        long_gap = ((ts - ts.shift(1)) > gap).fillna(True)  # no earlier event: a new session
+        new_session = new_user | long_gap
 
         work = ev[[schema.USER_IDX, schema.ITEM_IDX, schema.TIME, schema.VALUE]].copy()
         work["sessions"] = new_session.astype("int32")

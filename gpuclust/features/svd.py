@@ -51,15 +51,29 @@ def orthonormalise(y, xp):
     """
     q = y.astype(xp.float64)
     for _ in range(2):
-        gram = q.T @ q
-        try:
-            chol = xp.linalg.cholesky(gram)
-        except Exception:  # noqa: BLE001 - NumPy raises LinAlgError; CuPy may return NaN instead
-            chol = None
-        if chol is None or not bool(xp.isfinite(chol).all()):
+        chol = cholesky_factor(q.T @ q, xp)
+        if chol is None:
             return xp.linalg.qr(y.astype(xp.float64))[0].astype(xp.float32)
         q = q @ xp.linalg.inv(chol).T
     return q.astype(xp.float32)
+
+
+def cholesky_factor(gram, xp, rtol: float = 1e-8):
+    """Lower Cholesky factor of a symmetric `gram`, or None where it is not positive definite.
+
+    NumPy raises on a failed pivot; CuPy (cuSOLVER potrf) does not unless `cupyx.errstate(linalg=...)`
+    asks, and returns a partial factor. So the factor is checked the same way on both: finite, a
+    positive diagonal, and L @ L.T giving back `gram` (which a partial factor does not).
+    """
+    try:
+        chol = xp.linalg.cholesky(gram)
+    except np.linalg.LinAlgError:  # CuPy raises NumPy's LinAlgError too, where it checks
+        return None
+    sound = xp.isfinite(chol).all() & (xp.diagonal(chol) > 0).all()
+    if not bool(sound):
+        return None
+    residual = xp.abs(chol @ chol.T - gram).max()
+    return chol if bool(residual <= rtol * xp.abs(gram).max()) else None
 
 
 def _flip_signs(u, vt, xp):

@@ -13,6 +13,7 @@ import numpy as np
 
 from gpuclust import accelerators
 from gpuclust.backend import Backend, from_torch, to_host, to_torch
+from gpuclust.compat import accepted_kwargs
 from gpuclust.errors import UsageError
 
 PCA_ENGINES = ("auto", "cuml", "sklearn", "torch")
@@ -72,7 +73,8 @@ class PCA:
     def _fit_cuml(self, x, backend: Backend, c: int):
         from cuml.decomposition import PCA as CuPCA
 
-        model = CuPCA(n_components=c, random_state=self.seed, output_type="cupy")
+        # cuML 25.02 removed random_state (its PCA solvers are deterministic); earlier releases take it.
+        model = CuPCA(n_components=c, output_type="cupy", **accepted_kwargs(CuPCA, random_state=self.seed))
         model.fit(backend.xp.ascontiguousarray(x, dtype=backend.xp.float32))
         return model.components_, model.mean_, model.explained_variance_ratio_
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gpuclust.compat import torch_oom_error
 from gpuclust.errors import UsageError
 from gpuclust.features.text.batching import (
     TokenizedTexts,
@@ -170,6 +171,7 @@ class ItemEncoder:
         import torch
 
         self.resolve()
+        out_of_memory = torch_oom_error()
         started = time.perf_counter() if _started is None else _started
         device = self.device_
         on_cuda = device.startswith("cuda")
@@ -191,7 +193,7 @@ class ItemEncoder:
                     batch = order[start:start + rows]
                 try:
                     pooled, width = self._forward(tokens, batch, multiple, on_cuda)
-                except torch.OutOfMemoryError:
+                except out_of_memory:
                     pooled = None  # recover outside the except block, once the failed frame is freed
                 if pooled is None:
                     if len(batch) == 1:
