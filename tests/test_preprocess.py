@@ -118,6 +118,12 @@ def test_iso_strings_mixing_naive_and_utc_read_naive_as_utc():
     assert data.events["timestamp"].dt.hour.tolist() == [10, 11, 12]
 
 
+def test_day_first_dates_are_read_day_first_when_any_value_shows_it():
+    ev = one_user(timestamp=["11/01/2026 10:00", "13/01/2026 10:00", "02/02/2026 10:00"])
+    data = Preprocessor().run(ev, cpu_backend())
+    assert data.events["timestamp"].dt.strftime("%m-%d").tolist() == ["01-11", "01-13", "02-02"]
+
+
 @pytest.mark.parametrize("value", ["0,0", "free", "$12.50"])
 def test_values_that_are_not_numbers_are_an_error_naming_one(value):
     ev = one_user(timestamp=["2026-01-01", "2026-01-02"], value=["3.5", value])

@@ -140,20 +140,33 @@ def parse_timestamps(ts: Any, frame: Any) -> Timestamps:
 
 
 def _parse_dates(text: Any, frame: Any):
-    """Inferred-format parsing; on pandas, values the inferred format misses get a per-value retry."""
+    """Inferred-format parsing. Where that format misses values, day-first is tried too and the reading
+    that parses more wins, so '13/01/2026' does not silently turn '11/01/2026' into November; on pandas
+    the values still missed get a per-value retry in the same order."""
     pandas = frame_kind(text) == "pandas"
     utc = {"utc": True} if pandas else {}
-    try:
-        with warnings.catch_warnings():
-            # pandas warns when it cannot infer one format; the per-value retry below covers that case.
-            warnings.simplefilter("ignore", UserWarning)
-            parsed = frame.to_datetime(text, errors="coerce", **utc)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"timestamps could not be parsed ({exc}); give ISO-8601 strings or Unix epochs") from None
-    missed = (parsed.isna() & text.notna()).fillna(False)
-    if pandas and bool(missed.any()):
+
+    def parse(values, **options):
+        try:
+            with warnings.catch_warnings():
+                # pandas warns when it cannot infer one format; the retries below cover that case.
+                warnings.simplefilter("ignore", UserWarning)
+                return frame.to_datetime(values, errors="coerce", **utc, **options)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"timestamps could not be parsed ({exc}); give ISO-8601 strings or Unix epochs") from None
+
+    def missed(parsed):
+        return (parsed.isna() & text.notna()).fillna(False)
+
+    parsed, dayfirst = parse(text), False
+    if bool(missed(parsed).any()):
+        day_first = parse(text, dayfirst=True)
+        if int(missed(day_first).sum()) < int(missed(parsed).sum()):
+            parsed, dayfirst = day_first, True
+    left = missed(parsed)
+    if pandas and bool(left.any()):
         parsed = parsed.copy()
-        parsed[missed] = frame.to_datetime(text[missed], errors="coerce", format="mixed", utc=True)
+        parsed[left] = parse(text[left], format="mixed", dayfirst=dayfirst)
     return parsed
 
 
