@@ -211,3 +211,13 @@ def test_epochs_in_a_text_column_and_iso_strings_with_and_without_z_cluster_like
         got = pd.read_parquet(files / f"out-{name}" / "assignments.parquet")
         expected = got if expected is None else expected
         pd.testing.assert_frame_equal(got, expected)
+
+
+def test_truth_ids_read_as_floats_still_match_the_users(monkeypatch, capsys, files):
+    _, _, truth = blob_events(n_users=120)
+    truth = truth.astype({"user_id": "float64"})
+    truth.loc[0, "user_id"] = np.nan
+    truth.to_csv(files / "truth.csv", index=False)
+    code, stdout, _ = cli(monkeypatch, capsys, "run", "--events", files / "events.parquet", "--truth",
+                          files / "truth.csv", "--k", 3, "--out", files / "out", "--json")
+    assert code == 0 and json.loads(stdout)["metrics"]["ari"] == pytest.approx(1.0)
