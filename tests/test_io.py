@@ -78,6 +78,17 @@ def test_a_utf8_bom_and_crlf_lines_read_in_every_text_format(tmp_path, events, s
     assert len(out) == len(events) and out["user_id"].tolist() == events["user_id"].tolist()
 
 
+def test_csv_with_another_separator_or_encoding_says_how_to_fix(tmp_path, events):
+    semicolons = tmp_path / "semi.csv"
+    events.to_csv(semicolons, sep=";", index=False)
+    with pytest.raises(UsageError, match="separated by something other than commas"):
+        read_events(semicolons, pd)
+    latin1 = tmp_path / "latin1.csv"
+    events.assign(event_type="caf\xe9").to_csv(latin1, index=False, encoding="latin-1")
+    with pytest.raises(UsageError, match="save it as UTF-8 text"):
+        read_events(latin1, pd)
+
+
 def test_items_keep_catalogue_columns(tmp_path):
     _, items, _ = blob_events(n_users=5)
     path = tmp_path / "items.parquet"

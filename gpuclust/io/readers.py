@@ -91,7 +91,8 @@ def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = 
         raise
     except Exception as exc:  # noqa: BLE001 - report unreadable data as the user's to fix
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"could not read {path} as {fmt}: {first}") from None
+        fix = "; save it as UTF-8 text" if isinstance(exc, UnicodeDecodeError) else ""
+        raise UsageError(f"could not read {path} as {fmt}: {first}{fix}") from None
     return df
 
 
@@ -109,6 +110,8 @@ def _require(present: list[str], path: Path, wanted: dict[str, str], hints: dict
     if missing:
         found = ", ".join(map(str, present)) or "(none)"
         how = "; ".join(f"map {c} with {hints.get(c, 'the config')} NAME" for c in missing)
+        if len(present) == 1 and any(sep in str(present[0]) for sep in ";|\t"):
+            how = "the file seems separated by something other than commas: give a comma-separated .csv or a .tsv"
         raise UsageError(
             f"column(s) {', '.join(map(repr, missing.values()))} not found in {path}; columns found: {found}; {how}"
         )
