@@ -19,7 +19,7 @@ from gpuclust.features.normalise import METHODS as NORMALISERS
 from gpuclust.reduce import REDUCERS
 
 FEATURES = ("behaviour", "tfidf", "text")
-MAX_SEED = 2**32 - 1  # what NumPy, scikit-learn, cuML and FAISS all accept
+MAX_SEED = 2**32 - 1  # what NumPy and scikit-learn accept (FAISS gets it folded into 31 bits)
 
 
 @dataclass
@@ -154,8 +154,6 @@ class PipelineConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> PipelineConfig:
         path = Path(path)
-        if not path.exists():
-            raise UsageError(f"config file not found: {path}")
         require_file(path, "a TOML config file")
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8-sig"))

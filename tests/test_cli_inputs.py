@@ -221,3 +221,14 @@ def test_truth_ids_read_as_floats_still_match_the_users(monkeypatch, capsys, fil
     code, stdout, _ = cli(monkeypatch, capsys, "run", "--events", files / "events.parquet", "--truth",
                           files / "truth.csv", "--k", 3, "--out", files / "out", "--json")
     assert code == 0 and json.loads(stdout)["metrics"]["ari"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("engine", ["sklearn", "torch", "faiss"])
+def test_the_largest_seed_runs_on_every_cpu_engine(monkeypatch, capsys, files, engine):
+    from gpuclust import accelerators
+
+    if engine == "faiss" and not accelerators.faiss_cpu().usable:
+        pytest.skip("faiss-cpu is not installed")
+    code, _, stderr = cli(monkeypatch, capsys, "run", "--events", files / "events.parquet", "--k", 3, "--engine",
+                          engine, "--seed", 2**32 - 1, "--device", "cpu", "--out", files / "out", "--json")
+    assert code == 0, stderr
