@@ -2,7 +2,9 @@
 
 Files carry the same thing in many shapes (item 501218 as 501218.0 after a gap in a CSV column, epochs
 in seconds next to milliseconds, ISO strings with and without "Z"). Everything here is frame
-operations that cuDF and pandas both have, and it says what it changed so the manifest can too.
+operations that cuDF and pandas both have (two marked steps are pandas-only: only pandas can hold ids of
+mixed types, and only its parser has a per-value retry), and it says what it changed so the manifest
+can too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ NS_PER = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 # read as seconds; no real event log has those.)
 EPOCH_UNITS = (("s", 1e11), ("ms", 1e14), ("us", 1e17), ("ns", float("inf")))
 F32_MAX = float(np.finfo(np.float32).max)
-_INTEGER_KINDS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32")
+_INTEGER_KINDS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32")  # all fit int64; uint64 not
 
 
 def _kind(column: Any) -> str:
@@ -99,7 +101,7 @@ def money_values(values: Any, frame: Any) -> tuple[Any, Any]:
             )
         values = parsed
     values = values.astype("float64")
-    absent = values.isna().fillna(True)
+    absent = values.isna()
     in_range = (values.abs() <= F32_MAX).fillna(False)
     bad = ~absent & ~in_range
     return values.where(~absent, 0.0).where(~bad, 0.0).astype("float32"), bad
@@ -174,14 +176,14 @@ def _from_datetimes(ts: Any) -> Timestamps:
     if getattr(ts.dtype, "tz", None) is not None:
         ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
     unit = np.datetime_data(np.dtype(ts.dtype))[0]
-    missing = ts.isna().fillna(True)
+    missing = ts.isna()
     values, out_of_range = _to_ns(ts.astype("int64").where(~missing, 0), NS_PER[unit], integral=True)
     return Timestamps(values, missing, out_of_range)
 
 
 def _from_epochs(numbers: Any) -> Timestamps:
     magnitude = numbers.astype("float64").abs()
-    missing = magnitude.isna().fillna(True)
+    missing = magnitude.isna()
     ns_per, units, low = 0, {}, 0.0
     for unit, high in EPOCH_UNITS:
         in_unit = ((magnitude >= low) & (magnitude < high)).fillna(False)
