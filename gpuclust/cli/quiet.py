@@ -25,7 +25,7 @@ def quiet_warnings(debug: bool = False) -> Iterator[None]:
         yield
         return
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("default")  # each distinct warning once, as Python shows them
         yield
     shown: set[str] = set()
     for w in caught:
