@@ -111,7 +111,8 @@ class Preprocessor:
             ev[schema.VALUE] = ev[schema.VALUE].astype("float32")
             return ev
         raw = ev[schema.VALUE]
-        ev[schema.VALUE], bad = money_values(raw, backend.frame)
+        values, bad = money_values(raw, backend.frame)
+        ev[schema.VALUE] = values
         return self._drop_bad("non_finite_values", ev, bad, raw, "value is infinite or too large for float32")
 
     def _parse_time(self, ev, backend: Backend):
