@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,12 +14,12 @@ from typing import Any
 from gpuclust import schema
 from gpuclust.cluster.factory import ALGORITHMS
 from gpuclust.cluster.kmeans import ENGINES
-from gpuclust.errors import UsageError
+from gpuclust.errors import UsageError, require_file
 from gpuclust.features.normalise import METHODS as NORMALISERS
 from gpuclust.reduce import REDUCERS
 
 FEATURES = ("behaviour", "tfidf", "text")
-
+MAX_SEED = 2**32 - 1  # what NumPy and scikit-learn accept (FAISS gets it folded into 31 bits)
 
 
 @dataclass
@@ -105,6 +108,10 @@ class PipelineConfig:
 
     def validate(self) -> PipelineConfig:
         """Reject impossible values up front, naming the value and the valid ones."""
+        _check_types(self, "")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UsageError(f"seed must be between 0 and {MAX_SEED} (2**32-1), got {self.seed}")
+        _distinct_columns(self.columns)
         _one_of("device", self.device, ("auto", "cpu", "cuda"))
         _one_of("normalise", self.features.normalise, NORMALISERS)
         _one_of("engine", self.cluster.engine, ENGINES)
@@ -131,8 +138,10 @@ class PipelineConfig:
             _at_least("sample_users", self.preprocess.sample_users, 1)
         if not 0 <= self.preprocess.max_bad_timestamp_share <= 1:
             raise UsageError("max_bad_timestamp_share must be between 0 and 1")
-        if not self.preprocess.event_weights:
-            raise UsageError("event_weights is empty: give at least one event type and its weight")
+        _check_weights("event weight", self.preprocess.event_weights, None, "--event-weights view=1,purchase=5")
+        _check_weights("feature weight", self.features.weights, FEATURES, "--feature-weights tfidf=1,behaviour=0.25")
+        if not any(self.features.weights.get(name, 1.0) > 0 for name in self.features.features):
+            raise UsageError("every selected feature has weight 0: give at least one a positive --feature-weights")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,30 +154,121 @@ class PipelineConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> PipelineConfig:
         path = Path(path)
-        if not path.is_file():
-            raise UsageError(f"config file not found: {path}")
+        require_file(path, "a TOML config file")
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at position "
+                             f"{exc.start}); save it as UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
         return cls.from_dict(data)
 
 
-def _build(cls, data: dict[str, Any], where: str):
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
+def _build(cls, data: Any, where: str):
+    """A config dataclass from a TOML/JSON table, every value checked against the field's annotation."""
+    if not isinstance(data, dict):
+        raise UsageError(f"[{where}] must be a table of settings, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(hints))
     if unknown:
-        raise UsageError(f"unknown key(s) {', '.join(unknown)} in [{where}]; valid keys: {', '.join(known)}")
+        raise UsageError(f"unknown key(s) {', '.join(unknown)} in [{where}]; valid keys: {', '.join(hints)}")
     values = {}
     for name, value in data.items():
-        default = getattr(cls(), name)
-        if dataclasses.is_dataclass(default):
-            values[name] = _build(type(default), value, name)
-        elif isinstance(default, tuple):
-            values[name] = tuple(value) if isinstance(value, list | tuple) else (value,)
+        key = name if where == "config" else f"{where}.{name}"
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = _build(hints[name], value, key)
         else:
-            values[name] = value
+            values[name] = _typed(key, value, hints[name])
     return cls(**values)
+
+
+def _check_types(config: Any, where: str) -> None:
+    """Every field of a (nested) config against its annotation: Python lets `k = "8"` or `k = True` in."""
+    for name, hint in typing.get_type_hints(type(config)).items():
+        key = f"{where}{name}"
+        value = getattr(config, name)
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, hint):
+                raise UsageError(f"config value {key} = {value!r} has the wrong type: expected a {hint.__name__}")
+            _check_types(value, f"{key}.")
+        else:
+            _typed(key, value, hint)
+
+
+def _typed(key: str, value: Any, hint: Any) -> Any:
+    """`value` in the form the field keeps (lists as tuples, whole numbers as floats where floats are
+    wanted), or a UsageError naming the key, the value and the type expected."""
+    if not _fits(value, hint):
+        raise UsageError(f"config value {key} = {value!r} has the wrong type: expected {_describe(hint)}")
+    if typing.get_origin(hint) is tuple:
+        return tuple(value)
+    if hint is float:
+        return float(value)
+    return value
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:  # bool is an int to Python, never to a config
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        return isinstance(value, list | tuple) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
+    raise TypeError(f"config annotation {hint!r} has no check")  # a new kind of field: teach _fits about it
+
+
+_NAMES = {bool: ("true or false", "booleans"), int: ("an integer", "integers"), float: ("a number", "numbers"),
+          str: ("a string", "strings")}
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):  # `int | None`: None is the default, not something to write
+        return " or ".join(_describe(a) for a in args if a is not type(None))
+    if origin is tuple:
+        return f"a list of {_NAMES[args[0]][1]}"
+    if origin is dict:
+        return "a table" if args[1] is Any else f"a table of name = {_NAMES[args[1]][0].split()[-1]} pairs"
+    return _NAMES[hint][0]
+
+
+def _distinct_columns(columns: ColumnMap) -> None:
+    """One file column, one role: `--time-col value` would read the money column as time and as money."""
+    for roles in (("user_id", "item_id", "event_type", "timestamp", "value"), ("item_item_id", "category", "price")):
+        seen: dict[str, str] = {}
+        for role in roles:
+            source = getattr(columns, role)
+            if source in seen:
+                raise UsageError(f"column {source!r} is mapped to both {seen[source]} and {role}; give each role its "
+                                 "own column (--user-col, --item-col, --event-col, --time-col, --value-col, "
+                                 "--item-key-col, --category-col)")
+            seen[source] = role
+
+
+def _check_weights(what: str, weights: dict[str, float], valid: tuple[str, ...] | None, example: str) -> None:
+    """Weights are finite and >= 0, at least one is positive, and (where `valid` is given) each names a
+    known thing: a typo such as `behavior=1` would otherwise be silently ignored."""
+    for name, weight in weights.items():
+        if valid is not None and name not in valid:
+            raise UsageError(f"unknown name {name!r} for a {what}: choose from {', '.join(valid)}")
+        if not math.isfinite(weight) or weight < 0:
+            raise UsageError(f"{what} {name}={weight} must be a finite number >= 0")
+    if not any(w > 0 for w in weights.values()):
+        raise UsageError(f"no {what} is positive ({weights or 'none given'}); give at least one, e.g. {example}")
 
 
 def _one_of(what: str, value: str, valid: tuple[str, ...]) -> None:

@@ -38,6 +38,7 @@ from gpuclust.features.tfidf import TfidfFeaturizer
 from gpuclust.frames import array_frame, frame_kind, frame_local, host_frame, like_input, to_backend_frame
 from gpuclust.manifest import StageRecorder, machine, now_iso, versions
 from gpuclust.preprocess.clean import Preprocessor
+from gpuclust.preprocess.parse import common_key, normalise_ids
 from gpuclust.preprocess.prepared import PreparedData, StepCount
 from gpuclust.reduce import build_reducer
 
@@ -289,11 +290,9 @@ class Pipeline:
 
 def _truth_scores(data: PreparedData, labels: Any, truth: Any) -> dict:
     """ARI/NMI over users with a planted group; noise users (group < 0) are left out and counted."""
-    truth = host_frame(truth)
-    users = host_frame(data.users)
-    if str(truth[schema.USER].dtype) != str(users[schema.USER].dtype):
-        truth = truth.astype({schema.USER: "str"})
-        users = users.astype({schema.USER: "str"})
+    truth = host_frame(truth).dropna(subset=[schema.USER])
+    truth = truth.assign(**{schema.USER: normalise_ids(truth[schema.USER])[0]})
+    users, truth = common_key(host_frame(data.users), truth, schema.USER)
     joined = users.merge(truth, on=schema.USER, how="inner")
     if joined.empty:
         raise UsageError("no user in the truth file matches a user in the events; check its user_id column")

@@ -68,7 +68,12 @@ def test_preprocessing_is_the_same_on_nullable_frames(backend):
     plain = Preprocessor(seed=0).run(events, B, items)
     nullable = Preprocessor(seed=0).run(events.convert_dtypes(dtype_backend=backend), B,
                                         items.convert_dtypes(dtype_backend=backend))
-    assert [s.to_dict() for s in nullable.steps] == [s.to_dict() for s in plain.steps]
+    # Id-type steps record how a dtype was read (float ids with NaN become integers; nullable Int64 are
+    # already); every step that keeps or drops rows must agree.
+    def kept(steps):
+        return [s.to_dict() for s in steps if not s.step.endswith("_types")]
+
+    assert kept(nullable.steps) == kept(plain.steps)
     columns = ["user_idx", "item_idx", "timestamp", "value", "weight"]
     got, want = nullable.events[columns], plain.events[columns]
     np.testing.assert_array_equal(got.to_numpy(dtype=np.float64, na_value=np.nan),

@@ -1,3 +1,4 @@
+import codecs
 import gzip
 from pathlib import Path
 
@@ -56,6 +57,36 @@ def test_missing_file_and_corrupt_parquet_are_user_errors(tmp_path):
     with pytest.raises(UsageError, match="cannot tell the format"):
         (tmp_path / "x.xlsx").write_text("x")
         read_events(tmp_path / "x.xlsx", pd)
+
+
+def test_a_directory_is_reported_as_a_directory(tmp_path):
+    with pytest.raises(UsageError, match="is a directory, not a Parquet, CSV or JSON Lines file"):
+        read_events(tmp_path, pd)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".jsonl.gz"])
+def test_a_utf8_bom_and_crlf_lines_read_in_every_text_format(tmp_path, events, suffix):
+    if suffix == ".csv":
+        text = events.to_csv(index=False, lineterminator="\r\n")
+    else:
+        text = events.to_json(orient="records", lines=True, date_format="iso").replace("\n", "\r\n")
+    data = codecs.BOM_UTF8 + text.encode()
+    path = tmp_path / f"events{suffix}"
+    path.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+    out = read_events(path, pd)
+    assert list(out.columns) == ["user_id", "item_id", "event_type", "timestamp", "value"]
+    assert len(out) == len(events) and out["user_id"].tolist() == events["user_id"].tolist()
+
+
+def test_csv_with_another_separator_or_encoding_says_how_to_fix(tmp_path, events):
+    semicolons = tmp_path / "semi.csv"
+    events.to_csv(semicolons, sep=";", index=False)
+    with pytest.raises(UsageError, match="separated by something other than commas"):
+        read_events(semicolons, pd)
+    latin1 = tmp_path / "latin1.csv"
+    events.assign(event_type="caf\xe9").to_csv(latin1, index=False, encoding="latin-1")
+    with pytest.raises(UsageError, match="save it as UTF-8 text"):
+        read_events(latin1, pd)
 
 
 def test_items_keep_catalogue_columns(tmp_path):

@@ -18,6 +18,7 @@ from rich.table import Table
 from gpuclust import accelerators
 from gpuclust.backend import DEVICE_CHOICES, resolve_backend
 from gpuclust.cli.options import build_config, parse_pairs, split_list
+from gpuclust.cli.quiet import quiet_warnings
 from gpuclust.cluster.sweep import parse_k
 from gpuclust.errors import Interrupted, UsageError
 
@@ -30,8 +31,12 @@ DEMO_DIR = Path("gpuclust-demo")
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
+def _root(ctx: typer.Context,
+          debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and library warnings.")] = False,
+          ) -> None:
     state["debug"] = debug
+    # Click exits the resource with the command's exception, if any: warnings then give way to the error line.
+    ctx.with_resource(quiet_warnings(debug))
 
 
 @contextmanager
@@ -172,12 +177,12 @@ def run(
     if k is not None:
         fixed, values = parse_k(k)
         cfg.cluster.k, cfg.cluster.k_values = (fixed, ()) if fixed is not None else (cfg.cluster.k, values)
-        cfg.validate()
     if feature_weights is not None:
         cfg.features.weights.update(parse_pairs(feature_weights, "--feature-weights"))
     text = {"model": model, "mode": text_mode, "text_template": text_template, "precision": precision,
             "half_life_days": half_life_days}
     cfg.features.text.update({k: v for k, v in text.items() if v is not None})
+    cfg.validate()
     with progress(not json_out and sys.stderr.isatty()) as on_stage:
         pipeline = run_files(cfg, events, out, items=items, truth=truth, adapter=adapter, on_stage=on_stage)
     report(pipeline, out, json_out, show_anomalies=anomalies or 0)

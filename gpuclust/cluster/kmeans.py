@@ -103,7 +103,8 @@ class KMeans:
         host = np.ascontiguousarray(to_host(x), dtype=np.float32)  # faiss.Kmeans trains on host data only
         n, d = host.shape
         model = faiss.Kmeans(
-            d, self.n_clusters, niter=self.max_iter, nredo=self.n_init, seed=self.random_state,
+            # FAISS keeps its seed in a C int: fold seeds of 2**31 and above (the config allows up to 2**32-1).
+            d, self.n_clusters, niter=self.max_iter, nredo=self.n_init, seed=self.random_state % 2**31,
             gpu=backend.on_gpu and accelerators.faiss_gpu().usable,
             # Without this FAISS silently trains on k * 256 points only.
             max_points_per_centroid=max(256, math.ceil(n / self.n_clusters) + 1),

@@ -6,12 +6,15 @@ a message listing the columns that are there.
 
 from __future__ import annotations
 
+import codecs
+import gzip
+import io
 from pathlib import Path
 from types import ModuleType
 
 from gpuclust import schema
 from gpuclust.config import ColumnMap
-from gpuclust.errors import UsageError
+from gpuclust.errors import UsageError, require_file
 
 FORMATS = {
     ".parquet": "parquet",
@@ -67,8 +70,7 @@ def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = 
     columns the file does have and the flag that maps it (`hints`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"file not found: {path}")
+    require_file(path, "a Parquet, CSV or JSON Lines file")
     fmt = file_format(path)
     present = _columns_in(path, fmt)
     if present is not None:
@@ -81,7 +83,7 @@ def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = 
         elif fmt == "csv":
             df = frame.read_csv(path, usecols=columns, sep=_separator(path))
         else:
-            df = frame.read_json(path, lines=True)
+            df = _read_jsonl(path, frame)
             _require(list(df.columns), path, required or {}, hints or {})
             if columns is not None:
                 df = df[[c for c in columns if c in df.columns]]
@@ -89,8 +91,18 @@ def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = 
         raise
     except Exception as exc:  # noqa: BLE001 - report unreadable data as the user's to fix
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"could not read {path} as {fmt}: {first}") from None
+        fix = "; save it as UTF-8 text" if isinstance(exc, UnicodeDecodeError) else ""
+        raise UsageError(f"could not read {path} as {fmt}: {first}{fix}") from None
     return df
+
+
+def _read_jsonl(path: Path, frame: ModuleType):
+    """JSON Lines, also with a UTF-8 byte-order mark (which the JSON readers refuse and the CSV ones skip)."""
+    opener = gzip.open if path.suffix.lower() in (".gz", ".gzip") else open
+    with opener(path, "rb") as f:
+        if f.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
+            return frame.read_json(path, lines=True)
+        return frame.read_json(io.BytesIO(f.read()), lines=True)
 
 
 def _require(present: list[str], path: Path, wanted: dict[str, str], hints: dict[str, str]) -> None:
@@ -98,6 +110,8 @@ def _require(present: list[str], path: Path, wanted: dict[str, str], hints: dict
     if missing:
         found = ", ".join(map(str, present)) or "(none)"
         how = "; ".join(f"map {c} with {hints.get(c, 'the config')} NAME" for c in missing)
+        if len(present) == 1 and any(sep in str(present[0]) for sep in ";|\t"):
+            how = "the file seems separated by something other than commas: give a comma-separated .csv or a .tsv"
         raise UsageError(
             f"column(s) {', '.join(map(repr, missing.values()))} not found in {path}; columns found: {found}; {how}"
         )

@@ -13,11 +13,21 @@ import numpy as np
 from gpuclust import schema
 from gpuclust.backend import Backend
 from gpuclust.config import PreprocessConfig
-from gpuclust.errors import UsageError
+from gpuclust.errors import InputWarning, UsageError
 from gpuclust.frames import host_frame, local_values, local_xp
+from gpuclust.preprocess.parse import (
+    NS_YEARS,
+    common_key,
+    first_value,
+    money_values,
+    normalise_ids,
+    parse_timestamps,
+)
 from gpuclust.preprocess.prepared import PreparedData, StepCount
 
 MAX_FILTER_PASSES = 10
+# Below this share of events with their item in the items table, the two files likely key items differently.
+LOW_CATALOGUE_SHARE = 0.5
 
 
 class Preprocessor:
@@ -38,10 +48,11 @@ class Preprocessor:
 
         ev = self._count("missing_ids_or_time", events, events.dropna(subset=[schema.USER, schema.ITEM, schema.TIME]),
                          "user_id, item_id or timestamp is missing")
+        ev = self._normalise_ids(ev, schema.USER)
+        ev = self._normalise_ids(ev, schema.ITEM)
+        ev = self._values(ev, backend)
         ev = self._parse_time(ev, backend)
         ev = self._known_events(ev)
-        ev[schema.VALUE] = ev[schema.VALUE].fillna(0).astype("float32") if schema.VALUE in ev.columns else 0.0
-        ev[schema.VALUE] = ev[schema.VALUE].astype("float32")
         if cfg.drop_duplicates:
             ev = self._count("exact_duplicates", ev, ev.drop_duplicates(), "identical to an earlier row")
         ev = self._min_counts(ev)
@@ -51,9 +62,11 @@ class Preprocessor:
         present = set(host_frame(ev[schema.EVENT].drop_duplicates().to_frame())[schema.EVENT])
         event_types = tuple(t for t in cfg.event_weights if t in present)
         if vocabulary is not None:
-            ev, vocabulary = _align_ids(ev, vocabulary, schema.ITEM)
+            ev, vocabulary = common_key(ev, vocabulary, schema.ITEM)
             known = ev[schema.ITEM].isin(vocabulary[schema.ITEM])
             ev = self._count("items_unknown_to_model", ev, ev[known], "item not in the model's vocabulary")
+        if items is not None:
+            items = self._catalogue(ev, items)
         return _index(ev, items, self.steps_, event_types, vocabulary)
 
     # --- steps ------------------------------------------------------------------------------
@@ -67,38 +80,79 @@ class Preprocessor:
             )
         return after
 
-    def _parse_time(self, ev, backend: Backend):
-        ts = ev[schema.TIME]
-        kind = str(ts.dtype)
-        if kind.startswith("datetime64"):
-            parsed = ts
-        elif kind.startswith(("int", "uint", "float")):
-            # Unix epochs: seconds, or milliseconds when the values are too large to be seconds.
-            unit = "ms" if float(ts.max()) > 1e11 else "s"
-            parsed = backend.frame.to_datetime(ts, unit=unit)
-        else:
-            parsed = _parse_strings(ts, backend)
-        if getattr(parsed.dtype, "tz", None) is not None:
-            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-        parsed = parsed.astype("datetime64[ns]")
-        bad = parsed.isna()
+    def _note(self, step: str, ev, why: str) -> None:
+        """A step that changes how rows read but drops none."""
+        self.steps_.append(StepCount(step, len(ev), len(ev), why))
+
+    def _drop_bad(self, step: str, ev, bad, raw, why: str):
+        """Drop the rows where `bad` holds, counted in the manifest and in a warning that shows one `raw`
+        value: a dropped row of bad data is never silent."""
         n_bad = int(bad.sum())
         if n_bad:
-            share = n_bad / len(ev)
-            example = host_frame(ev[schema.TIME][bad].head(1).to_frame()).iloc[0, 0]
-            if share > self.config.max_bad_timestamp_share:
-                raise UsageError(
-                    f"{n_bad} of {len(ev)} timestamps ({share:.1%}) could not be parsed, e.g. {example!r}; "
-                    "give ISO-8601 strings or Unix epochs, or map the right column with --time-col"
-                )
+            example = first_value(raw, bad)
+            warnings.warn(f"dropped {n_bad:,} of {len(ev):,} events: {why}, e.g. {example!r}", InputWarning,
+                          stacklevel=2)
+        return self._count(step, ev, ev[~bad], why)
+
+    def _normalise_ids(self, ev, column: str):
+        ids, change = normalise_ids(ev[column])
+        if change is None:
+            return ev
+        ev = ev.copy()
+        ev[column] = ids
+        self._note(f"{column}_types", ev, f"{column}: {change}")
+        return ev
+
+    def _values(self, ev, backend: Backend):
+        """Money values as float32 (0 where absent); infinite or overflowing ones drop their row."""
+        ev = ev.copy()
+        if schema.VALUE not in ev.columns:
+            ev[schema.VALUE] = 0.0
+            ev[schema.VALUE] = ev[schema.VALUE].astype("float32")
+            return ev
+        raw = ev[schema.VALUE]
+        values, bad = money_values(raw, backend.frame)
+        ev[schema.VALUE] = values
+        return self._drop_bad("non_finite_values", ev, bad, raw, "value is infinite or too large for float32")
+
+    def _parse_time(self, ev, backend: Backend):
+        """Timestamps to UTC datetime64[ns]; unreadable or out-of-range ones drop their row, and above
+        `max_bad_timestamp_share` of them the input is refused as a whole."""
+        ts = parse_timestamps(ev[schema.TIME], backend.frame)
+        units = ", ".join(f"{n:,} in {unit}" for unit, n in ts.epoch_units.items())
+        if units:
+            self._note("epoch_units", ev, f"Unix epochs read per value by magnitude: {units}")
+        if len(ts.epoch_units) > 1:
+            warnings.warn(f"timestamps mix Unix epoch units; each was read by its magnitude: {units}",
+                          InputWarning, stacklevel=2)
+        bad = ts.unparseable | ts.out_of_range
+        n_bad = int(bad.sum())
+        share = n_bad / len(ev)
+        if share > self.config.max_bad_timestamp_share:
+            example = first_value(ev[schema.TIME], bad)
+            raise UsageError(
+                f"{n_bad:,} of {len(ev):,} timestamps ({share:.1%}) could not be parsed or lie outside the years "
+                f"{NS_YEARS}, e.g. {example!r}; give ISO-8601 strings or Unix epochs (s, ms, us or ns), "
+                "or map the right column with --time-col"
+            )
         out = ev.copy()
-        out[schema.TIME] = parsed
-        return self._count("unparseable_timestamps", ev, out[~bad], "timestamp could not be parsed")
+        out[schema.TIME] = ts.values
+        out = self._drop_bad("unparseable_timestamps", out, ts.unparseable, ev[schema.TIME],
+                             "timestamp could not be parsed")
+        parsed = ~ts.unparseable
+        return self._drop_bad("timestamps_out_of_range", out, ts.out_of_range[parsed], ev[schema.TIME][parsed],
+                              f"timestamp outside the years {NS_YEARS}")
 
     def _known_events(self, ev):
         """Event types become a categorical over the configured types, so later steps hash codes."""
         known = list(self.config.event_weights)
-        types = ev[schema.EVENT].astype("category")
+        types = ev[schema.EVENT]
+        if not bool(types.notna().any()):
+            raise UsageError("the event_type column is empty in every row; map the column that holds the event "
+                             "type with --event-col")
+        if str(types.dtype).lower().startswith(("int", "uint", "float", "bool")):
+            types = types.astype("str")  # event codes 1, 2, 3 are names, as --event-weights 1=1,2=3 writes them
+        types = types.astype("category")
         names = [str(n) for n in host_frame(types.cat.categories.to_frame()).iloc[:, 0]]
         if any(n != n.strip().lower() for n in names):
             types = types.astype("str").str.strip().str.lower().astype("category")
@@ -112,6 +166,22 @@ class Preprocessor:
         out = ev.copy()
         out[schema.EVENT] = types.cat.set_categories(known)
         return self._count("unknown_event_types", ev, out[keep], f"event_type not one of {known}")
+
+    def _catalogue(self, ev, items):
+        """The items table keyed like the events; a low share of events found in it is warned about,
+        because mismatched id formats otherwise show only as clusters without categories."""
+        items = items.dropna(subset=[schema.ITEM]).copy()
+        items[schema.ITEM], _ = normalise_ids(items[schema.ITEM])
+        items = items.drop_duplicates(subset=[schema.ITEM])
+        keys, items = common_key(ev[[schema.ITEM]], items, schema.ITEM)
+        found = int(keys[schema.ITEM].isin(items[schema.ITEM]).sum())
+        share = found / len(ev)
+        self._note("items_in_catalogue", ev, f"{found:,} of {len(ev):,} events ({share:.1%}) have their item "
+                                             "in the items table")
+        if share < LOW_CATALOGUE_SHARE:
+            warnings.warn(f"only {share:.1%} of events have their item in the items table; check that both files "
+                          "use the same item ids (--item-col, --item-key-col)", InputWarning, stacklevel=2)
+        return items
 
     def _min_counts(self, ev):
         cfg = self.config
@@ -167,22 +237,6 @@ class Preprocessor:
         return self._count("sample_users", ev, out, f"{cfg.sample_users} users drawn with replacement")
 
 
-def _parse_strings(ts, backend: Backend):
-    """Fast inferred-format parsing; on pandas, values the inferred format misses get a per-value retry."""
-    try:
-        with warnings.catch_warnings():
-            # pandas warns when it cannot infer one format; the per-value retry below covers that case.
-            warnings.simplefilter("ignore", UserWarning)
-            parsed = backend.frame.to_datetime(ts, errors="coerce")
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"timestamps could not be parsed ({exc}); give ISO-8601 strings or Unix epochs") from None
-    missed = parsed.isna() & ts.notna()
-    if backend.frame_library == "pandas" and bool(missed.any()):
-        parsed = parsed.copy()
-        parsed[missed] = backend.frame.to_datetime(ts[missed], errors="coerce", format="mixed")
-    return parsed
-
-
 def _count_at_least(column, minimum: int):
     counts = column.value_counts()
     return column.isin(counts[counts >= minimum].index)
@@ -203,18 +257,9 @@ def _ordinal(column, name: str):
     return table
 
 
-def _align_ids(ev, items, key: str):
-    """Join keys of different types (int in one file, text in another) are compared as text."""
-    if items is not None and str(ev[key].dtype) != str(items[key].dtype):
-        ev = ev.copy()
-        items = items.copy()
-        ev[key] = ev[key].astype("str")
-        items[key] = items[key].astype("str")
-    return ev, items
-
-
 def _index(ev, items: Any, steps: list[StepCount], event_types: tuple[str, ...], vocabulary=None) -> PreparedData:
-    ev, items = _align_ids(ev, items, schema.ITEM)
+    if items is not None:
+        ev, items = common_key(ev, items, schema.ITEM)
     users = _ordinal(ev[schema.USER], schema.USER_IDX)
     item_table = _ordinal(ev[schema.ITEM], schema.ITEM_IDX) if vocabulary is None else vocabulary
     ev = ev.merge(users, on=schema.USER, how="left").merge(item_table[[schema.ITEM, schema.ITEM_IDX]],

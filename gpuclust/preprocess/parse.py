@@ -1,0 +1,206 @@
+"""Raw column values into the types the pipeline computes with: ids, money values and timestamps.
+
+Files carry the same thing in many shapes (item 501218 as 501218.0 after a gap in a CSV column, epochs
+in seconds next to milliseconds, ISO strings with and without "Z"). Everything here is frame
+operations that cuDF and pandas both have (two marked steps are pandas-only: only pandas can hold ids of
+mixed types, and only its parser has a per-value retry), and it says what it changed so the manifest
+can too.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from gpuclust.errors import UsageError
+from gpuclust.frames import frame_kind, host_frame
+
+# datetime64[ns] holds about 1677-09-21 .. 2262-04-11; a little margin keeps float rounding inside.
+NS_LIMIT = 9.2e18
+NS_YEARS = "1678-2261"
+NS_PER = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+# Unix epochs are read per value by magnitude: below 1e11 as seconds (up to year 5138), below 1e14 as
+# milliseconds, below 1e17 as microseconds, else as nanoseconds. (Milliseconds before March 1973 would
+# read as seconds; no real event log has those.)
+EPOCH_UNITS = (("s", 1e11), ("ms", 1e14), ("us", 1e17), ("ns", float("inf")))
+F32_MAX = float(np.finfo(np.float32).max)
+_INTEGER_KINDS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32")  # all fit int64; uint64 not
+
+
+def _kind(column: Any) -> str:
+    return str(column.dtype).lower()
+
+
+def _is_numeric(column: Any) -> bool:
+    return _kind(column).startswith(("int", "uint", "float", "bool"))
+
+
+def first_value(column: Any, mask: Any) -> Any:
+    """The first value of `column` where `mask` holds, as a plain Python value: an example for a message."""
+    value = host_frame(column[mask].head(1).to_frame()).iloc[0, 0]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# --- ids -------------------------------------------------------------------------------------------
+
+def normalise_ids(ids: Any) -> tuple[Any, str | None]:
+    """One comparable type per id column, and a note of what changed (None: nothing).
+
+    Integral floats (501218.0, what a CSV column with a gap becomes) are int64; a pandas column mixing
+    numbers and text, or holding integers too wide for int64, is text. Decided at read time so that
+    joins match and writing the results cannot fail after all the work.
+    """
+    kind = _kind(ids)
+    if kind.startswith("float") and len(ids):
+        whole = ((ids == ids.round()) & (ids.abs() < 2.0**63)).fillna(False)
+        if bool(whole.all()):
+            return ids.astype("int64"), "integral float ids read as integers"
+    if kind == "object" and frame_kind(ids) == "pandas":  # cuDF's text is 'object' too; only pandas mixes
+        import pandas as pd
+
+        if pd.api.types.infer_dtype(ids, skipna=True) != "string":
+            return ids.astype("str"), "ids of mixed types or wider than int64 read as text"
+    return ids, None
+
+
+def common_key(left: Any, right: Any, key: str) -> tuple[Any, Any]:
+    """Two frames whose `key` columns have one type: int64 where both are integers, else text."""
+    lk, rk = _kind(left[key]), _kind(right[key])
+    if lk == rk:
+        return left, right
+    target = "int64" if lk in _INTEGER_KINDS and rk in _INTEGER_KINDS else "str"
+    left, right = left.copy(), right.copy()
+    left[key] = left[key].astype(target)
+    right[key] = right[key].astype(target)
+    return left, right
+
+
+# --- money values ----------------------------------------------------------------------------------
+
+def money_values(values: Any, frame: Any) -> tuple[Any, Any]:
+    """float32 values (0 where absent) and a mask of the rows whose value is infinite or beyond float32.
+
+    Text that is not a plain number ('0,0', '$12.50', 'free') is an error naming an example: a locale
+    or currency format is the file's, and guessing it would silently change amounts.
+    """
+    if not _is_numeric(values):
+        parsed = frame.to_numeric(values, errors="coerce")
+        not_number = (parsed.isna() & values.notna()).fillna(False)
+        if bool(not_number.any()):
+            example = first_value(values, not_number)
+            raise UsageError(
+                f"the value column is not numeric, e.g. {example!r} ({int(not_number.sum()):,} rows); give "
+                "plain numbers with a dot for decimals and no currency signs, or map another column with "
+                "--value-col"
+            )
+        values = parsed
+    values = values.astype("float64")
+    absent = values.isna()
+    in_range = (values.abs() <= F32_MAX).fillna(False)
+    bad = ~absent & ~in_range
+    return values.where(~absent, 0.0).where(~bad, 0.0).astype("float32"), bad
+
+
+# --- timestamps ------------------------------------------------------------------------------------
+
+@dataclass
+class Timestamps:
+    """Parsed timestamps (datetime64[ns], placeholders where a mask holds) and what parsing found."""
+
+    values: Any
+    unparseable: Any
+    out_of_range: Any
+    epoch_units: dict[str, int] = field(default_factory=dict)
+
+
+def parse_timestamps(ts: Any, frame: Any) -> Timestamps:
+    """datetime64 columns (any unit or time zone), Unix epochs (numbers or digit strings, unit per value)
+    and date strings, to UTC datetime64[ns]. Naive strings are taken as UTC, so a file mixing
+    '2026-01-01T10:00:00' and '2026-01-01T10:00:00Z' reads as one clock."""
+    if _kind(ts).startswith("datetime64"):
+        return _from_datetimes(ts)
+    if _is_numeric(ts):
+        return _from_epochs(ts)
+    text = ts.astype("str").str.strip().str.rstrip("Z")
+    dates = _from_datetimes(_parse_dates(text, frame))
+    if not bool(dates.unparseable.any()):
+        return dates
+    # Digit strings ("1768089656") are epochs stored as text, e.g. in a Parquet string column.
+    epochs = _from_epochs(frame.to_numeric(text, errors="coerce").where(dates.unparseable))
+    return Timestamps(
+        values=dates.values.where(epochs.unparseable, epochs.values),
+        unparseable=dates.unparseable & epochs.unparseable,
+        out_of_range=dates.out_of_range | epochs.out_of_range,
+        epoch_units=epochs.epoch_units,
+    )
+
+
+def _parse_dates(text: Any, frame: Any):
+    """Inferred-format parsing. Where that format misses values, day-first is tried too and the reading
+    that parses more wins, so '13/01/2026' does not silently turn '11/01/2026' into November; on pandas
+    the values still missed get a per-value retry in the same order."""
+    pandas = frame_kind(text) == "pandas"
+    utc = {"utc": True} if pandas else {}
+
+    def parse(values, **options):
+        try:
+            with warnings.catch_warnings():
+                # pandas warns when it cannot infer one format; the retries below cover that case.
+                warnings.simplefilter("ignore", UserWarning)
+                return frame.to_datetime(values, errors="coerce", **utc, **options)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"timestamps could not be parsed ({exc}); give ISO-8601 strings or Unix epochs") from None
+
+    def missed(parsed):
+        return (parsed.isna() & text.notna()).fillna(False)
+
+    parsed, dayfirst = parse(text), False
+    if bool(missed(parsed).any()):
+        day_first = parse(text, dayfirst=True)
+        if int(missed(day_first).sum()) < int(missed(parsed).sum()):
+            parsed, dayfirst = day_first, True
+    left = missed(parsed)
+    if pandas and bool(left.any()):
+        parsed = parsed.copy()
+        parsed[left] = parse(text[left], format="mixed", dayfirst=dayfirst)
+    return parsed
+
+
+def _from_datetimes(ts: Any) -> Timestamps:
+    if getattr(ts.dtype, "tz", None) is not None:
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    unit = np.datetime_data(np.dtype(ts.dtype))[0]
+    missing = ts.isna()
+    values, out_of_range = _to_ns(ts.astype("int64").where(~missing, 0), NS_PER[unit], integral=True)
+    return Timestamps(values, missing, out_of_range)
+
+
+def _from_epochs(numbers: Any) -> Timestamps:
+    magnitude = numbers.astype("float64").abs()
+    missing = magnitude.isna()
+    ns_per, units, low = 0, {}, 0.0
+    for unit, high in EPOCH_UNITS:
+        in_unit = ((magnitude >= low) & (magnitude < high)).fillna(False)
+        units[unit] = int(in_unit.sum())
+        ns_per = ns_per + in_unit.astype("int64") * NS_PER[unit]
+        low = high
+    integral = _kind(numbers).startswith(("int", "uint", "bool"))
+    values, out_of_range = _to_ns(numbers.where(~missing, 0), ns_per, integral)
+    return Timestamps(values, missing, out_of_range, {u: n for u, n in units.items() if n})
+
+
+def _to_ns(counts: Any, ns_per: Any, integral: bool) -> tuple[Any, Any]:
+    """counts x ns_per as datetime64[ns], and the mask of rows outside what datetime64[ns] holds."""
+    out_of_range = ~((counts.astype("float64").abs() * ns_per) <= NS_LIMIT).fillna(False)
+    safe = counts.where(~out_of_range, 0)
+    if integral:
+        ns = safe.astype("int64") * ns_per
+    else:
+        ns = (safe.astype("float64") * ns_per).round().astype("int64")
+    return ns.astype("datetime64[ns]"), out_of_range
