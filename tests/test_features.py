@@ -138,3 +138,13 @@ def test_cholqr_falls_back_to_qr_when_cholesky_fails_silently(monkeypatch, keep_
     reference = np.linalg.qr(y.astype(np.float64))[0]
     np.testing.assert_allclose(np.abs(q), np.abs(reference), atol=1e-5)  # the QR fallback ran
     np.testing.assert_allclose(cholesky_factor(good, np), np.linalg.cholesky(good))  # a true factor passes
+
+
+@pytest.mark.parametrize("method", ["standard", "log1p", "minmax"])
+def test_a_column_constant_at_fit_time_keeps_new_users_on_a_sane_scale(method):
+    """20 events for every user: float32 leaves a spread of ~1e-7; dividing by it sent every new user to
+    distances around 1e5 (and all into one cluster)."""
+    fit = np.column_stack([np.full(1000, 20.0, np.float32), np.random.default_rng(0).random(1000, np.float32)])
+    norm = Normaliser(method).fit(fit, np)
+    new = norm.transform(np.array([[21.0, 0.5], [19.0, 0.5]], np.float32), np)
+    assert np.all(np.abs(new[:, 0]) < 25)

@@ -11,8 +11,15 @@ from typing import Any
 from gpuclust.errors import UsageError
 
 METHODS = ("standard", "minmax", "log1p", "quantile", "none")
-EPS = 1e-12
+RELATIVE_EPS = 1e-5
 QUANTILES = 1001
+
+
+def _scale(spread, level, xp):
+    """The spread, or 1 where a column is constant: float32 rounding leaves a spread of ~1e-7 x its
+    level, and dividing by that would blow new users' values up by a factor of millions."""
+    tolerance = RELATIVE_EPS * xp.maximum(xp.abs(level), 1.0)
+    return xp.where(spread > tolerance, spread, 1.0)
 
 
 def signed_log1p(x, xp):
@@ -30,12 +37,11 @@ class Normaliser:
             raise UsageError(f"unknown normaliser {self.method!r}: choose one of {', '.join(METHODS)}")
         x = self._pre(x, xp)
         if self.method in ("standard", "log1p"):
-            std = x.std(axis=0)
-            self.params_ = {"shift": x.mean(axis=0), "scale": xp.where(std > EPS, std, 1.0)}
+            mean, std = x.mean(axis=0), x.std(axis=0)
+            self.params_ = {"shift": mean, "scale": _scale(std, mean, xp)}
         elif self.method == "minmax":
             low = x.min(axis=0)
-            span = x.max(axis=0) - low
-            self.params_ = {"shift": low, "scale": xp.where(span > EPS, span, 1.0)}
+            self.params_ = {"shift": low, "scale": _scale(x.max(axis=0) - low, low, xp)}
         elif self.method == "quantile":
             levels = xp.linspace(0.0, 1.0, QUANTILES)
             self.params_ = {"quantiles": xp.quantile(x.astype(xp.float64), levels, axis=0)}
