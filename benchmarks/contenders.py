@@ -74,30 +74,20 @@ def text_model(name: str, items, device: str = "cpu"):
 
 
 def run_gpuclust(workload: Workload, device: str) -> dict[str, Any]:
-    """One timed `Pipeline.fit` on the workload's frames: wall seconds, stages, memory, quality."""
-    from gpuclust import Pipeline, PipelineConfig
-    from gpuclust.pipeline import default_featurizers
+    """One timed `UserClusterer.fit` on the workload's frames: wall seconds, stages, memory, quality."""
+    from gpuclust import PipelineConfig, UserClusterer
 
     data = synth(workload)
     config = PipelineConfig(device=device, seed=workload.seed)
     config.cluster.k = workload.k
     config.features.features = tuple(workload.features)
-    featurizers = None
+    model = None
     if "text" in workload.features:
         model = text_model(workload.model, data.items, "cuda" if device == "cuda" else "cpu")
-        if isinstance(model, str):
-            config.features.text = {"model": model}
-        else:  # a built model goes in as a stage object, not into the (copied, recorded) config
-            from gpuclust.features.text.featurizer import TextFeaturizer
-
-            featurizers = []
-            for name in workload.features:
-                if name == "text":
-                    featurizers.append(TextFeaturizer(model=model, seed=workload.seed))
-                else:
-                    featurizers += default_featurizers(dataclasses.replace(
-                        config, features=dataclasses.replace(config.features, features=(name,))))
-    seconds, p = timed(lambda: Pipeline(config, featurizers=featurizers).fit(data.events, data.items, data.truth))
+        if isinstance(model, str):  # a name goes into the (recorded) config; a built model in as a sub-model
+            config.features.text.model, model = model, None
+    seconds, p = timed(lambda: UserClusterer(config=config, embedding_model=model).fit(data.events, data.items,
+                                                                                     data.truth))
     timings = p.manifest_["timings"]
     stages = {}
     for name, rec in timings["stages"].items():

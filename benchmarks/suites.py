@@ -244,19 +244,21 @@ def engines(options: BenchOptions, previous: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from benchmarks.contenders import synth
-    from gpuclust import Pipeline, PipelineConfig
-    from gpuclust.backend import resolve_backend, to_host
+    from gpuclust import PipelineConfig, UserClusterer
+    from gpuclust.backend import resolve_backend
 
     workload = options.workload(options.sizes("engines")[-1])
     data = synth(workload)
     config = PipelineConfig(device="cpu", seed=options.seed)
     config.cluster.k, config.features.features = options.k, tuple(options.features)
-    config.features.text = {"model": options.model} if not options.model.startswith("random:") else {}
     if options.model.startswith("random:"):
         config.features.features = tuple(f for f in options.features if f != "text")
-    p = Pipeline(config).fit(data.events, data.items, data.truth)
-    x_host = np.ascontiguousarray(to_host(p.features_), dtype=np.float32)
-    truth = _truth_by_row(p, data.truth)
+    elif "text" in options.features:
+        config.features.text.model = options.model
+    p = UserClusterer(config=config).fit(data.events, data.items, data.truth)
+    features = p.transform(data.events)  # user_id, then the vectors the clusterer saw
+    x_host = np.ascontiguousarray(features.drop(columns="user_id").to_numpy(), dtype=np.float32)
+    truth = features[["user_id"]].merge(data.truth, on="user_id", how="left")["group"].fillna(-1).to_numpy(np.int64)
     out: dict[str, Any] = {"workload": workload.to_dict(), "features": list(config.features.features),
                            "shape": list(x_host.shape), "kmeans": [], "density": {}}
     devices = ["cpu"] + (["cuda"] if cuda_usable()[0] else [])
@@ -286,16 +288,6 @@ def engines(options: BenchOptions, previous: dict[str, Any]) -> dict[str, Any]:
         sub_km = _kmeans_row("sklearn" if device == "cpu" else "torch", sub, backend, truth[rows], options)
         out["density"]["runs"].append({**sub_km, "algorithm": "kmeans (same subsample)"})
     return out
-
-
-def _truth_by_row(p, truth_frame):
-    import numpy as np
-
-    from gpuclust.frames import host_frame
-
-    users = host_frame(p.data_.users)
-    joined = users.merge(truth_frame, on="user_id", how="left").sort_values("user_idx")
-    return joined["group"].fillna(-1).to_numpy(dtype=np.int64)
 
 
 def _ari(labels, truth) -> float:

@@ -7,9 +7,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 # Loaded on first use, so that `import gpuclust` (and the CLI's start) stays fast.
-_LAZY = {"Pipeline": "gpuclust.pipeline", "PipelineConfig": "gpuclust.config"}
+_LAZY = {"UserClusterer": "gpuclust.estimator", "PipelineConfig": "gpuclust.config"}
 
-__all__ = ["Pipeline", "PipelineConfig", "__version__"]
+__all__ = ["PipelineConfig", "UserClusterer", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

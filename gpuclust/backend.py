@@ -1,24 +1,28 @@
-"""The backend contract: where the work happens, resolved once per run.
+"""The backend contract: where the work happens, resolved once per run and passed to every stage.
 
 Stage code is written once against `Backend`: `xp` is CuPy or NumPy, `sparse` is cupyx.scipy.sparse
-or scipy.sparse, `frame` is cuDF or pandas. Every device-to-host copy goes through `to_host`, which
-counts bytes so a test can assert that the GPU path moved only labels and small summaries.
+or scipy.sparse, `frame` is cuDF or pandas. What differs by device lives here and in the engine
+adapters, not in stages: which engine runs a kind of work (`pick_engine`), turning a frame column into
+an array (`column`), handing GPU caches back between stages (`free_caches`). Every device-to-host copy
+goes through `to_host`, which counts bytes so a test can assert that the GPU path moved only labels
+and small summaries.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import threading
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from gpuclust import accelerators
+from gpuclust import accelerators, registry
 from gpuclust.errors import DeviceUnavailableError, UsageError
 
-DeviceChoice = Literal["auto", "cpu", "cuda"]
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICES = registry.DEVICES
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,41 @@ class Backend:
         if self.on_gpu:
             return self.xp.asarray(data, dtype=dtype)
         return np.asarray(to_host(data) if not isinstance(data, np.ndarray) else data, dtype=dtype)
+
+    def column(self, series: Any, dtype: Any = None):
+        """A frame column as an array of this backend, staying on the device where the frame is cuDF."""
+        from gpuclust.frames import column_array
+
+        return column_array(series, self, dtype)
+
+    def pick_engine(self, kind: str, requested: str = "auto") -> str:
+        """The engine that runs `kind` (an algorithm or reducer of the registry) here.
+
+        A named engine must be usable, or it is an error saying why; `auto` takes the first usable one in
+        the registry's order of preference for this device."""
+        if requested not in registry.engines_of(kind):
+            raise UsageError(f"unknown engine {requested!r} for {kind}: choose one of {', '.join(registry.engines_of(kind))}")
+        if requested != "auto":
+            usable, why = engine_usable(requested, self)
+            if not usable:
+                raise UsageError(f"engine {requested!r} for {kind} is not usable here ({why}); try --engine auto")
+            return requested
+        reasons = []
+        for engine in registry.PREFERENCE[kind][self.device]:
+            usable, why = engine_usable(engine, self, chosen_by_auto=True)
+            if usable:
+                return engine
+            reasons.append(why)
+        raise UsageError(f"no engine for {kind} is usable here: {'; '.join(reasons)}")
+
+    def free_caches(self) -> None:
+        """Hand cached GPU blocks back (torch's allocator, CuPy's pool) so the next stage can use them."""
+        if not self.on_gpu:
+            return
+        import torch
+
+        torch.cuda.empty_cache()
+        self.xp.get_default_memory_pool().free_all_blocks()
 
     def describe(self) -> dict:
         return {
@@ -70,6 +109,34 @@ def cuda_backend() -> Backend:
     else:
         import pandas as frame
     return Backend("cuda", cupy, cupyx.scipy.sparse, frame, "cuda")
+
+
+def installed(module: str) -> bool:
+    """Importable without importing it (a library loaded already counts)."""
+    return module in sys.modules or importlib.util.find_spec(module) is not None
+
+
+def engine_usable(engine: str, backend: Backend, chosen_by_auto: bool = False) -> tuple[bool, str]:
+    """(usable, why not) for an engine name of the registry on this backend's device.
+
+    FAISS asked for by name runs wherever faiss imports (on a GPU without its GPU build, on host copies);
+    `auto` takes it on a GPU only with the GPU build."""
+    if engine == "sklearn":
+        return True, ""
+    if engine == "cuml":
+        probe = accelerators.cuml()
+        return probe.usable, f"cuML: {probe.reason}"
+    if engine == "torch":
+        if backend.on_gpu:
+            probe = accelerators.torch_cuda()
+            return probe.usable, f"torch (CUDA): {probe.reason}"
+        return installed("torch"), "PyTorch is not installed: pip install torch"
+    if engine == "faiss":  # on a GPU the adapter uses FAISS's GPU index where that build is present
+        probe = accelerators.faiss_gpu() if backend.on_gpu and chosen_by_auto else accelerators.faiss_cpu()
+        return probe.usable, f"FAISS: {probe.reason}; pip install faiss-cpu"
+    if engine == "umap-learn":
+        return installed("umap"), "umap-learn is not installed: pip install gpuclust[umap], or use --reduce pca"
+    return False, f"unknown engine {engine!r}"
 
 
 def resolve_backend(device: str = "auto") -> Backend:
@@ -165,7 +232,7 @@ def from_torch(tensor, backend: Backend):
     return np.from_dlpack(tensor.contiguous())
 
 
-def to_torch(array, backend: Backend):
+def to_torch(array):
     """CuPy / NumPy -> torch through DLPack, zero-copy."""
     import torch
 

@@ -1,4 +1,10 @@
-"""Run configuration: plain dataclasses, loadable from TOML, recorded whole in the manifest."""
+"""Run configuration: typed dataclasses, loadable from TOML, validated in one place before any data is
+read, and recorded whole in the manifest.
+
+Names (features, algorithms and their engines, reducers, normalisers) come from `gpuclust.registry`;
+this module imports no stage. Messages name the setting the way the user gave it: the CLI flag and
+the TOML key (`FLAGS`).
+"""
 
 from __future__ import annotations
 
@@ -11,14 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpuclust import schema
-from gpuclust.cluster.factory import ALGORITHMS
-from gpuclust.cluster.kmeans import ENGINES
+from gpuclust import registry, schema
 from gpuclust.errors import UsageError, require_file
-from gpuclust.features.normalise import METHODS as NORMALISERS
-from gpuclust.reduce import REDUCERS
 
-FEATURES = ("behaviour", "tfidf", "text")
 MAX_SEED = 2**32 - 1  # what NumPy and scikit-learn accept (FAISS gets it folded into 31 bits)
 
 
@@ -50,6 +51,22 @@ class PreprocessConfig:
 
 
 @dataclass
+class TextConfig:
+    """The text featuriser: which encoder, how item texts are built, and how users are pooled."""
+
+    model: str = "default"  # the offline all-MiniLM-L6-v2 package, a Hugging Face id or a local folder
+    mode: str = "item"  # item: encode items once, pool per user; user: one text per user (slower)
+    template: str | None = None  # e.g. "{title} | {category}"; default joins the text columns and category
+    pooling: str = "mean"
+    precision: str = "auto"
+    half_life_days: float | None = None
+    batch_tokens: int | None = None
+    max_length: int = 128
+    cache_dir: str | None = None
+    allow_download: bool = False
+
+
+@dataclass
 class FeatureConfig:
     features: tuple[str, ...] = ("behaviour", "tfidf")
     normalise: str = "log1p"
@@ -60,8 +77,7 @@ class FeatureConfig:
     # Behaviour statistics are few but noisy (recency, span): at equal weight they blur the groups that
     # what users touch reveals. 0.25 is what planted-group recovery on synthetic data supports.
     weights: dict[str, float] = field(default_factory=lambda: {"behaviour": 0.25, "tfidf": 1.0, "text": 1.0})
-    # Options passed to the text featuriser (model, mode, template, precision, ...).
-    text: dict[str, Any] = field(default_factory=dict)
+    text: TextConfig = field(default_factory=TextConfig)
 
 
 @dataclass
@@ -82,6 +98,7 @@ class ClusterConfig:
 @dataclass
 class ReduceConfig:
     method: str = "none"
+    engine: str = "auto"
     n_components: int = 16
     n_neighbors: int = 15
     min_dist: float = 0.1
@@ -106,42 +123,48 @@ class PipelineConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     assess: AssessConfig = field(default_factory=AssessConfig)
 
-    def validate(self) -> PipelineConfig:
-        """Reject impossible values up front, naming the value and the valid ones."""
+    def validate(self, require_features: bool = True) -> PipelineConfig:
+        """Reject impossible or contradictory values up front, naming the setting and the valid values.
+
+        `require_features=False` lets the named feature list be empty (featuriser objects stand in)."""
         _check_types(self, "")
         if not 0 <= self.seed <= MAX_SEED:
-            raise UsageError(f"seed must be between 0 and {MAX_SEED} (2**32-1), got {self.seed}")
+            raise UsageError(f"{flag('seed')} must be between 0 and {MAX_SEED} (2**32-1), got {self.seed}")
         _distinct_columns(self.columns)
-        _one_of("device", self.device, ("auto", "cpu", "cuda"))
-        _one_of("normalise", self.features.normalise, NORMALISERS)
-        _one_of("engine", self.cluster.engine, ENGINES)
-        _one_of("algorithm", self.cluster.algorithm, ALGORITHMS)
-        _one_of("reducer", self.reduce.method, REDUCERS)
-        _at_least("reduce n_components", self.reduce.n_components, 1)
-        _at_least("anomalies", self.assess.anomalies, 0)
-        for k in self.cluster.k_values:
-            _at_least("k in k_values", k, 2)
+        _one_of("device", self.device, registry.DEVICES)
+        _one_of("features.normalise", self.features.normalise, registry.NORMALISERS)
+        _one_of("cluster.algorithm", self.cluster.algorithm, tuple(registry.ALGORITHMS))
+        _one_of("cluster.engine", self.cluster.engine, registry.engines_of(self.cluster.algorithm),
+                f" (the engines of {self.cluster.algorithm})")
+        _one_of("reduce.method", self.reduce.method, (registry.NO_REDUCER, *registry.REDUCERS))
+        if self.reduce.method != registry.NO_REDUCER:
+            _one_of("reduce.engine", self.reduce.engine, registry.engines_of(self.reduce.method),
+                    f" (the engines of {self.reduce.method})")
+        if require_features and not self.features.features:
+            raise UsageError(f"no features selected: pass {flag('features.features')} with one or more of "
+                             + ", ".join(registry.FEATURES))
         for name in self.features.features:
-            _one_of("feature", name, FEATURES)
+            _one_of("features.features", name, tuple(registry.FEATURES))
         for vocab in self.features.tfidf_vocabularies:
-            _one_of("tfidf vocabulary", vocab, ("item", "category"))
-        if not self.features.features:
-            raise UsageError("no features selected: pass --features with one or more of " + ", ".join(FEATURES))
-        _at_least("k", self.cluster.k, 1)
-        _at_least("n_init", self.cluster.n_init, 1)
-        _at_least("max_iter", self.cluster.max_iter, 1)
-        _at_least("tfidf_components", self.features.tfidf_components, 1)
-        _at_least("min_user_events", self.preprocess.min_user_events, 1)
-        _at_least("min_item_events", self.preprocess.min_item_events, 1)
-        _at_least("silhouette_sample", self.assess.silhouette_sample, 2)
+            _one_of("features.tfidf_vocabularies", vocab, registry.TFIDF_VOCABULARIES)
+        for k in self.cluster.k_values:
+            _at_least("cluster.k", k, 2)
+        for path, low in (("reduce.n_components", 1), ("assess.anomalies", 0), ("cluster.k", 1),
+                          ("cluster.n_init", 1), ("cluster.max_iter", 1), ("features.tfidf_components", 1),
+                          ("preprocess.min_user_events", 1), ("preprocess.min_item_events", 1),
+                          ("assess.silhouette_sample", 2), ("features.text.max_length", 1)):
+            _at_least(path, _get(self, path), low)
         if self.preprocess.sample_users is not None:
-            _at_least("sample_users", self.preprocess.sample_users, 1)
+            _at_least("preprocess.sample_users", self.preprocess.sample_users, 1)
         if not 0 <= self.preprocess.max_bad_timestamp_share <= 1:
-            raise UsageError("max_bad_timestamp_share must be between 0 and 1")
-        _check_weights("event weight", self.preprocess.event_weights, None, "--event-weights view=1,purchase=5")
-        _check_weights("feature weight", self.features.weights, FEATURES, "--feature-weights tfidf=1,behaviour=0.25")
-        if not any(self.features.weights.get(name, 1.0) > 0 for name in self.features.features):
+            raise UsageError("preprocess.max_bad_timestamp_share must be between 0 and 1")
+        check_weights("event weight", self.preprocess.event_weights, None, "--event-weights view=1,purchase=5")
+        check_weights("feature weight", self.features.weights, tuple(registry.FEATURES),
+                       "--feature-weights tfidf=1,behaviour=0.25")
+        if self.features.features and not any(self.features.weights.get(name, 1.0) > 0
+                                              for name in self.features.features):
             raise UsageError("every selected feature has weight 0: give at least one a positive --feature-weights")
+        _no_dead_settings(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,7 +191,7 @@ class PipelineConfig:
 def _build(cls, data: Any, where: str):
     """A config dataclass from a TOML/JSON table, every value checked against the field's annotation."""
     if not isinstance(data, dict):
-        raise UsageError(f"[{where}] must be a table of settings, got {data!r}")
+        raise UsageError(f"config value {where} = {data!r} has the wrong type: expected a table of settings")
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(hints))
     if unknown:
@@ -259,7 +282,7 @@ def _distinct_columns(columns: ColumnMap) -> None:
             seen[source] = role
 
 
-def _check_weights(what: str, weights: dict[str, float], valid: tuple[str, ...] | None, example: str) -> None:
+def check_weights(what: str, weights: dict[str, float], valid: tuple[str, ...] | None, example: str) -> None:
     """Weights are finite and >= 0, at least one is positive, and (where `valid` is given) each names a
     known thing: a typo such as `behavior=1` would otherwise be silently ignored."""
     for name, weight in weights.items():
@@ -271,11 +294,80 @@ def _check_weights(what: str, weights: dict[str, float], valid: tuple[str, ...] 
         raise UsageError(f"no {what} is positive ({weights or 'none given'}); give at least one, e.g. {example}")
 
 
-def _one_of(what: str, value: str, valid: tuple[str, ...]) -> None:
+# How the user names each setting on the command line; the TOML key is the path itself.
+FLAGS = {
+    "seed": "--seed", "device": "--device",
+    "columns.user_id": "--user-col", "columns.item_id": "--item-col", "columns.event_type": "--event-col",
+    "columns.timestamp": "--time-col", "columns.value": "--value-col", "columns.item_item_id": "--item-key-col",
+    "columns.category": "--category-col", "columns.text": "--text-cols",
+    "preprocess.event_weights": "--event-weights", "preprocess.min_user_events": "--min-user-events",
+    "preprocess.min_item_events": "--min-item-events", "preprocess.sample_users": "--sample-users",
+    "preprocess.sample_replace": "--sample-replace",
+    "features.features": "--features", "features.normalise": "--normalise",
+    "features.tfidf_components": "--tfidf-components", "features.weights": "--feature-weights",
+    "features.text.model": "--model", "features.text.mode": "--text-mode", "features.text.template": "--text-template",
+    "features.text.precision": "--precision", "features.text.half_life_days": "--half-life-days",
+    "reduce.method": "--reduce", "reduce.engine": "--reduce-engine", "reduce.n_components": "--reduce-components",
+    "cluster.algorithm": "--algorithm", "cluster.k": "--k", "cluster.engine": "--engine", "cluster.eps": "--eps",
+    "cluster.min_samples": "--min-samples", "cluster.min_cluster_size": "--min-cluster-size",
+    "assess.silhouette_sample": "--silhouette-sample", "assess.anomalies": "--anomalies",
+}
+
+
+def flag(path: str) -> str:
+    """A setting as the user names it: `--reduce-components (reduce.n_components)`, or the TOML key."""
+    return f"{FLAGS[path]} ({path})" if path in FLAGS else path
+
+
+def _get(config: Any, path: str) -> Any:
+    for part in path.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def _no_dead_settings(config: PipelineConfig) -> None:
+    """A setting changed from its default where the chosen features, reducer or algorithm ignore it is
+    an error: `--model` without text features, or `--eps` with k-means, would otherwise do nothing."""
+    features, reduce, cluster = config.features, config.reduce, config.cluster
+    algorithm = cluster.algorithm
+    ignored = {
+        "features.text": ("text" not in features.features, "'text' in --features"),
+        "features.normalise": ("behaviour" not in features.features, "'behaviour' in --features"),
+        "features.tfidf_components": ("tfidf" not in features.features, "'tfidf' in --features"),
+        "features.tfidf_vocabularies": ("tfidf" not in features.features, "'tfidf' in --features"),
+        "reduce.engine": (reduce.method == registry.NO_REDUCER, "--reduce pca or umap"),
+        "reduce.n_components": (reduce.method == registry.NO_REDUCER, "--reduce pca or umap"),
+        "reduce.n_neighbors": (reduce.method != "umap", "--reduce umap"),
+        "reduce.min_dist": (reduce.method != "umap", "--reduce umap"),
+        "cluster.k": (not registry.ALGORITHMS[algorithm].takes_k, "--algorithm kmeans or agglomerative"),
+        "cluster.k_values": (not registry.ALGORITHMS[algorithm].takes_k, "--algorithm kmeans or agglomerative"),
+        "cluster.n_init": (algorithm != "kmeans", "--algorithm kmeans"),
+        "cluster.max_iter": (algorithm != "kmeans", "--algorithm kmeans"),
+        "cluster.tol": (algorithm != "kmeans", "--algorithm kmeans"),
+        "cluster.eps": (algorithm != "dbscan", "--algorithm dbscan"),
+        "cluster.min_samples": (algorithm not in ("dbscan", "hdbscan"), "--algorithm dbscan or hdbscan"),
+        "cluster.min_cluster_size": (algorithm != "hdbscan", "--algorithm hdbscan"),
+    }
+    defaults = PipelineConfig()
+    for path, (is_ignored, needs) in ignored.items():
+        if not is_ignored or _get(config, path) == _get(defaults, path):
+            continue
+        if path == "features.text":  # name the text setting that was given
+            given = TextConfig()
+            path = next(f"features.text.{f.name}" for f in dataclasses.fields(TextConfig)
+                        if getattr(features.text, f.name) != getattr(given, f.name))
+        raise UsageError(f"{flag(path)} has no effect without {needs}; drop it or add that")
+    for name, weight in features.weights.items():
+        if name not in features.features and weight != defaults.features.weights.get(name):
+            raise UsageError(f"{flag('features.weights')} gives {name}={weight:g}, but {name!r} is not among the "
+                             f"features ({', '.join(features.features)}); drop it or add {name} to --features")
+
+
+def _one_of(path: str, value: str, valid: tuple[str, ...], where: str = "") -> None:
     if value not in valid:
-        raise UsageError(f"unknown {what} {value!r}: choose one of {', '.join(valid)}")
+        raise UsageError(f"unknown {flag(path)} {value!r}: choose one of {', '.join(valid)}{where}")
 
 
-def _at_least(what: str, value: int, low: int) -> None:
+def _at_least(path: str, value: int, low: int) -> None:
     if value is None or value < low:
-        raise UsageError(f"{what} must be at least {low}, got {value}")
+        raise UsageError(f"{flag(path)} must be at least {low}, got {value}")

@@ -1,4 +1,4 @@
-"""Run records: seconds and peak memory per stage, versions, device; what manifest.json holds."""
+"""Run records: seconds and peak memory per stage, versions, device; what manifest.json holds, built here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +54,6 @@ def machine(backend: Backend | None = None) -> dict[str, Any]:
     return info
 
 
-def current_rss_bytes() -> int:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return 0
-
-
 def _peak_rss_bytes() -> int:
     """Peak RSS since the last reset (VmHWM), falling back to the process-wide peak."""
     with contextlib.suppress(OSError, ValueError):
@@ -86,8 +80,9 @@ class StageRecorder:
     allocators were measured.
     """
 
-    def __init__(self, backend: Backend | None = None) -> None:
+    def __init__(self, backend: Backend | None = None, on_stage: Callable[[str], None] | None = None) -> None:
         self.backend = backend
+        self.on_stage = on_stage  # told each stage's name as it starts (a CLI progress line)
         self.stages: dict[str, dict[str, Any]] = {}
         self.started = time.perf_counter()
         self.peak_rss_bytes = 0
@@ -95,6 +90,8 @@ class StageRecorder:
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:
         record: dict[str, Any] = {}
+        if self.on_stage is not None:
+            self.on_stage(name)
         if self.backend is not None:  # where this stage's frames and arrays lived
             record.update(frame=self.backend.frame_library, array=self.backend.xp.__name__)
         exact = _reset_peak_rss()
@@ -136,3 +133,31 @@ class StageRecorder:
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def build_manifest(*, config: dict[str, Any], backend: Backend, recorder: StageRecorder, data: Any,
+                   features: dict[str, Any], reduce: dict[str, Any] | None, cluster: dict[str, Any],
+                   metrics: dict[str, Any], moved_bytes: int, custom: dict[str, str]) -> dict[str, Any]:
+    """Everything a fit did, in one JSON-able document: config, versions, device, timings, rows, results."""
+    import uuid
+
+    import gpuclust
+
+    return {
+        "gpuclust": gpuclust.__version__,
+        "run_id": uuid.uuid4().hex,
+        "created": now_iso(),
+        "config": config,
+        "custom_stages": custom,
+        "device": machine(backend),
+        "accelerators": [vars(a) for a in accelerators.all_accelerators()],
+        "versions": versions(),
+        "timings": recorder.summary(),
+        "rows": {"steps": [s.to_dict() for s in data.steps], "events": len(data.events), "users": data.n_users,
+                 "items": data.n_items},
+        "features": features,
+        "reduce": reduce,
+        "cluster": cluster,
+        "metrics": metrics,
+        "device_to_host_bytes": moved_bytes,
+    }

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from gpuclust import registry
 from gpuclust.backend import Backend, to_host
 from gpuclust.errors import UsageError
 from gpuclust.frames import host_frame
@@ -25,10 +26,14 @@ VERSION = 2
 MANIFEST = "model.json"
 ARRAYS = "arrays.safetensors"
 ITEMS = "items.parquet"
+ASSIGNMENTS = "assignments.parquet"
+MAP = "map.parquet"
+TABLES = (ITEMS, ASSIGNMENTS, MAP)
 CHECKSUMS = "checksums.sha256"
 # Every file a model folder may hold; the checksum file lists all of them but itself.
-LAYOUT = {name: None for name in (MANIFEST, ARRAYS, ITEMS, CHECKSUMS)}
-REQUIRED_KEYS = ("format", "version", "config", "featurizers", "fuser", "reducer", "clusterer")
+LAYOUT = dict.fromkeys((MANIFEST, ARRAYS, *TABLES, CHECKSUMS))
+REQUIRED_KEYS = ("format", "version", "config", "featurizers", "fuser", "reducer", "clusterer", "sweep", "profiles",
+                 "population", "anomalies", "manifest")
 _PLAIN_NAME = re.compile(r"\.?[A-Za-z0-9][A-Za-z0-9_.-]*")
 _LINE = re.compile(r"(?P<digest>[0-9a-f]{64})  (?P<name>.+)")
 
@@ -37,14 +42,15 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def save_model(directory: str | Path, meta: dict[str, Any], arrays: dict[str, Any], items: Any) -> Path:
-    """Write model.json, arrays.safetensors, items.parquet and the checksums of all of them as one unit."""
+def save_model(directory: str | Path, meta: dict[str, Any], arrays: dict[str, Any], tables: dict[str, Any]) -> Path:
+    """Write model.json, arrays.safetensors, the Parquet tables and the checksums of all of them as one unit."""
     from safetensors.numpy import save_file
 
     with OutputDir(directory, "model", LAYOUT, what="model folder") as staging:
         host = {name: np.ascontiguousarray(to_host(a)) for name, a in arrays.items()}
         save_file(host, str(staging / ARRAYS))
-        host_frame(items).to_parquet(staging / ITEMS, index=False)
+        for name, table in tables.items():
+            host_frame(table).to_parquet(staging / name, index=False)
         document = {"format": FORMAT, "version": VERSION, **meta}
         (staging / MANIFEST).write_text(json.dumps(document, indent=2, default=str) + "\n")
         lines = [f"{_sha256(path.read_bytes())}  {path.name}" for path in sorted(staging.iterdir())]
@@ -101,8 +107,8 @@ def _read_checksums(directory: Path) -> dict[str, str]:
     return listed
 
 
-def load_model(directory: str | Path, backend: Backend) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """Return (meta, arrays on the backend, item table on the backend's frame library), all verified."""
+def load_model(directory: str | Path, backend: Backend) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Return (meta, arrays on the backend, tables on the backend's frame library), all verified."""
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
@@ -120,18 +126,20 @@ def load_model(directory: str | Path, backend: Backend) -> tuple[dict[str, Any],
     missing = [key for key in REQUIRED_KEYS if key not in meta]
     if missing:
         raise UsageError(f"model {directory} is malformed: {MANIFEST} lacks {', '.join(missing)}")
-    for name in (ARRAYS, ITEMS):
+    for name in (ARRAYS, *TABLES):
         if name not in contents:
             raise UsageError(f"model {directory} is incomplete: {name} is missing")
     try:
         arrays = {k: backend.asarray(v) for k, v in load(contents[ARRAYS]).items()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise UsageError(f"model {directory} is corrupt: {ARRAYS} cannot be read ({exc})") from None
-    try:
-        items = backend.frame.read_parquet(io.BytesIO(contents[ITEMS]))
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
-        raise UsageError(f"model {directory} is corrupt: {ITEMS} cannot be read ({exc})") from None
-    return meta, arrays, items
+    tables = {}
+    for name in TABLES:
+        try:
+            tables[name] = backend.frame.read_parquet(io.BytesIO(contents[name]))
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise UsageError(f"model {directory} is corrupt: {name} cannot be read ({exc})") from None
+    return meta, arrays, tables
 
 
 def split_arrays(arrays: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -140,74 +148,72 @@ def split_arrays(arrays: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(start):]: v for k, v in arrays.items() if k.startswith(start)}
 
 
-# --- a pipeline's state -------------------------------------------------------------------------------
+# --- an estimator's state -----------------------------------------------------------------------
 
-def featurizer_class(name: str):
-    from gpuclust.features.behaviour import BehaviourFeaturizer
-    from gpuclust.features.tfidf import TfidfFeaturizer
-
-    if name == "behaviour":
-        return BehaviourFeaturizer
-    if name == "tfidf":
-        return TfidfFeaturizer
-    if name == "text":
-        from gpuclust.features.text.featurizer import TextFeaturizer
-
-        return TextFeaturizer
-    raise UsageError(f"the model names an unknown featuriser {name!r}; was it saved by a newer gpuclust?")
-
-
-def save_pipeline(pipeline, directory: str | Path) -> Path:
-    """Featuriser states, the fuser's centring and scales, the PCA (if any) and the cluster centres."""
+def save_estimator(est: Any, directory: str | Path) -> Path:
+    """Featuriser states, the fuser's centring and scales, a linear reducer, the centres and the anomaly
+    yardsticks (what `predict` needs), plus the fitted attributes a loaded model shows."""
     featurizers, arrays = [], {}
-    for f in pipeline.featurizers_:
+    for f in est.featurizers_:
+        if f.name not in registry.FEATURES:
+            raise UsageError(f"featuriser {f.name!r} is not in the registry, so a saved model could not rebuild it: "
+                             f"call gpuclust.registry.register_feature({f.name!r}, 'module:Class') first")
         if not hasattr(f, "state"):
             raise UsageError(f"featuriser {f.name!r} cannot be saved (it has no state())")
         meta, state = f.state()
         featurizers.append({"name": f.name, "meta": meta})
         arrays.update({f"featurizer.{f.name}.{k}": v for k, v in state.items()})
-    fuser = {name: {"scale": s["scale"], "weight": s["weight"]} for name, s in pipeline.fuser_.stats_.items()}
-    arrays.update({f"fuser.{name}.mean": s["mean"] for name, s in pipeline.fuser_.stats_.items()})
+    fuser = {name: {"scale": s["scale"], "weight": s["weight"]} for name, s in est.fuser_.stats_.items()}
+    arrays.update({f"fuser.{name}.mean": s["mean"] for name, s in est.fuser_.stats_.items()})
     reducer = None
-    if pipeline.reducer_ is not None:
-        if not hasattr(pipeline.reducer_, "components_"):
-            raise UsageError(f"a {type(pipeline.reducer_).__name__} reduction cannot be saved without pickle; "
-                             "use --reduce pca or none for a reusable model")
-        reducer = {"method": "pca", "n_components": int(pipeline.reducer_.components_.shape[0])}
-        arrays["reducer.components"] = pipeline.reducer_.components_
-        arrays["reducer.mean"] = pipeline.reducer_.mean_
-    arrays["clusterer.centres"] = pipeline.clusterer_.cluster_centers_
+    if est.reducer_ is not None:
+        components = getattr(est.reducer_, "components_", None)
+        if components is None:
+            raise UsageError(f"a {type(est.reducer_).__name__} reduction cannot be saved without pickle; "
+                             "use --reduce pca (or none, or a linear reducer) for a reusable model")
+        mean = getattr(est.reducer_, "mean_", None)
+        arrays["reducer.components"] = components
+        arrays["reducer.mean"] = np.zeros(components.shape[1], np.float32) if mean is None else mean
+        reducer = {"n_components": int(components.shape[0]), "info": getattr(est.reducer_, "info_", {})}
+    arrays["clusterer.centres"] = est.cluster_centers_
+    arrays["anomaly.median"], arrays["anomaly.scale"] = est.spread_
     meta = {
-        "gpuclust": pipeline.manifest_["gpuclust"],
-        "run_id": pipeline.manifest_.get("run_id"),
-        "config": pipeline.config_.to_dict(),
+        "gpuclust": est.manifest_["gpuclust"],
+        "run_id": est.manifest_.get("run_id"),
+        "config": est.config_.to_dict(),
         "featurizers": featurizers,
         "fuser": fuser,
         "reducer": reducer,
-        "clusterer": {"algorithm": pipeline.manifest_["cluster"]["algorithm"],
-                      "engine": pipeline.manifest_["cluster"]["engine"],
-                      "k": int(pipeline.clusterer_.cluster_centers_.shape[0])},
+        "clusterer": {"algorithm": est.manifest_["cluster"]["algorithm"], "engine": est.manifest_["cluster"]["engine"],
+                      "k": int(est.n_clusters_)},
+        "sweep": None if est.sweep_ is None else est.sweep_.to_dict(),
+        "profiles": est.profiles_, "population": est.population_, "anomalies": est.anomalies_,
+        "manifest": est.manifest_,
     }
-    return save_model(directory, meta, arrays, pipeline.data_.items)
+    tables = {ITEMS: est.vocabulary_, ASSIGNMENTS: est.labels_, MAP: est.map_}
+    return save_model(directory, meta, arrays, tables)
 
 
-def load_pipeline(cls, directory: str | Path, device: str | None = None):
+def load_estimator(cls, directory: str | Path, device: str | None = None):
     from gpuclust.backend import resolve_backend
 
     backend = resolve_backend(device or "auto")
-    meta, arrays, items = load_model(directory, backend)
+    meta, arrays, tables = load_model(directory, backend)
     try:
-        pipeline = _restore(cls, meta, arrays, items, backend, device)
-        _check_shapes(pipeline)
+        est = _restore(cls, meta, arrays, tables, backend, device)
+        _check_shapes(est)
     except UsageError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise UsageError(f"model {directory} is malformed ({type(exc).__name__}: {exc}); re-save it "
                          "with `gpuclust run`") from None
-    return pipeline
+    return est
 
 
-def _restore(cls, meta: dict[str, Any], arrays: dict[str, Any], items: Any, backend: Backend, device: str | None):
+def _restore(cls, meta: dict[str, Any], arrays: dict[str, Any], tables: dict[str, Any], backend: Backend,
+             device: str | None):
+    from gpuclust.cluster.outcome import Centroids
+    from gpuclust.cluster.sweep import KSweep
     from gpuclust.config import PipelineConfig
     from gpuclust.features.fuse import Fuser
     from gpuclust.reduce.pca import PCA
@@ -215,37 +221,47 @@ def _restore(cls, meta: dict[str, Any], arrays: dict[str, Any], items: Any, back
     config = PipelineConfig.from_dict(meta["config"])
     if device:
         config.device = device
-    pipeline = cls(config)
-    pipeline.config_ = config
-    pipeline.backend_ = backend
-    pipeline.vocabulary_ = items
-    pipeline.featurizers_ = [
-        featurizer_class(f["name"]).from_state(f["meta"], split_arrays(arrays, f"featurizer.{f['name']}"), backend)
+    est = cls(config=config)
+    est.config_, est.backend_ = config, backend
+    est.featurizers_ = [
+        registry.lookup(registry.FEATURES, f["name"], "featuriser").load().from_state(
+            f["meta"], split_arrays(arrays, f"featurizer.{f['name']}"), backend)
         for f in meta["featurizers"]
     ]
-    pipeline.fuser_ = Fuser({n: s["weight"] for n, s in meta["fuser"].items()})
-    pipeline.fuser_.stats_ = {n: {"mean": arrays[f"fuser.{n}.mean"], **s} for n, s in meta["fuser"].items()}
-    pipeline.reducer_ = None
-    if meta.get("reducer"):
-        pipeline.reducer_ = PCA(meta["reducer"]["n_components"])
-        pipeline.reducer_.components_ = arrays["reducer.components"]
-        pipeline.reducer_.mean_ = arrays["reducer.mean"]
-    pipeline.centres_ = arrays["clusterer.centres"]
-    return pipeline
+    est.fuser_ = Fuser({n: s["weight"] for n, s in meta["fuser"].items()})
+    est.fuser_.stats_ = {n: {"mean": arrays[f"fuser.{n}.mean"], **s} for n, s in meta["fuser"].items()}
+    est.reducer_ = None
+    if meta["reducer"]:
+        est.reducer_ = PCA(meta["reducer"]["n_components"])
+        est.reducer_.components_, est.reducer_.mean_ = arrays["reducer.components"], arrays["reducer.mean"]
+        est.reducer_.info_ = meta["reducer"].get("info", {})
+    est.cluster_centers_ = arrays["clusterer.centres"]
+    est.n_clusters_ = int(est.cluster_centers_.shape[0])
+    est.clusterer_ = Centroids(est.cluster_centers_, meta["clusterer"]["algorithm"], meta["clusterer"]["engine"])
+    est.sweep_ = None if meta["sweep"] is None else KSweep(
+        meta["sweep"]["curve"], meta["sweep"]["best_k"], meta["sweep"]["rule"], meta["sweep"]["silhouette_sample"])
+    est.spread_ = (arrays["anomaly.median"], arrays["anomaly.scale"])
+    est.vocabulary_, est.labels_, est.map_ = tables[ITEMS], tables[ASSIGNMENTS], tables[MAP]
+    est.profiles_, est.population_, est.anomalies_ = meta["profiles"], meta["population"], meta["anomalies"]
+    est.manifest_ = meta["manifest"]
+    est.metrics_ = est.manifest_["metrics"]
+    return est
 
 
-def _check_shapes(pipeline) -> None:
-    """Arrays of another model (or edited ones) do not line up: say so now, not at the first assign."""
-    fused = sum(int(s["mean"].shape[-1]) for s in pipeline.fuser_.stats_.values())
-    names = [f.name for f in pipeline.featurizers_]
-    if sorted(names) != sorted(pipeline.fuser_.stats_):
-        raise ValueError(f"featurisers {names} do not match the fused blocks {list(pipeline.fuser_.stats_)}")
+def _check_shapes(est) -> None:
+    """Arrays of another model (or edited ones) do not line up: say so now, not at the first predict."""
+    fused = sum(int(s["mean"].shape[-1]) for s in est.fuser_.stats_.values())
+    names = [f.name for f in est.featurizers_]
+    if sorted(names) != sorted(est.fuser_.stats_):
+        raise ValueError(f"featurisers {names} do not match the fused blocks {list(est.fuser_.stats_)}")
     width = fused
-    if pipeline.reducer_ is not None:
-        components = pipeline.reducer_.components_
-        if components.ndim != 2 or components.shape[1] != fused or pipeline.reducer_.mean_.shape[-1] != fused:
+    if est.reducer_ is not None:
+        components = est.reducer_.components_
+        if components.ndim != 2 or components.shape[1] != fused or est.reducer_.mean_.shape[-1] != fused:
             raise ValueError(f"the reducer expects {components.shape[-1]} features, the fused blocks give {fused}")
         width = components.shape[0]
-    centres = pipeline.centres_
+    centres = est.cluster_centers_
     if centres.ndim != 2 or centres.shape[1] != width or centres.shape[0] < 1:
         raise ValueError(f"cluster centres of shape {tuple(centres.shape)} do not fit {width} features")
+    if any(s.shape != (centres.shape[0],) for s in est.spread_):
+        raise ValueError("the anomaly yardsticks do not match the clusters")

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from gpuclust import Pipeline, PipelineConfig, accelerators
+from gpuclust import PipelineConfig, UserClusterer, accelerators
 from gpuclust.backend import transfers
 from gpuclust.synth import SynthSpec, generate
 
@@ -35,7 +35,7 @@ def main() -> int:
         config.cluster.k = 20
         transfers.reset()
         t = time.perf_counter()
-        p = Pipeline(config).fit(data.events, data.items, data.truth)
+        p = UserClusterer(config=config).fit(data.events, data.items, data.truth)
         result[device] = {
             "seconds": round(time.perf_counter() - t, 3),
             "stages": stage_coverage(p.manifest_),

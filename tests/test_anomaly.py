@@ -4,13 +4,18 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
-from gpuclust.assess import anomaly as anomaly_module
-from gpuclust.assess.anomaly import NOISE_SCORE, anomaly_scores, cluster_spread, top_anomalies
 from gpuclust.backend import cpu_backend, transfers
 from gpuclust.cluster.density import DBSCAN
 from gpuclust.cluster.kmeans import KMeans
+from gpuclust.cluster.outcome import outcome_of
+from gpuclust.quality import anomaly as anomaly_module
+from gpuclust.quality.anomaly import NOISE_SCORE, anomaly_scores, cluster_spread, top_anomalies
 
 B = cpu_backend()
+
+
+def _distances(model, x):
+    return outcome_of(model, x, B).distances
 
 
 def _reference(labels, distances):
@@ -63,22 +68,22 @@ def test_top_anomalies_lists_the_outliers_with_why():
     x = x.astype(np.float32)
     x[17, 2] += 6.0  # one user far off along feature 2 only
     km = KMeans(3, random_state=0).fit(x, B)
-    scores = anomaly_scores(km.labels_, km.distances_, np)
+    scores = anomaly_scores(km.labels_, _distances(km, x), np)
     ids = np.array([f"u{i}" for i in range(500)])
     names = ["visits", "spend", "returns", "recency"]
-    top = top_anomalies(ids, km.labels_, scores, km.distances_, 3, feature_matrix=x, feature_names=names)
+    top = top_anomalies(ids, km.labels_, scores, _distances(km, x), 3, np, feature_matrix=x, feature_names=names)
     assert len(top) == 3 and top[0]["user_id"] == "u17"
     assert [row["score"] for row in top] == sorted((row["score"] for row in top), reverse=True)
     first = top[0]
     assert set(first) == {"user_id", "cluster", "score", "distance", "noise", "why"}
     assert first["cluster"] == int(km.labels_[17]) and first["noise"] is False
-    assert first["distance"] == pytest.approx(float(km.distances_[17]))
+    assert first["distance"] == pytest.approx(float(_distances(km, x)[17]))
     assert first["why"].startswith("distance ") and "x the cluster's typical distance" in first["why"]
     assert "returns" in first["why"] and "sd above the cluster mean" in first["why"]
-    plain = top_anomalies(np.arange(500) + 1000, km.labels_, scores, km.distances_, 2)
+    plain = top_anomalies(np.arange(500) + 1000, km.labels_, scores, _distances(km, x), 2, np)
     assert plain[0]["user_id"] == 1017 and isinstance(plain[0]["user_id"], int) and ";" not in plain[0]["why"]
-    assert top_anomalies(ids, km.labels_, scores, km.distances_, 0) == []
-    assert len(top_anomalies(ids, km.labels_, scores, km.distances_, 10_000)) == 500
+    assert top_anomalies(ids, km.labels_, scores, _distances(km, x), 0, np) == []
+    assert len(top_anomalies(ids, km.labels_, scores, _distances(km, x), 10_000, np)) == 500
 
 
 def test_top_anomalies_accepts_a_frame_of_features():
@@ -87,18 +92,18 @@ def test_top_anomalies_accepts_a_frame_of_features():
     x, _ = make_blobs(n_samples=200, centers=2, n_features=3, cluster_std=0.3, random_state=1)
     x[5, 0] -= 5.0
     km = KMeans(2, random_state=0).fit(x.astype(np.float32), B)
-    scores = anomaly_scores(km.labels_, km.distances_, np)
+    scores = anomaly_scores(km.labels_, _distances(km, x), np)
     frame = pd.DataFrame(x, columns=["orders", "basket", "days"])
-    top = top_anomalies(np.arange(200), km.labels_, scores, km.distances_, 1, feature_matrix=frame)
+    top = top_anomalies(np.arange(200), km.labels_, scores, _distances(km, x), 1, np, feature_matrix=frame)
     assert top[0]["user_id"] == 5 and "orders" in top[0]["why"] and "below the cluster mean" in top[0]["why"]
-    by_series = top_anomalies(pd.Series(np.arange(200) + 7), km.labels_, scores, km.distances_, 1)
+    by_series = top_anomalies(pd.Series(np.arange(200) + 7), km.labels_, scores, _distances(km, x), 1, np)
     assert by_series[0]["user_id"] == 12
 
 
 def test_zero_typical_distance_is_said_plainly():
     labels = np.zeros(4, dtype=np.int32)
     distances = np.array([0, 0, 0, 3], dtype=np.float32)
-    top = top_anomalies(np.arange(4), labels, anomaly_scores(labels, distances, np), distances, 1)
+    top = top_anomalies(np.arange(4), labels, anomaly_scores(labels, distances, np), distances, 1, np)
     assert top[0]["user_id"] == 3 and top[0]["why"] == "distance 3 (the cluster's typical distance is 0)"
 
 
@@ -106,9 +111,9 @@ def test_density_noise_is_flagged_with_its_reason():
     x, _ = make_blobs(n_samples=300, centers=2, n_features=3, cluster_std=0.3, random_state=2)
     x = np.vstack([x, [[40.0, 40.0, 40.0]]]).astype(np.float32)
     model = DBSCAN(eps=0.8, min_samples=5).fit(x, B)
-    assert model.noise_[-1]
-    scores = anomaly_scores(model.labels_, model.distances_, np, noise=model.noise_)
-    top = top_anomalies(np.arange(301), model.labels_, scores, model.distances_, 1, noise=model.noise_)
+    assert (model.labels_ < 0)[-1]
+    scores = anomaly_scores(model.labels_, _distances(model, x), np, noise=(model.labels_ < 0))
+    top = top_anomalies(np.arange(301), model.labels_, scores, _distances(model, x), 1, np, noise=(model.labels_ < 0))
     assert top[0]["user_id"] == 300 and top[0]["noise"] is True and top[0]["cluster"] == -1
     assert top[0]["why"].startswith("density noise")
 
@@ -129,7 +134,7 @@ def test_top_anomalies_asks_the_host_only_for_the_top_rows_and_summaries(monkeyp
     distances = rng.gamma(2.0, 1.0, n).astype(np.float32)
     features = rng.normal(size=(n, 3)).astype(np.float32)
     scores = anomaly_scores(labels, distances, np)
-    top = top_anomalies(np.arange(n), labels, scores, distances, m, feature_matrix=features,
+    top = top_anomalies(np.arange(n), labels, scores, distances, m, np, feature_matrix=features,
                         feature_names=["a", "b", "c"])
     assert len(top) == m
     assert requested and set(requested) <= {(m,), (m, 3), (3,)}, requested  # top rows; per-cluster mean and sd
@@ -150,7 +155,7 @@ def test_anomalies_on_the_gpu_match_the_cpu_and_move_only_the_top_rows():
     np.testing.assert_allclose(gpu_scores.get(), cpu_scores, rtol=1e-5, atol=1e-5)
     for matrix in (cupy.asarray(features), features):  # host features: pandas frames on a GPU
         before = transfers.bytes
-        top = top_anomalies(np.arange(n), gl, gpu_scores, gd, 10, feature_matrix=matrix, feature_names=list("abcdef"))
+        top = top_anomalies(np.arange(n), gl, gpu_scores, gd, 10, cupy, feature_matrix=matrix, feature_names=list("abcdef"))
         moved = transfers.bytes - before
         assert moved < 20_000  # top rows, per-cluster summaries: nothing of size n
         assert [r["user_id"] for r in top] == list(np.argsort(-cpu_scores, kind="stable")[:10])

@@ -56,7 +56,7 @@ def bad_inputs(files):
         "events is a directory": (["--events", files], "is a directory, not a Parquet, CSV or JSON Lines file"),
         "header-only csv": (["--events", header_only], "has no rows"),
         "event types all null": (["--events", no_types], "empty in every row; map the column"),
-        "negative seed": (["--events", events, "--seed", -1], "seed must be between 0 and 4294967295"),
+        "negative seed": (["--events", events, "--seed", -1], "--seed (seed) must be between 0 and 4294967295"),
         "one column two roles": (["--events", events, "--time-col", "value"], "mapped to both timestamp and value"),
         "feature weight typo": (["--events", events, "--feature-weights", "behavior=1"],
                                 "unknown name 'behavior' for a feature weight: choose from behaviour, tfidf, text"),

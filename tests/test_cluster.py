@@ -9,10 +9,11 @@ from sklearn.metrics import (
 )
 
 from gpuclust import accelerators
-from gpuclust.assess.metrics import calinski_harabasz, davies_bouldin, silhouette
 from gpuclust.backend import cpu_backend
-from gpuclust.cluster.kmeans import KMeans, assign, pick_engine
+from gpuclust.cluster.kmeans import KMeans
+from gpuclust.cluster.outcome import nearest_centres
 from gpuclust.errors import UsageError
+from gpuclust.quality.metrics import calinski_harabasz, davies_bouldin, silhouette
 
 B = cpu_backend()
 
@@ -31,30 +32,30 @@ def test_engines_recover_separated_blobs(blobs, engine):
     km = KMeans(6, engine=engine, n_init=10, random_state=0).fit(x, B)
     assert km.engine_ == engine
     assert adjusted_rand_score(y, km.labels_) == pytest.approx(1.0)
-    assert km.labels_.dtype == np.int32 and km.distances_.shape == (3000,)
+    assert km.labels_.dtype == np.int32 and km.labels_.shape == (3000,)
     again = KMeans(6, engine=engine, n_init=10, random_state=0).fit(x, B)
     np.testing.assert_array_equal(km.labels_, again.labels_)
 
 
 def test_auto_takes_scikit_learn_on_the_cpu():
-    assert pick_engine("auto", B) == "sklearn"
+    assert B.pick_engine("kmeans") == "sklearn"
 
 
 def test_impossible_k_and_engines_are_user_errors(blobs):
     x, _ = blobs
     with pytest.raises(UsageError, match="larger than the number of users"):
         KMeans(5000).fit(x, B)
-    with pytest.raises(UsageError, match="choose one of"):
+    with pytest.raises(UsageError, match="unknown engine 'magic'"):
         KMeans(3, engine="magic").fit(x, B)
     if not accelerators.cuml().usable:
         with pytest.raises(UsageError, match="not usable"):
             KMeans(3, engine="cuml").fit(x, B)
 
 
-def test_assign_matches_brute_force(blobs):
+def test_nearest_centres_match_brute_force(blobs):
     x, _ = blobs
     centres = x[:7]
-    labels, dist = assign(x, centres, np, chunk=500)
+    labels, dist = nearest_centres(x, centres, np, chunk=500)
     d = np.linalg.norm(x[:, None, :] - centres[None], axis=2)
     np.testing.assert_array_equal(labels, d.argmin(axis=1))
     np.testing.assert_allclose(dist, d.min(axis=1), rtol=1e-4, atol=1e-3)

@@ -11,15 +11,17 @@ from sklearn.cluster import KMeans as SkKMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from gpuclust import accelerators
-from gpuclust.assess.metrics import calinski_harabasz, davies_bouldin, silhouette
+from gpuclust import accelerators, registry
 from gpuclust.backend import cpu_backend
 from gpuclust.cluster.agglomerative import Agglomerative
-from gpuclust.cluster.density import DBSCAN, HDBSCAN, group_means, non_noise, own_distances
-from gpuclust.cluster.factory import ALGORITHMS, TAKES_K, build_clusterer
-from gpuclust.cluster.kmeans import KMeans, pick_engine
+from gpuclust.cluster.density import DBSCAN, HDBSCAN
+from gpuclust.cluster.factory import build_clusterer
+from gpuclust.cluster.kmeans import KMeans
+from gpuclust.cluster.outcome import group_means, outcome_of, own_distances
 from gpuclust.cluster.torch_kmeans import TorchKMeans
+from gpuclust.config import ClusterConfig
 from gpuclust.errors import UsageError
+from gpuclust.quality.metrics import calinski_harabasz, davies_bouldin, silhouette
 
 B = cpu_backend()
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +79,7 @@ def test_torch_engine_through_kmeans_returns_numpy_and_recovers_blobs(blobs):
     km = KMeans(5, engine="torch", n_init=3, random_state=0).fit(x, B)
     assert km.engine_ == "torch" and km.n_iter_ >= 1
     assert isinstance(km.cluster_centers_, np.ndarray) and km.cluster_centers_.dtype == np.float32
-    assert km.labels_.dtype == np.int32 and km.distances_.shape == (len(x),)
+    assert km.labels_.dtype == np.int32 and km.labels_.shape == (len(x),)
     assert adjusted_rand_score(y, km.labels_) == pytest.approx(1.0)
     x_before = x.copy()
     KMeans(5, engine="torch", random_state=0).fit(x, B)
@@ -131,16 +133,16 @@ def test_auto_engine_preference(monkeypatch):
     from gpuclust.accelerators import Accelerator
     from gpuclust.backend import Backend
 
-    gpu = Backend("cuda", np, B.sparse, B.frame, "cuda")  # a stand-in: pick_engine reads only on_gpu
+    gpu = Backend("cuda", np, B.sparse, B.frame, "cuda")  # a stand-in: pick_engine reads only the device
     yes, no = Accelerator("x", True), Accelerator("x", False, None, "absent")
     for cuml, torch_cuda, faiss_gpu, expected in [(yes, yes, yes, "cuml"), (no, yes, yes, "torch"),
                                                   (no, no, yes, "faiss"), (no, no, no, "sklearn")]:
         monkeypatch.setattr(accelerators, "cuml", lambda a=cuml: a)
         monkeypatch.setattr(accelerators, "torch_cuda", lambda a=torch_cuda: a)
         monkeypatch.setattr(accelerators, "faiss_gpu", lambda a=faiss_gpu: a)
-        assert pick_engine("auto", gpu) == expected
-    assert pick_engine("auto", B) == "sklearn"
-    assert pick_engine("torch", B) == "torch"
+        assert gpu.pick_engine("kmeans") == expected
+    assert B.pick_engine("kmeans") == "sklearn"
+    assert B.pick_engine("kmeans", "torch") == "torch"
 
 
 def test_gpu_check_script_skips_without_cuda_and_smoke_runs(capsys, monkeypatch, tmp_path):
@@ -169,41 +171,43 @@ def noisy_blobs():
 
 
 def _check_interface(model, x):
+    """What every clusterer's labels mean, derived one way (`cluster.outcome`)."""
     n = len(x)
     assert model.labels_.dtype == np.int32 and model.labels_.shape == (n,)
-    assert model.cluster_centers_.dtype == np.float32
-    assert model.cluster_centers_.shape == (model.n_clusters, x.shape[1])
-    assert model.distances_.shape == (n,)
-    assert set(np.unique(model.labels_)) <= set(range(-1, model.n_clusters))
-    members = model.labels_ >= 0
-    own = np.linalg.norm(x[members] - model.cluster_centers_[model.labels_[members]], axis=1)
-    np.testing.assert_allclose(model.distances_[members], own, rtol=1e-5, atol=1e-4)
-    assert model.inertia_ == pytest.approx(float((own.astype(np.float64) ** 2).sum()), rel=1e-4)
-    for c in range(model.n_clusters):
-        np.testing.assert_allclose(model.cluster_centers_[c], x[model.labels_ == c].mean(axis=0), rtol=1e-4,
-                                   atol=1e-4)
+    out = outcome_of(model, x, B)
+    assert out.centres.dtype == np.float32 and out.centres.shape == (out.n_clusters, x.shape[1])
+    assert out.distances.shape == (n,)
+    assert set(np.unique(out.labels)) <= set(range(-1, out.n_clusters))
+    members = out.labels >= 0
+    own = np.linalg.norm(x[members] - out.centres[out.labels[members]], axis=1)
+    np.testing.assert_allclose(out.distances[members], own, rtol=1e-5, atol=1e-4)
+    assert out.inertia == pytest.approx(float((own.astype(np.float64) ** 2).sum()), rel=1e-4)
+    for c in range(out.n_clusters):
+        np.testing.assert_allclose(out.centres[c], x[out.labels == c].mean(axis=0), rtol=1e-4, atol=1e-4)
+    return out
 
 
 @pytest.mark.parametrize("model", [DBSCAN(eps=1.0, min_samples=5), HDBSCAN(min_cluster_size=20)])
 def test_density_clusterers_find_groups_and_noise(noisy_blobs, model):
     x, y = noisy_blobs
     model.fit(x, B)
-    assert model.engine_ == "sklearn" and model.n_clusters == 3
-    _check_interface(model, x)
-    assert model.noise_.dtype == bool and model.noise_[-12:].all()
-    np.testing.assert_array_equal(model.noise_, model.labels_ < 0)
-    assert model.n_noise_ == int(model.noise_.sum())
-    members = ~model.noise_
+    out = _check_interface(model, x)
+    assert model.engine_ == "sklearn" and out.n_clusters == 3
+    assert out.noise.dtype == bool and out.noise[-12:].all()
+    np.testing.assert_array_equal(out.noise, model.labels_ < 0)
+    assert model.n_noise_ == out.n_noise == int(out.noise.sum())
+    members = ~out.noise
     assert adjusted_rand_score(y[members], model.labels_[members]) == pytest.approx(1.0)
     # a noise user's distance is to the nearest centre
-    d = np.linalg.norm(x[-12:, None, :] - model.cluster_centers_[None], axis=2).min(axis=1)
-    np.testing.assert_allclose(model.distances_[-12:], d, rtol=1e-5)
+    d = np.linalg.norm(x[-12:, None, :] - out.centres[None], axis=2).min(axis=1)
+    np.testing.assert_allclose(out.distances[-12:], d, rtol=1e-5)
 
 
 def test_metrics_work_on_non_noise_rows(noisy_blobs):
     x, _ = noisy_blobs
     model = DBSCAN(eps=1.0, min_samples=5).fit(x, B)
-    xs, labels = non_noise(x, model.labels_)
+    keep = model.labels_ >= 0
+    xs, labels = x[keep], model.labels_[keep]
     assert len(xs) == len(x) - model.n_noise_ and labels.min() == 0
     from sklearn.metrics import davies_bouldin_score, silhouette_score
 
@@ -229,8 +233,6 @@ def test_density_parameter_errors(noisy_blobs):
         HDBSCAN(min_cluster_size=1).fit(x, B)
     with pytest.raises(UsageError, match="larger than the number of users"):
         HDBSCAN(min_cluster_size=10_000).fit(x, B)
-    with pytest.raises(UsageError, match="faiss and torch are KMeans engines"):
-        DBSCAN(engine="faiss").fit(x, B)
     if not accelerators.cuml().usable:
         with pytest.raises(UsageError, match="not usable"):
             HDBSCAN(engine="cuml").fit(x, B)
@@ -240,7 +242,7 @@ def test_agglomerative_ward(blobs):
     x, y = blobs
     model = Agglomerative(5).fit(x, B)
     assert model.engine_ == "sklearn" and model.n_clusters == 5
-    _check_interface(model, x)
+    assert _check_interface(model, x).n_clusters == 5
     assert adjusted_rand_score(y, model.labels_) == pytest.approx(1.0)
     assert Agglomerative(5, linkage="average").fit(x, B).n_clusters == 5
 
@@ -267,22 +269,23 @@ def test_group_means_and_own_distances_ignore_noise():
 
 # --- factory ------------------------------------------------------------------------------------
 
-def test_factory_builds_each_algorithm(blobs):
+def test_factory_builds_each_algorithm_of_the_registry(blobs):
     x, _ = blobs
-    for name in ALGORITHMS:
-        model = build_clusterer(name, k=5, seed=0, eps=1.5, min_cluster_size=30)
+    for name, entry in registry.ALGORITHMS.items():
+        model = build_clusterer(ClusterConfig(algorithm=name, k=5, eps=1.5, min_cluster_size=30), seed=0)
         assert model.algorithm == name
         model.fit(x, B)
-        assert model.n_clusters == 5 if name in TAKES_K else model.n_clusters >= 1
-    km = build_clusterer("kmeans", k=4, engine="torch", seed=3, n_init=2, max_iter=50, tol=1e-3)
+        found = outcome_of(model, x, B).n_clusters
+        assert found == 5 if entry.takes_k else found >= 1
+    km = build_clusterer(ClusterConfig(k=9, engine="torch", n_init=2, max_iter=50, tol=1e-3), seed=3, k=4)
     assert (km.n_clusters, km.engine, km.random_state, km.n_init, km.max_iter, km.tol) == (4, "torch", 3, 2, 50, 1e-3)
-    assert build_clusterer("dbscan").min_samples == 5
-    assert build_clusterer("hdbscan", min_cluster_size=7).min_samples is None
+    assert build_clusterer(ClusterConfig(algorithm="dbscan")).min_samples == 5
+    assert build_clusterer(ClusterConfig(algorithm="hdbscan", min_cluster_size=7)).min_samples is None
 
 
 def test_factory_rejects_unknown_names():
     with pytest.raises(UsageError, match="unknown algorithm 'spectral': choose one of kmeans, dbscan"):
-        build_clusterer("spectral")
+        build_clusterer(ClusterConfig(algorithm="spectral"))
 
 
 # --- GPU ----------------------------------------------------------------------------------------
@@ -313,7 +316,7 @@ def test_kmeans_torch_engine_on_the_gpu_backend_keeps_data_on_device(blobs):
     assert isinstance(km.cluster_centers_, cupy.ndarray) and isinstance(km.labels_, cupy.ndarray)
     assert adjusted_rand_score(blobs[1], km.labels_.get()) == pytest.approx(1.0)
     if not accelerators.cuml().usable:
-        assert pick_engine("auto", gb) == "torch"
+        assert gb.pick_engine("kmeans") == "torch"
 
 
 @pytest.mark.gpu
@@ -328,7 +331,8 @@ def test_density_and_agglomerative_on_the_gpu_backend(noisy_blobs, make):
     x = cupy.asarray(noisy_blobs[0])
     model = make().fit(x, gb)
     assert isinstance(model.labels_, cupy.ndarray) and model.labels_.dtype == cupy.int32
-    assert isinstance(model.cluster_centers_, cupy.ndarray) and isinstance(model.distances_, cupy.ndarray)
-    assert model.n_clusters == 3
+    out = outcome_of(model, x, gb)
+    assert isinstance(out.centres, cupy.ndarray) and isinstance(out.distances, cupy.ndarray)
+    assert out.n_clusters == 3
     expected = "cuml" if accelerators.cuml().usable and model.algorithm != "agglomerative" else "sklearn"
     assert model.engine_ == expected

@@ -19,7 +19,7 @@ from gpuclust.errors import UsageError
     ('seed = "x"', "seed = 'x' has the wrong type: expected an integer"),
     ("seed = false", "seed = False has the wrong type: expected an integer"),
     ("device = 3", "device = 3 has the wrong type: expected a string"),
-    ("columns = 3", "[columns] must be a table of settings, got 3"),
+    ("columns = 3", "config value columns = 3 has the wrong type: expected a table of settings"),
     ("[preprocess]\nevent_weights = [1, 2]", "expected a table of name = number pairs"),
     ('[preprocess]\nevent_weights = { view = "a" }', "expected a table of name = number pairs"),
     ('[preprocess]\ndrop_duplicates = "yes"', "drop_duplicates = 'yes' has the wrong type: expected true or false"),
@@ -72,7 +72,7 @@ def test_toml_that_is_not_utf8_is_a_clear_error_and_a_bom_is_fine(tmp_path):
 
 @pytest.mark.parametrize("seed", [-1, 2**32])
 def test_seeds_must_fit_32_bits(seed):
-    with pytest.raises(UsageError, match=r"seed must be between 0 and 4294967295"):
+    with pytest.raises(UsageError, match=r"--seed \(seed\) must be between 0 and 4294967295"):
         PipelineConfig(seed=seed).validate()
 
 

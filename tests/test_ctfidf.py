@@ -102,7 +102,7 @@ def test_nearest_users_are_the_closest_to_their_centre_nearest_first():
     labels = ((x[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
     labels[:7] = -1
     ids = np.arange(500) + 1000
-    got = nearest_users(x, labels, centres, ids, n=4, chunk=64)
+    got = nearest_users(x, labels, centres, ids, n=4, xp=np, chunk=64)
     dist = ((x - centres[np.clip(labels, 0, None)]) ** 2).sum(1)
     for c in range(3):
         members = np.flatnonzero(labels == c)

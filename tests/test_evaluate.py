@@ -9,9 +9,9 @@ import pytest
 from gpuclust.backend import cpu_backend
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
-from gpuclust.evaluate import evaluate, leave_last_out, markdown_table
-from gpuclust.evaluate.recommend import metrics
 from gpuclust.preprocess.clean import Preprocessor
+from gpuclust.recommend import evaluate, leave_last_out, markdown_table
+from gpuclust.recommend.evaluation import metrics
 from gpuclust.synth import SynthSpec, generate
 
 

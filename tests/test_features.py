@@ -4,7 +4,7 @@ import pytest
 import scipy.sparse as sp
 
 from gpuclust.backend import cpu_backend
-from gpuclust.features.behaviour import BehaviourFeaturizer
+from gpuclust.features.behaviour import behaviour_statistics
 from gpuclust.features.fuse import Fuser
 from gpuclust.features.normalise import Normaliser
 from gpuclust.features.svd import randomized_svd
@@ -31,7 +31,7 @@ def test_behaviour_statistics_on_a_known_history():
         "value": [0.0, 20.0, 0.0, 0.0],
     })
     data = Preprocessor().run(ev, B)
-    raw = BehaviourFeaturizer().raw_frame(data, B)
+    raw = behaviour_statistics(data, B)
     u1 = raw.loc[0]
     assert u1["sessions"] == 2 and u1["events"] == 3 and u1["monetary"] == 20
     assert u1["recency_days"] == pytest.approx(1.0) and u1["span_days"] == pytest.approx(2 + 5 / 1440, rel=1e-4)

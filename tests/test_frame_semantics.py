@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpuclust import Pipeline, PipelineConfig
+from gpuclust import PipelineConfig, UserClusterer
 from gpuclust.backend import cpu_backend
-from gpuclust.features.behaviour import BehaviourFeaturizer
+from gpuclust.features.behaviour import behaviour_statistics
 from gpuclust.preprocess.clean import Preprocessor
 from tests.helpers import blob_events
 
@@ -43,10 +43,10 @@ def _sessions_log() -> pd.DataFrame:
 @pytest.mark.parametrize("backend", NULLABLE)
 def test_session_counts_do_not_depend_on_null_propagation(backend):
     data = Preprocessor(seed=0).run(_sessions_log(), B)
-    plain = BehaviourFeaturizer().raw_frame(data, B)
+    plain = behaviour_statistics(data, B)
     nullable = dataclasses.replace(data, events=data.events.convert_dtypes(dtype_backend=backend))
     assert str(nullable.events["user_idx"].dtype) in ("Int32", "int32[pyarrow]")  # the propagating kind
-    raw = BehaviourFeaturizer().raw_frame(nullable, B)
+    raw = behaviour_statistics(nullable, B)
     assert raw["sessions"].tolist() == [1, 2, 1]  # user 0 keeps its session; the one-event user has one
     assert (raw["sessions"] >= 1).all() and np.isfinite(raw.to_numpy(dtype=np.float64)).all()
     pd.testing.assert_frame_equal(raw, plain, check_dtype=False, check_index_type=False)
@@ -86,8 +86,8 @@ def test_the_pipeline_clusters_nullable_frames_as_plain_ones(backend):
     events, items, truth = blob_events(n_users=120)
     config = PipelineConfig(device="cpu", seed=0)
     config.cluster.k = 3
-    plain = Pipeline(config).fit(events, items, truth)
-    nullable = Pipeline(config).fit(events.convert_dtypes(dtype_backend=backend),
+    plain = UserClusterer(config=config).fit(events, items, truth)
+    nullable = UserClusterer(config=config).fit(events.convert_dtypes(dtype_backend=backend),
                                     items.convert_dtypes(dtype_backend=backend), truth)
     np.testing.assert_array_equal(nullable.labels_["cluster"].to_numpy(), plain.labels_["cluster"].to_numpy())
     assert nullable.metrics_["ari"] == plain.metrics_["ari"]

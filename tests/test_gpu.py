@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gpuclust import Pipeline, PipelineConfig
+from gpuclust import PipelineConfig, UserClusterer
 from gpuclust.backend import transfers
 from gpuclust.synth import SynthSpec, generate
 
@@ -18,7 +18,7 @@ def synthetic():
 def fit(synthetic, device):
     config = PipelineConfig(device=device, seed=0)
     config.cluster.k = 8
-    return Pipeline(config).fit(synthetic.events, synthetic.items, synthetic.truth)
+    return UserClusterer(config=config).fit(synthetic.events, synthetic.items, synthetic.truth)
 
 
 def test_cuda_pipeline_matches_the_cpu_in_quality(synthetic):
@@ -62,6 +62,6 @@ def test_cudf_in_cudf_out(synthetic):
 
     config = PipelineConfig(device="cuda")
     config.cluster.k = 8
-    p = Pipeline(config).fit(cudf.from_pandas(synthetic.events), cudf.from_pandas(synthetic.items))
+    p = UserClusterer(config=config).fit(cudf.from_pandas(synthetic.events), cudf.from_pandas(synthetic.items))
     assert isinstance(p.labels_, cudf.DataFrame)
     assert np.isfinite(p.metrics_["silhouette"])

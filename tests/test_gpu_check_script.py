@@ -73,14 +73,14 @@ def test_coverage_names_what_was_not_exercised_from_detection(tmp_path, monkeypa
 
 
 def test_pipeline_check_reports_each_stages_libraries_and_engine():
-    from gpuclust import Pipeline, PipelineConfig
+    from gpuclust import PipelineConfig, UserClusterer
     from tests.helpers import blob_events
 
     events, items, _ = blob_events(n_users=120)
     config = PipelineConfig(device="cpu", seed=0)
     config.cluster.k = 3
     config.reduce.method, config.reduce.n_components = "pca", 4
-    manifest = Pipeline(config).fit(events, items).manifest_
+    manifest = UserClusterer(config=config).fit(events, items).manifest_
     stages = _script("gpu_check_pipeline").stage_coverage(manifest)
     assert stages["preprocess"]["frame"] == "pandas" and stages["features.tfidf"]["array"] == "numpy"
     assert stages["cluster"]["engine"] == "sklearn" and stages["reduce"]["engine"] == "sklearn"

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from gpuclust import Pipeline, PipelineConfig
+from gpuclust import PipelineConfig, UserClusterer
 from gpuclust.errors import UsageError
 from gpuclust.synth import SynthSpec, generate
 
@@ -16,42 +16,42 @@ def fitted():
     config = PipelineConfig(device="cpu", seed=0)
     config.cluster.k = 4
     config.features.normalise = "quantile"
-    return Pipeline(config).fit(data.events, data.items), data
+    return UserClusterer(config=config).fit(data.events, data.items), data
 
 
 def test_loaded_model_gives_the_same_labels_on_the_same_input(fitted, tmp_path):
-    pipeline, data = fitted
-    pipeline.save(tmp_path / "model")
-    loaded = Pipeline.load(tmp_path / "model", device="cpu")
-    again = loaded.assign(data.events)
-    np.testing.assert_array_equal(again["cluster"].to_numpy(), pipeline.labels_["cluster"].to_numpy())
-    np.testing.assert_allclose(again["distance"].to_numpy(), pipeline.labels_["distance"].to_numpy(), rtol=1e-4,
+    estimator, data = fitted
+    estimator.save(tmp_path / "model")
+    loaded = UserClusterer.load(tmp_path / "model", device="cpu")
+    again = loaded.predict(data.events)
+    np.testing.assert_array_equal(again["cluster"].to_numpy(), estimator.labels_["cluster"].to_numpy())
+    np.testing.assert_allclose(again["distance"].to_numpy(), estimator.labels_["distance"].to_numpy(), rtol=1e-4,
                                atol=1e-5)
 
 
 def test_new_users_are_placed_with_their_planted_peers(fitted):
-    pipeline, data = fitted
+    estimator, data = fitted
     fresh = generate(SynthSpec(n_users=1500, n_items=600, n_groups=4, seed=1))  # same world, same users
     subset = fresh.events[fresh.events["user_id"].isin(fresh.truth["user_id"].iloc[:300])]
-    placed = pipeline.assign(subset)
-    original = pipeline.labels_.set_index("user_id").loc[placed["user_id"], "cluster"].to_numpy()
+    placed = estimator.predict(subset)
+    original = estimator.labels_.set_index("user_id").loc[placed["user_id"], "cluster"].to_numpy()
     # Statistics are those learned at fit time, so a user's own history lands in the same cluster.
     assert (placed["cluster"].to_numpy() == original).mean() > 0.95
 
 
 def test_unknown_items_are_dropped_and_counted(fitted):
-    pipeline, data = fitted
+    estimator, data = fitted
     events = data.events.head(200).copy()
     events.loc[events.index[:50], "item_id"] = -12345
-    pipeline.assign(events)
-    steps = {s.step: s for s in pipeline.assign_data_.steps}
+    _, data = estimator.place(events)
+    steps = {s.step: s for s in data.steps}
     assert steps["items_unknown_to_model"].dropped == 50
 
 
 @pytest.mark.parametrize("damage", ["truncate", "tamper", "remove", "garbage-json"])
 def test_damaged_model_is_a_clear_error(fitted, tmp_path, damage):
-    pipeline, _ = fitted
-    model = pipeline.save(tmp_path / "m")
+    estimator, _ = fitted
+    model = estimator.save(tmp_path / "m")
     arrays = model / "arrays.safetensors"
     if damage == "truncate":
         arrays.write_bytes(arrays.read_bytes()[:100])
@@ -64,14 +64,14 @@ def test_damaged_model_is_a_clear_error(fitted, tmp_path, damage):
     else:
         (model / "model.json").write_text("{not json")
     with pytest.raises(UsageError, match="model"):
-        Pipeline.load(model, device="cpu")
+        UserClusterer.load(model, device="cpu")
 
 
 def test_model_files_hold_no_pickle(fitted, tmp_path):
-    pipeline, _ = fitted
-    model = pipeline.save(tmp_path / "m")
-    assert sorted(p.name for p in model.iterdir()) == [".gpuclust.json", "arrays.safetensors", "checksums.sha256",
-                                                       "items.parquet", "model.json"]
+    estimator, _ = fitted
+    model = estimator.save(tmp_path / "m")
+    assert sorted(p.name for p in model.iterdir()) == [".gpuclust.json", "arrays.safetensors", "assignments.parquet",
+                                                       "checksums.sha256", "items.parquet", "map.parquet", "model.json"]
     meta = json.loads((model / "model.json").read_text())
     assert [f["name"] for f in meta["featurizers"]] == ["behaviour", "tfidf"]
 
@@ -81,10 +81,10 @@ def test_text_features_survive_a_round_trip(tmp_path):
     config = PipelineConfig(device="cpu", seed=0)
     config.cluster.k = 3
     config.features.features = ("behaviour", "text")
-    fitted = Pipeline(config).fit(data.events, data.items)
+    fitted = UserClusterer(config=config).fit(data.events, data.items)
     fitted.save(tmp_path / "m")
-    loaded = Pipeline.load(tmp_path / "m", device="cpu")
-    again = loaded.assign(data.events)
+    loaded = UserClusterer.load(tmp_path / "m", device="cpu")
+    again = loaded.predict(data.events)
     np.testing.assert_array_equal(again["cluster"].to_numpy(), fitted.labels_["cluster"].to_numpy())
 
 
@@ -101,8 +101,8 @@ def _rewrite_checksums(model) -> None:
 
 @pytest.fixture()
 def saved(fitted, tmp_path):
-    pipeline, _ = fitted
-    return pipeline.save(tmp_path / "m")
+    estimator, _ = fitted
+    return estimator.save(tmp_path / "m")
 
 
 def test_every_file_is_covered_by_the_checksums(saved):
@@ -125,11 +125,11 @@ def test_any_single_file_changed_removed_added_or_renamed_is_refused(saved, dama
         else:
             (saved / "extra.bin").write_bytes(b"x")
         with pytest.raises(UsageError, match="model"):
-            Pipeline.load(saved, device="cpu")
+            UserClusterer.load(saved, device="cpu")
         for leftover in (path.with_name(path.name + ".bak"), saved / "extra.bin"):
             leftover.unlink(missing_ok=True)
         path.write_bytes(backup)
-    Pipeline.load(saved, device="cpu")  # restored: loads again
+    UserClusterer.load(saved, device="cpu")  # restored: loads again
 
 
 def test_emptied_checksums_do_not_let_a_modified_file_through(saved):
@@ -139,7 +139,7 @@ def test_emptied_checksums_do_not_let_a_modified_file_through(saved):
     arrays.write_bytes(bytes(raw))
     (saved / "checksums.sha256").write_text("")
     with pytest.raises(UsageError, match="model"):
-        Pipeline.load(saved, device="cpu")
+        UserClusterer.load(saved, device="cpu")
 
 
 @pytest.mark.parametrize("name", ["../../../../etc/passwd", "/etc/passwd", "sub/model.json", ".."])
@@ -147,7 +147,7 @@ def test_names_in_the_checksums_must_be_plain_names_in_the_folder(saved, name):
     with (saved / "checksums.sha256").open("a") as fh:
         fh.write(f"{'0' * 64}  {name}\n")
     with pytest.raises(UsageError, match="malformed line"):
-        Pipeline.load(saved, device="cpu")
+        UserClusterer.load(saved, device="cpu")
 
 
 @pytest.mark.parametrize("document", ["[]", "{}", "null", '{"format": "gpuclust-model", "version": 2}'])
@@ -155,7 +155,7 @@ def test_a_malformed_model_json_is_one_clear_error(saved, document):
     (saved / "model.json").write_text(document)
     _rewrite_checksums(saved)
     with pytest.raises(UsageError, match="model"):
-        Pipeline.load(saved, device="cpu")
+        UserClusterer.load(saved, device="cpu")
 
 
 def test_arrays_of_another_model_are_refused(saved, tmp_path):
@@ -163,14 +163,14 @@ def test_arrays_of_another_model_are_refused(saved, tmp_path):
     config = PipelineConfig(device="cpu", seed=0)
     config.cluster.k = 3
     config.features.features = ("behaviour",)
-    other = Pipeline(config).fit(data.events, data.items).save(tmp_path / "other")
+    other = UserClusterer(config=config).fit(data.events, data.items).save(tmp_path / "other")
     (saved / "arrays.safetensors").write_bytes((other / "arrays.safetensors").read_bytes())
     _rewrite_checksums(saved)
     with pytest.raises(UsageError, match="malformed"):
-        Pipeline.load(saved, device="cpu")
+        UserClusterer.load(saved, device="cpu")
 
 
 def test_a_model_of_the_old_format_is_refused_with_the_fix(saved):
     (saved / "checksums.sha256").unlink()
     with pytest.raises(UsageError, match="re-run"):
-        Pipeline.load(saved, device="cpu")
+        UserClusterer.load(saved, device="cpu")

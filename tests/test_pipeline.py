@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpuclust import Pipeline, PipelineConfig
+from gpuclust import PipelineConfig, UserClusterer
 from gpuclust import backend as backend_module
 from gpuclust.backend import array_module, transfers
 from gpuclust.cluster.kmeans import KMeans
@@ -29,7 +29,7 @@ def synthetic():
 def fitted(synthetic):
     config = PipelineConfig(device="cpu", seed=0)
     config.cluster.k = 8
-    return Pipeline(config).fit(synthetic.events, synthetic.items, synthetic.truth)
+    return UserClusterer(config=config).fit(synthetic.events, synthetic.items, synthetic.truth)
 
 
 def test_default_config_recovers_the_planted_groups(fitted):
@@ -60,17 +60,6 @@ def test_manifest_records_config_versions_device_and_rows(fitted):
     json.dumps(m, default=str)
 
 
-class _WatchedKMeans(KMeans):
-    """KMeans that hands its label array to the test, which then follows that array through the fit."""
-
-    produced: list = []
-
-    def fit(self, x, backend):
-        super().fit(x, backend)
-        self.produced.append(self.labels_)
-        return self
-
-
 def _shares(a, b) -> bool:
     return type(a) is type(b) and bool(array_module(a).shares_memory(a, b))
 
@@ -78,26 +67,35 @@ def _shares(a, b) -> bool:
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_the_label_array_crosses_to_the_host_once_per_fit(monkeypatch, device):
     """Every device-to-host copy goes through `to_host`; this counts the calls that get the label array
-    itself. On the CPU those calls pass host data through, so each returns a copy here, as a GPU would:
-    later readers of that copy are not crossings, readers of the original are."""
-    original = backend_module.to_host
+    itself (the clustering outcome's). On the CPU those calls pass host data through, so each returns a
+    copy here, as a GPU would: later readers of that copy are not crossings, readers of the original are."""
+    import gpuclust.estimator as estimator_module
+
+    original, real_outcome = backend_module.to_host, estimator_module.outcome_of
+    produced: list = []
     crossings: list[str] = []
 
     def to_host(data):
-        if any(_shares(data, labels) for labels in _WatchedKMeans.produced):
+        if any(_shares(data, labels) for labels in produced):
             crossings.append(traceback.extract_stack(limit=2)[0].name)
             return np.array(original(data), copy=True)
         return original(data)
 
+    def outcome_of(*args):
+        outcome = real_outcome(*args)
+        produced.append(outcome.labels)
+        return outcome
+
     for module in list(sys.modules.values()):
         if getattr(module, "__name__", "").startswith("gpuclust") and getattr(module, "to_host", None) is original:
             monkeypatch.setattr(module, "to_host", to_host)
+    monkeypatch.setattr(estimator_module, "outcome_of", outcome_of)
     events, items, truth = blob_events(n_users=300)
-    _WatchedKMeans.produced = []
     config = PipelineConfig(device=device, seed=0)
+    config.cluster.k = 3
     config.assess.anomalies = 5
-    p = Pipeline(config, clusterer=_WatchedKMeans(3, random_state=0)).fit(events, items, truth)
-    assert len(_WatchedKMeans.produced) == 1 and p.metrics_["ari"] == pytest.approx(1.0)
+    p = UserClusterer(config=config).fit(events, items, truth)
+    assert len(produced) == 1 and p.metrics_["ari"] == pytest.approx(1.0)
     # frame_local places the labels where the frames are, once; profiles, c-TF-IDF, truth scores, the map
     # and the assignments all read that copy.
     assert crossings == (["frame_local"] if p.backend_.frame_library == "pandas" else [])
@@ -106,17 +104,16 @@ def test_the_label_array_crosses_to_the_host_once_per_fit(monkeypatch, device):
 def test_same_seed_same_labels(synthetic):
     config = PipelineConfig(device="cpu", seed=3)
     config.cluster.k = 8
-    a = Pipeline(config).fit(synthetic.events, synthetic.items).labels_
-    b = Pipeline(config).fit(synthetic.events, synthetic.items).labels_
+    a = UserClusterer(config=config).fit(synthetic.events, synthetic.items).labels_
+    b = UserClusterer(config=config).fit(synthetic.events, synthetic.items).labels_
     np.testing.assert_array_equal(a["cluster"], b["cluster"])
 
 
 def test_stages_are_swappable(synthetic):
-    from gpuclust.cluster.kmeans import KMeans
     from gpuclust.features.behaviour import BehaviourFeaturizer
 
-    p = Pipeline(PipelineConfig(device="cpu"), featurizers=[BehaviourFeaturizer("quantile")],
-                 clusterer=KMeans(4, engine="sklearn", n_init=1)).fit(synthetic.events)
+    p = UserClusterer(config=PipelineConfig(device="cpu"), features=[BehaviourFeaturizer("quantile")],
+                      clusterer=KMeans(4, engine="sklearn", n_init=1)).fit(synthetic.events)
     assert p.labels_["cluster"].nunique() == 4
     assert list(p.manifest_["features"]["blocks"]) == ["behaviour"]
 

@@ -11,11 +11,14 @@ from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA as SkPCA
 
 from gpuclust import accelerators
+from gpuclust import backend as backend_module
 from gpuclust.backend import cpu_backend
+from gpuclust.config import ReduceConfig
 from gpuclust.errors import UsageError
-from gpuclust.reduce import PCA, REDUCERS, UMAP, build_reducer
+from gpuclust.reduce import build_reducer
 from gpuclust.reduce import pca as pca_module
-from gpuclust.reduce import umap as umap_module
+from gpuclust.reduce.pca import PCA
+from gpuclust.reduce.umap import UMAP
 
 B = cpu_backend()
 
@@ -69,7 +72,7 @@ def test_pca_auto_is_scikit_learn_on_the_cpu_and_errors_name_valid_values(data):
     assert pca.engine_ == "sklearn"
     with pytest.raises(UsageError, match="between 1 and min\\(users, features\\) = 20"):
         PCA(21).fit_transform(x, B)
-    with pytest.raises(UsageError, match="choose one of auto, cuml, sklearn, torch"):
+    with pytest.raises(UsageError, match="choose one of auto, cuml, torch, sklearn"):
         PCA(2, engine="magic").fit_transform(x, B)
     if not accelerators.cuml().usable:
         with pytest.raises(UsageError, match="not usable"):
@@ -92,7 +95,6 @@ class _FakeUMAP:
 def test_umap_uses_umap_learn_seeded_on_the_cpu(data, monkeypatch):
     x, _ = data
     monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=_FakeUMAP))
-    monkeypatch.setattr(umap_module, "umap_learn_installed", lambda: True)
     reducer = UMAP(3, n_neighbors=10, min_dist=0.2, seed=4)
     out = reducer.fit_transform(x, B)
     assert out.dtype == np.float32 and out.shape == (800, 3)
@@ -106,19 +108,19 @@ def test_umap_uses_umap_learn_seeded_on_the_cpu(data, monkeypatch):
 
 def test_umap_without_umap_learn_says_what_to_install(data, monkeypatch):
     x, _ = data
-    monkeypatch.setattr(umap_module, "umap_learn_installed", lambda: False)
+    monkeypatch.setattr(backend_module, "installed", lambda module: False)
     with pytest.raises(UsageError, match=r"pip install gpuclust\[umap\]"):
         UMAP(2).fit_transform(x, B)
 
 
 def test_umap_parameter_errors(data, monkeypatch):
     x, _ = data
-    monkeypatch.setattr(umap_module, "umap_learn_installed", lambda: True)
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=_FakeUMAP))
     with pytest.raises(UsageError, match="n_neighbors=800 must be at least 2 and below the number of users"):
         UMAP(2, n_neighbors=800).fit_transform(x, B)
     with pytest.raises(UsageError, match="min_dist"):
         UMAP(2, min_dist=-1).fit_transform(x, B)
-    with pytest.raises(UsageError, match="choose one of auto, cuml, umap-learn"):
+    with pytest.raises(UsageError, match="unknown engine 'tsne'"):
         UMAP(2, engine="tsne").fit_transform(x, B)
 
 
@@ -178,14 +180,13 @@ def test_real_umap_learn_separates_blobs_and_repeats(data):
 
 
 def test_build_reducer():
-    assert REDUCERS == ("none", "pca", "umap")
-    assert build_reducer("none", 8) is None
-    pca = build_reducer("pca", 8, seed=3, pca_engine="torch")
+    assert build_reducer(ReduceConfig(method="none")) is None
+    pca = build_reducer(ReduceConfig(method="pca", n_components=8, engine="torch"), seed=3)
     assert isinstance(pca, PCA) and (pca.n_components, pca.seed, pca.engine) == (8, 3, "torch")
-    umap = build_reducer("umap", 5, seed=2, n_neighbors=30, min_dist=0.0)
+    umap = build_reducer(ReduceConfig(method="umap", n_components=5, n_neighbors=30, min_dist=0.0), seed=2)
     assert isinstance(umap, UMAP) and (umap.n_components, umap.seed, umap.n_neighbors, umap.min_dist) == (5, 2, 30, 0.0)
-    with pytest.raises(UsageError, match="unknown reducer 'tsne': choose one of none, pca, umap"):
-        build_reducer("tsne", 2)
+    with pytest.raises(UsageError, match="unknown reducer 'tsne': choose one of pca, umap"):
+        build_reducer(ReduceConfig(method="tsne"))
 
 
 @pytest.mark.gpu

@@ -10,6 +10,7 @@ from sklearn.datasets import make_blobs
 from gpuclust.backend import cpu_backend
 from gpuclust.cluster.factory import build_clusterer
 from gpuclust.cluster.sweep import DEFAULT_K_VALUES, RULE, KSweep, choose_k, parse_k, sweep_k
+from gpuclust.config import ClusterConfig
 from gpuclust.errors import UsageError
 
 B = cpu_backend()
@@ -23,7 +24,7 @@ def five_blobs():
 
 @pytest.mark.parametrize("engine", ["sklearn", "torch"])
 def test_auto_picks_the_five_true_centres(five_blobs, engine):
-    sweep = sweep_k(five_blobs, B, range(2, 10), lambda k: build_clusterer("kmeans", k, engine, seed=0, n_init=3),
+    sweep = sweep_k(five_blobs, B, range(2, 10), lambda k: build_clusterer(ClusterConfig(engine=engine, n_init=3), seed=0, k=k),
                     sample=1000, seed=0)
     assert isinstance(sweep, KSweep) and sweep.best_k == 5
     assert [row["k"] for row in sweep.curve] == list(range(2, 10))
@@ -57,7 +58,7 @@ def test_rule_breaks_silhouette_ties_by_davies_bouldin_then_smaller_k():
 
 def test_sweep_rejects_impossible_ranges(five_blobs):
     def make(k):
-        return build_clusterer("kmeans", k)
+        return build_clusterer(ClusterConfig(), k=k)
 
     with pytest.raises(UsageError, match="at least 2"):
         sweep_k(five_blobs, B, [1, 2, 3], make)

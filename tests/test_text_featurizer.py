@@ -122,7 +122,7 @@ def test_no_text_columns_is_a_usage_error(model):
     with pytest.raises(UsageError, match="--text-col"):
         TextFeaturizer(model=model).fit_transform(prepared(text_columns=()), cpu_backend())
     with pytest.raises(UsageError, match="'colour'"):
-        TextFeaturizer(model=model, text_template="{colour}").fit_transform(prepared(), cpu_backend())
+        TextFeaturizer(model=model, template="{colour}").fit_transform(prepared(), cpu_backend())
 
 
 @pytest.mark.parametrize("param,value", [("mode", "session"), ("pooling", "max"), ("precision", "int8"),

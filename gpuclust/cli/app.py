@@ -19,13 +19,11 @@ from gpuclust import accelerators
 from gpuclust.backend import DEVICE_CHOICES, resolve_backend
 from gpuclust.cli.options import build_config, parse_pairs, split_list
 from gpuclust.cli.quiet import quiet_warnings
-from gpuclust.cluster.sweep import parse_k
 from gpuclust.errors import Interrupted, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cluster recommender-system users by what they do, on the GPU or the CPU.")
 console = Console(stderr=True)
-state = {"debug": False}
 
 DEMO_DIR = Path("gpuclust-demo")
 
@@ -34,7 +32,6 @@ DEMO_DIR = Path("gpuclust-demo")
 def _root(ctx: typer.Context,
           debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and library warnings.")] = False,
           ) -> None:
-    state["debug"] = debug
     # Click exits the resource with the command's exception, if any: warnings then give way to the error line.
     ctx.with_resource(quiet_warnings(debug))
 
@@ -125,9 +122,12 @@ def run(
     min_cluster_size: Annotated[int | None, typer.Option(help="HDBSCAN smallest cluster.")] = None,
     reduce: Annotated[str | None, typer.Option(help="Reduce before clustering: none, pca or umap.")] = None,
     reduce_components: Annotated[int | None, typer.Option(help="Dimensions kept by --reduce.")] = None,
+    reduce_engine: Annotated[str | None, typer.Option(help="Engine of --reduce: auto, cuml, torch, sklearn (pca); "
+                                                      "auto, cuml, umap-learn (umap).")] = None,
     anomalies: Annotated[int | None, typer.Option(help="List the N most anomalous users (with why).")] = None,
     features: Annotated[str | None, typer.Option(help="Comma list of: behaviour, tfidf, text.")] = None,
-    engine: Annotated[str | None, typer.Option(help="KMeans engine: auto, sklearn, faiss, cuml.")] = None,
+    engine: Annotated[str | None, typer.Option(help="Clustering engine: auto, or for kmeans cuml, torch, faiss, "
+                                               "sklearn; dbscan/hdbscan cuml, sklearn.")] = None,
     device: Device = None,  # type: ignore[assignment]
     seed: Annotated[int | None, typer.Option(help="Random seed for every stage.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config; flags override its values.")] = None,
@@ -169,23 +169,16 @@ def run(
                        "sample_users": sample_users, "sample_replace": sample_replace},
         "features": {"features": split_list(features), "normalise": normalise,
                      "tfidf_components": tfidf_components},
-        "reduce": {"method": reduce, "n_components": reduce_components},
+        "features.text": {"model": model, "mode": text_mode, "template": text_template, "precision": precision,
+                          "half_life_days": half_life_days},
+        "reduce": {"method": reduce, "engine": reduce_engine, "n_components": reduce_components},
         "cluster": {"engine": engine, "algorithm": algorithm, "eps": eps, "min_samples": min_samples,
                     "min_cluster_size": min_cluster_size},
         "assess": {"silhouette_sample": silhouette_sample, "anomalies": anomalies},
-    })
-    if k is not None:
-        fixed, values = parse_k(k)
-        cfg.cluster.k, cfg.cluster.k_values = (fixed, ()) if fixed is not None else (cfg.cluster.k, values)
-    if feature_weights is not None:
-        cfg.features.weights.update(parse_pairs(feature_weights, "--feature-weights"))
-    text = {"model": model, "mode": text_mode, "text_template": text_template, "precision": precision,
-            "half_life_days": half_life_days}
-    cfg.features.text.update({k: v for k, v in text.items() if v is not None})
-    cfg.validate()
+    }, k=k, feature_weights=feature_weights)
     with progress(not json_out and sys.stderr.isatty()) as on_stage:
-        pipeline = run_files(cfg, events, out, items=items, truth=truth, adapter=adapter, on_stage=on_stage)
-    report(pipeline, out, json_out, show_anomalies=anomalies or 0)
+        model = run_files(cfg, events, out, items=items, truth=truth, adapter=adapter, on_stage=on_stage)
+    report(model, out, json_out, show_anomalies=anomalies or 0)
 
 
 @app.command()
@@ -208,9 +201,9 @@ def demo(
     cfg = PipelineConfig(device=device, seed=seed)
     cfg.cluster.k = groups
     with progress(not json_out and sys.stderr.isatty()) as on_stage:
-        pipeline = run_files(cfg, data_dir / "events.parquet", out / "run", items=data_dir / "items.parquet",
-                             truth=data_dir / "truth.parquet", on_stage=on_stage)
-    report(pipeline, out / "run", json_out)
+        model = run_files(cfg, data_dir / "events.parquet", out / "run", items=data_dir / "items.parquet",
+                          truth=data_dir / "truth.parquet", on_stage=on_stage)
+    report(model, out / "run", json_out)
 
 
 @app.command()
@@ -234,22 +227,22 @@ def assign(
                     f"outputs in {out}")
 
 
-def report(pipeline, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
+def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
     """The clusters found, as a table (or JSON), and where the outputs went."""
-    manifest = pipeline.manifest_
+    manifest = model.manifest_
     if json_out:
         print(json.dumps({"out": str(out), "metrics": manifest["metrics"], "cluster": manifest["cluster"],
                           "timings": manifest["timings"], "rows": manifest["rows"],
-                          "clusters": pipeline.profiles_, "anomalies": pipeline.anomalies_[:show_anomalies]},
+                          "clusters": model.profiles_, "anomalies": model.anomalies_[:show_anomalies]},
                          indent=2, default=str))
         return
-    table = Table(title=f"{len(pipeline.profiles_)} clusters of {manifest['rows']['users']:,} users")
+    table = Table(title=f"{len(model.profiles_)} clusters of {manifest['rows']['users']:,} users")
     # Categories say more per character than item titles; titles stand in where there are none.
-    has_categories = any(p["top_categories"] for p in pipeline.profiles_)
+    has_categories = any(p["top_categories"] for p in model.profiles_)
     what = "top categories" if has_categories else "top items"
     for col in ("cluster", "users", "share", "label", what, "stands out by"):
         table.add_column(col, overflow="fold")
-    for p in pipeline.profiles_:
+    for p in model.profiles_:
         if has_categories:
             top = ", ".join(str(c.get("category")) for c in p["top_categories"][:3])
         else:
@@ -262,10 +255,10 @@ def report(pipeline, out: Path, json_out: bool, show_anomalies: int = 0) -> None
     if sweep:
         out_console.print(f"k = {sweep['best_k']} chosen from {[r['k'] for r in sweep['curve']]}: {sweep['rule']}")
     if show_anomalies:
-        outliers = Table(title=f"top {min(show_anomalies, len(pipeline.anomalies_))} anomalous users")
+        outliers = Table(title=f"top {min(show_anomalies, len(model.anomalies_))} anomalous users")
         for col in ("user_id", "cluster", "score", "why"):
             outliers.add_column(col, overflow="fold")
-        for a in pipeline.anomalies_[:show_anomalies]:
+        for a in model.anomalies_[:show_anomalies]:
             outliers.add_row(str(a["user_id"]), str(a["cluster"]), f"{a['score']:.1f}", a["why"])
         out_console.print(outliers)
     m = manifest["metrics"]

@@ -29,9 +29,9 @@ def evaluate(
     """Hold out each user's last item, cluster the rest, and compare cluster, global and blended popularity."""
     from gpuclust import __version__
     from gpuclust.cli.options import build_config, split_list
-    from gpuclust.evaluate.recommend import evaluate_files, markdown_table
     from gpuclust.io.outputs import check_file_target
     from gpuclust.io.writers import write_json
+    from gpuclust.recommend.evaluation import evaluate_files, markdown_table
 
     cfg = build_config(config, {"": {"device": device, "seed": seed}, "cluster": {"k": k},
                                 "features": {"features": split_list(features)}})

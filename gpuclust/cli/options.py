@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gpuclust.cluster.sweep import parse_k
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
 
@@ -29,12 +30,23 @@ def split_list(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(p.strip() for p in text.split(",") if p.strip())
 
 
-def build_config(config_file: Path | None, overrides: dict[str, dict[str, Any]]) -> PipelineConfig:
-    """Start from the TOML file (or defaults) and apply every override that was given (not None)."""
+def build_config(config_file: Path | None, overrides: dict[str, dict[str, Any]], k: str | None = None,
+                 feature_weights: str | None = None) -> PipelineConfig:
+    """Start from the TOML file (or defaults), apply every flag that was given (not None), and validate
+    once, after all of them: a contradiction between two flags is found whichever came first.
+
+    `overrides` maps a section path ("" for the top level, "features.text" for nested ones) to its flags."""
     config = PipelineConfig.from_toml(config_file) if config_file else PipelineConfig()
     for section, values in overrides.items():
-        target = config if section == "" else getattr(config, section)
+        target = config
+        for part in filter(None, section.split(".")):
+            target = getattr(target, part)
         for key, value in values.items():
             if value is not None:
                 setattr(target, key, value)
+    if k is not None:
+        fixed, values = parse_k(k)
+        config.cluster.k, config.cluster.k_values = (fixed, ()) if fixed is not None else (config.cluster.k, values)
+    if feature_weights is not None:
+        config.features.weights.update(parse_pairs(feature_weights, "--feature-weights"))
     return config.validate()

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpuclust.backend import Backend, to_host
-from gpuclust.cluster.density import group_means, own_distances
-from gpuclust.cluster.kmeans import check_k
+from gpuclust.cluster.outcome import check_k
 from gpuclust.errors import UsageError
 
 LINKAGES = ("ward", "complete", "average", "single")
@@ -18,8 +17,8 @@ MAX_ROWS = 30_000
 
 
 class Agglomerative:
-    """Bottom-up merging into `n_clusters` groups; `fit` sets labels_, cluster_centers_ (member means),
-    distances_, inertia_ and engine_ ("sklearn": there is no GPU engine)."""
+    """Bottom-up merging into `n_clusters` groups; `fit` sets labels_ and engine_ ("sklearn": there is no
+    GPU engine); centres are the member means (`cluster.outcome`)."""
 
     algorithm = "agglomerative"
 
@@ -40,12 +39,8 @@ class Agglomerative:
                 f"agglomerative clustering needs O(n^2) memory and {n} users is above its limit of "
                 f"{self.max_rows}; pass --sample-users {self.max_rows} or use --algorithm kmeans"
             )
-        xp = backend.xp
         model = AgglomerativeClustering(n_clusters=self.n_clusters, linkage=self.linkage)
         labels = model.fit(to_host(x)).labels_
-        self.engine_ = "sklearn"
-        self.labels_ = backend.asarray(labels).astype(xp.int32)
-        self.cluster_centers_ = group_means(x, self.labels_, self.n_clusters, xp)
-        self.distances_ = own_distances(x, self.labels_, self.cluster_centers_, xp)
-        self.inertia_ = float((self.distances_.astype(xp.float64) ** 2).sum())
+        self.engine_ = backend.pick_engine(self.algorithm, "sklearn")
+        self.labels_ = backend.asarray(labels).astype(backend.xp.int32)
         return self

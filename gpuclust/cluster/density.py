@@ -1,58 +1,17 @@
 """Density clustering: DBSCAN and HDBSCAN (cuML on the GPU, scikit-learn on the CPU); noise is label -1.
 
-Both give the KMeans interface: `fit(x, backend)` sets labels_ (xp int32, -1 = noise), noise_ (bool mask),
-cluster_centers_ (member mean per found cluster), distances_ (to the own centre; for noise, to the nearest
-centre), inertia_ (squared distances summed over members), n_clusters (found) and engine_.
-
-The quality metrics in `gpuclust.assess.metrics` expect labels 0..k-1: pass them `non_noise(x, labels)`.
+`fit(x, backend)` sets labels_ (xp int32, -1 = noise), n_noise_ and engine_; centres (member means),
+distances and noise masks are derived like every clusterer's (`cluster.outcome`). Quality metrics
+that expect labels 0..k-1 are computed over the clustered users only.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gpuclust import accelerators
 from gpuclust.backend import Backend, to_host
-from gpuclust.cluster.kmeans import assign
 from gpuclust.compat import accepted_kwargs
 from gpuclust.errors import UsageError
-
-DENSITY_ENGINES = ("auto", "cuml", "sklearn")
-
-
-def non_noise(x: Any, labels: Any) -> tuple[Any, Any]:
-    """Rows and labels of clustered users only (label >= 0), for metrics that need labels 0..k-1."""
-    keep = labels >= 0
-    return x[keep], labels[keep]
-
-
-def group_means(x: Any, labels: Any, k: int, xp) -> Any:
-    """(k, d) float32 mean of the rows of each label 0..k-1 (rows labelled < 0 are ignored).
-
-    One weighted bincount per column: O(n * d) whatever k is, and no (n x k) one-hot.
-    """
-    keep = labels >= 0
-    lab, rows = labels[keep], x[keep]
-    counts = xp.bincount(lab, minlength=k).astype(xp.float64)
-    sums = xp.empty((k, x.shape[1]), dtype=xp.float64)
-    for j in range(x.shape[1]):
-        sums[:, j] = xp.bincount(lab, weights=rows[:, j].astype(xp.float64), minlength=k)
-    return (sums / xp.maximum(counts, 1.0)[:, None]).astype(xp.float32)
-
-
-def own_distances(x: Any, labels: Any, centres: Any, xp, chunk: int = 65_536) -> Any:
-    """Euclidean distance of each row to the centre of its label; rows labelled < 0 get the nearest centre."""
-    n = x.shape[0]
-    out = xp.empty(n, dtype=xp.float32)
-    for start in range(0, n, chunk):
-        block = x[start:start + chunk].astype(xp.float32, copy=False)
-        lab = labels[start:start + chunk]
-        own = xp.linalg.norm(block - centres[xp.maximum(lab, 0)], axis=1)
-        if bool((lab < 0).any()):
-            nearest = assign(block, centres, xp)[1]
-            own = xp.where(lab >= 0, own, nearest)
-        out[start:start + chunk] = own
-    return out
 
 
 class _DensityBase:
@@ -65,37 +24,16 @@ class _DensityBase:
         if x.ndim != 2 or x.shape[0] < 2:
             raise UsageError(f"{self.algorithm} needs a 2-D matrix with at least 2 users, got shape {tuple(x.shape)}")
         self._validate(int(x.shape[0]))
-        self.engine_ = self._pick_engine(backend)
-        xp = backend.xp
+        self.engine_ = backend.pick_engine(self.algorithm, self.engine)
         raw = self._fit_cuml(x, backend) if self.engine_ == "cuml" else self._fit_sklearn(x, backend)
-        labels = _as_labels(raw, backend)
-        found = int(labels.max()) + 1 if labels.shape[0] else 0
-        if found < 1:
+        self.labels_ = _as_labels(raw, backend)
+        if not bool((self.labels_ >= 0).any()):
             raise UsageError(f"{self.algorithm} found no clusters: every user is noise; {self._hint}")
-        self.labels_ = labels
-        self.noise_ = labels < 0
-        self.n_clusters = found
-        self.cluster_centers_ = group_means(x, labels, found, xp)
-        self.distances_ = own_distances(x, labels, self.cluster_centers_, xp)
-        member = self.distances_[~self.noise_].astype(xp.float64)
-        self.inertia_ = float((member**2).sum())
-        self.n_noise_ = int(self.noise_.sum())
+        self.n_noise_ = int((self.labels_ < 0).sum())
         return self
 
     def _validate(self, n: int) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
-
-    def _pick_engine(self, backend: Backend) -> str:
-        engine = getattr(self, "engine", "auto")
-        if engine not in DENSITY_ENGINES:
-            raise UsageError(f"engine {engine!r} does not apply to {self.algorithm}: choose one of "
-                             f"{', '.join(DENSITY_ENGINES)} (faiss and torch are KMeans engines)")
-        cuml = accelerators.cuml()
-        if engine == "cuml" and not cuml.usable:
-            raise UsageError(f"engine 'cuml' is not usable here ({cuml.reason}); try --engine auto")
-        if engine == "auto":
-            return "cuml" if backend.on_gpu and cuml.usable else "sklearn"
-        return engine
 
 
 def _as_labels(raw: Any, backend: Backend):

@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpuclust.assess.metrics import calinski_harabasz, davies_bouldin, silhouette
 from gpuclust.backend import Backend
-from gpuclust.cluster.kmeans import check_k
+from gpuclust.cluster.outcome import check_k
 from gpuclust.errors import UsageError
+from gpuclust.quality.metrics import calinski_harabasz, davies_bouldin, silhouette
 
 SILHOUETTE_TIE = 0.01
 DEFAULT_K_VALUES = tuple(range(2, 13))
@@ -47,7 +47,7 @@ def sweep_k(x: Any, backend: Backend, k_values: Sequence[int], make_clusterer: C
     """Fit `make_clusterer(k)` for each k, score it on `x`, and choose k by RULE.
 
     `make_clusterer` returns an unfitted estimator with the KMeans interface (fit(x, backend) -> labels_,
-    inertia_), e.g. `lambda k: build_clusterer("kmeans", k, engine, seed, ...)`.
+    inertia_), e.g. `lambda k: build_clusterer(config.cluster, seed, k)`.
     """
     ks = sorted({int(k) for k in k_values})
     if not ks:

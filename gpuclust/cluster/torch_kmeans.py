@@ -49,7 +49,7 @@ class TorchKMeans:
     def fit(self, x: Any) -> TorchKMeans:
         import torch
 
-        from gpuclust.cluster.kmeans import check_k
+        from gpuclust.cluster.outcome import check_k
 
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(x)

@@ -11,21 +11,17 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust.backend import is_device_array, to_host
+from gpuclust.backend import to_host
 from gpuclust.errors import UsageError
 
 
-def nearest_users(features: Any, labels: Any, centres: Any, user_ids: Any, n: int = 5,
-                  xp: ModuleType | None = None, chunk: int = 65_536) -> dict[int, list]:
+def nearest_users(features: Any, labels: Any, centres: Any, user_ids: Any, n: int = 5, *,
+                  xp: ModuleType, chunk: int = 65_536) -> dict[int, list]:
     """{cluster: [user_id, ...]}: the `n` users of each cluster closest to its centre, nearest first.
 
     features: users x d (xp), row i = user_idx i; labels: int per user (-1 = noise, skipped);
     centres: k x d (xp); user_ids: host array with the id of each user_idx.
     """
-    if xp is None:
-        import importlib
-
-        xp = importlib.import_module("cupy") if is_device_array(features) else np
     if n < 1:
         raise UsageError(f"n must be at least 1, got {n}")
     n_users, k = int(features.shape[0]), int(centres.shape[0])

@@ -44,6 +44,8 @@ class PreparedData:
     steps: list[StepCount] = field(default_factory=list)
     text_columns: tuple[str, ...] = ()
     event_types: tuple[str, ...] = ()
+    # Per-user results several stages need (behaviour statistics), computed once by whoever asks first.
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def has_categories(self) -> bool:

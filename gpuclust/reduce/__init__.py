@@ -1,23 +1,19 @@
-"""Dimensionality reduction before clustering: `build_reducer(name, ...)` gives PCA, UMAP or None."""
+"""Dimensionality reduction before clustering: PCA (cuML, torch, scikit-learn) or UMAP (cuML, umap-learn)."""
 
 from __future__ import annotations
 
-from gpuclust.errors import UsageError
-from gpuclust.reduce.pca import PCA, PCA_ENGINES
-from gpuclust.reduce.umap import UMAP
+from typing import Any
 
-REDUCERS = ("none", "pca", "umap")
-
-__all__ = ["PCA", "PCA_ENGINES", "REDUCERS", "UMAP", "build_reducer"]
+from gpuclust import registry
+from gpuclust.config import ReduceConfig
 
 
-def build_reducer(name: str, n_components: int, seed: int = 0, *, n_neighbors: int = 15, min_dist: float = 0.1,
-                  pca_engine: str = "auto") -> PCA | UMAP | None:
-    """The reducer `name` names, or None for "none" (skip the stage)."""
-    if name == "none":
+def build_reducer(config: ReduceConfig, seed: int = 0) -> Any:
+    """The reducer the config names, or None for "none" (the stage is skipped)."""
+    if config.method == registry.NO_REDUCER:
         return None
-    if name == "pca":
-        return PCA(n_components, engine=pca_engine, seed=seed)
-    if name == "umap":
-        return UMAP(n_components, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
-    raise UsageError(f"unknown reducer {name!r}: choose one of {', '.join(REDUCERS)}")
+    cls = registry.lookup(registry.REDUCERS, config.method, "reducer").load()
+    if config.method == "pca":
+        return cls(config.n_components, engine=config.engine, seed=seed)
+    return cls(config.n_components, n_neighbors=config.n_neighbors, min_dist=config.min_dist, seed=seed,
+               engine=config.engine)

@@ -11,12 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust import accelerators
 from gpuclust.backend import Backend, from_torch, to_host, to_torch
 from gpuclust.compat import accepted_kwargs
 from gpuclust.errors import UsageError
 
-PCA_ENGINES = ("auto", "cuml", "sklearn", "torch")
 # Up to this many features the torch engine diagonalises the d x d covariance (exact, deterministic);
 # beyond it, a seeded randomized low-rank PCA.
 TORCH_EXACT_MAX_DIMS = 4096
@@ -39,8 +37,8 @@ class PCA:
         c = int(self.n_components)
         if not 1 <= c <= min(n, d):
             raise UsageError(f"PCA n_components={self.n_components} must be between 1 and min(users, features) = "
-                             f"{min(n, d)}; lower --n-components")
-        self.engine_ = _pick_engine(self.engine, backend)
+                             f"{min(n, d)}; lower --reduce-components")
+        self.engine_ = backend.pick_engine("pca", self.engine)
         fit = {"sklearn": self._fit_sklearn, "cuml": self._fit_cuml, "torch": self._fit_torch}[self.engine_]
         components, mean, ratio = fit(x, backend, c)
         xp = backend.xp
@@ -79,7 +77,7 @@ class PCA:
         return model.components_, model.mean_, model.explained_variance_ratio_
 
     def _fit_torch(self, x, backend: Backend, c: int):
-        components, mean, ratio = torch_pca(to_torch(x, backend), c, self.seed)
+        components, mean, ratio = torch_pca(to_torch(x), c, self.seed)
         return from_torch(components, backend), from_torch(mean, backend), ratio  # ratio: to_host, in the caller
 
 
@@ -120,16 +118,3 @@ def _check_matrix(x: Any, what: str) -> tuple[int, int]:
     if getattr(x, "ndim", None) != 2:
         raise UsageError(f"{what} needs a 2-D (users x features) matrix, got shape {getattr(x, 'shape', None)}")
     return int(x.shape[0]), int(x.shape[1])
-
-
-def _pick_engine(engine: str, backend: Backend) -> str:
-    if engine not in PCA_ENGINES:
-        raise UsageError(f"unknown PCA engine {engine!r}: choose one of {', '.join(PCA_ENGINES)}")
-    cuml = accelerators.cuml()
-    if engine == "cuml" and not cuml.usable:
-        raise UsageError(f"PCA engine 'cuml' is not usable here ({cuml.reason}); try auto")
-    if engine != "auto":
-        return engine
-    if backend.on_gpu:
-        return "cuml" if cuml.usable else "torch"
-    return "sklearn"

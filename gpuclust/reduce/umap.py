@@ -7,16 +7,11 @@ saying what to install: never a silent switch to another method.
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
-from gpuclust import accelerators
 from gpuclust.backend import Backend, to_host
 from gpuclust.errors import UsageError
 from gpuclust.reduce.pca import _check_matrix
-
-UMAP_ENGINES = ("auto", "cuml", "umap-learn")
-INSTALL_HINT = "pip install gpuclust[umap] (umap-learn)"
 
 
 class UMAP:
@@ -34,12 +29,12 @@ class UMAP:
         n, d = _check_matrix(x, "UMAP")
         if not 2 <= self.n_neighbors < n:
             raise UsageError(f"UMAP n_neighbors={self.n_neighbors} must be at least 2 and below the number of "
-                             f"users ({n}); lower --n-neighbors")
+                             f"users ({n}); lower reduce.n_neighbors in the config")
         if not 1 <= self.n_components < n - 1:
             raise UsageError(f"UMAP n_components={self.n_components} must be between 1 and {n - 2} for {n} users")
         if self.min_dist < 0:
             raise UsageError(f"UMAP min_dist must be at least 0, got {self.min_dist}")
-        self.engine_ = _pick_engine(self.engine, backend)
+        self.engine_ = backend.pick_engine("umap", self.engine)
         xp = backend.xp
         if self.engine_ == "cuml":
             from cuml.manifold import UMAP as CuUMAP
@@ -59,21 +54,3 @@ class UMAP:
             "n_neighbors": int(self.n_neighbors), "min_dist": float(self.min_dist), "input_dims": d,
         }
         return backend.asarray(out).astype(xp.float32)
-
-
-def umap_learn_installed() -> bool:
-    return importlib.util.find_spec("umap") is not None
-
-
-def _pick_engine(engine: str, backend: Backend) -> str:
-    if engine not in UMAP_ENGINES:
-        raise UsageError(f"unknown UMAP engine {engine!r}: choose one of {', '.join(UMAP_ENGINES)}")
-    cuml = accelerators.cuml()
-    if engine == "cuml" and not cuml.usable:
-        raise UsageError(f"UMAP engine 'cuml' is not usable here ({cuml.reason}); try auto")
-    if engine == "cuml" or (engine == "auto" and backend.on_gpu and cuml.usable):
-        return "cuml"
-    if not umap_learn_installed():
-        gpu = " or RAPIDS cuML on a GPU" if engine == "auto" else ""
-        raise UsageError(f"UMAP needs umap-learn{gpu}: {INSTALL_HINT}; or use --reduce pca")
-    return "umap-learn"

@@ -17,7 +17,7 @@ import gpuclust
 from gpuclust import schema
 from gpuclust.backend import resolve_backend, to_host
 from gpuclust.config import ColumnMap
-from gpuclust.errors import UsageError
+from gpuclust.errors import UsageError, require_file
 from gpuclust.features.text.cache import VectorCache, text_key
 from gpuclust.features.text.encoder import EncodeStats, ItemEncoder
 from gpuclust.features.text.model import as_loaded
@@ -152,3 +152,50 @@ def _write_parquet(path: Path, ids: np.ndarray, vectors: np.ndarray, meta: dict[
     table = table.replace_schema_metadata({"gpuclust.embed": json.dumps(meta)})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def read_item_vectors(source: str | Path) -> Any:
+    """What `gpuclust embed` wrote, as a pandas frame (item_id, vector): Parquet, or .npy with its ids."""
+    import pandas as pd
+
+    path = Path(source)
+    require_file(path, "an item vectors file (.parquet or .npy from `gpuclust embed`)")
+    if _out_format(path) == "npy":
+        ids = json.loads(ids_path(path).read_text(encoding="utf-8"))["item_id"]
+        matrix = np.load(path, allow_pickle=False)
+        return pd.DataFrame({schema.ITEM: ids, "vector": list(matrix)})
+    return pd.read_parquet(path)
+
+
+def precomputed_vectors(source: Any, data: Any, backend: Any) -> tuple[Any, dict[str, Any]]:
+    """Vectors for the prepared items (row i = item_idx i) from precomputed ones, matched by item id.
+
+    `source`: a path `read_item_vectors` reads, or a frame with `item_id` and either a `vector` column of
+    equal-length arrays or one numeric column per dimension. Items without a vector get zeros and are
+    counted: a user who touched only those has no text signal."""
+    from gpuclust.frames import host_frame
+    from gpuclust.preprocess.parse import common_key, normalise_ids
+
+    table = read_item_vectors(source) if isinstance(source, str | Path) else host_frame(source)
+    if schema.ITEM not in table.columns:
+        raise UsageError(f"item vectors need an {schema.ITEM!r} column; found {', '.join(map(str, table.columns))}")
+    if "vector" in table.columns:
+        matrix = np.stack([np.asarray(v, dtype=np.float32) for v in table["vector"]]) if len(table) else None
+    else:
+        matrix = table.drop(columns=[schema.ITEM]).to_numpy(dtype=np.float32)
+    if matrix is None or matrix.ndim != 2 or matrix.shape[1] < 1 or not np.isfinite(matrix).all():
+        raise UsageError("item vectors must be finite numbers of one length per item (a `vector` column or "
+                         "one column per dimension)")
+    ids, _ = normalise_ids(table[schema.ITEM])
+    lookup = table[[schema.ITEM]].assign(**{schema.ITEM: ids, "_row": np.arange(len(table))})
+    items = host_frame(data.items[[schema.ITEM, schema.ITEM_IDX]])
+    items, lookup = common_key(items, lookup.drop_duplicates(subset=[schema.ITEM]), schema.ITEM)
+    joined = items.merge(lookup, on=schema.ITEM, how="left").sort_values(schema.ITEM_IDX)
+    rows = joined["_row"].to_numpy(dtype=np.float64)
+    found = ~np.isnan(rows)
+    vectors = np.zeros((int(data.n_items), matrix.shape[1]), dtype=np.float32)
+    vectors[found] = matrix[rows[found].astype(np.int64)]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = vectors / np.maximum(norms, 1e-12)
+    return backend.asarray(vectors), {"items_with_vectors": int(found.sum()),
+                                      "items_without_vectors": int((~found).sum())}

@@ -104,3 +104,24 @@ def external_scores(labels, truth) -> dict[str, Any]:
         "nmi": float(normalized_mutual_info_score(truth, labels)),
         "truth_users": int(len(truth)),
     }
+
+
+def truth_scores(data: Any, frame_labels: Any, truth: Any) -> dict[str, Any]:
+    """ARI/NMI over users with a planted group; noise users (group < 0) are left out and counted.
+
+    `frame_labels` are the labels where the frames keep their data (`frames.frame_local`)."""
+    from gpuclust import schema
+    from gpuclust.errors import UsageError
+    from gpuclust.frames import host_frame
+    from gpuclust.preprocess.parse import common_key, normalise_ids
+
+    truth = host_frame(truth).dropna(subset=[schema.USER])
+    truth = truth.assign(**{schema.USER: normalise_ids(truth[schema.USER])[0]})
+    users, truth = common_key(host_frame(data.users), truth, schema.USER)
+    joined = users.merge(truth, on=schema.USER, how="inner")
+    if joined.empty:
+        raise UsageError("no user in the truth file matches a user in the events; check its user_id column")
+    planted = joined[joined["group"] >= 0]
+    scores = external_scores(to_host(frame_labels)[planted[schema.USER_IDX].to_numpy()], planted["group"].to_numpy())
+    scores["truth_noise_users_excluded"] = int(len(joined) - len(planted))
+    return scores

@@ -25,10 +25,10 @@ from gpuclust import schema
 from gpuclust.backend import Backend, resolve_backend, to_host
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
-from gpuclust.evaluate.split import leave_last_out
 from gpuclust.frames import column_array, host_frame, to_backend_frame
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.preprocess.prepared import PreparedData
+from gpuclust.recommend.split import leave_last_out
 
 GRID = tuple(round(0.1 * i, 1) for i in range(11))
 RAW_COLUMNS = (schema.USER, schema.ITEM, schema.EVENT, schema.TIME, schema.VALUE)
@@ -55,10 +55,10 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
              seed: int = 0, *, grid: Sequence[float] = GRID, batch_users: int | None = None) -> dict:
     """Leave-last-out HR@K / NDCG@K for global, cluster and blended popularity; a JSON-ready dict.
 
-    `config` drives preprocessing and the clustering Pipeline (device, features, k, seed); `seed` only
+    `config` drives preprocessing and the clustering model (device, features, k, seed); `seed` only
     breaks timestamp ties in the split. The blend weight is tuned for the first of `k_values`.
     """
-    from gpuclust.pipeline import Pipeline
+    from gpuclust.estimator import UserClusterer
 
     started = time.perf_counter()
     config = (config or PipelineConfig()).validate()
@@ -74,8 +74,8 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
 
     def fit(train) -> tuple[Any, float]:
         t0 = time.perf_counter()
-        pipeline = Pipeline(config).fit(train[list(_raw_columns(train))], items)
-        return _clusters_by_user(pipeline, data, backend), time.perf_counter() - t0
+        model = UserClusterer(config=config).fit(train[list(_raw_columns(train))], items)
+        return _clusters_by_user(model, data, backend), time.perf_counter() - t0
 
     # Validation: tune the blend weight without looking at the test items.
     t0 = time.perf_counter()
@@ -135,27 +135,13 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
 def evaluate_files(config: PipelineConfig, events: str | Path, items: str | Path | None = None,
                    adapter: str | None = None, k_values: Sequence[int] = (10,), seed: int = 0) -> dict:
     """`evaluate` on files, read the way `gpuclust run` reads them (adapter or column mapping)."""
+    from gpuclust.io.inputs import read_inputs
+
     config.validate()
-    backend = resolve_backend(config.device)
-    raw_events, raw_items = read_inputs(config, backend, events, items, adapter)
-    result = evaluate(raw_events, raw_items, config, k_values, seed)
-    result["inputs"] = {"events": str(events), "items": None if items is None else str(items), "adapter": adapter}
+    inputs = read_inputs(resolve_backend(config.device).frame, config.columns, events, items, adapter=adapter)
+    result = evaluate(inputs.events, inputs.items, config, k_values, seed)
+    result["inputs"] = inputs.sources
     return result
-
-
-def read_inputs(config: PipelineConfig, backend: Backend, events: str | Path, items: str | Path | None = None,
-                adapter: str | None = None) -> tuple[Any, Any]:
-    """Events and items frames from files: an adapter maps a known raw log, else the column mapping does."""
-    from gpuclust.io.adapters import get_adapter
-    from gpuclust.io.readers import read_events, read_items, read_table
-
-    if adapter:
-        raw_events, raw_items, _steps = get_adapter(adapter)(read_table(events, backend.frame), backend.frame)
-    else:
-        raw_events, raw_items = read_events(events, backend.frame, config.columns), None
-    if items is not None:
-        raw_items = read_items(items, backend.frame, config.columns)
-    return raw_events, raw_items
 
 
 # --- the pieces -----------------------------------------------------------------------------
@@ -259,9 +245,9 @@ def _raw_columns(frame: Any) -> tuple[str, ...]:
     return tuple(c for c in RAW_COLUMNS if c in frame.columns)
 
 
-def _clusters_by_user(pipeline: Any, data: PreparedData, backend: Backend):
-    """Cluster per user_idx of the evaluation's index: -2 where the pipeline dropped the user, -1 noise."""
-    labels = pipeline.labels_[[schema.USER, "cluster"]]
+def _clusters_by_user(model: Any, data: PreparedData, backend: Backend):
+    """Cluster per user_idx of the evaluation's index: -2 where the model dropped the user, -1 noise."""
+    labels = model.labels_[[schema.USER, "cluster"]]
     joined = host_frame(data.users.merge(labels, on=schema.USER, how="inner"))
     out = np.full(data.n_users, -2, dtype=np.int64)
     out[joined[schema.USER_IDX].to_numpy()] = joined["cluster"].to_numpy(np.int64)

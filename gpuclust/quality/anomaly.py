@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust.backend import array_module, is_device_array, to_host
+from gpuclust.backend import is_device_array, to_host
 
 MAD_TO_SD = 1.4826
 MEAN_AD_TO_SD = 1.2533
@@ -93,7 +93,14 @@ def anomaly_scores(labels: Any, distances: Any, xp, noise: Any = None):
     return scores.astype(xp.float32)
 
 
-def top_anomalies(user_ids: Any, labels: Any, scores: Any, distances: Any, n: int, feature_matrix: Any = None,
+def scores_against(labels: Any, distances: Any, median: Any, scale: Any, xp):
+    """New users' scores against the spreads fitted with `cluster_spread` (they are placed in a cluster,
+    never noise), so a saved model scores them as the fit scored its own users."""
+    own = xp.clip(labels, 0, max(int(median.shape[0]) - 1, 0))
+    return _z(distances.astype(xp.float64), median[own], scale[own], xp).astype(xp.float32)
+
+
+def top_anomalies(user_ids: Any, labels: Any, scores: Any, distances: Any, n: int, xp, feature_matrix: Any = None,
                   feature_names: Any = None, noise: Any = None) -> list[dict[str, Any]]:
     """The `n` highest-scoring users with a readable `why`; only those rows (and small summaries) leave the device.
 
@@ -101,7 +108,6 @@ def top_anomalies(user_ids: Any, labels: Any, scores: Any, distances: Any, n: in
     and `feature_names`, `why` also names the 2 features where the user is furthest from its cluster's mean,
     in units of that cluster's standard deviation (the whole population's for noise users).
     """
-    xp = array_module(scores)
     m = min(int(n), int(scores.shape[0]))
     if m <= 0:
         return []

@@ -1,0 +1,128 @@
+"""What any fitted clusterer means for the users: labels, centres, distances, noise — derived one way.
+
+Whatever found the clusters (gpuclust's engines, a scikit-learn or cuML estimator), the centres are
+its `cluster_centers_` where it has them and each cluster's member mean otherwise; a user's distance
+is to its own cluster's centre (noise users: to the nearest centre). New users are placed at the
+nearest centre, which is all a saved model needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpuclust.backend import Backend
+from gpuclust.errors import UsageError
+from gpuclust.frames import frame_local
+
+
+@dataclass
+class ClusterOutcome:
+    labels: Any  # xp int32, -1 = noise
+    centres: Any  # xp float32 (k, d)
+    distances: Any  # xp float32, to the own centre (noise: to the nearest)
+    noise: Any | None  # xp bool mask, None when no user is noise
+    inertia: float  # squared distances of clustered users, summed
+    _frame_labels: Any = field(default=None, repr=False)
+
+    def frame_labels(self, backend: Backend) -> Any:
+        """The labels where the frames keep their data (`frames.frame_local`), made once: profiles,
+        c-TF-IDF, truth scores, the map and the assignments all read this one copy."""
+        if self._frame_labels is None:
+            self._frame_labels = frame_local(self.labels, backend)
+        return self._frame_labels
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centres.shape[0])
+
+    @property
+    def n_noise(self) -> int:
+        return 0 if self.noise is None else int(self.noise.sum())
+
+
+def outcome_of(model: Any, x: Any, backend: Backend) -> ClusterOutcome:
+    """The outcome of a fitted clusterer on the matrix it was fitted on."""
+    xp = backend.xp
+    labels = backend.asarray(model.labels_).astype(xp.int32)
+    labels = xp.where(labels < 0, -1, labels).astype(xp.int32)  # scikit-learn's HDBSCAN also uses -2, -3
+    found = int(labels.max()) + 1 if labels.shape[0] else 0
+    if found < 1:
+        raise UsageError(f"{getattr(model, 'algorithm', type(model).__name__)} found no clusters: every user is "
+                         "noise; loosen its density settings (--eps, --min-samples, --min-cluster-size)")
+    centres = getattr(model, "cluster_centers_", None)
+    centres = group_means(x, labels, found, xp) if centres is None else backend.asarray(centres, dtype=xp.float32)
+    distances = own_distances(x, labels, centres, xp)
+    noise = labels < 0
+    noise = noise if bool(noise.any()) else None
+    member = distances if noise is None else distances[~noise]
+    return ClusterOutcome(labels, centres, distances, noise, float((member.astype(xp.float64) ** 2).sum()))
+
+
+def nearest_centres(x: Any, centres: Any, xp, chunk: int = 65_536) -> tuple[Any, Any]:
+    """Nearest centre and its Euclidean distance, by chunked matmuls (memory stays O(chunk * k))."""
+    n = x.shape[0]
+    labels = xp.empty(n, dtype=xp.int32)
+    dist = xp.empty(n, dtype=xp.float32)
+    c_sq = (centres.astype(xp.float32) ** 2).sum(axis=1)
+    for start in range(0, n, chunk):
+        block = x[start:start + chunk].astype(xp.float32, copy=False)
+        d2 = (block**2).sum(axis=1, keepdims=True) - 2.0 * block @ centres.T + c_sq[None, :]
+        best = xp.argmin(d2, axis=1)
+        labels[start:start + chunk] = best
+        # Exact distance to the chosen centre: the expanded form above loses precision near zero.
+        dist[start:start + chunk] = xp.linalg.norm(block - centres[best], axis=1)
+    return labels, dist
+
+
+def group_means(x: Any, labels: Any, k: int, xp) -> Any:
+    """(k, d) float32 mean of the rows of each label 0..k-1 (rows labelled < 0 are ignored).
+
+    One weighted bincount per column: O(n * d) whatever k is, and no (n x k) one-hot.
+    """
+    keep = labels >= 0
+    lab, rows = labels[keep], x[keep]
+    counts = xp.bincount(lab, minlength=k).astype(xp.float64)
+    sums = xp.empty((k, x.shape[1]), dtype=xp.float64)
+    for j in range(x.shape[1]):
+        sums[:, j] = xp.bincount(lab, weights=rows[:, j].astype(xp.float64), minlength=k)
+    return (sums / xp.maximum(counts, 1.0)[:, None]).astype(xp.float32)
+
+
+def own_distances(x: Any, labels: Any, centres: Any, xp, chunk: int = 65_536) -> Any:
+    """Euclidean distance of each row to the centre of its label; rows labelled < 0 get the nearest centre."""
+    n = x.shape[0]
+    out = xp.empty(n, dtype=xp.float32)
+    for start in range(0, n, chunk):
+        block = x[start:start + chunk].astype(xp.float32, copy=False)
+        lab = labels[start:start + chunk]
+        own = xp.linalg.norm(block - centres[xp.maximum(lab, 0)], axis=1)
+        if bool((lab < 0).any()):
+            nearest = nearest_centres(block, centres, xp)[1]
+            own = xp.where(lab >= 0, own, nearest)
+        out[start:start + chunk] = own
+    return out
+
+
+def check_k(k: int, n_samples: int) -> None:
+    """cuML crashes with an illegal memory access when k > n; every engine gets this message instead."""
+    if k < 1:
+        raise UsageError(f"--k must be at least 1, got {k}")
+    if k > n_samples:
+        raise UsageError(
+            f"k={k} is larger than the number of users after filtering ({n_samples}); "
+            "lower --k or relax --min-user-events / --min-item-events"
+        )
+
+
+class Centroids:
+    """A clustering known by its centres: what a saved model keeps of whatever clusterer found them."""
+
+    def __init__(self, cluster_centers: Any, algorithm: str = "kmeans", engine: str | None = None) -> None:
+        self.cluster_centers_ = cluster_centers
+        self.algorithm = algorithm
+        self.engine_ = engine
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.cluster_centers_.shape[0])

@@ -1,0 +1,355 @@
+"""`UserClusterer`: the estimator a notebook holds, and what the CLI runs.
+
+    preprocess -> features -> fuse -> [reduce] -> [k sweep] -> cluster -> assess -> explain
+
+`fit` reads as that list; each stage is a small object in a module of its own, built from the config
+or passed in (BERTopic's swappable sub-models, scikit-learn's manners: the constructor only stores its
+arguments, `fit` returns self, learned state ends in `_`, `clone` works). Frames in, the same kind of
+frame out: cuDF gives cuDF, pandas gives pandas.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpuclust import registry, schema
+from gpuclust.backend import Backend, resolve_backend, transfers
+from gpuclust.cluster.factory import build_clusterer
+from gpuclust.cluster.outcome import ClusterOutcome, check_k, nearest_centres, outcome_of
+from gpuclust.cluster.sweep import KSweep, parse_k, sweep_k
+from gpuclust.config import PipelineConfig, check_weights
+from gpuclust.errors import UsageError
+from gpuclust.explain.explainer import ClusterExplainer
+from gpuclust.features.behaviour import behaviour_statistics
+from gpuclust.features.factory import build_featurizer
+from gpuclust.features.fuse import Fuser
+from gpuclust.frames import array_frame, frame_kind, frame_local, like_input, to_backend_frame
+from gpuclust.manifest import StageRecorder, build_manifest
+from gpuclust.preprocess.clean import Preprocessor
+from gpuclust.preprocess.prepared import PreparedData
+from gpuclust.protocols import as_clusterer, as_reducer
+from gpuclust.quality.anomaly import scores_against
+from gpuclust.quality.metrics import internal_scores, truth_scores
+from gpuclust.reduce import build_reducer
+
+ASSIGNMENT_COLUMNS = (schema.USER, "cluster", "distance", "anomaly_score")
+
+
+class UserClusterer:
+    """Cluster the users of a behaviour log.
+
+    Keywords override the matching settings of `config` (a `PipelineConfig`: columns, preprocessing,
+    every stage's options); None means "as the config says". Sub-models are names or objects:
+
+    n_clusters: k, "auto" (sweep 2..12), a range "4-16" / "4:16:2", or a sequence of k to sweep.
+    features: feature names of the registry ("behaviour", "tfidf", "text") and/or featuriser objects;
+        extra_features adds featurisers to the configured list instead of replacing it.
+    feature_weights: {name: weight}; a block's weight is its share of the fused geometry.
+    embedding_model: for "text": a Hugging Face name or folder, a `LoadedModel`, a (model, tokenizer)
+        pair, a sentence-transformers model, or a callable texts -> vectors.
+    item_vectors: for "text": precomputed item vectors (a frame or the file `gpuclust embed` writes).
+    reducer: "pca", "umap", or an object with fit_transform (scikit-learn's, cuML's).
+    clusterer: an algorithm name ("kmeans", "dbscan", "hdbscan", "agglomerative") or an estimator with
+        scikit-learn's clustering interface (fit, labels_, optionally cluster_centers_).
+    representation: the explainer (default `ClusterExplainer`): anything with its `explain` method.
+    progress: called with each stage's name as it starts.
+    """
+
+    def __init__(self, n_clusters: int | str | Sequence[int] | None = None, *,
+                 features: Sequence[Any] | None = None, extra_features: Sequence[Any] = (),
+                 feature_weights: dict[str, float] | None = None, device: str | None = None,
+                 seed: int | None = None, embedding_model: Any = None, item_vectors: Any = None,
+                 reducer: Any = None, clusterer: Any = None, representation: Any = None,
+                 config: PipelineConfig | None = None, progress: Callable[[str], None] | None = None) -> None:
+        self.n_clusters = n_clusters
+        self.features = features
+        self.extra_features = extra_features
+        self.feature_weights = feature_weights
+        self.device = device
+        self.seed = seed
+        self.embedding_model = embedding_model
+        self.item_vectors = item_vectors
+        self.reducer = reducer
+        self.clusterer = clusterer
+        self.representation = representation
+        self.config = config
+        self.progress = progress
+
+    # --- fitting ---------------------------------------------------------------------------------
+
+    def fit(self, events: Any, items: Any = None, truth: Any = None) -> UserClusterer:
+        """Learn the clusters of the users in `events` (cuDF or pandas; `items`: catalogue; `truth`:
+        user_id, group for ARI/NMI). Every setting is checked before any data is read."""
+        settings, custom = self._settings(), self._custom_featurizers()
+        backend = resolve_backend(settings.device)
+        record = StageRecorder(backend, self.progress)
+        moved = transfers.bytes
+        with record.stage("preprocess"):
+            data = Preprocessor(settings.preprocess, seed=settings.seed).run(
+                to_backend_frame(events, backend), backend, None if items is None else to_backend_frame(items, backend))
+        k_values = self._k_values(settings, data.n_users)  # an impossible k fails before any feature
+        featurizers = [build_featurizer(name, settings, self.embedding_model, self.item_vectors)
+                       for name in settings.features.features] + custom
+        blocks = {}
+        for featurizer in featurizers:
+            with record.stage(f"features.{featurizer.name}"):
+                blocks[featurizer.name] = featurizer.fit_transform(data, backend)
+        with record.stage("fuse"):
+            fuser = Fuser({**settings.features.weights, **self._custom_weights(custom)})
+            x = fuser.fit_transform(blocks, backend.xp)
+        reducer = self._reducer(settings)
+        if reducer is not None:
+            with record.stage("reduce"):
+                x = reducer.fit_transform(x, backend)
+        sweep = None
+        if k_values:
+            with record.stage("k_sweep"):
+                sweep = sweep_k(x, backend, k_values, lambda k: build_clusterer(settings.cluster, settings.seed, k),
+                                settings.assess.silhouette_sample, settings.seed)
+        clusterer = self._clusterer(settings, sweep)
+        with record.stage("cluster"):
+            clusterer.fit(x, backend)
+            outcome = outcome_of(clusterer, x, backend)
+        with record.stage("assess"):
+            metrics = self._metrics(x, outcome, data, truth, settings, backend)
+        with record.stage("explain"):
+            stats = behaviour_statistics(data, backend, settings.preprocess.session_gap_minutes)
+            explained = self._representation(settings).explain(data, x, outcome, backend, stats)
+
+        self.config_, self.backend_, self.featurizers_, self.fuser_ = settings, backend, featurizers, fuser
+        self.reducer_, self.clusterer_, self.sweep_ = reducer, clusterer, sweep
+        self.cluster_centers_, self.n_clusters_ = outcome.centres, outcome.n_clusters
+        self.spread_ = explained.spread
+        self.vocabulary_ = data.items
+        self.profiles_, self.population_, self.anomalies_ = explained.profiles, explained.population, explained.anomalies
+        self.metrics_ = metrics
+        kind = frame_kind(events)
+        self.labels_ = like_input(_assignments(data, outcome.frame_labels(backend), outcome.distances,
+                                               explained.scores, backend), kind)
+        self.map_ = like_input(explained.map, kind)
+        self.manifest_ = build_manifest(
+            config=settings.to_dict(), backend=backend, recorder=record, data=data,
+            features={"blocks": {f.name: getattr(f, "info_", {}) for f in featurizers}, "layout": fuser.layout_,
+                      "dims": int(x.shape[1])},
+            reduce=None if reducer is None else getattr(reducer, "info_", {}),
+            cluster=self._cluster_record(clusterer, outcome, sweep, settings), metrics=metrics,
+            moved_bytes=transfers.bytes - moved, custom=self._custom_record(custom))
+        return self
+
+    def fit_predict(self, events: Any, items: Any = None, truth: Any = None) -> Any:
+        """`fit`, then the assignments of the users it was fitted on (`labels_`)."""
+        return self.fit(events, items, truth).labels_
+
+    # --- using a fitted (or loaded) model --------------------------------------------------------
+
+    def predict(self, events: Any) -> Any:
+        """The clusters of the users in `events`, new or known: user_id, cluster, distance, anomaly_score.
+
+        Users are measured with the featurisers and scales learned at fit time and placed at the nearest
+        centre (density clusterings too: a new user is never noise here)."""
+        return self.place(events)[0]
+
+    def place(self, events: Any) -> tuple[Any, PreparedData]:
+        """`predict`, plus the prepared data (what preprocessing kept and dropped, for a manifest)."""
+        x, data = self._features_of(events)
+        xp = self.backend_.xp
+        labels, distances = nearest_centres(x, self.cluster_centers_, xp)
+        scores = scores_against(labels, distances, *self.spread_, xp)
+        out = _assignments(data, frame_local(labels, self.backend_), distances, scores, self.backend_)
+        return like_input(out, frame_kind(events)), data
+
+    def transform(self, events: Any) -> Any:
+        """The users' feature vectors in the space the centres live in (fused, then reduced if a reducer
+        is set): a frame of the input's kind with user_id and one column per dimension."""
+        x, data = self._features_of(events)
+        backend = self.backend_
+        columns = {schema.USER_IDX: backend.xp.arange(data.n_users, dtype=np.int32),
+                   **{f"f{j}": x[:, j] for j in range(x.shape[1])}}
+        out = data.users.merge(array_frame(columns, backend), on=schema.USER_IDX).sort_values(schema.USER_IDX)
+        return like_input(out.drop(columns=[schema.USER_IDX]).reset_index(drop=True), frame_kind(events))
+
+    def save(self, directory: str | Path) -> Path:
+        """Everything `predict` needs, and the fitted attributes, as one verified folder (no pickle)."""
+        from gpuclust.model import save_estimator
+
+        self._check_fitted()
+        return save_estimator(self, directory)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | None = None) -> UserClusterer:
+        """A saved model with the attributes of a fitted one; `device` overrides the saved device."""
+        from gpuclust.model import load_estimator
+
+        return load_estimator(cls, directory, device)
+
+    # --- scikit-learn manners -------------------------------------------------------------------
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> UserClusterer:
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"invalid parameter {name!r} for UserClusterer; valid: {', '.join(valid)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        given = {k: v for k, v in self.get_params().items() if v is not None and v != ()}
+        return f"UserClusterer({', '.join(f'{k}={v!r}' for k, v in given.items())})"
+
+    # --- stages from settings ------------------------------------------------------------------
+
+    def _settings(self) -> PipelineConfig:
+        """The config with the keywords applied, validated: every contradiction is found here."""
+        config = copy.deepcopy(self.config) if self.config is not None else PipelineConfig()
+        if not isinstance(config, PipelineConfig):
+            raise UsageError(f"config must be a PipelineConfig, got {type(config).__name__}")
+        for name, value in (("device", self.device), ("seed", self.seed)):
+            if value is not None:
+                setattr(config, name, value)
+        if self.features is not None:
+            config.features.features = tuple(f for f in self.features if isinstance(f, str))
+        if self.feature_weights is not None:
+            config.features.weights.update({k: v for k, v in self.feature_weights.items() if k in registry.FEATURES})
+        if self.n_clusters is not None:
+            config.cluster.k, config.cluster.k_values = _k_setting(self.n_clusters, config.cluster.k)
+        if isinstance(self.clusterer, str):
+            config.cluster.algorithm = self.clusterer
+        if isinstance(self.reducer, str):
+            config.reduce.method = self.reducer
+        if (self.embedding_model is not None or self.item_vectors is not None) \
+                and "text" not in config.features.features:
+            raise UsageError("embedding_model and item_vectors feed the 'text' feature: add 'text' to features")
+        return config.validate(require_features=not self._custom_featurizers())
+
+    def _custom_featurizers(self) -> list[Any]:
+        chosen = [f for f in (self.features or ()) if not isinstance(f, str)] + list(self.extra_features)
+        for f in chosen:
+            if not (hasattr(f, "name") and hasattr(f, "fit_transform") and hasattr(f, "transform")):
+                raise UsageError(f"featuriser {f!r} needs a name and fit_transform/transform(data, backend) methods")
+        return chosen
+
+    def _custom_weights(self, custom: list[Any]) -> dict[str, float]:
+        names = {f.name for f in custom}
+        weights = {k: float(v) for k, v in (self.feature_weights or {}).items() if k in names}
+        unknown = set(self.feature_weights or {}) - names - set(registry.FEATURES)
+        if unknown:
+            raise UsageError(f"feature_weights names {', '.join(sorted(unknown))}, which is no feature here")
+        if weights:
+            check_weights("feature weight", weights, None, "feature_weights={'mine': 1.0}")
+        return weights
+
+    def _k_values(self, settings: PipelineConfig, n_users: int) -> tuple[int, ...]:
+        """The k values to sweep (none for a fixed k); an impossible k is an error before the features."""
+        if self.clusterer is not None and not isinstance(self.clusterer, str):
+            if getattr(self.clusterer, "n_clusters", None) is not None:
+                check_k(int(self.clusterer.n_clusters), n_users)
+            return ()
+        if not registry.ALGORITHMS[settings.cluster.algorithm].takes_k:
+            return ()
+        if not settings.cluster.k_values:
+            check_k(settings.cluster.k, n_users)
+            return ()
+        check_k(min(settings.cluster.k_values), n_users)
+        return tuple(k for k in settings.cluster.k_values if k < n_users)
+
+    def _reducer(self, settings: PipelineConfig) -> Any:
+        if self.reducer is not None and not isinstance(self.reducer, str):
+            return as_reducer(copy.deepcopy(self.reducer))
+        return build_reducer(settings.reduce, settings.seed)
+
+    def _clusterer(self, settings: PipelineConfig, sweep: KSweep | None) -> Any:
+        if self.clusterer is not None and not isinstance(self.clusterer, str):
+            return as_clusterer(copy.deepcopy(self.clusterer))  # the caller's estimator stays unfitted
+        return build_clusterer(settings.cluster, settings.seed, sweep.best_k if sweep else None)
+
+    def _representation(self, settings: PipelineConfig) -> Any:
+        if self.representation is not None:
+            return self.representation
+        a = settings.assess
+        return ClusterExplainer(a.top_n, a.anomalies, a.map_sample, settings.seed)
+
+    @staticmethod
+    def _metrics(x: Any, outcome: ClusterOutcome, data: PreparedData, truth: Any, settings: PipelineConfig,
+                 backend: Backend) -> dict[str, Any]:
+        """Internal quality over the clustered users (noise left out and counted); ARI/NMI with a truth."""
+        keep = outcome.labels >= 0
+        scored = (x, outcome.labels) if outcome.noise is None else (x[keep], outcome.labels[keep])
+        metrics = internal_scores(*scored, backend.xp, settings.assess.silhouette_sample, settings.seed)
+        if outcome.noise is not None:
+            metrics["noise_users"] = outcome.n_noise
+        if truth is not None:
+            metrics.update(truth_scores(data, outcome.frame_labels(backend), truth))
+        return metrics
+
+    @staticmethod
+    def _cluster_record(clusterer: Any, outcome: ClusterOutcome, sweep: KSweep | None,
+                        settings: PipelineConfig) -> dict[str, Any]:
+        return {"algorithm": getattr(clusterer, "algorithm", type(clusterer).__name__),
+                "engine": getattr(clusterer, "engine_", None), "k": outcome.n_clusters,
+                "inertia": outcome.inertia, "n_iter": getattr(clusterer, "n_iter_", None), "seed": settings.seed,
+                "k_sweep": None if sweep is None else sweep.to_dict()}
+
+    def _custom_record(self, custom: list[Any]) -> dict[str, str]:
+        """What the config cannot say: the objects passed in place of named stages."""
+        out = {f"feature.{f.name}": repr(f) for f in custom}
+        for name in ("clusterer", "reducer", "representation", "embedding_model"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                out[name] = repr(value)[:200]
+        if self.item_vectors is not None:
+            out["item_vectors"] = str(self.item_vectors) if isinstance(self.item_vectors, str | Path) else "a frame"
+        return out
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "cluster_centers_"):
+            raise UsageError("this UserClusterer is not fitted: call fit() first, or UserClusterer.load(dir)")
+
+    def _features_of(self, events: Any) -> tuple[Any, PreparedData]:
+        """New users prepared as at fit time (item indices follow the model's vocabulary) and featurised."""
+        self._check_fitted()
+        backend, settings = self.backend_, self.config_
+        preprocess = dataclasses.replace(settings.preprocess, min_item_events=1, sample_users=None)
+        data = Preprocessor(preprocess, seed=settings.seed).run(to_backend_frame(events, backend), backend,
+                                                               vocabulary=self.vocabulary_)
+        x = self.fuser_.transform({f.name: f.transform(data, backend) for f in self.featurizers_}, backend.xp)
+        if self.reducer_ is not None:
+            x = self.reducer_.transform(x, backend)
+        return x, data
+
+
+def _k_setting(n_clusters: int | str | Sequence[int], default_k: int) -> tuple[int, tuple[int, ...]]:
+    """(k, k values to sweep) from an int, "auto", a range string, or a sequence of k."""
+    if isinstance(n_clusters, bool):
+        raise UsageError(f"n_clusters must be a number, 'auto', a range or a list of k, got {n_clusters!r}")
+    if isinstance(n_clusters, int | np.integer):
+        return int(n_clusters), ()
+    if isinstance(n_clusters, str):
+        fixed, values = parse_k(n_clusters)
+        return (fixed, ()) if fixed is not None else (default_k, values)
+    values = tuple(int(k) for k in n_clusters)
+    return (values[0], ()) if len(values) == 1 else (default_k, values)
+
+
+def _assignments(data: PreparedData, frame_labels: Any, distances: Any, scores: Any, backend: Backend) -> Any:
+    """The one per-user output: labels as `frame_local` placed them; distances and scores cross here."""
+    xp = backend.xp if backend.frame_library == "cudf" else np
+    out = array_frame({schema.USER_IDX: xp.arange(data.n_users, dtype=np.int32), "cluster": frame_labels,
+                       "distance": distances, "anomaly_score": scores.astype(backend.xp.float32)}, backend)
+    out = data.users.merge(out, on=schema.USER_IDX).sort_values(schema.USER_IDX)
+    return out[list(ASSIGNMENT_COLUMNS)].reset_index(drop=True)

@@ -1,0 +1,27 @@
+"""One place that turns the feature settings into featurisers of the registry's names."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from gpuclust import registry
+from gpuclust.config import PipelineConfig
+
+
+def build_featurizer(name: str, config: PipelineConfig, embedding_model: Any = None, item_vectors: Any = None) -> Any:
+    """The featuriser `name`, configured from `config`; the text one may take a model object or
+    precomputed item vectors instead of the model the config names."""
+    cls = registry.lookup(registry.FEATURES, name, "feature").load()
+    features = config.features
+    if name == "behaviour":
+        return cls(features.normalise, config.preprocess.session_gap_minutes)
+    if name == "tfidf":
+        return cls(features.tfidf_vocabularies, features.tfidf_components, features.svd_oversamples,
+                   features.svd_power_iterations, config.seed)
+    if name == "text":
+        options = dataclasses.asdict(features.text)
+        if embedding_model is not None:
+            options["model"] = embedding_model
+        return cls(**options, seed=config.seed, item_vectors=item_vectors)
+    return cls()  # a featuriser registered by a user: configured by its own defaults
