@@ -123,10 +123,12 @@ class PipelineConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     assess: AssessConfig = field(default_factory=AssessConfig)
 
-    def validate(self, require_features: bool = True) -> PipelineConfig:
+    def validate(self, require_features: bool = True, given: frozenset[str] = frozenset()) -> PipelineConfig:
         """Reject impossible or contradictory values up front, naming the setting and the valid values.
 
-        `require_features=False` lets the named feature list be empty (featuriser objects stand in)."""
+        `require_features=False` lets the named feature list be empty (featuriser objects stand in);
+        `given` names settings the user set explicitly (CLI flags), which count as set even at their
+        default value when the check for settings without effect runs."""
         _check_types(self, "")
         if not 0 <= self.seed <= MAX_SEED:
             raise UsageError(f"{flag('seed')} must be between 0 and {MAX_SEED} (2**32-1), got {self.seed}")
@@ -164,7 +166,7 @@ class PipelineConfig:
         if self.features.features and not any(self.features.weights.get(name, 1.0) > 0
                                               for name in self.features.features):
             raise UsageError("every selected feature has weight 0: give at least one a positive --feature-weights")
-        _no_dead_settings(self)
+        _no_dead_settings(self, given)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -325,7 +327,7 @@ def _get(config: Any, path: str) -> Any:
     return config
 
 
-def _no_dead_settings(config: PipelineConfig) -> None:
+def _no_dead_settings(config: PipelineConfig, given: frozenset[str]) -> None:
     """A setting changed from its default where the chosen features, reducer or algorithm ignore it is
     an error: `--model` without text features, or `--eps` with k-means, would otherwise do nothing."""
     features, reduce, cluster = config.features, config.reduce, config.cluster
@@ -350,12 +352,14 @@ def _no_dead_settings(config: PipelineConfig) -> None:
     }
     defaults = PipelineConfig()
     for path, (is_ignored, needs) in ignored.items():
-        if not is_ignored or _get(config, path) == _get(defaults, path):
+        named = [g for g in given if g == path or g.startswith(path + ".")]
+        if not is_ignored or (not named and _get(config, path) == _get(defaults, path)):
             continue
-        if path == "features.text":  # name the text setting that was given
-            given = TextConfig()
+        if named:
+            path = named[0]
+        elif path == "features.text":  # name the text setting that differs
             path = next(f"features.text.{f.name}" for f in dataclasses.fields(TextConfig)
-                        if getattr(features.text, f.name) != getattr(given, f.name))
+                        if getattr(features.text, f.name) != getattr(TextConfig(), f.name))
         raise UsageError(f"{flag(path)} has no effect without {needs}; drop it or add that")
     for name, weight in features.weights.items():
         if name not in features.features and weight != defaults.features.weights.get(name):

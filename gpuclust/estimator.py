@@ -223,6 +223,11 @@ class UserClusterer:
         if self.features is not None:
             config.features.features = tuple(f for f in self.features if isinstance(f, str))
         if self.feature_weights is not None:
+            custom = {f.name for f in self._custom_featurizers()}
+            unknown = sorted(set(self.feature_weights) - custom - set(registry.FEATURES))
+            if unknown:
+                raise UsageError(f"feature_weights names {', '.join(map(repr, unknown))}, which is no feature: choose "
+                                 f"from {', '.join([*registry.FEATURES, *sorted(custom)])}")
             config.features.weights.update({k: v for k, v in self.feature_weights.items() if k in registry.FEATURES})
         if self.n_clusters is not None:
             config.cluster.k, config.cluster.k_values = _k_setting(self.n_clusters, config.cluster.k)
@@ -245,9 +250,6 @@ class UserClusterer:
     def _custom_weights(self, custom: list[Any]) -> dict[str, float]:
         names = {f.name for f in custom}
         weights = {k: float(v) for k, v in (self.feature_weights or {}).items() if k in names}
-        unknown = set(self.feature_weights or {}) - names - set(registry.FEATURES)
-        if unknown:
-            raise UsageError(f"feature_weights names {', '.join(sorted(unknown))}, which is no feature here")
         if weights:
             check_weights("feature weight", weights, None, "feature_weights={'mine': 1.0}")
         return weights

@@ -156,3 +156,25 @@ def test_usage_errors_are_one_line_and_exit_2(monkeypatch, capsys, tmp_path, arg
 def test_bare_command_shows_help_without_a_traceback(monkeypatch, capsys):
     code, stdout, stderr = cli(monkeypatch, capsys)
     assert code == 2 and "Usage" in stdout + stderr and "Traceback" not in stdout + stderr
+
+
+@pytest.mark.parametrize(("args", "toml", "expected"), [
+    (["--algorithm", "dbscan", "--engine", "faiss"], None, "unknown --engine (cluster.engine) 'faiss'"),
+    (["--model", "default"], None, "--model (features.text.model) has no effect without 'text' in --features"),
+    (["--reduce-components", "4"], None, "--reduce-components (reduce.n_components) has no effect without --reduce"),
+    (["--eps", "0.3"], None, "--eps (cluster.eps) has no effect without --algorithm dbscan"),
+    (["--feature-weights", "text=2"], None, "'text' is not among the features"),
+    ([], "[features.text]\nmodle = 'x'\n", "unknown key(s) modle in [features.text]"),
+    ([], "[reduce]\nmethod = 'pca'\nengine = 'faiss'\n", "unknown --reduce-engine (reduce.engine) 'faiss'"),
+])
+def test_contradictory_settings_fail_before_any_data_is_read(monkeypatch, capsys, tmp_path, args, toml, expected):
+    # The events file does not exist: the settings error is what is reported, so it was found first.
+    extra = []
+    if toml is not None:
+        (tmp_path / "run.toml").write_text(toml)
+        extra = ["--config", tmp_path / "run.toml"]
+    code, _, stderr = cli(monkeypatch, capsys, "run", "--events", tmp_path / "none.parquet", "--out",
+                          tmp_path / "out", *args, *extra)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and expected in " ".join(stderr.split()), stderr
+    assert not (tmp_path / "out").exists()

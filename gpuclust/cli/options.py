@@ -37,6 +37,7 @@ def build_config(config_file: Path | None, overrides: dict[str, dict[str, Any]],
 
     `overrides` maps a section path ("" for the top level, "features.text" for nested ones) to its flags."""
     config = PipelineConfig.from_toml(config_file) if config_file else PipelineConfig()
+    given = set()
     for section, values in overrides.items():
         target = config
         for part in filter(None, section.split(".")):
@@ -44,9 +45,11 @@ def build_config(config_file: Path | None, overrides: dict[str, dict[str, Any]],
         for key, value in values.items():
             if value is not None:
                 setattr(target, key, value)
+                given.add(f"{section}.{key}" if section else key)
     if k is not None:
         fixed, values = parse_k(k)
         config.cluster.k, config.cluster.k_values = (fixed, ()) if fixed is not None else (config.cluster.k, values)
+        given.add("cluster.k")
     if feature_weights is not None:
         config.features.weights.update(parse_pairs(feature_weights, "--feature-weights"))
-    return config.validate()
+    return config.validate(given=frozenset(given))

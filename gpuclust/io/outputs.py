@@ -46,8 +46,13 @@ class OutputDir:
         self._made: list[Path] = []
 
     def __enter__(self) -> Path:
-        self._check_target()
         self._made = _make_parents(self.target.parent, self.what, self.target)
+        try:
+            with _parent_lock(self.target.parent):  # not halfway through another writer's swap
+                self._check_target()
+        except UsageError:
+            self._discard()
+            raise
         _sweep_stale(self.target)
         self.staging = self.target.parent / f".{self.target.name}.gpuclust-{os.getpid()}-{secrets.token_hex(4)}"
         try:
