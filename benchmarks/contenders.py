@@ -63,7 +63,7 @@ def text_model(name: str, items, device: str = "cpu"):
     seeded random-weight BERT with a word tokenizer over the catalogue (no model files needed)."""
     if not name.startswith(RANDOM_PREFIX):
         return name
-    from gpuclust.features.text.synthetic import random_model, word_tokenizer
+    from benchmarks.random_models import random_model, word_tokenizer
 
     words = set()
     for column in ("title", "category"):

@@ -200,13 +200,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from gpuclust.features.text.model import load_model
+    from gpuclust.features.text.model import load_encoder
 
     command = "HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/embed_bench.py " + " ".join(map(shlex.quote, argv or sys.argv[1:]))
     df = load_retail(args.data)
     items = catalogue(df)
     texts = items["Description"].astype(str).tolist()[: args.limit]
-    model = load_model(args.model)
+    model = load_encoder(args.model)
     lengths = np.array([len(x) for x in model.tokenizer(texts, truncation=True, max_length=128)["input_ids"]])
     budgets = [int(x) for x in args.budgets.split(",") if x]
     sizes = [int(x) for x in args.sizes.split(",") if x]

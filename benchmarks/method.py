@@ -113,3 +113,14 @@ def device_label(env: dict[str, Any] | None = None) -> str:
     if env.get("gpu"):
         return re.sub(r"[^a-z0-9]+", "-", env["gpu"]["name"].lower()).strip("-")
     return f"cpu-{env.get('cores') or os.cpu_count()}core"
+
+
+# The stages of a fit in the order they run, for tables and plots.
+STAGE_ORDER = ("read", "preprocess", "features.behaviour", "features.tfidf", "features.text", "fuse", "reduce",
+               "k_sweep", "cluster", "assess", "explain")
+
+
+def stage_names(record: dict[str, Any]) -> list[str]:
+    """The stage names of a run record, in the order they run (unknown ones last)."""
+    names = list(record.get("stages", {}))
+    return sorted(names, key=lambda n: STAGE_ORDER.index(n) if n in STAGE_ORDER else len(STAGE_ORDER))

@@ -95,11 +95,11 @@ def _short(not_run: str) -> str:
 
 def stages_plot(section: dict[str, Any], path: Path, device: str) -> Path:
     """Speed-up per stage GPU vs CPU where GPU data exist; otherwise CPU seconds per stage."""
-    from benchmarks.report import _stage_names
+    from benchmarks.method import stage_names
 
     plt = _pyplot()
     cpu, gpu = section["runs"].get("gpuclust-cpu", {}), section["runs"].get("gpuclust-gpu", {})
-    names = _stage_names(cpu)
+    names = stage_names(cpu)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if "stages" in gpu:
         values = [cpu["stages"][n]["seconds"]["median"] / max(gpu["stages"][n]["seconds"]["median"], 1e-6)

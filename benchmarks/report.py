@@ -11,11 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.method import device_label, environment
+from benchmarks.method import device_label, environment, stage_names
 from benchmarks.sizing import holdout, points_from
-
-STAGE_ORDER = ("preprocess", "features.behaviour", "features.tfidf", "features.text", "fuse", "cluster", "assess",
-               "explain")
 
 
 def results_path(out_dir: Path, label: str | None = None, date: str | None = None) -> Path:
@@ -244,7 +241,7 @@ def _stages_md(section: dict[str, Any], stem: str) -> list[str]:
         head += " GPU seconds | GPU memory MiB | speed-up |"
         sep += " ---: | ---: | ---: |"
     lines += [head, sep]
-    for name in _stage_names(cpu):
+    for name in stage_names(cpu):
         c = cpu["stages"][name]
         row = f"| {name} | {_s(c['seconds'], 2)} | {_f(c.get('peak_rss_mib'), 0)} |"
         if with_gpu and name in gpu["stages"]:
@@ -265,11 +262,6 @@ def _stages_md(section: dict[str, Any], stem: str) -> list[str]:
     return lines
 
 
-def _stage_names(record: dict[str, Any]) -> list[str]:
-    names = list(record.get("stages", {}))
-    return sorted(names, key=lambda n: STAGE_ORDER.index(n) if n in STAGE_ORDER else len(STAGE_ORDER))
-
-
 def _scaling_md(section: dict[str, Any], stem: str) -> list[str]:
     w = section["workload"]
     lines = ["## Scaling", "",
@@ -281,7 +273,7 @@ def _scaling_md(section: dict[str, Any], stem: str) -> list[str]:
             why = next((_note(r) for r in runs), "no runs")
             lines += [f"{contender}: {why}.", ""]
             continue
-        names = _stage_names(done[-1])
+        names = stage_names(done[-1])
         lines += [f"### {contender}", "",
                   "| users | events | end to end s | " + " | ".join(names) + " | peak RSS MiB | ARI | note |",
                   "| ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + " | ---: | ---: | --- |"]
@@ -308,7 +300,7 @@ def _check_md(check: dict[str, Any]) -> list[str]:
              "the stages; one law for the whole run is shown for comparison.", "",
              "| stage | predicted s | measured s | error | predicted RSS MiB | measured RSS MiB | RSS error |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for name in sorted(check["stages"], key=lambda n: STAGE_ORDER.index(n) if n in STAGE_ORDER else 99):
+    for name in stage_names(check):
         s = check["stages"][name]
         lines.append(f"| {name} | {_f(s['predicted_s'], 2)} | {_f(s['measured_s'], 2)} | {_pct(s['error'])} | "
                      f"{_f(s.get('predicted_rss_mib'), 0)} | {_f(s.get('measured_rss_mib'), 0)} | {_pct(s.get('rss_error'))} |")

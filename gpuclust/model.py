@@ -42,7 +42,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def save_model(directory: str | Path, meta: dict[str, Any], arrays: dict[str, Any], tables: dict[str, Any]) -> Path:
+def write_model(directory: str | Path, meta: dict[str, Any], arrays: dict[str, Any], tables: dict[str, Any]) -> Path:
     """Write model.json, arrays.safetensors, the Parquet tables and the checksums of all of them as one unit."""
     from safetensors.numpy import save_file
 
@@ -107,7 +107,7 @@ def _read_checksums(directory: Path) -> dict[str, str]:
     return listed
 
 
-def load_model(directory: str | Path, backend: Backend) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def read_model(directory: str | Path, backend: Backend) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Return (meta, arrays on the backend, tables on the backend's frame library), all verified."""
     from safetensors import SafetensorError
     from safetensors.numpy import load
@@ -191,14 +191,14 @@ def save_estimator(est: Any, directory: str | Path) -> Path:
         "manifest": est.manifest_,
     }
     tables = {ITEMS: est.vocabulary_, ASSIGNMENTS: est.labels_, MAP: est.map_}
-    return save_model(directory, meta, arrays, tables)
+    return write_model(directory, meta, arrays, tables)
 
 
 def load_estimator(cls, directory: str | Path, device: str | None = None):
     from gpuclust.backend import resolve_backend
 
     backend = resolve_backend(device or "auto")
-    meta, arrays, tables = load_model(directory, backend)
+    meta, arrays, tables = read_model(directory, backend)
     try:
         est = _restore(cls, meta, arrays, tables, backend, device)
         _check_shapes(est)

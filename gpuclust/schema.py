@@ -8,9 +8,6 @@ EVENT = "event_type"
 TIME = "timestamp"
 VALUE = "value"
 
-EVENT_COLUMNS = (USER, ITEM, EVENT, TIME)
-OPTIONAL_EVENT_COLUMNS = (VALUE,)
-
 CATEGORY = "category"
 PRICE = "price"
 TITLE = "title"

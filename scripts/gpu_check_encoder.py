@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from benchmarks.random_models import random_model, random_tokens
     from gpuclust import accelerators
-    from gpuclust.features.text.synthetic import random_model, random_tokens
 
     smoke = args.cpu_smoke
     if not smoke and not accelerators.torch_cuda().usable:

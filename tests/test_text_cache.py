@@ -14,14 +14,14 @@ from gpuclust.errors import UsageError  # noqa: E402
 from gpuclust.features.text.cache import VectorCache, text_key  # noqa: E402
 from gpuclust.features.text.embed import encode_texts  # noqa: E402
 from gpuclust.features.text.encoder import ItemEncoder  # noqa: E402
-from gpuclust.features.text.model import load_model  # noqa: E402
+from gpuclust.features.text.model import load_encoder  # noqa: E402
 
 TEXTS = ["red wool scarf", "blue wool scarf", "stainless steel saucepan", "red wool scarf"]
 
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model("default")
+    return load_encoder("default")
 
 
 def test_cache_hit_skips_encoding(model, tmp_path, monkeypatch):

@@ -8,17 +8,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from benchmarks.random_models import random_model, random_tokens  # noqa: E402
 from gpuclust.backend import cpu_backend, from_torch  # noqa: E402
 from gpuclust.errors import UsageError  # noqa: E402
 from gpuclust.features.text.batching import (  # noqa: E402
     TokenizedTexts,
-    fixed_size_batches,
-    padded_tokens,
     token_budget_batches,
 )
 from gpuclust.features.text.encoder import ItemEncoder, resolve_precision  # noqa: E402
-from gpuclust.features.text.model import load_model  # noqa: E402
-from gpuclust.features.text.synthetic import random_model, random_tokens  # noqa: E402
+from gpuclust.features.text.model import load_encoder  # noqa: E402
 
 TEXTS = [
     "red wool scarf",
@@ -34,8 +32,25 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model("default", device="cpu")
+    return load_encoder("default", device="cpu")
 
+
+
+def fixed_size_batches(n: int, batch_size: int):
+    """Unsorted row-count batches: the naive plan sorted token budgets are measured against."""
+    for start in range(0, n, batch_size):
+        yield np.arange(start, min(n, start + batch_size))
+
+
+def padded_tokens(batches, lengths: np.ndarray, multiple_of: int = 1) -> int:
+    """Total tokens a plan feeds the model, padding included."""
+    total = 0
+    for b in batches:
+        width = int(lengths[b].max())
+        if multiple_of > 1:
+            width = -(-width // multiple_of) * multiple_of
+        total += width * len(b)
+    return total
 
 def cosine(a, b) -> np.ndarray:
     a, b = np.asarray(a), np.asarray(b)

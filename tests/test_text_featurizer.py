@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 
 from gpuclust.backend import cpu_backend  # noqa: E402
 from gpuclust.errors import UsageError  # noqa: E402
-from gpuclust.features.text import TextFeaturizer, embed_items, load_model  # noqa: E402
+from gpuclust.features.text import TextFeaturizer, embed_items, load_encoder  # noqa: E402
 from gpuclust.features.text.texts import item_texts  # noqa: E402
 from gpuclust.features.text.usertext import user_texts  # noqa: E402
 from gpuclust.preprocess.prepared import PreparedData  # noqa: E402
@@ -49,7 +49,7 @@ def prepared(text_columns: tuple[str, ...] = ("title",)) -> PreparedData:
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model("default")
+    return load_encoder("default")
 
 
 def cos(a, b) -> float:
@@ -194,7 +194,7 @@ def test_cli_embed_command(tmp_path, monkeypatch, model):
 
 
 def _tiny_model(device: str):
-    from gpuclust.features.text.synthetic import random_model, word_tokenizer
+    from benchmarks.random_models import random_model, word_tokenizer
 
     words = " ".join(t for t in TITLES if t) + " " + " ".join(c for c in CATEGORIES if c) + " sku0 sku1 sku2 sku3 sku4 sku5"
     return random_model("tiny", seed=0, device=device, tokenizer=word_tokenizer(words.replace("-", " ").split()))

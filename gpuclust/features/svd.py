@@ -82,7 +82,3 @@ def _flip_signs(u, vt, xp):
     signs = xp.sign(vt[xp.arange(vt.shape[0]), biggest])
     signs = xp.where(signs == 0, 1, signs).astype(vt.dtype)
     return u * signs, vt * signs[:, None]
-
-
-def as_float32(x):
-    return x.astype(np.float32, copy=False)

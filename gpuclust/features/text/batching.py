@@ -125,20 +125,3 @@ def token_budget_batches(lengths: np.ndarray, batch_tokens: int, multiple_of: in
         batch = next_batch(order, lengths, start, batch_tokens, multiple_of, max_rows)
         yield batch
         start += len(batch)
-
-
-def fixed_size_batches(n: int, batch_size: int) -> Iterator[np.ndarray]:
-    """Unsorted row-count batches: the naive baseline the benchmark compares against."""
-    for start in range(0, n, batch_size):
-        yield np.arange(start, min(n, start + batch_size))
-
-
-def padded_tokens(batches: Sequence[np.ndarray], lengths: np.ndarray, multiple_of: int = 1) -> int:
-    """Total tokens a plan feeds the model, padding included."""
-    total = 0
-    for b in batches:
-        width = int(lengths[b].max())
-        if multiple_of > 1:
-            width = -(-width // multiple_of) * multiple_of
-        total += width * len(b)
-    return total

@@ -145,7 +145,7 @@ def _quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", allow_download: bool = False) -> LoadedModel:
+def load_encoder(name: str = DEFAULT_MODEL, device: str = "cpu", allow_download: bool = False) -> LoadedModel:
     """Load an `AutoModel` encoder and its tokenizer in eval mode on `device`."""
     source = resolve_source(name, allow_download)
     local_only = not allow_download or _offline_env() or Path(source).is_dir()
@@ -176,4 +176,4 @@ def as_loaded(model: str | LoadedModel, device: str, allow_download: bool = Fals
     """Accept a name/path or an already loaded model (BERTopic-style swappable stage)."""
     if isinstance(model, LoadedModel):
         return model.to(device)
-    return load_model(model, device=device, allow_download=allow_download)
+    return load_encoder(model, device=device, allow_download=allow_download)
