@@ -1,11 +1,11 @@
 """The backend contract: where the work happens, resolved once per run and passed to every stage.
 
 Stage code is written once against `Backend`: `xp` is CuPy or NumPy, `sparse` is cupyx.scipy.sparse
-or scipy.sparse, `frame` is cuDF or pandas. What differs by device lives here and in the engine
-adapters, not in stages: which engine runs a kind of work (`pick_engine`), turning a frame column into
-an array (`column`), handing GPU caches back between stages (`free_caches`). Every device-to-host copy
-goes through `to_host`, which counts bytes so a test can assert that the GPU path moved only labels
-and small summaries.
+or scipy.sparse, `frame` is cuDF or pandas. What differs by device lives here (which engine runs a
+kind of work: `pick_engine`; handing GPU caches back between stages: `free_caches`), in `frames`
+(frame columns to arrays, results back to the caller's kind) and in the engine adapters, not in
+stages. Every device-to-host copy goes through `to_host`, which counts bytes so a test can assert
+that the GPU path moved only labels and small summaries.
 """
 
 from __future__ import annotations
@@ -46,12 +46,6 @@ class Backend:
         if self.on_gpu:
             return self.xp.asarray(data, dtype=dtype)
         return np.asarray(to_host(data) if not isinstance(data, np.ndarray) else data, dtype=dtype)
-
-    def column(self, series: Any, dtype: Any = None):
-        """A frame column as an array of this backend, staying on the device where the frame is cuDF."""
-        from gpuclust.frames import column_array
-
-        return column_array(series, self, dtype)
 
     def pick_engine(self, kind: str, requested: str = "auto") -> str:
         """The engine that runs `kind` (an algorithm or reducer of the registry) here.

@@ -30,7 +30,7 @@ from gpuclust.explain.explainer import ClusterExplainer
 from gpuclust.features.behaviour import behaviour_statistics
 from gpuclust.features.factory import build_featurizer
 from gpuclust.features.fuse import Fuser
-from gpuclust.frames import array_frame, frame_kind, frame_local, like_input, to_backend_frame
+from gpuclust.frames import array_frame, frame_kind, frame_local, like_input, local_xp, to_backend_frame
 from gpuclust.manifest import StageRecorder, build_manifest
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.preprocess.prepared import PreparedData
@@ -350,8 +350,8 @@ def _k_setting(n_clusters: int | str | Sequence[int], default_k: int) -> tuple[i
 
 def _assignments(data: PreparedData, frame_labels: Any, distances: Any, scores: Any, backend: Backend) -> Any:
     """The one per-user output: labels as `frame_local` placed them; distances and scores cross here."""
-    xp = backend.xp if backend.frame_library == "cudf" else np
-    out = array_frame({schema.USER_IDX: xp.arange(data.n_users, dtype=np.int32), "cluster": frame_labels,
-                       "distance": distances, "anomaly_score": scores.astype(backend.xp.float32)}, backend)
+    index = local_xp(data.users[schema.USER_IDX]).arange(data.n_users, dtype=np.int32)
+    out = array_frame({schema.USER_IDX: index, "cluster": frame_labels, "distance": distances,
+                       "anomaly_score": scores.astype(backend.xp.float32)}, backend)
     out = data.users.merge(out, on=schema.USER_IDX).sort_values(schema.USER_IDX)
     return out[list(ASSIGNMENT_COLUMNS)].reset_index(drop=True)

@@ -12,32 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 from gpuclust import schema
-from gpuclust.backend import Backend, to_host
+from gpuclust.backend import Backend
 from gpuclust.errors import UsageError
+from gpuclust.frames import column_array
 from gpuclust.preprocess.prepared import PreparedData
 
 NS_PER_DAY = 86_400 * 10**9
 
 
-def series_to_xp(column: Any, backend: Backend, dtype: Any = None):
-    """A frame column as a `backend.xp` array: cuDF -> CuPy stays on the device, pandas -> NumPy."""
-    if backend.on_gpu and hasattr(column, "to_cupy"):
-        array = column.to_cupy()
-    elif hasattr(column, "to_cupy"):  # cuDF frame on a CPU backend: an explicit, counted copy
-        array = to_host(column)
-    else:
-        array = column.to_numpy()
-    array = backend.asarray(array)
-    return array.astype(dtype, copy=False) if dtype is not None else array
-
-
-def frame_column(frame: Any, name: str, backend: Backend, dtype: Any = None):
-    return series_to_xp(frame[name], backend, dtype)
-
-
 def timestamps_ns(frame: Any, backend: Backend, name: str = schema.TIME):
     """Event times as int64 nanoseconds (any datetime64 unit in, ns out)."""
-    return series_to_xp(frame[name].astype("datetime64[ns]").astype("int64"), backend, "int64")
+    return column_array(frame[name].astype("datetime64[ns]").astype("int64"), backend, "int64")
 
 
 def reference_ns(reference_time: Any) -> int:
@@ -66,10 +51,10 @@ def interaction_weights(data: PreparedData, backend: Backend, half_life_days: fl
     check_half_life(half_life_days)
     xp = backend.xp
     events = data.events
-    users = frame_column(events, schema.USER_IDX, backend, "int32")
-    items = frame_column(events, schema.ITEM_IDX, backend, "int32")
+    users = column_array(events[schema.USER_IDX], backend, "int32")
+    items = column_array(events[schema.ITEM_IDX], backend, "int32")
     if schema.WEIGHT in events.columns:
-        weight = frame_column(events, schema.WEIGHT, backend, "float32")
+        weight = column_array(events[schema.WEIGHT], backend, "float32")
     else:
         weight = xp.ones(len(users), dtype=xp.float32)
     if half_life_days is not None:
