@@ -67,6 +67,46 @@ class TextConfig:
 
 
 @dataclass
+class SequenceConfig:
+    """The sequence featuriser: an encoder over each user's time-ordered events, trained on next-item
+    prediction. None means "sized from the data" (see gpuclust.features.learned.defaults)."""
+
+    cell: str = "gru"  # gru | lstm | transformer (a small causal, SASRec-style one)
+    pooling: str = "last"  # last: the state after the last event; mean: the mean of the states
+    dim: int | None = None  # item embedding and hidden size
+    layers: int = 1
+    max_length: int = 200  # the last events of each user that are kept
+    epochs: int | None = None  # at most; early stopping on the held-out slice usually ends sooner
+    batch_tokens: int | None = None  # events per batch (padded); None: by device
+    learning_rate: float | None = None  # None: 0.005 for RNNs, 0.002 for the Transformer
+    horizon: int = 1  # 1: the next event; H > 1: a random one of the next H events (longer-term interests)
+    dropout: float = 0.1
+    negatives: int | None = None  # sampled-softmax negatives; None: full softmax up to FULL_SOFTMAX_ITEMS
+    item_init: str = "random"  # random | text: item embeddings from the text encoder's item vectors
+    validation_share: float = 0.1  # users whose last event is held out for early stopping
+    patience: int = 3
+    precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on the CPU), fp32, bf16, fp16
+
+
+@dataclass
+class AutoencoderConfig:
+    """The autoencoder featuriser: Mult-DAE / Mult-VAE over the sparse users x items matrix."""
+
+    kind: str = "dae"  # dae (denoising) | vae (variational)
+    dim: int | None = None  # bottleneck: the user vector
+    hidden: int | None = None
+    epochs: int | None = None
+    batch_users: int | None = None
+    learning_rate: float = 0.001
+    dropout: float = 0.5  # input dropout (the denoising)
+    beta: float = 0.2  # VAE: the KL weight reached by annealing
+    negatives: int | None = None  # sampled-softmax negatives; None: full softmax up to FULL_SOFTMAX_ITEMS
+    validation_share: float = 0.1  # users with a fifth of their items held out for early stopping
+    patience: int = 3
+    precision: str = "auto"
+
+
+@dataclass
 class FeatureConfig:
     features: tuple[str, ...] = ("behaviour", "tfidf")
     normalise: str = "log1p"
@@ -76,8 +116,11 @@ class FeatureConfig:
     svd_power_iterations: int = 4
     # Behaviour statistics are few but noisy (recency, span): at equal weight they blur the groups that
     # what users touch reveals. 0.25 is what planted-group recovery on synthetic data supports.
-    weights: dict[str, float] = field(default_factory=lambda: {"behaviour": 0.25, "tfidf": 1.0, "text": 1.0})
+    weights: dict[str, float] = field(default_factory=lambda: {"behaviour": 0.25, "tfidf": 1.0, "text": 1.0,
+                                                                "sequence": 1.0, "autoencoder": 1.0})
     text: TextConfig = field(default_factory=TextConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
 
 
 @dataclass
@@ -93,6 +136,12 @@ class ClusterConfig:
     eps: float = 0.5
     min_samples: int | None = None
     min_cluster_size: int = 5
+    # How --k auto chooses: separation (silhouette rule) or recommend (validation HR@10 of cluster
+    # popularity on a leave-last-out holdout of the data being fitted).
+    objective: str = "separation"
+    # --algorithm predictive: prototypes trained so that a user's cluster predicts their next items.
+    balance: float = 1.0  # weight of the term that keeps clusters from collapsing
+    epochs: int = 200
 
 
 @dataclass
@@ -158,6 +207,10 @@ class PipelineConfig:
             _at_least(path, _get(self, path), low)
         if self.preprocess.sample_users is not None:
             _at_least("preprocess.sample_users", self.preprocess.sample_users, 1)
+        _check_learned(self.features.sequence, self.features.autoencoder)
+        _one_of("cluster.objective", self.cluster.objective, registry.K_OBJECTIVES)
+        _in_range("cluster.balance", self.cluster.balance, 0.0, math.inf)
+        _at_least("cluster.epochs", self.cluster.epochs, 1)
         if not 0 <= self.preprocess.max_bad_timestamp_share <= 1:
             raise UsageError("preprocess.max_bad_timestamp_share must be between 0 and 1")
         check_weights("event weight", self.preprocess.event_weights, None, "--event-weights view=1,purchase=5")
@@ -313,6 +366,11 @@ FLAGS = {
     "cluster.algorithm": "--algorithm", "cluster.k": "--k", "cluster.engine": "--engine", "cluster.eps": "--eps",
     "cluster.min_samples": "--min-samples", "cluster.min_cluster_size": "--min-cluster-size",
     "assess.silhouette_sample": "--silhouette-sample", "assess.anomalies": "--anomalies",
+    "features.sequence.cell": "--sequence-cell", "features.sequence.pooling": "--sequence-pooling",
+    "features.sequence.dim": "--sequence-dim", "features.sequence.epochs": "--sequence-epochs",
+    "features.sequence.item_init": "--item-init", "features.autoencoder.kind": "--autoencoder",
+    "features.autoencoder.dim": "--autoencoder-dim", "features.autoencoder.epochs": "--autoencoder-epochs",
+    "cluster.objective": "--objective", "cluster.balance": "--balance",
 }
 
 
@@ -332,8 +390,12 @@ def _no_dead_settings(config: PipelineConfig, given: frozenset[str]) -> None:
     an error: `--model` without text features, or `--eps` with k-means, would otherwise do nothing."""
     features, reduce, cluster = config.features, config.reduce, config.cluster
     algorithm = cluster.algorithm
+    text_items = "sequence" in features.features and features.sequence.item_init == "text"
     ignored = {
-        "features.text": ("text" not in features.features, "'text' in --features"),
+        "features.text": ("text" not in features.features and not text_items,
+                          "'text' in --features (or --item-init text)"),
+        "features.sequence": ("sequence" not in features.features, "'sequence' in --features"),
+        "features.autoencoder": ("autoencoder" not in features.features, "'autoencoder' in --features"),
         "features.normalise": ("behaviour" not in features.features, "'behaviour' in --features"),
         "features.tfidf_components": ("tfidf" not in features.features, "'tfidf' in --features"),
         "features.tfidf_vocabularies": ("tfidf" not in features.features, "'tfidf' in --features"),
@@ -349,6 +411,9 @@ def _no_dead_settings(config: PipelineConfig, given: frozenset[str]) -> None:
         "cluster.eps": (algorithm != "dbscan", "--algorithm dbscan"),
         "cluster.min_samples": (algorithm not in ("dbscan", "hdbscan"), "--algorithm dbscan or hdbscan"),
         "cluster.min_cluster_size": (algorithm != "hdbscan", "--algorithm hdbscan"),
+        "cluster.objective": (not cluster.k_values, "--k auto or a range of k"),
+        "cluster.balance": (algorithm != "predictive", "--algorithm predictive"),
+        "cluster.epochs": (algorithm != "predictive", "--algorithm predictive"),
     }
     defaults = PipelineConfig()
     for path, (is_ignored, needs) in ignored.items():
@@ -357,14 +422,49 @@ def _no_dead_settings(config: PipelineConfig, given: frozenset[str]) -> None:
             continue
         if named:
             path = named[0]
-        elif path == "features.text":  # name the text setting that differs
-            path = next(f"features.text.{f.name}" for f in dataclasses.fields(TextConfig)
-                        if getattr(features.text, f.name) != getattr(TextConfig(), f.name))
+        elif path in ("features.text", "features.sequence", "features.autoencoder"):  # name the one that differs
+            section = _get(config, path)
+            path = next(f"{path}.{f.name}" for f in dataclasses.fields(section)
+                        if getattr(section, f.name) != getattr(type(section)(), f.name))
         raise UsageError(f"{flag(path)} has no effect without {needs}; drop it or add that")
     for name, weight in features.weights.items():
         if name not in features.features and weight != defaults.features.weights.get(name):
             raise UsageError(f"{flag('features.weights')} gives {name}={weight:g}, but {name!r} is not among the "
                              f"features ({', '.join(features.features)}); drop it or add {name} to --features")
+
+
+def _check_learned(seq: SequenceConfig, ae: AutoencoderConfig) -> None:
+    """The learned featurisers' settings: names from the registry, sizes positive, rates in range."""
+    _one_of("features.sequence.cell", seq.cell, registry.SEQUENCE_CELLS)
+    _one_of("features.sequence.pooling", seq.pooling, registry.SEQUENCE_POOLINGS)
+    _one_of("features.sequence.item_init", seq.item_init, registry.ITEM_INITS)
+    _one_of("features.autoencoder.kind", ae.kind, registry.AUTOENCODERS)
+    for where, cfg in (("features.sequence", seq), ("features.autoencoder", ae)):
+        _one_of(f"{where}.precision", cfg.precision, registry.PRECISIONS)
+        if cfg.learning_rate is not None:
+            _in_range(f"{where}.learning_rate", cfg.learning_rate, 0.0, 10.0, low_open=True)
+        _in_range(f"{where}.dropout", cfg.dropout, 0.0, 0.95)
+        _in_range(f"{where}.validation_share", cfg.validation_share, 0.0, 0.5)
+        _at_least(f"{where}.patience", cfg.patience, 0)
+        for name in ("dim", "epochs", "negatives"):
+            if getattr(cfg, name) is not None:
+                _at_least(f"{where}.{name}", getattr(cfg, name), 1)
+    for path, value, low in (("features.sequence.layers", seq.layers, 1), ("features.sequence.horizon", seq.horizon, 1), ("features.sequence.max_length",
+                             seq.max_length, 2), ("features.sequence.batch_tokens", seq.batch_tokens, 1),
+                             ("features.autoencoder.hidden", ae.hidden, 1),
+                             ("features.autoencoder.batch_users", ae.batch_users, 1)):
+        if value is not None:
+            _at_least(path, value, low)
+    _in_range("features.autoencoder.beta", ae.beta, 0.0, math.inf)
+
+
+def _in_range(path: str, value: float, low: float, high: float, low_open: bool = False) -> None:
+    """low <= value <= high (low < value with `low_open`), finite unless high is infinite."""
+    ok = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bound = f"above {low:g}" if low_open else f"at least {low:g}"
+        bound += "" if high == math.inf else f" and at most {high:g}"
+        raise UsageError(f"{flag(path)} must be a number {bound}, got {value}")
 
 
 def _one_of(path: str, value: str, valid: tuple[str, ...], where: str = "") -> None:

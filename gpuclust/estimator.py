@@ -10,6 +10,7 @@ frame out: cuDF gives cuDF, pandas gives pandas.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import inspect
@@ -34,7 +35,7 @@ from gpuclust.frames import array_frame, frame_kind, frame_local, like_input, lo
 from gpuclust.manifest import StageRecorder, build_manifest
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.preprocess.prepared import PreparedData
-from gpuclust.protocols import as_clusterer, as_reducer
+from gpuclust.protocols import as_clusterer, as_reducer, fit_clusterer
 from gpuclust.quality.anomaly import scores_against
 from gpuclust.quality.metrics import internal_scores, truth_scores
 from gpuclust.reduce import build_reducer
@@ -49,7 +50,8 @@ class UserClusterer:
     every stage's options); None means "as the config says". Sub-models are names or objects:
 
     n_clusters: k, "auto" (sweep 2..12), a range "4-16" / "4:16:2", or a sequence of k to sweep.
-    features: feature names of the registry ("behaviour", "tfidf", "text") and/or featuriser objects;
+    features: feature names of the registry ("behaviour", "tfidf", "text", "sequence", "autoencoder") and/or
+        featuriser objects;
         extra_features adds featurisers to the configured list instead of replacing it.
     feature_weights: {name: weight}; a block's weight is its share of the fused geometry.
     embedding_model: for "text": a Hugging Face name or folder, a `LoadedModel`, a (model, tokenizer)
@@ -59,7 +61,8 @@ class UserClusterer:
     clusterer: an algorithm name ("kmeans", "dbscan", "hdbscan", "agglomerative") or an estimator with
         scikit-learn's clustering interface (fit, labels_, optionally cluster_centers_).
     representation: the explainer (default `ClusterExplainer`): anything with its `explain` method.
-    progress: called with each stage's name as it starts.
+    progress: called with each stage's name as it starts, and by the learned featurisers with a line per
+        training update (epoch, loss, validation loss and HR@10).
     """
 
     def __init__(self, n_clusters: int | str | Sequence[int] | None = None, *,
@@ -95,27 +98,19 @@ class UserClusterer:
             data = Preprocessor(settings.preprocess, seed=settings.seed).run(
                 to_backend_frame(events, backend), backend, None if items is None else to_backend_frame(items, backend))
         k_values = self._k_values(settings, data.n_users)  # an impossible k fails before any feature
-        featurizers = [build_featurizer(name, settings, self.embedding_model, self.item_vectors)
-                       for name in settings.features.features] + custom
-        blocks = {}
-        for featurizer in featurizers:
-            with record.stage(f"features.{featurizer.name}"):
-                blocks[featurizer.name] = featurizer.fit_transform(data, backend)
-        with record.stage("fuse"):
-            fuser = Fuser({**settings.features.weights, **self._custom_weights(custom)})
-            x = fuser.fit_transform(blocks, backend.xp)
-        reducer = self._reducer(settings)
-        if reducer is not None:
-            with record.stage("reduce"):
-                x = reducer.fit_transform(x, backend)
+        featurizers = self._featurizers(settings, custom)
+        x, fuser, reducer = self._featurize(data, settings, featurizers, custom, backend, record)
+
+        def measure(other: PreparedData) -> Any:  # other users' events, measured as x was
+            return self._measure(other, featurizers, fuser, reducer, backend)
+
         sweep = None
         if k_values:
             with record.stage("k_sweep"):
-                sweep = sweep_k(x, backend, k_values, lambda k: build_clusterer(settings.cluster, settings.seed, k),
-                                settings.assess.silhouette_sample, settings.seed)
+                sweep = self._sweep(data, x, k_values, settings, custom, backend, measure)
         clusterer = self._clusterer(settings, sweep)
         with record.stage("cluster"):
-            clusterer.fit(x, backend)
+            fit_clusterer(clusterer, x, backend, data, measure)
             outcome = outcome_of(clusterer, x, backend)
         with record.stage("assess"):
             metrics = self._metrics(x, outcome, data, truth, settings, backend)
@@ -158,7 +153,7 @@ class UserClusterer:
 
     def place(self, events: Any) -> tuple[Any, PreparedData]:
         """`predict`, plus the prepared data (what preprocessing kept and dropped, for a manifest)."""
-        x, data = self._features_of(events)
+        x, data = self.embed(events)
         xp = self.backend_.xp
         labels, distances = nearest_centres(x, self.cluster_centers_, xp)
         scores = scores_against(labels, distances, *self.spread_, xp)
@@ -168,7 +163,7 @@ class UserClusterer:
     def transform(self, events: Any) -> Any:
         """The users' feature vectors in the space the centres live in (fused, then reduced if a reducer
         is set): a frame of the input's kind with user_id and one column per dimension."""
-        x, data = self._features_of(events)
+        x, data = self.embed(events)
         backend = self.backend_
         columns = {schema.USER_IDX: backend.xp.arange(data.n_users, dtype=np.int32),
                    **{f"f{j}": x[:, j] for j in range(x.shape[1])}}
@@ -235,9 +230,11 @@ class UserClusterer:
             config.cluster.algorithm = self.clusterer
         if isinstance(self.reducer, str):
             config.reduce.method = self.reducer
+        text_items = "sequence" in config.features.features and config.features.sequence.item_init == "text"
         if (self.embedding_model is not None or self.item_vectors is not None) \
-                and "text" not in config.features.features:
-            raise UsageError("embedding_model and item_vectors feed the 'text' feature: add 'text' to features")
+                and "text" not in config.features.features and not text_items:
+            raise UsageError("embedding_model and item_vectors feed the 'text' feature (or a sequence feature with "
+                             "item_init 'text'): add 'text' to features")
         return config.validate(require_features=not self._custom_featurizers())
 
     def _custom_featurizers(self) -> list[Any]:
@@ -267,6 +264,47 @@ class UserClusterer:
             return ()
         check_k(min(settings.cluster.k_values), n_users)
         return tuple(k for k in settings.cluster.k_values if k < n_users)
+
+    def _featurizers(self, settings: PipelineConfig, custom: list[Any]) -> list[Any]:
+        return [build_featurizer(name, settings, self.embedding_model, self.item_vectors, self.progress)
+                for name in settings.features.features] + custom
+
+    def _featurize(self, data: PreparedData, settings: PipelineConfig, featurizers: list[Any], custom: list[Any],
+                   backend: Backend, record: StageRecorder | None = None) -> tuple[Any, Fuser, Any]:
+        """features -> fuse -> [reduce]: the fused (and reduced) matrix with the fitted fuser and reducer."""
+        stage = record.stage if record is not None else (lambda _name: contextlib.nullcontext())
+        blocks = {}
+        for featurizer in featurizers:
+            with stage(f"features.{featurizer.name}"):
+                blocks[featurizer.name] = featurizer.fit_transform(data, backend)
+        with stage("fuse"):
+            fuser = Fuser({**settings.features.weights, **self._custom_weights(custom)})
+            x = fuser.fit_transform(blocks, backend.xp)
+        reducer = self._reducer(settings)
+        if reducer is not None:
+            with stage("reduce"):
+                x = reducer.fit_transform(x, backend)
+        return x, fuser, reducer
+
+    def _sweep(self, data: PreparedData, x: Any, k_values: tuple[int, ...], settings: PipelineConfig,
+               custom: list[Any], backend: Backend, measure: Callable[[PreparedData], Any]) -> KSweep:
+        """Score each k and choose one: by separation (silhouette rule) on `x`, or by recommendation
+        (validation HR@10 of cluster popularity on a leave-last-out holdout, with the whole pipeline
+        refitted on the rest of the data so the held-out items never shape the clusters)."""
+        def make(k: int) -> Any:
+            return build_clusterer(settings.cluster, settings.seed, k)
+
+        if settings.cluster.objective == "separation":
+            return sweep_k(x, backend, k_values, make, settings.assess.silhouette_sample, settings.seed,
+                           fit=lambda model, xs: fit_clusterer(model, xs, backend, data, measure))
+        from gpuclust.recommend.objective import recommend_sweep
+
+        def featurize(train: PreparedData) -> tuple[Any, Callable[[PreparedData], Any]]:
+            fresh = self._featurizers(settings, [copy.deepcopy(f) for f in custom])
+            xs, fuser, reducer = self._featurize(train, settings, fresh, custom, backend)
+            return xs, lambda other: self._measure(other, fresh, fuser, reducer, backend)
+
+        return recommend_sweep(data, backend, k_values, featurize, make, settings.seed)
 
     def _reducer(self, settings: PipelineConfig) -> Any:
         if self.reducer is not None and not isinstance(self.reducer, str):
@@ -322,17 +360,29 @@ class UserClusterer:
         if not hasattr(self, "cluster_centers_"):
             raise UsageError("this UserClusterer is not fitted: call fit() first, or UserClusterer.load(dir)")
 
-    def _features_of(self, events: Any) -> tuple[Any, PreparedData]:
-        """New users prepared as at fit time (item indices follow the model's vocabulary) and featurised."""
+    def embed(self, events: Any) -> tuple[Any, PreparedData]:
+        """The users of `events` prepared as at fit time (item indices follow the model's vocabulary) and
+        measured: (vectors in the space of `cluster_centers_`, on the backend's array library; the
+        PreparedData whose user_idx rows they are)."""
         self._check_fitted()
         backend, settings = self.backend_, self.config_
         preprocess = dataclasses.replace(settings.preprocess, min_item_events=1, sample_users=None)
         data = Preprocessor(preprocess, seed=settings.seed).run(to_backend_frame(events, backend), backend,
                                                                vocabulary=self.vocabulary_)
-        x = self.fuser_.transform({f.name: f.transform(data, backend) for f in self.featurizers_}, backend.xp)
-        if self.reducer_ is not None:
-            x = self.reducer_.transform(x, backend)
-        return x, data
+        return self._measure(data, self.featurizers_, self.fuser_, self.reducer_, backend), data
+
+
+    def measure(self, data: PreparedData) -> Any:
+        """Prepared users (item indices in the model's vocabulary, as `embed` prepares them) -> their
+        vectors in the space of `cluster_centers_`."""
+        self._check_fitted()
+        return self._measure(data, self.featurizers_, self.fuser_, self.reducer_, self.backend_)
+
+    @staticmethod
+    def _measure(data: PreparedData, featurizers: list[Any], fuser: Fuser, reducer: Any, backend: Backend) -> Any:
+        """Prepared users through fitted featurisers, the fuser and the reducer."""
+        x = fuser.transform({f.name: f.transform(data, backend) for f in featurizers}, backend.xp)
+        return x if reducer is None else reducer.transform(x, backend)
 
 
 def _k_setting(n_clusters: int | str | Sequence[int], default_k: int) -> tuple[int, tuple[int, ...]]:

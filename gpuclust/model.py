@@ -238,8 +238,10 @@ def _restore(cls, meta: dict[str, Any], arrays: dict[str, Any], tables: dict[str
     est.cluster_centers_ = arrays["clusterer.centres"]
     est.n_clusters_ = int(est.cluster_centers_.shape[0])
     est.clusterer_ = Centroids(est.cluster_centers_, meta["clusterer"]["algorithm"], meta["clusterer"]["engine"])
-    est.sweep_ = None if meta["sweep"] is None else KSweep(
-        meta["sweep"]["curve"], meta["sweep"]["best_k"], meta["sweep"]["rule"], meta["sweep"]["silhouette_sample"])
+    sweep = meta["sweep"]
+    est.sweep_ = None if sweep is None else KSweep(
+        sweep["curve"], sweep["best_k"], sweep["rule"], sweep["silhouette_sample"],
+        {k: v for k, v in sweep.items() if k not in ("curve", "best_k", "rule", "silhouette_sample")})
     est.spread_ = (arrays["anomaly.median"], arrays["anomaly.scale"])
     est.vocabulary_, est.labels_, est.map_ = tables[ITEMS], tables[ASSIGNMENTS], tables[MAP]
     est.profiles_, est.population_, est.anomalies_ = meta["profiles"], meta["population"], meta["anomalies"]

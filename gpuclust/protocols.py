@@ -13,6 +13,9 @@ a `fit` / `fit_transform` with a parameter called `backend` is a gpuclust stage.
   `transform(X)` (scikit-learn's PCA, TruncatedSVD, UMAP, cuML's). Linear ones (`components_`,
   optionally `mean_`) are saved with the model; others make it unsaveable.
 - Clusterer: `fit(x, backend)` sets `labels_` (int, -1 = noise) and optionally `cluster_centers_`.
+  One that learns clusters for a use may also name `data` (the PreparedData the rows of x measure)
+  and `measure` (a function PreparedData -> vectors in the space of x, e.g. for part of the events):
+  `fit_clusterer` passes them where a fit names them.
   Foreign: `fit(X)` and `labels_` (KMeans, MiniBatchKMeans, HDBSCAN, Birch, cuML's). Where an estimator
   has no centres, gpuclust takes each cluster's member mean; distances and the placement of new users
   are always computed by gpuclust from the centres, so a saved model needs no pickle.
@@ -121,6 +124,16 @@ class ForeignClusterer:
             if hasattr(self.estimator, name):
                 setattr(self, name, getattr(self.estimator, name))
         return self
+
+
+def fit_clusterer(clusterer: Any, x: Any, backend: Backend, data: Any = None, measure: Any = None) -> Any:
+    """`clusterer.fit(x, backend)`, plus `data` and `measure` for a fit that names them."""
+    try:
+        named = inspect.signature(clusterer.fit).parameters
+    except (TypeError, ValueError):
+        named = {}
+    extra = {name: value for name, value in (("data", data), ("measure", measure)) if name in named}
+    return clusterer.fit(x, backend, **extra)
 
 
 def as_reducer(reducer: Any) -> Any:

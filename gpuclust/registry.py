@@ -41,6 +41,10 @@ FEATURES = _table(
           "TF-IDF of users over items and categories, reduced by a randomized SVD"),
     Entry("text", "gpuclust.features.text.featurizer:TextFeaturizer",
           "transformer embeddings of the items a user touched, pooled per user"),
+    Entry("sequence", "gpuclust.features.learned.sequence:SequenceFeaturizer",
+          "a GRU/LSTM/Transformer over each user's time-ordered events, trained on next-item prediction"),
+    Entry("autoencoder", "gpuclust.features.learned.autoencoder:AutoencoderFeaturizer",
+          "the bottleneck of a Mult-DAE/Mult-VAE trained on the sparse users x items matrix"),
 )
 
 ALGORITHMS = _table(
@@ -52,6 +56,9 @@ ALGORITHMS = _table(
           engines=("cuml", "sklearn")),
     Entry("agglomerative", "gpuclust.cluster.agglomerative:Agglomerative", "Ward merging, up to 30k users",
           engines=("sklearn",), takes_k=True),
+    Entry("predictive", "gpuclust.cluster.predictive:PredictiveClusters",
+          "k prototypes trained so that a user's cluster predicts their next items (cluster-bottleneck "
+          "recommender), with a balance term", engines=("torch",), takes_k=True),
 )
 
 REDUCERS = _table(
@@ -63,6 +70,12 @@ NO_REDUCER = "none"
 NORMALISERS = ("standard", "minmax", "log1p", "quantile", "none")
 TFIDF_VOCABULARIES = ("item", "category")
 DEVICES = ("auto", "cpu", "cuda")
+SEQUENCE_CELLS = ("gru", "lstm", "transformer")
+SEQUENCE_POOLINGS = ("last", "mean")
+ITEM_INITS = ("random", "text")
+AUTOENCODERS = ("dae", "vae")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+K_OBJECTIVES = ("separation", "recommend")
 
 # What `auto` takes, per kind of work and device, in order of preference: the first usable engine wins.
 # On the GPU cuML is fastest; torch comes next on GPU machines without RAPIDS (data stay on the device
@@ -73,6 +86,7 @@ PREFERENCE: dict[str, dict[str, tuple[str, ...]]] = {
     "dbscan": {"cuda": ("cuml", "sklearn"), "cpu": ("sklearn",)},
     "hdbscan": {"cuda": ("cuml", "sklearn"), "cpu": ("sklearn",)},
     "agglomerative": {"cuda": ("sklearn",), "cpu": ("sklearn",)},
+    "predictive": {"cuda": ("torch",), "cpu": ("torch",)},
     "pca": {"cuda": ("cuml", "torch"), "cpu": ("sklearn",)},
     "umap": {"cuda": ("cuml", "umap-learn"), "cpu": ("umap-learn",)},
 }

@@ -85,13 +85,15 @@ def synth(
     events_per_user: Annotated[float, typer.Option(help="Mean events per user.")] = 40.0,
     noise_share: Annotated[float, typer.Option(help="Share of users without a persona (group -1).")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    sequential: Annotated[bool, typer.Option(help="Personas in pairs that differ only in the order they browse "
+                                             "their categories (a bag of items cannot tell them apart).")] = False,
     json_out: Json = False,
 ) -> None:
     """Generate a realistic synthetic behaviour log with planted user groups (known truth)."""
     from gpuclust.synth import SynthSpec
 
     spec = SynthSpec(n_users=users, n_items=items, n_groups=groups, seed=seed,
-                     events_per_user=events_per_user, noise_share=noise_share).validate()
+                     events_per_user=events_per_user, noise_share=noise_share, sequential=sequential).validate()
     summary = _synth(spec, out, quiet=json_out)
     if json_out:
         print(json.dumps(summary, indent=2, default=str))
@@ -116,7 +118,13 @@ def run(
     items: Annotated[Path | None, typer.Option(help="Items file: item_id plus title, category, price.")] = None,
     truth: Annotated[Path | None, typer.Option(help="Known groups (user_id, group) for ARI/NMI.")] = None,
     k: Annotated[str | None, typer.Option(help="Clusters: a number, auto (sweep 2-12), or a range 4-16 / 4:16:2.")] = None,
-    algorithm: Annotated[str | None, typer.Option(help="kmeans, dbscan, hdbscan or agglomerative.")] = None,
+    algorithm: Annotated[str | None, typer.Option(help="kmeans, dbscan, hdbscan, agglomerative, or predictive "
+                                                  "(prototypes trained so that a cluster predicts its users' next "
+                                                  "items).")] = None,
+    objective: Annotated[str | None, typer.Option(help="How --k auto chooses k: separation (silhouette) or "
+                                                  "recommend (validation HR@10 on a leave-last-out holdout).")] = None,
+    balance: Annotated[float | None, typer.Option(help="--algorithm predictive: weight of the term that keeps "
+                                                  "clusters from collapsing.")] = None,
     eps: Annotated[float | None, typer.Option(help="DBSCAN neighbourhood radius.")] = None,
     min_samples: Annotated[int | None, typer.Option(help="DBSCAN/HDBSCAN core-point neighbours.")] = None,
     min_cluster_size: Annotated[int | None, typer.Option(help="HDBSCAN smallest cluster.")] = None,
@@ -125,7 +133,18 @@ def run(
     reduce_engine: Annotated[str | None, typer.Option(help="Engine of --reduce: auto, cuml, torch, sklearn (pca); "
                                                       "auto, cuml, umap-learn (umap).")] = None,
     anomalies: Annotated[int | None, typer.Option(help="List the N most anomalous users (with why).")] = None,
-    features: Annotated[str | None, typer.Option(help="Comma list of: behaviour, tfidf, text.")] = None,
+    features: Annotated[str | None, typer.Option(help="Comma list of: behaviour, tfidf, text, sequence, "
+                                                 "autoencoder.")] = None,
+    sequence_cell: Annotated[str | None, typer.Option(help="Sequence encoder: gru, lstm or transformer.")] = None,
+    sequence_pooling: Annotated[str | None, typer.Option(help="Sequence user vector: last (state after the last "
+                                                         "event) or mean.")] = None,
+    sequence_dim: Annotated[int | None, typer.Option(help="Sequence embedding size (default: by catalogue).")] = None,
+    sequence_epochs: Annotated[int | None, typer.Option(help="Sequence training epochs at most.")] = None,
+    item_init: Annotated[str | None, typer.Option(help="Sequence item embeddings: random or text (from the text "
+                                                  "encoder's item vectors).")] = None,
+    autoencoder: Annotated[str | None, typer.Option(help="Autoencoder kind: dae or vae.")] = None,
+    autoencoder_dim: Annotated[int | None, typer.Option(help="Autoencoder bottleneck size.")] = None,
+    autoencoder_epochs: Annotated[int | None, typer.Option(help="Autoencoder training epochs at most.")] = None,
     engine: Annotated[str | None, typer.Option(help="Clustering engine: auto, or for kmeans cuml, torch, faiss, "
                                                "sklearn; dbscan/hdbscan cuml, sklearn.")] = None,
     device: Device = None,  # type: ignore[assignment]
@@ -171,9 +190,12 @@ def run(
                      "tfidf_components": tfidf_components},
         "features.text": {"model": model, "mode": text_mode, "template": text_template, "precision": precision,
                           "half_life_days": half_life_days},
+        "features.sequence": {"cell": sequence_cell, "pooling": sequence_pooling, "dim": sequence_dim,
+                              "epochs": sequence_epochs, "item_init": item_init},
+        "features.autoencoder": {"kind": autoencoder, "dim": autoencoder_dim, "epochs": autoencoder_epochs},
         "reduce": {"method": reduce, "engine": reduce_engine, "n_components": reduce_components},
         "cluster": {"engine": engine, "algorithm": algorithm, "eps": eps, "min_samples": min_samples,
-                    "min_cluster_size": min_cluster_size},
+                    "min_cluster_size": min_cluster_size, "objective": objective, "balance": balance},
         "assess": {"silhouette_sample": silhouette_sample, "anomalies": anomalies},
     }, k=k, feature_weights=feature_weights)
     with progress(not json_out and sys.stderr.isatty()) as on_stage:

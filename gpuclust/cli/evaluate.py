@@ -1,4 +1,9 @@
-"""`gpuclust evaluate`: leave-last-out HR@K / NDCG@K of cluster popularity; a thin wrapper over the library."""
+"""`gpuclust evaluate`: leave-last-out HR@K / NDCG@K of cluster popularity; a thin wrapper over the library.
+
+One k and no --compare: global, cluster and blended popularity for the configured pipeline (the first
+form). --compare and/or several k (or --k auto): every representation at every k against global
+popularity and the plain TF-IDF -> SVD -> KMeans recipe, with standard errors (`recommend.compare`).
+"""
 
 from __future__ import annotations
 
@@ -16,31 +21,67 @@ def evaluate(
     events: Annotated[Path, typer.Option(help="Events file: Parquet, CSV (.gz) or JSON Lines.")],
     items: Annotated[Path | None, typer.Option(help="Items file: item_id plus title, category, price.")] = None,
     adapter: Annotated[str | None, typer.Option(help="Raw-log adapter, e.g. online-retail.")] = None,
-    k: Annotated[int | None, typer.Option("--k", help="Number of clusters.")] = None,
+    k: Annotated[str | None, typer.Option("--k", help="Clusters: a number, a list 8,20,40, a range 4-16, or auto "
+                                          "(each representation chooses, by --objective).")] = None,
+    compare: Annotated[str | None, typer.Option(help="Feature sets to compare, e.g. tfidf,text,sequence,autoencoder,"
+                                                "behaviour+tfidf ('+' joins features into one set).")] = None,
+    objective: Annotated[str | None, typer.Option(help="With --k auto: separation (silhouette) or recommend "
+                                                  "(validation HR@10 on the training part's own holdout).")] = None,
+    algorithm: Annotated[str | None, typer.Option(help="Clustering algorithm of every representation, e.g. kmeans "
+                                                  "or predictive.")] = None,
     top_k: Annotated[str, typer.Option("--top-k", help="Length of each recommendation list; a comma list "
                                        "such as 10,20 reports each (the blend is tuned on the first).")] = "10",
     out: Annotated[Path | None, typer.Option(help="Write the full result as JSON to this file.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of HR@K against k per representation.")] = None,
     device: Annotated[str | None, typer.Option(help=f"Where to run: {', '.join(DEVICE_CHOICES)}.")] = None,
-    features: Annotated[str | None, typer.Option(help="Comma list of: behaviour, tfidf, text.")] = None,
+    features: Annotated[str | None, typer.Option(help="Comma list of: behaviour, tfidf, text, sequence, "
+                                                 "autoencoder.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed for the pipeline and the split's tie-breaks.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config; flags override its values.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
 ) -> None:
-    """Hold out each user's last item, cluster the rest, and compare cluster, global and blended popularity."""
+    """Hold out each user's last item, cluster the rest, and measure how well cluster popularity recommends it."""
     from gpuclust import __version__
     from gpuclust.cli.options import build_config, split_list
     from gpuclust.io.outputs import check_file_target
     from gpuclust.io.writers import write_json
+
+    k_values = parse_cluster_k(k)
+    many = compare is not None or k_values == "auto" or (k_values is not None and len(k_values) > 1)
+    if plot is not None and not many:
+        raise UsageError("--plot draws HR against k per representation: give --compare or several --k values")
+    cluster = {"k": k_values[0] if isinstance(k_values, tuple) and len(k_values) == 1 else None,
+               "algorithm": algorithm, "objective": objective}
+    cfg = build_config(config, {"": {"device": device, "seed": seed}, "cluster": cluster,
+                                "features": {"features": split_list(features)}},
+                       k="auto" if k_values == "auto" and objective else None)
+    for target in (out, plot):
+        if target is not None:
+            check_file_target(target)  # before the work: never over a file gpuclust did not write
+    if many:
+        from gpuclust.recommend.compare import compare_files, markdown_tables
+        from gpuclust.recommend.compare import plot as draw
+
+        sets = compare if compare is not None else "+".join(cfg.features.features)
+        result = compare_files(cfg, events, items=items, adapter=adapter, contenders=sets,
+                               k_values=k_values if k_values is not None else (cfg.cluster.k,),
+                               top_k=parse_top_k(top_k), seed=cfg.seed)
+        if plot is not None:
+            draw(result, plot)
+        _write(out, result, __version__, write_json)
+        if json_out:
+            print(json.dumps(result, indent=2, default=str))
+            return
+        print(markdown_tables(result))
+        users = result["users"]
+        print(f"\n{users['evaluated']:,} users evaluated of {users['eligible']:,} eligible; "
+              f"{result['timings']['total']:.1f} s on {result['device']}" + (f"; full result in {out}" if out else "")
+              + (f"; plot in {plot}" if plot else ""))
+        return
     from gpuclust.recommend.evaluation import evaluate_files, markdown_table
 
-    cfg = build_config(config, {"": {"device": device, "seed": seed}, "cluster": {"k": k},
-                                "features": {"features": split_list(features)}})
-    if out is not None:
-        check_file_target(out)  # before the work: never over a file gpuclust did not write
-    result = evaluate_files(cfg, events, items=items, adapter=adapter, k_values=parse_top_k(top_k),
-                            seed=cfg.seed)
-    if out is not None:
-        write_json(out, {"gpuclust": __version__, **result})
+    result = evaluate_files(cfg, events, items=items, adapter=adapter, k_values=parse_top_k(top_k), seed=cfg.seed)
+    _write(out, result, __version__, write_json)
     if json_out:
         print(json.dumps(result, indent=2, default=str))
         return
@@ -50,6 +91,32 @@ def evaluate(
           f"blend weight {result['validation']['chosen_weight']:.1f} tuned on {result['validation']['users']:,} "
           f"validation users; {result['timings']['total']:.1f} s on {result['device']}"
           + (f"; full result in {out}" if out else ""))
+
+
+def _write(out: Path | None, result: dict, version: str, write_json) -> None:
+    if out is not None:
+        write_json(out, {"gpuclust": version, **result})
+
+
+def parse_cluster_k(text: str | None) -> tuple[int, ...] | str | None:
+    """--k: None, "auto", "20", "8,20,40", "4-16" or "4:16:2"."""
+    from gpuclust.cluster.sweep import parse_k
+
+    if text is None:
+        return None
+    raw = text.strip().lower()
+    if raw == "auto":
+        return "auto"
+    if "," in raw:
+        try:
+            values = tuple(sorted({int(p) for p in raw.split(",") if p.strip()}))
+        except ValueError:
+            raise UsageError(f"--k {text!r} is not a list of integers; write e.g. 8,20,40") from None
+        if not values or values[0] < 1:
+            raise UsageError(f"--k {text!r} needs positive integers, e.g. 8,20,40")
+        return values
+    fixed, values = parse_k(raw)
+    return (fixed,) if fixed is not None else tuple(values)
 
 
 def parse_top_k(text: str) -> tuple[int, ...]:

@@ -20,4 +20,6 @@ def build_clusterer(config: ClusterConfig, seed: int = 0, k: int | None = None) 
         return cls(config.eps, 5 if config.min_samples is None else config.min_samples, engine=config.engine)
     if config.algorithm == "hdbscan":
         return cls(config.min_cluster_size, config.min_samples, engine=config.engine)
+    if config.algorithm == "predictive":
+        return cls(k, config.engine, config.balance, config.epochs, random_state=seed)
     return cls(k)

@@ -43,11 +43,12 @@ class KSweep:
 
 
 def sweep_k(x: Any, backend: Backend, k_values: Sequence[int], make_clusterer: Callable[[int], Any],
-            sample: int = 20_000, seed: int = 0) -> KSweep:
+            sample: int = 20_000, seed: int = 0, fit: Callable[[Any, Any], Any] | None = None) -> KSweep:
     """Fit `make_clusterer(k)` for each k, score it on `x`, and choose k by RULE.
 
     `make_clusterer` returns an unfitted estimator with the KMeans interface (fit(x, backend) -> labels_,
-    inertia_), e.g. `lambda k: build_clusterer(config.cluster, seed, k)`.
+    inertia_), e.g. `lambda k: build_clusterer(config.cluster, seed, k)`; `fit(model, x)` fits it when
+    given (for clusterers that also take the data).
     """
     ks = sorted({int(k) for k in k_values})
     if not ks:
@@ -59,7 +60,8 @@ def sweep_k(x: Any, backend: Backend, k_values: Sequence[int], make_clusterer: C
     curve = []
     for k in ks:
         started = time.perf_counter()
-        model = make_clusterer(k).fit(x, backend)
+        model = make_clusterer(k)
+        model = fit(model, x) if fit is not None else model.fit(x, backend)
         fit_seconds = time.perf_counter() - started
         sil, used = silhouette(x, model.labels_, xp, sample=sample, seed=seed)
         curve.append({
@@ -72,7 +74,7 @@ def sweep_k(x: Any, backend: Backend, k_values: Sequence[int], make_clusterer: C
             "seconds": round(time.perf_counter() - started, 4),
             "fit_seconds": round(fit_seconds, 4),
         })
-    return KSweep(curve, choose_k(curve), RULE, curve[0]["silhouette_sample"])
+    return KSweep(curve, choose_k(curve), RULE, curve[0]["silhouette_sample"], {"objective": "separation"})
 
 
 def choose_k(curve: Sequence[dict[str, Any]]) -> int:

@@ -9,9 +9,11 @@ from gpuclust import registry
 from gpuclust.config import PipelineConfig
 
 
-def build_featurizer(name: str, config: PipelineConfig, embedding_model: Any = None, item_vectors: Any = None) -> Any:
+def build_featurizer(name: str, config: PipelineConfig, embedding_model: Any = None, item_vectors: Any = None,
+                     progress: Any = None) -> Any:
     """The featuriser `name`, configured from `config`; the text one may take a model object or
-    precomputed item vectors instead of the model the config names."""
+    precomputed item vectors instead of the model the config names. The learned ones report their
+    training to `progress` (a callable taking one line of text)."""
     cls = registry.lookup(registry.FEATURES, name, "feature").load()
     features = config.features
     if name == "behaviour":
@@ -24,4 +26,14 @@ def build_featurizer(name: str, config: PipelineConfig, embedding_model: Any = N
         if embedding_model is not None:
             options["model"] = embedding_model
         return cls(**options, seed=config.seed, item_vectors=item_vectors)
+    if name == "sequence":
+        options = dataclasses.asdict(features.sequence)
+        text_vectors = None
+        if features.sequence.item_init == "text":
+            from gpuclust.features.learned.sequence import text_item_vectors
+
+            text_vectors = text_item_vectors(features.text, config.seed, embedding_model, item_vectors)
+        return cls(**options, seed=config.seed, progress=progress, text_vectors=text_vectors)
+    if name == "autoencoder":
+        return cls(**dataclasses.asdict(features.autoencoder), seed=config.seed, progress=progress)
     return cls()  # a featuriser registered by a user: configured by its own defaults

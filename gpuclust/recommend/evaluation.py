@@ -220,6 +220,19 @@ def metrics(ranks: np.ndarray, k_values: Sequence[int]) -> dict[str, float]:
     return out
 
 
+def metrics_with_errors(ranks: np.ndarray, k_values: Sequence[int]) -> dict[str, float]:
+    """`metrics` plus the standard error of each mean (HR: sqrt(p (1 - p) / n); NDCG: sd / sqrt(n))."""
+    out = metrics(ranks, k_values)
+    n = max(len(ranks), 1)
+    for k in k_values:
+        hit = (ranks >= 0) & (ranks < k)
+        gain = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
+        p = hit.mean() if len(ranks) else 0.0
+        out[f"HR@{k}_se"] = round(float(np.sqrt(p * (1 - p) / n)), 6)
+        out[f"NDCG@{k}_se"] = round(float(gain.std(ddof=1) / np.sqrt(n)) if len(ranks) > 1 else 0.0, 6)
+    return out
+
+
 def markdown_table(result: dict) -> str:
     """The result's rows as a Markdown table."""
     ks = result["k_values"]

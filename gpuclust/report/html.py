@@ -350,7 +350,8 @@ def _k_sweep(run: RunOutputs, images: dict[str, bytes]) -> str:
     if run.sweep is None:
         return ""
     sweep = run.sweep
-    metrics = ("silhouette", "calinski_harabasz", "davies_bouldin", "inertia")
+    metrics = [m for m in ("validation_hr10", "validation_hr10_se", "silhouette", "calinski_harabasz",
+                           "davies_bouldin", "inertia") if any(isinstance(r, dict) and m in r for r in sweep["curve"])]
     best = sweep.get("best_k")
     rows = "".join(
         ("<tr class='best'>" if row.get("k") == best else "<tr>") + f"<td class='num'>{_e(row.get('k'))}</td>"

@@ -119,8 +119,9 @@ def lift_plot(clusters: Sequence[int], features: Sequence[str], lift: np.ndarray
 
 def k_curve_plot(curve: Sequence[dict], path: Path, best_k: int | None = None, rule: str | None = None) -> Path:
     """Each quality score against k, the chosen k marked."""
-    metrics = [("silhouette", "higher is better"), ("calinski_harabasz", "higher is better"),
-               ("davies_bouldin", "lower is better"), ("inertia", "lower is better")]
+    metrics = [("validation_hr10", "higher is better"), ("silhouette", "higher is better"),
+               ("calinski_harabasz", "higher is better"), ("davies_bouldin", "lower is better"),
+               ("inertia", "lower is better")]
     present = [(m, how) for m, how in metrics if any(_finite(row.get(m)) for row in curve)]
     if not present:
         present = metrics[:1]
@@ -131,7 +132,8 @@ def k_curve_plot(curve: Sequence[dict], path: Path, best_k: int | None = None, r
     ks = [row.get("k") for row in curve]
     for ax, (metric, how) in zip(axes, present, strict=False):
         values = [row.get(metric) if _finite(row.get(metric)) else np.nan for row in curve]
-        ax.plot(ks, values, marker="o", color="#1f77b4")
+        errors = [row.get(f"{metric}_se") if _finite(row.get(f"{metric}_se")) else 0.0 for row in curve]
+        ax.errorbar(ks, values, yerr=errors if any(errors) else None, marker="o", color="#1f77b4", capsize=2)
         if best_k is not None:
             ax.axvline(best_k, color="#d62728", linestyle="--", linewidth=1)
         ax.set_title(f"{metric.replace('_', ' ')} ({how})", fontsize=9)
@@ -150,3 +152,26 @@ def _finite(value: Any) -> bool:
 
 def _short(text: str, width: int = 32) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def hit_rate_plot(series: dict[str, list[tuple[int, float, float]]], path: Path, top_k: int = 10,
+                  flat: dict[str, float] | None = None, title: str | None = None) -> Path:
+    """HR@top_k against k, one line per representation, with one-standard-error bars; `flat` draws
+    contenders without a k (global popularity) as horizontal lines."""
+    from matplotlib import colormaps
+
+    fig = _figure(7.0, 4.6)
+    ax = fig.subplots()
+    cmap = colormaps["tab10"]
+    for i, (name, points) in enumerate(series.items()):
+        points = sorted(points)
+        ks, hr, se = zip(*points, strict=True) if points else ((), (), ())
+        ax.errorbar(ks, hr, yerr=se, marker="o", capsize=3, label=name, color=cmap(i % cmap.N))
+    for name, value in (flat or {}).items():
+        ax.axhline(value, color="#777777", linestyle=":", linewidth=1.2, label=name)
+    ax.set_xlabel("k (clusters)")
+    ax.set_ylabel(f"HR@{top_k} of cluster popularity")
+    ax.set_title(title or f"Leave-last-out HR@{top_k} against k (bars: one standard error)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)

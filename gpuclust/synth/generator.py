@@ -5,6 +5,13 @@ categories, a price taste, an activity level and a funnel depth, plus noise user
 persona. Everything is vectorised NumPy over blocks of users, so a million users stream to Parquet
 in bounded memory.
 
+With `sequential=True`, personas also have an order: they come in pairs that share everything a bag
+of items can see (favourite categories, equally weighted, price taste, funnel, activity, hours) and
+differ only in the route they take through their favourite categories within a session (one pair
+member walks the route forwards, the other backwards; each next look follows the route with
+probability SEQUENTIAL_FOLLOW). Bag-of-items features cannot tell a pair apart; a sequence model can.
+The default (sequential=False) data are unchanged, byte for byte.
+
 Determinism: the catalogue and personas come from ``SeedSequence(seed, spawn_key=(0,))`` and users
 ``[b * BLOCK_USERS, (b + 1) * BLOCK_USERS)`` from ``SeedSequence(seed, spawn_key=(1, b))``. The rows
 therefore depend only on the spec, never on ``chunk_users`` (which only sets the Parquet row-group
@@ -114,6 +121,7 @@ _STAGE_DELAY_S = (0.0, 20.0, 90.0, 150.0)  # mean delay before click, cart, purc
 _CHAINS_PER_SESSION = 6.0
 _ACTIVITY_SIGMA = 0.9  # lognormal spread of per-user activity: heavy-tailed
 _PREF_CONCENTRATION = 40.0  # how closely a user follows its persona's category mix
+SEQUENTIAL_FOLLOW = 0.85  # sequential personas: chance that the next look in a session follows the route
 
 
 @dataclass
@@ -129,6 +137,7 @@ class SynthSpec:
     n_categories: int = 24
     days: int = 90
     start: str = "2026-01-01"
+    sequential: bool = False  # personas in pairs that differ only in the order of their categories
 
     def validate(self) -> SynthSpec:
         _check_int("n_users", self.n_users, 1)
@@ -143,6 +152,14 @@ class SynthSpec:
         if self.n_groups > self.n_users:
             raise UsageError(f"n_groups={self.n_groups} exceeds n_users={self.n_users}; "
                              "give at most one group per user")
+        if not isinstance(self.sequential, bool):
+            raise UsageError(f"sequential={self.sequential!r} must be true or false")
+        if self.sequential:
+            bases = -(-self.n_groups // 2)
+            sets = sum(math.comb(self.n_categories, m) for m in _SEQUENTIAL_SIZES if m <= self.n_categories)
+            if self.n_categories < 3 or bases > sets:
+                raise UsageError(f"sequential personas need routes of 3-4 categories: n_groups={self.n_groups} needs "
+                                 f"{bases} distinct sets but n_categories={self.n_categories} allows {sets}")
         combos = _n_favourite_sets(self.n_categories)
         if self.n_groups > combos:
             raise UsageError(f"n_groups={self.n_groups} needs distinct favourite-category sets but "
@@ -182,6 +199,9 @@ def _fav_sizes(n_categories: int) -> range:
     return range(min(2, n_categories), min(4, n_categories) + 1)
 
 
+_SEQUENTIAL_SIZES = (3, 4)  # a route needs 3+ categories: forwards and backwards differ only then
+
+
 def _n_favourite_sets(n_categories: int) -> int:
     return sum(math.comb(n_categories, m) for m in _fav_sizes(n_categories))
 
@@ -206,6 +226,7 @@ class _World:
     activity: np.ndarray  # (K,) events multiplier, size-weighted mean 1
     funnel: np.ndarray  # (K, 3) P(click | view), P(cart | click), P(purchase | cart)
     peak_hour: np.ndarray  # (K,)
+    next_category: np.ndarray | None = None  # (K, C) sequential personas: the route's next category, -1 off it
 
 
 def _category_vocab(n_categories: int) -> list[tuple[str, list[str], list[str], np.ndarray]]:
@@ -286,9 +307,10 @@ def _item_keys(cat: np.ndarray, counts: np.ndarray, price: np.ndarray, rng: np.r
     return keys
 
 
-def _pick_favourites(rng: np.random.Generator, n_categories: int, k: int) -> list[tuple[int, ...]]:
+def _pick_favourites(rng: np.random.Generator, n_categories: int, k: int,
+                     sizes: tuple[int, ...] | None = None) -> list[tuple[int, ...]]:
     """Distinct favourite sets of 2-4 categories; any two personas share at most one where possible."""
-    sizes = np.array(list(_fav_sizes(n_categories)))
+    sizes = np.array(list(_fav_sizes(n_categories)) if sizes is None else [m for m in sizes if m <= n_categories])
     for max_overlap in range(1, int(sizes.max()) + 1):
         chosen: list[frozenset[int]] = []
         for _ in range(k):
@@ -342,10 +364,51 @@ def _build_personas(spec: SynthSpec, rng: np.random.Generator) -> dict[str, Any]
     }
 
 
+def _build_sequential_personas(spec: SynthSpec, rng: np.random.Generator) -> dict[str, Any]:
+    """Pairs of personas equal in every attribute a bag of items shows, with opposite routes."""
+    K, C = spec.n_groups, spec.n_categories
+    bases = -(-K // 2)
+    routes = [tuple(rng.permutation(np.array(f))) for f in _pick_favourites(rng, C, bases, _SEQUENTIAL_SIZES)]
+    background = rng.dirichlet(np.full(C, 3.0))
+    base_pref = np.empty((bases, C))
+    for j, route in enumerate(routes):
+        fav = list(route)
+        row = background.copy()
+        row[fav] = 0.0
+        fav_share = rng.uniform(0.78, 0.9) if len(fav) < C else 1.0
+        row = row / row.sum() * (1 - fav_share) if row.sum() > 0 else row
+        row[fav] = fav_share / len(fav)  # equal weights: forwards and backwards walks visit them alike
+        base_pref[j] = row
+    base = np.arange(K) // 2
+    sizes = rng.dirichlet(np.full(K, 8.0))
+    price_level = _spread(rng, bases, len(PRICE_BETAS))[base]
+    buyer = ((_spread(rng, bases, 4) + rng.random(bases)) / 4)[base]
+    funnel = np.column_stack([0.10 + 0.35 * buyer, 0.12 + 0.45 * buyer, 0.25 + 0.5 * buyer])
+    activity = np.exp(rng.uniform(-0.7, 0.7, bases))[base]
+    activity /= (sizes * activity).sum()
+    next_category = np.full((K, C), -1, dtype=np.int64)
+    for g in range(K):
+        route = routes[base[g]] if g % 2 == 0 else routes[base[g]][::-1]
+        for i, c in enumerate(route):
+            next_category[g, c] = route[(i + 1) % len(route)]
+    return {
+        "favourites": [tuple(sorted(routes[b])) for b in base],
+        "cat_pref": base_pref[base],
+        "persona_cum": np.cumsum(sizes),
+        "price_level": price_level,
+        "activity": activity,
+        "funnel": funnel,
+        "peak_hour": rng.choice(np.array([9, 13, 20, 22]), bases)[base],
+        "next_category": next_category,
+    }
+
+
 def build_world(spec: SynthSpec) -> _World:
     """Catalogue and personas: the part every user block shares, drawn from its own seed stream."""
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(0,)))
-    return _World(**_build_catalogue(spec, rng), **_build_personas(spec, rng))
+    catalogue = _build_catalogue(spec, rng)
+    personas = _build_sequential_personas(spec, rng) if spec.sequential else _build_personas(spec, rng)
+    return _World(**catalogue, **personas)
 
 
 def describe_personas(world: _World) -> list[dict[str, Any]]:
@@ -362,7 +425,20 @@ def describe_personas(world: _World) -> list[dict[str, Any]]:
             "peak_hour": int(world.peak_hour[g]),
             "share_of_persona_users": round(float(np.diff(world.persona_cum, prepend=0.0)[g]), 4),
         })
+        if world.next_category is not None:
+            out[-1]["route"] = _route_names(world, g)
     return out
+
+
+def _route_names(world: _World, g: int) -> list[str]:
+    """A sequential persona's route through its categories, from its lowest-numbered category."""
+    nxt = world.next_category[g]
+    start = int(np.flatnonzero(nxt >= 0).min())
+    route, c = [start], int(nxt[start])
+    while c != start:
+        route.append(c)
+        c = int(nxt[c])
+    return [world.category_names[c] for c in route]
 
 
 # --- users and their events, one block at a time -------------------------------------------
@@ -428,6 +504,8 @@ def _chains(world: _World, u: dict[str, np.ndarray], rng: np.random.Generator) -
     cum = np.cumsum(u["pref"], axis=1)
     cum[:, -1] = 1.0
     cat = _draw_rows(cum, user, rng)
+    if world.next_category is not None:
+        cat = _follow_routes(world, u["group"][user], session, cat, rng)
     item = np.empty(len(user), dtype=np.int64)
     level = u["level"][user]
     draw = cat + rng.random(len(user))
@@ -441,6 +519,23 @@ def _chains(world: _World, u: dict[str, np.ndarray], rng: np.random.Generator) -
     first = np.r_[True, session[1:] != session[:-1]]
     offset = _segment_offsets(rng.exponential(_CHAIN_GAP_S, len(user)), first)
     return {"user": user, "session": session, "item": item, "depth": depth, "offset": offset}
+
+
+def _follow_routes(world: _World, group: np.ndarray, session: np.ndarray, cat: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Sequential personas: after a look at a route category, the next look in the session goes to the
+    route's next category with probability SEQUENTIAL_FOLLOW (otherwise the independent draw stays)."""
+    cat = cat.copy()
+    first = np.r_[True, session[1:] != session[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(len(session)), 0))
+    rank = np.arange(len(session)) - start
+    follow = (rng.random(len(cat)) < SEQUENTIAL_FOLLOW) & (group >= 0)
+    persona = np.maximum(group, 0)
+    for r in range(1, int(rank.max(initial=0)) + 1):  # loop over positions in a session only
+        at = np.flatnonzero((rank == r) & follow)
+        nxt = world.next_category[persona[at], cat[at - 1]]
+        cat[at] = np.where(nxt >= 0, nxt, cat[at])
+    return cat
 
 
 def _session_starts(spec: SynthSpec, u: dict[str, np.ndarray], span: np.ndarray,
@@ -547,8 +642,16 @@ def generate(spec: SynthSpec) -> SynthData:
     )
 
 
+def _spec_record(spec: SynthSpec) -> dict[str, Any]:
+    """The spec as the files record it; `sequential` only when set, so default files stay byte-identical."""
+    record = asdict(spec)
+    if not spec.sequential:
+        record.pop("sequential")
+    return record
+
+
 def _with_meta(schema: pa.Schema, spec: SynthSpec) -> pa.Schema:
-    return schema.with_metadata({"gpuclust.synth": json.dumps(asdict(spec))})
+    return schema.with_metadata({"gpuclust.synth": json.dumps(_spec_record(spec))})
 
 
 def _write_chunk(ev_w: Any, tr_w: Any, cols: dict[str, np.ndarray]) -> None:
@@ -588,7 +691,7 @@ def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
                     progress(done, spec.n_users)
             if pending is not None:
                 pending.result()
-        pq.write_table(_items_table(world).replace_schema_metadata({"gpuclust.synth": json.dumps(asdict(spec))}),
+        pq.write_table(_items_table(world).replace_schema_metadata({"gpuclust.synth": json.dumps(_spec_record(spec))}),
                        staging / "items.parquet", compression="zstd")
     return {
         "n_users": spec.n_users,

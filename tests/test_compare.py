@@ -1,0 +1,106 @@
+"""`gpuclust evaluate --compare/--k list|auto`: every representation at every k, baselines, errors, plot."""
+
+import json
+
+import pytest
+
+from gpuclust import UserClusterer
+from gpuclust.config import PipelineConfig
+from gpuclust.errors import UsageError
+from gpuclust.recommend.compare import GLOBAL, compare, feature_sets, markdown_tables, plot
+from gpuclust.recommend.objective import choose_k
+from gpuclust.recommend.recipe import NAME as RECIPE
+from gpuclust.synth import SynthSpec, generate
+from tests.helpers import cli
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return generate(SynthSpec(n_users=900, n_items=300, n_groups=4, seed=0, events_per_user=25))
+
+
+@pytest.fixture(scope="module")
+def result(synthetic):
+    cfg = PipelineConfig(device="cpu", seed=0)
+    cfg.features.autoencoder.epochs = 3
+    return compare(synthetic.events, synthetic.items, cfg, "tfidf,behaviour+tfidf,autoencoder", k_values=(3, 4, 8))
+
+
+def test_every_representation_at_every_k_with_baselines_and_errors(result):
+    names = [r["representation"] for r in result["rows"]]
+    assert names.count(GLOBAL) == 1 and names.count(RECIPE) == 3
+    for name in ("tfidf", "behaviour+tfidf", "autoencoder"):
+        assert sorted(r["k"] for r in result["rows"] if r["representation"] == name) == [3, 4, 8]
+    for row in result["rows"]:
+        assert 0 <= row["NDCG@10"] <= row["HR@10"] <= 1 and 0 < row["HR@10_se"] < 0.05
+        assert row["users"] == result["users"]["evaluated"] > 800
+    best = max(r["HR@10"] for r in result["rows"] if r["representation"] == "tfidf")
+    assert best > next(r["HR@10"] for r in result["rows"] if r["representation"] == GLOBAL) + 0.1
+    ae = [r for r in result["rows"] if r["representation"] == "autoencoder"]
+    assert ae[0]["training"]["autoencoder"]["train_seconds"] > 0
+    json.dumps(result)
+
+
+def test_tables_and_plot(result, tmp_path):
+    text = markdown_tables(result)
+    assert "| representation | k=3 | k=4 | k=8 |" in text and "±" in text and "NDCG@10" in text
+    path = plot(result, tmp_path / "hr.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_k_auto_chooses_per_representation_and_compares_the_recipe_at_that_k(synthetic):
+    cfg = PipelineConfig(device="cpu", seed=0)
+    cfg.cluster.k_values = (2, 3, 4, 6)
+    cfg.cluster.objective = "recommend"
+    out = compare(synthetic.events, synthetic.items, cfg, "tfidf", k_values="auto")
+    row = next(r for r in out["rows"] if r["representation"] == "tfidf")
+    assert row["k"] in (2, 3, 4, 6) and row["k_sweep"]["objective"] == "recommend"
+    assert {c["k"] for c in row["k_sweep"]["curve"]} == {2, 3, 4, 6}
+    assert any(r["representation"] == RECIPE and r["k"] == row["k"] for r in out["rows"])
+    assert "chosen k" in markdown_tables(out)
+
+
+def test_feature_sets_parse_and_refuse_empties():
+    assert feature_sets("tfidf, behaviour+tfidf") == {"tfidf": ("tfidf",), "behaviour+tfidf": ("behaviour", "tfidf")}
+    with pytest.raises(UsageError, match="feature set"):
+        feature_sets(" , ")
+    with pytest.raises(UsageError, match="features.features"):
+        compare(None, None, PipelineConfig(device="cpu"), "tfidf+nonsense", k_values=(2,))
+
+
+def test_recommend_objective_in_the_estimator_keeps_its_curve(synthetic, tmp_path):
+    cfg = PipelineConfig(device="cpu", seed=0)
+    cfg.cluster.objective = "recommend"
+    model = UserClusterer("2-6", config=cfg).fit(synthetic.events, synthetic.items)
+    sweep = model.manifest_["cluster"]["k_sweep"]
+    assert sweep["objective"] == "recommend" and sweep["best_k"] == model.n_clusters_
+    assert all("validation_hr10" in row and "validation_hr10_se" in row for row in sweep["curve"])
+    model.save(tmp_path / "m")
+    assert UserClusterer.load(tmp_path / "m").sweep_.to_dict()["objective"] == "recommend"
+
+
+def test_one_standard_error_rule():
+    curve = [{"k": 4, "validation_hr10": 0.30, "validation_hr10_se": 0.01},
+             {"k": 8, "validation_hr10": 0.335, "validation_hr10_se": 0.01},
+             {"k": 12, "validation_hr10": 0.34, "validation_hr10_se": 0.01}]
+    assert choose_k(curve) == 8
+
+
+def test_cli_compare_writes_json_and_png(synthetic, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    synthetic.events.to_parquet(data / "events.parquet")
+    code, out, err = cli(monkeypatch, capsys, "evaluate", "--events", data / "events.parquet", "--device", "cpu",
+                         "--compare", "tfidf,behaviour+tfidf", "--k", "3,6", "--out", tmp_path / "r.json",
+                         "--plot", tmp_path / "r.png")
+    assert code == 0, err
+    assert "| tfidf |" in out and "recipe" in out
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["k_values"] == [3, 6] and (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_cli_refuses_a_plot_of_one_configuration(synthetic, tmp_path, monkeypatch, capsys):
+    synthetic.events.to_parquet(tmp_path / "events.parquet")
+    code, _, err = cli(monkeypatch, capsys, "evaluate", "--events", tmp_path / "events.parquet", "--k", "4",
+                       "--plot", tmp_path / "r.png")
+    assert code == 2 and "--plot" in err

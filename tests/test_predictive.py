@@ -1,0 +1,44 @@
+"""--algorithm predictive: prototypes trained so that a user's cluster predicts their next items."""
+
+import numpy as np
+import pytest
+
+from gpuclust import UserClusterer
+from gpuclust.backend import cpu_backend
+from gpuclust.cluster.predictive import PredictiveClusters
+from gpuclust.config import PipelineConfig
+from gpuclust.errors import UsageError
+from gpuclust.synth import SynthSpec, generate
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return generate(SynthSpec(n_users=800, n_items=300, n_groups=4, seed=0, events_per_user=25))
+
+
+def test_fits_through_the_estimator_saves_and_places_new_users(synthetic, tmp_path):
+    cfg = PipelineConfig(device="cpu", seed=0)
+    cfg.cluster.algorithm = "predictive"
+    cfg.cluster.epochs = 60
+    model = UserClusterer(4, config=cfg).fit(synthetic.events, synthetic.items, synthetic.truth)
+    assert model.manifest_["cluster"]["algorithm"] == "predictive" and model.manifest_["cluster"]["engine"] == "torch"
+    assert model.metrics_["ari"] > 0.5
+    sizes = model.labels_["cluster"].value_counts()
+    assert len(sizes) == 4 and sizes.min() > 50  # the balance term keeps every cluster alive
+    info = model.clusterer_.info_
+    assert info["measured_without_targets"] and info["targets"] > 700 and info["history"]
+    model.save(tmp_path / "m")
+    loaded = UserClusterer.load(tmp_path / "m")
+    assert (loaded.predict(synthetic.events)["cluster"] == model.labels_["cluster"]).all()
+
+
+def test_needs_the_events():
+    with pytest.raises(UsageError, match="learns from the users' events"):
+        PredictiveClusters(2).fit(np.zeros((10, 2), np.float32), cpu_backend())
+
+
+def test_balance_and_epochs_have_no_effect_with_kmeans():
+    cfg = PipelineConfig()
+    cfg.cluster.balance = 2.0
+    with pytest.raises(UsageError, match="--balance .*predictive"):
+        cfg.validate()
