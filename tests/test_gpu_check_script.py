@@ -84,3 +84,13 @@ def test_pipeline_check_reports_each_stages_libraries_and_engine():
     stages = _script("gpu_check_pipeline").stage_coverage(manifest)
     assert stages["preprocess"]["frame"] == "pandas" and stages["features.tfidf"]["array"] == "numpy"
     assert stages["cluster"]["engine"] == "sklearn" and stages["reduce"]["engine"] == "sklearn"
+
+
+def test_learned_check_runs_on_the_cpu_and_skips_without_cuda(capsys):
+    module = _script("gpu_check_learned")
+    assert module.main(["--cpu-smoke"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed["sequence"]) == {"gru", "transformer"} and printed["sequence"]["gru"]["gpu"]["tokens_per_s"] > 0
+    assert "speedup_users_per_s" in printed["autoencoder"]
+    assert module.main([]) == 0
+    assert capsys.readouterr().out.startswith("skipped: no CUDA")

@@ -262,3 +262,54 @@ def test_write_rejects_bad_chunk_size(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(UsageError, match="is a file"):
         write(SynthSpec(n_users=10), tmp_path / "f")
+
+
+# --- sequential personas ----------------------------------------------------------------------------
+
+def test_sequential_personas_differ_only_in_the_order_of_their_categories():
+    from gpuclust.synth.generator import build_world
+
+    spec = SynthSpec(n_users=400, n_items=200, n_groups=4, seed=0, sequential=True).validate()
+    world = build_world(spec)
+    for a, b in ((0, 1), (2, 3)):
+        assert world.favourites[a] == world.favourites[b] and len(world.favourites[a]) >= 3
+        assert np.allclose(world.cat_pref[a], world.cat_pref[b])
+        assert world.price_level[a] == world.price_level[b] and np.allclose(world.funnel[a], world.funnel[b])
+        fav = list(world.favourites[a])
+        forward = {c: int(world.next_category[a, c]) for c in fav}
+        backward = {c: int(world.next_category[b, c]) for c in fav}
+        assert all(backward[forward[c]] == c for c in fav)  # b walks a's route backwards
+    described = generate(spec).personas
+    assert described[0]["route"] == [described[1]["route"][0], *described[1]["route"][:0:-1]]
+
+
+def test_sequential_users_follow_their_route_within_sessions():
+    spec = SynthSpec(n_users=600, n_items=240, n_groups=2, seed=1, sequential=True, noise_share=0.0)
+    data = generate(spec)
+    from gpuclust.synth.generator import build_world
+
+    world = build_world(spec)
+    ev = data.events[data.events.event_type == "view"].merge(data.items[["item_id", "category"]], on="item_id")
+    ev = ev.merge(data.truth, on="user_id").sort_values(["user_id", "timestamp"])
+    names = {c: i for i, c in enumerate(world.category_names)}
+    ev["c"] = ev.category.map(names)
+    prev = ev.groupby("user_id")["c"].shift(1)
+    gap = ev.groupby("user_id")["timestamp"].diff().dt.total_seconds()
+    moves = ev[prev.notna() & (prev != ev.c) & (gap < 1800)].assign(prev=prev.dropna().astype(int))
+    follows = [world.next_category[g, p] == c for g, p, c in zip(moves.group, moves.prev, moves.c, strict=True)]
+    assert np.mean(follows) > 0.6  # route moves dominate category changes inside a session
+
+
+def test_sequential_option_is_recorded_only_when_set(tmp_path):
+    import json
+
+    write(SynthSpec(n_users=50, n_items=60, n_groups=2), tmp_path / "plain")
+    write(SynthSpec(n_users=50, n_items=60, n_groups=2, sequential=True), tmp_path / "seq")
+    plain = json.loads(pq.read_schema(tmp_path / "plain" / "events.parquet").metadata[b"gpuclust.synth"])
+    seq = json.loads(pq.read_schema(tmp_path / "seq" / "events.parquet").metadata[b"gpuclust.synth"])
+    assert "sequential" not in plain and seq["sequential"] is True
+
+
+def test_sequential_needs_categories_for_routes():
+    with pytest.raises(UsageError, match="routes of 3-4 categories"):
+        SynthSpec(n_groups=4, n_categories=2, n_items=10, sequential=True).validate()

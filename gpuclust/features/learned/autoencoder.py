@@ -158,7 +158,7 @@ class AutoencoderFeaturizer:
         rng = np.random.default_rng(self.seed)
         nnz = np.diff(to_host(matrix.indptr))
         candidates = np.flatnonzero(nnz >= 5)
-        n_val = min(int(round(self.validation_share * len(candidates))), defaults.MAX_VALIDATION_USERS)
+        n_val = defaults.validation_users(self.validation_share, len(candidates), self.n_items_)
         val_users = np.sort(rng.choice(candidates, n_val, replace=False)) if n_val else np.empty(0, np.int64)
         held = torch.zeros(int(matrix.nnz), dtype=torch.bool, device=device)
         if n_val:
@@ -174,8 +174,8 @@ class AutoencoderFeaturizer:
                                                     defaults.AUTOENCODER_EPOCHS)
         if self.max_steps is not None:
             epochs = min(epochs, -(-self.max_steps // steps_per_epoch))
-        counts = torch.zeros(self.n_items_, device=device).index_add_(0, csr.indices, csr.values).cpu().numpy()
-        q = sampling_distribution(counts, device, padding=False) if self.negatives_ else None
+        counts = torch.zeros(self.n_items_, device=device).index_add_(0, csr.indices, csr.values)
+        q = sampling_distribution(counts, padding=False) if self.negatives_ else None
         negatives, kind, beta = self.negatives_, self.kind, self.beta
         total_anneal = max(1, epochs * steps_per_epoch // 2)  # KL weight reaches beta halfway through
         state = {"step": 0}

@@ -49,6 +49,14 @@ def epochs_for(steps_per_epoch: int, target_steps: int, bounds: tuple[int, int])
 CPU_LOGIT_CELLS = 1 << 25  # tokens x output classes of one step: 128 MiB of fp32 logits on the CPU
 GPU_LOGIT_CELLS = 1 << 28
 MAX_VALIDATION_USERS = 20_000
+VALIDATION_CELLS = 200_000_000  # held-out users x catalogue items scored per validation (a few seconds)
+
+
+def validation_users(share: float, candidates: int, n_items: int) -> int:
+    """Users in the held-out slice: `share` of the candidates, capped so that scoring them against the
+    whole catalogue stays cheap (20,000 users at most; 2,000 at 100k items)."""
+    cap = max(1_000, min(MAX_VALIDATION_USERS, VALIDATION_CELLS // max(n_items, 1)))
+    return int(min(round(share * candidates), cap))
 
 
 MIN_STEPS_PER_EPOCH = 128  # a small log still takes enough optimiser steps

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust.backend import Backend, from_torch, to_host
+from gpuclust.backend import Backend, from_torch
 from gpuclust.errors import UsageError
 from gpuclust.features.learned import defaults
 from gpuclust.features.learned.sequences import GAP_BUCKETS, TokenBatcher, build_sequences, gather
@@ -157,7 +157,7 @@ class SequenceFeaturizer:
         rng = np.random.default_rng(self.seed)
         lengths = seq.host_lengths
         candidates = np.flatnonzero(lengths >= 3)
-        n_val = min(int(round(self.validation_share * len(candidates))), defaults.MAX_VALIDATION_USERS)
+        n_val = defaults.validation_users(self.validation_share, len(candidates), self.n_items_)
         val_users = np.sort(rng.choice(candidates, n_val, replace=False)) if n_val else np.empty(0, np.int64)
         n_held = np.zeros(seq.n_users, dtype=np.int64)
         n_held[val_users] = np.minimum(VALIDATION_EVENTS, lengths[val_users] - 2)
@@ -166,8 +166,7 @@ class SequenceFeaturizer:
         classes = self.n_items_ + 1 if self.negatives_ is None else self.negatives_ + 1
         budget = self.batch_tokens or defaults.batch_tokens(device, classes, seq.n_tokens)
         batcher = TokenBatcher(lengths, max(budget, int(lengths.max())), defaults.MAX_BATCH_ROWS, self.seed)
-        counts = np.bincount(to_host(seq.items), minlength=self.n_items_ + 1)
-        q = sampling_distribution(counts, device) if self.negatives_ else None
+        q = sampling_distribution(torch.bincount(seq.items, minlength=self.n_items_ + 1)) if self.negatives_ else None
         net, negatives = self.network_, self.negatives_
         steps_per_epoch = len(batcher.plan(shuffle=False))
         epochs = self.epochs or defaults.epochs_for(steps_per_epoch, defaults.SEQUENCE_TARGET_STEPS,

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
-
-def sampling_distribution(item_counts: np.ndarray, device: str, padding: bool = True):
-    """Item frequencies ** 0.75, normalised, as a torch tensor; with `padding`, index 0 is never drawn."""
+def sampling_distribution(item_counts: Any, padding: bool = True):
+    """Item frequencies (a torch tensor, on its device) ** 0.75, normalised; with `padding`, index 0 is
+    never drawn."""
     import torch
 
-    q = np.asarray(item_counts, dtype=np.float64) ** 0.75
+    q = item_counts.double().clamp(min=0) ** 0.75
     if padding:
         q[0] = 0.0
-    q = q / q.sum() if q.sum() > 0 else np.full(len(q), 1.0 / max(len(q) - 1, 1))
-    return torch.as_tensor(q, dtype=torch.float32, device=device)
+    total = q.sum()
+    q = q / total if float(total) > 0 else torch.ones_like(q) / len(q)
+    return q.float()
 
 
 def next_item_loss(h: Any, targets: Any, weight: Any, bias: Any, negatives: int | None, q: Any,

@@ -64,7 +64,8 @@ class EpochRecord:
     train_loss: float
     val_loss: float | None
     val_hr10: float | None
-    seconds: float
+    seconds: float  # the whole epoch, validation included
+    validation_seconds: float
     units: int  # tokens (sequence) or users (autoencoder) trained on
 
 
@@ -79,7 +80,8 @@ class TrainReport:
     epochs_run: int = 0
     best_epoch: int = 0
     stopped_early: bool = False
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # the whole fit, validation included
+    validation_seconds: float = 0.0
     final_train_loss: float | None = None
     best_val_loss: float | None = None
     best_val_hr10: float | None = None
@@ -90,9 +92,10 @@ class TrainReport:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["train_seconds"] = round(self.train_seconds, 3)
+        out["validation_seconds"] = round(self.validation_seconds, 3)
         out["units_per_s"] = round(self.units_per_s, 1)
         for row in out["history"]:
-            for key in ("train_loss", "val_loss", "val_hr10", "seconds"):
+            for key in ("train_loss", "val_loss", "val_hr10", "seconds", "validation_seconds"):
                 if row[key] is not None:
                     row[key] = round(row[key], 5)
         return out
@@ -152,15 +155,17 @@ class Trainer:
             if not math.isfinite(train_loss):
                 raise UsageError(f"{self.name}: the training loss became {train_loss} in epoch {epoch}; lower "
                                  "the learning rate or use fp32 precision")
-            val = None
+            val, validation_started = None, time.perf_counter()
             if validate is not None:
                 model.eval()
                 with torch.no_grad(), self.autocast():
                     val = validate()
+            validation_seconds = time.perf_counter() - validation_started
+            report.validation_seconds += validation_seconds
             trained_units += epoch_units
             report.history.append(EpochRecord(epoch, train_loss, None if val is None else val["loss"],
                                               None if val is None else val.get("hr10"),
-                                              time.perf_counter() - epoch_started, epoch_units))
+                                              time.perf_counter() - epoch_started, validation_seconds, epoch_units))
             report.epochs_run, report.final_train_loss = epoch, train_loss
             if val is None:
                 continue
@@ -181,7 +186,8 @@ class Trainer:
         if str(self.device).startswith("cuda"):
             torch.cuda.synchronize()
         report.train_seconds = time.perf_counter() - started
-        report.units_per_s = trained_units / report.train_seconds if report.train_seconds > 0 else 0.0
+        stepping = report.train_seconds - report.validation_seconds
+        report.units_per_s = trained_units / stepping if stepping > 0 else 0.0
         return report
 
     def _step(self, batch, loss_of, units, split, shrink, report: TrainReport) -> tuple[float, int]:
