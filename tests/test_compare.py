@@ -104,3 +104,13 @@ def test_cli_refuses_a_plot_of_one_configuration(synthetic, tmp_path, monkeypatc
     code, _, err = cli(monkeypatch, capsys, "evaluate", "--events", tmp_path / "events.parquet", "--k", "4",
                        "--plot", tmp_path / "r.png")
     assert code == 2 and "--plot" in err
+
+
+def test_cli_settings_of_a_compared_feature_take_effect(synthetic, tmp_path, monkeypatch, capsys):
+    synthetic.events.to_parquet(tmp_path / "events.parquet")
+    (tmp_path / "c.toml").write_text('[features.autoencoder]\nepochs = 2\nkind = "vae"\n')
+    code, out, err = cli(monkeypatch, capsys, "evaluate", "--events", tmp_path / "events.parquet", "--device", "cpu",
+                         "--compare", "tfidf,autoencoder", "--k", "3,4", "--config", tmp_path / "c.toml", "--json")
+    assert code == 0, err
+    rows = [r for r in json.loads(out)["rows"] if r["representation"] == "autoencoder"]
+    assert rows[0]["training"]["autoencoder"]["epochs_run"] == 2

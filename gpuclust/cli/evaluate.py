@@ -52,8 +52,13 @@ def evaluate(
         raise UsageError("--plot draws HR against k per representation: give --compare or several --k values")
     cluster = {"k": k_values[0] if isinstance(k_values, tuple) and len(k_values) == 1 else None,
                "algorithm": algorithm, "objective": objective}
+    chosen = split_list(features)
+    if compare is not None and chosen is None:  # every compared feature is live: its settings take effect
+        from gpuclust.recommend.compare import feature_sets
+
+        chosen = tuple(dict.fromkeys(name for names in feature_sets(compare).values() for name in names))
     cfg = build_config(config, {"": {"device": device, "seed": seed}, "cluster": cluster,
-                                "features": {"features": split_list(features)}},
+                                "features": {"features": chosen}},
                        k="auto" if k_values == "auto" and objective else None)
     for target in (out, plot):
         if target is not None:

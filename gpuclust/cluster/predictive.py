@@ -14,8 +14,15 @@ the rules of `recommend.split`), the users are measured on the rest through `mea
 fitted featurisers; without it, x itself, which then already contains the target), and the held-out
 item is the target. Start: k-means on x; decoder rows start as the log item shares of those clusters.
 Labels are the nearest prototype of each user's full vector, so `cluster_centers_` (the prototypes)
-place new users the way any saved model does. Why the encoder is not fine-tuned through the bottleneck:
-see DESIGN.md ("Learned representations").
+place new users the way any saved model does.
+
+Why the encoder is not fine-tuned through the bottleneck: the estimator's contract keeps featurisers
+and clusterers separable (a featuriser is fitted, then frozen; a clusterer sees the fused space) and a
+saved model places a new user at the nearest centre of that space. Back-propagating into the sequence
+encoder would tie one featuriser to one clusterer, make the fused space move under the fuser's learned
+scales, and give the saved model centres of a space that no longer exists. So the encoder is trained
+self-supervised first (DEC's pretraining), and this stage learns the prototypes, their temperature
+and decoder on top of it: the same separation DEC's two phases have, minus the encoder update.
 """
 
 from __future__ import annotations
