@@ -215,3 +215,17 @@ def test_sequence_separates_personas_that_bags_of_items_cannot():
     seq = UserClusterer(4, features=("sequence",), config=cfg).fit(data.events, data.items, data.truth)
     bag = UserClusterer(4, features=("tfidf",), device="cpu", seed=0).fit(data.events, data.items, data.truth)
     assert seq.metrics_["ari"] > bag.metrics_["ari"] + MARGIN, (seq.metrics_["ari"], bag.metrics_["ari"])
+
+
+def test_item_embeddings_can_start_from_the_text_encoders_item_vectors(small):
+    def encoder(texts):  # any callable texts -> vectors stands in for the transformer
+        rng = np.random.default_rng(len(texts))
+        return rng.standard_normal((len(texts), 48)).astype(np.float32)
+
+    cfg = PipelineConfig(device="cpu")
+    cfg.features.sequence.item_init = "text"
+    cfg.features.sequence.epochs = 1
+    model = UserClusterer(3, features=("sequence",), config=cfg, embedding_model=encoder).fit(small.events, small.items)
+    assert model.manifest_["features"]["blocks"]["sequence"]["item_init"] == "text"
+    with pytest.raises(UsageError, match="item_init 'text' needs"):
+        SequenceFeaturizer(item_init="text").fit_transform(Preprocessor().run(small.events, cpu_backend()), cpu_backend())

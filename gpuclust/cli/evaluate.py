@@ -8,6 +8,7 @@ popularity and the plain TF-IDF -> SVD -> KMeans recipe, with standard errors (`
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -64,13 +65,15 @@ def evaluate(
         if target is not None:
             check_file_target(target)  # before the work: never over a file gpuclust did not write
     if many:
+        from gpuclust.cli.app import progress
         from gpuclust.recommend.compare import compare_files, markdown_tables
         from gpuclust.recommend.compare import plot as draw
 
         sets = compare if compare is not None else "+".join(cfg.features.features)
-        result = compare_files(cfg, events, items=items, adapter=adapter, contenders=sets,
-                               k_values=k_values if k_values is not None else (cfg.cluster.k,),
-                               top_k=parse_top_k(top_k), seed=cfg.seed)
+        with progress(not json_out and sys.stderr.isatty()) as on_update:
+            result = compare_files(cfg, events, items=items, adapter=adapter, contenders=sets,
+                                   k_values=k_values if k_values is not None else (cfg.cluster.k,),
+                                   top_k=parse_top_k(top_k), seed=cfg.seed, progress=on_update)
         if plot is not None:
             draw(result, plot)
         _write(out, result, __version__, write_json)

@@ -142,7 +142,10 @@ def k_curve_plot(curve: Sequence[dict], path: Path, best_k: int | None = None, r
     for ax in axes[len(present):]:
         ax.set_visible(False)
     if best_k is not None:
-        fig.suptitle(f"k sweep: chose k={best_k}" + (f" ({rule})" if rule else ""), fontsize=9)
+        import textwrap
+
+        title = f"k sweep: chose k={best_k}" + (f" ({rule})" if rule else "")
+        fig.suptitle(textwrap.fill(title, int(28 * 4.2 * cols)), fontsize=9)
     return _save(fig, path)
 
 
