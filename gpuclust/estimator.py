@@ -241,11 +241,16 @@ class UserClusterer:
         return config.validate(require_features=not self._custom_featurizers())
 
     def _custom_featurizers(self) -> list[Any]:
+        """Copies of the featuriser objects passed in (the caller's stay unfitted, as clone expects)."""
         chosen = [f for f in (self.features or ()) if not isinstance(f, str)] + list(self.extra_features)
         for f in chosen:
             if not (hasattr(f, "name") and hasattr(f, "fit_transform") and hasattr(f, "transform")):
                 raise UsageError(f"featuriser {f!r} needs a name and fit_transform/transform(data, backend) methods")
-        return chosen
+        named = [f for f in (self.features or ()) if isinstance(f, str)] + [f.name for f in chosen]
+        twice = sorted({name for name in named if named.count(name) > 1})
+        if twice:
+            raise UsageError(f"feature {', '.join(map(repr, twice))} is given twice; each feature block needs its own name")
+        return [copy.deepcopy(f) for f in chosen]
 
     def _custom_weights(self, custom: list[Any]) -> dict[str, float]:
         names = {f.name for f in custom}
