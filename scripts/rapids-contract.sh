@@ -8,9 +8,14 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${RAPIDS_VENV:-.rapids-venv}
 # faiss-gpu-cu12 is what the `gpu` extra installs: faiss-cpu's Python names plus the GPU ones (knn_gpu, ...).
-# When gpuclust imports dask_cudf or dask_cuda, add dask-cudf-cu12 and dask-cuda: until then the checker
-# fails on the import it cannot resolve, which is the reminder.
 REQUIREMENTS=(cudf-cu12 cuml-cu12 cupy-cuda12x faiss-gpu-cu12)
+# Multi-GPU and friends join once gpuclust imports them (module=wheel); another RAPIDS import the venv
+# lacks makes the checker fail with "not installed here", which is the reminder to list it here.
+for pair in dask_cudf=dask-cudf-cu12 dask_cuda=dask-cuda cuvs=cuvs-cu12 cugraph=cugraph-cu12; do
+  if grep -rqE "^\s*(import|from)\s+${pair%%=*}\b" gpuclust; then
+    REQUIREMENTS+=("${pair#*=}")
+  fi
+done
 
 stamp="$VENV/.rapids-contract-stamp"
 want="$(printf '%s\n' "${REQUIREMENTS[@]}" | sha256sum | cut -c1-16) $(date -u +%G-W%V)"

@@ -3,28 +3,34 @@
 `import cudf, cuml, cupy` works without a GPU, so names and signatures can be checked on any machine
 against the installed wheels (scripts/rapids-contract.sh makes a venv with them). The uses are derived from
 the code, not from a hand-kept list: each module's AST is walked, and every expression gets a coarse *kind*
-by following names to where they were bound (flow-insensitively):
+by following names to where they were bound (flow-insensitively) and reading type annotations:
 
   ns      a library namespace: `xp` (CuPy on the GPU), `backend.sparse` (cupyx.scipy.sparse), `backend.frame`
           (cuDF), a RAPIDS module or class imported by name (`from cuml.cluster import KMeans as CuKMeans`)
-  obj     an instance of a RAPIDS class made here (`model = CuKMeans(...)`)
+  obj     an instance of a RAPIDS class made here (`model = CuKMeans(...)`; `fit` returns the estimator)
   val     a value that may be a CuPy/cupyx array or a cuDF frame (a parameter typed Any, a call's result...),
           with its family where known (array, sparse, frame)
   acc     a cuDF accessor or group-by (`s.str`, `s.dt`, `s.cat`, `df.groupby(...)`)
   opaque  a project object or a container: its own attributes are not checked; what it holds is a val
           unless an annotation says more (`Sequence[Featurizer]`, a dataclass field `device: str`)
-  host    surely not RAPIDS: NumPy/pandas/torch/... calls, literals, builtins, a `-> np.ndarray` function's result
+  host    surely not RAPIDS: NumPy/pandas/torch/... calls, literals, builtins, `-> np.ndarray` results, a name
+          under `isinstance(v, np.generic)` or `type(v).__module__.startswith("torch")`
 
-Every attribute read and call on an ns, obj or acc receiver is resolved in the installed package and its
-keywords are bound against `inspect.signature` (Cython methods: the signature line of their docstring).
-On a val receiver the CPU twin decides: where a NumPy/SciPy/pandas class has the method and takes the call,
-its CuPy/cupyx/cuDF counterpart must have it and take the call too. A use that cannot be verified fails;
-a line may waive its uses with `# rapids-contract: waive <reason>`. A keyword passed only when
-`"kw" in inspect.signature(C).parameters` (or an attribute used under `hasattr`) is checked on both
-branches: without it always, with it where the installed version has it.
+Every attribute read and call on an ns or obj receiver is resolved in the installed package, and its
+keywords are bound against `inspect.signature` (Cython methods: the signature line of their docstring; a
+`(*args, **kwargs)` constructor: its base's). A val or acc receiver answers to the CPU twin: where a
+NumPy/SciPy/pandas class has the attribute and takes the call, a CuPy/cupyx/cuDF class of the same family
+must have it, and each that has it must take the call. That is checked in modules that can hold GPU data
+(DEVICE_IMPORTS below); a call a project class's method would take (`reducer.transform(x, backend)`) is the
+project's. A keyword only a `**kwargs` would swallow does not count as taken (KWARGS_FORWARDING names the
+callables whose `**kwargs` are documented fields).
 
-`--stand-ins` checks against NumPy/SciPy/pandas/scikit-learn instead: that is how the test suite exercises
-this logic without the RAPIDS wheels.
+A use that cannot be verified fails. A line may waive its uses with `# rapids-contract: waive <reason>`;
+a waiver without a reason, or whose uses verify anyway, fails too. A keyword passed only when
+`"kw" in inspect.signature(C).parameters` (or a helper reading a signature) holds for the called C, or an
+attribute used under `hasattr`, is checked on both branches: without it always, with it where the installed
+version has it. `--stand-ins` checks against NumPy/SciPy/pandas/scikit-learn instead: that is how the test
+suite exercises this logic without the RAPIDS wheels.
 """
 
 from __future__ import annotations
@@ -657,16 +663,24 @@ class ModuleScan:
                      keywords=keywords, guarded_keywords=guarded, unknown_keywords=unknown,
                      guarded=isinstance(node.func, ast.Attribute) and self._under_hasattr(node.func))
 
-    def _signature_guard_keys(self, test: ast.AST) -> set[str]:
+    def _signature_guard_keys(self, test: ast.AST, callee: ast.AST) -> set[str]:
         """k for each `"k" in inspect.signature(C).parameters` in a test, or `helper(C, "k")` where the helper
-        (a function of this module or the project) reads a signature."""
+        (a function of this module or the project) reads a signature; C must be what the call calls."""
         keys = set()
         for node in ast.walk(test):
             if (isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.In)
-                    and isinstance(node.left, ast.Constant) and "signature(" in ast.unparse(node.comparators[0])):
-                keys.add(node.left.value)
+                    and isinstance(node.left, ast.Constant)):
+                checked = next((n.args[0] for n in ast.walk(node.comparators[0]) if isinstance(n, ast.Call)
+                                and ast.unparse(n.func).endswith("signature") and n.args), None)
+                key = node.left.value
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and self._reads_signature(node.func.id):
-                keys |= {a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)}
+                checked = next((a for a in node.args if not isinstance(a, ast.Constant)), None)
+                key = next((a.value for a in node.args if isinstance(a, ast.Constant)), None)
+            else:
+                continue
+            if checked is not None and (ast.unparse(checked) == ast.unparse(callee)
+                                        or self.kind(checked) == self.kind(callee) and self.kind(callee).tag == "ns"):
+                keys.add(key)
         return keys
 
     def _reads_signature(self, name: str) -> bool:
@@ -708,7 +722,7 @@ class ModuleScan:
             return (keys, []) if len(keys) == len(value.keys) else None
         if isinstance(value, ast.IfExp):
             body, orelse = self._splat_keys(value.body, call), self._splat_keys(value.orelse, call)
-            guard = self._signature_guard_keys(value.test)
+            guard = self._signature_guard_keys(value.test, call.func)
             if body is None or orelse is None or not guard:
                 return None
             return orelse[0], [k for k in body[0] + body[1] if k not in orelse[0]]
@@ -727,7 +741,7 @@ class ModuleScan:
                 if not isinstance(target.slice, ast.Constant):
                     return None
                 key = target.slice.value
-                checked = any(truth and key in self._signature_guard_keys(t) for t, truth in self._facts(node))
+                checked = any(truth and key in self._signature_guard_keys(t, call.func) for t, truth in self._facts(node))
                 (guarded if checked else always).append(key)
         return always, guarded
 
@@ -956,10 +970,13 @@ class Verifier:
         self.lib = libraries
 
     def check(self, use: Use) -> Outcome:
+        api = _gpu_dotted(use.receiver.path) if use.receiver.tag == "ns" else ""
         try:
             outcome = self._check(use)
         except LookupError as exc:
-            outcome = Outcome(use, "fail", _gpu_dotted(use.receiver.path) if use.receiver.tag == "ns" else "", str(exc))
+            outcome = Outcome(use, "fail", api, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a use the checker cannot handle is a use it cannot verify
+            outcome = Outcome(use, "fail", api, f"the checker could not verify this: {type(exc).__name__}: {exc}")
         if outcome.status == "fail" and use.guarded:
             outcome = Outcome(use, "guarded", outcome.api, f"absent here, used under hasattr: {outcome.detail}")
         if use.waiver is None or outcome.status == "skip":
@@ -985,7 +1002,7 @@ class Verifier:
             api = f"{receiver.path}.{use.name}"
             if not has_member(owner, use.name):
                 return Outcome(use, "fail", api, f"{receiver.path} has no attribute {use.name!r}")
-            return self._check_call(use, inspect.getattr_static(owner, use.name), api, owner) if use.call \
+            return self._check_call(use, inspect.getattr_static(owner, use.name, None), api, owner) if use.call \
                 else Outcome(use, "ok", api)
         if receiver.tag == "acc":
             return self._check_pairs(use, {receiver.path: self.lib.accessors[receiver.path]})
@@ -997,7 +1014,7 @@ class Verifier:
             obj = obj.__func__
         if isinstance(obj, property):
             return Outcome(use, "fail", api, "a property, not a method")
-        sig = signature(obj)
+        sig = signature(obj) if obj is not None else None  # None: an attribute set on instances only
         if sig is None:
             if use.keywords or use.guarded_keywords or use.unknown_keywords:
                 return Outcome(use, "fail", api, "no signature to check the keywords against")
@@ -1050,12 +1067,13 @@ class Verifier:
         if not apis:
             return Outcome(use, "skip")  # no array or frame class has it: not a RAPIDS use
         api = " | ".join(dict.fromkeys(apis))
-        return Outcome(use, "fail", api, "; ".join(verdicts)) if verdicts else Outcome(use, "ok", api)
+        hint = " (a receiver that is no array or frame: give it a type annotation, e.g. `meta: dict`)"
+        return Outcome(use, "fail", api, "; ".join(verdicts) + hint) if verdicts else Outcome(use, "ok", api)
 
     def _takes(self, owner: type, use: Use) -> str:
         if not use.call:
             return ""
-        outcome = self._check_call(use, inspect.getattr_static(owner, use.name), _name(owner), owner)
+        outcome = self._check_call(use, inspect.getattr_static(owner, use.name, None), _name(owner), owner)
         return "" if outcome.status in ("ok", "guarded") else outcome.detail
 
 
@@ -1088,9 +1106,12 @@ def report(outcomes: list[Outcome], stale: list[str], versions: str, verbose: bo
     verified = [o for o in outcomes if o.status in ("ok", "guarded")]
     calls = sum(o.use.call for o in verified)
     failing = counts["fail"] + len(stale)
-    lines.append(f"{len(verified)} uses verified ({calls} calls, {len(verified) - calls} attributes or imports; "
-                 f"{len({o.api for o in verified})} distinct APIs; {counts['guarded']} under a run-time check), "
-                 f"{counts['waived']} waived, {failing} failing")
+    by_twin = sum(o.use.receiver.tag in ("val", "acc") for o in verified)
+    lines.append(f"{len(verified)} uses verified ({calls} calls, {len(verified) - calls} attributes and imports) of "
+                 f"{len({o.api for o in verified})} APIs: {len(verified) - by_twin} on RAPIDS modules, classes and "
+                 f"estimators, {by_twin} on values taken for arrays or frames by their CPU twin; "
+                 f"{counts['guarded']} under a run-time check")
+    lines.append(f"{counts['waived']} waived, {failing} failing")
     if failing:
         lines.append(f"rapids contract: FAILED: {failing} of {len(outcomes)} uses ({versions})")
     else:
