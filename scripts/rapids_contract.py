@@ -72,6 +72,9 @@ CONTAINER_BUILTINS = frozenset({"list", "tuple", "dict", "set", "frozenset", "so
                                 "reversed", "iter", "map", "filter"})
 # Methods whose result is on the host whatever the receiver was (cuDF -> pandas, CuPy -> NumPy or a scalar).
 HOST_RESULT_METHODS = frozenset({"to_pandas", "to_numpy", "tolist", "to_list", "item", "to_dict", "to_arrow"})
+# A call of one of these on a value of unknown family is taken for the builtin container's (dict.get,
+# list.append), not a frame's: pandas has them too, but a frame in this code comes with a frame method.
+BUILTIN_METHODS = frozenset(n for t in (dict, list, set) for n in dir(t) if not n.startswith("_"))
 # scikit-learn's convention, which cuML and this project follow: fit returns the estimator itself.
 RETURNS_SELF = frozenset({"fit"})
 
@@ -678,15 +681,17 @@ class ModuleScan:
                 key = next((a.value for a in node.args if isinstance(a, ast.Constant)), None)
             else:
                 continue
-            if checked is not None and (ast.unparse(checked) == ast.unparse(callee)
-                                        or self.kind(checked) == self.kind(callee) and self.kind(callee).tag == "ns"):
+            if checked is not None and self._same_callable(checked, callee):
                 keys.add(key)
         return keys
+
+    def _same_callable(self, a: ast.AST, b: ast.AST) -> bool:
+        return ast.unparse(a) == ast.unparse(b) or (self.kind(a) == self.kind(b) and self.kind(a).tag == "ns")
 
     def _reads_signature(self, name: str) -> bool:
         defs = [n for n in ast.walk(self.tree) if isinstance(n, ast.FunctionDef) and n.name == name]
         defs += [fn for (_, fn_name), fn in self.project.functions.items() if fn_name == name]
-        return any("signature(" in ast.unparse(fn) for fn in defs)
+        return bool(defs) and any("signature(" in ast.unparse(fn) for fn in defs)
 
     def _project_method_takes(self, name: str, n_positional: int, keywords: tuple[str, ...]) -> bool:
         for fn, _ in self.project.methods.get(name, []):
@@ -720,6 +725,12 @@ class ModuleScan:
         if isinstance(value, ast.Dict):
             keys = [k.value for k in value.keys if isinstance(k, ast.Constant)]
             return (keys, []) if len(keys) == len(value.keys) else None
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and self._reads_signature(value.func.id):
+            # `**accepted_kwargs(C, kw=...)`: a helper that passes on the keywords C's signature names
+            checked = next((a for a in value.args if not isinstance(a, ast.Constant)), None)
+            if checked is None or not self._same_callable(checked, call.func) or any(k.arg is None for k in value.keywords):
+                return None
+            return [], [k.arg for k in value.keywords]
         if isinstance(value, ast.IfExp):
             body, orelse = self._splat_keys(value.body, call), self._splat_keys(value.orelse, call)
             guard = self._signature_guard_keys(value.test, call.func)
@@ -940,9 +951,10 @@ def drop_self(sig: inspect.Signature, owner: Any, name: str) -> inspect.Signatur
     return sig
 
 
-def bind(sig: inspect.Signature, use: Use, keywords: tuple[str, ...]) -> str:
+def bind(sig: inspect.Signature, use: Use, keywords: tuple[str, ...], lenient: bool = False) -> str:
     """'' if the call binds; else why not. A keyword only **kwargs would take does not bind, except where
-    **kwargs is a callable's only keyword parameter (DataFrame.assign: there, keywords are data)."""
+    **kwargs is a callable's only keyword parameter (DataFrame.assign: there, keywords are data), or for
+    a CPU twin (`lenient`: ndarray.sum passes keepdims on through **kwargs, and the CPU tests run it)."""
     try:
         if use.n_positional is None:
             bound = sig.bind_partial(**dict.fromkeys(keywords))
@@ -950,11 +962,17 @@ def bind(sig: inspect.Signature, use: Use, keywords: tuple[str, ...]) -> str:
             bound = sig.bind(*[None] * use.n_positional, **dict.fromkeys(keywords))
     except TypeError as exc:
         return str(exc)
-    params = list(sig.parameters.values())
-    var_kw = next((p.name for p in params if p.kind is p.VAR_KEYWORD), None)
+    var_kw = next((p.name for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD), None)
     swallowed = sorted(bound.arguments.get(var_kw, {})) if var_kw else []
-    only_kwargs = all(p.kind in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
-    return f"only **{var_kw} would take {', '.join(swallowed)}" if swallowed and not only_kwargs else ""
+    return f"only **{var_kw} would take {', '.join(swallowed)}" if swallowed and not (takes_any_keyword(sig) or lenient) \
+        else ""
+
+
+def takes_any_keyword(sig: inspect.Signature) -> bool:
+    """**kwargs is the only keyword parameter (DataFrame.assign): whatever the keywords are, they are data."""
+    kinds = {p.kind for p in sig.parameters.values()}
+    return inspect.Parameter.VAR_KEYWORD in kinds and not kinds & {inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                                  inspect.Parameter.KEYWORD_ONLY}
 
 
 # How a few callables use their **kwargs: a keyword is fine if it is one of these names or a field of the
@@ -1009,7 +1027,7 @@ class Verifier:
         families = [family(receiver)] if family(receiver) else list(self.lib.pairs)
         return self._check_pairs(use, {fam: self.lib.pairs[fam] for fam in families})
 
-    def _check_call(self, use: Use, obj: Any, api: str, owner: Any = None) -> Outcome:
+    def _check_call(self, use: Use, obj: Any, api: str, owner: Any = None, lenient: bool = False) -> Outcome:
         if isinstance(obj, staticmethod | classmethod):
             obj = obj.__func__
         if isinstance(obj, property):
@@ -1021,9 +1039,9 @@ class Verifier:
             return Outcome(use, "ok", api, "name only: no signature")
         if owner is not None:
             sig = drop_self(sig, owner, use.name)
-        if use.unknown_keywords:
+        if use.unknown_keywords and not takes_any_keyword(sig):
             return Outcome(use, "fail", api, f"cannot read the keys of **{use.unknown_keywords} from the code")
-        why = self._bind(sig, use, use.keywords, api)
+        why = self._bind(sig, use, use.keywords, api, lenient)
         if why:
             return Outcome(use, "fail", api, why)
         if not use.guarded_keywords:
@@ -1035,8 +1053,8 @@ class Verifier:
             f"{', '.join(absent)}: not taken by the installed version, so the run-time check leaves it out"
             if absent else "", "the call without it binds"])))
 
-    def _bind(self, sig: inspect.Signature, use: Use, keywords: tuple[str, ...], api: str) -> str:
-        why = bind(sig, use, keywords)
+    def _bind(self, sig: inspect.Signature, use: Use, keywords: tuple[str, ...], api: str, lenient: bool = False) -> str:
+        why = bind(sig, use, keywords, lenient)
         forwarding = KWARGS_FORWARDING.get(self.lib.rename(api)) if why.startswith("only **") else None
         if forwarding is None:
             return why
@@ -1045,35 +1063,54 @@ class Verifier:
         return f"{forwarding[0]} has no field {', '.join(bad)}" if bad else ""
 
     def _check_pairs(self, use: Use, families: dict[str, list[tuple[type, type]]]) -> Outcome:
-        """A val use: in each family where a CPU class takes it, the GPU twins must take it too.
+        """A val use answers to the GPU twins of the CPU classes that take it.
 
-        Within a family one GPU class having the name is enough (the receiver may be a Series where the
-        DataFrame lacks it), but every GPU class that has it must take the call's arguments. A GPU-only
-        name (CuPy's .get, cuDF's .to_cupy) makes that class a candidate by itself.
+        In each family where a CPU class takes the use with named parameters, one GPU class must have the
+        name (the receiver may be a Series where the DataFrame lacks it) and every GPU class that has it must
+        take the call; a GPU-only name (CuPy's .get, cuDF's .to_cupy) makes its class a candidate by itself.
+        Where CPU classes take it only through **kwargs (ndarray.sum passes keepdims on), one GPU twin must
+        take it with named parameters. A call no CPU class takes fails (a misspelt keyword of a frame method);
+        a name no class has is not a RAPIDS use.
         """
-        verdicts, apis = [], []
-        for pairs in families.values():
-            candidates = [(cpu, gpu) for cpu, gpu in pairs
-                          if (has_member(cpu, use.name) and self._takes(cpu, use) == "")
-                          or (cpu is not gpu and not has_member(cpu, use.name) and has_member(gpu, use.name))]
-            if not candidates:
-                continue
-            having = [gpu for _, gpu in candidates if has_member(gpu, use.name)]
-            apis += [f"{_name(gpu)}.{use.name}" for gpu in having or [g for _, g in candidates]]
-            if not having:
-                verdicts.append(f"{' / '.join(_name(g) for _, g in candidates)}: no attribute {use.name!r} "
-                                f"({' / '.join(_name(c) for c, _ in candidates)} has it)")
-            verdicts += [f"{_name(gpu)}: {why}" for gpu in having if (why := self._takes(gpu, use))]
-        if not apis:
-            return Outcome(use, "skip")  # no array or frame class has it: not a RAPIDS use
-        api = " | ".join(dict.fromkeys(apis))
+        if use.call and use.name in BUILTIN_METHODS and len(families) > 1:
+            return Outcome(use, "skip")
+        verdicts, apis, loose = [], [], []
         hint = " (a receiver that is no array or frame: give it a type annotation, e.g. `meta: dict`)"
-        return Outcome(use, "fail", api, "; ".join(verdicts) + hint) if verdicts else Outcome(use, "ok", api)
+        for pairs in families.values():
+            candidates = []
+            for cpu, gpu in pairs:
+                if use.call and not callable(inspect.getattr_static(cpu, use.name, None)):
+                    continue  # `.values()` is no call of the property DataFrame.values
+                if has_member(cpu, use.name):
+                    if self._takes(cpu, use) == "":
+                        candidates.append(gpu)
+                    elif self._takes(cpu, use, lenient=True) == "":
+                        loose.append(gpu)
+                elif cpu is not gpu and has_member(gpu, use.name):
+                    candidates.append(gpu)
+            having = [gpu for gpu in candidates if has_member(gpu, use.name)]
+            apis += [f"{_name(gpu)}.{use.name}" for gpu in having or candidates]
+            if candidates and not having:
+                verdicts.append(f"{' / '.join(map(_name, candidates))}: no attribute {use.name!r} (the CPU twin has it)")
+            verdicts += [f"{_name(gpu)}: {why}" for gpu in having if (why := self._takes(gpu, use))]
+        if not apis and loose:
+            taking = [gpu for gpu in loose if has_member(gpu, use.name) and self._takes(gpu, use) == ""]
+            apis = [f"{_name(gpu)}.{use.name}" for gpu in taking or loose]
+            verdicts = [] if taking else [f"{' / '.join(map(_name, loose))}: none takes this call{hint}"]
+        if not apis:
+            named = [cpu for pairs in families.values() for cpu, _ in pairs
+                     if callable(inspect.getattr_static(cpu, use.name, None))]
+            if named and use.call:
+                return Outcome(use, "fail", f".{use.name}",
+                               f"{' / '.join(map(_name, named))} has {use.name!r} but takes no such call{hint}")
+            return Outcome(use, "skip")
+        api = " | ".join(dict.fromkeys(apis))
+        return Outcome(use, "fail", api, "; ".join(verdicts)) if verdicts else Outcome(use, "ok", api)
 
-    def _takes(self, owner: type, use: Use) -> str:
+    def _takes(self, owner: type, use: Use, lenient: bool = False) -> str:
         if not use.call:
             return ""
-        outcome = self._check_call(use, inspect.getattr_static(owner, use.name, None), _name(owner), owner)
+        outcome = self._check_call(use, inspect.getattr_static(owner, use.name, None), _name(owner), owner, lenient)
         return "" if outcome.status in ("ok", "guarded") else outcome.detail
 
 
