@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import functools
 import importlib
 import importlib.metadata
@@ -55,6 +56,7 @@ RAPIDS_ROOTS = frozenset({"cupy", "cupyx", "cudf", "cuml", "faiss", "rmm", "dask
                           "pylibraft", "cuvs", "cugraph", "pylibcudf"})
 # What the backend's namespaces are on the GPU, and which family of values each makes.
 GPU_NAMESPACES = {"xp": "cupy", "sparse": "cupyx.scipy.sparse", "frame": "cudf"}
+CPU_NAMESPACES = {"frame": "pandas", "xp": "numpy", "sparse": "scipy.sparse"}
 FAMILY_OF_ROOT = {"xp": "array", "cupy": "array", "sparse": "sparse", "cupyx": "sparse", "frame": "frame",
                   "cudf": "frame"}
 # A module's val receivers are checked when it can hold GPU data: it imports a RAPIDS package, the frame
@@ -153,6 +155,7 @@ class Use:
     unknown_keywords: str = ""  # a **splat whose keys cannot be read from the code
     guarded: bool = False  # reached only under `hasattr(receiver, name)`
     waiver: str | None = None
+    plain_receiver: bool = False  # the receiver is a bare name (`frame.to_datetime`: maybe a module passed in)
 
 
 @dataclass
@@ -645,7 +648,8 @@ class ModuleScan:
         if receiver.tag == "ns" and isinstance(parent, ast.Attribute) and self.kind(parent).tag == "ns":
             return  # a namespace chain counts once, by its full dotted name
         if receiver.tag in ("ns", "obj") or (receiver.tag in ("val", "acc") and self.device_module):
-            self._record(node, receiver, node.attr, guarded=self._under_hasattr(node))
+            self._record(node, receiver, node.attr, guarded=self._under_hasattr(node),
+                         plain_receiver=isinstance(node.value, ast.Name))
 
     def _call_use(self, node: ast.Call) -> None:
         if isinstance(node.func, ast.Attribute):
@@ -664,7 +668,8 @@ class ModuleScan:
             return  # `reducer.transform(x, backend)`: a project object's method, though pandas has one too
         self._record(node, receiver, name, call=True, n_positional=None if star else len(node.args),
                      keywords=keywords, guarded_keywords=guarded, unknown_keywords=unknown,
-                     guarded=isinstance(node.func, ast.Attribute) and self._under_hasattr(node.func))
+                     guarded=isinstance(node.func, ast.Attribute) and self._under_hasattr(node.func),
+                     plain_receiver=isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name))
 
     def _signature_guard_keys(self, test: ast.AST, callee: ast.AST) -> set[str]:
         """k for each `"k" in inspect.signature(C).parameters` in a test, or `helper(C, "k")` where the helper
@@ -683,6 +688,16 @@ class ModuleScan:
                 continue
             if checked is not None and self._same_callable(checked, callee):
                 keys.add(key)
+        return keys
+
+    def _keywords_passed_to(self, function: str) -> list[str] | None:
+        """Every keyword the module's calls of a local function pass; None if one passes a **splat."""
+        keys: list[str] = []
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == function:
+                if any(k.arg is None for k in node.keywords):
+                    return None
+                keys += [k.arg for k in node.keywords if k.arg not in keys]
         return keys
 
     def _same_callable(self, a: ast.AST, b: ast.AST) -> bool:
@@ -740,12 +755,17 @@ class ModuleScan:
         scope = self._scope_of(call).lookup(value.id) if isinstance(value, ast.Name) else None
         if scope is None:
             return None
+        if isinstance(scope.node, ast.FunctionDef) and scope.node.args.kwarg and scope.node.args.kwarg.arg == value.id:
+            passed = self._keywords_passed_to(scope.node.name)  # def parse(values, **options): its callers'
+            return None if passed is None else (passed, [])
         always: list[str] = []
         guarded: list[str] = []
         for how, bound in scope.bindings[value.id]:
-            if how != "expr" or not isinstance(bound, ast.Dict) or (keys := self._splat_keys(bound, call)) is None:
-                return None
-            always += keys[0]
+            branches = [bound.body, bound.orelse] if isinstance(bound, ast.IfExp) else [bound]  # either may come
+            for branch in branches:
+                if how != "expr" or not isinstance(branch, ast.Dict) or (keys := self._splat_keys(branch, call)) is None:
+                    return None
+                always += keys[0]
         for node in ast.walk(scope.node):  # d["key"] = ... adds a key; under a signature check, a guarded one
             target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
             if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) and target.value.id == value.id:
@@ -1025,7 +1045,13 @@ class Verifier:
         if receiver.tag == "acc":
             return self._check_pairs(use, {receiver.path: self.lib.accessors[receiver.path]})
         families = [family(receiver)] if family(receiver) else list(self.lib.pairs)
-        return self._check_pairs(use, {fam: self.lib.pairs[fam] for fam in families})
+        pairs = {fam: self.lib.pairs[fam] for fam in families}
+        if use.plain_receiver and not any(has_member(c, use.name) or has_member(g, use.name)
+                                          for fam in pairs.values() for c, g in fam):
+            for ns, cpu_module in CPU_NAMESPACES.items():  # `frame.to_datetime` on a `frame: Any` parameter
+                if hasattr(importlib.import_module(cpu_module), use.name):
+                    return self._check(dataclasses.replace(use, receiver=Kind("ns", ns)))
+        return self._check_pairs(use, pairs)
 
     def _check_call(self, use: Use, obj: Any, api: str, owner: Any = None, lenient: bool = False) -> Outcome:
         if isinstance(obj, staticmethod | classmethod):

@@ -97,7 +97,7 @@ def test_every_cuml_estimator_the_project_imports_is_found_in_its_code(stand_ins
     assert {"cuml.cluster.KMeans", "cuml.cluster.DBSCAN", "cuml.cluster.HDBSCAN", "cuml.decomposition.PCA",
             "cuml.manifold.UMAP"} <= constructed
     where = {(Path(o.use.file).name, o.api) for o in found}
-    assert ("svd.py", "cupy.linalg.cholesky") in where and ("clean.py", "cudf.to_datetime") in where
+    assert ("svd.py", "cupy.linalg.cholesky") in where and ("parse.py", "cudf.to_datetime") in where
 
 
 def _fake_cuml(tmp_path: Path, name: str, pca_init: str) -> None:
@@ -285,3 +285,55 @@ def test_a_signature_check_through_a_helper_counts_as_a_guard(tmp_path, monkeypa
     """, rc.Libraries(stand_ins=True, renames={"cuml": "fakecuml_helper"}))
     call = next(o for o in found if o.use.call)
     assert call.status == "guarded" and call.use.guarded_keywords == ("random_state",)
+
+
+@pytest.mark.parametrize("version, has_random_state", [("filter_old", True), ("filter_new", False)])
+def test_keywords_filtered_by_a_signature_reading_helper_are_guarded(tmp_path, monkeypatch, version, has_random_state):
+    """gpuclust.compat.accepted_kwargs(C, kw=...) passes on the keywords C names: both branches verify."""
+    init = "self, *, n_components=None, output_type=None" + (", random_state=None" if has_random_state else "")
+    _fake_cuml(tmp_path, f"fakecuml_{version}", init)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = outcomes(tmp_path, """
+        import inspect
+
+        from cuml.decomposition import PCA as CuPCA
+
+        def accepted_kwargs(factory, **optional):
+            named = inspect.signature(factory).parameters
+            return {k: v for k, v in optional.items() if k in named}
+
+        def fit(seed):
+            return CuPCA(n_components=2, output_type="cupy", **accepted_kwargs(CuPCA, random_state=seed))
+
+        def wrong(seed):
+            return CuPCA(n_component=2, **accepted_kwargs(CuPCA, random_state=seed))
+    """, rc.Libraries(stand_ins=True, renames={"cuml": f"fakecuml_{version}"}))
+    calls = {o.use.text.split("(")[1].split("=")[0]: o for o in found if o.use.call and o.api.endswith("PCA")}
+    assert calls["n_components"].status == "guarded" and calls["n_components"].use.guarded_keywords == ("random_state",)
+    assert ("taken by the installed" if has_random_state else "not taken") in calls["n_components"].detail
+    assert calls["n_component"].status == "fail"
+
+
+def test_a_frame_module_passed_untyped_and_keywords_passed_through_are_checked(tmp_path, stand_ins):
+    """`frame.to_datetime` on a `frame: Any` parameter is the frame library's; **options are its callers'."""
+    found = outcomes(tmp_path, """
+        from typing import Any
+
+        from gpuclust.frames import host_frame
+
+        def parse_dates(text: Any, frame: Any, pandas: bool):
+            utc = {"utc": True} if pandas else {}
+
+            def parse(values, **options):
+                return frame.to_datetime(values, errors="coerce", **utc, **options)
+
+            first = parse(text)
+            return first, parse(text, dayfirst=True), parse(text, format="mixed"), host_frame(first)
+
+        def misspelt(text: Any, frame: Any):
+            return frame.to_numeric(text, erors="coerce")
+    """, stand_ins)
+    calls = {o.use.line: o for o in found if o.use.call and o.api.startswith("cudf.")}
+    assert calls[10].api == "cudf.to_datetime" and calls[10].status == "ok"
+    assert set(calls[10].use.keywords) == {"errors", "utc", "dayfirst", "format"}
+    assert calls[16].api == "cudf.to_numeric" and calls[16].status == "fail"
