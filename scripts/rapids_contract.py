@@ -46,7 +46,7 @@ import re
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -299,8 +299,8 @@ class Scope:
 class ModuleScan:
     """Walks one module and records its uses of receivers that may be RAPIDS objects."""
 
-    def __init__(self, path: Path, project: Project, is_class: Callable[[str], bool]) -> None:
-        self.path, self.project, self.is_class = path, project, is_class
+    def __init__(self, path: Path, project: Project, libraries: Libraries) -> None:
+        self.path, self.project, self.lib = path, project, libraries
         source = path.read_text()
         self.tree = project.trees.get(path) or ast.parse(source, str(path))
         self.source, self.lines = source, source.splitlines()
@@ -456,7 +456,19 @@ class ModuleScan:
                      item_of(self.kind(value), int(how[5:]) if how.startswith("item:") else None)
                      for how, value in scope.bindings[node.id]]
             self.memo[key] = join(kinds)
+            if self.memo[key] == VAL:
+                self.memo[key] = val(self._duck_family(node.id, scope))
         return self.memo[key]
+
+    def _duck_family(self, name: str, scope: Scope) -> str:
+        """The one family whose classes alone have the attributes used on this name (`ev.merge`: a frame)."""
+        found = set()
+        for node in ast.walk(scope.node):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == name
+                    and self._scope_of(node).lookup(name) is scope):
+                families = self.lib.families_of(node.attr)
+                found |= families if len(families) == 1 else set()
+        return found.pop() if len(found) == 1 else ""
 
     def _attribute_kind(self, node: ast.Attribute) -> Kind:
         base = self.kind(node.value)
@@ -513,7 +525,7 @@ class ModuleScan:
             return callee  # a project class called: an instance of it
         if callee.tag == "ns":
             dotted = _gpu_dotted(callee.path)
-            return Kind("obj", dotted) if self.is_class(dotted) else val(family(callee))
+            return Kind("obj", dotted) if self.lib.is_class(dotted) else val(family(callee))
         if callee.tag == "host":
             return self._project_function_kind(func, callee) if callee.path.startswith("def") else HOST
         if not isinstance(func, ast.Attribute):
@@ -535,7 +547,13 @@ class ModuleScan:
             return self.project.method_kind(func.attr, base.path.removeprefix("class:"))
         if func.attr == "groupby" and family(base) in ("", "frame"):
             return Kind("acc", "groupby")
-        return val("array") if func.attr == "to_cupy" else val(family(base))
+        if func.attr == "to_cupy":
+            return val("array")
+        if family(base):
+            return val(family(base))
+        only = self.lib.families_of(func.attr)  # `.merge(...)` answers a frame whatever it was called on
+        sparse_result = func.attr.startswith("to") or func.attr in ("astype", "copy", "transpose", "multiply")
+        return val(next(iter(only))) if len(only) == 1 and (only != {"sparse"} or sparse_result) else VAL
 
     def _project_function_kind(self, func: ast.AST, callee: Kind) -> Kind:
         if not isinstance(func, ast.Name):
@@ -820,6 +838,7 @@ class Libraries:
         self.renames = {**(self.STAND_INS if stand_ins else {}), **(renames or {})}
         self.pairs = {fam: [(self.resolve(cpu), self.resolve(gpu)) for cpu, gpu in pairs]
                       for fam, pairs in self.PAIRS.items()}
+        self._families: dict[str, frozenset[str]] = {}
         groupby = [(self.resolve(cpu), self.resolve(cpu if stand_ins else gpu)) for cpu, gpu in self.GROUPBY]
         self.accessors = {"groupby": groupby}
         import pandas
@@ -852,6 +871,13 @@ class Libraries:
                 except ImportError:
                     raise LookupError(f"{'.'.join(parts[:i])} has no attribute {part!r}") from None
         return obj
+
+    def families_of(self, name: str) -> frozenset[str]:
+        """The value families with a class (CPU or GPU) that has this attribute."""
+        if name not in self._families:
+            self._families[name] = frozenset(fam for fam, pairs in self.pairs.items()
+                                             if any(has_member(c, name) or has_member(g, name) for c, g in pairs))
+        return self._families[name]
 
     def is_class(self, dotted: str) -> bool:
         try:
@@ -1126,6 +1152,11 @@ class Verifier:
         if not apis:
             named = [cpu for pairs in families.values() for cpu, _ in pairs
                      if callable(inspect.getattr_static(cpu, use.name, None))]
+            if use.receiver.tag == "acc" and not any(has_member(c, use.name) or has_member(g, use.name)
+                                                     for c, g in next(iter(families.values()))):
+                what = " / ".join(_name(c) for c, _ in next(iter(families.values())))
+                return Outcome(use, "fail", f".{use.name}", f"{what} has no attribute {use.name!r}, and the receiver is "
+                               f"taken for one{hint}")
             if named and use.call:
                 return Outcome(use, "fail", f".{use.name}",
                                f"{' / '.join(map(_name, named))} has {use.name!r} but takes no such call{hint}")
@@ -1152,7 +1183,7 @@ def check(paths: list[Path], project_root: Path | None, libraries: Libraries) ->
     verifier = Verifier(libraries)
     outcomes, stale = [], []
     for file in sorted(p for path in paths for p in ([path] if path.is_file() else path.rglob("*.py"))):
-        module = ModuleScan(file, project, libraries.is_class)
+        module = ModuleScan(file, project, libraries)
         outcomes += [o for o in map(verifier.check, module.scan()) if o.status != "skip"]
         stale += [f"{file}:{line}" for line in module.waivers if line not in module.used_waivers]
     return outcomes, stale, libraries.versions()

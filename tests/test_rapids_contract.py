@@ -218,7 +218,7 @@ def test_frame_methods_answer_to_the_gpu_twin_of_the_pandas_class_that_takes_the
             joined["name"].str.lower()
             joined["name"].str.strip()
             words = "a b".split()
-            return [v.item() if isinstance(v, np.generic) else v for v in values], words
+            return [v.item() if isinstance(v, np.generic) else v for v in values], words, joined.groupby("a").agg_all()
     """, libraries)
     statuses = by_line(found)
     assert statuses[5] == {"ok"}
@@ -226,7 +226,8 @@ def test_frame_methods_answer_to_the_gpu_twin_of_the_pandas_class_that_takes_the
     assert statuses[7] == {"fail"}  # pandas takes validate=, the GPU twin does not
     assert statuses[8] >= {"ok"} and "fail" not in statuses[8]
     assert "fail" in statuses[9]
-    assert 10 not in statuses and 11 not in statuses  # str.split and a NumPy scalar's item are host calls
+    assert 10 not in statuses  # str.split is a host call
+    assert statuses[11] == {"fail"}  # a group-by has no agg_all (a NumPy scalar's item is a host call)
 
 
 def test_faiss_kmeans_keywords_are_checked_against_its_clustering_parameters(tmp_path, stand_ins):
