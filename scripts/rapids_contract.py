@@ -6,10 +6,10 @@ the code, not from a hand-kept list: each module's AST is walked, and every expr
 by following names to where they were bound (flow-insensitively) and reading type annotations:
 
   ns      a library namespace: `xp` (CuPy on the GPU), `backend.sparse` (cupyx.scipy.sparse), `backend.frame`
-          (cuDF), a RAPIDS module or class imported by name (`from cuml.cluster import KMeans as CuKMeans`)
+          or a `frame` module passed in (cuDF), a RAPIDS module or class imported by name (`CuKMeans`)
   obj     an instance of a RAPIDS class made here (`model = CuKMeans(...)`; `fit` returns the estimator)
   val     a value that may be a CuPy/cupyx array or a cuDF frame (a parameter typed Any, a call's result...),
-          with its family where known (array, sparse, frame)
+          with its family (array, sparse, frame) where a method only that family has is used on it or made it
   acc     a cuDF accessor or group-by (`s.str`, `s.dt`, `s.cat`, `df.groupby(...)`)
   opaque  a project object or a container: its own attributes are not checked; what it holds is a val
           unless an annotation says more (`Sequence[Featurizer]`, a dataclass field `device: str`)
@@ -20,17 +20,20 @@ Every attribute read and call on an ns or obj receiver is resolved in the instal
 keywords are bound against `inspect.signature` (Cython methods: the signature line of their docstring; a
 `(*args, **kwargs)` constructor: its base's). A val or acc receiver answers to the CPU twin: where a
 NumPy/SciPy/pandas class has the attribute and takes the call, a CuPy/cupyx/cuDF class of the same family
-must have it, and each that has it must take the call. That is checked in modules that can hold GPU data
-(DEVICE_IMPORTS below); a call a project class's method would take (`reducer.transform(x, backend)`) is the
-project's. A keyword only a `**kwargs` would swallow does not count as taken (KWARGS_FORWARDING names the
-callables whose `**kwargs` are documented fields).
+must have it, and each that has it must take the call; a call no CPU twin takes fails too (a misspelt
+keyword), and so does a name no accessor or group-by has. That is checked in modules that can hold GPU
+data (DEVICE_IMPORTS below). Not RAPIDS uses: a call a project class's method would take
+(`reducer.transform(x, backend)`), a dict/list method on a value of unknown family, and a name no array or
+frame class has on such a value (so a misspelt method on an untyped value goes unseen; the CPU tests see
+it where the line runs on the CPU). A keyword only a `**kwargs` would swallow does not count as taken
+(KWARGS_FORWARDING names the callables whose `**kwargs` are documented fields).
 
 A use that cannot be verified fails. A line may waive its uses with `# rapids-contract: waive <reason>`;
 a waiver without a reason, or whose uses verify anyway, fails too. A keyword passed only when
-`"kw" in inspect.signature(C).parameters` (or a helper reading a signature) holds for the called C, or an
-attribute used under `hasattr`, is checked on both branches: without it always, with it where the installed
-version has it. `--stand-ins` checks against NumPy/SciPy/pandas/scikit-learn instead: that is how the test
-suite exercises this logic without the RAPIDS wheels.
+`"kw" in inspect.signature(C).parameters` (or through a helper that reads C's signature, like
+gpuclust.compat.accepted_kwargs) holds for the called C, or an attribute used under `hasattr`, is checked on
+both branches: without it always, with it where the installed version has it. `--stand-ins` checks against
+NumPy/SciPy/pandas/scikit-learn instead: that is how the test suite exercises this logic without the wheels.
 """
 
 from __future__ import annotations
