@@ -464,12 +464,14 @@ class ModuleScan:
         return self.memo[key]
 
     def _duck_family(self, name: str, scope: Scope) -> str:
-        """The one family whose classes alone have the attributes used on this name (`ev.merge`: a frame)."""
+        """The one family whose classes alone have the methods called on this name (`ev.merge(...)`: a
+        frame), leaving out names the project's own classes define too (`f.transform(...)`)."""
         found = set()
         for node in ast.walk(scope.node):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == name
-                    and self._scope_of(node).lookup(name) is scope):
-                families = self.lib.families_of(node.attr)
+            func = node.func if isinstance(node, ast.Call) else None
+            if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == name
+                    and func.attr not in self.project.methods and self._scope_of(func).lookup(name) is scope):
+                families = self.lib.families_of(func.attr)
                 found |= families if len(families) == 1 else set()
         return found.pop() if len(found) == 1 else ""
 
@@ -554,7 +556,8 @@ class ModuleScan:
             return val("array")
         if family(base):
             return val(family(base))
-        only = self.lib.families_of(func.attr)  # `.merge(...)` answers a frame whatever it was called on
+        only = self.lib.families_of(func.attr) if func.attr not in self.project.methods else frozenset()
+        # `.merge(...)` answers a frame whatever it was called on
         sparse_result = func.attr.startswith("to") or func.attr in ("astype", "copy", "transpose", "multiply")
         return val(next(iter(only))) if len(only) == 1 and (only != {"sparse"} or sparse_result) else VAL
 
