@@ -53,13 +53,17 @@ def tree_rss(pid: int) -> int:
 
 def measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     """Wall seconds and peak RSS of the whole process tree (sampled) of one command."""
+    import tempfile
+
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, tree_rss(proc.pid))
-        time.sleep(0.2)
-    out, err = proc.communicate()
+    with tempfile.TemporaryFile("w+") as errors:  # a pipe nobody reads while polling would block the child
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errors, text=True)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, tree_rss(proc.pid))
+            time.sleep(0.2)
+        errors.seek(0)
+        err = errors.read()
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         return {"error": f"exit {proc.returncode}: {err.strip().splitlines()[-1] if err.strip() else ''}",

@@ -234,13 +234,18 @@ def test_ctrl_c_closes_the_local_cluster_and_leaves_nothing(tmp_path):
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 90
     workers: list[int] = []
-    while time.time() < deadline and len(workers) < 2 and proc.poll() is None:  # the two worker processes
-        time.sleep(0.5)
-        workers = _children(proc.pid)
-    assert len(workers) >= 2, f"the LocalCluster did not start: {proc.poll()} {proc.stderr.read() if proc.poll() else ''}"
-    time.sleep(3)  # into the work
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=90)
+    try:
+        while time.time() < deadline and len(workers) < 2 and proc.poll() is None:  # the two worker processes
+            time.sleep(0.5)
+            workers = _children(proc.pid)
+        assert len(workers) >= 2, f"the LocalCluster did not start: {proc.poll()}"
+        time.sleep(3)  # into the work
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:  # a failed check must not leave the run going
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "interrupted: stopped; nothing was written"
     assert not out.exists()
