@@ -113,6 +113,19 @@ class AssessConfig:
 
 
 @dataclass
+class DaskConfig:
+    """Where a fit runs: None (this process), "local" (a LocalCluster started for the run; a LocalCUDACluster
+    on a GPU machine) or a running scheduler's address (tcp://host:8786). The sizes apply to "local";
+    None means: from the machine (gpuclust.distributed.cluster.local_defaults)."""
+
+    scheduler: str | None = None
+    workers: int | None = None
+    threads_per_worker: int | None = None
+    memory_limit: str | None = None  # per worker: "4GiB", "4GB", a byte count, or "auto"
+    partitions: int | None = None  # user partitions after the shuffle; None: from the data size
+
+
+@dataclass
 class PipelineConfig:
     device: str = "auto"
     seed: int = 0
@@ -122,6 +135,7 @@ class PipelineConfig:
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     assess: AssessConfig = field(default_factory=AssessConfig)
+    dask: DaskConfig = field(default_factory=DaskConfig)
 
     def validate(self, require_features: bool = True, given: frozenset[str] = frozenset()) -> PipelineConfig:
         """Reject impossible or contradictory values up front, naming the setting and the valid values.
@@ -158,6 +172,11 @@ class PipelineConfig:
             _at_least(path, _get(self, path), low)
         if self.preprocess.sample_users is not None:
             _at_least("preprocess.sample_users", self.preprocess.sample_users, 1)
+        for path in ("dask.workers", "dask.threads_per_worker", "dask.partitions"):
+            if _get(self, path) is not None:
+                _at_least(path, _get(self, path), 1)
+        if self.dask.scheduler is not None:
+            _check_scheduler(self)
         if not 0 <= self.preprocess.max_bad_timestamp_share <= 1:
             raise UsageError("preprocess.max_bad_timestamp_share must be between 0 and 1")
         check_weights("event weight", self.preprocess.event_weights, None, "--event-weights view=1,purchase=5")
@@ -313,6 +332,8 @@ FLAGS = {
     "cluster.algorithm": "--algorithm", "cluster.k": "--k", "cluster.engine": "--engine", "cluster.eps": "--eps",
     "cluster.min_samples": "--min-samples", "cluster.min_cluster_size": "--min-cluster-size",
     "assess.silhouette_sample": "--silhouette-sample", "assess.anomalies": "--anomalies",
+    "dask.scheduler": "--scheduler", "dask.workers": "--workers", "dask.threads_per_worker": "--threads-per-worker",
+    "dask.memory_limit": "--memory-limit", "dask.partitions": "--partitions",
 }
 
 
@@ -349,6 +370,10 @@ def _no_dead_settings(config: PipelineConfig, given: frozenset[str]) -> None:
         "cluster.eps": (algorithm != "dbscan", "--algorithm dbscan"),
         "cluster.min_samples": (algorithm not in ("dbscan", "hdbscan"), "--algorithm dbscan or hdbscan"),
         "cluster.min_cluster_size": (algorithm != "hdbscan", "--algorithm hdbscan"),
+        "dask.workers": (config.dask.scheduler != "local", "--scheduler local"),
+        "dask.threads_per_worker": (config.dask.scheduler != "local", "--scheduler local"),
+        "dask.memory_limit": (config.dask.scheduler != "local", "--scheduler local"),
+        "dask.partitions": (config.dask.scheduler is None, "--scheduler"),
     }
     defaults = PipelineConfig()
     for path, (is_ignored, needs) in ignored.items():
@@ -365,6 +390,26 @@ def _no_dead_settings(config: PipelineConfig, given: frozenset[str]) -> None:
         if name not in features.features and weight != defaults.features.weights.get(name):
             raise UsageError(f"{flag('features.weights')} gives {name}={weight:g}, but {name!r} is not among the "
                              f"features ({', '.join(features.features)}); drop it or add {name} to --features")
+
+
+# What the Dask path does not (yet) distribute: each is one clear error, never a silent single-process run.
+def _check_scheduler(config: PipelineConfig) -> None:
+    scheduler = config.dask.scheduler
+    if scheduler != "local" and "://" not in scheduler:
+        raise UsageError(f"{flag('dask.scheduler')} {scheduler!r} is neither 'local' nor a scheduler address such as "
+                         "tcp://host:8786")
+    unsupported = (
+        (config.cluster.algorithm != "kmeans", f"--algorithm {config.cluster.algorithm}", "--algorithm kmeans"),
+        (bool(config.cluster.k_values), "a k sweep (--k auto or a range)", "a fixed --k"),
+        (config.reduce.method != registry.NO_REDUCER, f"--reduce {config.reduce.method}", "--reduce none"),
+        (config.preprocess.sample_users is not None, "--sample-users", "all users (the cluster has room for them)"),
+        (config.cluster.engine not in ("auto", "cuml"), f"--engine {config.cluster.engine}",
+         "--engine auto (a distributed Lloyd on CPU workers, cuML's on GPU workers)"),
+    )
+    for bad, what, instead in unsupported:
+        if bad:
+            raise UsageError(f"{what} does not run on a Dask cluster (--scheduler); use {instead}, or run without "
+                             "--scheduler")
 
 
 def _one_of(path: str, value: str, valid: tuple[str, ...], where: str = "") -> None:

@@ -67,7 +67,8 @@ class UserClusterer:
                  feature_weights: dict[str, float] | None = None, device: str | None = None,
                  seed: int | None = None, embedding_model: Any = None, item_vectors: Any = None,
                  reducer: Any = None, clusterer: Any = None, representation: Any = None,
-                 config: PipelineConfig | None = None, progress: Callable[[str], None] | None = None) -> None:
+                 config: PipelineConfig | None = None, progress: Callable[[str], None] | None = None,
+                 scheduler: Any = None) -> None:
         self.n_clusters = n_clusters
         self.features = features
         self.extra_features = extra_features
@@ -81,6 +82,7 @@ class UserClusterer:
         self.representation = representation
         self.config = config
         self.progress = progress
+        self.scheduler = scheduler
 
     # --- fitting ---------------------------------------------------------------------------------
 
@@ -88,6 +90,8 @@ class UserClusterer:
         """Learn the clusters of the users in `events` (cuDF or pandas; `items`: catalogue; `truth`:
         user_id, group for ARI/NMI). Every setting is checked before any data is read."""
         settings, custom = self._settings(), self._custom_featurizers()
+        if settings.dask.scheduler is not None:
+            return self._fit_on_cluster(events, items, truth, settings)
         backend = resolve_backend(settings.device)
         record = StageRecorder(backend, self.progress)
         moved = transfers.bytes
@@ -141,6 +145,20 @@ class UserClusterer:
             reduce=None if reducer is None else getattr(reducer, "info_", {}),
             cluster=self._cluster_record(clusterer, outcome, sweep, settings), metrics=metrics,
             moved_bytes=transfers.bytes - moved, custom=self._custom_record(custom))
+        return self
+
+    def _fit_on_cluster(self, events: Any, items: Any, truth: Any, settings: PipelineConfig) -> UserClusterer:
+        """The same fit on a Dask cluster (`gpuclust.distributed`): `scheduler` is "local", an address or
+        a `distributed.Client`; a LocalCluster started here is closed before `fit` returns."""
+        from gpuclust.distributed.cluster import open_session
+        from gpuclust.distributed.fit import fit_distributed
+
+        target = self.scheduler if self.scheduler is not None and not isinstance(self.scheduler, str) \
+            else settings.dask.scheduler
+        with open_session(target, settings.dask, resolve_backend(settings.device).device) as session:
+            fit_distributed(self, events, items, truth, settings, session)
+            if session.kind != "client":
+                self._distributed = None  # the cluster's copies go with the session
         return self
 
     def fit_predict(self, events: Any, items: Any = None, truth: Any = None) -> Any:
@@ -220,6 +238,14 @@ class UserClusterer:
         for name, value in (("device", self.device), ("seed", self.seed)):
             if value is not None:
                 setattr(config, name, value)
+        if isinstance(self.scheduler, str):
+            config.dask.scheduler = self.scheduler
+        elif self.scheduler is not None and config.dask.scheduler is None:  # a Client: its address, for the records
+            address = getattr(getattr(self.scheduler, "scheduler", None), "address", None)
+            if address is None:
+                raise UsageError(f"scheduler must be 'local', an address (tcp://host:8786) or a distributed.Client, "
+                                 f"got {type(self.scheduler).__name__}")
+            config.dask.scheduler = str(address)
         if self.features is not None:
             config.features.features = tuple(f for f in self.features if isinstance(f, str))
         if self.feature_weights is not None:

@@ -6,6 +6,7 @@ succeeded (`io.outputs`), so a failed or interrupted run leaves nothing behind.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import gpuclust
 from gpuclust.backend import resolve_backend
-from gpuclust.config import PipelineConfig
+from gpuclust.config import DaskConfig, PipelineConfig
 from gpuclust.errors import UsageError
 from gpuclust.estimator import UserClusterer
 from gpuclust.frames import host_frame
@@ -25,11 +26,14 @@ from gpuclust.model import LAYOUT as MODEL_LAYOUT
 from gpuclust.report.html import IMAGES
 
 # What a run folder may hold: its outputs, the saved model and, once `gpuclust report` ran, the report.
+# A run on a Dask cluster writes its assignments as a partitioned dataset, OUT/assignments/part.N.parquet.
+PARTS = re.compile(r"part\.\d+\.parquet")
 RUN_LAYOUT = {
-    "assignments.parquet": None, "clusters.json": None, "map.parquet": None, "manifest.json": None,
-    "model": frozenset(MODEL_LAYOUT) | {MARKER}, "report.html": None, "report": frozenset(IMAGES) | {MARKER},
+    "assignments.parquet": None, "assignments": PARTS, "clusters.json": None, "map.parquet": None,
+    "manifest.json": None, "model": frozenset(MODEL_LAYOUT) | {MARKER}, "report.html": None,
+    "report": frozenset(IMAGES) | {MARKER},
 }
-ASSIGN_LAYOUT = {"assignments.parquet": None, "manifest.json": None}
+ASSIGN_LAYOUT = {"assignments.parquet": None, "assignments": PARTS, "manifest.json": None}
 
 
 def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items: str | Path | None = None,
@@ -37,8 +41,13 @@ def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items
               on_stage: Callable[[str], None] | None = None) -> UserClusterer:
     """Read the inputs, fit, and write assignments, cluster profiles, the model and the manifest.
 
-    The output folder is checked before anything is read, and replaced as one unit at the end."""
+    The output folder is checked before anything is read, and replaced as one unit at the end. With
+    `config.dask.scheduler` the work runs on a Dask cluster (`gpuclust.distributed.run`)."""
     config.validate()
+    if config.dask.scheduler is not None:
+        from gpuclust.distributed.run import run_distributed
+
+        return run_distributed(config, events, out, items, truth, adapter, on_stage, RUN_LAYOUT)
     with OutputDir(out, "run", RUN_LAYOUT) as staging:
         started = time.perf_counter()
         backend = resolve_backend(config.device)
@@ -51,19 +60,22 @@ def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items
         manifest["rows"]["steps"] = [s.to_dict() for s in inputs.steps] + manifest["rows"]["steps"]
         manifest["timings"]["stages"] = {**reading.stages, **manifest["timings"]["stages"]}
         manifest["timings"]["total_seconds"] = round(time.perf_counter() - started, 4)
-        _write_run(model, staging)
+        write_run(model, staging)
     return model
 
 
 def write_outputs(model: UserClusterer, out: str | Path) -> Path:
     """A fitted model's output set (and the saved model, OUT/model), replacing `out` as one unit."""
     with OutputDir(out, "run", RUN_LAYOUT) as staging:
-        _write_run(model, staging)
+        write_run(model, staging)
     return Path(out)
 
 
-def _write_run(model: UserClusterer, folder: Path) -> None:
-    write_parquet(folder / "assignments.parquet", model.labels_)
+def write_run(model: UserClusterer, folder: Path, assignments_file: bool = True) -> None:
+    """The output set of a fitted model into `folder` (a staging folder); a Dask run has written its
+    assignments as a partitioned dataset already (`assignments_file=False`)."""
+    if assignments_file:
+        write_parquet(folder / "assignments.parquet", model.labels_)
     write_parquet(folder / "map.parquet", model.map_)
     write_json(folder / "clusters.json", {"run_id": model.manifest_["run_id"], "clusters": model.profiles_,
                                           "population": model.population_, "anomalies": model.anomalies_})
@@ -76,9 +88,19 @@ def _write_run(model: UserClusterer, folder: Path) -> None:
 
 
 def assign_files(model: str | Path, events: str | Path, out: str | Path, device: str | None = None,
-                 adapter: str | None = None) -> tuple[UserClusterer, dict[str, Any]]:
+                 adapter: str | None = None, scheduler: str | None = None,
+                 dask: DaskConfig | None = None) -> tuple[UserClusterer, dict[str, Any]]:
     """Place the users of `events` in a saved model's clusters; writes OUT/assignments.parquet and
-    OUT/manifest.json as one unit."""
+    OUT/manifest.json as one unit. With `scheduler` the users are placed on a Dask cluster and the
+    assignments are a partitioned dataset (OUT/assignments/part.N.parquet)."""
+    if scheduler is not None:
+        from gpuclust.distributed.run import assign_distributed
+
+        dask = dask or DaskConfig()
+        probe = PipelineConfig(dask=dask)
+        probe.dask.scheduler = scheduler
+        probe.validate()
+        return assign_distributed(model, events, out, device, adapter, scheduler, probe.dask, ASSIGN_LAYOUT)
     started = time.perf_counter()
     with OutputDir(out, "assign", ASSIGN_LAYOUT) as staging:
         fitted = UserClusterer.load(model, device=device)

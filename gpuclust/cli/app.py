@@ -49,6 +49,13 @@ def progress(enabled: bool):
 
 
 Device = Annotated[str, typer.Option(help=f"Where to run: {', '.join(DEVICE_CHOICES)}.")]
+Scheduler = Annotated[str | None, typer.Option(help="Run on Dask: 'local' (a LocalCluster; LocalCUDACluster on GPUs) "
+                                               "or a running scheduler's address, tcp://host:8786.")]
+Workers = Annotated[int | None, typer.Option(help="Workers of --scheduler local (default: one per core; per GPU).")]
+Threads = Annotated[int | None, typer.Option(help="Threads per worker of --scheduler local (default 1).")]
+MemoryLimit = Annotated[str | None, typer.Option(help="Memory per worker of --scheduler local, e.g. 10GiB "
+                                                 "(default: 90% of the machine's, shared).")]
+Partitions = Annotated[int | None, typer.Option(help="User partitions after the shuffle (default: from the rows).")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
 
@@ -85,6 +92,8 @@ def synth(
     events_per_user: Annotated[float, typer.Option(help="Mean events per user.")] = 40.0,
     noise_share: Annotated[float, typer.Option(help="Share of users without a persona (group -1).")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    files: Annotated[int, typer.Option(help="Events as a Parquet dataset of this many files, "
+                                       "OUT/events/part.N.parquet (for --scheduler runs).")] = 1,
     json_out: Json = False,
 ) -> None:
     """Generate a realistic synthetic behaviour log with planted user groups (known truth)."""
@@ -92,21 +101,21 @@ def synth(
 
     spec = SynthSpec(n_users=users, n_items=items, n_groups=groups, seed=seed,
                      events_per_user=events_per_user, noise_share=noise_share).validate()
-    summary = _synth(spec, out, quiet=json_out)
+    summary = _synth(spec, out, quiet=json_out, files=files)
     if json_out:
         print(json.dumps(summary, indent=2, default=str))
     else:
         console.print(f"wrote {summary['n_events']:,} events of {summary['n_users']:,} users to {out}")
 
 
-def _synth(spec, out: Path, quiet: bool) -> dict:
+def _synth(spec, out: Path, quiet: bool, files: int = 1) -> dict:
     from gpuclust.synth import write
 
     if quiet or not sys.stderr.isatty():
-        return write(spec, out)
+        return write(spec, out, files=files)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("generating users", total=spec.n_users)
-        return write(spec, out, progress=lambda done, total: bar.update(task, completed=done))
+        return write(spec, out, progress=lambda done, total: bar.update(task, completed=done), files=files)
 
 
 @app.command()
@@ -154,6 +163,11 @@ def run(
     text_template: Annotated[str | None, typer.Option(help="Item text, e.g. '{title} | {category}'.")] = None,
     precision: Annotated[str | None, typer.Option(help="Encoder precision: auto, fp32, bf16, fp16.")] = None,
     half_life_days: Annotated[float | None, typer.Option(help="Time decay of interactions for text pooling.")] = None,
+    scheduler: Scheduler = None,  # type: ignore[assignment]
+    workers: Workers = None,  # type: ignore[assignment]
+    threads_per_worker: Threads = None,  # type: ignore[assignment]
+    memory_limit: MemoryLimit = None,  # type: ignore[assignment]
+    partitions: Partitions = None,  # type: ignore[assignment]
     json_out: Json = False,
 ) -> None:
     """Cluster the users of an event log; write assignments, cluster profiles and a manifest."""
@@ -175,6 +189,8 @@ def run(
         "cluster": {"engine": engine, "algorithm": algorithm, "eps": eps, "min_samples": min_samples,
                     "min_cluster_size": min_cluster_size},
         "assess": {"silhouette_sample": silhouette_sample, "anomalies": anomalies},
+        "dask": {"scheduler": scheduler, "workers": workers, "threads_per_worker": threads_per_worker,
+                 "memory_limit": memory_limit, "partitions": partitions},
     }, k=k, feature_weights=feature_weights)
     with progress(not json_out and sys.stderr.isatty()) as on_stage:
         model = run_files(cfg, events, out, items=items, truth=truth, adapter=adapter, on_stage=on_stage)
@@ -213,12 +229,22 @@ def assign(
     out: Annotated[Path, typer.Option(help="Output directory for assignments.parquet and manifest.json.")],
     device: Annotated[str | None, typer.Option(help=f"Where to run: {', '.join(DEVICE_CHOICES)}.")] = None,
     adapter: Annotated[str | None, typer.Option(help="Raw-log adapter, e.g. online-retail.")] = None,
+    scheduler: Scheduler = None,  # type: ignore[assignment]
+    workers: Workers = None,  # type: ignore[assignment]
+    threads_per_worker: Threads = None,  # type: ignore[assignment]
+    memory_limit: MemoryLimit = None,  # type: ignore[assignment]
+    partitions: Partitions = None,  # type: ignore[assignment]
     json_out: Json = False,
 ) -> None:
     """Place new users in the clusters of a saved model, with the featurisers it learned."""
+    from gpuclust.config import DaskConfig
     from gpuclust.run import assign_files
 
-    _, manifest = assign_files(model, events, out, device=device, adapter=adapter)
+    if scheduler is None and any(v is not None for v in (workers, threads_per_worker, memory_limit, partitions)):
+        raise UsageError("--workers, --threads-per-worker, --memory-limit and --partitions have no effect without "
+                         "--scheduler; drop them or add that")
+    dask = DaskConfig(None, workers, threads_per_worker, memory_limit, partitions)
+    _, manifest = assign_files(model, events, out, device=device, adapter=adapter, scheduler=scheduler, dask=dask)
     if json_out:
         print(json.dumps(manifest, indent=2, default=str))
         return

@@ -126,15 +126,7 @@ class Preprocessor:
             warnings.warn(f"timestamps mix Unix epoch units; each was read by its magnitude: {units}",
                           InputWarning, stacklevel=2)
         bad = ts.unparseable | ts.out_of_range
-        n_bad = int(bad.sum())
-        share = n_bad / len(ev)
-        if share > self.config.max_bad_timestamp_share:
-            example = first_value(ev[schema.TIME], bad)
-            raise UsageError(
-                f"{n_bad:,} of {len(ev):,} timestamps ({share:.1%}) could not be parsed or lie outside the years "
-                f"{NS_YEARS}, e.g. {example!r}; give ISO-8601 strings or Unix epochs (s, ms, us or ns), "
-                "or map the right column with --time-col"
-            )
+        self._check_bad_timestamps(int(bad.sum()), len(ev), lambda: first_value(ev[schema.TIME], bad))
         out = ev.copy()
         out[schema.TIME] = ts.values
         out = self._drop_bad("unparseable_timestamps", out, ts.unparseable, ev[schema.TIME],
@@ -142,6 +134,12 @@ class Preprocessor:
         parsed = ~ts.unparseable
         return self._drop_bad("timestamps_out_of_range", out, ts.out_of_range[parsed], ev[schema.TIME][parsed],
                               f"timestamp outside the years {NS_YEARS}")
+
+    def _check_bad_timestamps(self, n_bad: int, n: int, example) -> None:
+        """Above `max_bad_timestamp_share` of unreadable timestamps the input is refused as a whole
+        (`example` makes the example value only when it is needed)."""
+        if n and n_bad / n > self.config.max_bad_timestamp_share:
+            raise UsageError(bad_timestamps_message(n_bad, n, example()))
 
     def _known_events(self, ev):
         """Event types become a categorical over the configured types, so later steps hash codes."""
@@ -235,6 +233,12 @@ class Preprocessor:
         out[schema.USER] = out[schema.USER].astype("str") + suffix
         out = out.drop(columns=["_copy"])
         return self._count("sample_users", ev, out, f"{cfg.sample_users} users drawn with replacement")
+
+
+def bad_timestamps_message(n_bad: int, n: int, example) -> str:
+    return (f"{n_bad:,} of {n:,} timestamps ({n_bad / n:.1%}) could not be parsed or lie outside the years "
+            f"{NS_YEARS}, e.g. {example!r}; give ISO-8601 strings or Unix epochs (s, ms, us or ns), "
+            "or map the right column with --time-col")
 
 
 def _count_at_least(column, minimum: int):
