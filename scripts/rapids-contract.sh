@@ -11,7 +11,7 @@ VENV=${RAPIDS_VENV:-.rapids-venv}
 REQUIREMENTS=(cudf-cu12 cuml-cu12 cupy-cuda12x faiss-gpu-cu12)
 # Multi-GPU and friends join once gpuclust imports them (module=wheel); another RAPIDS import the venv
 # lacks makes the checker fail with "not installed here", which is the reminder to list it here.
-for pair in dask_cudf=dask-cudf-cu12 dask_cuda=dask-cuda cuvs=cuvs-cu12 cugraph=cugraph-cu12; do
+for pair in dask_cudf=dask-cudf-cu12 dask_cuda=dask-cuda cuml.dask=raft-dask-cu12 cuvs=cuvs-cu12 cugraph=cugraph-cu12; do
   if grep -rqE "^\s*(import|from)\s+${pair%%=*}\b" gpuclust; then
     REQUIREMENTS+=("${pair#*=}")
   fi

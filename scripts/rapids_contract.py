@@ -26,7 +26,7 @@ data (DEVICE_IMPORTS below). Not RAPIDS uses: a call a project class's method wo
 (`reducer.transform(x, backend)`), a dict/list method on a value of unknown family, and a name no array or
 frame class has on such a value (so a misspelt method on an untyped value goes unseen; the CPU tests see
 it where the line runs on the CPU). A keyword only a `**kwargs` would swallow does not count as taken
-(KWARGS_FORWARDING names the callables whose `**kwargs` are documented fields).
+(KWARGS_FORWARDING names the callables whose `**kwargs` are documented fields or another class's parameters).
 
 A use that cannot be verified fails. A line may waive its uses with `# rapids-contract: waive <reason>`;
 a waiver without a reason, or whose uses verify anyway, fails too. A keyword passed only when
@@ -1030,7 +1030,13 @@ def takes_any_keyword(sig: inspect.Signature) -> bool:
 # How a few callables use their **kwargs: a keyword is fine if it is one of these names or a field of the
 # class named. faiss.Kmeans passes its keywords on to ClusteringParameters ("if this raises an exception,
 # it means that it is a non-existent field", says its source).
-KWARGS_FORWARDING = {"faiss.Kmeans": ("faiss.ClusteringParameters", ("gpu", "progressive_dim_steps"))}
+KWARGS_FORWARDING = {
+    "faiss.Kmeans": ("faiss.ClusteringParameters", ("gpu", "progressive_dim_steps")),
+    # dask-cuda's cluster hands what it does not take to distributed's LocalCluster; cuml.dask's KMeans
+    # hands its estimator keywords to the single-GPU cuml KMeans it runs on each worker.
+    "dask_cuda.LocalCUDACluster": ("distributed.LocalCluster", ()),
+    "cuml.dask.cluster.KMeans": ("cuml.cluster.KMeans", ()),
+}
 
 
 # --- verification ---------------------------------------------------------------------------------
@@ -1117,7 +1123,9 @@ class Verifier:
         if forwarding is None:
             return why
         fields, extra = self.lib.resolve(forwarding[0]), forwarding[1]
-        bad = [k for k in keywords if k not in sig.parameters and k not in extra and not hasattr(fields, k)]
+        taken = set(inspect.signature(fields).parameters) if inspect.isclass(fields) else set()
+        bad = [k for k in keywords
+               if k not in sig.parameters and k not in extra and k not in taken and not hasattr(fields, k)]
         return f"{forwarding[0]} has no field {', '.join(bad)}" if bad else ""
 
     def _check_pairs(self, use: Use, families: dict[str, list[tuple[type, type]]]) -> Outcome:

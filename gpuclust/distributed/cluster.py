@@ -108,9 +108,10 @@ class Session:
     def describe(self) -> dict[str, Any]:
         info = self.client.scheduler_info()
         workers = info.get("workers", {})
-        return {"kind": self.kind, "address": self.address, "workers": len(workers),
-                "threads": sum(int(w.get("nthreads", 0)) for w in workers.values()),
-                "memory_limit_per_worker": sorted({int(w.get("memory_limit", 0)) for w in workers.values()}),
+        threads = sum(int(w["nthreads"]) for w in workers.values())
+        limits = sorted({int(w["memory_limit"]) for w in workers.values()})
+        return {"kind": self.kind, "address": self.address, "workers": len(workers), "threads": threads,
+                "memory_limit_per_worker": limits,
                 **({"local": self.sizes.to_dict()} if self.sizes else {})}
 
 

@@ -271,7 +271,7 @@ def preprocess(client: Any, events: Any, rows: int | None, items: Any, settings:
     if casts:
         events = events.map_partitions(prepare.apply_casts, casts, meta=events._meta.astype(casts))
     n_parts = partition_count(rows, threads, settings.dask.partitions)
-    shuffled = events.shuffle(on=schema.USER, npartitions=n_parts)
+    shuffled = events.shuffle(on=schema.USER, npartitions=n_parts)  # rapids-contract: waive dask's collection API (the same for dask_cudf), not cuDF's
     cleaning = [dask.delayed(prepare.clean_partition, pure=False)(part, cfg, settings.seed, device)
                 for part in shuffled.to_delayed()]
     cleaned = client.compute(cleaning)

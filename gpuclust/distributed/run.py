@@ -173,7 +173,8 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
                 lazy = lazy.map_partitions(prepare.apply_casts, casts, meta=lazy._meta.astype(casts))
             preprocess_config = dict(vars(config.preprocess), min_item_events=1, sample_users=None)
             pcfg = type(config.preprocess)(**preprocess_config)
-            shuffled = lazy.shuffle(on=schema.USER, npartitions=partition_count(rows or 0, threads, dask_config.partitions))
+            parts = partition_count(rows or 0, threads, dask_config.partitions)
+            shuffled = lazy.shuffle(on=schema.USER, npartitions=parts)  # rapids-contract: waive dask's collection API, not cuDF's
             cleaned = client.compute([dask.delayed(prepare.clean_partition, pure=False)(p, pcfg, config.seed, backend.device)
                                       for p in shuffled.to_delayed()])
             summaries = client.gather(pmap(client, prepare.summary_of, cleaned))
