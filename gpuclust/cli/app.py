@@ -155,7 +155,7 @@ def run(
     model: Annotated[str | None, typer.Option(help="Text encoder: 'default' (offline MiniLM), HF id or path.")] = None,
     text_mode: Annotated[str | None, typer.Option(help="Text feature mode: item (fast) or user.")] = None,
     text_template: Annotated[str | None, typer.Option(help="Item text, e.g. '{title} | {category}'.")] = None,
-    precision: Annotated[str | None, typer.Option(help="Encoder precision: auto, fp32, bf16, fp16.")] = None,
+    precision: Annotated[str | None, typer.Option(help="Encoder precision: auto, fp32, bf16, fp16 (GPU), int8 (CPU).")] = None,
     half_life_days: Annotated[float | None, typer.Option(help="Time decay of interactions for text pooling.")] = None,
     blend_weight: Annotated[float | None, typer.Option(help="Weight of cluster popularity in the model's "
                                                        "recommendations (0..1; default: tuned at fit time).")] = None,
@@ -311,9 +311,11 @@ def _register_commands() -> None:
     from gpuclust.cli.embed import embed
     from gpuclust.cli.evaluate import evaluate as evaluate_command
     from gpuclust.cli.report import report as report_command
+    from gpuclust.cli.serve import serve
 
     app.command()(embed)
     app.command()(drift)
+    app.command()(serve)
     app.command(name="report")(report_command)
     app.command(name="evaluate")(evaluate_command)
     from gpuclust.cli.bench import bench, size
