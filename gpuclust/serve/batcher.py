@@ -89,7 +89,9 @@ class MicroBatcher:
             results = self.compute(live[0].state, [job.work for job in live])
         except Exception as exc:  # noqa: BLE001 - each waiting request gets the error, the loop goes on
             for job in live:
-                job.future.set_exception(exc)
+                if not job.future.done():
+                    job.future.set_exception(exc)
             return
         for job, result in zip(live, results, strict=True):
-            job.future.set_result(result)
+            if not job.future.done():  # cancelled meanwhile: its client went away
+                job.future.set_result(result)
