@@ -126,6 +126,23 @@ class DaskConfig:
 
 
 @dataclass
+class RecommendConfig:
+    """Segment recommendations a saved model can serve: cluster popularity blended with global popularity."""
+
+    # None: tuned at fit time on the held-out last item of a sample of users (see recommend.segments);
+    # a number in 0..1 (e.g. what `gpuclust evaluate` chose) is used as given.
+    blend_weight: float | None = None
+    tune_users: int = 1000
+
+
+@dataclass
+class PrivacyConfig:
+    """Applies when user ids are pseudonymised (a key is given to the estimator or `--pseudonymise`)."""
+
+    min_group_size: int = 10  # cluster figures from fewer users are withheld
+
+
+@dataclass
 class PipelineConfig:
     device: str = "auto"
     seed: int = 0
@@ -136,6 +153,8 @@ class PipelineConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     assess: AssessConfig = field(default_factory=AssessConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def validate(self, require_features: bool = True, given: frozenset[str] = frozenset()) -> PipelineConfig:
         """Reject impossible or contradictory values up front, naming the setting and the valid values.
@@ -168,7 +187,8 @@ class PipelineConfig:
         for path, low in (("reduce.n_components", 1), ("assess.anomalies", 0), ("cluster.k", 1),
                           ("cluster.n_init", 1), ("cluster.max_iter", 1), ("features.tfidf_components", 1),
                           ("preprocess.min_user_events", 1), ("preprocess.min_item_events", 1),
-                          ("assess.silhouette_sample", 2), ("features.text.max_length", 1)):
+                          ("assess.silhouette_sample", 2), ("features.text.max_length", 1),
+                          ("recommend.tune_users", 1), ("privacy.min_group_size", 1)):
             _at_least(path, _get(self, path), low)
         if self.preprocess.sample_users is not None:
             _at_least("preprocess.sample_users", self.preprocess.sample_users, 1)
@@ -177,6 +197,9 @@ class PipelineConfig:
                 _at_least(path, _get(self, path), 1)
         if self.dask.scheduler is not None:
             _check_scheduler(self)
+        weight = self.recommend.blend_weight
+        if weight is not None and not 0 <= weight <= 1:
+            raise UsageError(f"{flag('recommend.blend_weight')} must be between 0 and 1, got {weight}")
         if not 0 <= self.preprocess.max_bad_timestamp_share <= 1:
             raise UsageError("preprocess.max_bad_timestamp_share must be between 0 and 1")
         check_weights("event weight", self.preprocess.event_weights, None, "--event-weights view=1,purchase=5")
@@ -334,6 +357,7 @@ FLAGS = {
     "assess.silhouette_sample": "--silhouette-sample", "assess.anomalies": "--anomalies",
     "dask.scheduler": "--scheduler", "dask.workers": "--workers", "dask.threads_per_worker": "--threads-per-worker",
     "dask.memory_limit": "--memory-limit", "dask.partitions": "--partitions",
+    "recommend.blend_weight": "--blend-weight", "privacy.min_group_size": "--min-group-size",
 }
 
 

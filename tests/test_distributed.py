@@ -74,6 +74,12 @@ def test_same_clusters_as_one_process_on_20k_users(client, synth20k):
     placed = spread.predict(some)
     fitted = spread.labels_.set_index("user_id").loc[placed["user_id"], "cluster"].to_numpy()
     assert (placed["cluster"].to_numpy() == fitted).mean() > 0.99
+    # What serving and drift need, summed over partitions: the global popularity does not depend on labels.
+    np.testing.assert_allclose(spread.segments_.table[-1], single.segments_.table[-1], rtol=1e-5, atol=1e-7)
+    assert 0 <= spread.segments_.blend_weight <= 1 and spread.segments_.table.shape == single.segments_.table.shape
+    assert spread.drift_baseline_["users"] == single.drift_baseline_["users"] == 20_000
+    assert spread.drift_baseline_["event_type_shares"] == pytest.approx(single.drift_baseline_["event_type_shares"])
+    assert spread.drift_baseline_["mean_distance"] == pytest.approx(single.drift_baseline_["mean_distance"], rel=0.05)
 
 
 def test_a_worker_killed_mid_run_loses_nothing(client, synth20k):

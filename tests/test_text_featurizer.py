@@ -125,7 +125,7 @@ def test_no_text_columns_is_a_usage_error(model):
         TextFeaturizer(model=model, template="{colour}").fit_transform(prepared(), cpu_backend())
 
 
-@pytest.mark.parametrize("param,value", [("mode", "session"), ("pooling", "max"), ("precision", "int8"),
+@pytest.mark.parametrize("param,value", [("mode", "session"), ("pooling", "max"), ("precision", "int4"),
                                          ("half_life_days", 0)])
 def test_bad_parameters_are_usage_errors(model, param, value):
     with pytest.raises(UsageError, match=param.split("_")[0]):

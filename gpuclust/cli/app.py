@@ -57,6 +57,9 @@ MemoryLimit = Annotated[str | None, typer.Option(help="Memory per worker of --sc
                                                  "(default: 90% of the machine's, shared).")]
 Partitions = Annotated[int | None, typer.Option(help="User partitions after the shuffle (default: from the rows).")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+KeyFile = Annotated[Path | None, typer.Option(
+    "--pseudonymise", metavar="KEY_FILE",
+    help="Replace user ids by a keyed HMAC-SHA256 as they are read (key: >= 16 bytes in this file).")]
 
 
 @app.command()
@@ -161,16 +164,22 @@ def run(
     model: Annotated[str | None, typer.Option(help="Text encoder: 'default' (offline MiniLM), HF id or path.")] = None,
     text_mode: Annotated[str | None, typer.Option(help="Text feature mode: item (fast) or user.")] = None,
     text_template: Annotated[str | None, typer.Option(help="Item text, e.g. '{title} | {category}'.")] = None,
-    precision: Annotated[str | None, typer.Option(help="Encoder precision: auto, fp32, bf16, fp16.")] = None,
+    precision: Annotated[str | None, typer.Option(help="Encoder precision: auto, fp32, bf16, fp16 (GPU), int8 (CPU).")] = None,
     half_life_days: Annotated[float | None, typer.Option(help="Time decay of interactions for text pooling.")] = None,
     scheduler: Scheduler = None,  # type: ignore[assignment]
     workers: Workers = None,  # type: ignore[assignment]
     threads_per_worker: Threads = None,  # type: ignore[assignment]
     memory_limit: MemoryLimit = None,  # type: ignore[assignment]
     partitions: Partitions = None,  # type: ignore[assignment]
+    blend_weight: Annotated[float | None, typer.Option(help="Weight of cluster popularity in the model's "
+                                                       "recommendations (0..1; default: tuned at fit time).")] = None,
+    pseudonymise: KeyFile = None,
+    min_group_size: Annotated[int | None, typer.Option(help="With --pseudonymise: withhold cluster figures of "
+                                                       "fewer users (default 10).")] = None,
     json_out: Json = False,
 ) -> None:
     """Cluster the users of an event log; write assignments, cluster profiles and a manifest."""
+    from gpuclust.privacy import Pseudonymiser
     from gpuclust.run import run_files
 
     cfg = build_config(config, {
@@ -191,9 +200,15 @@ def run(
         "assess": {"silhouette_sample": silhouette_sample, "anomalies": anomalies},
         "dask": {"scheduler": scheduler, "workers": workers, "threads_per_worker": threads_per_worker,
                  "memory_limit": memory_limit, "partitions": partitions},
+        "recommend": {"blend_weight": blend_weight},
+        "privacy": {"min_group_size": min_group_size},
     }, k=k, feature_weights=feature_weights)
+    if min_group_size is not None and pseudonymise is None:
+        raise UsageError("--min-group-size has no effect without --pseudonymise; drop it or add that")
+    key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None  # read once, before the work
     with progress(not json_out and sys.stderr.isatty()) as on_stage:
-        model = run_files(cfg, events, out, items=items, truth=truth, adapter=adapter, on_stage=on_stage)
+        model = run_files(cfg, events, out, items=items, truth=truth, adapter=adapter, on_stage=on_stage,
+                          pseudonymise=key)
     report(model, out, json_out, show_anomalies=anomalies or 0)
 
 
@@ -234,6 +249,7 @@ def assign(
     threads_per_worker: Threads = None,  # type: ignore[assignment]
     memory_limit: MemoryLimit = None,  # type: ignore[assignment]
     partitions: Partitions = None,  # type: ignore[assignment]
+    pseudonymise: KeyFile = None,
     json_out: Json = False,
 ) -> None:
     """Place new users in the clusters of a saved model, with the featurisers it learned."""
@@ -244,7 +260,8 @@ def assign(
         raise UsageError("--workers, --threads-per-worker, --memory-limit and --partitions have no effect without "
                          "--scheduler; drop them or add that")
     dask = DaskConfig(None, workers, threads_per_worker, memory_limit, partitions)
-    _, manifest = assign_files(model, events, out, device=device, adapter=adapter, scheduler=scheduler, dask=dask)
+    _, manifest = assign_files(model, events, out, device=device, adapter=adapter, scheduler=scheduler, dask=dask,
+                                 pseudonymise=pseudonymise)
     if json_out:
         print(json.dumps(manifest, indent=2, default=str))
         return
@@ -273,6 +290,9 @@ def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
             top = ", ".join(str(c.get("category")) for c in p["top_categories"][:3])
         else:
             top = "; ".join(_item_label(i) for i in p["top_items"][:2])
+        if p.get("suppressed"):
+            table.add_row(str(p["cluster"]), "-", "-", f"withheld: {p['suppressed']}", "-", "-")
+            continue
         table.add_row(str(p["cluster"]), f"{p['size']:,}", f"{p['share']:.1%}", p.get("label") or "-", top or "-",
                       _standout(p))
     out_console = Console()
@@ -314,11 +334,15 @@ def _standout(profile: dict) -> str:
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
+    from gpuclust.cli.drift import drift
     from gpuclust.cli.embed import embed
     from gpuclust.cli.evaluate import evaluate as evaluate_command
     from gpuclust.cli.report import report as report_command
+    from gpuclust.cli.serve import serve
 
     app.command()(embed)
+    app.command()(drift)
+    app.command()(serve)
     app.command(name="report")(report_command)
     app.command(name="evaluate")(evaluate_command)
     from gpuclust.cli.bench import bench, size

@@ -24,6 +24,9 @@ def evaluate(
     features: Annotated[str | None, typer.Option(help="Comma list of: behaviour, tfidf, text.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed for the pipeline and the split's tie-breaks.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config; flags override its values.")] = None,
+    pseudonymise: Annotated[Path | None, typer.Option(
+        "--pseudonymise", metavar="KEY_FILE",
+        help="Replace user ids by a keyed HMAC-SHA256 as they are read (key: >= 16 bytes in this file).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
 ) -> None:
     """Hold out each user's last item, cluster the rest, and compare cluster, global and blended popularity."""
@@ -31,14 +34,16 @@ def evaluate(
     from gpuclust.cli.options import build_config, split_list
     from gpuclust.io.outputs import check_file_target
     from gpuclust.io.writers import write_json
+    from gpuclust.privacy import Pseudonymiser
     from gpuclust.recommend.evaluation import evaluate_files, markdown_table
 
     cfg = build_config(config, {"": {"device": device, "seed": seed}, "cluster": {"k": k},
                                 "features": {"features": split_list(features)}})
     if out is not None:
         check_file_target(out)  # before the work: never over a file gpuclust did not write
+    key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None
     result = evaluate_files(cfg, events, items=items, adapter=adapter, k_values=parse_top_k(top_k),
-                            seed=cfg.seed)
+                            seed=cfg.seed, pseudonymise=key)
     if out is not None:
         write_json(out, {"gpuclust": __version__, **result})
     if json_out:

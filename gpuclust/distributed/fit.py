@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from gpuclust import schema
-from gpuclust.backend import Backend, resolve_backend, to_host, transfers
+from gpuclust.backend import Backend, cpu_backend, resolve_backend, to_host, transfers
 from gpuclust.config import PipelineConfig
 from gpuclust.distributed import explain as dexplain
 from gpuclust.distributed import features as dfeatures
@@ -32,9 +32,12 @@ from gpuclust.distributed.engine import from_frame, is_lazy_frame, partition_cou
 from gpuclust.distributed.kmeans import DistributedKMeans, assign, calinski_davies
 from gpuclust.errors import UsageError
 from gpuclust.features.factory import build_featurizer
-from gpuclust.frames import frame_kind, like_input, to_backend_frame
+from gpuclust.frames import frame_kind, host_frame, like_input, to_backend_frame
 from gpuclust.manifest import StageRecorder, build_manifest
+from gpuclust.privacy import privacy_record
+from gpuclust.quality import drift
 from gpuclust.quality.metrics import silhouette, truth_scores
+from gpuclust.recommend.segments import segment_counts, segments_from
 
 # --- per-worker peak memory and spilling ----------------------------------------------------------
 
@@ -167,6 +170,11 @@ def fit_distributed(est: Any, events: Any, items: Any, truth: Any, settings: Pip
         labels_frame = pd.concat(frames.gather(), ignore_index=True).sort_values(schema.USER, kind="stable")
         labels_frame = labels_frame.reset_index(drop=True)
 
+    with record.stage("recommend") as rec, peaks.stage(rec):
+        k = int(centres.shape[0])
+        segments = _segments(parts, labels, g, k, settings)
+        baseline = _drift_baseline(parts, labels, distances, scores, g, k, settings)
+
     est.config_, est.backend_, est.featurizers_, est.fuser_ = settings, backend, featurizers, fuser
     est.reducer_, est.clusterer_, est.sweep_ = None, clusterer, None
     est.cluster_centers_, est.n_clusters_ = backend.asarray(centres), int(centres.shape[0])
@@ -174,6 +182,8 @@ def fit_distributed(est: Any, events: Any, items: Any, truth: Any, settings: Pip
     est.vocabulary_ = to_backend_frame(g.items, backend)
     est.profiles_, est.population_, est.anomalies_ = explained.profiles, explained.population, explained.anomalies
     est.metrics_ = metrics
+    est.segments_, est.drift_baseline_ = segments, baseline
+    est.pseudonymiser_, est.privacy_ = None, privacy_record(None, settings.privacy.min_group_size)
     est.labels_ = like_input(to_backend_frame(labels_frame, backend), kind)
     est.map_ = like_input(to_backend_frame(explained.map, backend), kind)
     summary = types.SimpleNamespace(steps=g.steps, events=range(g.n_events), n_users=g.n_users, n_items=g.n_items)
@@ -185,10 +195,52 @@ def fit_distributed(est: Any, events: Any, items: Any, truth: Any, settings: Pip
         features={"blocks": {f.name: getattr(f, "info_", {}) for f in featurizers}, "layout": fuser.layout_,
                   "dims": d}, reduce=None, cluster=cluster_record, metrics=metrics,
         moved_bytes=transfers.bytes - moved, custom={})
+    est.manifest_["privacy"] = est.privacy_
+    est.manifest_["recommend"] = segments.to_meta()
     est.manifest_["dask"] = {**session.describe(), "partitions": len(parts.futures),
                              "worker_peak_rss_mib": dict(sorted(peaks.overall.items())), "spill": _spilled(client)}
     est._distributed = types.SimpleNamespace(assignments=frames, session=session)
     return est
+
+
+def _part_segment_counts(part: prepare.Part, labels, g: prepare.Globals, k: int):
+    return to_host(segment_counts(g.prepared(part), labels, k, _HOST))
+
+
+def _part_drift_counts(part: prepare.Part, labels, distances, scores, g: prepare.Globals, k: int):
+    placed = drift.placed_counts(to_host(labels), to_host(distances), to_host(scores), k)
+    types = host_frame(part.events[schema.EVENT].astype("str").value_counts().to_frame()).iloc[:, 0]
+    return placed.add(drift.DriftCounts(event_types={str(t): int(n) for t, n in types.items()}))
+
+
+def _segments(parts: Blocks, labels: Blocks, g: prepare.Globals, k: int, settings: PipelineConfig) -> Any:
+    """Item popularity per cluster summed over partitions; a blend weight not given is tuned on the
+    users of one partition (hash-shuffled by user id, so a sample of them)."""
+    counts = parts.total(_part_segment_counts, labels, g=g, k=k)
+    r = settings.recommend
+    if r.blend_weight is not None:
+        return segments_from(counts, None, None, k, _HOST, r.blend_weight, r.tune_users, settings.seed)
+    part, part_labels = parts.client.gather([parts.futures[0], labels.futures[0]])
+    return segments_from(counts, g.prepared(prepare.Part(host_frame(part.events), host_frame(part.users),
+                                                         part.n_users)),
+                         to_host(part_labels), k, _HOST, None, r.tune_users, settings.seed)
+
+
+def _drift_baseline(parts: Blocks, labels: Blocks, distances: Blocks, scores: Blocks, g: prepare.Globals, k: int,
+                    settings: PipelineConfig) -> dict[str, Any]:
+    """The fit's drift yardstick: per-partition counts added up, with the input-wide cleaning steps."""
+    counts = drift.DriftCounts()
+    for partial in parts.map(_part_drift_counts, labels, distances, scores, g=g, k=k).gather():
+        counts = counts.add(partial)
+    steps = {s.step: s for s in g.steps}
+    first = g.steps[0].rows_in if g.steps else g.n_events
+    counts = counts.add(drift.DriftCounts(
+        events=int(first), unknown_event_types=int(steps["unknown_event_types"].dropped)
+        if "unknown_event_types" in steps else 0))
+    return drift.baseline_of(counts, list(settings.preprocess.event_weights))
+
+
+_HOST = cpu_backend()
 
 
 class _Bundle:

@@ -52,16 +52,22 @@ class Popularity:
 
 
 def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = None, k_values: Sequence[int] = (10,),
-             seed: int = 0, *, grid: Sequence[float] = GRID, batch_users: int | None = None) -> dict:
+             seed: int = 0, *, grid: Sequence[float] = GRID, batch_users: int | None = None,
+             pseudonymise: Any = None) -> dict:
     """Leave-last-out HR@K / NDCG@K for global, cluster and blended popularity; a JSON-ready dict.
 
     `config` drives preprocessing and the clustering model (device, features, k, seed); `seed` only
-    breaks timestamp ties in the split. The blend weight is tuned for the first of `k_values`.
+    breaks timestamp ties in the split. The blend weight is tuned for the first of `k_values`. With
+    `pseudonymise` (a key file or `privacy.Pseudonymiser`) user ids are pseudonymised on the way in.
     """
     from gpuclust.estimator import UserClusterer
+    from gpuclust.privacy import as_pseudonymiser, privacy_record
 
     started = time.perf_counter()
     config = (config or PipelineConfig()).validate()
+    pseudonymiser = as_pseudonymiser(pseudonymise)
+    if pseudonymiser is not None:  # before preprocessing: the fits below see pseudonyms only
+        events = pseudonymiser.frame(events)
     k_values = _check_k_values(k_values)
     backend = resolve_backend(config.device)
     events = to_backend_frame(events, backend)
@@ -129,17 +135,19 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
                        "chosen_weight": best["w"]},
         "timings": {name: round(v, 3) for name, v in timings.items()},
         "config": {"k": config.cluster.k, "features": list(config.features.features), "seed": config.seed},
+        "privacy": privacy_record(pseudonymiser, config.privacy.min_group_size),
     }
 
 
 def evaluate_files(config: PipelineConfig, events: str | Path, items: str | Path | None = None,
-                   adapter: str | None = None, k_values: Sequence[int] = (10,), seed: int = 0) -> dict:
+                   adapter: str | None = None, k_values: Sequence[int] = (10,), seed: int = 0,
+                   pseudonymise: Any = None) -> dict:
     """`evaluate` on files, read the way `gpuclust run` reads them (adapter or column mapping)."""
     from gpuclust.io.inputs import read_inputs
 
     config.validate()
     inputs = read_inputs(resolve_backend(config.device).frame, config.columns, events, items, adapter=adapter)
-    result = evaluate(inputs.events, inputs.items, config, k_values, seed)
+    result = evaluate(inputs.events, inputs.items, config, k_values, seed, pseudonymise=pseudonymise)
     result["inputs"] = inputs.sources
     return result
 
