@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from gpuclust import schema
-from gpuclust.backend import to_host
+from gpuclust.backend import Backend, to_host
 from gpuclust.cluster.outcome import nearest_centres
 from gpuclust.features.text.pooling import NS_PER_DAY, decay_weights, pool_users
 from gpuclust.features.tfidf import l2_rows, tfidf
@@ -76,6 +76,7 @@ class FastAssigner:
 
     def __init__(self, estimator: Any) -> None:
         self.est = estimator
+        # The model's backend: NumPy/SciPy, or CuPy/cupyx where it was loaded on a GPU.
         self.backend = estimator.backend_
         cfg = estimator.config_.preprocess
         self.types = list(cfg.event_weights)
@@ -251,9 +252,7 @@ class FastAssigner:
                 keep = columns >= 0
                 rows, columns, weights = rows[keep], columns[keep], weights[keep]
                 n_cols = len(fitted["categories"])
-            counts = backend.sparse.coo_matrix(
-                (backend.asarray(weights), (backend.asarray(rows), backend.asarray(columns))),
-                shape=(n_users, n_cols), dtype=xp.float32)
+            counts = _coo(backend, weights, rows, columns, (n_users, n_cols))
             x, _ = tfidf(counts, backend, fitted["idf"])
             reduced = x.toarray() if fitted["components"] is None else x @ fitted["components"].T
             blocks.append(l2_rows(xp.asarray(reduced, dtype=np.float32), xp))
@@ -264,9 +263,7 @@ class FastAssigner:
         weights = cols["weight"]
         if f.half_life_days is not None:
             weights = weights * decay_weights(ref[user] - cols["ts"], f.half_life_days, np)
-        matrix = backend.sparse.coo_matrix(
-            (backend.asarray(weights.astype(np.float32)), (backend.asarray(user), backend.asarray(cols["item"]))),
-            shape=(n_users, self.n_items)).tocsr()
+        matrix = _coo(backend, weights, user, cols["item"], (n_users, self.n_items)).tocsr()
         return pool_users(matrix, f.item_vectors_, backend)
 
 
@@ -308,3 +305,10 @@ def _canonical(values: list[Any]) -> list[str]:
 
 def _empty() -> Placement:
     return Placement(np.empty(0, np.int32), np.empty(0, np.float32), np.empty(0, np.float32))
+
+
+def _coo(backend: Backend, values: Any, rows: Any, columns: Any, shape: tuple[int, int]) -> Any:
+    """A float32 sparse matrix on the model's backend (SciPy, or cupyx where it was loaded on a GPU)."""
+    return backend.sparse.coo_matrix(
+        (backend.asarray(values, dtype=np.float32), (backend.asarray(rows), backend.asarray(columns))),
+        shape=shape, dtype=backend.xp.float32)
