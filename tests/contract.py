@@ -231,7 +231,7 @@ def check_model_belongs_to(model: Path, manifest: dict) -> None:
         assert hashlib.sha256((model / name).read_bytes()).hexdigest() == digest, f"{name} fails its checksum"
     assert meta["config"] == manifest["config"], "the model's config differs from the manifest's: mixed runs"
     assert meta["clusterer"]["k"] == manifest["cluster"]["k"], (
-        f"model k={meta['clusterer']['k']} but manifest k={manifest['cluster']['k']}: mixed runs")
+        f"model k={meta['clusterer']['k']} but manifest k={manifest['cluster']['k']}: they disagree")
 
 
 def check_assign_outputs(out: Path, model_k: int) -> None:

@@ -67,11 +67,13 @@ ID_FAMILIES = {
 
 
 @st.composite
-def id_pool(draw, family: str, max_size: int, known: list | None = None) -> list:
-    """Distinct id values of one family (or, for 'known', ids a fitted model knows)."""
+def id_pool(draw, family: str, size: int, known: list | None = None) -> list:
+    """About `size` distinct id values of one family (or, for 'known', ids a fitted model knows)."""
     if family == "known":
-        return draw(st.lists(st.sampled_from(known), min_size=1, max_size=max_size, unique=True))
-    return draw(st.lists(ID_FAMILIES[family], min_size=1, max_size=max_size, unique_by=repr))
+        size = min(size, len(known))
+        return draw(st.lists(st.sampled_from(known), min_size=size, max_size=size, unique=True))
+    least = 1 if family == "bool" else size  # two booleans are all there are
+    return draw(st.lists(ID_FAMILIES[family], min_size=least, max_size=size, unique_by=repr))
 
 
 # --- columns -----------------------------------------------------------------------------------------
@@ -99,24 +101,35 @@ def _with_nulls(series: pd.Series, share: float, rng: np.random.Generator) -> pd
     return out
 
 
+def plausible_first(plausible: tuple, hostile: tuple, weight: int = 3) -> st.SearchStrategy:
+    """Mostly plausible choices (so examples reach deep code), sometimes hostile ones; shrinks to the first."""
+    return st.sampled_from([*plausible * weight, *hostile])
+
+
+def choice(plausible: tuple, hostile: tuple, allow_hostile: bool) -> st.SearchStrategy:
+    """A plausible choice, or, where this aspect of the example may be hostile, any choice."""
+    return st.sampled_from([*plausible, *hostile]) if allow_hostile else st.sampled_from(plausible)
+
+
 @st.composite
-def id_column(draw, n: int, max_distinct: int, rng: np.random.Generator, known: list | None = None):
-    families = ["int", "str", "int64", "huge int", "float", "bool", "mixed", "all null"]
-    if known:
-        families = ["known", "known", *families]
-    family = draw(st.sampled_from(families))
+def id_column(draw, n: int, distinct: int, rng: np.random.Generator, known: list | None = None,
+              hostile: bool = True):
+    plausible = ("known", "int", "str") if known else ("int", "str")
+    family = draw(choice(plausible, ("int64", "huge int", "float", "bool", "mixed", "all null"), hostile))
     if family == "all null":
         return family, _object([None] * n)
-    pool = draw(id_pool(family, max_distinct, known))
+    pool = draw(id_pool(family, distinct, known))
     picks = rng.integers(0, len(pool), n)
     column = _as_series([pool[i] for i in picks])
-    return family, _with_nulls(column, draw(st.sampled_from([0, 0, 0.05, 0.5])), rng)
+    return family, _with_nulls(column, draw(choice((0, 0.02), (0.5,), hostile)), rng)
 
 
-# Timestamps: one family per column (mostly), each a plausible way a log stores time.
-TIME_FAMILIES = ("datetime64", "iso naive", "epoch s", "epoch ms", "epoch us", "epoch ns", "epoch float s",
-                 "iso Z", "iso offset", "iso date", "iso space", "datetime64 tz", "datetime64 far",
-                 "epoch any", "year out of range", "garbage", "bool", "mixed")
+# Timestamps: one family per column (mostly), each a way some log stores time.
+PLAUSIBLE_TIMES = ("datetime64", "iso naive", "epoch s", "epoch ms", "iso Z", "iso offset", "iso date",
+                   "iso space", "epoch float s", "datetime64 tz")
+HOSTILE_TIMES = ("epoch us", "epoch ns", "datetime64 far", "epoch any", "year out of range", "garbage", "bool",
+                 "mixed")
+TIME_FAMILIES = PLAUSIBLE_TIMES + HOSTILE_TIMES
 GARBAGE_TIMES = ("soon", "", "yesterday", "2026-13-45", "2026-02-30T25:61:00", "NaT", "null", "1e400",
                  "١٢٣٤", "12/31/2025", "31/12/2025", "2026-01-01T00:00:00+99:00", "0", "-1")
 TIMEZONES = ("UTC", "Europe/Berlin", "Asia/Kolkata", "America/New_York", "Pacific/Chatham")
@@ -166,8 +179,8 @@ def _time_values(family: str, n: int, rng: np.random.Generator, garbage: list[st
 
 
 @st.composite
-def time_column(draw, n: int, rng: np.random.Generator):
-    family = draw(st.sampled_from(TIME_FAMILIES))
+def time_column(draw, n: int, rng: np.random.Generator, hostile: bool = True):
+    family = draw(choice(PLAUSIBLE_TIMES, HOSTILE_TIMES, hostile))
     garbage = [*GARBAGE_TIMES, *draw(st.lists(plain_text, max_size=3))]
     if family == "mixed":  # each row from its own family: a log stitched together from several sources
         parts = [_time_values(f, n, rng, garbage).astype(object) for f in TIME_FAMILIES[:-1]]
@@ -175,15 +188,16 @@ def time_column(draw, n: int, rng: np.random.Generator):
         column = _object(parts[c].iloc[i] for i, c in enumerate(chosen))
     else:
         column = _time_values(family, n, rng, garbage)
-    return family, _with_nulls(column, draw(st.sampled_from([0, 0, 0, 0.01, 0.2, 1.0])), rng)
+    return family, _with_nulls(column, draw(choice((0, 0.005), (0.2, 1.0), hostile)), rng)
 
 
 EVENT_FAMILIES = ("known", "mixed case", "partly unknown", "unknown", "int", "mixed", "all null")
+HOSTILE_EVENTS = EVENT_FAMILIES[1:]
 
 
 @st.composite
-def event_type_column(draw, n: int, rng: np.random.Generator):
-    family = draw(st.sampled_from(EVENT_FAMILIES))
+def event_type_column(draw, n: int, rng: np.random.Generator, hostile: bool = True):
+    family = draw(choice(("known",), HOSTILE_EVENTS, hostile))
     if family == "all null":
         return family, _object([None] * n)
     if family == "known":
@@ -200,15 +214,15 @@ def event_type_column(draw, n: int, rng: np.random.Generator):
     else:
         pool = [*KNOWN_EVENTS, 1, 2.5, None, True, "VIEW"]
     column = _as_series([pool[i] for i in rng.integers(0, len(pool), n)])
-    return family, _with_nulls(column, draw(st.sampled_from([0, 0, 0.1])), rng)
+    return family, _with_nulls(column, draw(choice((0,), (0.1,), hostile)), rng)
 
 
 VALUE_FAMILIES = ("float", "int", "specials", "numeric strings", "garbage strings", "mixed", "bool", "all null")
 
 
 @st.composite
-def value_column(draw, n: int, rng: np.random.Generator):
-    family = draw(st.sampled_from(VALUE_FAMILIES))
+def value_column(draw, n: int, rng: np.random.Generator, hostile: bool = True):
+    family = draw(choice(("float", "int"), VALUE_FAMILIES[2:], hostile))
     if family == "float":
         column = pd.Series(np.round(rng.gamma(2.0, 20.0, n), 2))
     elif family == "int":
@@ -227,7 +241,7 @@ def value_column(draw, n: int, rng: np.random.Generator):
         column = pd.Series(rng.random(n) < 0.5)
     else:
         column = _object([None] * n)
-    return family, _with_nulls(column, draw(st.sampled_from([0, 0, 0.1])), rng)
+    return family, _with_nulls(column, draw(choice((0,), (0.1,), hostile)), rng)
 
 
 # --- tables --------------------------------------------------------------------------------------------
@@ -249,19 +263,20 @@ class Table:
 
 # How each canonical column appears: under its own name; renamed with the flag that maps it; renamed
 # without the flag (a misnamed column); absent; or absent with its flag pointing at another column.
-LAYOUTS = ("canonical", "canonical", "canonical", "canonical", "renamed+flag", "renamed", "absent", "aliased")
+LAYOUTS = ("canonical", "renamed+flag", "renamed", "absent", "aliased")
 OTHER_NAMES = ("customer", "uid", "User ID", "ts", "when", "kind", "sku", "amount", "événement", "col,1", "1")
 
 
 @st.composite
 def _layout(draw, columns: dict[str, pd.Series], flags: dict[str, str], families: dict[str, str],
-            optional: tuple[str, ...], rng: np.random.Generator) -> Table:
+            optional: tuple[str, ...], rng: np.random.Generator, fuzz: bool = True) -> Table:
     out: dict[str, pd.Series] = {}
     args: list[str] = []
     taken = set(columns)
     aliased = []
     for name, column in columns.items():
-        layout = draw(st.sampled_from(LAYOUTS if name not in optional else ("canonical", "absent", *LAYOUTS)))
+        choices = LAYOUTS if name not in optional else ("canonical", "absent", *LAYOUTS)
+        layout = draw(plausible_first(choices[:1], choices[1:], weight=4)) if fuzz else "canonical"
         if layout == "canonical":
             out[name] = column
         elif layout in ("renamed+flag", "renamed"):
@@ -272,11 +287,12 @@ def _layout(draw, columns: dict[str, pd.Series], flags: dict[str, str], families
                 args += [flags[name], new]
         elif layout == "aliased" and name in flags:
             aliased.append(name)
-        families.setdefault(f"{name} layout", layout)
+        if layout != "canonical":
+            families[f"{name} layout"] = layout
     for name in aliased:  # e.g. --user-col item_id: two canonical names for one column
         if out:
             args += [flags[name], draw(st.sampled_from(sorted(out)))]
-    for _ in range(draw(st.integers(0, 2))):
+    for _ in range(draw(st.integers(0, 2)) if fuzz else 0):
         junk = draw(st.sampled_from([n for n in (*OTHER_NAMES, "Unnamed: 0", "extra") if n not in taken]))
         taken.add(junk)
         out[junk] = pd.Series(rng.integers(0, 9, len(next(iter(columns.values())))))
@@ -285,22 +301,34 @@ def _layout(draw, columns: dict[str, pd.Series], flags: dict[str, str], families
     return Table(frame, tuple(args), families)
 
 
+TABLE_MODES = ("plausible", "one hostile aspect", "one hostile aspect", "all hostile")
+ASPECTS = ("user_id", "item_id", "event_type", "timestamp", "value", "layout", "size")
+
+
 @st.composite
 def event_tables(draw, known_users: list | None = None, known_items: list | None = None,
                  max_rows: int = MAX_ROWS) -> Table:
-    """Event logs: any subset/renaming of user_id, item_id, event_type, timestamp, value; any dtypes."""
-    n = draw(st.one_of(st.integers(0, max_rows), st.sampled_from([0, 1, 2, 30])))
+    """Event logs: any subset/renaming of user_id, item_id, event_type, timestamp, value; any dtypes.
+
+    A table is plausible throughout, or hostile in one aspect (one column, the layout, or the size), or
+    hostile in every aspect: a failure then usually points at one cause."""
+    hostile = set(ASPECTS) if (mode := draw(st.sampled_from(TABLE_MODES))) == "all hostile" else set()
+    if mode == "one hostile aspect":
+        hostile = {draw(st.sampled_from(ASPECTS))}
+    families: dict[str, str] = {"mode": f"{mode}: {', '.join(sorted(hostile))}" if hostile else mode}
+    n = draw(st.one_of(st.integers(0, 5), st.integers(20, max_rows)) if "size" in hostile
+             else st.integers(20, max_rows))
+    n_users = draw(st.integers(1, 40) if "size" in hostile else st.integers(4, 40))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    families: dict[str, str] = {}
-    n_users = draw(st.integers(1, 40))
-    families["user_id"], users = draw(id_column(n, n_users, rng, known_users))
-    families["item_id"], items = draw(id_column(n, 60, rng, known_items))
-    families["event_type"], kinds = draw(event_type_column(n, rng))
-    families["timestamp"], times = draw(time_column(n, rng))
+    families["user_id"], users = draw(id_column(n, n_users, rng, known_users, "user_id" in hostile))
+    n_items = draw(st.integers(1, 60) if "size" in hostile else st.integers(5, 60))
+    families["item_id"], items = draw(id_column(n, n_items, rng, known_items, "item_id" in hostile))
+    families["event_type"], kinds = draw(event_type_column(n, rng, "event_type" in hostile))
+    families["timestamp"], times = draw(time_column(n, rng, "timestamp" in hostile))
     columns = {"user_id": users, "item_id": items, "event_type": kinds, "timestamp": times}
     if draw(st.booleans()):
-        families["value"], columns["value"] = draw(value_column(n, rng))
-    return draw(_layout(columns, EVENT_COLUMN_FLAGS, families, ("value",), rng))
+        families["value"], columns["value"] = draw(value_column(n, rng, "value" in hostile))
+    return draw(_layout(columns, EVENT_COLUMN_FLAGS, families, ("value",), rng, "layout" in hostile))
 
 
 @st.composite
@@ -330,7 +358,7 @@ def item_tables(draw, item_ids: list) -> Table:
         "price": _as_series([prices[i] for i in rng.integers(0, len(prices), n)]),
     }
     flags = {"item_id": "--item-key-col", "category": "--category-col", "title": "--text-cols"}
-    return draw(_layout(columns, flags, families, ("title", "category", "price"), rng))
+    return draw(_layout(columns, flags, families, ("title", "category", "price"), rng, draw(st.booleans())))
 
 
 # --- files ---------------------------------------------------------------------------------------------
@@ -364,8 +392,8 @@ class FileFormat:
 file_formats = st.builds(
     FileFormat,
     suffix=st.sampled_from(FORMATS),
-    bom=st.booleans(),
-    broken=st.sampled_from([None, None, None, None, None, None, "empty", "garbage", "truncated"]),
+    bom=plausible_first((False,), (True,)),
+    broken=plausible_first((None,), ("empty", "garbage", "truncated"), weight=9),
 )
 
 
@@ -538,6 +566,7 @@ def toml_configs(draw) -> TomlConfig:
 def _int_text(low: int, high: int) -> st.SearchStrategy[str]:
     """An integer option's text: mostly in range, sometimes far out or not an integer at all."""
     return st.one_of(st.integers(low, high).map(str), st.integers(low, high).map(str),
+                     st.integers(low, high).map(str),
                      st.sampled_from(["-1", "0", "99999999999999999999", "abc", "1.5", ""]))
 
 
@@ -596,17 +625,19 @@ TOP_K = ("10", "10,20", "1", "0", "-1", "", ",", "10,x", "5,5", "999999", " 3 , 
 
 @st.composite
 def evaluate_options(draw) -> list[str]:
+    """Mostly valid `evaluate` options (one hostile value at most), so most examples reach the evaluation."""
+    hostile = draw(st.sampled_from([None, None, "--k", "--top-k", "--features", "--seed", "--device"]))
+    valid = {"--k": st.integers(1, 6).map(str), "--top-k": st.sampled_from(TOP_K[:3]),
+             "--features": st.sampled_from(FEATURE_LISTS[:3]), "--seed": st.integers(0, 99).map(str),
+             "--device": st.just("cpu")}
+    odd = {"--k": _int_text(-2, 20), "--top-k": st.sampled_from(TOP_K), "--features": st.sampled_from(FEATURE_LISTS),
+           "--seed": RUN_OPTIONS["--seed"], "--device": st.sampled_from(DEVICES)}
     args: list[str] = []
-    if draw(st.booleans()):
-        args += ["--k", draw(_int_text(-2, 20))]
-    if draw(st.booleans()):
-        args += ["--top-k", draw(st.sampled_from(TOP_K))]
-    if draw(st.booleans()):
-        args += ["--features", draw(st.sampled_from(FEATURE_LISTS))]
-    if draw(st.booleans()):
-        args += ["--seed", draw(RUN_OPTIONS["--seed"])]
-    if draw(st.booleans()):
-        args += ["--device", draw(st.sampled_from(DEVICES))]
+    for name in valid:
+        if name == hostile:
+            args += [name, draw(odd[name])]
+        elif draw(st.booleans()):
+            args += [name, draw(valid[name])]
     return args
 
 
@@ -625,12 +656,17 @@ class SynthParams:
                 "--seed", str(self.seed)]
 
 
+def _mostly(plausible: st.SearchStrategy, hostile: st.SearchStrategy) -> st.SearchStrategy:
+    return st.one_of(plausible, plausible, plausible, plausible, hostile)
+
+
+# Each parameter is mostly in range, so that about half the examples generate data.
 synth_params = st.builds(
     SynthParams,
-    users=st.one_of(st.integers(1, 300), st.sampled_from([0, -1])),
-    items=st.one_of(st.integers(1, 300), st.sampled_from([0, -1])),
-    groups=st.one_of(st.integers(1, 12), st.sampled_from([0, -1, 40, 400])),
-    events_per_user=st.one_of(st.floats(0.5, 40), st.sampled_from([0.0, -1.0, 1e-9, math.nan, math.inf])),
-    noise_share=st.one_of(st.floats(0, 0.99), st.sampled_from([-0.1, 1.0, 1.5, math.nan])),
-    seed=st.one_of(st.integers(0, 2**32), st.sampled_from([-1, 2**63, 2**64])),
+    users=_mostly(st.integers(12, 300), st.sampled_from([0, -1, 1, 2])),
+    items=_mostly(st.integers(24, 300), st.sampled_from([0, -1, 1, 23])),
+    groups=_mostly(st.integers(1, 12), st.sampled_from([0, -1, 40, 400])),
+    events_per_user=_mostly(st.floats(0.5, 40), st.sampled_from([0.0, -1.0, 1e-9, math.nan, math.inf])),
+    noise_share=_mostly(st.floats(0, 0.99), st.sampled_from([-0.1, 1.0, 1.5, math.nan])),
+    seed=_mostly(st.integers(0, 2**32), st.sampled_from([-1, 2**63, 2**64])),
 )

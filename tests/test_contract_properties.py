@@ -252,7 +252,8 @@ def _apply(run: Path, change: tuple[str, str, object]) -> None:
         write_table(pd.DataFrame(value), path)
 
 
-REPORT_DIRS = ("finished run", "damaged run", "damaged run", "damaged run", "empty folder", "missing", "a file")
+REPORT_DIRS = ("finished run", "finished run", "damaged run", "damaged run", "damaged run", "empty folder",
+               "missing", "a file")
 REPORT_OUTS = ("default", "elsewhere", "nested elsewhere", "an existing folder")
 
 
@@ -345,10 +346,10 @@ def embed_flags(run_flags: tuple[str, ...]) -> list[str]:
     return [part for flag, value in pairs if flag in spelled for part in (spelled[flag], value)]
 
 
-EMBED_OUTS = ("vectors.parquet", "vectors.npy", "vectors.txt", "folder")
+EMBED_OUTS = ("vectors.parquet", "vectors.parquet", "vectors.parquet", "vectors.npy", "vectors.txt", "folder")
 
 
-@examples(6)
+@examples(10)
 @given(data=st.data(), fmt=file_formats, out_name=st.sampled_from(EMBED_OUTS))
 def test_embed_keeps_the_contract_for_any_items_table(base, encoder_available, data, fmt, out_name):
     items = data.draw(item_tables(list(range(20))), label="items")
