@@ -64,7 +64,7 @@ def example_dir(base: Path):
 
 @pytest.fixture(scope="module")
 def blob(base) -> dict[str, Path]:
-    """A small valid dataset in each format the options and config properties use."""
+    """A small valid dataset (events, items, truth) for the properties that vary something else."""
     events, items, truth = blob_events(n_users=40, n_groups=2, events_per_user=8)
     folder = base / "blob"
     folder.mkdir()
@@ -90,8 +90,11 @@ def _run_and_check(root: Path, args: list, out: Path) -> None:
     before = snapshot(root)
     result = call(*args)
     if check_contract(result, root, before):
-        check_run_outputs(out)
+        manifest = check_run_outputs(out)
         unchanged_inputs(before, snapshot(root), {out.relative_to(root).parts[0]})
+        if "--json" in args:
+            summary = json.loads(result.stdout)
+            assert summary["rows"]["users"] == manifest["rows"]["users"], "--json and manifest.json disagree"
 
 
 # --- run ----------------------------------------------------------------------------------------------
