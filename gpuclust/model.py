@@ -33,8 +33,8 @@ TABLES = (ITEMS, ASSIGNMENTS, MAP)
 CHECKSUMS = "checksums.sha256"
 # Every file a model folder may hold; the checksum file lists all of them but itself.
 LAYOUT = dict.fromkeys((MANIFEST, ARRAYS, *TABLES, CHECKSUMS))
-REQUIRED_KEYS = ("format", "version", "config", "featurizers", "fuser", "reducer", "clusterer", "sweep", "profiles",
-                 "population", "anomalies", "manifest", "privacy", "recommend", "drift")
+REQUIRED_KEYS = ("format", "version", "gpuclust", "run_id", "config", "featurizers", "fuser", "reducer", "clusterer",
+                 "sweep", "profiles", "population", "anomalies", "manifest", "privacy", "recommend", "drift")
 _PLAIN_NAME = re.compile(r"\.?[A-Za-z0-9][A-Za-z0-9_.-]*")
 _LINE = re.compile(r"(?P<digest>[0-9a-f]{64})  (?P<name>.+)")
 
@@ -94,9 +94,12 @@ def _read_checksums(directory: Path) -> dict[str, str]:
                              "gpuclust; re-run `gpuclust run` to save it again")
         raise UsageError(f"no model at {directory}: {MANIFEST} is missing (a `gpuclust run` writes one to OUT/model)")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_bytes().decode("ascii")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"model {directory} is corrupt: {CHECKSUMS} cannot be read ({exc})") from None
+    if not text.endswith("\n"):  # exactly as written: "<sha256>  <name>\n" per file, nothing else
+        raise UsageError(f"model {directory} is corrupt: {CHECKSUMS} does not end with a line break")
+    lines = text[:-1].split("\n")
     listed: dict[str, str] = {}
     for line in lines:
         match = _LINE.fullmatch(line)

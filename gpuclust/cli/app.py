@@ -417,5 +417,7 @@ def _usage_error(exc: Exception) -> NoReturn:
     _fail(f"{exc.format_message().rstrip('.')}{where}")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m gpuclust.cli.app`: the console script's way in
+    from gpuclust.cli.entry import main as entry_main
+
+    entry_main()

@@ -17,6 +17,7 @@ from gpuclust.errors import InputWarning, UsageError
 from gpuclust.frames import host_frame, local_values, local_xp
 from gpuclust.preprocess.parse import (
     NS_YEARS,
+    catalogue_columns,
     common_key,
     first_value,
     money_values,
@@ -66,7 +67,7 @@ class Preprocessor:
             known = ev[schema.ITEM].isin(vocabulary[schema.ITEM])
             ev = self._count("items_unknown_to_model", ev, ev[known], "item not in the model's vocabulary")
         if items is not None:
-            items = self._catalogue(ev, items)
+            items = self._catalogue(ev, items, backend)
         return _index(ev, items, self.steps_, event_types, vocabulary)
 
     # --- steps ------------------------------------------------------------------------------
@@ -165,11 +166,14 @@ class Preprocessor:
         out[schema.EVENT] = types.cat.set_categories(known)
         return self._count("unknown_event_types", ev, out[keep], f"event_type not one of {known}")
 
-    def _catalogue(self, ev, items):
+    def _catalogue(self, ev, items, backend: Backend):
         """The items table keyed like the events; a low share of events found in it is warned about,
         because mismatched id formats otherwise show only as clusters without categories."""
         items = items.dropna(subset=[schema.ITEM]).copy()
         items[schema.ITEM], _ = normalise_ids(items[schema.ITEM])
+        items, bad_prices = catalogue_columns(items, backend.frame)
+        if bad_prices:
+            self._note("item_prices", items, f"{bad_prices:,} item prices are not numbers and count as missing")
         items = items.drop_duplicates(subset=[schema.ITEM])
         keys, items = common_key(ev[[schema.ITEM]], items, schema.ITEM)
         found = int(keys[schema.ITEM].isin(items[schema.ITEM]).sum())

@@ -81,6 +81,29 @@ def common_key(left: Any, right: Any, key: str) -> tuple[Any, Any]:
     return left, right
 
 
+# --- the catalogue's other columns -------------------------------------------------------------------
+
+def catalogue_columns(items: Any, frame: Any) -> tuple[Any, int]:
+    """Prices as numbers (text that is no number becomes missing) and category and text columns as text
+    (a column mixing numbers and words cannot be written to Parquet); returns the table and how many
+    prices were not numbers. Missing values stay missing."""
+    items = items.copy()
+    bad_prices = 0
+    for name in items.columns:
+        column = items[name]
+        if name == "price":
+            if not _is_numeric(column):
+                parsed = frame.to_numeric(column, errors="coerce")
+                bad_prices = int((parsed.isna() & column.notna()).fillna(False).sum())
+                items[name] = parsed
+        elif name != "item_id" and _kind(column) == "object" and frame_kind(column) == "pandas":
+            import pandas as pd
+
+            if pd.api.types.infer_dtype(column, skipna=True) != "string":
+                items[name] = column.astype("str").where(column.notna(), None)
+    return items, bad_prices
+
+
 # --- money values ----------------------------------------------------------------------------------
 
 def money_values(values: Any, frame: Any) -> tuple[Any, Any]:
