@@ -20,6 +20,7 @@ from gpuclust.backend import Backend, to_host
 from gpuclust.errors import UsageError
 from gpuclust.frames import host_frame
 from gpuclust.io.outputs import OutputDir
+from gpuclust.io.writers import json_text
 
 FORMAT = "gpuclust-model"
 # 3: privacy (pseudonymised ids, key fingerprint), segment popularity and blend weight, drift yardsticks.
@@ -53,7 +54,7 @@ def write_model(directory: str | Path, meta: dict[str, Any], arrays: dict[str, A
         for name, table in tables.items():
             host_frame(table).to_parquet(staging / name, index=False)
         document = {"format": FORMAT, "version": VERSION, **meta}
-        (staging / MANIFEST).write_text(json.dumps(document, indent=2, default=str) + "\n")
+        (staging / MANIFEST).write_text(json_text(document))
         lines = [f"{_sha256(path.read_bytes())}  {path.name}" for path in sorted(staging.iterdir())]
         (staging / CHECKSUMS).write_text("\n".join(lines) + "\n")
     return Path(directory)
