@@ -16,7 +16,6 @@ Results go to benchmarks/results/int8-cpu.{json,md} (or --out).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python benchmarks/x.py` from anywhere: the benchmarks package is importable
 RETAIL = ROOT.parent / "shared" / "datasets" / "online-retail" / "online_retail.csv.gz"
 
 
@@ -101,11 +101,9 @@ def main() -> None:
     result["clusters"] = {"text only": clusters_ari(data, model, ("text",), args.groups),
                           "behaviour+tfidf+text": clusters_ari(data, model, ("behaviour", "tfidf", "text"), args.groups)}
     result["machine"]["load_after"] = round(os.getloadavg()[0], 2)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result, args))
-    print(markdown(result, args))
+    from benchmarks.method import write_results
+
+    write_results(args.out, result, markdown(result, args))
 
 
 def markdown(result: dict, args) -> str:

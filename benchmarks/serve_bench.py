@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python benchmarks/x.py` from anywhere: the benchmarks package is importable
 RESULTS = ROOT / "benchmarks" / "results"
 HOST = "127.0.0.1"  # loopback only
 
@@ -213,11 +214,9 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result, args))
-    print(markdown(result, args))
+    from benchmarks.method import write_results
+
+    write_results(args.out, result, markdown(result, args))
 
 
 def markdown(result: dict, args) -> str:

@@ -28,6 +28,7 @@ from gpuclust.errors import UsageError
 from gpuclust.frames import column_array, host_frame, to_backend_frame
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.preprocess.prepared import PreparedData
+from gpuclust.recommend.popularity import shares, weighted_counts
 from gpuclust.recommend.split import leave_last_out
 
 GRID = tuple(round(0.1 * i, 1) for i in range(11))
@@ -160,17 +161,8 @@ def popularity(train: Any, clusters: Any, n_items: int, backend: Backend) -> Pop
     users = column_array(train[schema.USER_IDX], backend).astype(xp.int64)
     item = column_array(train[schema.ITEM_IDX], backend).astype(xp.int64)
     weight = column_array(train[schema.WEIGHT], backend, np.float64)
-    k = int(to_host(clusters.max())) + 1 if len(clusters) else 0
-    k = max(k, 0)
-    c = clusters[users]
-    inside = c >= 0
-    flat = xp.bincount(c[inside] * n_items + item[inside], weights=weight[inside], minlength=k * n_items)
-    table = xp.zeros((k + 1, n_items), dtype=xp.float64)
-    table[:k] = flat[: k * n_items].reshape(k, n_items)
-    table[k] = xp.bincount(item, weights=weight, minlength=n_items)[:n_items]
-    totals = table.sum(axis=1, keepdims=True)
-    table = xp.where(totals > 0, table / xp.where(totals > 0, totals, 1.0), 0.0)
-    return Popularity(table.astype(xp.float32), k)
+    k = max(int(to_host(clusters.max())) + 1 if len(clusters) else 0, 0)
+    return Popularity(shares(weighted_counts(users, item, weight, clusters, k, n_items, xp), xp), k)
 
 
 def seen_matrix(train: Any, users: Any, n_users: int, n_items: int, backend: Backend):

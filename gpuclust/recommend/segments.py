@@ -24,6 +24,7 @@ from gpuclust.backend import Backend, to_host
 from gpuclust.frames import column_array
 from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.recommend.evaluation import GRID
+from gpuclust.recommend.popularity import shares, weighted_counts
 from gpuclust.recommend.split import leave_last_out
 
 TUNE_TOP_K = 10
@@ -56,22 +57,6 @@ class SegmentPopularity:
 
     def to_meta(self) -> dict[str, Any]:
         return {"blend_weight": float(self.blend_weight), "tuning": self.tuning}
-
-
-def weighted_counts(users: Any, items: Any, weights: Any, clusters: Any, k: int, n_items: int, xp) -> Any:
-    """(k + 1) x items summed event weights per cluster, the last row over everyone (xp float64)."""
-    c = clusters[users]
-    inside = c >= 0
-    flat = xp.bincount(c[inside] * n_items + items[inside], weights=weights[inside], minlength=k * n_items)
-    table = xp.zeros((k + 1, n_items), dtype=xp.float64)
-    table[:k] = flat[: k * n_items].reshape(k, n_items)
-    table[k] = xp.bincount(items, weights=weights, minlength=n_items)[:n_items]
-    return table
-
-
-def shares(counts: Any, xp) -> Any:
-    totals = counts.sum(axis=1, keepdims=True)
-    return xp.where(totals > 0, counts / xp.where(totals > 0, totals, 1.0), 0.0).astype(xp.float32)
 
 
 def fit_segments(data: PreparedData, labels: Any, k: int, backend: Backend, blend_weight: float | None,
