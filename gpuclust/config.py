@@ -188,8 +188,17 @@ class PipelineConfig:
                           ("cluster.n_init", 1), ("cluster.max_iter", 1), ("features.tfidf_components", 1),
                           ("preprocess.min_user_events", 1), ("preprocess.min_item_events", 1),
                           ("assess.silhouette_sample", 2), ("features.text.max_length", 1),
-                          ("recommend.tune_users", 1), ("privacy.min_group_size", 1)):
+                          ("recommend.tune_users", 1), ("privacy.min_group_size", 1),
+                          ("features.svd_oversamples", 0), ("features.svd_power_iterations", 0),
+                          ("assess.top_n", 1), ("assess.map_sample", 1)):
             _at_least(path, _get(self, path), low)
+        if self.features.text.batch_tokens is not None:
+            _at_least("features.text.batch_tokens", self.features.text.batch_tokens, 1)
+        if not self.preprocess.session_gap_minutes > 0:
+            raise UsageError(f"{flag('preprocess.session_gap_minutes')} must be above 0 minutes, "
+                             f"got {self.preprocess.session_gap_minutes}")
+        if not self.cluster.tol >= 0:
+            raise UsageError(f"{flag('cluster.tol')} must be at least 0, got {self.cluster.tol}")
         if self.preprocess.sample_users is not None:
             _at_least("preprocess.sample_users", self.preprocess.sample_users, 1)
         for path in ("dask.workers", "dask.threads_per_worker", "dask.partitions"):

@@ -165,6 +165,19 @@ def test_embed_items_parquet_and_npy(model, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_items_without_an_id_are_not_embedded(model, tmp_path):
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "items.parquet"
+    pd.DataFrame({"item_id": [None, "a", "b", None], "title": ["x", "y", "z", "w"]}).to_parquet(path)
+    summary = embed_items(path, tmp_path / "vec.parquet", model=model, device="cpu")
+    assert summary["n_items"] == 2
+    assert pq.read_table(tmp_path / "vec.parquet").column("item_id").to_pylist() == ["a", "b"]
+    pd.DataFrame({"item_id": [None, None], "title": ["x", "y"]}).to_parquet(path)
+    with pytest.raises(UsageError, match="no items with an id"):
+        embed_items(path, tmp_path / "vec2.parquet", model=model, device="cpu")
+
+
 def test_embed_items_bad_output_suffix(model, tmp_path):
     with pytest.raises(UsageError, match=r"\.parquet or \.npy"):
         embed_items(_items_file(tmp_path), tmp_path / "vec.csv", model=model)

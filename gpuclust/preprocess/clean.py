@@ -20,6 +20,7 @@ from gpuclust.preprocess.parse import (
     catalogue_columns,
     common_key,
     first_value,
+    keyed_items,
     money_values,
     normalise_ids,
     parse_timestamps,
@@ -29,6 +30,7 @@ from gpuclust.preprocess.prepared import PreparedData, StepCount
 MAX_FILTER_PASSES = 10
 # Below this share of events with their item in the items table, the two files likely key items differently.
 LOW_CATALOGUE_SHARE = 0.5
+MAX_DRAWS_PER_USER = 100  # upsampling for scale tests; beyond it a synthetic log is the honest tool
 
 
 class Preprocessor:
@@ -169,12 +171,9 @@ class Preprocessor:
     def _catalogue(self, ev, items, backend: Backend):
         """The items table keyed like the events; a low share of events found in it is warned about,
         because mismatched id formats otherwise show only as clusters without categories."""
-        items = items.dropna(subset=[schema.ITEM]).copy()
-        items[schema.ITEM], _ = normalise_ids(items[schema.ITEM])
-        items, bad_prices = catalogue_columns(items, backend.frame)
+        items, bad_prices = catalogue_columns(keyed_items(items), backend.frame)
         if bad_prices:
             self._note("item_prices", items, f"{bad_prices:,} item prices are not numbers and count as missing")
-        items = items.drop_duplicates(subset=[schema.ITEM])
         keys, items = common_key(ev[[schema.ITEM]], items, schema.ITEM)
         found = int(keys[schema.ITEM].isin(items[schema.ITEM]).sum())
         share = found / len(ev)
@@ -219,6 +218,10 @@ class Preprocessor:
         if not cfg.sample_replace and cfg.sample_users >= n:
             self.steps_.append(StepCount("sample_users", len(ev), len(ev), f"all {n} users kept"))
             return ev
+        if cfg.sample_replace and cfg.sample_users > MAX_DRAWS_PER_USER * n:
+            raise UsageError(f"--sample-users {cfg.sample_users:,} with --sample-replace would repeat each of the "
+                             f"{n:,} users over {MAX_DRAWS_PER_USER} times; give at most "
+                             f"{MAX_DRAWS_PER_USER * n:,}, or synthesise a bigger log with 'gpuclust synth'")
         rng = np.random.default_rng(self.seed)
         draws = rng.choice(n, size=cfg.sample_users, replace=cfg.sample_replace)
         if not cfg.sample_replace:

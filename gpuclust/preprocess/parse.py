@@ -69,6 +69,13 @@ def normalise_ids(ids: Any) -> tuple[Any, str | None]:
     return ids, None
 
 
+def keyed_items(items: Any) -> Any:
+    """The items with an id, ids normalised and first row per id kept: what every catalogue reader joins on."""
+    items = items.dropna(subset=["item_id"]).copy()
+    items["item_id"], _ = normalise_ids(items["item_id"])
+    return items.drop_duplicates(subset=["item_id"])
+
+
 def common_key(left: Any, right: Any, key: str) -> tuple[Any, Any]:
     """Two frames whose `key` columns have one type: int64 where both are integers, else text."""
     lk, rk = _kind(left[key]), _kind(right[key])
