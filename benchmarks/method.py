@@ -124,3 +124,14 @@ def stage_names(record: dict[str, Any]) -> list[str]:
     """The stage names of a run record, in the order they run (unknown ones last)."""
     names = list(record.get("stages", {}))
     return sorted(names, key=lambda n: STAGE_ORDER.index(n) if n in STAGE_ORDER else len(STAGE_ORDER))
+
+
+def write_results(out: str | Path, result: dict[str, Any], markdown: str) -> None:
+    """OUT.json (the figures) and OUT.md (the table a person reads) beside it; the table is also printed."""
+    import json
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)

@@ -162,6 +162,36 @@ class AssessConfig:
 
 
 @dataclass
+class DaskConfig:
+    """Where a fit runs: None (this process), "local" (a LocalCluster started for the run; a LocalCUDACluster
+    on a GPU machine) or a running scheduler's address (tcp://host:8786). The sizes apply to "local";
+    None means: from the machine (gpuclust.distributed.cluster.local_defaults)."""
+
+    scheduler: str | None = None
+    workers: int | None = None
+    threads_per_worker: int | None = None
+    memory_limit: str | None = None  # per worker: "4GiB", "4GB", a byte count, or "auto"
+    partitions: int | None = None  # user partitions after the shuffle; None: from the data size
+
+
+@dataclass
+class RecommendConfig:
+    """Segment recommendations a saved model can serve: cluster popularity blended with global popularity."""
+
+    # None: tuned at fit time on the held-out last item of a sample of users (see recommend.segments);
+    # a number in 0..1 (e.g. what `gpuclust evaluate` chose) is used as given.
+    blend_weight: float | None = None
+    tune_users: int = 1000
+
+
+@dataclass
+class PrivacyConfig:
+    """Applies when user ids are pseudonymised (a key is given to the estimator or `--pseudonymise`)."""
+
+    min_group_size: int = 10  # cluster figures from fewer users are withheld
+
+
+@dataclass
 class PipelineConfig:
     device: str = "auto"
     seed: int = 0
@@ -171,6 +201,9 @@ class PipelineConfig:
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     assess: AssessConfig = field(default_factory=AssessConfig)
+    dask: DaskConfig = field(default_factory=DaskConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def validate(self, require_features: bool = True, given: frozenset[str] = frozenset()) -> PipelineConfig:
         """Reject impossible or contradictory values up front, naming the setting and the valid values.
@@ -203,14 +236,32 @@ class PipelineConfig:
         for path, low in (("reduce.n_components", 1), ("assess.anomalies", 0), ("cluster.k", 1),
                           ("cluster.n_init", 1), ("cluster.max_iter", 1), ("features.tfidf_components", 1),
                           ("preprocess.min_user_events", 1), ("preprocess.min_item_events", 1),
-                          ("assess.silhouette_sample", 2), ("features.text.max_length", 1)):
+                          ("assess.silhouette_sample", 2), ("features.text.max_length", 1),
+                          ("recommend.tune_users", 1), ("privacy.min_group_size", 1),
+                          ("features.svd_oversamples", 0), ("features.svd_power_iterations", 0),
+                          ("assess.top_n", 1), ("assess.map_sample", 1)):
             _at_least(path, _get(self, path), low)
+        if self.features.text.batch_tokens is not None:
+            _at_least("features.text.batch_tokens", self.features.text.batch_tokens, 1)
+        if not self.preprocess.session_gap_minutes > 0:
+            raise UsageError(f"{flag('preprocess.session_gap_minutes')} must be above 0 minutes, "
+                             f"got {self.preprocess.session_gap_minutes}")
+        if not self.cluster.tol >= 0:
+            raise UsageError(f"{flag('cluster.tol')} must be at least 0, got {self.cluster.tol}")
         if self.preprocess.sample_users is not None:
             _at_least("preprocess.sample_users", self.preprocess.sample_users, 1)
         _check_learned(self.features.sequence, self.features.autoencoder)
         _one_of("cluster.objective", self.cluster.objective, registry.K_OBJECTIVES)
         _in_range("cluster.balance", self.cluster.balance, 0.0, math.inf)
         _at_least("cluster.epochs", self.cluster.epochs, 1)
+        for path in ("dask.workers", "dask.threads_per_worker", "dask.partitions"):
+            if _get(self, path) is not None:
+                _at_least(path, _get(self, path), 1)
+        if self.dask.scheduler is not None:
+            _check_scheduler(self)
+        weight = self.recommend.blend_weight
+        if weight is not None and not 0 <= weight <= 1:
+            raise UsageError(f"{flag('recommend.blend_weight')} must be between 0 and 1, got {weight}")
         if not 0 <= self.preprocess.max_bad_timestamp_share <= 1:
             raise UsageError("preprocess.max_bad_timestamp_share must be between 0 and 1")
         check_weights("event weight", self.preprocess.event_weights, None, "--event-weights view=1,purchase=5")
@@ -371,6 +422,9 @@ FLAGS = {
     "features.sequence.item_init": "--item-init", "features.autoencoder.kind": "--autoencoder",
     "features.autoencoder.dim": "--autoencoder-dim", "features.autoencoder.epochs": "--autoencoder-epochs",
     "cluster.objective": "--objective", "cluster.balance": "--balance",
+    "dask.scheduler": "--scheduler", "dask.workers": "--workers", "dask.threads_per_worker": "--threads-per-worker",
+    "dask.memory_limit": "--memory-limit", "dask.partitions": "--partitions",
+    "recommend.blend_weight": "--blend-weight", "privacy.min_group_size": "--min-group-size",
 }
 
 
@@ -414,6 +468,10 @@ def _no_dead_settings(config: PipelineConfig, given: frozenset[str]) -> None:
         "cluster.objective": (not cluster.k_values, "--k auto or a range of k"),
         "cluster.balance": (algorithm != "predictive", "--algorithm predictive"),
         "cluster.epochs": (algorithm != "predictive", "--algorithm predictive"),
+        "dask.workers": (config.dask.scheduler != "local", "--scheduler local"),
+        "dask.threads_per_worker": (config.dask.scheduler != "local", "--scheduler local"),
+        "dask.memory_limit": (config.dask.scheduler != "local", "--scheduler local"),
+        "dask.partitions": (config.dask.scheduler is None, "--scheduler"),
     }
     defaults = PipelineConfig()
     for path, (is_ignored, needs) in ignored.items():
@@ -465,6 +523,26 @@ def _in_range(path: str, value: float, low: float, high: float, low_open: bool =
         bound = f"above {low:g}" if low_open else f"at least {low:g}"
         bound += "" if high == math.inf else f" and at most {high:g}"
         raise UsageError(f"{flag(path)} must be a number {bound}, got {value}")
+# What the Dask path does not (yet) distribute: each is one clear error, never a silent single-process run.
+def _check_scheduler(config: PipelineConfig) -> None:
+    scheduler = config.dask.scheduler
+    learned = [name for name in config.features.features if name in ("sequence", "autoencoder")]
+    if scheduler != "local" and "://" not in scheduler:
+        raise UsageError(f"{flag('dask.scheduler')} {scheduler!r} is neither 'local' nor a scheduler address such as "
+                         "tcp://host:8786")
+    unsupported = (
+        (config.cluster.algorithm != "kmeans", f"--algorithm {config.cluster.algorithm}", "--algorithm kmeans"),
+        (bool(config.cluster.k_values), "a k sweep (--k auto or a range)", "a fixed --k"),
+        (config.reduce.method != registry.NO_REDUCER, f"--reduce {config.reduce.method}", "--reduce none"),
+        (config.preprocess.sample_users is not None, "--sample-users", "all users (the cluster has room for them)"),
+        (config.cluster.engine not in ("auto", "cuml"), f"--engine {config.cluster.engine}",
+         "--engine auto (a distributed Lloyd on CPU workers, cuML's on GPU workers)"),
+        (bool(learned), f"the learned feature {' and '.join(learned)}", "--features from behaviour, tfidf, text"),
+    )
+    for bad, what, instead in unsupported:
+        if bad:
+            raise UsageError(f"{what} does not run on a Dask cluster (--scheduler); use {instead}, or run without "
+                             "--scheduler")
 
 
 def _one_of(path: str, value: str, valid: tuple[str, ...], where: str = "") -> None:

@@ -35,9 +35,18 @@ from gpuclust.frames import array_frame, frame_kind, frame_local, like_input, lo
 from gpuclust.manifest import StageRecorder, build_manifest
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.preprocess.prepared import PreparedData
+from gpuclust.privacy import (
+    as_pseudonymiser,
+    check_key,
+    privacy_record,
+    small_clusters,
+    suppress_small_groups,
+)
 from gpuclust.protocols import as_clusterer, as_reducer, fit_clusterer
+from gpuclust.quality import drift
 from gpuclust.quality.anomaly import scores_against
 from gpuclust.quality.metrics import internal_scores, truth_scores
+from gpuclust.recommend.segments import fit_segments
 from gpuclust.reduce import build_reducer
 
 ASSIGNMENT_COLUMNS = (schema.USER, "cluster", "distance", "anomaly_score")
@@ -61,6 +70,10 @@ class UserClusterer:
     clusterer: an algorithm name ("kmeans", "dbscan", "hdbscan", "agglomerative") or an estimator with
         scikit-learn's clustering interface (fit, labels_, optionally cluster_centers_).
     representation: the explainer (default `ClusterExplainer`): anything with its `explain` method.
+    pseudonymise: a key file path, key bytes or a `privacy.Pseudonymiser`: user ids are replaced by a
+        keyed HMAC where they enter (fit, predict), and cluster reports withhold exemplar users and
+        figures of groups smaller than config.privacy.min_group_size. A loaded private model needs the
+        same key to place users.
     progress: called with each stage's name as it starts, and by the learned featurisers with a line per
         training update (epoch, loss, validation loss and HR@10).
     """
@@ -70,7 +83,8 @@ class UserClusterer:
                  feature_weights: dict[str, float] | None = None, device: str | None = None,
                  seed: int | None = None, embedding_model: Any = None, item_vectors: Any = None,
                  reducer: Any = None, clusterer: Any = None, representation: Any = None,
-                 config: PipelineConfig | None = None, progress: Callable[[str], None] | None = None) -> None:
+                 pseudonymise: Any = None, config: PipelineConfig | None = None,
+                 progress: Callable[[str], None] | None = None, scheduler: Any = None) -> None:
         self.n_clusters = n_clusters
         self.features = features
         self.extra_features = extra_features
@@ -82,8 +96,10 @@ class UserClusterer:
         self.reducer = reducer
         self.clusterer = clusterer
         self.representation = representation
+        self.pseudonymise = pseudonymise
         self.config = config
         self.progress = progress
+        self.scheduler = scheduler
 
     # --- fitting ---------------------------------------------------------------------------------
 
@@ -91,6 +107,12 @@ class UserClusterer:
         """Learn the clusters of the users in `events` (cuDF or pandas; `items`: catalogue; `truth`:
         user_id, group for ARI/NMI). Every setting is checked before any data is read."""
         settings, custom = self._settings(), self._custom_featurizers()
+        if settings.dask.scheduler is not None:
+            return self._fit_on_cluster(events, items, truth, settings)
+        pseudonymiser = as_pseudonymiser(self.pseudonymise)
+        kind = frame_kind(events)
+        if pseudonymiser is not None:  # before anything reads them: no raw id reaches a stage
+            events, truth = pseudonymiser.frame(events), pseudonymiser.frame(truth)
         backend = resolve_backend(settings.device)
         record = StageRecorder(backend, self.progress)
         moved = transfers.bytes
@@ -117,15 +139,27 @@ class UserClusterer:
         with record.stage("explain"):
             stats = behaviour_statistics(data, backend, settings.preprocess.session_gap_minutes)
             explained = self._representation(settings).explain(data, x, outcome, backend, stats)
+        profiles, population = explained.profiles, explained.population
+        if pseudonymiser is not None:
+            profiles, population = suppress_small_groups(profiles, population, settings.privacy.min_group_size,
+                                                         data.n_users)
+        with record.stage("recommend"):
+            segments = fit_segments(data, outcome.labels, outcome.n_clusters, backend,
+                                    settings.recommend.blend_weight, settings.recommend.tune_users, settings.seed)
+            segments.withhold(small_clusters(profiles))
 
         self.config_, self.backend_, self.featurizers_, self.fuser_ = settings, backend, featurizers, fuser
         self.reducer_, self.clusterer_, self.sweep_ = reducer, clusterer, sweep
         self.cluster_centers_, self.n_clusters_ = outcome.centres, outcome.n_clusters
         self.spread_ = explained.spread
         self.vocabulary_ = data.items
-        self.profiles_, self.population_, self.anomalies_ = explained.profiles, explained.population, explained.anomalies
+        self.profiles_, self.population_, self.anomalies_ = profiles, population, explained.anomalies
         self.metrics_ = metrics
-        kind = frame_kind(events)
+        self.segments_ = segments
+        self.drift_baseline_ = drift.baseline(outcome.labels, outcome.distances, explained.scores, outcome.n_clusters,
+                                              data, list(settings.preprocess.event_weights))
+        self.pseudonymiser_ = pseudonymiser
+        self.privacy_ = privacy_record(pseudonymiser, settings.privacy.min_group_size)
         self.labels_ = like_input(_assignments(data, outcome.frame_labels(backend), outcome.distances,
                                                explained.scores, backend), kind)
         self.map_ = like_input(explained.map, kind)
@@ -136,6 +170,22 @@ class UserClusterer:
             reduce=None if reducer is None else getattr(reducer, "info_", {}),
             cluster=self._cluster_record(clusterer, outcome, sweep, settings), metrics=metrics,
             moved_bytes=transfers.bytes - moved, custom=self._custom_record(custom))
+        self.manifest_["privacy"] = self.privacy_
+        self.manifest_["recommend"] = segments.to_meta()
+        return self
+
+    def _fit_on_cluster(self, events: Any, items: Any, truth: Any, settings: PipelineConfig) -> UserClusterer:
+        """The same fit on a Dask cluster (`gpuclust.distributed`): `scheduler` is "local", an address or
+        a `distributed.Client`; a LocalCluster started here is closed before `fit` returns."""
+        from gpuclust.distributed.cluster import open_session
+        from gpuclust.distributed.fit import fit_distributed
+
+        target = self.scheduler if self.scheduler is not None and not isinstance(self.scheduler, str) \
+            else settings.dask.scheduler
+        with open_session(target, settings.dask, resolve_backend(settings.device).device) as session:
+            fit_distributed(self, events, items, truth, settings, session)
+            if session.kind != "client":
+                self._distributed = None  # the cluster's copies go with the session
         return self
 
     def fit_predict(self, events: Any, items: Any = None, truth: Any = None) -> Any:
@@ -178,11 +228,12 @@ class UserClusterer:
         return save_estimator(self, directory)
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | None = None) -> UserClusterer:
-        """A saved model with the attributes of a fitted one; `device` overrides the saved device."""
+    def load(cls, directory: str | Path, device: str | None = None, pseudonymise: Any = None) -> UserClusterer:
+        """A saved model with the attributes of a fitted one; `device` overrides the saved device. A model
+        fitted on pseudonymised ids places users only with the same key (`pseudonymise`)."""
         from gpuclust.model import load_estimator
 
-        return load_estimator(cls, directory, device)
+        return load_estimator(cls, directory, device, pseudonymise)
 
     # --- scikit-learn manners -------------------------------------------------------------------
 
@@ -215,6 +266,16 @@ class UserClusterer:
         for name, value in (("device", self.device), ("seed", self.seed)):
             if value is not None:
                 setattr(config, name, value)
+        if isinstance(self.scheduler, str):
+            config.dask.scheduler = self.scheduler
+        elif self.scheduler is not None and config.dask.scheduler is None:  # a Client: its address, for the records
+            address = getattr(getattr(self.scheduler, "scheduler", None), "address", None)
+            if address is None:
+                raise UsageError(f"scheduler must be 'local', an address (tcp://host:8786) or a distributed.Client, "
+                                 f"got {type(self.scheduler).__name__}")
+            config.dask.scheduler = str(address)
+        if config.dask.scheduler is not None and self.pseudonymise is not None:
+            raise UsageError("pseudonymised ids do not run on a Dask cluster yet: drop the scheduler, or the key")
         if self.features is not None:
             config.features.features = tuple(f for f in self.features if isinstance(f, str))
         if self.feature_weights is not None:
@@ -238,11 +299,16 @@ class UserClusterer:
         return config.validate(require_features=not self._custom_featurizers())
 
     def _custom_featurizers(self) -> list[Any]:
+        """Copies of the featuriser objects passed in (the caller's stay unfitted, as clone expects)."""
         chosen = [f for f in (self.features or ()) if not isinstance(f, str)] + list(self.extra_features)
         for f in chosen:
             if not (hasattr(f, "name") and hasattr(f, "fit_transform") and hasattr(f, "transform")):
                 raise UsageError(f"featuriser {f!r} needs a name and fit_transform/transform(data, backend) methods")
-        return chosen
+        named = [f for f in (self.features or ()) if isinstance(f, str)] + [f.name for f in chosen]
+        twice = sorted({name for name in named if named.count(name) > 1})
+        if twice:
+            raise UsageError(f"feature {', '.join(map(repr, twice))} is given twice; each feature block needs its own name")
+        return [copy.deepcopy(f) for f in chosen]
 
     def _custom_weights(self, custom: list[Any]) -> dict[str, float]:
         names = {f.name for f in custom}
@@ -356,6 +422,11 @@ class UserClusterer:
 
     # --- helpers --------------------------------------------------------------------------------
 
+    def pseudonymised(self, events: Any) -> Any:
+        """`events` with the user ids as this model knows them: pseudonymised where it was fitted so."""
+        check_key(getattr(self, "privacy_", None), getattr(self, "pseudonymiser_", None), "this model")
+        return events if self.pseudonymiser_ is None else self.pseudonymiser_.frame(events)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "cluster_centers_"):
             raise UsageError("this UserClusterer is not fitted: call fit() first, or UserClusterer.load(dir)")
@@ -366,6 +437,7 @@ class UserClusterer:
         PreparedData whose user_idx rows they are)."""
         self._check_fitted()
         backend, settings = self.backend_, self.config_
+        events = self.pseudonymised(events)
         preprocess = dataclasses.replace(settings.preprocess, min_item_events=1, sample_users=None)
         data = Preprocessor(preprocess, seed=settings.seed).run(to_backend_frame(events, backend), backend,
                                                                vocabulary=self.vocabulary_)

@@ -20,9 +20,11 @@ from gpuclust.backend import Backend, to_host
 from gpuclust.errors import UsageError
 from gpuclust.frames import host_frame
 from gpuclust.io.outputs import OutputDir
+from gpuclust.io.writers import json_text
 
 FORMAT = "gpuclust-model"
-VERSION = 2
+# 3: privacy (pseudonymised ids, key fingerprint), segment popularity and blend weight, drift yardsticks.
+VERSION = 3
 MANIFEST = "model.json"
 ARRAYS = "arrays.safetensors"
 ITEMS = "items.parquet"
@@ -32,8 +34,8 @@ TABLES = (ITEMS, ASSIGNMENTS, MAP)
 CHECKSUMS = "checksums.sha256"
 # Every file a model folder may hold; the checksum file lists all of them but itself.
 LAYOUT = dict.fromkeys((MANIFEST, ARRAYS, *TABLES, CHECKSUMS))
-REQUIRED_KEYS = ("format", "version", "config", "featurizers", "fuser", "reducer", "clusterer", "sweep", "profiles",
-                 "population", "anomalies", "manifest")
+REQUIRED_KEYS = ("format", "version", "gpuclust", "run_id", "config", "featurizers", "fuser", "reducer", "clusterer",
+                 "sweep", "profiles", "population", "anomalies", "manifest", "privacy", "recommend", "drift")
 _PLAIN_NAME = re.compile(r"\.?[A-Za-z0-9][A-Za-z0-9_.-]*")
 _LINE = re.compile(r"(?P<digest>[0-9a-f]{64})  (?P<name>.+)")
 
@@ -52,7 +54,7 @@ def write_model(directory: str | Path, meta: dict[str, Any], arrays: dict[str, A
         for name, table in tables.items():
             host_frame(table).to_parquet(staging / name, index=False)
         document = {"format": FORMAT, "version": VERSION, **meta}
-        (staging / MANIFEST).write_text(json.dumps(document, indent=2, default=str) + "\n")
+        (staging / MANIFEST).write_text(json_text(document))
         lines = [f"{_sha256(path.read_bytes())}  {path.name}" for path in sorted(staging.iterdir())]
         (staging / CHECKSUMS).write_text("\n".join(lines) + "\n")
     return Path(directory)
@@ -93,9 +95,12 @@ def _read_checksums(directory: Path) -> dict[str, str]:
                              "gpuclust; re-run `gpuclust run` to save it again")
         raise UsageError(f"no model at {directory}: {MANIFEST} is missing (a `gpuclust run` writes one to OUT/model)")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_bytes().decode("ascii")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"model {directory} is corrupt: {CHECKSUMS} cannot be read ({exc})") from None
+    if not text.endswith("\n"):  # exactly as written: "<sha256>  <name>\n" per file, nothing else
+        raise UsageError(f"model {directory} is corrupt: {CHECKSUMS} does not end with a line break")
+    lines = text[:-1].split("\n")
     listed: dict[str, str] = {}
     for line in lines:
         match = _LINE.fullmatch(line)
@@ -177,6 +182,7 @@ def save_estimator(est: Any, directory: str | Path) -> Path:
         reducer = {"n_components": int(components.shape[0]), "info": getattr(est.reducer_, "info_", {})}
     arrays["clusterer.centres"] = est.cluster_centers_
     arrays["anomaly.median"], arrays["anomaly.scale"] = est.spread_
+    arrays["recommend.popularity"] = est.segments_.table
     meta = {
         "gpuclust": est.manifest_["gpuclust"],
         "run_id": est.manifest_.get("run_id"),
@@ -189,19 +195,27 @@ def save_estimator(est: Any, directory: str | Path) -> Path:
         "sweep": None if est.sweep_ is None else est.sweep_.to_dict(),
         "profiles": est.profiles_, "population": est.population_, "anomalies": est.anomalies_,
         "manifest": est.manifest_,
+        "privacy": est.privacy_,  # the key's fingerprint, never the key
+        "recommend": est.segments_.to_meta(),
+        "drift": est.drift_baseline_,
     }
     tables = {ITEMS: est.vocabulary_, ASSIGNMENTS: est.labels_, MAP: est.map_}
     return write_model(directory, meta, arrays, tables)
 
 
-def load_estimator(cls, directory: str | Path, device: str | None = None):
+def load_estimator(cls, directory: str | Path, device: str | None = None, pseudonymise: Any = None):
     from gpuclust.backend import resolve_backend
+    from gpuclust.privacy import as_pseudonymiser, check_key
 
+    pseudonymiser = as_pseudonymiser(pseudonymise)
     backend = resolve_backend(device or "auto")
     meta, arrays, tables = read_model(directory, backend)
     try:
         est = _restore(cls, meta, arrays, tables, backend, device)
         _check_shapes(est)
+        if pseudonymiser is not None:
+            check_key(est.privacy_, pseudonymiser, f"model {directory}")
+        est.pseudonymise = est.pseudonymiser_ = pseudonymiser
     except UsageError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
@@ -216,6 +230,7 @@ def _restore(cls, meta: dict[str, Any], arrays: dict[str, Any], tables: dict[str
     from gpuclust.cluster.sweep import KSweep
     from gpuclust.config import PipelineConfig
     from gpuclust.features.fuse import Fuser
+    from gpuclust.recommend.segments import SegmentPopularity
     from gpuclust.reduce.pca import PCA
 
     config = PipelineConfig.from_dict(meta["config"])
@@ -247,6 +262,11 @@ def _restore(cls, meta: dict[str, Any], arrays: dict[str, Any], tables: dict[str
     est.profiles_, est.population_, est.anomalies_ = meta["profiles"], meta["population"], meta["anomalies"]
     est.manifest_ = meta["manifest"]
     est.metrics_ = est.manifest_["metrics"]
+    est.privacy_ = dict(meta["privacy"])
+    est.pseudonymiser_ = None  # set by load_estimator from the key given, if any
+    est.segments_ = SegmentPopularity(np.array(to_host(arrays["recommend.popularity"]), dtype=np.float32),
+                                      float(meta["recommend"]["blend_weight"]), meta["recommend"].get("tuning", {}))
+    est.drift_baseline_ = meta["drift"]
     return est
 
 
@@ -267,3 +287,9 @@ def _check_shapes(est) -> None:
         raise ValueError(f"cluster centres of shape {tuple(centres.shape)} do not fit {width} features")
     if any(s.shape != (centres.shape[0],) for s in est.spread_):
         raise ValueError("the anomaly yardsticks do not match the clusters")
+    table = est.segments_.table
+    if table.ndim != 2 or table.shape != (centres.shape[0] + 1, len(est.vocabulary_)):
+        raise ValueError(f"the popularity table of shape {tuple(table.shape)} does not fit {centres.shape[0]} "
+                         f"clusters and {len(est.vocabulary_)} items")
+    if not 0 <= est.segments_.blend_weight <= 1 or len(est.drift_baseline_["cluster_shares"]) != centres.shape[0]:
+        raise ValueError("the blend weight or the drift yardsticks do not fit the clusters")

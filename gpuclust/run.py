@@ -6,6 +6,7 @@ succeeded (`io.outputs`), so a failed or interrupted run leaves nothing behind.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import gpuclust
 from gpuclust.backend import resolve_backend
-from gpuclust.config import PipelineConfig
+from gpuclust.config import DaskConfig, PipelineConfig
 from gpuclust.errors import UsageError
 from gpuclust.estimator import UserClusterer
 from gpuclust.frames import host_frame
@@ -22,51 +23,67 @@ from gpuclust.io.outputs import MARKER, OutputDir
 from gpuclust.io.writers import write_json, write_parquet
 from gpuclust.manifest import StageRecorder, machine, now_iso, versions
 from gpuclust.model import LAYOUT as MODEL_LAYOUT
+from gpuclust.privacy import as_pseudonymiser, check_key
 from gpuclust.report.html import IMAGES
 
 # What a run folder may hold: its outputs, the saved model and, once `gpuclust report` ran, the report.
+# A run on a Dask cluster writes its assignments as a partitioned dataset, OUT/assignments/part.N.parquet.
+PARTS = re.compile(r"part\.\d+\.parquet")
 RUN_LAYOUT = {
-    "assignments.parquet": None, "clusters.json": None, "map.parquet": None, "manifest.json": None,
-    "model": frozenset(MODEL_LAYOUT) | {MARKER}, "report.html": None, "report": frozenset(IMAGES) | {MARKER},
+    "assignments.parquet": None, "assignments": PARTS, "clusters.json": None, "map.parquet": None,
+    "manifest.json": None, "model": frozenset(MODEL_LAYOUT) | {MARKER}, "report.html": None,
+    "report": frozenset(IMAGES) | {MARKER},
 }
-ASSIGN_LAYOUT = {"assignments.parquet": None, "manifest.json": None}
+ASSIGN_LAYOUT = {"assignments.parquet": None, "assignments": PARTS, "manifest.json": None}
 
 
 def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items: str | Path | None = None,
               truth: str | Path | None = None, adapter: str | None = None,
-              on_stage: Callable[[str], None] | None = None) -> UserClusterer:
+              on_stage: Callable[[str], None] | None = None, pseudonymise: Any = None) -> UserClusterer:
     """Read the inputs, fit, and write assignments, cluster profiles, the model and the manifest.
 
-    The output folder is checked before anything is read, and replaced as one unit at the end."""
+    The output folder is checked before anything is read, and replaced as one unit at the end. With
+    `config.dask.scheduler` the work runs on a Dask cluster (`gpuclust.distributed.run`). With
+    `pseudonymise` (a key file, read once, or a `privacy.Pseudonymiser`) user ids are pseudonymised as
+    the estimator receives them, before any stage or file sees them."""
     config.validate()
+    if config.dask.scheduler is not None:
+        from gpuclust.distributed.run import run_distributed
+
+        return run_distributed(config, events, out, items, truth, adapter, on_stage, RUN_LAYOUT)
     with OutputDir(out, "run", RUN_LAYOUT) as staging:
         started = time.perf_counter()
         backend = resolve_backend(config.device)
         reading = StageRecorder(backend, on_stage)
         with reading.stage("read"):
             inputs = read_inputs(backend.frame, config.columns, events, items, truth, adapter)
-        model = UserClusterer(config=config, progress=on_stage).fit(inputs.events, inputs.items, inputs.truth)
+        model = UserClusterer(config=config, progress=on_stage, pseudonymise=as_pseudonymiser(pseudonymise)).fit(
+            inputs.events, inputs.items, inputs.truth)
         manifest = model.manifest_
         manifest["inputs"] = inputs.sources
         manifest["rows"]["steps"] = [s.to_dict() for s in inputs.steps] + manifest["rows"]["steps"]
         manifest["timings"]["stages"] = {**reading.stages, **manifest["timings"]["stages"]}
         manifest["timings"]["total_seconds"] = round(time.perf_counter() - started, 4)
-        _write_run(model, staging)
+        write_run(model, staging)
     return model
 
 
 def write_outputs(model: UserClusterer, out: str | Path) -> Path:
     """A fitted model's output set (and the saved model, OUT/model), replacing `out` as one unit."""
     with OutputDir(out, "run", RUN_LAYOUT) as staging:
-        _write_run(model, staging)
+        write_run(model, staging)
     return Path(out)
 
 
-def _write_run(model: UserClusterer, folder: Path) -> None:
-    write_parquet(folder / "assignments.parquet", model.labels_)
+def write_run(model: UserClusterer, folder: Path, assignments_file: bool = True) -> None:
+    """The output set of a fitted model into `folder` (a staging folder); a Dask run has written its
+    assignments as a partitioned dataset already (`assignments_file=False`)."""
+    if assignments_file:
+        write_parquet(folder / "assignments.parquet", model.labels_)
     write_parquet(folder / "map.parquet", model.map_)
     write_json(folder / "clusters.json", {"run_id": model.manifest_["run_id"], "clusters": model.profiles_,
-                                          "population": model.population_, "anomalies": model.anomalies_})
+                                          "population": model.population_, "anomalies": model.anomalies_,
+                                          "privacy": model.privacy_})
     try:
         model.save(folder / "model")
         model.manifest_["model"] = "model"
@@ -76,12 +93,26 @@ def _write_run(model: UserClusterer, folder: Path) -> None:
 
 
 def assign_files(model: str | Path, events: str | Path, out: str | Path, device: str | None = None,
-                 adapter: str | None = None) -> tuple[UserClusterer, dict[str, Any]]:
+                 adapter: str | None = None, scheduler: str | None = None, dask: DaskConfig | None = None,
+                 pseudonymise: Any = None) -> tuple[UserClusterer, dict[str, Any]]:
     """Place the users of `events` in a saved model's clusters; writes OUT/assignments.parquet and
-    OUT/manifest.json as one unit."""
+    OUT/manifest.json as one unit. With `scheduler` the users are placed on a Dask cluster and the
+    assignments are a partitioned dataset (OUT/assignments/part.N.parquet). A model fitted on
+    pseudonymised ids needs its key (`pseudonymise`)."""
+    if scheduler is not None:
+        from gpuclust.distributed.run import assign_distributed
+
+        if pseudonymise is not None:
+            raise UsageError("--pseudonymise does not run on a Dask cluster yet; place the users without --scheduler")
+        dask = dask or DaskConfig()
+        probe = PipelineConfig(dask=dask)
+        probe.dask.scheduler = scheduler
+        probe.validate()
+        return assign_distributed(model, events, out, device, adapter, scheduler, probe.dask, ASSIGN_LAYOUT)
     started = time.perf_counter()
     with OutputDir(out, "assign", ASSIGN_LAYOUT) as staging:
-        fitted = UserClusterer.load(model, device=device)
+        fitted = UserClusterer.load(model, device=device, pseudonymise=pseudonymise)
+        check_key(fitted.privacy_, fitted.pseudonymiser_, f"model {model}")
         backend = fitted.backend_
         inputs = read_inputs(backend.frame, fitted.config_.columns, events, adapter=adapter)
         labels, data = fitted.place(inputs.events)
@@ -96,8 +127,42 @@ def assign_files(model: str | Path, events: str | Path, out: str | Path, device:
             "versions": versions(),
             "rows": {"steps": [s.to_dict() for s in inputs.steps + data.steps], "users": len(labels)},
             "cluster_sizes": {int(k): int(v) for k, v in sizes.iloc[:, 0].items()},
+            "privacy": fitted.privacy_,
             "seconds": round(time.perf_counter() - started, 4),
         }
         write_parquet(staging / "assignments.parquet", labels)
         write_json(staging / "manifest.json", manifest)
     return fitted, manifest
+
+
+def drift_files(model: str | Path, events: str | Path, device: str | None = None, adapter: str | None = None,
+                pseudonymise: Any = None, thresholds: Any = None) -> dict[str, Any]:
+    """Place the users of `events` with a saved model and compare them with the users it was fitted on
+    (`quality.drift`): one row per measure, and whether any crossed its threshold."""
+    from gpuclust.quality import drift
+
+    started = time.perf_counter()
+    fitted = UserClusterer.load(model, device=device, pseudonymise=pseudonymise)
+    check_key(fitted.privacy_, fitted.pseudonymiser_, f"model {model}")
+    inputs = read_inputs(fitted.backend_.frame, fitted.config_.columns, events, adapter=adapter)
+    labels, data = fitted.place(inputs.events)
+    k = int(fitted.n_clusters_)
+    now = drift.placed_counts(labels["cluster"].to_numpy(), labels["distance"].to_numpy(),
+                              labels["anomaly_score"].to_numpy(), k).add(drift.event_counts(data))
+    thresholds = thresholds or drift.Thresholds()
+    rows = drift.compare(fitted.drift_baseline_, now, thresholds)
+    return {
+        "gpuclust": gpuclust.__version__,
+        "created": now_iso(),
+        "model": str(model),
+        "model_run_id": fitted.manifest_.get("run_id"),
+        "inputs": inputs.sources,
+        "fit_users": fitted.drift_baseline_["users"],
+        "users": now.users,
+        "events": now.events,
+        "thresholds": vars(thresholds),
+        "rows": rows,
+        "alert": any(r["alert"] for r in rows),
+        "privacy": fitted.privacy_,
+        "seconds": round(time.perf_counter() - started, 4),
+    }

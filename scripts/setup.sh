@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with the CPU set and the dev tools; a second run reuses it unless pyproject.toml changed.
+# Create .venv with the CPU set, Dask, the service and the dev tools; a second run reuses it unless
+# pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -13,5 +14,5 @@ fi
 # torch first and pinned: 2.13.0 is a CPU build where a local wheel exists; the project's own range
 # then accepts it instead of pulling a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[cpu,dev]"
+.venv/bin/python -m pip install -q -e ".[cpu,dev,dask,serve]"
 echo "$want" > "$stamp"

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -25,3 +26,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# Hypothesis profiles for the property tests (tests/test_contract_properties.py). `ci`, the default: a fixed,
+# derandomised set of examples that runs in a minute or two, and no example database written into the repo.
+# `long` (GPUCLUST_HYPOTHESIS=long): 25x the examples, random, for a search on demand.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("long", derandomize=False, database=None, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile("long" if os.environ.get("GPUCLUST_HYPOTHESIS") == "long" else "ci")

@@ -100,3 +100,19 @@ def test_weights_must_be_finite_non_negative_and_named(section, weights, message
     with pytest.raises(UsageError) as err:
         config.validate()
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("[assess]\nmap_sample = -1", "assess.map_sample must be at least 1, got -1"),
+    ("[assess]\ntop_n = 0", "assess.top_n must be at least 1, got 0"),
+    ("[cluster]\ntol = -1", "cluster.tol must be at least 0"),
+    ("[preprocess]\nsession_gap_minutes = 0", "session_gap_minutes must be above 0 minutes"),
+    ("[preprocess]\nsession_gap_minutes = nan", "session_gap_minutes must be above 0 minutes"),
+    ("[features]\nsvd_power_iterations = -1", "features.svd_power_iterations must be at least 0"),
+    ("[features]\nsvd_oversamples = -3", "features.svd_oversamples must be at least 0"),
+])
+def test_impossible_numbers_in_a_config_name_the_setting_and_its_bound(tmp_path, toml, message):
+    path = tmp_path / "run.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(UsageError, match=message):
+        PipelineConfig.from_toml(path).validate()

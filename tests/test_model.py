@@ -174,3 +174,17 @@ def test_a_model_of_the_old_format_is_refused_with_the_fix(saved):
     (saved / "checksums.sha256").unlink()
     with pytest.raises(UsageError, match="re-run"):
         UserClusterer.load(saved, device="cpu")
+
+
+def test_model_json_is_strict_json_even_when_a_metric_is_undefined(fitted, tmp_path):
+    estimator, _ = fitted
+    metrics = estimator.manifest_["metrics"]
+    kept = metrics["calinski_harabasz"]
+    metrics["calinski_harabasz"] = float("nan")  # one cluster of identical users gives NaN
+    try:
+        model = estimator.save(tmp_path / "m")
+    finally:
+        metrics["calinski_harabasz"] = kept
+    text = (model / "model.json").read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"model.json holds {name}"))
+    assert UserClusterer.load(model).metrics_["calinski_harabasz"] is None

@@ -206,6 +206,12 @@ def test_sampling_with_replacement_makes_distinct_copies():
     assert len(data.events) == 40 * 20
 
 
+def test_sampling_with_replacement_beyond_a_hundred_copies_per_user_is_refused_before_drawing():
+    ev, _, _ = blob_events(n_users=10)
+    with pytest.raises(UsageError, match="give at most 1,000"):
+        Preprocessor(PreprocessConfig(sample_users=10**20, sample_replace=True)).run(ev, cpu_backend())
+
+
 def test_items_catalogue_joins_on_ids_of_other_types():
     ev, items, _ = blob_events(n_users=20)
     items = items.astype({"item_id": "str"})

@@ -313,3 +313,18 @@ def test_sequential_option_is_recorded_only_when_set(tmp_path):
 def test_sequential_needs_categories_for_routes():
     with pytest.raises(UsageError, match="routes of 3-4 categories"):
         SynthSpec(n_groups=4, n_categories=2, n_items=10, sequential=True).validate()
+def test_synth_as_a_multi_file_dataset_has_the_same_rows(tmp_path):
+    """`--files N`: events/part.N.parquet with whole users per file, the same rows as one file."""
+    import pandas as pd
+
+    from gpuclust.synth import SynthSpec, write
+
+    spec = SynthSpec(n_users=9000, n_items=500, n_groups=4, seed=2)
+    one = write(spec, tmp_path / "one")
+    many = write(spec, tmp_path / "many", files=3)
+    assert many["files"]["events"] == str(tmp_path / "many" / "events") and many["n_events"] == one["n_events"]
+    parts = [pd.read_parquet(tmp_path / "many" / "events" / f"part.{i}.parquet") for i in range(3)]
+    assert all(len(p) for p in parts)
+    assert not set(parts[0]["user_id"]) & set(parts[1]["user_id"])  # users are not split across files
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True),
+                                  pd.read_parquet(tmp_path / "one" / "events.parquet"))

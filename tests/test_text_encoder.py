@@ -111,7 +111,7 @@ def test_bad_parameters_are_usage_errors(model):
     with pytest.raises(UsageError, match="fp16"):
         ItemEncoder(model, precision="fp16").encode(["x"])
     with pytest.raises(UsageError, match="precision"):
-        resolve_precision("int8", "cpu")
+        resolve_precision("int4", "cpu")
     assert resolve_precision("auto", "cpu") == "fp32"
 
 

@@ -125,7 +125,7 @@ def test_no_text_columns_is_a_usage_error(model):
         TextFeaturizer(model=model, template="{colour}").fit_transform(prepared(), cpu_backend())
 
 
-@pytest.mark.parametrize("param,value", [("mode", "session"), ("pooling", "max"), ("precision", "int8"),
+@pytest.mark.parametrize("param,value", [("mode", "session"), ("pooling", "max"), ("precision", "int4"),
                                          ("half_life_days", 0)])
 def test_bad_parameters_are_usage_errors(model, param, value):
     with pytest.raises(UsageError, match=param.split("_")[0]):
@@ -163,6 +163,19 @@ def test_embed_items_parquet_and_npy(model, tmp_path):
     assert summary["cache_misses"] == 3
     assert cos(array[0], vectors[0]) < 0.9999  # template without category gives a different text
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_items_without_an_id_are_not_embedded(model, tmp_path):
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "items.parquet"
+    pd.DataFrame({"item_id": [None, "a", "b", None], "title": ["x", "y", "z", "w"]}).to_parquet(path)
+    summary = embed_items(path, tmp_path / "vec.parquet", model=model, device="cpu")
+    assert summary["n_items"] == 2
+    assert pq.read_table(tmp_path / "vec.parquet").column("item_id").to_pylist() == ["a", "b"]
+    pd.DataFrame({"item_id": [None, None], "title": ["x", "y"]}).to_parquet(path)
+    with pytest.raises(UsageError, match="no items with an id"):
+        embed_items(path, tmp_path / "vec2.parquet", model=model, device="cpu")
 
 
 def test_embed_items_bad_output_suffix(model, tmp_path):

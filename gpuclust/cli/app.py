@@ -49,7 +49,17 @@ def progress(enabled: bool):
 
 
 Device = Annotated[str, typer.Option(help=f"Where to run: {', '.join(DEVICE_CHOICES)}.")]
+Scheduler = Annotated[str | None, typer.Option(help="Run on Dask: 'local' (a LocalCluster; LocalCUDACluster on GPUs) "
+                                               "or a running scheduler's address, tcp://host:8786.")]
+Workers = Annotated[int | None, typer.Option(help="Workers of --scheduler local (default: one per core; per GPU).")]
+Threads = Annotated[int | None, typer.Option(help="Threads per worker of --scheduler local (default 1).")]
+MemoryLimit = Annotated[str | None, typer.Option(help="Memory per worker of --scheduler local, e.g. 10GiB "
+                                                 "(default: 90% of the machine's, shared).")]
+Partitions = Annotated[int | None, typer.Option(help="User partitions after the shuffle (default: from the rows).")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+KeyFile = Annotated[Path | None, typer.Option(
+    "--pseudonymise", metavar="KEY_FILE",
+    help="Replace user ids by a keyed HMAC-SHA256 as they are read (key: >= 16 bytes in this file).")]
 
 
 @app.command()
@@ -87,6 +97,8 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     sequential: Annotated[bool, typer.Option(help="Personas in pairs that differ only in the order they browse "
                                              "their categories (a bag of items cannot tell them apart).")] = False,
+    files: Annotated[int, typer.Option(help="Events as a Parquet dataset of this many files, "
+                                       "OUT/events/part.N.parquet (for --scheduler runs).")] = 1,
     json_out: Json = False,
 ) -> None:
     """Generate a realistic synthetic behaviour log with planted user groups (known truth)."""
@@ -94,21 +106,21 @@ def synth(
 
     spec = SynthSpec(n_users=users, n_items=items, n_groups=groups, seed=seed,
                      events_per_user=events_per_user, noise_share=noise_share, sequential=sequential).validate()
-    summary = _synth(spec, out, quiet=json_out)
+    summary = _synth(spec, out, quiet=json_out, files=files)
     if json_out:
         print(json.dumps(summary, indent=2, default=str))
     else:
         console.print(f"wrote {summary['n_events']:,} events of {summary['n_users']:,} users to {out}")
 
 
-def _synth(spec, out: Path, quiet: bool) -> dict:
+def _synth(spec, out: Path, quiet: bool, files: int = 1) -> dict:
     from gpuclust.synth import write
 
     if quiet or not sys.stderr.isatty():
-        return write(spec, out)
+        return write(spec, out, files=files)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("generating users", total=spec.n_users)
-        return write(spec, out, progress=lambda done, total: bar.update(task, completed=done))
+        return write(spec, out, progress=lambda done, total: bar.update(task, completed=done), files=files)
 
 
 @app.command()
@@ -171,11 +183,22 @@ def run(
     model: Annotated[str | None, typer.Option(help="Text encoder: 'default' (offline MiniLM), HF id or path.")] = None,
     text_mode: Annotated[str | None, typer.Option(help="Text feature mode: item (fast) or user.")] = None,
     text_template: Annotated[str | None, typer.Option(help="Item text, e.g. '{title} | {category}'.")] = None,
-    precision: Annotated[str | None, typer.Option(help="Encoder precision: auto, fp32, bf16, fp16.")] = None,
+    precision: Annotated[str | None, typer.Option(help="Encoder precision: auto, fp32, bf16, fp16 (GPU), int8 (CPU).")] = None,
     half_life_days: Annotated[float | None, typer.Option(help="Time decay of interactions for text pooling.")] = None,
+    scheduler: Scheduler = None,  # type: ignore[assignment]
+    workers: Workers = None,  # type: ignore[assignment]
+    threads_per_worker: Threads = None,  # type: ignore[assignment]
+    memory_limit: MemoryLimit = None,  # type: ignore[assignment]
+    partitions: Partitions = None,  # type: ignore[assignment]
+    blend_weight: Annotated[float | None, typer.Option(help="Weight of cluster popularity in the model's "
+                                                       "recommendations (0..1; default: tuned at fit time).")] = None,
+    pseudonymise: KeyFile = None,
+    min_group_size: Annotated[int | None, typer.Option(help="With --pseudonymise: withhold cluster figures of "
+                                                       "fewer users (default 10).")] = None,
     json_out: Json = False,
 ) -> None:
     """Cluster the users of an event log; write assignments, cluster profiles and a manifest."""
+    from gpuclust.privacy import Pseudonymiser
     from gpuclust.run import run_files
 
     cfg = build_config(config, {
@@ -197,9 +220,17 @@ def run(
         "cluster": {"engine": engine, "algorithm": algorithm, "eps": eps, "min_samples": min_samples,
                     "min_cluster_size": min_cluster_size, "objective": objective, "balance": balance},
         "assess": {"silhouette_sample": silhouette_sample, "anomalies": anomalies},
+        "dask": {"scheduler": scheduler, "workers": workers, "threads_per_worker": threads_per_worker,
+                 "memory_limit": memory_limit, "partitions": partitions},
+        "recommend": {"blend_weight": blend_weight},
+        "privacy": {"min_group_size": min_group_size},
     }, k=k, feature_weights=feature_weights)
+    if min_group_size is not None and pseudonymise is None:
+        raise UsageError("--min-group-size has no effect without --pseudonymise; drop it or add that")
+    key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None  # read once, before the work
     with progress(not json_out and sys.stderr.isatty()) as on_stage:
-        model = run_files(cfg, events, out, items=items, truth=truth, adapter=adapter, on_stage=on_stage)
+        model = run_files(cfg, events, out, items=items, truth=truth, adapter=adapter, on_stage=on_stage,
+                          pseudonymise=key)
     report(model, out, json_out, show_anomalies=anomalies or 0)
 
 
@@ -235,12 +266,24 @@ def assign(
     out: Annotated[Path, typer.Option(help="Output directory for assignments.parquet and manifest.json.")],
     device: Annotated[str | None, typer.Option(help=f"Where to run: {', '.join(DEVICE_CHOICES)}.")] = None,
     adapter: Annotated[str | None, typer.Option(help="Raw-log adapter, e.g. online-retail.")] = None,
+    scheduler: Scheduler = None,  # type: ignore[assignment]
+    workers: Workers = None,  # type: ignore[assignment]
+    threads_per_worker: Threads = None,  # type: ignore[assignment]
+    memory_limit: MemoryLimit = None,  # type: ignore[assignment]
+    partitions: Partitions = None,  # type: ignore[assignment]
+    pseudonymise: KeyFile = None,
     json_out: Json = False,
 ) -> None:
     """Place new users in the clusters of a saved model, with the featurisers it learned."""
+    from gpuclust.config import DaskConfig
     from gpuclust.run import assign_files
 
-    _, manifest = assign_files(model, events, out, device=device, adapter=adapter)
+    if scheduler is None and any(v is not None for v in (workers, threads_per_worker, memory_limit, partitions)):
+        raise UsageError("--workers, --threads-per-worker, --memory-limit and --partitions have no effect without "
+                         "--scheduler; drop them or add that")
+    dask = DaskConfig(None, workers, threads_per_worker, memory_limit, partitions)
+    _, manifest = assign_files(model, events, out, device=device, adapter=adapter, scheduler=scheduler, dask=dask,
+                                 pseudonymise=pseudonymise)
     if json_out:
         print(json.dumps(manifest, indent=2, default=str))
         return
@@ -269,6 +312,9 @@ def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
             top = ", ".join(str(c.get("category")) for c in p["top_categories"][:3])
         else:
             top = "; ".join(_item_label(i) for i in p["top_items"][:2])
+        if p.get("suppressed"):
+            table.add_row(str(p["cluster"]), "-", "-", f"withheld: {p['suppressed']}", "-", "-")
+            continue
         table.add_row(str(p["cluster"]), f"{p['size']:,}", f"{p['share']:.1%}", p.get("label") or "-", top or "-",
                       _standout(p))
     out_console = Console()
@@ -310,11 +356,15 @@ def _standout(profile: dict) -> str:
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
+    from gpuclust.cli.drift import drift
     from gpuclust.cli.embed import embed
     from gpuclust.cli.evaluate import evaluate as evaluate_command
     from gpuclust.cli.report import report as report_command
+    from gpuclust.cli.serve import serve
 
     app.command()(embed)
+    app.command()(drift)
+    app.command()(serve)
     app.command(name="report")(report_command)
     app.command(name="evaluate")(evaluate_command)
     from gpuclust.cli.bench import bench, size
@@ -389,5 +439,7 @@ def _usage_error(exc: Exception) -> NoReturn:
     _fail(f"{exc.format_message().rstrip('.')}{where}")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m gpuclust.cli.app`: the console script's way in
+    from gpuclust.cli.entry import main as entry_main
+
+    entry_main()

@@ -144,12 +144,26 @@ def size(
     events_per_user: Annotated[float, typer.Option(help="Mean events per user.")],
     model: Annotated[str | None, typer.Option(help="Text model the runs used ('default'); 'none' for no text.")] = None,
     results: Annotated[Path | None, typer.Option(help="A results JSON with a scaling suite (default: newest).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Predict the Dask path (--scheduler local) with this many "
+                                                "workers, from benchmarks/dask_bench.py results.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
 ) -> None:
     """Predict seconds and peak memory per stage, and the smallest GPU that fits, from the scaling runs."""
     load_benchmarks()
     if users < 1 or events_per_user <= 0:
         raise UsageError("--users must be at least 1 and --events-per-user above 0")
+    if workers is not None:
+        prediction = predict_dask(results or newest_dask_results(ROOT / "benchmarks" / "results"), users, workers)
+        if json_out:
+            print(json.dumps(prediction, indent=1))
+        else:
+            from rich.console import Console
+
+            check = prediction.get("check")
+            Console().print(f"Dask path, {users:,} users on {workers} worker(s): ~{prediction['seconds']:.0f} s end to "
+                            f"end (model {prediction['model']} from {prediction['results']})"
+                            + (f"; held-out check {check['error']:+.0%}" if check else "; no held-out check yet"))
+        return
     path = results or newest_results(ROOT / "benchmarks" / "results")
     if not path.is_file():
         raise UsageError(f"results file not found: {path}")
@@ -158,6 +172,30 @@ def size(
         print(json.dumps(prediction, indent=1))
         return
     _print_prediction(prediction)
+
+
+def newest_dask_results(folder: Path) -> Path:
+    found = sorted(folder.glob("dask-*.json"), key=lambda p: p.stat().st_mtime)
+    found = [p for p in found if json.loads(p.read_text()).get("time_model", {}).get("model")]
+    if not found:
+        raise UsageError(f"no Dask results with a time model in {folder}: run benchmarks/dask_bench.py with two sizes "
+                         "and two worker counts first, or pass --results FILE")
+    return found[-1]
+
+
+def predict_dask(path: Path, users: int, workers: int) -> dict[str, Any]:
+    """Wall seconds of the Dask path from the power law in users and workers that dask_bench.py fitted."""
+    from benchmarks.dask_bench import predict_seconds
+
+    data = json.loads(Path(path).read_text())
+    model = data.get("time_model", {}).get("model")
+    if not model:
+        raise UsageError(f"{path} has no Dask time model: run benchmarks/dask_bench.py with two sizes")
+    m = model
+    return {"results": str(path), "users": users, "workers": workers,
+            "seconds": predict_seconds(model, users, workers),
+            "model": f"{m['a']:.3g} * users^{m['b_users']:.3f} * workers^{m['c_workers']:.3f}",
+            "check": data["time_model"].get("check"), "machine": data.get("machine")}
 
 
 def predict(data: dict[str, Any], users: int, events_per_user: float, model: str | None, path: Path) -> dict[str, Any]:

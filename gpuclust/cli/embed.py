@@ -19,7 +19,7 @@ def embed(
     text_col: Annotated[list[str] | None, typer.Option("--text-col", help="Text column(s) of the items file (default: title, or the template's fields).")] = None,
     item_key_col: Annotated[str, typer.Option("--item-key-col", help="Item id column of the items file.")] = "item_id",
     pooling: Annotated[str, typer.Option(help="mean or cls.")] = "mean",
-    precision: Annotated[str, typer.Option(help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16 (GPU only).")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16 (GPU only) or int8 (CPU only).")] = "auto",
     batch_tokens: Annotated[int | None, typer.Option("--batch-tokens", help="Padded tokens per batch (default: from free GPU memory; 2048 on CPU).")] = None,
     max_length: Annotated[int, typer.Option("--max-length", help="Truncate item texts to this many tokens.")] = 128,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Reuse vectors of unchanged texts from this folder.")] = None,

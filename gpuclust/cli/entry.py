@@ -23,4 +23,10 @@ def main() -> None:
         sys.stderr.write(f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: stopped; "
                          "nothing was written\n")
         sys.exit(128 + int(signum))
-    app_main()
+    try:
+        app_main()
+    finally:
+        # The command is over (its outputs are in place, or it was stopped): a Ctrl-C during the
+        # interpreter's teardown, where Python restores the default handler, must not turn a finished
+        # run into a death by signal (exit -2).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

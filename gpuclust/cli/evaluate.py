@@ -39,6 +39,9 @@ def evaluate(
                                                  "autoencoder.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed for the pipeline and the split's tie-breaks.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config; flags override its values.")] = None,
+    pseudonymise: Annotated[Path | None, typer.Option(
+        "--pseudonymise", metavar="KEY_FILE",
+        help="Replace user ids by a keyed HMAC-SHA256 as they are read (key: >= 16 bytes in this file).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
 ) -> None:
     """Hold out each user's last item, cluster the rest, and measure how well cluster popularity recommends it."""
@@ -46,6 +49,7 @@ def evaluate(
     from gpuclust.cli.options import build_config, split_list
     from gpuclust.io.outputs import check_file_target
     from gpuclust.io.writers import write_json
+    from gpuclust.privacy import Pseudonymiser
 
     k_values = parse_cluster_k(k)
     many = compare is not None or k_values == "auto" or (k_values is not None and len(k_values) > 1)
@@ -64,6 +68,7 @@ def evaluate(
     for target in (out, plot):
         if target is not None:
             check_file_target(target)  # before the work: never over a file gpuclust did not write
+    key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None
     if many:
         from gpuclust.cli.app import progress
         from gpuclust.recommend.compare import compare_files, markdown_tables
@@ -73,7 +78,8 @@ def evaluate(
         with progress(not json_out and sys.stderr.isatty()) as on_update:
             result = compare_files(cfg, events, items=items, adapter=adapter, contenders=sets,
                                    k_values=k_values if k_values is not None else (cfg.cluster.k,),
-                                   top_k=parse_top_k(top_k), seed=cfg.seed, progress=on_update)
+                                   top_k=parse_top_k(top_k), seed=cfg.seed, progress=on_update,
+                                   pseudonymise=key)
         if plot is not None:
             draw(result, plot)
         _write(out, result, __version__, write_json)
@@ -88,7 +94,8 @@ def evaluate(
         return
     from gpuclust.recommend.evaluation import evaluate_files, markdown_table
 
-    result = evaluate_files(cfg, events, items=items, adapter=adapter, k_values=parse_top_k(top_k), seed=cfg.seed)
+    result = evaluate_files(cfg, events, items=items, adapter=adapter, k_values=parse_top_k(top_k),
+                            seed=cfg.seed, pseudonymise=key)
     _write(out, result, __version__, write_json)
     if json_out:
         print(json.dumps(result, indent=2, default=str))

@@ -100,6 +100,11 @@ class ClassTfidf:
             raise UsageError(f"labels has {len(labels)} entries but the data has {data.n_users} users")
 
         per_item, clusters = self._cluster_item_weights(data, labels)
+        return self.fit_weights(per_item, clusters, data)
+
+    def fit_weights(self, per_item: sp.csr_matrix, clusters: list[int], data: PreparedData) -> ClassTfidf:
+        """c-TF-IDF from the weighted (cluster x item_idx) sums `fit` aggregates from the events; `data`
+        supplies the catalogue only (items, text columns, n_items)."""
         self.clusters_ = clusters
         items = self._catalogue(data)
         self.terms_ = self._score(per_item, self._term_matrix(items, data.n_items), clusters)

@@ -35,8 +35,15 @@ class ClusterProfiler:
         stats[CLUSTER] = per_user[CLUSTER].values
         means = host_frame(stats.groupby(CLUSTER).mean().sort_index())
         population = host_frame(behaviour.mean().to_frame()).iloc[:, 0]
-
         events = data.events[[schema.USER_IDX, schema.ITEM_IDX, schema.WEIGHT]].merge(per_user, on=schema.USER_IDX)
+        return self.fit_summaries(sizes, means, population, events, data)
+
+    def fit_summaries(self, sizes: dict[int, int], means: Any, population: Any, events: Any,
+                      data: PreparedData) -> ClusterProfiler:
+        """Profiles from what `fit` aggregates: cluster sizes, per-cluster and population behaviour means
+        (host pandas), and `events` with cluster, item_idx and weight columns: one row per event, or
+        already summed per (cluster, item_idx), which gives the same tops (sums of sums). `data` supplies
+        the catalogue (items, text columns) and the user count; its events are not read here."""
         described = [schema.ITEM_IDX, schema.ITEM, *data.text_columns[:1]]
         if data.has_categories:
             described.append(schema.CATEGORY)

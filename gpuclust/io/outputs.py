@@ -28,8 +28,9 @@ MARKER = ".gpuclust.json"
 # Staging and replaced folders: .<target name>.gpuclust-<pid>-<token>[-old]
 _PRIVATE = re.compile(r"\.(?P<name>.+)\.gpuclust-(?P<pid>\d+)-[0-9a-f]{8}(-old)?")
 
-# What each kind of output folder may hold: a file (None) or a folder with these file names.
-Layout = Mapping[str, frozenset[str] | None]
+# What each kind of output folder may hold: a file (None), a folder with these file names, or a folder
+# of files whose names match a pattern (a partitioned dataset: part.0.parquet, part.1.parquet, ...).
+Layout = Mapping[str, "frozenset[str] | re.Pattern[str] | None"]
 
 
 class OutputDir:
@@ -147,7 +148,7 @@ def foreign_entries(folder: Path, kind: str, layout: Layout) -> list[str]:
             foreign.append(name)
         else:
             foreign += [f"{name}/{child}" for child in sorted(os.listdir(path))
-                        if child not in layout[name] or not (path / child).is_file()
+                        if not _allowed(child, layout[name]) or not (path / child).is_file()
                         or (path / child).is_symlink()]
     return foreign
 
@@ -188,6 +189,10 @@ def written_by_gpuclust(path: Path) -> bool:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+def _allowed(name: str, allowed: frozenset[str] | re.Pattern[str]) -> bool:
+    return bool(allowed.fullmatch(name)) if isinstance(allowed, re.Pattern) else name in allowed
+
 
 def _write_marker(folder: Path, kind: str) -> None:
     import gpuclust

@@ -60,9 +60,14 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def json_text(data: Any) -> str:
+    """Strict JSON (NaN and infinity as null, NumPy scalars as numbers), indented, with a final newline."""
+    return json.dumps(_finite(data), indent=2, default=_jsonable, allow_nan=False) + "\n"
+
+
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_finite(data), indent=2, default=_jsonable, allow_nan=False) + "\n")
+        tmp.write_text(json_text(data))
 
 
 def write_parquet(path: str | Path, df) -> None:

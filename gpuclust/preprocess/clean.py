@@ -17,8 +17,10 @@ from gpuclust.errors import InputWarning, UsageError
 from gpuclust.frames import host_frame, local_values, local_xp
 from gpuclust.preprocess.parse import (
     NS_YEARS,
+    catalogue_columns,
     common_key,
     first_value,
+    keyed_items,
     money_values,
     normalise_ids,
     parse_timestamps,
@@ -28,6 +30,7 @@ from gpuclust.preprocess.prepared import PreparedData, StepCount
 MAX_FILTER_PASSES = 10
 # Below this share of events with their item in the items table, the two files likely key items differently.
 LOW_CATALOGUE_SHARE = 0.5
+MAX_DRAWS_PER_USER = 100  # upsampling for scale tests; beyond it a synthetic log is the honest tool
 
 
 class Preprocessor:
@@ -66,7 +69,7 @@ class Preprocessor:
             known = ev[schema.ITEM].isin(vocabulary[schema.ITEM])
             ev = self._count("items_unknown_to_model", ev, ev[known], "item not in the model's vocabulary")
         if items is not None:
-            items = self._catalogue(ev, items)
+            items = self._catalogue(ev, items, backend)
         return _index(ev, items, self.steps_, event_types, vocabulary)
 
     # --- steps ------------------------------------------------------------------------------
@@ -126,15 +129,7 @@ class Preprocessor:
             warnings.warn(f"timestamps mix Unix epoch units; each was read by its magnitude: {units}",
                           InputWarning, stacklevel=2)
         bad = ts.unparseable | ts.out_of_range
-        n_bad = int(bad.sum())
-        share = n_bad / len(ev)
-        if share > self.config.max_bad_timestamp_share:
-            example = first_value(ev[schema.TIME], bad)
-            raise UsageError(
-                f"{n_bad:,} of {len(ev):,} timestamps ({share:.1%}) could not be parsed or lie outside the years "
-                f"{NS_YEARS}, e.g. {example!r}; give ISO-8601 strings or Unix epochs (s, ms, us or ns), "
-                "or map the right column with --time-col"
-            )
+        self._check_bad_timestamps(int(bad.sum()), len(ev), lambda: first_value(ev[schema.TIME], bad))
         out = ev.copy()
         out[schema.TIME] = ts.values
         out = self._drop_bad("unparseable_timestamps", out, ts.unparseable, ev[schema.TIME],
@@ -142,6 +137,12 @@ class Preprocessor:
         parsed = ~ts.unparseable
         return self._drop_bad("timestamps_out_of_range", out, ts.out_of_range[parsed], ev[schema.TIME][parsed],
                               f"timestamp outside the years {NS_YEARS}")
+
+    def _check_bad_timestamps(self, n_bad: int, n: int, example) -> None:
+        """Above `max_bad_timestamp_share` of unreadable timestamps the input is refused as a whole
+        (`example` makes the example value only when it is needed)."""
+        if n and n_bad / n > self.config.max_bad_timestamp_share:
+            raise UsageError(bad_timestamps_message(n_bad, n, example()))
 
     def _known_events(self, ev):
         """Event types become a categorical over the configured types, so later steps hash codes."""
@@ -167,12 +168,12 @@ class Preprocessor:
         out[schema.EVENT] = types.cat.set_categories(known)
         return self._count("unknown_event_types", ev, out[keep], f"event_type not one of {known}")
 
-    def _catalogue(self, ev, items):
+    def _catalogue(self, ev, items, backend: Backend):
         """The items table keyed like the events; a low share of events found in it is warned about,
         because mismatched id formats otherwise show only as clusters without categories."""
-        items = items.dropna(subset=[schema.ITEM]).copy()
-        items[schema.ITEM], _ = normalise_ids(items[schema.ITEM])
-        items = items.drop_duplicates(subset=[schema.ITEM])
+        items, bad_prices = catalogue_columns(keyed_items(items), backend.frame)
+        if bad_prices:
+            self._note("item_prices", items, f"{bad_prices:,} item prices are not numbers and count as missing")
         keys, items = common_key(ev[[schema.ITEM]], items, schema.ITEM)
         found = int(keys[schema.ITEM].isin(items[schema.ITEM]).sum())
         share = found / len(ev)
@@ -217,6 +218,10 @@ class Preprocessor:
         if not cfg.sample_replace and cfg.sample_users >= n:
             self.steps_.append(StepCount("sample_users", len(ev), len(ev), f"all {n} users kept"))
             return ev
+        if cfg.sample_replace and cfg.sample_users > MAX_DRAWS_PER_USER * n:
+            raise UsageError(f"--sample-users {cfg.sample_users:,} with --sample-replace would repeat each of the "
+                             f"{n:,} users over {MAX_DRAWS_PER_USER} times; give at most "
+                             f"{MAX_DRAWS_PER_USER * n:,}, or synthesise a bigger log with 'gpuclust synth'")
         rng = np.random.default_rng(self.seed)
         draws = rng.choice(n, size=cfg.sample_users, replace=cfg.sample_replace)
         if not cfg.sample_replace:
@@ -235,6 +240,12 @@ class Preprocessor:
         out[schema.USER] = out[schema.USER].astype("str") + suffix
         out = out.drop(columns=["_copy"])
         return self._count("sample_users", ev, out, f"{cfg.sample_users} users drawn with replacement")
+
+
+def bad_timestamps_message(n_bad: int, n: int, example) -> str:
+    return (f"{n_bad:,} of {n:,} timestamps ({n_bad / n:.1%}) could not be parsed or lie outside the years "
+            f"{NS_YEARS}, e.g. {example!r}; give ISO-8601 strings or Unix epochs (s, ms, us or ns), "
+            "or map the right column with --time-col")
 
 
 def _count_at_least(column, minimum: int):

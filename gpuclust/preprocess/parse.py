@@ -69,6 +69,13 @@ def normalise_ids(ids: Any) -> tuple[Any, str | None]:
     return ids, None
 
 
+def keyed_items(items: Any) -> Any:
+    """The items with an id, ids normalised and first row per id kept: what every catalogue reader joins on."""
+    items = items.dropna(subset=["item_id"]).copy()
+    items["item_id"], _ = normalise_ids(items["item_id"])
+    return items.drop_duplicates(subset=["item_id"])
+
+
 def common_key(left: Any, right: Any, key: str) -> tuple[Any, Any]:
     """Two frames whose `key` columns have one type: int64 where both are integers, else text."""
     lk, rk = _kind(left[key]), _kind(right[key])
@@ -79,6 +86,29 @@ def common_key(left: Any, right: Any, key: str) -> tuple[Any, Any]:
     left[key] = left[key].astype(target)
     right[key] = right[key].astype(target)
     return left, right
+
+
+# --- the catalogue's other columns -------------------------------------------------------------------
+
+def catalogue_columns(items: Any, frame: Any) -> tuple[Any, int]:
+    """Prices as numbers (text that is no number becomes missing) and category and text columns as text
+    (a column mixing numbers and words cannot be written to Parquet); returns the table and how many
+    prices were not numbers. Missing values stay missing."""
+    items = items.copy()
+    bad_prices = 0
+    for name in items.columns:
+        column = items[name]
+        if name == "price":
+            if not _is_numeric(column):
+                parsed = frame.to_numeric(column, errors="coerce")
+                bad_prices = int((parsed.isna() & column.notna()).fillna(False).sum())
+                items[name] = parsed
+        elif name != "item_id" and _kind(column) == "object" and frame_kind(column) == "pandas":
+            import pandas as pd
+
+            if pd.api.types.infer_dtype(column, skipna=True) != "string":
+                items[name] = column.astype("str").where(column.notna(), None)
+    return items, bad_prices
 
 
 # --- money values ----------------------------------------------------------------------------------

@@ -124,9 +124,15 @@ def top_anomalies(user_ids: Any, labels: Any, scores: Any, distances: Any, n: in
         "idx": top, "cluster": labels[top], "score": scores[top], "distance": distances[top],
         "typical": typical}.items()}
     deviations = _feature_deviations(feature_matrix, feature_names, labels, top, host["cluster"], xp)
-    ids = _top_ids(user_ids, host["idx"], top)
+    return anomaly_rows(_top_ids(user_ids, host["idx"], top), host, deviations)
+
+
+def anomaly_rows(ids: Any, host: dict[str, np.ndarray], deviations: list[list[str]] | None) -> list[dict[str, Any]]:
+    """The top anomalies as the outputs list them: `host` holds aligned host arrays cluster, score,
+    distance and typical (the cluster's median distance; for noise the pooled one), `deviations` the
+    feature strings of each row (`deviation_strings`)."""
     rows = []
-    for i in range(m):
+    for i in range(len(ids)):
         cluster = int(host["cluster"][i])
         is_noise = cluster < 0
         distance, typical = float(host["distance"][i]), float(host["typical"][i])
@@ -178,6 +184,13 @@ def _feature_deviations(matrix, names, labels, top, top_clusters: np.ndarray, xp
     for cluster in sorted({int(c) for c in top_clusters}):
         members = (matrix if cluster < 0 else matrix[labels == cluster]).astype(xp.float64)
         stats[cluster] = (to_host(members.mean(axis=0)), to_host(members.std(axis=0)))
+    return deviation_strings(rows, top_clusters, stats, names)
+
+
+def deviation_strings(rows: np.ndarray, top_clusters: np.ndarray, stats: dict[int, tuple[np.ndarray, np.ndarray]],
+                      names: list[str]) -> list[list[str]]:
+    """For each row (host float64 features) the 2 features furthest from its cluster's mean, in that
+    cluster's standard deviations; `stats` maps a cluster (-1: the population) to (mean, std)."""
     out = []
     for i, cluster in enumerate(top_clusters):
         mean, std = stats[int(cluster)]

@@ -66,14 +66,16 @@ def feature_sets(text: str | Sequence[str]) -> dict[str, tuple[str, ...]]:
 def compare(events: Any, items: Any = None, config: PipelineConfig | None = None,
             contenders: dict[str, PipelineConfig | Sequence[str]] | str = "tfidf", k_values: Sequence[int] | str = (20,),
             top_k: Sequence[int] = (10,), seed: int = 0, recipe: bool = True,
-            progress: Any = None) -> dict[str, Any]:
+            progress: Any = None, pseudonymise: Any = None) -> dict[str, Any]:
     """HR@K / NDCG@K (with standard errors) of cluster popularity per contender and k; a JSON-ready dict.
 
     contenders: feature sets ("tfidf,sequence" or {"name": ("behaviour", "tfidf")}) run with `config`'s
     other settings, or {"name": PipelineConfig} for anything else (a clustering algorithm, encoder
     options). k_values: a list of k, or "auto" (each contender chooses, by `config.cluster.objective`).
+    With `pseudonymise` (a key file or `privacy.Pseudonymiser`) user ids are pseudonymised on the way in.
     """
     from gpuclust.estimator import UserClusterer
+    from gpuclust.privacy import as_pseudonymiser, privacy_record
 
     started = time.perf_counter()
     auto = isinstance(k_values, str)
@@ -90,6 +92,9 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
     plans = _plans(contenders, config)
     backend = resolve_backend(config.device)
     events = to_backend_frame(events, backend)
+    pseudonymiser = as_pseudonymiser(pseudonymise)
+    if pseudonymiser is not None:  # before preprocessing: the fits below see pseudonyms only
+        events = pseudonymiser.frame(events)
     items = None if items is None else to_backend_frame(items, backend)
     data = Preprocessor(config.preprocess, seed=config.seed).run(events, backend, items)
     if not auto and ks[-1] > data.n_users:
@@ -161,6 +166,7 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
         "timings": {name: round(v, 3) for name, v in timings.items()},
         "config": {"features": {name: list(cfg.features.features) for name, cfg in plans.items()},
                    "algorithm": {name: cfg.cluster.algorithm for name, cfg in plans.items()}, "seed": config.seed},
+        "privacy": privacy_record(pseudonymiser, config.privacy.min_group_size),
     }
 
 

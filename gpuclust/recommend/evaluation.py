@@ -28,6 +28,7 @@ from gpuclust.errors import UsageError
 from gpuclust.frames import column_array, host_frame, to_backend_frame
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.preprocess.prepared import PreparedData
+from gpuclust.recommend.popularity import shares, weighted_counts
 from gpuclust.recommend.split import leave_last_out
 
 GRID = tuple(round(0.1 * i, 1) for i in range(11))
@@ -52,16 +53,22 @@ class Popularity:
 
 
 def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = None, k_values: Sequence[int] = (10,),
-             seed: int = 0, *, grid: Sequence[float] = GRID, batch_users: int | None = None) -> dict:
+             seed: int = 0, *, grid: Sequence[float] = GRID, batch_users: int | None = None,
+             pseudonymise: Any = None) -> dict:
     """Leave-last-out HR@K / NDCG@K for global, cluster and blended popularity; a JSON-ready dict.
 
     `config` drives preprocessing and the clustering model (device, features, k, seed); `seed` only
-    breaks timestamp ties in the split. The blend weight is tuned for the first of `k_values`.
+    breaks timestamp ties in the split. The blend weight is tuned for the first of `k_values`. With
+    `pseudonymise` (a key file or `privacy.Pseudonymiser`) user ids are pseudonymised on the way in.
     """
     from gpuclust.estimator import UserClusterer
+    from gpuclust.privacy import as_pseudonymiser, privacy_record
 
     started = time.perf_counter()
     config = (config or PipelineConfig()).validate()
+    pseudonymiser = as_pseudonymiser(pseudonymise)
+    if pseudonymiser is not None:  # before preprocessing: the fits below see pseudonyms only
+        events = pseudonymiser.frame(events)
     k_values = _check_k_values(k_values)
     backend = resolve_backend(config.device)
     events = to_backend_frame(events, backend)
@@ -129,17 +136,19 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
                        "chosen_weight": best["w"]},
         "timings": {name: round(v, 3) for name, v in timings.items()},
         "config": {"k": config.cluster.k, "features": list(config.features.features), "seed": config.seed},
+        "privacy": privacy_record(pseudonymiser, config.privacy.min_group_size),
     }
 
 
 def evaluate_files(config: PipelineConfig, events: str | Path, items: str | Path | None = None,
-                   adapter: str | None = None, k_values: Sequence[int] = (10,), seed: int = 0) -> dict:
+                   adapter: str | None = None, k_values: Sequence[int] = (10,), seed: int = 0,
+                   pseudonymise: Any = None) -> dict:
     """`evaluate` on files, read the way `gpuclust run` reads them (adapter or column mapping)."""
     from gpuclust.io.inputs import read_inputs
 
     config.validate()
     inputs = read_inputs(resolve_backend(config.device).frame, config.columns, events, items, adapter=adapter)
-    result = evaluate(inputs.events, inputs.items, config, k_values, seed)
+    result = evaluate(inputs.events, inputs.items, config, k_values, seed, pseudonymise=pseudonymise)
     result["inputs"] = inputs.sources
     return result
 
@@ -152,17 +161,8 @@ def popularity(train: Any, clusters: Any, n_items: int, backend: Backend) -> Pop
     users = column_array(train[schema.USER_IDX], backend).astype(xp.int64)
     item = column_array(train[schema.ITEM_IDX], backend).astype(xp.int64)
     weight = column_array(train[schema.WEIGHT], backend, np.float64)
-    k = int(to_host(clusters.max())) + 1 if len(clusters) else 0
-    k = max(k, 0)
-    c = clusters[users]
-    inside = c >= 0
-    flat = xp.bincount(c[inside] * n_items + item[inside], weights=weight[inside], minlength=k * n_items)
-    table = xp.zeros((k + 1, n_items), dtype=xp.float64)
-    table[:k] = flat[: k * n_items].reshape(k, n_items)
-    table[k] = xp.bincount(item, weights=weight, minlength=n_items)[:n_items]
-    totals = table.sum(axis=1, keepdims=True)
-    table = xp.where(totals > 0, table / xp.where(totals > 0, totals, 1.0), 0.0)
-    return Popularity(table.astype(xp.float32), k)
+    k = max(int(to_host(clusters.max())) + 1 if len(clusters) else 0, 0)
+    return Popularity(shares(weighted_counts(users, item, weight, clusters, k, n_items, xp), xp), k)
 
 
 def seen_matrix(train: Any, users: Any, n_users: int, n_items: int, backend: Backend):

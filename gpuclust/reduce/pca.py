@@ -7,13 +7,16 @@ largest-magnitude loading of each component is positive), so engines agree on th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gpuclust.backend import Backend, from_torch, to_host, to_torch
 from gpuclust.compat import accepted_kwargs
 from gpuclust.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 # Up to this many features the torch engine diagonalises the d x d covariance (exact, deterministic);
 # beyond it, a seeded randomized low-rank PCA.
@@ -81,7 +84,7 @@ class PCA:
         return from_torch(components, backend), from_torch(mean, backend), ratio  # ratio: to_host, in the caller
 
 
-def torch_pca(x, n_components: int, seed: int = 0, chunk: int = 65_536):
+def torch_pca(x: torch.Tensor, n_components: int, seed: int = 0, chunk: int = 65_536):
     """(components (c, d), mean (d,), explained variance ratio (c,)) of a torch matrix, on its device."""
     import torch
 

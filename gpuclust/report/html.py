@@ -86,6 +86,13 @@ def load_run(run_dir: str | Path) -> RunOutputs:
                      clusters_doc.get("population") or {}, manifest if isinstance(manifest, dict) else {},
                      assigned.astype(np.int64))
     run.map = _read_map(run_dir / MAP_FILE, run.notes)
+    privacy = clusters_doc.get("privacy") if isinstance(clusters_doc.get("privacy"), dict) else {}
+    if privacy.get("pseudonymised"):
+        withheld = sorted(_withheld(run.clusters))
+        run.notes.append(f"User ids are pseudonymised ({privacy.get('method', 'HMAC-SHA256')}, key fingerprint "
+                         f"{privacy.get('key_fingerprint')}); exemplar users are left out, and every figure of a "
+                         f"cluster of fewer than {privacy.get('min_group_size')} users is withheld"
+                         + (f" (clusters {', '.join(map(str, withheld))})" if withheld else "") + ".")
     sweep = (run.manifest.get("cluster") or {}).get("k_sweep")
     if isinstance(sweep, dict) and isinstance(sweep.get("curve"), list) and sweep["curve"]:
         run.sweep = sweep
@@ -124,13 +131,18 @@ def draw_images(run: RunOutputs, image_dir: Path) -> dict[str, Path]:
         run.notes.append("matplotlib is not installed, so the report has no pictures (pip install matplotlib)")
         return {}
     labels = {int(c["cluster"]): str(c.get("label") or "") for c in run.clusters if "cluster" in c}
+    withheld = _withheld(run.clusters)  # privacy: no picture shows a group too small to describe
     out: dict[str, Path] = {}
-    if run.map is not None and len(run.map):
-        points = run.map.iloc[:: max(1, math.ceil(len(run.map) / MAX_MAP_POINTS))]  # a picture needs no more
+    shown = run.map if run.map is None or not withheld else run.map[~run.map["cluster"].isin(list(withheld))]
+    if shown is not None and len(shown):
+        points = shown.iloc[:: max(1, math.ceil(len(shown) / MAX_MAP_POINTS))]  # a picture needs no more
         out["map.png"] = plots.map_plot(points["x"].to_numpy(float), points["y"].to_numpy(float),
                                         points["cluster"].to_numpy(np.int64), image_dir / "map.png",
                                         title=_map_title(run.manifest), labels=labels)
     ids, counts = np.unique(run.assigned, return_counts=True)
+    if withheld:
+        keep = ~np.isin(ids, list(withheld))
+        ids, counts = ids[keep], counts[keep]
     if len(ids):
         out["sizes.png"] = plots.sizes_plot(ids.tolist(), counts.tolist(), image_dir / "sizes.png", labels)
     lift = lift_table(run.clusters)
@@ -140,6 +152,10 @@ def draw_images(run: RunOutputs, image_dir: Path) -> dict[str, Path]:
         out["kcurve.png"] = plots.k_curve_plot(run.sweep["curve"], image_dir / "kcurve.png",
                                                run.sweep.get("best_k"), run.sweep.get("rule"))
     return out
+
+
+def _withheld(clusters: list[dict]) -> set[int]:
+    return {int(c["cluster"]) for c in clusters if c.get("suppressed") and "cluster" in c}
 
 
 def lift_table(clusters: list[dict]) -> tuple[list[int], list[str], np.ndarray] | None:

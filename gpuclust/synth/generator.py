@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -660,12 +661,44 @@ def _write_chunk(ev_w: Any, tr_w: Any, cols: dict[str, np.ndarray]) -> None:
     tr_w.write_table(_truth_table(cols))
 
 
-SYNTH_LAYOUT = {"events.parquet": None, "items.parquet": None, "truth.parquet": None}
+SYNTH_LAYOUT = {"events.parquet": None, "events": re.compile(r"part\.\d+\.parquet"), "items.parquet": None,
+                "truth.parquet": None}
+
+
+class _EventFiles:
+    """Where event chunks go: one events.parquet, or events/part.N.parquet with whole seeding blocks per file
+    (the rows are the same either way; only the files differ)."""
+
+    def __init__(self, staging: Path, spec: SynthSpec, files: int) -> None:
+        self.staging, self.spec, self.files = staging, spec, files
+        blocks = -(-spec.n_users // BLOCK_USERS)
+        self.per_file = -(-blocks // files)  # seeding blocks per file
+        self.writer: Any = None
+        self.index = -1
+        if files > 1:
+            (staging / "events").mkdir()
+
+    def writer_for(self, first_user: int) -> Any:
+        import pyarrow.parquet as pq
+
+        index = 0 if self.files == 1 else (first_user // BLOCK_USERS) // self.per_file
+        if index != self.index:
+            self.close()
+            path = self.staging / ("events.parquet" if self.files == 1 else f"events/part.{index}.parquet")
+            self.writer = pq.ParquetWriter(path, _with_meta(EVENTS_SCHEMA, self.spec), compression="zstd")
+            self.index = index
+        return self.writer
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
-          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Stream DIR/events.parquet, DIR/items.parquet and DIR/truth.parquet, replacing DIR as one unit.
+          progress: Callable[[int, int], None] | None = None, files: int = 1) -> dict[str, Any]:
+    """Stream DIR/events.parquet (or, with `files` > 1, the dataset DIR/events/part.N.parquet: users split
+    across files in whole blocks), DIR/items.parquet and DIR/truth.parquet, replacing DIR as one unit.
 
     Memory is bounded by `chunk_users` (one Parquet row group per chunk), not by the data size.
     """
@@ -673,24 +706,38 @@ def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
 
     spec.validate()
     _check_int("chunk_users", chunk_users, 1)
+    _check_int("files", files, 1)
+    if files > 1:  # whole seeding blocks per file, and chunks that never straddle two files
+        blocks = -(-spec.n_users // BLOCK_USERS)
+        if files > blocks:
+            raise UsageError(f"files={files} is more than the {blocks} blocks of {BLOCK_USERS} users; give at most "
+                             f"{blocks}")
+        chunk_users = min(chunk_users, -(-blocks // files) * BLOCK_USERS)
     t0 = time.perf_counter()
     out = Path(out_dir)
     counts = np.zeros(len(EVENT_TYPES), dtype=np.int64)
     with OutputDir(out, "synth", SYNTH_LAYOUT) as staging:  # the destination is checked before the work
         world = build_world(spec)
-        with pq.ParquetWriter(staging / "events.parquet", _with_meta(EVENTS_SCHEMA, spec), compression="zstd") as ev_w, \
-                pq.ParquetWriter(staging / "truth.parquet", _with_meta(TRUTH_SCHEMA, spec), compression="zstd") as tr_w, \
+        event_files = _EventFiles(staging, spec, files)
+        with pq.ParquetWriter(staging / "truth.parquet", _with_meta(TRUTH_SCHEMA, spec), compression="zstd") as tr_w, \
                 ThreadPoolExecutor(max_workers=1) as pool:
             pending: Future[None] | None = None
-            for done, cols in _chunks(spec, world, chunk_users):
-                counts += np.bincount(cols["event"], minlength=len(EVENT_TYPES))
+            previous = 0
+            try:
+                for done, cols in _chunks(spec, world, chunk_users):
+                    counts += np.bincount(cols["event"], minlength=len(EVENT_TYPES))
+                    if pending is not None:
+                        pending.result()  # at most two chunks in memory: one generating, one writing
+                    pending = pool.submit(_write_chunk, event_files.writer_for(previous), tr_w, cols)
+                    previous = done
+                    if progress is not None:
+                        progress(done, spec.n_users)
                 if pending is not None:
-                    pending.result()  # at most two chunks in memory: one generating, one writing
-                pending = pool.submit(_write_chunk, ev_w, tr_w, cols)
-                if progress is not None:
-                    progress(done, spec.n_users)
-            if pending is not None:
-                pending.result()
+                    pending.result()
+            finally:
+                if pending is not None:
+                    pending.exception()
+                event_files.close()
         pq.write_table(_items_table(world).replace_schema_metadata({"gpuclust.synth": json.dumps(_spec_record(spec))}),
                        staging / "items.parquet", compression="zstd")
     return {
@@ -700,7 +747,8 @@ def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
         "n_events": int(counts.sum()),
         "event_counts": dict(zip(EVENT_TYPES, counts.tolist(), strict=True)),
         "seconds": round(time.perf_counter() - t0, 3),
-        "files": {k: str(out / f"{k}.parquet") for k in ("events", "items", "truth")},
+        "files": {**{k: str(out / f"{k}.parquet") for k in ("events", "items", "truth")},
+                  **({"events": str(out / "events"), "event_files": files} if files > 1 else {})},
         "personas": describe_personas(world),
         "spec": asdict(spec),
     }

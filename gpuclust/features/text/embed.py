@@ -25,6 +25,7 @@ from gpuclust.features.text.texts import item_texts, template_fields
 from gpuclust.io.outputs import check_file_target
 from gpuclust.io.readers import read_items
 from gpuclust.io.writers import atomic_path
+from gpuclust.preprocess.parse import keyed_items
 
 OUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".npy": "npy"}
 
@@ -113,9 +114,9 @@ def embed_items(items_path: str | Path, out_path: str | Path, *, model: Any = "d
     texts_cols = tuple(text_columns) if text_columns else tuple(f for f in fields if f not in non_text)
     texts_cols = texts_cols or (schema.TITLE,)
     backend = resolve_backend(device)
-    items = read_items(items_path, backend.frame, ColumnMap(item_item_id=item_key, text=texts_cols))
+    items = keyed_items(read_items(items_path, backend.frame, ColumnMap(item_item_id=item_key, text=texts_cols)))
     if len(items) == 0:
-        raise UsageError(f"{items_path} has no items to embed")
+        raise UsageError(f"{items_path} has no items with an id to embed")
     texts = item_texts(items, texts_cols, template)
     loaded = as_loaded(model, backend.torch_device, allow_download)
     encoder = ItemEncoder(loaded, pooling=pooling, precision=precision, batch_tokens=batch_tokens,

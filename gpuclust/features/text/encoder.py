@@ -1,7 +1,7 @@
 """The item encoder: length-sorted token-budget batches through a transformer, pooled and normalised.
 
 Forward passes run under `torch.inference_mode()` and `torch.autocast` (bf16 where the GPU supports it,
-fp16 otherwise; fp32 or bf16 on the CPU by choice). Pooling and the L2 norm are done in fp32. Vectors come
+fp16 otherwise; fp32, bf16 or int8 weights (`quantize.py`) on the CPU by choice). Pooling and the L2 norm are done in fp32. Vectors come
 back in the caller's order whatever order the batches ran in. An out-of-memory halves the batch and
 retries, down to one sequence; the smaller budget then sticks for the rest of the call.
 """
@@ -26,7 +26,7 @@ from gpuclust.features.text.batching import (
 )
 from gpuclust.features.text.model import LoadedModel
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 POOLINGS = ("mean", "cls")
 CPU_BATCH_TOKENS = 2048  # 1024-4096 tie on 2 Xeon cores for short item titles (benchmarks/results)
 GPU_MIN_BATCH_TOKENS = 4096
@@ -47,15 +47,18 @@ def resolve_precision(precision: str, device: str) -> str:
 
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if precision == "fp16" and not on_cuda:
-        raise UsageError("precision 'fp16' needs a CUDA device; on the CPU choose 'fp32' or 'bf16'")
+        raise UsageError("precision 'fp16' needs a CUDA device; on the CPU choose 'fp32', 'bf16' or 'int8'")
+    if precision == "int8" and on_cuda:
+        raise UsageError("precision 'int8' is dynamic quantisation for the CPU; on a GPU choose 'bf16' or 'fp16' "
+                         "(or 'auto')")
     return precision
 
 
 def autocast_context(precision: str, device: str):
-    """`torch.autocast` for bf16/fp16; a no-op context for fp32."""
+    """`torch.autocast` for bf16/fp16; a no-op context for fp32 and int8 (int8 is in the weights)."""
     import torch
 
-    if precision == "fp32":
+    if precision in ("fp32", "int8"):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type="cuda" if str(device).startswith("cuda") else "cpu", dtype=dtype)
@@ -148,6 +151,12 @@ class ItemEncoder:
         self.device_ = self.model.device
         self.precision_ = resolve_precision(self.precision, self.device_)
         self.max_length_ = min(self.max_length, self.model.max_positions)
+        if self.precision_ == "int8" and getattr(self, "module_", None) is None:
+            from gpuclust.features.text.quantize import quantize_int8
+
+            self.module_ = quantize_int8(self.model.model)  # a copy: the caller's model stays fp32
+        elif self.precision_ != "int8":
+            self.module_ = self.model.model
         return self
 
     # --- public -------------------------------------------------------------------------------
@@ -233,7 +242,7 @@ class ItemEncoder:
             if on_cuda:
                 tensor = tensor.pin_memory().to(self.device_, non_blocking=True)
             inputs[key] = tensor
-        hidden = self.model.model(**inputs).last_hidden_state.float()
+        hidden = self.module_(**inputs).last_hidden_state.float()
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:

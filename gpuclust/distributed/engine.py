@@ -1,0 +1,145 @@
+"""What differs by device on a Dask cluster, decided here and in `cluster.py` only: the lazy frame library
+(dask.dataframe over pandas, or dask_cudf over cuDF) and how an input becomes a lazy partitioned frame.
+
+Inputs at scale are Parquet datasets: one file, a folder (hive partitions too) or a glob. The schema
+of the first fragment is checked before any work is scheduled, so a missing column or a file that is
+not Parquet is one line and exit 2, as on the single-process path. Other inputs (CSV, JSON Lines, an
+adapter's raw log) are read by the single-process readers and then partitioned.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpuclust import schema
+from gpuclust.config import ColumnMap
+from gpuclust.errors import UsageError
+from gpuclust.io.readers import EVENT_FLAGS, _require
+
+PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+# Rows per user partition after the shuffle when the partition count is not given: small enough that a
+# partition's preprocessing copies stay well inside a worker's memory, large enough that per-task
+# overhead is noise.
+ROWS_PER_PARTITION = 1_500_000
+
+
+def lazy_frames(device: str):
+    """dask_cudf on CUDA workers where it is installed, dask.dataframe (pandas partitions) otherwise."""
+    if device == "cuda":
+        from gpuclust import accelerators
+
+        if accelerators.cudf().usable:
+            import dask_cudf
+
+            return dask_cudf
+    import dask.dataframe as dd
+
+    return dd
+
+
+def is_lazy_frame(df: Any) -> bool:
+    return type(df).__module__.split(".")[0] in ("dask", "dask_cudf", "dask_expr")
+
+
+@dataclass
+class ParquetSource:
+    """A Parquet file, folder or glob: its files, the first fragment's columns, and the row count."""
+
+    path: str
+    files: list[str]
+    columns: list[str]
+    rows: int
+
+
+def parquet_source(path: str | Path) -> ParquetSource | None:
+    """The dataset at `path` if it is Parquet (a .parquet file, a folder of them, or a glob); None for
+    other formats. The first fragment's schema is read here; a broken first file is a UsageError."""
+    text = str(path)
+    if any(ch in text for ch in "*?["):
+        files = sorted(glob.glob(text, recursive=True))
+        if not files:
+            raise UsageError(f"no file matches {text}; check the pattern")
+    elif Path(text).is_dir():
+        files = sorted(str(p) for p in Path(text).rglob("*") if p.is_file() and p.suffix.lower() in PARQUET_SUFFIXES
+                       and not any(part.startswith((".", "_")) for part in p.relative_to(text).parts))
+        if not files:
+            raise UsageError(f"{text} is a folder without Parquet files (*.parquet); give a Parquet dataset folder, "
+                             "a glob such as 'data/*.parquet', or a file")
+    else:
+        if Path(text).suffix.lower() not in PARQUET_SUFFIXES:
+            return None
+        if not Path(text).is_file():
+            raise UsageError(f"file not found: {text}")
+        files = [text]
+    import pyarrow.dataset as ds
+
+    try:
+        dataset = ds.dataset(text if Path(text).is_dir() else files, format="parquet",
+                             partitioning="hive" if Path(text).is_dir() else None)
+        columns = list(dataset.schema.names)  # the first fragment's schema (plus hive partition keys)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise UsageError(f"{files[0]} is not a readable Parquet file ({str(exc).splitlines()[0]}); re-export it "
+                         "or check the path") from None
+    rows = _row_count(dataset, files)
+    return ParquetSource(text, files, columns, rows)
+
+
+def _row_count(dataset: Any, files: list[str]) -> int:
+    """Rows from the footers only; a corrupt file further in is a UsageError naming it."""
+    try:
+        return int(dataset.count_rows())
+    except Exception as exc:  # noqa: BLE001
+        import pyarrow.parquet as pq
+
+        for f in files:
+            try:
+                pq.read_metadata(f)
+            except Exception as inner:  # noqa: BLE001
+                raise UsageError(f"{f} is not a readable Parquet file ({str(inner).splitlines()[0]})") from None
+        raise UsageError(f"the Parquet dataset {dataset} cannot be read ({exc})") from None
+
+
+def event_columns(columns: ColumnMap) -> tuple[dict[str, str], dict[str, str]]:
+    wanted = {schema.USER: columns.user_id, schema.ITEM: columns.item_id, schema.EVENT: columns.event_type,
+              schema.TIME: columns.timestamp}
+    return wanted, {schema.VALUE: columns.value}
+
+
+def read_events_lazy(path: str | Path, columns: ColumnMap, device: str) -> tuple[Any, int, str]:
+    """(lazy frame with canonical columns, row count, format) for a Parquet dataset; None frame for other
+    formats, which the caller reads with the single-process readers."""
+    source = parquet_source(path)
+    if source is None:
+        return None, 0, "other"
+    wanted, optional = event_columns(columns)
+    _require(source.columns, Path(source.files[0]), wanted, EVENT_FLAGS)
+    keep = {src: dst for dst, src in {**wanted, **optional}.items() if src in source.columns}
+    frames = lazy_frames(device)
+    target = source.path if Path(source.path).is_dir() else source.files
+    df = frames.read_parquet(target, columns=list(keep))
+    return df.rename(columns=keep), source.rows, "parquet"
+
+
+def from_frame(df: Any, device: str, npartitions: int) -> Any:
+    """A frame already in memory (pandas or cuDF), cut into partitions for the cluster."""
+    if is_lazy_frame(df):
+        return df
+    frames = lazy_frames(device)
+    if type(df).__module__.startswith("cudf") and frames.__name__ == "dask_cudf":
+        return frames.from_cudf(df, npartitions=npartitions)
+    import dask.dataframe as dd
+
+    if type(df).__module__.startswith("cudf"):
+        df = df.to_pandas()
+    return dd.from_pandas(df, npartitions=npartitions, sort=False)
+
+
+def partition_count(rows: int, threads: int, given: int | None) -> int:
+    """User partitions after the shuffle: as given, else enough for ROWS_PER_PARTITION and two per thread."""
+    if given:
+        return int(given)
+    return max(2 * max(threads, 1), math.ceil(rows / ROWS_PER_PARTITION))

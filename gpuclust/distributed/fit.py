@@ -1,0 +1,376 @@
+"""`UserClusterer.fit` on a Dask cluster: the same stages as one process, over user partitions.
+
+    read (lazy) -> ids -> one shuffle by user -> per-partition preprocessing -> global decisions
+    -> features (fitted by reductions, applied per partition) -> fuse -> KMeans (distributed)
+    -> assess (reductions + a sample) -> explain (reductions) -> the estimator's fitted attributes
+
+The fitted estimator has the attributes of a single-process one (the same featuriser, fuser and
+centre objects), so `save`, `predict` and `gpuclust assign` do not care how it was fitted. The
+per-partition assignments stay on the cluster for `run` to write as a partitioned dataset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gpuclust import schema
+from gpuclust.backend import Backend, cpu_backend, resolve_backend, to_host, transfers
+from gpuclust.config import PipelineConfig
+from gpuclust.distributed import explain as dexplain
+from gpuclust.distributed import features as dfeatures
+from gpuclust.distributed import prepare
+from gpuclust.distributed.blocks import Blocks, broadcast, pmap, shipped
+from gpuclust.distributed.cluster import Session
+from gpuclust.distributed.engine import from_frame, is_lazy_frame, partition_count
+from gpuclust.distributed.kmeans import DistributedKMeans, assign, calinski_davies
+from gpuclust.errors import UsageError
+from gpuclust.features.factory import build_featurizer
+from gpuclust.frames import frame_kind, host_frame, like_input, to_backend_frame
+from gpuclust.manifest import StageRecorder, build_manifest
+from gpuclust.privacy import privacy_record
+from gpuclust.quality import drift
+from gpuclust.quality.metrics import silhouette, truth_scores
+from gpuclust.recommend.segments import segment_counts, segments_from
+
+# --- per-worker peak memory and spilling ----------------------------------------------------------
+
+def _reset_peak() -> bool:
+    from gpuclust.manifest import _reset_peak_rss
+
+    return _reset_peak_rss()
+
+
+def _peak_mib() -> float:
+    from gpuclust.manifest import _peak_rss_bytes
+
+    return round(_peak_rss_bytes() / 2**20, 1)
+
+
+def _spill(dask_worker: Any = None) -> dict[str, float]:
+    data = getattr(dask_worker, "data", None)
+    metrics = getattr(data, "cumulative_metrics", {}) or {}
+    out = {f"{label}_mib": round(v / 2**20, 1) for (label, unit), v in metrics.items() if unit == "bytes"}
+    total = getattr(data, "spilled_total", None)
+    if total is not None:
+        out["on_disk_now_mib"] = round(float(total[0]) / 2**20, 1)
+    return out
+
+
+class WorkerPeaks:
+    """Peak RSS of each worker process per stage (VmHWM, reset at the stage's start where Linux allows)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.overall: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, record: dict[str, Any]) -> Iterator[None]:
+        with contextlib.suppress(Exception):
+            self.client.run(_reset_peak)
+        try:
+            yield
+        finally:
+            try:
+                peaks = self.client.run(_peak_mib)
+            except Exception:  # noqa: BLE001 - a worker may be restarting; the stage's figures stay without it
+                peaks = {}
+            record["worker_peak_rss_mib"] = dict(sorted(peaks.items()))
+            for worker, mib in peaks.items():
+                self.overall[worker] = max(self.overall.get(worker, 0.0), mib)
+
+
+# --- the fit --------------------------------------------------------------------------------------
+
+def check_distributable(est: Any) -> None:
+    """What the Dask path cannot take, said before any work: objects in place of named stages."""
+    for name in ("clusterer", "reducer"):
+        value = getattr(est, name)
+        if value is not None and not isinstance(value, str):
+            raise UsageError(f"a {name} object does not run on a Dask cluster (scheduler=...); pass a name, "
+                             "or fit without scheduler")
+    if est.representation is not None:
+        raise UsageError("a representation object does not run on a Dask cluster (scheduler=...); fit without "
+                         "scheduler to use it")
+    if [f for f in (est.features or ()) if not isinstance(f, str)] or list(est.extra_features):
+        raise UsageError("featuriser objects do not run on a Dask cluster (scheduler=...); use the registry's "
+                         "names, or fit without scheduler")
+
+
+def fit_distributed(est: Any, events: Any, items: Any, truth: Any, settings: PipelineConfig,
+                    session: Session, rows: int | None = None) -> Any:
+    """Fit `est` on the cluster of `session`; `events` is a pandas/cuDF frame or a lazy (Dask) frame with
+    the canonical columns, `rows` its row count where known (from Parquet footers)."""
+    check_distributable(est)
+    for name in settings.features.features:
+        if name not in ("behaviour", "tfidf", "text"):
+            raise UsageError(f"feature {name!r} does not run on a Dask cluster; fit without "
+                             "scheduler to use it")
+    backend = resolve_backend(settings.device)
+    device = backend.device
+    client = session.client
+    record = StageRecorder(backend, est.progress)
+    peaks = WorkerPeaks(client)
+    moved = transfers.bytes
+    kind = _kind_of(events)
+
+    with record.stage("preprocess") as rec, peaks.stage(rec):
+        parts, g = preprocess(client, events, rows, items, settings, device, session)
+        rec["partitions"] = len(parts.futures)
+    g_future = broadcast(client, g)
+    catalogue = g.prepared(backend=backend)
+
+    featurizers = [build_featurizer(name, settings, est.embedding_model, est.item_vectors)
+                   for name in settings.features.features]
+    stats = None
+    for f in featurizers:
+        with record.stage(f"features.{f.name}") as rec, peaks.stage(rec):
+            if f.name == "behaviour":
+                stats = dfeatures.fit_behaviour(f, parts, g_future, device, backend, settings.seed)
+            elif f.name == "tfidf":
+                dfeatures.fit_tfidf(f, parts, g_future, catalogue, device, backend)
+            else:
+                dfeatures.fit_text(f, catalogue, backend)
+    with record.stage("fuse") as rec, peaks.stage(rec):
+        shipped = broadcast(client, _Bundle([dfeatures.shippable(f) for f in featurizers]))
+        blocks = parts.map(_part_features, g=g_future, device=device, bundle=shipped)
+        dims = client.submit(dfeatures.block_dims, blocks.futures[0]).result()
+        weights = settings.features.weights
+        fuser = dfeatures.fit_fuser(weights, blocks, dims, backend)
+        x = blocks.map(dfeatures.fuse_part, fuser=fuser, device=device)
+        blocks.release()
+        d = int(sum(dims.values()))
+    if stats is None:  # the explanations report behaviour statistics even when they are no feature
+        stats = parts.map(dfeatures.part_statistics, g=g_future, device=device,
+                          gap=settings.preprocess.session_gap_minutes)
+
+    c = settings.cluster
+    with record.stage("cluster") as rec, peaks.stage(rec):
+        clusterer = DistributedKMeans(c.k, c.engine, c.n_init, c.max_iter, c.tol, settings.seed).fit(x, device == "cuda")
+        centres = clusterer.cluster_centers_
+        labels, distances = assign(x, centres)
+        inertia = float(distances.total(_squares))
+        clusterer.inertia_ = inertia
+    with record.stage("assess") as rec, peaks.stage(rec):
+        metrics = _metrics(x, labels, centres, settings, backend)
+        users = pd.concat(parts.map(_users).gather(), ignore_index=True)
+        users[schema.USER_IDX] = np.arange(len(users), dtype=np.int32)
+        all_labels = np.concatenate(labels.gather()).astype(np.int32)
+        if truth is not None:
+            metrics.update(truth_scores(types.SimpleNamespace(users=users), all_labels, _host(truth)))
+    with record.stage("explain") as rec, peaks.stage(rec):
+        explained, scores, _ = dexplain.explain(x, labels, distances, parts, stats, centres, g, settings, backend)
+        frames = dexplain.assignments(parts, labels, distances, scores)
+        labels_frame = pd.concat(frames.gather(), ignore_index=True).sort_values(schema.USER, kind="stable")
+        labels_frame = labels_frame.reset_index(drop=True)
+
+    with record.stage("recommend") as rec, peaks.stage(rec):
+        k = int(centres.shape[0])
+        segments = _segments(parts, labels, g, k, settings)
+        baseline = _drift_baseline(parts, labels, distances, scores, g, k, settings)
+
+    est.config_, est.backend_, est.featurizers_, est.fuser_ = settings, backend, featurizers, fuser
+    est.reducer_, est.clusterer_, est.sweep_ = None, clusterer, None
+    est.cluster_centers_, est.n_clusters_ = backend.asarray(centres), int(centres.shape[0])
+    est.spread_ = explained.spread
+    est.vocabulary_ = to_backend_frame(g.items, backend)
+    est.profiles_, est.population_, est.anomalies_ = explained.profiles, explained.population, explained.anomalies
+    est.metrics_ = metrics
+    est.segments_, est.drift_baseline_ = segments, baseline
+    est.pseudonymiser_, est.privacy_ = None, privacy_record(None, settings.privacy.min_group_size)
+    est.labels_ = like_input(to_backend_frame(labels_frame, backend), kind)
+    est.map_ = like_input(to_backend_frame(explained.map, backend), kind)
+    summary = types.SimpleNamespace(steps=g.steps, events=range(g.n_events), n_users=g.n_users, n_items=g.n_items)
+    cluster_record = {"algorithm": "kmeans", "engine": clusterer.engine_, "k": int(centres.shape[0]),
+                      "inertia": inertia, "n_iter": clusterer.n_iter_, "seed": settings.seed, "k_sweep": None,
+                      "init_sample": getattr(clusterer, "init_sample_", None)}
+    est.manifest_ = build_manifest(
+        config=settings.to_dict(), backend=backend, recorder=record, data=summary,
+        features={"blocks": {f.name: getattr(f, "info_", {}) for f in featurizers}, "layout": fuser.layout_,
+                  "dims": d}, reduce=None, cluster=cluster_record, metrics=metrics,
+        moved_bytes=transfers.bytes - moved, custom={})
+    est.manifest_["privacy"] = est.privacy_
+    est.manifest_["recommend"] = segments.to_meta()
+    est.manifest_["dask"] = {**session.describe(), "partitions": len(parts.futures),
+                             "worker_peak_rss_mib": dict(sorted(peaks.overall.items())), "spill": _spilled(client)}
+    est._distributed = types.SimpleNamespace(assignments=frames, session=session)
+    return est
+
+
+def _part_segment_counts(part: prepare.Part, labels, g: prepare.Globals, k: int):
+    return to_host(segment_counts(g.prepared(part), labels, k, _HOST))
+
+
+def _part_drift_counts(part: prepare.Part, labels, distances, scores, g: prepare.Globals, k: int):
+    placed = drift.placed_counts(to_host(labels), to_host(distances), to_host(scores), k)
+    types = host_frame(part.events[schema.EVENT].astype("str").value_counts().to_frame()).iloc[:, 0]
+    return placed.add(drift.DriftCounts(event_types={str(t): int(n) for t, n in types.items()}))
+
+
+def _segments(parts: Blocks, labels: Blocks, g: prepare.Globals, k: int, settings: PipelineConfig) -> Any:
+    """Item popularity per cluster summed over partitions; a blend weight not given is tuned on the
+    users of one partition (hash-shuffled by user id, so a sample of them)."""
+    counts = parts.total(_part_segment_counts, labels, g=g, k=k)
+    r = settings.recommend
+    if r.blend_weight is not None:
+        return segments_from(counts, None, None, k, _HOST, r.blend_weight, r.tune_users, settings.seed)
+    part, part_labels = parts.client.gather([parts.futures[0], labels.futures[0]])
+    return segments_from(counts, g.prepared(prepare.Part(host_frame(part.events), host_frame(part.users),
+                                                         part.n_users)),
+                         to_host(part_labels), k, _HOST, None, r.tune_users, settings.seed)
+
+
+def _drift_baseline(parts: Blocks, labels: Blocks, distances: Blocks, scores: Blocks, g: prepare.Globals, k: int,
+                    settings: PipelineConfig) -> dict[str, Any]:
+    """The fit's drift yardstick: per-partition counts added up, with the input-wide cleaning steps."""
+    counts = drift.DriftCounts()
+    for partial in parts.map(_part_drift_counts, labels, distances, scores, g=g, k=k).gather():
+        counts = counts.add(partial)
+    steps = {s.step: s for s in g.steps}
+    first = g.steps[0].rows_in if g.steps else g.n_events
+    counts = counts.add(drift.DriftCounts(
+        events=int(first), unknown_event_types=int(steps["unknown_event_types"].dropped)
+        if "unknown_event_types" in steps else 0))
+    return drift.baseline_of(counts, list(settings.preprocess.event_weights))
+
+
+_HOST = cpu_backend()
+
+
+class _Bundle:
+    """Featurisers travelling to the workers as one object (a list would be scattered item by item)."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+
+def _part_features(part: prepare.Part, g: prepare.Globals, device: str, bundle: _Bundle):
+    return dfeatures.part_features(part, g, device, bundle.items)
+
+
+def _squares(distances) -> float:
+    return float((distances.astype(np.float64) ** 2).sum())
+
+
+def _users(part: prepare.Part):
+    users = prepare.host_frame(part.users)
+    return users[[schema.USER]].reset_index(drop=True)
+
+
+def _spilled(client: Any) -> dict[str, Any]:
+    try:
+        return client.run(_spill)
+    except Exception:  # noqa: BLE001 - a figure for the manifest, never a reason to fail a run
+        return {}
+
+
+def _host(frame: Any) -> Any:
+    if is_lazy_frame(frame):
+        frame = frame.compute()
+    return prepare.host_frame(frame)
+
+
+def _kind_of(events: Any) -> str:
+    if is_lazy_frame(events):
+        meta = getattr(events, "_meta", None)
+        return "cudf" if meta is not None and type(meta).__module__.startswith("cudf") else "pandas"
+    return frame_kind(events)
+
+
+def _metrics(x: Blocks, labels: Blocks, centres: np.ndarray, settings: PipelineConfig, backend: Backend) -> dict:
+    """Silhouette on a seeded sample (as one process samples it); Calinski-Harabasz and Davies-Bouldin
+    over all users by reductions."""
+    n, sample, seed = x.n_rows, settings.assess.silhouette_sample, settings.seed
+    rows = np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    picked = x.rows(_sample, rows, labels)
+    xs = backend.asarray(np.concatenate([p[0] for p in picked]))
+    ls = backend.asarray(np.concatenate([p[1] for p in picked]).astype(np.int32))
+    sil, used = silhouette(xs, ls, backend.xp, sample=len(rows), seed=seed)
+    ch, db = calinski_davies(x, labels, int(centres.shape[0]))
+    return {"silhouette": sil, "silhouette_sample": used, "davies_bouldin": db, "calinski_harabasz": ch}
+
+
+def _sample(block, labels, local):
+    from gpuclust.backend import array_module
+
+    xp = array_module(block)
+    return to_host(block[xp.asarray(local)]), to_host(labels)[local]
+
+
+# --- preprocessing --------------------------------------------------------------------------------
+
+def preprocess(client: Any, events: Any, rows: int | None, items: Any, settings: PipelineConfig, device: str,
+               session: Session) -> tuple[Blocks, prepare.Globals]:
+    """Shuffle by user, clean per partition, decide what is global, index per partition."""
+    import dask
+
+    cfg = settings.preprocess
+    threads = session.describe()["threads"]
+    if not is_lazy_frame(events):
+        rows = len(events)
+        events = from_frame(events, device, max(1, min(threads * 2, rows // 100_000 + 1)))
+    if rows is None:
+        rows = int(events.shape[0].compute())
+    if rows == 0:
+        raise UsageError("the events input has no rows; check the file or the adapter's filters")
+    casts, notes = prepare.id_casts(events)
+    if casts:
+        events = events.map_partitions(prepare.apply_casts, casts, meta=events._meta.astype(casts))
+    n_parts = partition_count(rows, threads, settings.dask.partitions)
+    shuffled = events.shuffle(on=schema.USER, npartitions=n_parts)  # rapids-contract: waive dask's collection API (the same for dask_cudf), not cuDF's
+    cleaning = [dask.delayed(prepare.clean_partition, pure=False)(part, cfg, settings.seed, device)
+                for part in shuffled.to_delayed()]
+    cleaned = client.compute(cleaning)
+    summaries = client.gather(pmap(client, prepare.summary_of, cleaned))
+    steps = notes + prepare.check_cleaned(summaries, cfg, rows)
+    if cfg.min_item_events > 1:
+        cleaned, summaries, steps = _min_items(client, cleaned, summaries, steps, cfg)
+    present = {name for s in summaries for name in s.event_names}
+    event_types = tuple(t for t in cfg.event_weights if t in present)
+    reference_time = max(s.time_range[1] for s in summaries if s.time_range[1] is not None)
+    counts = prepare.item_counts(summaries)
+    catalogue = None if items is None else prepare.catalogue(_host(items))
+    table, cast, text_columns, step = prepare.vocabulary(counts, catalogue)
+    if step is not None:
+        steps.append(step)
+    table_future = broadcast(client, table)
+    indexed = pmap(client, prepare.index_partition, cleaned, vocabulary=table_future, item_cast=cast,
+                         event_types=event_types, known_only=False, device=device)
+    sizes = client.gather(pmap(client, prepare.part_size, indexed))
+    keep = [i for i, s in enumerate(sizes) if s > 0]
+    parts = Blocks(client, [indexed[i] for i in keep], [sizes[i] for i in keep])
+    del cleaned
+    n_events = int(counts.sum())
+    g = prepare.Globals(table, len(table), parts.n_rows, n_events, pd.Timestamp(reference_time), event_types,
+                        text_columns, steps)
+    return parts, g
+
+
+def _min_items(client: Any, cleaned: list[Any], summaries: list[Any], steps: list[Any], cfg: Any):
+    """min_item_events over all partitions, alternating with min_user_events until nothing changes."""
+    rows_in = sum(int(s.item_counts.sum()) for s in summaries)
+    for _ in range(10):
+        counts = prepare.item_counts(summaries)
+        allowed = counts[counts >= cfg.min_item_events].index
+        if len(allowed) == len(counts):
+            break
+        cleaned = pmap(client, prepare.keep_items, cleaned,
+                             **shipped(client, {"allowed": allowed, "min_user_events": cfg.min_user_events}))
+        summaries = client.gather(pmap(client, prepare.summary_of, cleaned))
+    rows_out = sum(int(s.item_counts.sum()) for s in summaries)
+    why = f"item has fewer than {cfg.min_item_events} events"
+    steps = [dataclasses.replace(s, rows_in=rows_in, rows_out=rows_out, why=why) if s.step == "min_item_events"
+             else s for s in steps]
+    if rows_out == 0:
+        raise UsageError("no events left after the minimum-count filters; lower --min-user-events / --min-item-events")
+    return cleaned, summaries, steps
+
+
+def as_host_array(values: Any) -> np.ndarray:
+    return to_host(values)

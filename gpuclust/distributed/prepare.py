@@ -1,0 +1,332 @@
+"""Preprocessing on a Dask cluster: one shuffle puts each user's events in one partition, the single-process
+`Preprocessor` steps run per partition, and what must be global is decided on the client from small
+per-partition summaries.
+
+    ids normalised (a global decision, before the shuffle) -> shuffle by user_id
+    -> per partition: missing ids, values, timestamps, event types, duplicates, min events per user, weights
+    -> client: step counts summed, the input-wide checks (bad timestamp share, nothing left), warnings
+       once with the summed counts, event types present, reference time, item vocabulary and catalogue
+    -> [global min_item_events passes] -> per partition: indices (users local, items global)
+
+Steps that drop rows are counted per partition and summed, so the manifest's `rows.steps` reads as the
+single-process one. A partition may legitimately end empty; only the whole input may not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gpuclust import schema
+from gpuclust.backend import Backend, resolve_backend
+from gpuclust.config import PreprocessConfig
+from gpuclust.errors import InputWarning, UsageError
+from gpuclust.frames import host_frame, to_backend_frame
+from gpuclust.preprocess.clean import (
+    LOW_CATALOGUE_SHARE,
+    Preprocessor,
+    _attach_weights,
+    _index,
+    _ordinal,
+    bad_timestamps_message,
+)
+from gpuclust.preprocess.parse import common_key, first_value, normalise_ids
+from gpuclust.preprocess.prepared import PreparedData, StepCount
+
+# Steps whose dropped rows are also a warning line (as `Preprocessor._drop_bad` words it).
+WARNED_STEPS = ("non_finite_values", "unparseable_timestamps", "timestamps_out_of_range")
+
+
+@functools.lru_cache(maxsize=2)
+def worker_backend(device: str) -> Backend:
+    """The backend of this worker process: resolved once, the same device as the run's."""
+    return resolve_backend(device)
+
+
+# --- per partition ------------------------------------------------------------------------------
+
+class PartitionPreprocessor(Preprocessor):
+    """`Preprocessor` steps on one user partition. Nothing here refuses the input: an empty partition or
+    one whose rows all drop is normal; the refusals are recorded and decided over all partitions."""
+
+    def __init__(self, config: PreprocessConfig, seed: int = 0) -> None:
+        super().__init__(config, seed)
+        self.refusals: list[str] = []
+        self.bad_timestamps = (0, 0, None)
+        self.examples: dict[str, Any] = {}
+
+    def _count(self, step: str, before, after, why: str):
+        self.steps_.append(StepCount(step, len(before), len(after), why))
+        return after
+
+    def _drop_bad(self, step: str, ev, bad, raw, why: str):
+        if bool(bad.any()):
+            self.examples.setdefault(step, first_value(raw, bad))
+        return self._count(step, ev, ev[~bad], why)
+
+    def _check_bad_timestamps(self, n_bad: int, n: int, example) -> None:
+        self.bad_timestamps = (n_bad, n, example() if n_bad else None)
+
+    def _known_events(self, ev):
+        try:
+            return super()._known_events(ev)
+        except UsageError as exc:  # no known type in this partition: its rows drop; the input may still be fine
+            self.refusals.append(str(exc))
+            self.steps_.append(StepCount("unknown_event_types", len(ev), 0,
+                                         f"event_type not one of {list(self.config.event_weights)}"))
+            out = ev.iloc[0:0].copy()
+            out[schema.EVENT] = out[schema.EVENT].astype("str").astype("category").cat.set_categories(
+                list(self.config.event_weights))
+            return out
+
+    def clean(self, events, backend: Backend):
+        """`Preprocessor.run` up to the weights, for the rows of one partition (ids already normalised)."""
+        cfg = self.config
+        self.steps_ = []
+        ev = self._count("missing_ids_or_time", events, events.dropna(subset=[schema.USER, schema.ITEM, schema.TIME]),
+                         "user_id, item_id or timestamp is missing")
+        ev = self._values(ev, backend)
+        ev = self._parse_time(ev, backend)
+        ev = self._known_events(ev)
+        if cfg.drop_duplicates:
+            ev = self._count("exact_duplicates", ev, ev.drop_duplicates(), "identical to an earlier row")
+        ev = self._min_counts(ev)  # per user only here: min_item_events is applied over all partitions
+        return _attach_weights(ev, cfg.event_weights)
+
+    def _min_counts(self, ev):
+        try:
+            return super()._min_counts(ev)
+        except UsageError:  # every user of this partition was below the minimum; the total decides
+            return ev.iloc[0:0]
+
+
+@dataclass
+class Cleaned:
+    """One cleaned partition (kept on its worker) and what the client needs to know about it."""
+
+    events: Any
+    steps: list[StepCount]
+    refusals: list[str]
+    bad_timestamps: tuple[int, int, Any]
+    examples: dict[str, Any]
+    warnings: list[str]
+    event_names: list[str]
+    time_range: tuple[Any, Any]
+    item_counts: Any  # host pandas Series: events per item_id
+    item_dtype: str
+
+    def summary(self) -> Cleaned:
+        return dataclasses.replace(self, events=None)
+
+
+def clean_partition(raw: Any, config: PreprocessConfig, seed: int, device: str) -> Cleaned:
+    backend = worker_backend(device)
+    pre = PartitionPreprocessor(dataclasses.replace(config, min_item_events=1, sample_users=None), seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ev = pre.clean(raw, backend)
+    names = sorted(str(n) for n in host_frame(ev[schema.EVENT].drop_duplicates().to_frame())[schema.EVENT].dropna())
+    times = (ev[schema.TIME].min(), ev[schema.TIME].max()) if len(ev) else (None, None)
+    counts = host_frame(ev[schema.ITEM].value_counts().to_frame()).iloc[:, 0]
+    return Cleaned(ev, pre.steps_, pre.refusals, pre.bad_timestamps, pre.examples,
+                   [str(w.message) for w in caught if issubclass(w.category, InputWarning)], names, times, counts,
+                   str(ev[schema.ITEM].dtype))
+
+
+def summary_of(cleaned: Cleaned) -> Cleaned:
+    return cleaned.summary()
+
+
+def keep_items(cleaned: Cleaned, allowed: Any, min_user_events: int) -> Cleaned:
+    """A global min_item_events pass on one partition: items below it go, then users below theirs."""
+    ev = cleaned.events
+    ev = ev[ev[schema.ITEM].isin(allowed)]
+    if min_user_events > 1 and len(ev):
+        counts = ev[schema.USER].value_counts()
+        ev = ev[ev[schema.USER].isin(counts[counts >= min_user_events].index)]
+    counts = host_frame(ev[schema.ITEM].value_counts().to_frame()).iloc[:, 0]
+    return dataclasses.replace(cleaned, events=ev, item_counts=counts)
+
+
+@dataclass
+class Part:
+    """One user partition, indexed: events with local user_idx (0..n_users-1) and global item_idx."""
+
+    events: Any  # user_idx, item_idx, event_type, timestamp, value, weight; sorted by user_idx, timestamp
+    users: Any  # user_idx -> user_id
+    n_users: int
+    steps: list[StepCount] = field(default_factory=list)
+
+
+def index_partition(cleaned: Cleaned, vocabulary: Any, item_cast: str | None, event_types: tuple[str, ...],
+                    known_only: bool, device: str) -> Part:
+    """Users numbered within the partition, items by the global vocabulary (a fitted model's, for assign)."""
+    ev = cleaned.events
+    vocabulary = to_backend_frame(vocabulary, worker_backend(device))
+    steps = []
+    if item_cast is not None:
+        ev = ev.copy()
+        ev[schema.ITEM] = ev[schema.ITEM].astype(item_cast)
+    if known_only:
+        ev, vocabulary = common_key(ev, vocabulary, schema.ITEM)
+        kept = ev[ev[schema.ITEM].isin(vocabulary[schema.ITEM])]
+        steps.append(StepCount("items_unknown_to_model", len(ev), len(kept), "item not in the model's vocabulary"))
+        ev = kept
+    data = _index(ev, None, [], event_types, vocabulary)
+    events = data.events[[schema.USER_IDX, schema.ITEM_IDX, schema.EVENT, schema.TIME, schema.VALUE, schema.WEIGHT]]
+    return Part(events, data.users, int(data.n_users), steps)
+
+
+def part_size(part: Part) -> int:
+    return part.n_users
+
+
+# --- the whole input: what the client decides ---------------------------------------------------
+
+@dataclass
+class Globals:
+    """What every partition shares: the item table and what preprocessing decided over all partitions."""
+
+    items: Any
+    n_items: int
+    n_users: int
+    n_events: int
+    reference_time: Any
+    event_types: tuple[str, ...]
+    text_columns: tuple[str, ...]
+    steps: list[StepCount]
+
+    def prepared(self, part: Part | None = None, backend: Backend | None = None) -> PreparedData:
+        """A partition as the featurisers take it (None: the catalogue alone, for client-side stages)."""
+        items = self.items if backend is None else to_backend_frame(self.items, backend)
+        return PreparedData(
+            events=None if part is None else part.events, users=None if part is None else part.users,
+            items=items, n_users=self.n_users if part is None else part.n_users, n_items=self.n_items,
+            reference_time=self.reference_time, steps=[], text_columns=self.text_columns,
+            event_types=self.event_types)
+
+
+def id_casts(lazy: Any) -> tuple[dict[str, str], list[StepCount]]:
+    """The id normalisation of `normalise_ids`, decided over the whole input: a float id column becomes
+    int64 if every value is whole, and an object column mixing numbers and text becomes text."""
+    casts, notes = {}, []
+    for column in (schema.USER, schema.ITEM):
+        kind = str(lazy[column].dtype).lower()
+        if kind.startswith("float"):
+            values = lazy[column]
+            whole = bool(((values == values.round()) & (values.abs() < 2.0**63)).fillna(False).all().compute())
+            if whole:
+                casts[column], why = "int64", "integral float ids read as integers"
+            else:
+                continue
+        elif kind == "object":
+            mixed = lazy[column].map_partitions(lambda s: normalise_ids(s)[1] is not None, meta=(column, bool))
+            if not bool(mixed.any().compute()):
+                continue
+            casts[column], why = "str", "ids of mixed types or wider than int64 read as text"
+        else:
+            continue
+        notes.append(StepCount(f"{column}_types", 0, 0, f"{column}: {why}"))
+    return casts, notes
+
+
+def apply_casts(df: Any, casts: dict[str, str]) -> Any:
+    return df.astype(casts) if casts else df
+
+
+def summed_steps(summaries: list[Cleaned]) -> list[StepCount]:
+    """Per-step counts over all partitions, in pipeline order (notes keep the first partition's words)."""
+    order: dict[str, StepCount] = {}
+    for s in summaries:
+        for step in s.steps:
+            if step.step in order:
+                seen = order[step.step]
+                order[step.step] = StepCount(step.step, seen.rows_in + step.rows_in, seen.rows_out + step.rows_out,
+                                             seen.why)
+            else:
+                order[step.step] = step
+    return list(order.values())
+
+
+def check_cleaned(summaries: list[Cleaned], config: PreprocessConfig, total_rows: int) -> list[StepCount]:
+    """The input-wide checks `Preprocessor.run` makes, over the summed partitions, in its order; the
+    warnings it would give, once, with the summed counts. Returns the summed steps."""
+    if total_rows == 0:
+        raise UsageError("the events input has no rows; check the file or the adapter's filters")
+    steps = summed_steps(summaries)
+    n_bad = sum(s.bad_timestamps[0] for s in summaries)
+    n_time = sum(s.bad_timestamps[1] for s in summaries)
+    for step in steps:
+        if step.step == "unparseable_timestamps" and n_time and n_bad / n_time > config.max_bad_timestamp_share:
+            example = next(s.bad_timestamps[2] for s in summaries if s.bad_timestamps[0])
+            raise UsageError(bad_timestamps_message(n_bad, n_time, example))
+        if step.rows_out == 0 and step.step not in ("min_user_events", "min_item_events"):
+            refusal = next((r for s in summaries for r in s.refusals), None)
+            if step.step == "unknown_event_types" and refusal:
+                raise UsageError(refusal)
+            raise UsageError(f"no events left after step '{step.step}' ({step.why}); "
+                             "check the input columns, event types and the minimum-count filters")
+    if steps and steps[-1].rows_out == 0:
+        raise UsageError("no events left after the minimum-count filters; lower --min-user-events / --min-item-events")
+    for step in steps:
+        if step.step in WARNED_STEPS and step.dropped:
+            example = next(s.examples[step.step] for s in summaries if step.step in s.examples)
+            warnings.warn(f"dropped {step.dropped:,} of {step.rows_in:,} events: {step.why}, e.g. {example!r}",
+                          InputWarning, stacklevel=2)
+    shown = set()
+    for message in (m for s in summaries for m in s.warnings):
+        key = re.sub(r"[\d,.]+", "#", message)
+        if key not in shown:  # one line per kind of warning, not one per partition
+            shown.add(key)
+            warnings.warn(message, InputWarning, stacklevel=2)
+    return steps
+
+
+def item_counts(summaries: list[Cleaned]):
+    """Events per item over all partitions (host pandas Series)."""
+    import pandas as pd
+
+    parts = [s.item_counts for s in summaries if len(s.item_counts)]
+    return pd.concat(parts).groupby(level=0).sum() if parts else pd.Series(dtype="int64")
+
+
+def vocabulary(counts: Any, items: Any) -> tuple[Any, str | None, tuple[str, ...], StepCount | None]:
+    """(item table, the cast the events' item ids need, text columns, the catalogue step): as
+    `Preprocessor._catalogue` and `_index` build them, from the events per item of all partitions and the
+    cleaned catalogue (host pandas). A low share of events found in the catalogue is a warning."""
+    import pandas as pd
+
+    ids = pd.Series(counts.index, name=schema.ITEM)
+    cast, step, text_columns = None, None, ()
+    if items is not None:
+        cast_ids, items = common_key(ids.to_frame(), items, schema.ITEM)
+        if str(cast_ids[schema.ITEM].dtype) != str(ids.dtype):
+            cast = "int64" if str(cast_ids[schema.ITEM].dtype) == "int64" else "str"
+        ids = cast_ids[schema.ITEM]
+        n = int(counts.sum())
+        found = int(np.asarray(counts)[np.asarray(ids.isin(items[schema.ITEM]))].sum())
+        share = found / n if n else 0.0
+        step = StepCount("items_in_catalogue", n, n, f"{found:,} of {n:,} events ({share:.1%}) have their item "
+                                                     "in the items table")
+        if share < LOW_CATALOGUE_SHARE:
+            warnings.warn(f"only {share:.1%} of events have their item in the items table; check that both files "
+                          "use the same item ids (--item-col, --item-key-col)", InputWarning, stacklevel=2)
+    table = _ordinal(ids, schema.ITEM_IDX)
+    if items is not None:
+        extra = [c for c in items.columns if c != schema.ITEM]
+        text_columns = tuple(c for c in extra if c not in (schema.CATEGORY, schema.PRICE))
+        table = table.merge(items, on=schema.ITEM, how="left")
+    return table.sort_values(schema.ITEM_IDX).reset_index(drop=True), cast, text_columns, step
+
+
+def catalogue(items: Any) -> Any:
+    """The items table cleaned as `Preprocessor._catalogue` does (ids normalised, one row per item)."""
+    items = host_frame(items).dropna(subset=[schema.ITEM]).copy()
+    items[schema.ITEM], _ = normalise_ids(items[schema.ITEM])
+    return items.drop_duplicates(subset=[schema.ITEM])

@@ -1,0 +1,152 @@
+"""What a saved model needs to recommend: item popularity per cluster, global popularity, a blend weight.
+
+    score(item | user in cluster c) = w * share of the item in c + (1 - w) * global share
+
+the recommender `gpuclust evaluate` measures (recommend.evaluation). The table is learned at fit time
+from the fitted users' weighted events. The blend weight is either given (`--blend-weight`, e.g. the
+one `gpuclust evaluate` chose) or tuned at fit time: a seeded sample of users with at least two
+distinct items loses its last item (leave-last-out, the evaluation's rules), the popularity table
+loses those events, and the weight of the grid 0.0..1.0 with the best HR@10 over the sample wins
+(ties: higher NDCG, then the smaller weight). That tuning reuses the fitted clusters instead of
+refitting without the held-out items, so it is cheap and slightly optimistic about the clusters;
+`gpuclust evaluate` is the unbiased measurement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gpuclust import schema
+from gpuclust.backend import Backend, to_host
+from gpuclust.frames import column_array
+from gpuclust.preprocess.prepared import PreparedData
+from gpuclust.recommend.evaluation import GRID
+from gpuclust.recommend.popularity import shares, weighted_counts
+from gpuclust.recommend.split import leave_last_out
+
+TUNE_TOP_K = 10
+SCORE_BATCH = 256  # users scored at once in tuning: 256 x items float32
+
+
+@dataclass
+class SegmentPopularity:
+    """`table`: (k + 1) x items item shares (host float32), row k the global share; `blend_weight` w."""
+
+    table: np.ndarray
+    blend_weight: float
+    tuning: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return int(self.table.shape[0]) - 1
+
+    def scores(self, cluster: int) -> np.ndarray:
+        """Blended scores of every item for a user of `cluster` (out-of-range clusters: global only)."""
+        w = np.float32(self.blend_weight)
+        own = self.table[cluster] if 0 <= cluster < self.k else self.table[self.k]
+        return w * own + (np.float32(1.0) - w) * self.table[self.k]
+
+    def withhold(self, clusters: set[int]) -> None:
+        """Rows of clusters too small to describe (privacy) recommend by global popularity only."""
+        for c in clusters:
+            if 0 <= c < self.k:
+                self.table[c] = self.table[self.k]
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"blend_weight": float(self.blend_weight), "tuning": self.tuning}
+
+
+def fit_segments(data: PreparedData, labels: Any, k: int, backend: Backend, blend_weight: float | None,
+                 tune_users: int, seed: int) -> SegmentPopularity:
+    """Popularity per cluster of the fitted users (`labels` per user_idx, xp, -1 = noise) and the blend weight."""
+    counts = segment_counts(data, labels, k, backend)
+    return segments_from(counts, data, labels, k, backend, blend_weight, tune_users, seed)
+
+
+def segment_counts(data: PreparedData, labels: Any, k: int, backend: Backend) -> Any:
+    """(k + 1) x items summed event weights of `data`'s users (xp float64): partitions' counts add up."""
+    xp = backend.xp
+    users = column_array(data.events[schema.USER_IDX], backend).astype(xp.int64)
+    items = column_array(data.events[schema.ITEM_IDX], backend).astype(xp.int64)
+    weights = column_array(data.events[schema.WEIGHT], backend, np.float64)
+    return weighted_counts(users, items, weights, xp.asarray(labels).astype(xp.int64), k, data.n_items, xp)
+
+
+def segments_from(counts: Any, sample: PreparedData, labels: Any, k: int, backend: Backend,
+                  blend_weight: float | None, tune_users: int, seed: int) -> SegmentPopularity:
+    """The table from all users' `counts`; a weight not given is tuned on users of `sample` (all users
+    in one process, a partition of them on a cluster) with their `labels`."""
+    table = to_host(shares(counts, backend.xp))
+    if blend_weight is not None:
+        return SegmentPopularity(table, float(blend_weight), {"how": "given"})
+    clusters = backend.xp.asarray(labels).astype(backend.xp.int64)
+    return SegmentPopularity(table, *_tune(sample, clusters, counts, k, backend, tune_users, seed))
+
+
+def _tune(data: PreparedData, clusters: Any, counts: Any, k: int, backend: Backend, tune_users: int,
+          seed: int) -> tuple[float, dict[str, Any]]:
+    xp = backend.xp
+    rng = np.random.default_rng(seed)
+    n_sample = min(tune_users, data.n_users)
+    sample = np.sort(rng.choice(data.n_users, size=n_sample, replace=False)).astype(np.int32)
+    events = data.events[[schema.USER_IDX, schema.ITEM_IDX, schema.TIME, schema.WEIGHT]]
+    mine = events[events[schema.USER_IDX].isin(sample)]
+    if len(mine) == 0:
+        return 0.5, {"how": "default: no user to tune on", "users": 0}
+    holdout = leave_last_out(mine, data.n_items, seed)
+    if holdout.n_eligible == 0:
+        return 0.5, {"how": "default: no sampled user has two distinct items", "users": 0}
+    # The held-out events leave the popularity the sample is scored against.
+    held = mine.merge(holdout.test[[schema.USER_IDX, schema.ITEM_IDX]], on=[schema.USER_IDX, schema.ITEM_IDX])
+    h_users = column_array(held[schema.USER_IDX], backend).astype(xp.int64)
+    h_items = column_array(held[schema.ITEM_IDX], backend).astype(xp.int64)
+    h_weights = column_array(held[schema.WEIGHT], backend, np.float64)
+    table = shares(counts - weighted_counts(h_users, h_items, h_weights, clusters, k, data.n_items, xp), xp)
+    test_users = column_array(holdout.test[schema.USER_IDX], backend).astype(xp.int64)
+    targets = column_array(holdout.test[schema.ITEM_IDX], backend).astype(xp.int64)
+    own = clusters[test_users]
+    rows = xp.where(own >= 0, own, k)
+    seen = _seen(holdout.train, test_users, data.n_items, backend)
+    curve = []
+    for w in GRID:
+        ranks = _ranks(table, rows, targets, seen, float(w), k, xp)
+        hit = ranks < TUNE_TOP_K
+        curve.append({"w": float(w), f"HR@{TUNE_TOP_K}": round(float(hit.mean()), 6),
+                      f"NDCG@{TUNE_TOP_K}": round(float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()), 6)})
+    best = max(curve, key=lambda r: (r[f"HR@{TUNE_TOP_K}"], r[f"NDCG@{TUNE_TOP_K}"], -r["w"]))
+    return best["w"], {"how": f"tuned at fit time: leave-last-out HR@{TUNE_TOP_K} on a sample of the fitted users "
+                              "with the fitted clusters (optimistic; `gpuclust evaluate` refits)",
+                       "users": int(len(to_host(targets))), "seed": seed, "curve": curve}
+
+
+def _seen(train: Any, users: Any, n_items: int, backend: Backend):
+    """CSR (tuned users x items) of what each has in its training part."""
+    xp = backend.xp
+    n_users = int(to_host(users.max())) + 1
+    position = xp.full(n_users, -1, dtype=xp.int64)
+    position[users] = xp.arange(len(users), dtype=xp.int64)
+    u = column_array(train[schema.USER_IDX], backend).astype(xp.int64)
+    keep = u < n_users
+    row = position[u[keep]]
+    col = column_array(train[schema.ITEM_IDX], backend).astype(xp.int64)[keep]
+    keep = row >= 0
+    values = xp.ones(int(keep.sum()), dtype=xp.float32)
+    return backend.sparse.coo_matrix((values, (row[keep], col[keep])), shape=(len(users), n_items)).tocsr()
+
+
+def _ranks(table: Any, rows: Any, targets: Any, seen: Any, w: float, k: int, xp) -> np.ndarray:
+    """0-based rank of each target among the items the user has not seen: the count of unseen items that
+    score strictly higher (no sort: one comparison per item)."""
+    out = []
+    glob = table[k]
+    for start in range(0, len(targets), SCORE_BATCH):
+        stop = min(start + SCORE_BATCH, len(targets))
+        scores = xp.float32(w) * table[rows[start:stop]] + xp.float32(1.0 - w) * glob[None, :]
+        part = seen[start:stop].tocoo()
+        scores[part.row, part.col] = -xp.inf
+        target = scores[xp.arange(stop - start), targets[start:stop]]
+        out.append(to_host((scores > target[:, None]).sum(axis=1)))
+    return np.concatenate(out).astype(np.float64)

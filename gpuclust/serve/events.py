@@ -1,0 +1,209 @@
+"""Request bodies into event columns: the service's strict reading of the canonical columns.
+
+A body is a JSON object with either `events`, a list of objects with `user_id`, `item_id`,
+`event_type`, `timestamp` and optionally `value`, or `columns`, an object of equal-length lists under
+those names (the compact form for batches). Ids are integers or text; timestamps are ISO-8601 strings
+(a zone or `Z`, naive ones read as UTC) or Unix epochs (numbers or digit strings, s/ms/us/ns by
+magnitude, as `gpuclust run` reads them); values are numbers (absent or null: 0). Anything else is a
+`RequestError` naming the event and the field, never a guess: an API caller can fix its request,
+whereas a file is read as well as it can be.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from gpuclust import schema
+from gpuclust.preprocess.parse import EPOCH_UNITS, F32_MAX, NS_LIMIT, NS_PER, NS_YEARS
+
+FIELDS = (schema.USER, schema.ITEM, schema.EVENT, schema.TIME, schema.VALUE)
+REQUIRED = (schema.USER, schema.ITEM, schema.TIME)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class RequestError(ValueError):
+    """A bad request: `status` (4xx) and a one-line reason for the caller."""
+
+    def __init__(self, reason: str, status: int = 422) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass
+class EventColumns:
+    """One request's events as plain columns (Python lists and NumPy arrays), in the order given."""
+
+    user: list[Any]
+    item: list[Any]
+    event_type: list[Any]
+    ts_ns: np.ndarray  # int64 UTC nanoseconds
+    value: np.ndarray  # float32
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+
+def read_body(body: Any, max_events: int) -> EventColumns:
+    """Validate a decoded JSON body and return its events as columns."""
+    if not isinstance(body, dict):
+        raise RequestError(f"the body must be a JSON object with 'events' or 'columns', got {_kind(body)}")
+    if "events" in body:
+        records = body["events"]
+        if not isinstance(records, list):
+            raise RequestError(f"'events' must be a list of event objects, got {_kind(records)}")
+        _check_count(len(records), max_events)
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise RequestError(f"event {i} must be an object with {', '.join(REQUIRED)}, got {_kind(record)}")
+        columns = {name: [r.get(name) for r in records] for name in FIELDS}
+    elif "columns" in body:
+        given = body["columns"]
+        if not isinstance(given, dict):
+            raise RequestError(f"'columns' must be an object of equal-length lists, got {_kind(given)}")
+        for name in REQUIRED:
+            if not isinstance(given.get(name), list):
+                raise RequestError(f"'columns' needs a list under {name!r}")
+        n = len(given[schema.USER])
+        _check_count(n, max_events)
+        columns = {}
+        for name in FIELDS:
+            values = given.get(name)
+            if values is None:
+                values = [None] * n
+            if not isinstance(values, list) or len(values) != n:
+                raise RequestError(f"column {name!r} must be a list of {n} values, like user_id")
+            columns[name] = values
+    else:
+        raise RequestError("the body needs 'events' (a list of event objects) or 'columns' (lists per field)")
+    if not columns[schema.USER]:
+        raise RequestError("the request has no events")
+    for name in (schema.USER, schema.ITEM):
+        _check_ids(columns[name], name)
+    return EventColumns(columns[schema.USER], columns[schema.ITEM], _event_types(columns[schema.EVENT]),
+                        timestamps_ns(columns[schema.TIME]), _values(columns[schema.VALUE]))
+
+
+def _check_count(n: int, max_events: int) -> None:
+    if n > max_events:
+        raise RequestError(f"{n:,} events in one request; at most {max_events:,} are accepted", 413)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, int | float) else type(value).__name__)
+
+
+def _check_ids(values: list[Any], name: str) -> None:
+    kinds = set(map(type, values))
+    if kinds <= {int} or (kinds <= {int, str} and "" not in values):
+        return  # the usual case, checked in one pass
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, int | str | float):
+            raise RequestError(f"event {i}: {name} must be an integer or a string, got {_kind(v)}")
+        if isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
+            raise RequestError(f"event {i}: {name} must be an integer or a string, got {v!r}")
+        if isinstance(v, str) and not v:
+            raise RequestError(f"event {i}: {name} is empty")
+
+
+def _event_types(values: list[Any]) -> list[Any]:
+    """Event types as `gpuclust run` reads them (codes are names, trimmed, lower case); None if absent."""
+    if set(map(type, values)) <= {str}:
+        return [v.strip().lower() for v in values]
+    out = []
+    for i, v in enumerate(values):
+        if v is None:
+            out.append(None)
+        elif isinstance(v, str):
+            out.append(v.strip().lower())
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            out.append(str(v))
+        else:
+            raise RequestError(f"event {i}: event_type must be a string, got {_kind(v)}")
+    return out
+
+
+def _values(values: list[Any]) -> np.ndarray:
+    if set(map(type, values)) <= {int, float}:
+        out = np.asarray(values, dtype=np.float64)
+        if np.isfinite(out).all() and (np.abs(out) <= F32_MAX).all():
+            return out.astype(np.float32)
+    out = np.zeros(len(values), dtype=np.float64)
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise RequestError(f"event {i}: value must be a number (or null), got {_kind(v)}")
+        if not math.isfinite(v) or abs(v) > F32_MAX:
+            raise RequestError(f"event {i}: value {v!r} is not a finite float32 number")
+        out[i] = v
+    return out.astype(np.float32)
+
+
+def timestamps_ns(values: list[Any]) -> np.ndarray:
+    """UTC nanoseconds of ISO-8601 strings and Unix epochs (unit by magnitude, as the batch reader)."""
+    if set(map(type, values)) <= {int} and values:
+        fast = _int_epochs(values)
+        if fast is not None:
+            return fast
+    out = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        out[i] = _one_timestamp(i, v)
+    return out
+
+
+def _one_timestamp(i: int, v: Any) -> int:
+    if isinstance(v, bool) or v is None:
+        raise RequestError(f"event {i}: timestamp is missing" if v is None else
+                           f"event {i}: timestamp must be an ISO-8601 string or a Unix epoch, got {_kind(v)}")
+    if isinstance(v, str):
+        text = v.strip()
+        if text.lstrip("-").isdigit():
+            return _epoch(i, int(text))
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise RequestError(f"event {i}: timestamp {v[:40]!r} is neither ISO-8601 nor a Unix epoch") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        ns = (parsed - _EPOCH) // _MICROSECOND * 1000
+        if abs(ns) > NS_LIMIT:
+            raise RequestError(f"event {i}: timestamp {v[:40]!r} lies outside the years {NS_YEARS}")
+        return int(ns)
+    if isinstance(v, int | float):
+        if not math.isfinite(v):
+            raise RequestError(f"event {i}: timestamp {v!r} is not a number")
+        return _epoch(i, v)
+    raise RequestError(f"event {i}: timestamp must be an ISO-8601 string or a Unix epoch, got {_kind(v)}")
+
+
+def _int_epochs(values: list[int]) -> np.ndarray | None:
+    """Integer epochs all at once; None when one needs the per-value path (out of range, huge)."""
+    try:
+        numbers = np.asarray(values, dtype=np.int64)
+    except OverflowError:
+        return None
+    magnitude = np.abs(numbers.astype(np.float64))
+    ns_per = np.select([magnitude < high for _, high in EPOCH_UNITS], [NS_PER[u] for u, _ in EPOCH_UNITS])
+    if not (magnitude * ns_per <= NS_LIMIT).all():
+        return None
+    return numbers * ns_per
+
+
+def _epoch(i: int, v: int | float) -> int:
+    magnitude, low = abs(v), 0.0
+    for unit, high in EPOCH_UNITS:
+        if low <= magnitude < high:
+            if magnitude * NS_PER[unit] > NS_LIMIT:
+                break
+            return v * NS_PER[unit] if isinstance(v, int) else round(v * NS_PER[unit])
+        low = high
+    raise RequestError(f"event {i}: timestamp {v!r} lies outside the years {NS_YEARS}")
+
+
+_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH

@@ -1,0 +1,314 @@
+"""`UserClusterer.predict` for a few users at a time, on small arrays instead of frames.
+
+A request of one user through `predict` spends milliseconds in pandas (cleaning steps, group-bys,
+merges) to produce a handful of numbers. `FastAssigner` does the same steps with the same rules on
+NumPy/SciPy arrays: predict's preprocessing (known event types, exact duplicates, the minimum events
+per user, items of the model's vocabulary, the reference time of the request's latest event), then
+the fitted featurisers' arithmetic (behaviour statistics and their normaliser, TF-IDF with the fitted
+IDF and SVD components, text pooling of the fitted item vectors), the fuser, the reducer, the nearest
+centre and the anomaly score, reusing the library's own functions from the sparse matrix on. The
+dense steps run on the model's backend (CuPy on a GPU when the model was loaded there).
+
+Several requests are placed in one pass (`place`); each keeps its own reference time and its own
+event-type rule, so a user's result never depends on who else was in the batch: it is what `predict`
+gives for that request alone. A featuriser without a fast path here (user-mode text, a featuriser of
+your own) makes the whole model use `predict` per request instead; `fallback` says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gpuclust import schema
+from gpuclust.backend import Backend, to_host
+from gpuclust.cluster.outcome import nearest_centres
+from gpuclust.features.text.pooling import NS_PER_DAY, decay_weights, pool_users
+from gpuclust.features.tfidf import l2_rows, tfidf
+from gpuclust.frames import host_frame
+from gpuclust.privacy import Pseudonymiser, canonical_id
+from gpuclust.quality.anomaly import scores_against
+from gpuclust.quality.drift import DriftCounts
+from gpuclust.serve.events import EventColumns
+
+NO_KNOWN_TYPE = "no event of a type the model knows"
+NO_KNOWN_ITEM = "no event on an item the model knows"
+_DAY_OFFSET = 1 << 20  # days since 1970 shifted positive, for (user, day) keys
+
+
+@dataclass
+class Prepared:
+    """One request after predict's preprocessing: the placeable users and their events."""
+
+    user_ids: list[Any]  # distinct user ids as given, in order of first appearance
+    keys: list[str]  # the same users as the model knows them: pseudonyms where it is private
+    placed: np.ndarray  # positions (into user_ids) of the users that have events left, ascending
+    user: np.ndarray  # per kept event: row in `placed`
+    item: np.ndarray  # item_idx (int64)
+    weight: np.ndarray  # event-type weight (float32)
+    etype: np.ndarray  # index into the model's event types
+    ts: np.ndarray  # int64 ns
+    value: np.ndarray  # float32
+    ref_ns: int  # the request's latest kept event: recency and decay are measured from it
+    purchases_per_session: bool  # predict computes that statistic only when purchase and another type occur
+    dropped: dict[int, str] = field(default_factory=dict)  # position -> why the user cannot be placed
+    counts: DriftCounts = field(default_factory=DriftCounts)  # events read, unknown items and types
+    position: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # per kept event: its user's position
+
+    @property
+    def n_placed(self) -> int:
+        return int(self.placed.shape[0])
+
+
+@dataclass
+class Placement:
+    """Per placed user of one request (rows follow `Prepared.placed`)."""
+
+    cluster: np.ndarray
+    distance: np.ndarray
+    anomaly_score: np.ndarray
+
+
+class FastAssigner:
+    """Built once per loaded model; `prepare` one request, `place` a list of prepared requests."""
+
+    def __init__(self, estimator: Any) -> None:
+        self.est = estimator
+        # The model's backend: NumPy/SciPy, or CuPy/cupyx where it was loaded on a GPU.
+        self.backend = estimator.backend_
+        cfg = estimator.config_.preprocess
+        self.types = list(cfg.event_weights)
+        self.type_code = {t: i for i, t in enumerate(self.types)}
+        self.type_weight = np.asarray(list(cfg.event_weights.values()), dtype=np.float32)
+        self.purchase = self.type_code.get("purchase", -1)
+        self.drop_duplicates = cfg.drop_duplicates
+        self.min_user_events = int(cfg.min_user_events)
+        self.gap_ns = int(cfg.session_gap_minutes * 60) * 10**9
+        vocab = host_frame(estimator.vocabulary_)
+        self.vocabulary = vocab
+        self.n_items = len(vocab)
+        self.item_index = {canonical_id(v): int(i) for v, i in zip(vocab[schema.ITEM], vocab[schema.ITEM_IDX],
+                                                                     strict=True)}
+        self.category_codes = self._category_codes(vocab)
+        self.fallback = self._why_not_fast()
+
+    # --- what can go fast ------------------------------------------------------------------------
+
+    def _why_not_fast(self) -> str | None:
+        for f in self.est.featurizers_:
+            name = type(f).__name__
+            if name == "TextFeaturizer" and (f.mode != "item" or getattr(f, "item_vectors_", None) is None):
+                return "the text feature re-encodes each user's text (user mode): requests run predict()"
+            if name not in ("BehaviourFeaturizer", "TfidfFeaturizer", "TextFeaturizer"):
+                return f"featuriser {f.name!r} has no fast path: requests run predict()"
+        return None
+
+    def _category_codes(self, vocab) -> dict[str, np.ndarray]:
+        out = {}
+        for f in self.est.featurizers_:
+            fitted = getattr(f, "fitted_", {}).get("category") if type(f).__name__ == "TfidfFeaturizer" else None
+            if fitted is None or schema.CATEGORY not in vocab.columns:
+                continue
+            names = {n: i for i, n in enumerate(fitted["categories"])}
+            cats = vocab[schema.CATEGORY]
+            out[f.name] = np.asarray([names.get(str(c), -1) if c is not None and c == c else -1 for c in cats],
+                                     dtype=np.int64)
+        return out
+
+    # --- one request: predict's preprocessing ------------------------------------------------------
+
+    def prepare(self, events: EventColumns, pseudonymiser: Pseudonymiser | None = None) -> Prepared:
+        n = len(events)
+        position: dict[str, int] = {}
+        user_ids: list[Any] = []
+        user = np.empty(n, dtype=np.int64)
+        for i, (key, raw) in enumerate(zip(_canonical(events.user), events.user, strict=True)):
+            p = position.get(key)
+            if p is None:
+                p = position[key] = len(user_ids)
+                user_ids.append(raw)
+            user[i] = p
+        keys = list(position)
+        if pseudonymiser is not None:  # only pseudonyms go further (one per user; nothing else needs them)
+            keys = [pseudonymiser.one(k) for k in keys]
+        codes = self.type_code
+        etype = np.fromiter((codes.get(t, -1) for t in events.event_type), dtype=np.int64, count=n)
+        unknown: dict[str, int] = {}  # items outside the vocabulary: -1, -2, ... (still distinct for duplicates)
+        index = self.item_index
+        item = np.fromiter((index[k] if k in index else -1 - unknown.setdefault(k, len(unknown))
+                            for k in _canonical(events.item)), dtype=np.int64, count=n)
+        ts, value = events.ts_ns, events.value
+        counts = DriftCounts(events=n, unknown_event_types=int((etype < 0).sum()))
+
+        kept = np.flatnonzero(etype >= 0)
+        if self.drop_duplicates and kept.size > 1:  # the first of identical rows stays
+            rows = zip(user[kept].tolist(), item[kept].tolist(), etype[kept].tolist(), ts[kept].tolist(),
+                       value[kept].view(np.int32).tolist(), strict=True)
+            first: dict[tuple, int] = {}
+            for row, i in zip(rows, kept.tolist(), strict=True):
+                first.setdefault(row, i)
+            if len(first) < kept.size:
+                kept = np.asarray(sorted(first.values()), dtype=np.int64)
+        per_user = np.bincount(user[kept], minlength=len(user_ids))
+        dropped = {int(p): NO_KNOWN_TYPE for p in np.flatnonzero(per_user == 0)}
+        if self.min_user_events > 1:
+            few = (per_user > 0) & (per_user < self.min_user_events)
+            dropped.update({int(p): f"fewer than {self.min_user_events} events" for p in np.flatnonzero(few)})
+            kept = kept[per_user[user[kept]] >= self.min_user_events]
+        present = set(etype[kept].tolist())
+        pps = self.purchase in present and len(present) > 1
+        on_known = item[kept] >= 0
+        counts.unknown_items = int((~on_known).sum())
+        kept = kept[on_known]
+        left = np.bincount(user[kept], minlength=len(user_ids))
+        placed = np.flatnonzero(left > 0)
+        for p in np.flatnonzero((per_user > 0) & (left == 0)).tolist():
+            dropped.setdefault(p, NO_KNOWN_ITEM)
+        row = np.full(len(user_ids), -1, dtype=np.int64)
+        row[placed] = np.arange(placed.shape[0])
+        kept_types = etype[kept]
+        type_counts = np.bincount(kept_types, minlength=len(self.types))
+        counts.event_types = {t: int(type_counts[i]) for i, t in enumerate(self.types) if type_counts[i]}
+        return Prepared(user_ids, keys, placed, row[user[kept]], item[kept], self.type_weight[kept_types], kept_types,
+                        ts[kept], value[kept], int(ts[kept].max()) if kept.size else 0, pps, dropped, counts,
+                        user[kept])
+
+    # --- a batch of requests -------------------------------------------------------------------------
+
+    def place(self, batch: list[Prepared]) -> list[Placement]:
+        """Place every prepared request of `batch` in one pass through the featurisers."""
+        sizes = [p.n_placed for p in batch]
+        total = int(sum(sizes))
+        if total == 0:
+            return [_empty() for _ in batch]
+        offsets = np.cumsum([0, *sizes])[:-1]
+        user = np.concatenate([p.user + o for p, o in zip(batch, offsets, strict=True)])
+        cols = {name: np.concatenate([getattr(p, name) for p in batch])
+                for name in ("item", "weight", "etype", "ts", "value")}
+        ref = np.repeat(np.asarray([p.ref_ns for p in batch], dtype=np.int64), sizes)
+        pps = np.repeat(np.asarray([p.purchases_per_session for p in batch]), sizes)
+        backend, xp = self.backend, self.backend.xp
+        blocks = {}
+        for f in self.est.featurizers_:
+            kind = type(f).__name__
+            if kind == "BehaviourFeaturizer":
+                raw = self._behaviour(f, total, user, cols, ref, pps)
+                blocks[f.name] = f.normaliser_.transform(backend.asarray(raw), xp)
+            elif kind == "TfidfFeaturizer":
+                blocks[f.name] = self._tfidf(f, total, user, cols)
+            else:
+                blocks[f.name] = self._text(f, total, user, cols, ref)
+        x = self.est.fuser_.transform(blocks, xp)
+        if self.est.reducer_ is not None:
+            x = self.est.reducer_.transform(x, backend)
+        labels, distances = nearest_centres(x, self.est.cluster_centers_, xp)
+        scores = scores_against(labels, distances, *self.est.spread_, xp)
+        labels, distances, scores = to_host(labels), to_host(distances), to_host(scores)
+        return [Placement(labels[o:o + s], distances[o:o + s], scores[o:o + s])
+                for o, s in zip(offsets, sizes, strict=True)]
+
+    def _behaviour(self, f: Any, n_users: int, user: np.ndarray, cols: dict[str, np.ndarray], ref: np.ndarray,
+                   pps: np.ndarray) -> np.ndarray:
+        """features.behaviour's statistics by sorting and reduceat instead of a frame group-by."""
+        order = np.lexsort((cols["ts"], user))
+        u, ts, item, etype = user[order], cols["ts"][order], cols["item"][order], cols["etype"][order]
+        value = cols["value"][order]
+        new_user = np.r_[True, u[1:] != u[:-1]]
+        starts = np.flatnonzero(new_user)
+        ends = np.r_[starts[1:], u.shape[0]]
+        first, last = ts[starts], ts[ends - 1]
+        new_session = new_user | np.r_[True, (ts[1:] - ts[:-1]) > self.gap_ns]
+        events = (ends - starts).astype(np.float32)
+        sessions = np.add.reduceat(new_session.astype(np.int64), starts).astype(np.float32)
+        pairs = np.unique(u * max(self.n_items, 1) + item)
+        days = np.unique(u * (2 * _DAY_OFFSET) + (np.floor_divide(ts, NS_PER_DAY) + _DAY_OFFSET))
+        stats = {
+            "recency_days": (ref - last) / NS_PER_DAY,
+            "span_days": (last - first) / NS_PER_DAY,
+            "events": events,
+            "sessions": sessions,
+            "events_per_session": events / sessions,
+            "active_days": np.bincount(days // (2 * _DAY_OFFSET), minlength=n_users).astype(np.float32),
+            "distinct_items": np.bincount(pairs // max(self.n_items, 1), minlength=n_users).astype(np.float32),
+            "monetary": np.add.reduceat(value.astype(np.float64), starts).astype(np.float32),
+        }
+        for code, name in enumerate(self.types):
+            n_t = np.bincount(u, weights=(etype == code), minlength=n_users).astype(np.float32)
+            stats[f"share_{name}"] = n_t / events
+            if code == self.purchase:
+                stats["purchases_per_session"] = np.where(pps, n_t / sessions, np.float32(0.0))
+        return np.stack([np.asarray(stats[name], dtype=np.float32) for name in f.names_], axis=1)
+
+    def _tfidf(self, f: Any, n_users: int, user: np.ndarray, cols: dict[str, np.ndarray]):
+        backend, xp = self.backend, self.backend.xp
+        blocks = []
+        for vocab, fitted in f.fitted_.items():
+            rows, columns, weights = user, cols["item"], cols["weight"]
+            n_cols = self.n_items
+            if vocab == "category":
+                columns = self.category_codes[f.name][columns]
+                keep = columns >= 0
+                rows, columns, weights = rows[keep], columns[keep], weights[keep]
+                n_cols = len(fitted["categories"])
+            counts = _coo(backend, weights, rows, columns, (n_users, n_cols))
+            x, _ = tfidf(counts, backend, fitted["idf"])
+            reduced = x.toarray() if fitted["components"] is None else x @ fitted["components"].T
+            blocks.append(l2_rows(xp.asarray(reduced, dtype=np.float32), xp))
+        return xp.concatenate(blocks, axis=1)
+
+    def _text(self, f: Any, n_users: int, user: np.ndarray, cols: dict[str, np.ndarray], ref: np.ndarray):
+        backend = self.backend
+        weights = cols["weight"]
+        if f.half_life_days is not None:
+            weights = weights * decay_weights(ref[user] - cols["ts"], f.half_life_days, np)
+        matrix = _coo(backend, weights, user, cols["item"], (n_users, self.n_items)).tocsr()
+        return pool_users(matrix, f.item_vectors_, backend)
+
+
+    def predict_request(self, events: EventColumns, prepared: Prepared) -> Placement:
+        """The slow way, for models without a fast path: `predict` on a frame of the request's events."""
+        import pandas as pd
+
+        from gpuclust.errors import UsageError
+
+        frame = pd.DataFrame({schema.USER: pd.Series(events.user, dtype=object),
+                              schema.ITEM: pd.Series(events.item, dtype=object),
+                              schema.EVENT: pd.Series(events.event_type, dtype=object),
+                              schema.TIME: pd.to_datetime(events.ts_ns, unit="ns"), schema.VALUE: events.value})
+        try:
+            placed = self.est.predict(frame)
+        except UsageError:  # nothing left to place
+            prepared.placed = np.empty(0, dtype=np.int64)
+            return _empty()
+        position = {key: i for i, key in enumerate(prepared.keys)}
+        rows = np.asarray([position.get(canonical_id(u), -1) for u in placed[schema.USER]], dtype=np.int64)
+        keep = rows >= 0
+        order = np.argsort(rows[keep], kind="stable")
+        prepared.placed = rows[keep][order]
+        for p in set(range(len(prepared.user_ids))) - set(prepared.placed.tolist()):
+            prepared.dropped.setdefault(p, "not placed by predict()")
+        pick = lambda name, dtype: placed[name].to_numpy(dtype)[keep][order]  # noqa: E731
+        return Placement(pick("cluster", np.int32), pick("distance", np.float32), pick("anomaly_score", np.float32))
+
+
+def _canonical(values: list[Any]) -> list[str]:
+    """`privacy.canonical_id` of each value; integers and text, the usual ids, without a call per value."""
+    kinds = set(map(type, values))
+    if kinds <= {str}:
+        return values
+    if kinds <= {int}:
+        return list(map(str, values))
+    return [canonical_id(v) for v in values]
+
+
+def _empty() -> Placement:
+    return Placement(np.empty(0, np.int32), np.empty(0, np.float32), np.empty(0, np.float32))
+
+
+def _coo(backend: Backend, values: Any, rows: Any, columns: Any, shape: tuple[int, int]) -> Any:
+    """A float32 sparse matrix on the model's backend (SciPy, or cupyx where it was loaded on a GPU)."""
+    return backend.sparse.coo_matrix(
+        (backend.asarray(values, dtype=np.float32), (backend.asarray(rows), backend.asarray(columns))),
+        shape=shape, dtype=backend.xp.float32)

@@ -1,0 +1,278 @@
+"""The pipeline on a Dask cluster (`--scheduler`, `UserClusterer(scheduler=...)`): the same clusters as one
+process, Parquet datasets in, partitioned assignments out, a killed worker, Ctrl-C, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpuclust import UserClusterer
+from gpuclust.config import PipelineConfig
+from gpuclust.errors import UsageError
+from tests.helpers import cli
+
+distributed = pytest.importorskip("distributed")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Two single-threaded worker processes, as `--scheduler local --workers 2` starts them."""
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                       memory_limit="3GiB", silence_logs=50)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def synth20k():
+    from gpuclust.synth import SynthSpec, generate
+
+    return generate(SynthSpec(n_users=20_000, n_items=3000, n_groups=8, seed=3, events_per_user=30.0))
+
+
+def _ari(a: pd.DataFrame, b: pd.DataFrame) -> float:
+    from sklearn.metrics import adjusted_rand_score
+
+    joined = a.merge(b, on="user_id")
+    assert len(joined) == len(a) == len(b)
+    return adjusted_rand_score(joined["cluster_x"], joined["cluster_y"])
+
+
+def test_same_clusters_as_one_process_on_20k_users(client, synth20k):
+    data = synth20k
+    single = UserClusterer(8, seed=0).fit(data.events, data.items, data.truth)
+    spread = UserClusterer(8, seed=0, scheduler=client).fit(data.events, data.items, data.truth)
+    assert _ari(single.labels_, spread.labels_) >= 0.95
+    assert abs(single.metrics_["ari"] - spread.metrics_["ari"]) <= 0.02
+    assert spread.metrics_["ari"] > 0.85
+    # The same fitted attributes, of the same kinds: a pandas frame in gives pandas frames out.
+    assert list(spread.labels_.columns) == list(single.labels_.columns)
+    assert spread.cluster_centers_.shape == single.cluster_centers_.shape
+    assert [f.name for f in spread.featurizers_] == [f.name for f in single.featurizers_]
+    assert len(spread.profiles_) == 8 and all(p["exemplars"] for p in spread.profiles_)
+    assert len(spread.anomalies_) == 20 and spread.map_.shape[0] == 20_000
+    for key in ("silhouette", "davies_bouldin", "calinski_harabasz"):  # CH and DB over all users, by reductions
+        assert spread.metrics_[key] == pytest.approx(single.metrics_[key], rel=0.05)
+    stages = spread.manifest_["timings"]["stages"]
+    assert {"preprocess", "features.tfidf", "cluster", "explain"} <= set(stages)
+    assert all(len(stages[s]["worker_peak_rss_mib"]) == 2 for s in ("preprocess", "cluster"))
+    assert spread.manifest_["dask"]["workers"] == 2 and spread.manifest_["rows"]["users"] == 20_000
+    # New users are placed by the model alone, however it was fitted.
+    some = data.events[data.events["user_id"].isin(data.truth["user_id"].head(300))]
+    placed = spread.predict(some)
+    fitted = spread.labels_.set_index("user_id").loc[placed["user_id"], "cluster"].to_numpy()
+    assert (placed["cluster"].to_numpy() == fitted).mean() > 0.99
+    # What serving and drift need, summed over partitions: the global popularity does not depend on labels.
+    np.testing.assert_allclose(spread.segments_.table[-1], single.segments_.table[-1], rtol=1e-5, atol=1e-7)
+    assert 0 <= spread.segments_.blend_weight <= 1 and spread.segments_.table.shape == single.segments_.table.shape
+    assert spread.drift_baseline_["users"] == single.drift_baseline_["users"] == 20_000
+    assert spread.drift_baseline_["event_type_shares"] == pytest.approx(single.drift_baseline_["event_type_shares"])
+    assert spread.drift_baseline_["mean_distance"] == pytest.approx(single.drift_baseline_["mean_distance"], rel=0.05)
+
+
+def test_a_worker_killed_mid_run_loses_nothing(client, synth20k):
+    """Kill one worker process (as the OOM killer would) once the prepared partitions live on the workers:
+    Dask recomputes what it held from the lineage and the fit completes with every user."""
+    data = synth20k
+    pids = client.run(os.getpid)
+    victim = sorted(pids.values())[0]
+    killed = []
+
+    def on_stage(name: str) -> None:
+        if name == "features.tfidf" and not killed:
+            os.kill(victim, signal.SIGKILL)
+            killed.append(name)
+
+    model = UserClusterer(8, seed=0, scheduler=client, progress=on_stage).fit(data.events, data.items, data.truth)
+    assert killed
+    assert len(model.labels_) == 20_000 and model.labels_["user_id"].is_unique
+    assert model.metrics_["ari"] > 0.85
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted it
+
+
+def test_block_svd_matches_the_single_process_svd(client):
+    import scipy.sparse as sp
+
+    from gpuclust.distributed.blocks import Blocks
+    from gpuclust.distributed.svd import block_randomized_svd
+    from gpuclust.features.svd import randomized_svd
+
+    x = sp.random(3000, 400, density=0.02, format="csr", random_state=1, dtype=np.float32)
+    _, s_one, vt_one = randomized_svd(x, 12, np, seed=4)
+    blocks = [x[i:i + 700] for i in range(0, 3000, 700)]
+    futures = client.scatter(blocks)
+    s, vt, squares = block_randomized_svd(Blocks(client, futures, [b.shape[0] for b in blocks]), 400, 12, seed=4)
+    np.testing.assert_allclose(s, s_one, rtol=1e-4)
+    np.testing.assert_allclose(np.abs(vt @ vt_one.T), np.eye(12), atol=2e-3)
+    assert squares == pytest.approx(float((x.data.astype(np.float64) ** 2).sum()))
+
+
+def test_parquet_dataset_in_partitioned_assignments_out(tmp_path, monkeypatch, capsys):
+    """A multi-file Parquet dataset through `gpuclust run --scheduler local`, then `assign` on the cluster;
+    the saved model is an ordinary one."""
+    data = tmp_path / "data"
+    code, _, err = cli(monkeypatch, capsys, "synth", "--users", "9000", "--items", "1500", "--groups", "6",
+                       "--files", "3", "--out", data, "--json")
+    assert code == 0, err
+    assert sorted(p.name for p in (data / "events").iterdir()) == [f"part.{i}.parquet" for i in range(3)]
+    out = tmp_path / "run"
+    code, stdout, err = cli(monkeypatch, capsys, "run", "--events", data / "events", "--items", data / "items.parquet",
+                            "--truth", data / "truth.parquet", "--k", "6", "--scheduler", "local", "--workers", "2",
+                            "--partitions", "5", "--out", out, "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["metrics"]["ari"] > 0.8
+    parts = sorted((out / "assignments").iterdir())
+    assert [p.name for p in parts] == [f"part.{i}.parquet" for i in range(5)]
+    labels = pd.read_parquet(out / "assignments")
+    assert len(labels) == 9000 and labels["user_id"].is_unique
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["dask"]["kind"] == "LocalCluster" and manifest["assignments"]["files"] == 5
+    assert manifest["inputs"]["events_read"] == "lazy"
+    assert not (out / "assignments.parquet").exists()
+
+    model = UserClusterer.load(out / "model")  # an ordinary model folder
+    assert model.n_clusters_ == 6 and len(model.labels_) == 9000
+    placed = tmp_path / "placed"
+    code, _, err = cli(monkeypatch, capsys, "assign", "--model", out / "model", "--events", data / "events",
+                       "--out", placed, "--scheduler", "local", "--workers", "2")
+    assert code == 0, err
+    again = pd.read_parquet(placed / "assignments")
+    joined = labels.merge(again, on="user_id")
+    assert len(joined) == 9000 and (joined["cluster_x"] == joined["cluster_y"]).mean() > 0.99
+    single = tmp_path / "single"  # and the single-process assign of the same model agrees
+    code, _, err = cli(monkeypatch, capsys, "assign", "--model", out / "model", "--events", data / "events" /
+                       "part.0.parquet", "--out", single)
+    assert code == 0, err
+    one = pd.read_parquet(single / "assignments.parquet").merge(again, on="user_id")
+    assert (one["cluster_x"] == one["cluster_y"]).mean() > 0.99
+
+
+def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "events"
+    folder.mkdir()
+    pd.DataFrame({"customer": [1, 2], "item_id": [1, 2], "event_type": ["view", "view"],
+                  "timestamp": pd.to_datetime(["2026-01-01", "2026-01-02"])}).to_parquet(folder / "part.0.parquet")
+    started = time.perf_counter()
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", folder, "--scheduler", "local", "--out", tmp_path / "o")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "'user_id' not found" in err and "customer" in err
+    assert time.perf_counter() - started < 5  # the first fragment's schema, before a cluster starts
+    assert not (tmp_path / "o").exists()
+    (folder / "part.1.parquet").write_bytes(b"not parquet at all")
+    (folder / "part.0.parquet").write_bytes(b"PAR1 broken")
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", folder, "--scheduler", "local", "--out", tmp_path / "o")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "not a readable Parquet file" in err
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "nothing-*.parquet", "--scheduler", "local",
+                       "--out", tmp_path / "o")
+    assert code == 2 and "no file matches" in err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--algorithm", "dbscan"], "--algorithm dbscan does not run on a Dask cluster"),
+    (["--k", "auto"], "a k sweep"),
+    (["--reduce", "pca"], "--reduce pca does not run"),
+    (["--engine", "faiss"], "--engine faiss does not run"),
+    (["--scheduler", "somewhere:8786"], "neither 'local' nor a scheduler address"),
+    (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "--workers (dask.workers) has no effect without --scheduler local"),
+])
+def test_what_does_not_run_on_a_cluster_is_one_clear_error(tmp_path, monkeypatch, capsys, flags, message):
+    args = ["run", "--events", tmp_path / "e.parquet", "--out", tmp_path / "o", *flags]
+    if "--scheduler" not in flags:
+        args += ["--scheduler", "local"]
+    code, _, err = cli(monkeypatch, capsys, *args)
+    assert code == 2 and message in err
+
+
+def test_cluster_settings_without_a_scheduler_are_refused():
+    config = PipelineConfig()
+    config.dask.workers = 4
+    with pytest.raises(UsageError, match="--workers .* has no effect without --scheduler local"):
+        config.validate()
+
+
+def test_local_defaults_come_from_the_machine():
+    from gpuclust.config import DaskConfig
+    from gpuclust.distributed.cluster import local_defaults, total_memory_bytes
+
+    sizes = local_defaults(DaskConfig())
+    assert sizes.workers == max(1, min(8, os.cpu_count() or 1)) and sizes.threads_per_worker == 1
+    assert int(sizes.memory_limit.removesuffix("MiB")) * 2**20 * sizes.workers <= total_memory_bytes()
+    given = local_defaults(DaskConfig(workers=3, threads_per_worker=2, memory_limit="2GiB"))
+    assert (given.workers, given.threads_per_worker, given.memory_limit) == (3, 2, "2GiB")
+    assert local_defaults(DaskConfig(), gpus=4).workers == 4
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_ctrl_c_closes_the_local_cluster_and_leaves_nothing(tmp_path):
+    """Ctrl-C in a terminal reaches the whole process group: the run stops with one line and exit 130,
+    no output folder, and no worker process outlives it."""
+    import psutil
+
+    from gpuclust.synth import SynthSpec, write
+
+    write(SynthSpec(n_users=30_000, n_items=2000, n_groups=6, events_per_user=30.0), tmp_path / "data")
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gpuclust.cli.app", "run", "--events",
+                             str(tmp_path / "data" / "events.parquet"), "--k", "6", "--scheduler", "local",
+                             "--workers", "2", "--out", str(out)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 90
+    workers: list[int] = []
+    try:
+        while time.time() < deadline and len(workers) < 2 and proc.poll() is None:  # the two worker processes
+            time.sleep(0.5)
+            workers = _children(proc.pid)
+        assert len(workers) >= 2, f"the LocalCluster did not start: {proc.poll()}"
+        time.sleep(3)  # into the work
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:  # a failed check must not leave the run going
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted: stopped; nothing was written"
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.gpuclust")]
+    time.sleep(1)
+    alive = [pid for pid in workers if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"worker processes left behind: {alive}"
+
+
+@pytest.mark.gpu
+def test_dask_cuda_worker_against_the_single_gpu_path(tmp_path):
+    """One LocalCUDACluster worker (dask_cudf frames, cuML's multi-GPU KMeans) against the single-GPU fit."""
+    pytest.importorskip("dask_cuda")
+    pytest.importorskip("dask_cudf")
+    from gpuclust.synth import SynthSpec, generate
+
+    data = generate(SynthSpec(n_users=20_000, n_items=3000, n_groups=8, seed=3))
+    single = UserClusterer(8, seed=0, device="cuda").fit(data.events, data.items, data.truth)
+    config = PipelineConfig(device="cuda")
+    config.dask.workers = 1
+    spread = UserClusterer(8, seed=0, scheduler="local", config=config).fit(data.events, data.items, data.truth)
+    assert spread.manifest_["dask"]["kind"] == "LocalCUDACluster"
+    assert spread.manifest_["cluster"]["engine"] == "cuml.dask"
+    assert _ari(single.labels_, spread.labels_) >= 0.95
