@@ -379,6 +379,9 @@ class ModuleScan:
         elif isinstance(node, ast.Assign):
             for target in node.targets:
                 self._bind_target(target, node.value, scope, "expr")
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
+                and (declared := annotation_kind(node.annotation, self.host_names, self.project.classes)) != VAL:
+            scope.bind(node.target.id, "declared", declared)  # `q: torch.Tensor = ...`: the annotation says what it is
         elif isinstance(node, ast.AnnAssign | ast.NamedExpr) and node.value is not None:
             self._bind_target(node.target, node.value, scope, "expr")
         elif isinstance(node, ast.For | ast.comprehension):
@@ -455,9 +458,11 @@ class ModuleScan:
         key = (id(scope), node.id)
         if key not in self.memo:
             self.memo[key] = PENDING
-            kinds = [value if how == "kind" else self.kind(value) if how == "expr" else
-                     item_of(self.kind(value), int(how[5:]) if how.startswith("item:") else None)
-                     for how, value in scope.bindings[node.id]]
+            bindings = scope.bindings[node.id]
+            declared = [value for how, value in bindings if how == "declared"]  # an annotation beats inference
+            kinds = declared or [value if how == "kind" else self.kind(value) if how == "expr" else
+                                 item_of(self.kind(value), int(how[5:]) if how.startswith("item:") else None)
+                                 for how, value in bindings]
             self.memo[key] = join(kinds)
             if self.memo[key] == VAL:
                 self.memo[key] = val(self._duck_family(node.id, scope))

@@ -338,3 +338,26 @@ def test_a_frame_module_passed_untyped_and_keywords_passed_through_are_checked(t
     assert calls[10].api == "cudf.to_datetime" and calls[10].status == "ok"
     assert set(calls[10].use.keywords) == {"errors", "utc", "dayfirst", "format"}
     assert calls[16].api == "cudf.to_numeric" and calls[16].status == "fail"
+
+
+def test_a_local_annotation_says_what_a_name_holds_over_what_its_bindings_suggest(tmp_path, stand_ins):
+    """`q: torch.Tensor = ...` makes later `q.argmax(1)` a torch call, not a guess at cuDF's; without the
+    annotation the same code is read as a RAPIDS use."""
+    annotated = outcomes(tmp_path, """
+        import torch
+
+        def step(xp, scores):
+            q: torch.Tensor = scores
+            q = q + xp.zeros(3)
+            info: dict
+            for info in scores:
+                info.get("training")
+            return q.argmax(dim=1)
+    """, stand_ins)
+    assert not [o for o in annotated if o.status == "fail"]
+    bare = outcomes(tmp_path, """
+        def step(xp, scores):
+            q = scores + xp.zeros(3)
+            return q.argmax(dim=1)
+    """, stand_ins)
+    assert [o for o in bare if o.status == "fail"]

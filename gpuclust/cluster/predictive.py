@@ -97,7 +97,7 @@ class PredictiveClusters:
                 total = balance_total = 0.0
                 for begin in range(0, n, BATCH_USERS):
                     pick = order[begin:begin + BATCH_USERS]
-                    q = torch.softmax(-torch.cdist(past[users[pick]], prototypes).pow(2) / log_temperature.exp(), 1)
+                    q: torch.Tensor = torch.softmax(-torch.cdist(past[users[pick]], prototypes).pow(2) / log_temperature.exp(), 1)
                     if epoch >= hard_from:  # hard assignments forward, soft gradients back
                         hard = torch.nn.functional.one_hot(q.argmax(1), k).float()
                         q = hard + q - q.detach()
@@ -136,7 +136,7 @@ class PredictiveClusters:
         users = to_torch(column_array(train[schema.USER_IDX], backend).astype(xp.int64)).to(device)
         items = to_torch(column_array(train[schema.ITEM_IDX], backend).astype(xp.int64)).to(device)
         weight = to_torch(column_array(train[schema.WEIGHT], backend).astype(xp.float32)).to(device)
-        counts = torch.zeros(k * n_items, device=device)
+        counts: torch.Tensor = torch.zeros(k * n_items, device=device)
         counts.index_add_(0, labels.long()[users] * n_items + items, weight)
         counts = counts.view(k, n_items) + SMOOTHING
         return torch.log(counts / counts.sum(1, keepdim=True))

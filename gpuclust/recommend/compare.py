@@ -51,9 +51,11 @@ AUTO = "auto"
 
 def feature_sets(text: str | Sequence[str]) -> dict[str, tuple[str, ...]]:
     """"tfidf,sequence,behaviour+tfidf" -> {"tfidf": ("tfidf",), ..., "behaviour+tfidf": ("behaviour", "tfidf")}."""
-    parts = [p.strip() for p in text.split(",")] if isinstance(text, str) else list(text)
+    parts: list[str] = [p.strip() for p in text.split(",")] if isinstance(text, str) else list(text)
     out = {}
-    for part in filter(None, parts):
+    for part in parts:
+        if not part:
+            continue
         names = tuple(n.strip() for n in part.split("+") if n.strip())
         if not names:
             raise UsageError(f"--compare {text!r}: an empty feature set; write e.g. tfidf,sequence,behaviour+tfidf")
@@ -308,8 +310,9 @@ def _training(model: Any) -> dict[str, Any] | None:
     """Training time and final losses of the learned featurisers, from the model's manifest."""
     blocks = model.manifest_["features"]["blocks"]
     out = {}
+    info: dict
     for name, info in blocks.items():
-        training = info.get("training") if isinstance(info, dict) else None
+        training: dict | None = info.get("training") if isinstance(info, dict) else None
         if training:
             out[name] = {key: training.get(key) for key in ("train_seconds", "epochs_run", "best_epoch",
                                                             "final_train_loss", "best_val_loss", "best_val_hr10")}

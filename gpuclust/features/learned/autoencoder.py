@@ -16,7 +16,7 @@ well the rest predicts them (multinomial loss, HR@10 over items the user does no
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,11 +29,14 @@ from gpuclust.features.learned.weights import load_module_arrays, module_arrays
 from gpuclust.features.text.pooling import interaction_weights
 from gpuclust.preprocess.prepared import PreparedData
 
+if TYPE_CHECKING:  # torch is imported where it is used: a CPU-only install starts fast
+    import torch
+
 KINDS = ("dae", "vae")
 HELD_SHARE = 0.2
 
 
-def build_network(n_items: int, hidden: int, dim: int, kind: str, dropout: float):
+def build_network(n_items: int, hidden: int, dim: int, kind: str, dropout: float) -> torch.nn.Module:
     import torch
     from torch import nn
 
@@ -195,7 +198,7 @@ class AutoencoderFeaturizer:
             loss_kl = 0.0
             if kind == "vae":
                 z = mean + torch.randn(mean.shape, device=device, generator=generator) * torch.exp(0.5 * logvar)
-                kl = -0.5 * (1 + logvar - mean.pow(2) - logvar.exp()).sum()
+                kl = -0.5 * (1 + logvar - mean.pow(2) - torch.exp(logvar)).sum()
                 weight = beta * min(1.0, state["step"] / total_anneal)
                 loss_kl = weight * kl
             state["step"] += 1

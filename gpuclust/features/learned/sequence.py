@@ -14,18 +14,21 @@ output layer and may start from the text encoder's item vectors (`item_init="tex
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gpuclust.backend import Backend, from_torch
 from gpuclust.errors import UsageError
 from gpuclust.features.learned import defaults
-from gpuclust.features.learned.sequences import GAP_BUCKETS, TokenBatcher, build_sequences, gather
+from gpuclust.features.learned.sequences import GAP_BUCKETS, Sequences, TokenBatcher, build_sequences, gather
 from gpuclust.features.learned.softmax import next_item_loss, sampling_distribution
 from gpuclust.features.learned.training import Trainer, seeded, torch_threads
 from gpuclust.features.learned.weights import load_module_arrays, module_arrays
 from gpuclust.preprocess.prepared import PreparedData
+
+if TYPE_CHECKING:  # torch is imported where it is used: a CPU-only install starts fast
+    import torch
 
 CELLS = ("gru", "lstm", "transformer")
 VALIDATION_EVENTS = 5
@@ -34,7 +37,8 @@ ITEM_INITS = ("random", "text")
 HEAD_DIM = 32
 
 
-def build_network(n_items: int, n_kinds: int, dim: int, cell: str, layers: int, dropout: float, max_length: int):
+def build_network(n_items: int, n_kinds: int, dim: int, cell: str, layers: int, dropout: float,
+                  max_length: int) -> torch.nn.Module:
     import torch
     from torch import nn
 
@@ -221,8 +225,8 @@ class SequenceFeaturizer:
                     logits = (h[part] @ net.items.weight.t() + net.bias).float()
                     logits[:, 0] = float("-inf")
                     total += float(torch.nn.functional.cross_entropy(logits, target[part], reduction="sum"))
-                    top = logits.topk(min(10, self.n_items_), dim=1).indices
-                    hits += int((top == target[part, None]).any(dim=1).sum())
+                    top: torch.Tensor = logits.topk(min(10, self.n_items_), dim=1).indices
+                    hits += int(torch.any(top == target[part, None], dim=1).sum())
             return {"loss": total / n_targets, "hr10": hits / n_targets}
 
         if init is not None:
@@ -251,7 +255,7 @@ class SequenceFeaturizer:
 
         from gpuclust.backend import to_torch
 
-        vectors = to_torch(backend.xp.ascontiguousarray(self.text_vectors(data, backend))).float()
+        vectors: torch.Tensor = to_torch(backend.xp.ascontiguousarray(self.text_vectors(data, backend))).float()
         vectors = vectors.to(backend.torch_device)
         centred = vectors - vectors.mean(0, keepdim=True)
         rank = min(self.dim_, *centred.shape)
@@ -270,7 +274,7 @@ class SequenceFeaturizer:
 
     # --- encoding users ------------------------------------------------------------------------
 
-    def _encode(self, seq, backend: Backend, budget: int):
+    def _encode(self, seq: Sequences, backend: Backend, budget: int):
         import torch
 
         from gpuclust.features.text.encoder import autocast_context

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpuclust.backend import to_torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: a CPU-only install starts fast
+    import torch
 
 PREFIX = "weights."
 
 
-def module_arrays(module: Any) -> dict[str, Any]:
+def module_arrays(module: torch.nn.Module) -> dict[str, Any]:
     """The module's state as float32/int tensors named `weights.<parameter>` (write_model takes them
     to the host)."""
     return {f"{PREFIX}{name}": value.detach().float().contiguous() if value.is_floating_point() else value.detach()
             for name, value in module.state_dict().items()}
 
 
-def load_module_arrays(module: Any, arrays: dict[str, Any], device: str) -> Any:
+def load_module_arrays(module: torch.nn.Module, arrays: dict[str, Any], device: str) -> torch.nn.Module:
     """Load `weights.*` arrays (NumPy or CuPy, as read from the model) into `module`, strictly:
     a missing or extra tensor, or a shape that does not fit, is an error."""
     state = {name[len(PREFIX):]: to_torch(array) for name, array in arrays.items() if name.startswith(PREFIX)}
