@@ -147,3 +147,19 @@ def test_a_size_measured_again_replaces_its_row_and_keeps_the_earlier_session(be
     assert [(r["workload"]["users"], r["seconds"]["median"]) for r in runs] == [(10, 1.5), (20, 2.0)]
     assert runs[0]["earlier"][0]["seconds"]["median"] == 1.0
     assert both["suites"]["contenders"]["commands"] == ["first", "second"]
+
+
+def test_size_reads_the_newest_dask_model_by_recorded_date_then_best_held_out_check(tmp_path):
+    import json
+
+    from gpuclust.cli.bench import newest_dask_results
+
+    def write(name, date, error):
+        model = {"model": {"a": 1.0, "b_users": 0.5, "c_workers": -0.5}, "check": {"error": error}}
+        (tmp_path / name).write_text(json.dumps({"date": date, "time_model": model}))
+
+    write("dask-a.json", "2026-11-29", -0.56)
+    write("dask-b.json", "2026-11-29", 0.28)
+    write("dask-c.json", "2026-11-28", 0.01)
+    (tmp_path / "dask-d.json").write_text(json.dumps({"date": "2026-12-01", "time_model": {}}))  # no model
+    assert newest_dask_results(tmp_path).name == "dask-b.json"

@@ -175,12 +175,19 @@ def size(
 
 
 def newest_dask_results(folder: Path) -> Path:
-    found = sorted(folder.glob("dask-*.json"), key=lambda p: p.stat().st_mtime)
-    found = [p for p in found if json.loads(p.read_text()).get("time_model", {}).get("model")]
-    if not found:
+    """The newest Dask results with a time model (by the date they record: a fresh clone's file times say
+    nothing); among one day's, the model that predicted its held-out point best."""
+    ranked = []
+    for path in folder.glob("dask-*.json"):
+        data = json.loads(path.read_text())
+        timing = data.get("time_model", {})
+        if timing.get("model"):
+            error = abs((timing.get("check") or {}).get("error", float("inf")))
+            ranked.append((str(data.get("date", "")), -error, path.name, path))
+    if not ranked:
         raise UsageError(f"no Dask results with a time model in {folder}: run benchmarks/dask_bench.py with two sizes "
                          "and two worker counts first, or pass --results FILE")
-    return found[-1]
+    return max(ranked)[-1]
 
 
 def predict_dask(path: Path, users: int, workers: int) -> dict[str, Any]:
