@@ -14,20 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
-
-
-def peak_rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")
 
 
 def synthetic_csr(users: int, items: int, per_user: float, seed: int):
@@ -59,6 +47,7 @@ def main() -> None:
 
     from gpuclust.backend import resolve_backend, to_host
     from gpuclust.features.learned.autoencoder import AutoencoderFeaturizer
+    from gpuclust.manifest import peak_rss_bytes, reset_peak_rss
 
     backend = resolve_backend(args.device)
     started = time.perf_counter()
@@ -67,13 +56,13 @@ def main() -> None:
         matrix = backend.sparse.csr_matrix(matrix)
     build_seconds = time.perf_counter() - started
     matrix_bytes = int(matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes)
-    before = peak_rss()
-    reset_peak()
+    before = peak_rss_bytes()
+    reset_peak_rss()
     featurizer = AutoencoderFeaturizer(kind=args.kind, epochs=1, max_steps=args.steps, seed=args.seed)
     vectors = featurizer.fit_matrix(matrix, backend)
     info = featurizer.info_
     training = info["training"]
-    train_peak = peak_rss()
+    train_peak = peak_rss_bytes()
     steps = min(args.steps, info["steps_per_epoch"])
     per_step = (training["train_seconds"] - training["validation_seconds"]) / max(steps, 1)
     result = {

@@ -12,14 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
-
-
-def peak_rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def main() -> None:
@@ -37,6 +29,7 @@ def main() -> None:
     from gpuclust.features.learned.autoencoder import AutoencoderFeaturizer
     from gpuclust.features.learned.sequence import SequenceFeaturizer
     from gpuclust.frames import to_backend_frame
+    from gpuclust.manifest import peak_rss_bytes, reset_peak_rss
     from gpuclust.preprocess.clean import Preprocessor
     from gpuclust.synth import SynthSpec, generate
 
@@ -49,7 +42,7 @@ def main() -> None:
     out = {"users": data.n_users, "items": data.n_items, "events": len(data.events), "device": backend.device,
            "prepare_seconds": round(time.perf_counter() - started, 2), "fits": {}}
     for name in args.features.split(","):
-        Path("/proc/self/clear_refs").write_text("5")
+        reset_peak_rss()
         if name == "sequence":
             featurizer = SequenceFeaturizer(cell=args.cell, epochs=args.sequence_epochs, seed=0)
         else:
@@ -65,7 +58,7 @@ def main() -> None:
             "units_per_s": training["units_per_s"], "units": "events" if name == "sequence" else "users",
             "final_train_loss": training["final_train_loss"], "best_val_loss": training["best_val_loss"],
             "best_val_hr10": training["best_val_hr10"], "steps_per_epoch": info["steps_per_epoch"],
-            "dims": info["dims"], "parameters": training["parameters"], "peak_rss_bytes": peak_rss(),
+            "dims": info["dims"], "parameters": training["parameters"], "peak_rss_bytes": peak_rss_bytes(),
             **({"cell": info["cell"], "batch_tokens": info["batch_tokens"]} if name == "sequence" else
                {"batch_users": info["batch_users"]}),
         }

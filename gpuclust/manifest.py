@@ -54,7 +54,7 @@ def machine(backend: Backend | None = None) -> dict[str, Any]:
     return info
 
 
-def _peak_rss_bytes() -> int:
+def peak_rss_bytes() -> int:
     """Peak RSS since the last reset (VmHWM), falling back to the process-wide peak."""
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -64,7 +64,7 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def _reset_peak_rss() -> bool:
+def reset_peak_rss() -> bool:
     """Writing 5 to clear_refs resets VmHWM on Linux, which makes per-stage peaks possible."""
     try:
         CLEAR_REFS.write_text("5")
@@ -94,7 +94,7 @@ class StageRecorder:
             self.on_stage(name)
         if self.backend is not None:  # where this stage's frames and arrays lived
             record.update(frame=self.backend.frame_library, array=self.backend.xp.__name__)
-        exact = _reset_peak_rss()
+        exact = reset_peak_rss()
         gpu = StagePeaks() if self._on_gpu else None
         copies_before = transfers.bytes
         start = time.perf_counter()
@@ -104,7 +104,7 @@ class StageRecorder:
         finally:
             if gpu is not None:
                 record.update(gpu.record())
-            peak = _peak_rss_bytes()
+            peak = peak_rss_bytes()
             self.peak_rss_bytes = max(self.peak_rss_bytes, peak)
             record.update({
                 "seconds": round(time.perf_counter() - start, 4),
@@ -117,7 +117,7 @@ class StageRecorder:
     def summary(self) -> dict[str, Any]:
         out = {
             "total_seconds": round(time.perf_counter() - self.started, 4),
-            "peak_rss_mib": round(max(self.peak_rss_bytes, _peak_rss_bytes()) / 2**20, 1),
+            "peak_rss_mib": round(max(self.peak_rss_bytes, peak_rss_bytes()) / 2**20, 1),
             "stages": self.stages,
         }
         if self._on_gpu:

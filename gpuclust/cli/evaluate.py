@@ -45,10 +45,8 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
 ) -> None:
     """Hold out each user's last item, cluster the rest, and measure how well cluster popularity recommends it."""
-    from gpuclust import __version__
     from gpuclust.cli.options import build_config, split_list
     from gpuclust.io.outputs import check_file_target
-    from gpuclust.io.writers import write_json
     from gpuclust.privacy import Pseudonymiser
 
     k_values = parse_cluster_k(k)
@@ -82,35 +80,34 @@ def evaluate(
                                    pseudonymise=key)
         if plot is not None:
             draw(result, plot)
-        _write(out, result, __version__, write_json)
-        if json_out:
-            print(json.dumps(result, indent=2, default=str))
-            return
-        print(markdown_tables(result))
         users = result["users"]
-        print(f"\n{users['evaluated']:,} users evaluated of {users['eligible']:,} eligible; "
-              f"{result['timings']['total']:.1f} s on {result['device']}" + (f"; full result in {out}" if out else "")
-              + (f"; plot in {plot}" if plot else ""))
+        _finish(result, out, json_out, markdown_tables(result),
+                f"{users['evaluated']:,} users evaluated of {users['eligible']:,} eligible; "
+                f"{result['timings']['total']:.1f} s on {result['device']}" + (f"; plot in {plot}" if plot else ""))
         return
     from gpuclust.recommend.evaluation import evaluate_files, markdown_table
 
     result = evaluate_files(cfg, events, items=items, adapter=adapter, k_values=parse_top_k(top_k),
                             seed=cfg.seed, pseudonymise=key)
-    _write(out, result, __version__, write_json)
+    users, validation = result["users"], result["validation"]
+    _finish(result, out, json_out, markdown_table(result),
+            f"{users['evaluated']:,} users evaluated of {users['eligible']:,} eligible; k={result['clusters']}; "
+            f"blend weight {validation['chosen_weight']:.1f} tuned on {validation['users']:,} validation users; "
+            f"{result['timings']['total']:.1f} s on {result['device']}")
+
+
+def _finish(result: dict, out: Path | None, json_out: bool, table: str, summary: str) -> None:
+    """The one way a result leaves: the JSON file (if asked), then JSON or the table and a summary line."""
+    from gpuclust import __version__
+    from gpuclust.io.writers import write_json
+
+    if out is not None:
+        write_json(out, {"gpuclust": __version__, **result})
     if json_out:
         print(json.dumps(result, indent=2, default=str))
         return
-    print(markdown_table(result))
-    users = result["users"]
-    print(f"\n{users['evaluated']:,} users evaluated of {users['eligible']:,} eligible; k={result['clusters']}; "
-          f"blend weight {result['validation']['chosen_weight']:.1f} tuned on {result['validation']['users']:,} "
-          f"validation users; {result['timings']['total']:.1f} s on {result['device']}"
-          + (f"; full result in {out}" if out else ""))
-
-
-def _write(out: Path | None, result: dict, version: str, write_json) -> None:
-    if out is not None:
-        write_json(out, {"gpuclust": version, **result})
+    print(table)
+    print(f"\n{summary}" + (f"; full result in {out}" if out else ""))
 
 
 def parse_cluster_k(text: str | None) -> tuple[int, ...] | str | None:

@@ -17,8 +17,8 @@ from gpuclust.backend import Backend, from_torch, to_host, to_torch
 from gpuclust.cluster.outcome import check_k, nearest_centres
 
 
-class KMeans:
-    """Lloyd's k-means; `fit` sets labels_, cluster_centers_, inertia_, n_iter_ and engine_."""
+class KMeansParams:
+    """The settings every k-means here takes (one process or a Dask cluster), stored as given."""
 
     algorithm = "kmeans"
 
@@ -30,6 +30,10 @@ class KMeans:
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
+
+
+class KMeans(KMeansParams):
+    """Lloyd's k-means; `fit` sets labels_, cluster_centers_, inertia_, n_iter_ and engine_."""
 
     def fit(self, x: Any, backend: Backend) -> KMeans:
         check_k(self.n_clusters, int(x.shape[0]))

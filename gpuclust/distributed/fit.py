@@ -42,15 +42,15 @@ from gpuclust.recommend.segments import segment_counts, segments_from
 # --- per-worker peak memory and spilling ----------------------------------------------------------
 
 def _reset_peak() -> bool:
-    from gpuclust.manifest import _reset_peak_rss
+    from gpuclust.manifest import reset_peak_rss
 
-    return _reset_peak_rss()
+    return reset_peak_rss()
 
 
 def _peak_mib() -> float:
-    from gpuclust.manifest import _peak_rss_bytes
+    from gpuclust.manifest import peak_rss_bytes
 
-    return round(_peak_rss_bytes() / 2**20, 1)
+    return round(peak_rss_bytes() / 2**20, 1)
 
 
 def _spill(dask_worker: Any = None) -> dict[str, float]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpuclust.backend import array_module, to_host
+from gpuclust.cluster.kmeans import KMeansParams
 from gpuclust.cluster.outcome import check_k, nearest_centres
 from gpuclust.distributed.blocks import Blocks
 
@@ -52,20 +53,9 @@ def _distances_of(assigned):
     return assigned[1]
 
 
-class DistributedKMeans:
+class DistributedKMeans(KMeansParams):
     """Lloyd's k-means over `Blocks` of the fused matrix; sets cluster_centers_ (host), inertia_, n_iter_,
     engine_ and init_sample_."""
-
-    algorithm = "kmeans"
-
-    def __init__(self, n_clusters: int = 8, engine: str = "auto", n_init: int = 3, max_iter: int = 100,
-                 tol: float = 1e-4, random_state: int = 0) -> None:
-        self.n_clusters = n_clusters
-        self.engine = engine
-        self.n_init = n_init
-        self.max_iter = max_iter
-        self.tol = tol
-        self.random_state = random_state
 
     def fit(self, x: Blocks, on_gpu: bool) -> DistributedKMeans:
         check_k(self.n_clusters, x.n_rows)
