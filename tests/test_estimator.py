@@ -172,3 +172,14 @@ def test_contradictions_are_found_before_the_data_is_read(kwargs, message):
 def test_unfitted_use_is_a_clear_error(log):
     with pytest.raises(UsageError, match="not fitted"):
         UserClusterer().predict(log[0])
+
+
+def test_a_log_where_no_user_has_two_items_still_fits_with_the_default_blend():
+    """The recommendation table's blend weight is tuned by holding an item out; with no user to hold one
+    out of, the fit keeps the default weight instead of failing."""
+    ev = pd.DataFrame({"user_id": [1, 2, 3, 4], "item_id": [1, 2, 3, 1], "event_type": ["view"] * 4,
+                       "timestamp": pd.date_range("2026-01-01", periods=4, freq="h")})
+    model = UserClusterer(2, device="cpu").fit(ev)
+    assert model.segments_.blend_weight == 0.5 and model.segments_.tuning["users"] == 0
+    with pytest.raises(UsageError, match="--algorithm predictive need"):
+        UserClusterer(2, clusterer="predictive", device="cpu").fit(ev)

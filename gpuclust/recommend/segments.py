@@ -25,10 +25,11 @@ from gpuclust.frames import column_array
 from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.recommend.evaluation import GRID
 from gpuclust.recommend.popularity import shares, weighted_counts
-from gpuclust.recommend.split import leave_last_out
+from gpuclust.recommend.split import eligible_users, leave_last_out
 
 TUNE_TOP_K = 10
 SCORE_BATCH = 256  # users scored at once in tuning: 256 x items float32
+DEFAULT_BLEND = 0.5  # half cluster, half global popularity: where no user can be held out to tune it
 
 
 @dataclass
@@ -95,10 +96,10 @@ def _tune(data: PreparedData, clusters: Any, counts: Any, k: int, backend: Backe
     events = data.events[[schema.USER_IDX, schema.ITEM_IDX, schema.TIME, schema.WEIGHT]]
     mine = events[events[schema.USER_IDX].isin(sample)]
     if len(mine) == 0:
-        return 0.5, {"how": "default: no user to tune on", "users": 0}
+        return DEFAULT_BLEND, {"how": "default: no user to tune on", "users": 0}
+    if len(eligible_users(mine)) == 0:
+        return DEFAULT_BLEND, {"how": "default: no sampled user has two distinct items", "users": 0}
     holdout = leave_last_out(mine, data.n_items, seed)
-    if holdout.n_eligible == 0:
-        return 0.5, {"how": "default: no sampled user has two distinct items", "users": 0}
     # The held-out events leave the popularity the sample is scored against.
     held = mine.merge(holdout.test[[schema.USER_IDX, schema.ITEM_IDX]], on=[schema.USER_IDX, schema.ITEM_IDX])
     h_users = column_array(held[schema.USER_IDX], backend).astype(xp.int64)

@@ -49,18 +49,23 @@ def seeded_hash(user_idx: Any, item_idx: Any, seed: int, xp: Any = np):
     return (x >> xp.uint64(1)).astype(xp.int64)
 
 
+def eligible_users(events: Any) -> Any:
+    """The user_idx of users with 2 or more distinct items: those leave-last-out can hold one out of."""
+    distinct = events[[schema.USER_IDX, schema.ITEM_IDX]].drop_duplicates().groupby(schema.USER_IDX).size()
+    return distinct[distinct >= 2].index
+
+
 def leave_last_out(events: Any, n_items: int, seed: int = 0) -> Holdout:
     """Hold out each eligible user's last item; see the module note for the rules."""
     for col in (schema.USER_IDX, schema.ITEM_IDX, schema.TIME, schema.WEIGHT):
         if col not in events.columns:
             raise UsageError(f"events need a {col!r} column for leave-last-out; pass prepared events")
-    pairs = events[[schema.USER_IDX, schema.ITEM_IDX]].drop_duplicates()
-    distinct = pairs.groupby(schema.USER_IDX).size()
-    eligible = distinct[distinct >= 2].index
+    eligible = eligible_users(events)
     n_eligible = len(eligible)
     if n_eligible == 0:
-        raise UsageError("no user has 2 or more distinct items, so none can be evaluated leave-last-out; "
-                         "give a longer event log")
+        raise UsageError("no user has 2 or more distinct items, so none can have one held out (leave-last-out, "
+                         "which evaluate, --objective recommend and --algorithm predictive need); give a longer "
+                         "event log")
 
     xp = local_xp(events[schema.USER_IDX])
     ranked = events[[schema.USER_IDX, schema.ITEM_IDX, schema.TIME, schema.WEIGHT]].copy()
