@@ -20,6 +20,10 @@ from typing import Any
 from gpuclust import registry, schema
 from gpuclust.errors import UsageError, require_file
 
+MAX_LEARNED_DIM = 4096  # embedding, hidden and bottleneck sizes of the learned featurisers
+MAX_SEQUENCE_LAYERS = 16
+MAX_TRANSFORMER_LENGTH = 2048
+TRANSFORMER_HEAD_DIM = 32  # gpuclust.features.learned.sequence.HEAD_DIM (heads = dim // 32)
 MAX_SEED = 2**32 - 1  # what NumPy and scikit-learn accept (FAISS gets it folded into 31 bits)
 
 
@@ -514,6 +518,24 @@ def _check_learned(seq: SequenceConfig, ae: AutoencoderConfig) -> None:
         if value is not None:
             _at_least(path, value, low)
     _in_range("features.autoencoder.beta", ae.beta, 0.0, math.inf)
+    # Upper bounds: beyond them a model does not fit in memory (an item table of 10**9 dims) or takes
+    # days to build (10**5 layers), and the failure would come late, as a traceback or a hang.
+    for path, value, high, example in (
+            ("features.sequence.dim", seq.dim, MAX_LEARNED_DIM, "--sequence-dim 64"),
+            ("features.autoencoder.dim", ae.dim, MAX_LEARNED_DIM, "--autoencoder-dim 64"),
+            ("features.autoencoder.hidden", ae.hidden, MAX_LEARNED_DIM, "hidden = 600"),
+            ("features.sequence.layers", seq.layers, MAX_SEQUENCE_LAYERS, "layers = 2")):
+        if value is not None and value > high:
+            raise UsageError(f"{flag(path)} must be at most {high}, got {value}; e.g. {example}")
+    if seq.cell == "transformer":
+        if seq.max_length > MAX_TRANSFORMER_LENGTH:  # a position table and attention grow with it
+            raise UsageError(f"{flag('features.sequence.max_length')} must be at most {MAX_TRANSFORMER_LENGTH} with "
+                             f"--sequence-cell transformer, got {seq.max_length}; e.g. max_length = 200, or a gru")
+        heads = max(1, (seq.dim or 0) // TRANSFORMER_HEAD_DIM)
+        if seq.dim is not None and seq.dim % heads:
+            raise UsageError(f"{flag('features.sequence.dim')} {seq.dim} does not split into {heads} attention heads "
+                             f"of about {TRANSFORMER_HEAD_DIM} with --sequence-cell transformer; use a multiple of "
+                             f"{TRANSFORMER_HEAD_DIM} such as {heads * TRANSFORMER_HEAD_DIM}")
 
 
 def _in_range(path: str, value: float, low: float, high: float, low_open: bool = False) -> None:
