@@ -24,6 +24,7 @@ MAX_LEARNED_DIM = 4096  # embedding, hidden and bottleneck sizes of the learned 
 MAX_SEQUENCE_LAYERS = 16
 MAX_TRANSFORMER_LENGTH = 2048
 TRANSFORMER_HEAD_DIM = 32  # gpuclust.features.learned.sequence.HEAD_DIM (heads = dim // 32)
+MAX_BALANCE = 1e6  # --balance: far beyond any useful weight, far below float32 overflow (NaN prototypes)
 MAX_SEED = 2**32 - 1  # what NumPy and scikit-learn accept (FAISS gets it folded into 31 bits)
 
 
@@ -256,7 +257,7 @@ class PipelineConfig:
             _at_least("preprocess.sample_users", self.preprocess.sample_users, 1)
         _check_learned(self.features.sequence, self.features.autoencoder)
         _one_of("cluster.objective", self.cluster.objective, registry.K_OBJECTIVES)
-        _in_range("cluster.balance", self.cluster.balance, 0.0, math.inf)
+        _in_range("cluster.balance", self.cluster.balance, 0.0, MAX_BALANCE)
         _at_least("cluster.epochs", self.cluster.epochs, 1)
         for path in ("dask.workers", "dask.threads_per_worker", "dask.partitions"):
             if _get(self, path) is not None:
