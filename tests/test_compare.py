@@ -64,8 +64,16 @@ def test_feature_sets_parse_and_refuse_empties():
     assert feature_sets("tfidf, behaviour+tfidf") == {"tfidf": ("tfidf",), "behaviour+tfidf": ("behaviour", "tfidf")}
     with pytest.raises(UsageError, match="feature set"):
         feature_sets(" , ")
-    with pytest.raises(UsageError, match="features.features"):
+    with pytest.raises(UsageError, match="unknown feature 'nonsense' in --compare"):
         compare(None, None, PipelineConfig(device="cpu"), "tfidf+nonsense", k_values=(2,))
+
+
+def test_feature_sets_name_compare_for_unknown_names_and_fold_repeats():
+    """An unknown name was blamed on --features (not given); tfidf+tfidf was a second, identical row."""
+    with pytest.raises(UsageError, match=r"unknown feature 'foo' in --compare 'tfidf,foo': choose from behaviour"):
+        feature_sets("tfidf,foo")
+    assert feature_sets("tfidf+tfidf,tfidf, behaviour + tfidf+behaviour") == {
+        "tfidf": ("tfidf",), "behaviour+tfidf": ("behaviour", "tfidf")}
 
 
 def test_recommend_objective_in_the_estimator_keeps_its_curve(synthetic, tmp_path):

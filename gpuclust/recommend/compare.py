@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust import schema
+from gpuclust import registry, schema
 from gpuclust.backend import Backend, resolve_backend, to_host
 from gpuclust.cluster.factory import build_clusterer
 from gpuclust.cluster.sweep import DEFAULT_K_VALUES
@@ -56,9 +56,13 @@ def feature_sets(text: str | Sequence[str]) -> dict[str, tuple[str, ...]]:
     for part in parts:
         if not part:
             continue
-        names = tuple(n.strip() for n in part.split("+") if n.strip())
+        names = tuple(dict.fromkeys(n.strip() for n in part.split("+") if n.strip()))  # tfidf+tfidf is tfidf
         if not names:
             raise UsageError(f"--compare {text!r}: an empty feature set; write e.g. tfidf,sequence,behaviour+tfidf")
+        for name in names:
+            if name not in registry.FEATURES:
+                raise UsageError(f"unknown feature {name!r} in --compare {text!r}: choose from "
+                                 f"{', '.join(registry.FEATURES)}, e.g. tfidf,sequence,behaviour+tfidf")
         out["+".join(names)] = names
     if not out:
         raise UsageError("--compare needs at least one feature set, e.g. tfidf,sequence,behaviour+tfidf")
