@@ -69,8 +69,8 @@ class Preprocessor:
             known = ev[schema.ITEM].isin(vocabulary[schema.ITEM])
             if not bool(known.any()):
                 raise UsageError("none of the events is on an item the saved model knows (it places users by "
-                                 "the items it was fitted on); check that --item-col holds the same ids, or refit "
-                                 "with gpuclust run on a log that has these items")
+                                 "the items it was fitted on); check that the item ids are in the same form, or "
+                                 "refit with gpuclust run on a log that has these items")
             ev = self._count("items_unknown_to_model", ev, ev[known], "item not in the model's vocabulary")
         if items is not None:
             items = self._catalogue(ev, items, backend)
