@@ -24,7 +24,7 @@ MAX_LEARNED_DIM = 4096  # embedding, hidden and bottleneck sizes of the learned 
 MAX_SEQUENCE_LAYERS = 16
 MAX_TRANSFORMER_LENGTH = 2048
 TRANSFORMER_HEAD_DIM = 32  # gpuclust.features.learned.sequence.HEAD_DIM (heads = dim // 32)
-MAX_BALANCE = 1e6  # --balance: far beyond any useful weight, far below float32 overflow (NaN prototypes)
+MAX_BALANCE = 1e6  # --balance, autoencoder.beta: far beyond any useful weight, far below float32 overflow
 MAX_SEED = 2**32 - 1  # what NumPy and scikit-learn accept (FAISS gets it folded into 31 bits)
 
 
@@ -518,7 +518,7 @@ def _check_learned(seq: SequenceConfig, ae: AutoencoderConfig) -> None:
                              ("features.autoencoder.batch_users", ae.batch_users, 1)):
         if value is not None:
             _at_least(path, value, low)
-    _in_range("features.autoencoder.beta", ae.beta, 0.0, math.inf)
+    _in_range("features.autoencoder.beta", ae.beta, 0.0, MAX_BALANCE)  # float32 turns 1e300 into inf: an inf loss
     # Upper bounds: beyond them a model does not fit in memory (an item table of 10**9 dims) or takes
     # days to build (10**5 layers), and the failure would come late, as a traceback or a hang.
     for path, value, high, example in (
