@@ -450,6 +450,8 @@ def _no_dead_settings(config: PipelineConfig, given: frozenset[str]) -> None:
     features, reduce, cluster = config.features, config.reduce, config.cluster
     algorithm = cluster.algorithm
     text_items = "sequence" in features.features and features.sequence.item_init == "text"
+    *some, last = [name for name, spec in registry.ALGORITHMS.items() if spec.takes_k]
+    with_k = f"{', '.join(some)} or {last}"
     ignored = {
         "features.text": ("text" not in features.features and not text_items,
                           "'text' in --features (or --item-init text)"),
@@ -462,8 +464,8 @@ def _no_dead_settings(config: PipelineConfig, given: frozenset[str]) -> None:
         "reduce.n_components": (reduce.method == registry.NO_REDUCER, "--reduce pca or umap"),
         "reduce.n_neighbors": (reduce.method != "umap", "--reduce umap"),
         "reduce.min_dist": (reduce.method != "umap", "--reduce umap"),
-        "cluster.k": (not registry.ALGORITHMS[algorithm].takes_k, "--algorithm kmeans or agglomerative"),
-        "cluster.k_values": (not registry.ALGORITHMS[algorithm].takes_k, "--algorithm kmeans or agglomerative"),
+        "cluster.k": (not registry.ALGORITHMS[algorithm].takes_k, f"--algorithm {with_k}"),
+        "cluster.k_values": (not registry.ALGORITHMS[algorithm].takes_k, f"--algorithm {with_k}"),
         "cluster.n_init": (algorithm != "kmeans", "--algorithm kmeans"),
         "cluster.max_iter": (algorithm != "kmeans", "--algorithm kmeans"),
         "cluster.tol": (algorithm != "kmeans", "--algorithm kmeans"),

@@ -156,3 +156,9 @@ def test_cli_replaces_its_own_plot_but_names_plot_when_refusing_a_foreign_one(sy
     (tmp_path / "mine.png").write_bytes(b"not gpuclust's")
     code, _, err = cli(monkeypatch, capsys, *args, "--plot", tmp_path / "mine.png")
     assert code == 2 and err.startswith("error: --plot ") and (tmp_path / "mine.png").read_bytes() == b"not gpuclust's"
+
+
+def test_a_k_above_the_users_says_which_k_would_do(synthetic):
+    with pytest.raises(UsageError, match=r"k=100000 is larger than the number of users \(900\); give --k values up "
+                                         r"to 900, e.g. --k 90,225"):
+        compare(synthetic.events, None, PipelineConfig(device="cpu"), "tfidf", k_values=(4, 100_000))

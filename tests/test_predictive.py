@@ -55,3 +55,11 @@ def test_a_balance_beyond_float32_is_refused_not_turned_into_nan_prototypes(synt
     few = synthetic.events[synthetic.events["user_id"].isin(synthetic.events["user_id"].unique()[:100])]
     with pytest.raises(UsageError, match="diverged .* lower it, e.g. --balance 1"):
         UserClusterer(3, clusterer=PredictiveClusters(3, balance=1e39, epochs=2), device="cpu").fit(few)
+
+
+def test_a_k_with_an_algorithm_that_finds_its_own_names_predictive_among_those_that_take_it():
+    cfg = PipelineConfig()
+    cfg.cluster.algorithm, cfg.cluster.k = "dbscan", 4
+    with pytest.raises(UsageError, match=r"--k \(cluster.k\) has no effect without --algorithm kmeans, agglomerative "
+                                         r"or predictive"):
+        cfg.validate(given=frozenset({"cluster.k"}))
