@@ -217,6 +217,15 @@ def test_large_but_possible_learned_sizes_pass_validation():
     cfg.validate()  # 48 < 64: one head
 
 
+@pytest.mark.parametrize("featurizer", [SequenceFeaturizer, AutoencoderFeaturizer])
+def test_fp16_on_the_cpu_names_the_setting_and_choices_the_learned_features_accept(prepared, featurizer):
+    """The advice was the text encoder's: 'choose fp32, bf16 or int8', and int8 is no learned precision."""
+    with pytest.raises(UsageError, match=r"features.(sequence|autoencoder).precision 'fp16' needs a CUDA device; on "
+                                         r"the CPU choose fp32, bf16 or auto") as err:
+        featurizer(precision="fp16", epochs=1, seed=0).fit_transform(prepared, cpu_backend())
+    assert "int8" not in str(err.value)
+
+
 def test_learned_settings_without_their_feature_have_no_effect():
     cfg = PipelineConfig()
     cfg.features.autoencoder.kind = "vae"
