@@ -162,3 +162,6 @@ def test_a_k_above_the_users_says_which_k_would_do(synthetic):
     with pytest.raises(UsageError, match=r"k=100000 is larger than the number of users \(900\); give --k values up "
                                          r"to 900, e.g. --k 90,225"):
         compare(synthetic.events, None, PipelineConfig(device="cpu"), "tfidf", k_values=(4, 100_000))
+    few = synthetic.events[synthetic.events["user_id"].isin(synthetic.events["user_id"].unique()[:5])]
+    with pytest.raises(UsageError, match=r"\(5\); give --k values up to 5, e.g. --k 2$"):  # was: --k 1,1
+        compare(few, None, PipelineConfig(device="cpu"), "tfidf", k_values=(8, 20, 40))

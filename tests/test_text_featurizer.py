@@ -119,7 +119,7 @@ def test_user_texts_most_recent_first_distinct():
 
 
 def test_no_text_columns_is_a_usage_error(model):
-    with pytest.raises(UsageError, match="--text-col"):
+    with pytest.raises(UsageError, match="--text-cols \\(or a --text-template"):  # run's flags, which exist
         TextFeaturizer(model=model).fit_transform(prepared(text_columns=()), cpu_backend())
     with pytest.raises(UsageError, match="'colour'"):
         TextFeaturizer(model=model, template="{colour}").fit_transform(prepared(), cpu_backend())

@@ -104,8 +104,10 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
     items = None if items is None else to_backend_frame(items, backend)
     data = Preprocessor(config.preprocess, seed=config.seed).run(events, backend, items)
     if not auto and ks[-1] > data.n_users:
-        raise UsageError(f"k={ks[-1]} is larger than the number of users ({data.n_users}); give --k values up to "
-                         f"{data.n_users}, e.g. --k {max(1, data.n_users // 10)},{max(1, data.n_users // 4)}")
+        n = int(data.n_users)
+        example = ",".join(str(k) for k in sorted({min(n, max(2, n // 10)), min(n, max(2, n // 4))}))
+        raise UsageError(f"k={ks[-1]} is larger than the number of users ({n}); give --k values up to {n}, "
+                         f"e.g. --k {example}")
     outer = leave_last_out(data.events, data.n_items, seed)
     xp = backend.xp
     users = column_array(outer.test[schema.USER_IDX], backend).astype(xp.int64)
