@@ -22,6 +22,7 @@ from gpuclust.errors import UsageError, require_file
 
 MAX_LEARNED_DIM = 4096  # embedding, hidden and bottleneck sizes of the learned featurisers
 MAX_SEQUENCE_LAYERS = 16
+MAX_EPOCHS = 10_000  # training epochs of any kind (the defaults are 40, 150 and 200)
 MAX_TRANSFORMER_LENGTH = 2048
 TRANSFORMER_HEAD_DIM = 32  # gpuclust.features.learned.sequence.HEAD_DIM (heads = dim // 32)
 MAX_BALANCE = 1e6  # --balance, autoencoder.beta: far beyond any useful weight, far below float32 overflow
@@ -259,6 +260,9 @@ class PipelineConfig:
         _one_of("cluster.objective", self.cluster.objective, registry.K_OBJECTIVES)
         _in_range("cluster.balance", self.cluster.balance, 0.0, MAX_BALANCE)
         _at_least("cluster.epochs", self.cluster.epochs, 1)
+        if self.cluster.epochs > MAX_EPOCHS:  # predictive training has no early stop: 10**9 epochs never end
+            raise UsageError(f"{flag('cluster.epochs')} must be at most {MAX_EPOCHS}, got {self.cluster.epochs}; "
+                             "e.g. epochs = 200")
         for path in ("dask.workers", "dask.threads_per_worker", "dask.partitions"):
             if _get(self, path) is not None:
                 _at_least(path, _get(self, path), 1)
@@ -527,7 +531,9 @@ def _check_learned(seq: SequenceConfig, ae: AutoencoderConfig) -> None:
             ("features.sequence.dim", seq.dim, MAX_LEARNED_DIM, "--sequence-dim 64"),
             ("features.autoencoder.dim", ae.dim, MAX_LEARNED_DIM, "--autoencoder-dim 64"),
             ("features.autoencoder.hidden", ae.hidden, MAX_LEARNED_DIM, "hidden = 600"),
-            ("features.sequence.layers", seq.layers, MAX_SEQUENCE_LAYERS, "layers = 2")):
+            ("features.sequence.layers", seq.layers, MAX_SEQUENCE_LAYERS, "layers = 2"),
+            ("features.sequence.epochs", seq.epochs, MAX_EPOCHS, "--sequence-epochs 40"),
+            ("features.autoencoder.epochs", ae.epochs, MAX_EPOCHS, "--autoencoder-epochs 150")):
         if value is not None and value > high:
             raise UsageError(f"{flag(path)} must be at most {high}, got {value}; e.g. {example}")
     if seq.cell == "transformer":

@@ -197,6 +197,9 @@ def test_bad_sequence_settings_are_named(section, value, message):
     ('[features.sequence]\ncell = "transformer"\ndim = 100', r"--sequence-dim .* such as 96"),
     ('[features.autoencoder]\ndim = 1000000000', r"--autoencoder-dim .* must be at most 4096"),
     ('[features.autoencoder]\nhidden = 1000000000', r"features.autoencoder.hidden must be at most 4096"),
+    ('[features.sequence]\nepochs = 1000000000\npatience = 1000000000',
+     r"--sequence-epochs \(features.sequence.epochs\) must be at most 10000"),
+    ('[features.autoencoder]\nepochs = 1000000000', r"--autoencoder-epochs .* must be at most 10000"),
     ('[features.autoencoder]\nbeta = 1e300', r"features.autoencoder.beta must be a number at least 0 and at most"),
 ])
 def test_learned_sizes_beyond_memory_are_refused_before_any_data_is_read(tmp_path, toml, message):

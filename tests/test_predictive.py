@@ -63,3 +63,11 @@ def test_a_k_with_an_algorithm_that_finds_its_own_names_predictive_among_those_t
     with pytest.raises(UsageError, match=r"--k \(cluster.k\) has no effect without --algorithm kmeans, agglomerative "
                                          r"or predictive"):
         cfg.validate(given=frozenset({"cluster.k"}))
+
+
+def test_epochs_without_an_early_stop_are_bounded():
+    """cluster.epochs = 10**9 trained silently for days on 120 users."""
+    cfg = PipelineConfig()
+    cfg.cluster.algorithm, cfg.cluster.epochs = "predictive", 10**9
+    with pytest.raises(UsageError, match=r"cluster.epochs must be at most 10000, got 1000000000; e.g. epochs = 200"):
+        cfg.validate()
