@@ -197,3 +197,15 @@ def test_a_single_output_file_is_never_an_input_nor_inside_an_input_folder(tmp_p
     with pytest.raises(UsageError, match="--out .* the same file as --events"):
         check_file_target(tmp_path / "e.json", "--out", {"--events": tmp_path / "e.json"})
     assert check_file_target(tmp_path / "r.json", "--out", {"--model": model, "--items": None}).name == "r.json"
+
+
+def test_another_commands_output_is_named_as_gpuclusts_not_as_foreign(data, tmp_path):
+    """assign --out RUN/model said the folder 'holds files gpuclust did not write (... a gpuclust model output)'."""
+    out = tmp_path / "r"
+    assert run(data, out, "--k", "3").code == 0
+    before = snapshot(out)
+    result = call("assign", "--model", out / "model", "--events", data["events"], "--device", "cpu",
+                  "--out", out / "model")
+    assert result.code == 2 and "did not write" not in result.stderr, result.stderr
+    assert "is a gpuclust model output, not an assign output" in result.stderr
+    assert not any(tree_changes(before, snapshot(out)).values())

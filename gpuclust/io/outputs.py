@@ -85,6 +85,12 @@ class OutputDir:
             return
         if not target.is_dir():
             raise UsageError(f"{self.what} {target} is a file; give a folder")
+        marker = _read_marker(target / MARKER)
+        other = marker.get("kind") if marker is not None else self.kind
+        if other != self.kind:  # gpuclust's own, but another command's: say so rather than "did not write"
+            article = "an" if str(self.kind)[:1] in "aeiou" else "a"
+            raise UsageError(f"{self.what} {target} is a gpuclust {other} output, not {article} {self.kind} output; "
+                             f"give a new or empty folder: gpuclust replaces only an output of the same command")
         foreign = foreign_entries(target, self.kind, self.layout)
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
