@@ -20,6 +20,12 @@ from typing import Any
 from gpuclust import registry, schema
 from gpuclust.errors import UsageError, require_file
 
+MAX_LEARNED_DIM = 4096  # embedding, hidden and bottleneck sizes of the learned featurisers
+MAX_SEQUENCE_LAYERS = 16
+MAX_EPOCHS = 10_000  # training epochs of any kind (the defaults are 40, 150 and 200)
+MAX_TRANSFORMER_LENGTH = 2048
+TRANSFORMER_HEAD_DIM = 32  # gpuclust.features.learned.sequence.HEAD_DIM (heads = dim // 32)
+MAX_BALANCE = 1e6  # --balance, autoencoder.beta: far beyond any useful weight, far below float32 overflow
 MAX_SEED = 2**32 - 1  # what NumPy and scikit-learn accept (FAISS gets it folded into 31 bits)
 
 
@@ -252,8 +258,11 @@ class PipelineConfig:
             _at_least("preprocess.sample_users", self.preprocess.sample_users, 1)
         _check_learned(self.features.sequence, self.features.autoencoder)
         _one_of("cluster.objective", self.cluster.objective, registry.K_OBJECTIVES)
-        _in_range("cluster.balance", self.cluster.balance, 0.0, math.inf)
+        _in_range("cluster.balance", self.cluster.balance, 0.0, MAX_BALANCE)
         _at_least("cluster.epochs", self.cluster.epochs, 1)
+        if self.cluster.epochs > MAX_EPOCHS:  # predictive training has no early stop: 10**9 epochs never end
+            raise UsageError(f"{flag('cluster.epochs')} must be at most {MAX_EPOCHS}, got {self.cluster.epochs}; "
+                             "e.g. epochs = 200")
         for path in ("dask.workers", "dask.threads_per_worker", "dask.partitions"):
             if _get(self, path) is not None:
                 _at_least(path, _get(self, path), 1)
@@ -445,6 +454,8 @@ def _no_dead_settings(config: PipelineConfig, given: frozenset[str]) -> None:
     features, reduce, cluster = config.features, config.reduce, config.cluster
     algorithm = cluster.algorithm
     text_items = "sequence" in features.features and features.sequence.item_init == "text"
+    *some, last = [name for name, spec in registry.ALGORITHMS.items() if spec.takes_k]
+    with_k = f"{', '.join(some)} or {last}"
     ignored = {
         "features.text": ("text" not in features.features and not text_items,
                           "'text' in --features (or --item-init text)"),
@@ -457,8 +468,8 @@ def _no_dead_settings(config: PipelineConfig, given: frozenset[str]) -> None:
         "reduce.n_components": (reduce.method == registry.NO_REDUCER, "--reduce pca or umap"),
         "reduce.n_neighbors": (reduce.method != "umap", "--reduce umap"),
         "reduce.min_dist": (reduce.method != "umap", "--reduce umap"),
-        "cluster.k": (not registry.ALGORITHMS[algorithm].takes_k, "--algorithm kmeans or agglomerative"),
-        "cluster.k_values": (not registry.ALGORITHMS[algorithm].takes_k, "--algorithm kmeans or agglomerative"),
+        "cluster.k": (not registry.ALGORITHMS[algorithm].takes_k, f"--algorithm {with_k}"),
+        "cluster.k_values": (not registry.ALGORITHMS[algorithm].takes_k, f"--algorithm {with_k}"),
         "cluster.n_init": (algorithm != "kmeans", "--algorithm kmeans"),
         "cluster.max_iter": (algorithm != "kmeans", "--algorithm kmeans"),
         "cluster.tol": (algorithm != "kmeans", "--algorithm kmeans"),
@@ -513,7 +524,27 @@ def _check_learned(seq: SequenceConfig, ae: AutoencoderConfig) -> None:
                              ("features.autoencoder.batch_users", ae.batch_users, 1)):
         if value is not None:
             _at_least(path, value, low)
-    _in_range("features.autoencoder.beta", ae.beta, 0.0, math.inf)
+    _in_range("features.autoencoder.beta", ae.beta, 0.0, MAX_BALANCE)  # float32 turns 1e300 into inf: an inf loss
+    # Upper bounds: beyond them a model does not fit in memory (an item table of 10**9 dims) or takes
+    # days to build (10**5 layers), and the failure would come late, as a traceback or a hang.
+    for path, value, high, example in (
+            ("features.sequence.dim", seq.dim, MAX_LEARNED_DIM, "--sequence-dim 64"),
+            ("features.autoencoder.dim", ae.dim, MAX_LEARNED_DIM, "--autoencoder-dim 64"),
+            ("features.autoencoder.hidden", ae.hidden, MAX_LEARNED_DIM, "hidden = 600"),
+            ("features.sequence.layers", seq.layers, MAX_SEQUENCE_LAYERS, "layers = 2"),
+            ("features.sequence.epochs", seq.epochs, MAX_EPOCHS, "--sequence-epochs 40"),
+            ("features.autoencoder.epochs", ae.epochs, MAX_EPOCHS, "--autoencoder-epochs 150")):
+        if value is not None and value > high:
+            raise UsageError(f"{flag(path)} must be at most {high}, got {value}; e.g. {example}")
+    if seq.cell == "transformer":
+        if seq.max_length > MAX_TRANSFORMER_LENGTH:  # a position table and attention grow with it
+            raise UsageError(f"{flag('features.sequence.max_length')} must be at most {MAX_TRANSFORMER_LENGTH} with "
+                             f"--sequence-cell transformer, got {seq.max_length}; e.g. max_length = 200, or a gru")
+        heads = max(1, (seq.dim or 0) // TRANSFORMER_HEAD_DIM)
+        if seq.dim is not None and seq.dim % heads:
+            raise UsageError(f"{flag('features.sequence.dim')} {seq.dim} does not split into {heads} attention heads "
+                             f"of about {TRANSFORMER_HEAD_DIM} with --sequence-cell transformer; use a multiple of "
+                             f"{TRANSFORMER_HEAD_DIM} such as {heads * TRANSFORMER_HEAD_DIM}")
 
 
 def _in_range(path: str, value: float, low: float, high: float, low_open: bool = False) -> None:

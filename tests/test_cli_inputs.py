@@ -66,18 +66,28 @@ def bad_inputs(files):
         "toml value of the wrong type": (["--events", events, "--config", wrong_type],
                                          "cluster.k = 'eight' has the wrong type: expected an integer"),
         "toml not utf-8": (["--events", events, "--config", latin1], "is not UTF-8 text"),
+        # was "map group with the config NAME": no flag maps truth's group column
+        "truth without group": (["--events", events, "--truth", events], "'group' not found in"),
     }
 
 
 @pytest.mark.parametrize("case", [
     "value not numeric", "timestamps out of range", "events is a directory", "header-only csv",
     "event types all null", "negative seed", "one column two roles", "feature weight typo", "feature weight nan",
-    "event weights all zero", "toml value of the wrong type", "toml not utf-8"])
+    "event weights all zero", "toml value of the wrong type", "toml not utf-8", "truth without group"])
 def test_odd_input_is_one_line_exit_2_and_no_output(monkeypatch, capsys, files, case):
     args, expected = bad_inputs(files)[case]
     out = files / "out"
     code, _, stderr = cli(monkeypatch, capsys, "run", *args, "--k", 3, "--out", out)
     assert_one_error_line(code, stderr, out, expected)
+    assert "config NAME" not in stderr
+
+
+def test_a_truth_file_without_its_group_column_says_to_name_it(monkeypatch, capsys, files):
+    out = files / "out"
+    code, _, stderr = cli(monkeypatch, capsys, "run", "--events", files / "events.parquet", "--truth",
+                          files / "events.parquet", "--k", 3, "--out", out)
+    assert_one_error_line(code, stderr, out, "name the column holding group 'group'")
 
 
 def with_inf_values_and_mixed_epochs(files):

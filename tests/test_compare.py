@@ -64,8 +64,16 @@ def test_feature_sets_parse_and_refuse_empties():
     assert feature_sets("tfidf, behaviour+tfidf") == {"tfidf": ("tfidf",), "behaviour+tfidf": ("behaviour", "tfidf")}
     with pytest.raises(UsageError, match="feature set"):
         feature_sets(" , ")
-    with pytest.raises(UsageError, match="features.features"):
+    with pytest.raises(UsageError, match="unknown feature 'nonsense' in --compare"):
         compare(None, None, PipelineConfig(device="cpu"), "tfidf+nonsense", k_values=(2,))
+
+
+def test_feature_sets_name_compare_for_unknown_names_and_fold_repeats():
+    """An unknown name was blamed on --features (not given); tfidf+tfidf was a second, identical row."""
+    with pytest.raises(UsageError, match=r"unknown feature 'foo' in --compare 'tfidf,foo': choose from behaviour"):
+        feature_sets("tfidf,foo")
+    assert feature_sets("tfidf+tfidf,tfidf, behaviour + tfidf+behaviour") == {
+        "tfidf": ("tfidf",), "behaviour+tfidf": ("behaviour", "tfidf")}
 
 
 def test_recommend_objective_in_the_estimator_keeps_its_curve(synthetic, tmp_path):
@@ -114,3 +122,46 @@ def test_cli_settings_of_a_compared_feature_take_effect(synthetic, tmp_path, mon
     assert code == 0, err
     rows = [r for r in json.loads(out)["rows"] if r["representation"] == "autoencoder"]
     assert rows[0]["training"]["autoencoder"]["epochs_run"] == 2
+
+
+def test_cli_never_writes_its_result_or_plot_over_an_input_or_over_each_other(synthetic, tmp_path, monkeypatch,
+                                                                             capsys):
+    """A synth output carries gpuclust's mark, yet evaluate --out onto it destroyed the events it read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gpuclust.io.outputs import written_by_gpuclust
+
+    events = tmp_path / "events.parquet"
+    table = pa.Table.from_pandas(synthetic.events, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata({"gpuclust.synth": "{}"}), events)  # as `gpuclust synth` marks it
+    assert written_by_gpuclust(events)
+    before = events.read_bytes()
+    base = ("evaluate", "--events", events, "--device", "cpu")
+    for extra, flag in ((("--out", events), "--out"), (("--compare", "tfidf", "--k", "3", "--plot", events), "--plot"),
+                        (("--compare", "tfidf", "--k", "3", "--out", tmp_path / "r.json", "--plot",
+                          tmp_path / "r.json"), "--plot")):
+        code, _, err = cli(monkeypatch, capsys, *base, *extra)
+        assert code == 2 and err.count("\n") == 1 and f"{flag} " in err and "Traceback" not in err, err
+    assert events.read_bytes() == before and not (tmp_path / "r.json").exists()
+
+
+def test_cli_replaces_its_own_plot_but_names_plot_when_refusing_a_foreign_one(synthetic, tmp_path, monkeypatch,
+                                                                                capsys):
+    synthetic.events.to_parquet(tmp_path / "events.parquet")
+    args = ("evaluate", "--events", tmp_path / "events.parquet", "--device", "cpu", "--compare", "tfidf", "--k", "3")
+    for _ in range(2):  # a rerun replaces the PNG it wrote
+        code, _, err = cli(monkeypatch, capsys, *args, "--plot", tmp_path / "r.png")
+        assert code == 0, err
+    (tmp_path / "mine.png").write_bytes(b"not gpuclust's")
+    code, _, err = cli(monkeypatch, capsys, *args, "--plot", tmp_path / "mine.png")
+    assert code == 2 and err.startswith("error: --plot ") and (tmp_path / "mine.png").read_bytes() == b"not gpuclust's"
+
+
+def test_a_k_above_the_users_says_which_k_would_do(synthetic):
+    with pytest.raises(UsageError, match=r"k=100000 is larger than the number of users \(900\); give --k values up "
+                                         r"to 900, e.g. --k 90,225"):
+        compare(synthetic.events, None, PipelineConfig(device="cpu"), "tfidf", k_values=(4, 100_000))
+    few = synthetic.events[synthetic.events["user_id"].isin(synthetic.events["user_id"].unique()[:5])]
+    with pytest.raises(UsageError, match=r"\(5\); give --k values up to 5, e.g. --k 2$"):  # was: --k 1,1
+        compare(few, None, PipelineConfig(device="cpu"), "tfidf", k_values=(8, 20, 40))

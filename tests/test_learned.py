@@ -189,6 +189,46 @@ def test_bad_sequence_settings_are_named(section, value, message):
         cfg.validate()
 
 
+@pytest.mark.parametrize("toml, message", [
+    ('[features.sequence]\ndim = 1000000000', r"--sequence-dim \(features.sequence.dim\) must be at most 4096"),
+    ('[features.sequence]\nlayers = 100000', r"features.sequence.layers must be at most 16"),
+    ('[features.sequence]\ncell = "transformer"\nmax_length = 1000000000',
+     r"features.sequence.max_length must be at most 2048 with --sequence-cell transformer"),
+    ('[features.sequence]\ncell = "transformer"\ndim = 100', r"--sequence-dim .* such as 96"),
+    ('[features.autoencoder]\ndim = 1000000000', r"--autoencoder-dim .* must be at most 4096"),
+    ('[features.autoencoder]\nhidden = 1000000000', r"features.autoencoder.hidden must be at most 4096"),
+    ('[features.sequence]\nepochs = 1000000000\npatience = 1000000000',
+     r"--sequence-epochs \(features.sequence.epochs\) must be at most 10000"),
+    ('[features.autoencoder]\nepochs = 1000000000', r"--autoencoder-epochs .* must be at most 10000"),
+    ('[features.autoencoder]\nbeta = 1e300', r"features.autoencoder.beta must be a number at least 0 and at most"),
+])
+def test_learned_sizes_beyond_memory_are_refused_before_any_data_is_read(tmp_path, toml, message):
+    """These allocated terabytes (a traceback) or built layers for hours instead of one clear line."""
+    path = tmp_path / "run.toml"
+    path.write_text('[features]\nfeatures = ["sequence", "autoencoder"]\n' + toml + "\n")
+    with pytest.raises(UsageError, match=message):
+        PipelineConfig.from_toml(path).validate()
+
+
+def test_large_but_possible_learned_sizes_pass_validation():
+    cfg = PipelineConfig()
+    cfg.features.features = ("sequence",)
+    cfg.features.sequence.max_length = 10**9  # a recurrent cell keeps whole histories: fine
+    cfg.features.sequence.dim = 4096
+    cfg.validate()
+    cfg.features.sequence.cell, cfg.features.sequence.max_length, cfg.features.sequence.dim = "transformer", 2048, 48
+    cfg.validate()  # 48 < 64: one head
+
+
+@pytest.mark.parametrize("featurizer", [SequenceFeaturizer, AutoencoderFeaturizer])
+def test_fp16_on_the_cpu_names_the_setting_and_choices_the_learned_features_accept(prepared, featurizer):
+    """The advice was the text encoder's: 'choose fp32, bf16 or int8', and int8 is no learned precision."""
+    with pytest.raises(UsageError, match=r"features.(sequence|autoencoder).precision 'fp16' needs a CUDA device; on "
+                                         r"the CPU choose fp32, bf16 or auto") as err:
+        featurizer(precision="fp16", epochs=1, seed=0).fit_transform(prepared, cpu_backend())
+    assert "int8" not in str(err.value)
+
+
 def test_learned_settings_without_their_feature_have_no_effect():
     cfg = PipelineConfig()
     cfg.features.autoencoder.kind = "vae"

@@ -48,6 +48,20 @@ def test_unknown_items_are_dropped_and_counted(fitted):
     assert steps["items_unknown_to_model"].dropped == 50
 
 
+def test_events_the_model_cannot_read_say_how_to_fix_them_without_flags_assign_lacks(fitted):
+    """assign has no --event-weights and no minimum-count filters, yet its errors pointed at them."""
+    estimator, data = fitted
+    events = data.events.head(200).copy()
+    events["item_id"] = -12345
+    with pytest.raises(UsageError, match="none of the events is on an item the saved model knows"):
+        estimator.place(events)
+    events = data.events.head(200).copy()
+    events["event_type"] = "teleport"
+    with pytest.raises(UsageError, match="map yours to these in the events file, or refit with gpuclust run "
+                                         "--event-weights"):
+        estimator.place(events)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "tamper", "remove", "garbage-json"])
 def test_damaged_model_is_a_clear_error(fitted, tmp_path, damage):
     estimator, _ = fitted

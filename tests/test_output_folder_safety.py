@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from gpuclust.errors import UsageError
 from tests.contract import call, check_run_outputs, snapshot, strict_json, tree_changes
 from tests.helpers import blob_events
 
@@ -182,3 +183,29 @@ def test_a_crash_between_renames_leaves_the_old_or_the_new_set_never_a_mix(data,
         raise AssertionError(f"neither the old nor a new output set after a failure at rename {fail_at}: {exc}") from exc
     assert manifest["config"]["cluster"]["k"] == 4, f"the old manifest, but not the old set, after rename {fail_at}"
 
+
+
+def test_a_single_output_file_is_never_an_input_nor_inside_an_input_folder(tmp_path):
+    """drift --out MODEL/model.json replaced the saved model's own (gpuclust-written) description."""
+    from gpuclust.io.outputs import check_file_target
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text('{"gpuclust": "0"}')
+    with pytest.raises(UsageError, match="--out .* inside the folder of --model"):
+        check_file_target(model / "model.json", "--out", {"--model": model})
+    with pytest.raises(UsageError, match="--out .* the same file as --events"):
+        check_file_target(tmp_path / "e.json", "--out", {"--events": tmp_path / "e.json"})
+    assert check_file_target(tmp_path / "r.json", "--out", {"--model": model, "--items": None}).name == "r.json"
+
+
+def test_another_commands_output_is_named_as_gpuclusts_not_as_foreign(data, tmp_path):
+    """assign --out RUN/model said the folder 'holds files gpuclust did not write (... a gpuclust model output)'."""
+    out = tmp_path / "r"
+    assert run(data, out, "--k", "3").code == 0
+    before = snapshot(out)
+    result = call("assign", "--model", out / "model", "--events", data["events"], "--device", "cpu",
+                  "--out", out / "model")
+    assert result.code == 2 and "did not write" not in result.stderr, result.stderr
+    assert "is a gpuclust model output, not an assign output" in result.stderr
+    assert not any(tree_changes(before, snapshot(out)).values())

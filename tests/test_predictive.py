@@ -42,3 +42,32 @@ def test_balance_and_epochs_have_no_effect_with_kmeans():
     cfg.cluster.balance = 2.0
     with pytest.raises(UsageError, match="--balance .*predictive"):
         cfg.validate()
+
+
+def test_a_balance_beyond_float32_is_refused_not_turned_into_nan_prototypes(synthetic):
+    """--balance 1e39 overflowed float32: every user landed in cluster 0 with a NaN distance, exit 0."""
+    cfg = PipelineConfig()
+    cfg.cluster.algorithm, cfg.cluster.balance = "predictive", 1e39
+    with pytest.raises(UsageError, match=r"--balance \(cluster.balance\) must be a number at least 0 and at most"):
+        cfg.validate()
+    cfg.cluster.balance = 1e6
+    cfg.validate()
+    few = synthetic.events[synthetic.events["user_id"].isin(synthetic.events["user_id"].unique()[:100])]
+    with pytest.raises(UsageError, match="diverged .* lower it, e.g. --balance 1"):
+        UserClusterer(3, clusterer=PredictiveClusters(3, balance=1e39, epochs=2), device="cpu").fit(few)
+
+
+def test_a_k_with_an_algorithm_that_finds_its_own_names_predictive_among_those_that_take_it():
+    cfg = PipelineConfig()
+    cfg.cluster.algorithm, cfg.cluster.k = "dbscan", 4
+    with pytest.raises(UsageError, match=r"--k \(cluster.k\) has no effect without --algorithm kmeans, agglomerative "
+                                         r"or predictive"):
+        cfg.validate(given=frozenset({"cluster.k"}))
+
+
+def test_epochs_without_an_early_stop_are_bounded():
+    """cluster.epochs = 10**9 trained silently for days on 120 users."""
+    cfg = PipelineConfig()
+    cfg.cluster.algorithm, cfg.cluster.epochs = "predictive", 10**9
+    with pytest.raises(UsageError, match=r"cluster.epochs must be at most 10000, got 1000000000; e.g. epochs = 200"):
+        cfg.validate()

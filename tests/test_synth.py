@@ -255,6 +255,20 @@ def test_impossible_parameters_raise_usage_error(change, name):
     assert "\n" not in str(err.value)
 
 
+def test_synth_cli_errors_name_the_flag_and_a_valid_value(tmp_path, monkeypatch, capsys):
+    """They named only the SynthSpec fields (n_groups, n_items), which the command line does not have."""
+    from tests.helpers import cli
+
+    for args, expected in ((("--groups", "0"), "n_groups=0 (--groups) is out of range"),
+                           (("--users", "5"), "exceeds n_users=5 (--users); give at most one group per user, "
+                                              "e.g. --groups 5"),
+                           (("--items", "5"), "e.g. --items 24"),
+                           (("--noise-share", "1.5"), "noise_share=1.5 (--noise-share) must be in [0, 1), e.g. 0.05")):
+        code, _, err = cli(monkeypatch, capsys, "synth", "--sequential", "--out", tmp_path / "d", *args)
+        assert code == 2 and expected in err and err.count("\n") == 1, err
+    assert not (tmp_path / "d").exists()
+
+
 def test_write_rejects_bad_chunk_size(tmp_path):
     with pytest.raises(UsageError, match="chunk_users"):
         write(SynthSpec(n_users=10), tmp_path, chunk_users=0)

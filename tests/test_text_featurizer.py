@@ -119,7 +119,7 @@ def test_user_texts_most_recent_first_distinct():
 
 
 def test_no_text_columns_is_a_usage_error(model):
-    with pytest.raises(UsageError, match="--text-col"):
+    with pytest.raises(UsageError, match="--text-cols \\(or a --text-template"):  # run's flags, which exist
         TextFeaturizer(model=model).fit_transform(prepared(text_columns=()), cpu_backend())
     with pytest.raises(UsageError, match="'colour'"):
         TextFeaturizer(model=model, template="{colour}").fit_transform(prepared(), cpu_backend())
@@ -176,6 +176,20 @@ def test_items_without_an_id_are_not_embedded(model, tmp_path):
     pd.DataFrame({"item_id": [None, None], "title": ["x", "y"]}).to_parquet(path)
     with pytest.raises(UsageError, match="no items with an id"):
         embed_items(path, tmp_path / "vec2.parquet", model=model, device="cpu")
+
+
+def test_embed_never_writes_its_vectors_over_its_items_file(tmp_path):
+    """A synth items file carries gpuclust's mark: `embed --items F --out F` replaced the catalogue by vectors."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    items = tmp_path / "items.parquet"
+    table = pa.Table.from_pandas(pd.read_csv(_items_file(tmp_path)), preserve_index=False)
+    pq.write_table(table.replace_schema_metadata({"gpuclust.synth": "{}"}), items)
+    before = items.read_bytes()
+    with pytest.raises(UsageError, match="--out .* is the same file as --items"):
+        embed_items(items, items, model="default", device="cpu")
+    assert items.read_bytes() == before
 
 
 def test_embed_items_bad_output_suffix(model, tmp_path):

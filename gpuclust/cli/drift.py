@@ -47,7 +47,7 @@ def drift(
     from gpuclust.run import drift_files
 
     if out is not None:
-        check_file_target(out)
+        check_file_target(out, "--out", {"--model": model, "--events": events, "--pseudonymise": pseudonymise})
     key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None
     thresholds = Thresholds(fail_above, max_distance_change, max_anomaly_increase, max_unknown_items,
                             max_unknown_event_types)

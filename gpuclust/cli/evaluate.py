@@ -63,9 +63,11 @@ def evaluate(
     cfg = build_config(config, {"": {"device": device, "seed": seed}, "cluster": cluster,
                                 "features": {"features": chosen}},
                        k="auto" if k_values == "auto" and objective else None)
-    for target in (out, plot):
-        if target is not None:
-            check_file_target(target)  # before the work: never over a file gpuclust did not write
+    inputs = {"--events": events, "--items": items, "--config": config, "--pseudonymise": pseudonymise}
+    if out is not None:  # before the work: never over a file gpuclust did not write, nor over an input
+        check_file_target(out, "--out", inputs)
+    if plot is not None:
+        check_file_target(plot, "--plot", {**inputs, "--out": out})
     key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None
     if many:
         from gpuclust.cli.app import progress

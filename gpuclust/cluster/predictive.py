@@ -114,6 +114,9 @@ class PredictiveClusters:
                 if epoch % 20 == 0 or epoch == self.epochs - 1:
                     history_rows.append({"epoch": epoch + 1, "next_item_nll": round(total / max(n, 1), 5),
                                          "balance_kl": round(balance_total / max(n, 1), 5)})
+            if not bool(torch.isfinite(prototypes).all()):  # a NaN centre puts every user in cluster 0
+                raise UsageError(f"--algorithm predictive diverged (prototypes are not finite) with --balance "
+                                 f"{self.balance:g}; lower it, e.g. --balance 1")
             centres = from_torch(prototypes.detach().float().contiguous(), backend)
         self.cluster_centers_ = xp.asarray(centres, dtype=xp.float32)
         self.labels_, distances = nearest_centres(x, self.cluster_centers_, xp)

@@ -85,6 +85,12 @@ class OutputDir:
             return
         if not target.is_dir():
             raise UsageError(f"{self.what} {target} is a file; give a folder")
+        marker = _read_marker(target / MARKER)
+        other = marker.get("kind") if marker is not None else self.kind
+        if other != self.kind:  # gpuclust's own, but another command's: say so rather than "did not write"
+            article = "an" if str(self.kind)[:1] in "aeiou" else "a"
+            raise UsageError(f"{self.what} {target} is a gpuclust {other} output, not {article} {self.kind} output; "
+                             f"give a new or empty folder: gpuclust replaces only an output of the same command")
         foreign = foreign_entries(target, self.kind, self.layout)
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
@@ -153,9 +159,17 @@ def foreign_entries(folder: Path, kind: str, layout: Layout) -> list[str]:
     return foreign
 
 
-def check_file_target(path: str | Path, what: str = "--out") -> Path:
-    """A single output file may replace only a file gpuclust wrote; checked before the work."""
+def check_file_target(path: str | Path, what: str = "--out",
+                      inputs: Mapping[str, str | Path | None] | None = None) -> Path:
+    """A single output file may replace only a file gpuclust wrote, and never one the same command reads
+    (`inputs`: flag -> path, e.g. {"--events": events}): a synth or run output is gpuclust's, yet it is
+    this command's data. Checked before the work."""
     path = Path(os.path.abspath(path))
+    for flag, source in (inputs or {}).items():
+        if source is not None and _overlaps(path, Path(source)):
+            where = "inside the folder of" if Path(source).is_dir() else "the same file as"
+            raise UsageError(f"{what} {path} is {where} {flag}; give {what} a file name of its own, e.g. "
+                             f"{path.with_name('result' + path.suffix)} (a command never writes over its own input)")
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise UsageError(f"{what} {path} is not a regular file; give a file path")
     if path.exists() and not written_by_gpuclust(path):
@@ -169,7 +183,7 @@ def check_file_target(path: str | Path, what: str = "--out") -> Path:
 
 def written_by_gpuclust(path: Path) -> bool:
     """Whether a file carries gpuclust's mark: a JSON object with a `gpuclust` key, Parquet metadata,
-    an HTML generator tag, or (for .npy) a companion ids file that gpuclust wrote."""
+    an HTML generator tag, a PNG Software text, or (for .npy) a companion ids file that gpuclust wrote."""
     suffix = path.suffix.lower()
     with contextlib.suppress(OSError, ValueError):
         if suffix == ".json":
@@ -183,12 +197,25 @@ def written_by_gpuclust(path: Path) -> bool:
         if suffix in (".html", ".htm"):
             with path.open("rb") as fh:
                 return b'<meta name="generator" content="gpuclust' in fh.read(4096)
+        if suffix == ".png":  # the Software text chunk of report.plots
+            with path.open("rb") as fh:
+                return b"tEXtSoftware\x00gpuclust" in fh.read(4096)
         if suffix == ".npy":
             return written_by_gpuclust(path.with_suffix(".ids.json"))
     return False
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+def _overlaps(target: Path, source: Path) -> bool:
+    """Whether writing `target` would touch `source`: the same file (through links too), or a file
+    inside the folder `source` (a saved model)."""
+    with contextlib.suppress(OSError):
+        if target.exists() and source.exists() and os.path.samefile(target, source):
+            return True
+        if source.is_dir():
+            return Path(os.path.realpath(target)).is_relative_to(os.path.realpath(source))
+    return os.path.abspath(target) == os.path.abspath(source)
 
 def _allowed(name: str, allowed: frozenset[str] | re.Pattern[str]) -> bool:
     return bool(allowed.fullmatch(name)) if isinstance(allowed, re.Pattern) else name in allowed

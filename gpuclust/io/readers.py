@@ -109,7 +109,8 @@ def _require(present: list[str], path: Path, wanted: dict[str, str], hints: dict
     missing = {canonical: src for canonical, src in wanted.items() if src not in present}
     if missing:
         found = ", ".join(map(str, present)) or "(none)"
-        how = "; ".join(f"map {c} with {hints.get(c, 'the config')} NAME" for c in missing)
+        how = "; ".join(f"map {c} with {hints[c]} NAME" if c in hints else f"name the column holding {c} {src!r}"
+                        for c, src in missing.items())  # a column without a flag (truth's group) is renamed
         if len(present) == 1 and any(sep in str(present[0]) for sep in ";|\t"):
             how = "the file seems separated by something other than commas: give a comma-separated .csv or a .tsv"
         raise UsageError(
@@ -154,5 +155,6 @@ def read_items(path: str | Path, frame: ModuleType, columns: ColumnMap | None = 
 
 def read_truth(path: str | Path, frame: ModuleType, user_col: str = schema.USER, group_col: str = "group"):
     """Known groups for evaluation: user_id, group."""
-    df = read_table(path, frame, required={schema.USER: user_col, "group": group_col})
+    df = read_table(path, frame, required={schema.USER: user_col, "group": group_col},
+                    hints={schema.USER: "--user-col"})
     return df[[user_col, group_col]].rename(columns={user_col: schema.USER, group_col: "group"})

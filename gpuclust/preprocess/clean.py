@@ -55,7 +55,7 @@ class Preprocessor:
         ev = self._normalise_ids(ev, schema.ITEM)
         ev = self._values(ev, backend)
         ev = self._parse_time(ev, backend)
-        ev = self._known_events(ev)
+        ev = self._known_events(ev, fixed=vocabulary is not None)
         if cfg.drop_duplicates:
             ev = self._count("exact_duplicates", ev, ev.drop_duplicates(), "identical to an earlier row")
         ev = self._min_counts(ev)
@@ -67,6 +67,10 @@ class Preprocessor:
         if vocabulary is not None:
             ev, vocabulary = common_key(ev, vocabulary, schema.ITEM)
             known = ev[schema.ITEM].isin(vocabulary[schema.ITEM])
+            if not bool(known.any()):
+                raise UsageError("none of the events is on an item the saved model knows (it places users by "
+                                 "the items it was fitted on); check that the item ids are in the same form, or "
+                                 "refit with gpuclust run on a log that has these items")
             ev = self._count("items_unknown_to_model", ev, ev[known], "item not in the model's vocabulary")
         if items is not None:
             items = self._catalogue(ev, items, backend)
@@ -144,8 +148,9 @@ class Preprocessor:
         if n and n_bad / n > self.config.max_bad_timestamp_share:
             raise UsageError(bad_timestamps_message(n_bad, n, example()))
 
-    def _known_events(self, ev):
-        """Event types become a categorical over the configured types, so later steps hash codes."""
+    def _known_events(self, ev, fixed: bool = False):
+        """Event types become a categorical over the configured types, so later steps hash codes.
+        `fixed`: the types are a saved model's, which no flag of this command can extend."""
         known = list(self.config.event_weights)
         types = ev[schema.EVENT]
         if not bool(types.notna().any()):
@@ -160,10 +165,9 @@ class Preprocessor:
             names = sorted({n.strip().lower() for n in names})
         keep = types.isin(known)
         if not bool(keep.any()):
-            raise UsageError(
-                f"none of the event types {names[:20]} is known; known: {known}; "
-                "give weights for yours with --event-weights TYPE=W,..."
-            )
+            fix = ("map yours to these in the events file, or refit with gpuclust run --event-weights TYPE=W,..."
+                   if fixed else "give weights for yours with --event-weights TYPE=W,...")
+            raise UsageError(f"none of the event types {names[:20]} is known; known: {known}; {fix}")
         out = ev.copy()
         out[schema.EVENT] = types.cat.set_categories(known)
         return self._count("unknown_event_types", ev, out[keep], f"event_type not one of {known}")

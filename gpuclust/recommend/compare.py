@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust import schema
+from gpuclust import registry, schema
 from gpuclust.backend import Backend, resolve_backend, to_host
 from gpuclust.cluster.factory import build_clusterer
 from gpuclust.cluster.sweep import DEFAULT_K_VALUES
@@ -56,9 +56,13 @@ def feature_sets(text: str | Sequence[str]) -> dict[str, tuple[str, ...]]:
     for part in parts:
         if not part:
             continue
-        names = tuple(n.strip() for n in part.split("+") if n.strip())
+        names = tuple(dict.fromkeys(n.strip() for n in part.split("+") if n.strip()))  # tfidf+tfidf is tfidf
         if not names:
             raise UsageError(f"--compare {text!r}: an empty feature set; write e.g. tfidf,sequence,behaviour+tfidf")
+        for name in names:
+            if name not in registry.FEATURES:
+                raise UsageError(f"unknown feature {name!r} in --compare {text!r}: choose from "
+                                 f"{', '.join(registry.FEATURES)}, e.g. tfidf,sequence,behaviour+tfidf")
         out["+".join(names)] = names
     if not out:
         raise UsageError("--compare needs at least one feature set, e.g. tfidf,sequence,behaviour+tfidf")
@@ -100,7 +104,10 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
     items = None if items is None else to_backend_frame(items, backend)
     data = Preprocessor(config.preprocess, seed=config.seed).run(events, backend, items)
     if not auto and ks[-1] > data.n_users:
-        raise UsageError(f"k={ks[-1]} is larger than the number of users ({data.n_users})")
+        n = int(data.n_users)
+        example = ",".join(str(k) for k in sorted({min(n, max(2, n // 10)), min(n, max(2, n // 4))}))
+        raise UsageError(f"k={ks[-1]} is larger than the number of users ({n}); give --k values up to {n}, "
+                         f"e.g. --k {example}")
     outer = leave_last_out(data.events, data.n_items, seed)
     xp = backend.xp
     users = column_array(outer.test[schema.USER_IDX], backend).astype(xp.int64)

@@ -16,6 +16,7 @@ import numpy as np
 from gpuclust.io.writers import atomic_path
 
 DPI = 110
+PNG_MARK = "gpuclust"  # the Software text of every PNG written here (`io.outputs.written_by_gpuclust`)
 NOISE_COLOUR = "#b0b0b0"
 
 
@@ -36,7 +37,7 @@ def _figure(width: float, height: float):
 
 def _save(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": PNG_MARK})  # rerunning may replace it
     return path
 
 

@@ -148,11 +148,11 @@ class SynthSpec:
         _check_int("seed", self.seed, 0)
         _check_int("days", self.days, 1, MAX_DAYS)
         if self.n_items < self.n_categories:
-            raise UsageError(f"n_items={self.n_items} is below n_categories={self.n_categories}; "
-                             "give at least one item per category")
+            raise UsageError(f"{_set('n_items', self.n_items)} is below n_categories={self.n_categories}; "
+                             f"give at least one item per category, e.g. --items {self.n_categories}")
         if self.n_groups > self.n_users:
-            raise UsageError(f"n_groups={self.n_groups} exceeds n_users={self.n_users}; "
-                             "give at most one group per user")
+            raise UsageError(f"{_set('n_groups', self.n_groups)} exceeds {_set('n_users', self.n_users)}; "
+                             f"give at most one group per user, e.g. --groups {self.n_users}")
         if not isinstance(self.sequential, bool):
             raise UsageError(f"sequential={self.sequential!r} must be true or false")
         if self.sequential:
@@ -167,10 +167,10 @@ class SynthSpec:
                              f"n_categories={self.n_categories} allows only {combos}; add categories")
         epu = self.events_per_user
         if isinstance(epu, bool) or not isinstance(epu, int | float) or not math.isfinite(epu) or epu <= 0:
-            raise UsageError(f"events_per_user={epu!r} must be a positive number")
+            raise UsageError(f"{_set('events_per_user', epu)} must be a positive number, e.g. 40")
         ns = self.noise_share
         if isinstance(ns, bool) or not isinstance(ns, int | float) or not 0 <= ns < 1:
-            raise UsageError(f"noise_share={ns!r} must be in [0, 1)")
+            raise UsageError(f"{_set('noise_share', ns)} must be in [0, 1), e.g. 0.05")
         try:
             pd.Timestamp(self.start)
         except (ValueError, TypeError):
@@ -188,12 +188,22 @@ class SynthData:
     personas: list[dict[str, Any]] = field(default_factory=list)
 
 
+# The `gpuclust synth` flag of each SynthSpec field, named beside it in messages.
+FLAGS = {"n_users": "--users", "n_items": "--items", "n_groups": "--groups", "events_per_user": "--events-per-user",
+         "noise_share": "--noise-share", "seed": "--seed", "files": "--files"}
+
+
+def _set(name: str, value: Any) -> str:
+    """`n_groups=0 (--groups)`: the field as the library names it, and the flag as the CLI does."""
+    return f"{name}={value!r}" + (f" ({FLAGS[name]})" if name in FLAGS else "")
+
+
 def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise UsageError(f"{name}={value!r} must be an integer")
+        raise UsageError(f"{_set(name, value)} must be an integer")
     if value < lo or (hi is not None and value > hi):
         bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-        raise UsageError(f"{name}={value} is out of range; it must be {bound}")
+        raise UsageError(f"{_set(name, value)} is out of range; it must be {bound}")
 
 
 def _fav_sizes(n_categories: int) -> range:
@@ -710,8 +720,8 @@ def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
     if files > 1:  # whole seeding blocks per file, and chunks that never straddle two files
         blocks = -(-spec.n_users // BLOCK_USERS)
         if files > blocks:
-            raise UsageError(f"files={files} is more than the {blocks} blocks of {BLOCK_USERS} users; give at most "
-                             f"{blocks}")
+            raise UsageError(f"{_set('files', files)} is more than the {blocks} blocks of {BLOCK_USERS} users; "
+                             f"give at most {blocks}")
         chunk_users = min(chunk_users, -(-blocks // files) * BLOCK_USERS)
     t0 = time.perf_counter()
     out = Path(out_dir)

@@ -117,6 +117,9 @@ class Trainer:
         self.epochs = epochs
         self.patience = patience
         self.device = device
+        if precision == "fp16" and not str(device).startswith("cuda"):  # the text encoder's advice names int8
+            raise UsageError(f"features.{name}.precision 'fp16' needs a CUDA device; on the CPU choose fp32, bf16 "
+                             "or auto, or run with --device cuda")
         self.precision = resolve_precision(precision, device)
         self.progress = progress
         self.weight_decay = weight_decay

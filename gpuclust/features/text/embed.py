@@ -106,9 +106,10 @@ def embed_items(items_path: str | Path, out_path: str | Path, *, model: Any = "d
     started = time.perf_counter()
     out_path = Path(out_path)
     fmt = _out_format(out_path)
-    check_file_target(out_path)  # before the work: never over a file gpuclust did not write
+    inputs = {"--items": items_path}  # a synth items file carries gpuclust's mark, yet it is the input
+    check_file_target(out_path, "--out", inputs)  # before the work: never over a file gpuclust did not write
     if fmt == "npy":
-        check_file_target(ids_path(out_path))
+        check_file_target(ids_path(out_path), "--out", inputs)
     fields = template_fields(template) if template else []
     non_text = {schema.ITEM, schema.CATEGORY, schema.PRICE, item_key}
     texts_cols = tuple(text_columns) if text_columns else tuple(f for f in fields if f not in non_text)

@@ -59,8 +59,9 @@ def item_texts(items: Any, text_columns: Sequence[str], template: str | None = N
     if template is None:
         if not [c for c in text_columns if c in columns]:
             raise UsageError(
-                "the text feature needs an items file with text columns: pass --items FILE and name its "
-                "text columns with --text-col (or give a --template over its columns); "
+                "the text feature (and --item-init text) needs an items file with text columns: pass --items "
+                "FILE and name its text columns with --text-cols (or a --text-template over its columns; "
+                "gpuclust embed: --text-col, --template); "
                 f"item columns here: {', '.join(columns) or '(none)'}"
             )
         template = default_template(text_columns, columns)
