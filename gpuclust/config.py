@@ -235,6 +235,9 @@ class PipelineConfig:
                              + ", ".join(registry.FEATURES))
         for name in self.features.features:
             _one_of("features.features", name, tuple(registry.FEATURES))
+        twice = sorted({name for name in self.features.features if self.features.features.count(name) > 1})
+        if twice:
+            raise UsageError(f"{flag('features.features')} names {', '.join(twice)} twice; give each feature once")
         for vocab in self.features.tfidf_vocabularies:
             _one_of("features.tfidf_vocabularies", vocab, registry.TFIDF_VOCABULARIES)
         for k in self.cluster.k_values:

@@ -116,3 +116,10 @@ def test_impossible_numbers_in_a_config_name_the_setting_and_its_bound(tmp_path,
     path.write_text(toml + "\n")
     with pytest.raises(UsageError, match=message):
         PipelineConfig.from_toml(path).validate()
+
+
+def test_a_feature_named_twice_is_refused():
+    config = PipelineConfig()
+    config.features.features = ("tfidf", "behaviour", "tfidf")
+    with pytest.raises(UsageError, match="names tfidf twice; give each feature once"):
+        config.validate()
