@@ -75,3 +75,20 @@ def test_silhouette_samples_and_says_how_many(blobs):
     x, y = blobs
     score, used = silhouette(x, y.astype(np.int32), np, sample=500, seed=1)
     assert used == 500 and abs(score - silhouette_score(x, y)) < 0.05
+
+
+def test_centres_no_user_is_nearest_to_are_dropped_with_a_warning():
+    """k-means on users too alike to fill k clusters: k becomes what the users allow, labels stay 0..k-1."""
+    from gpuclust.cluster.outcome import outcome_of
+    from gpuclust.errors import InputWarning
+
+    x = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]], dtype=np.float32)
+
+    class Fitted:  # what an engine returns when two of its centres coincide
+        labels_ = np.array([0, 0, 2])
+        cluster_centers_ = np.array([[0, 0], [0, 0], [1, 1]], dtype=np.float32)
+
+    with pytest.warns(InputWarning, match="3 clusters were asked for, but only 2 hold users"):
+        outcome = outcome_of(Fitted(), x, cpu_backend())
+    assert outcome.n_clusters == 2 and outcome.labels.tolist() == [0, 0, 1]
+    np.testing.assert_array_equal(outcome.centres, [[0, 0], [1, 1]])

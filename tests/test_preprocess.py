@@ -218,3 +218,10 @@ def test_items_catalogue_joins_on_ids_of_other_types():
     data = Preprocessor().run(ev, cpu_backend(), items)
     assert data.items["category"].notna().all()
     assert data.text_columns == ("title",)
+
+
+def test_event_weights_that_zero_every_event_are_refused():
+    ev, _, _ = blob_events(n_users=10)
+    ev["event_type"] = "view"
+    with pytest.raises(UsageError, match="every event left has weight 0"):
+        Preprocessor(PreprocessConfig(event_weights={"view": 0.0, "click": 1.0})).run(ev, cpu_backend())

@@ -134,6 +134,9 @@ def test_missing_run_or_file_is_a_usage_error_naming_it(tmp_path, run_dir):
     (partial / "clusters.json").write_text("{not json")
     with pytest.raises(UsageError, match="clusters.json is not valid JSON"):
         build_report(partial)
+    (partial / "clusters.json").write_text('{"clusters": [{"cluster": null, "size": null}]}')
+    with pytest.raises(UsageError, match="cluster entry 0 lacks a whole-number 'cluster' and 'size'"):
+        build_report(partial)
 
 
 def test_cli_command_prints_the_path(run_dir, capsys):

@@ -8,11 +8,12 @@ nearest centre, which is all a saved model needs.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from gpuclust.backend import Backend
-from gpuclust.errors import UsageError
+from gpuclust.errors import InputWarning, UsageError
 from gpuclust.frames import frame_local
 
 
@@ -51,12 +52,29 @@ def outcome_of(model: Any, x: Any, backend: Backend) -> ClusterOutcome:
         raise UsageError(f"{getattr(model, 'algorithm', type(model).__name__)} found no clusters: every user is "
                          "noise; loosen its density settings (--eps, --min-samples, --min-cluster-size)")
     centres = getattr(model, "cluster_centers_", None)
-    centres = group_means(x, labels, found, xp) if centres is None else backend.asarray(centres, dtype=xp.float32)
+    if centres is None:
+        centres = group_means(x, labels, found, xp)
+    else:
+        labels, centres = _without_empty(labels, backend.asarray(centres, dtype=xp.float32), xp)
     distances = own_distances(x, labels, centres, xp)
     noise = labels < 0
     noise = noise if bool(noise.any()) else None
     member = distances if noise is None else distances[~noise]
     return ClusterOutcome(labels, centres, distances, noise, float((member.astype(xp.float64) ** 2).sum()))
+
+
+def _without_empty(labels: Any, centres: Any, xp) -> tuple[Any, Any]:
+    """Labels and centres without the centres no user is nearest to (k-means on users too alike to fill
+    k clusters leaves some empty, or duplicates): k is what the users allow, and the user is told."""
+    k = int(centres.shape[0])
+    used = xp.unique(labels[labels >= 0])
+    if int(used.shape[0]) == k:
+        return labels, centres
+    warnings.warn(f"{k} clusters were asked for, but only {int(used.shape[0])} hold users (the users are too alike "
+                  f"to split further); continuing with {int(used.shape[0])}", InputWarning, stacklevel=3)
+    renumber = xp.full(k, -1, dtype=xp.int32)
+    renumber[used] = xp.arange(int(used.shape[0]), dtype=xp.int32)
+    return xp.where(labels >= 0, renumber[xp.maximum(labels, 0)], -1).astype(xp.int32), centres[used]
 
 
 def nearest_centres(x: Any, centres: Any, xp, chunk: int = 65_536) -> tuple[Any, Any]:

@@ -84,10 +84,12 @@ class ClusterProfiler:
         top = host_frame(top).sort_values([CLUSTER, schema.WEIGHT], ascending=[True, False])
         out: dict[int, list[dict]] = {}
         for row in top.to_dict("records"):
-            share = row[schema.WEIGHT] / row["cluster_total"]
+            # A cluster (or item) whose events all weigh 0 has no share to speak of, and no lift.
+            share = row[schema.WEIGHT] / row["cluster_total"] if row["cluster_total"] > 0 else 0.0
+            base = row["overall"] / grand if grand > 0 else 0.0
             entry = {
                 "share": round(float(share), 4),
-                "lift": round(float(share / (row["overall"] / grand)), 3),
+                "lift": round(float(share / base), 3) if base > 0 else None,
             }
             if key == schema.ITEM_IDX:
                 entry = {**{c: _plain(row[c]) for c in self.item_columns_}, **entry}

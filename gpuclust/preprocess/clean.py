@@ -64,6 +64,9 @@ class Preprocessor:
         ev = _attach_weights(ev, cfg.event_weights)
         present = set(host_frame(ev[schema.EVENT].drop_duplicates().to_frame())[schema.EVENT])
         event_types = tuple(t for t in cfg.event_weights if t in present)
+        if vocabulary is None and not bool((ev[schema.WEIGHT] > 0).any()):
+            raise UsageError(f"every event left has weight 0 (event types {', '.join(event_types)}); give at least "
+                             "one of them a positive weight with --event-weights, e.g. view=1,purchase=5")
         if vocabulary is not None:
             ev, vocabulary = common_key(ev, vocabulary, schema.ITEM)
             known = ev[schema.ITEM].isin(vocabulary[schema.ITEM])

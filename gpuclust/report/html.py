@@ -82,7 +82,11 @@ def load_run(run_dir: str | Path) -> RunOutputs:
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad or foreign file
         raise UsageError(f"{run_dir / 'assignments.parquet'} is unreadable or has no 'cluster' column ({exc}); "
                          "re-run `gpuclust run`") from None
-    run = RunOutputs(run_dir, [c for c in clusters_doc["clusters"] if isinstance(c, dict)],
+    for i, entry in enumerate(clusters_doc["clusters"]):
+        if not (isinstance(entry, dict) and all(_whole(entry.get(key)) for key in ("cluster", "size"))):
+            raise UsageError(f"{run_dir / 'clusters.json'}: cluster entry {i} lacks a whole-number 'cluster' and "
+                             "'size'; the file is damaged: re-run `gpuclust run`")
+    run = RunOutputs(run_dir, list(clusters_doc["clusters"]),
                      clusters_doc.get("population") or {}, manifest if isinstance(manifest, dict) else {},
                      assigned.astype(np.int64))
     run.map = _read_map(run_dir / MAP_FILE, run.notes)
@@ -97,6 +101,10 @@ def load_run(run_dir: str | Path) -> RunOutputs:
     if isinstance(sweep, dict) and isinstance(sweep.get("curve"), list) and sweep["curve"]:
         run.sweep = sweep
     return run
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _read_json(path: Path) -> Any:
