@@ -83,9 +83,11 @@ def load_run(run_dir: str | Path) -> RunOutputs:
         raise UsageError(f"{run_dir / 'assignments.parquet'} is unreadable or has no 'cluster' column ({exc}); "
                          "re-run `gpuclust run`") from None
     for i, entry in enumerate(clusters_doc["clusters"]):
-        if not (isinstance(entry, dict) and all(_whole(entry.get(key)) for key in ("cluster", "size"))):
-            raise UsageError(f"{run_dir / 'clusters.json'}: cluster entry {i} lacks a whole-number 'cluster' and "
-                             "'size'; the file is damaged: re-run `gpuclust run`")
+        # A size may be withheld (privacy: null); the cluster number never is.
+        if not (isinstance(entry, dict) and _whole(entry.get("cluster"))
+                and (entry.get("size") is None or _whole(entry["size"]))):
+            raise UsageError(f"{run_dir / 'clusters.json'}: cluster entry {i} lacks a whole-number 'cluster' (or its "
+                             "'size' is not a whole number); the file is damaged: re-run `gpuclust run`")
     run = RunOutputs(run_dir, list(clusters_doc["clusters"]),
                      clusters_doc.get("population") or {}, manifest if isinstance(manifest, dict) else {},
                      assigned.astype(np.int64))
