@@ -134,6 +134,13 @@ def test_missing_run_or_file_is_a_usage_error_naming_it(tmp_path, run_dir):
     (partial / "clusters.json").write_text("{not json")
     with pytest.raises(UsageError, match="clusters.json is not valid JSON"):
         build_report(partial)
+    import pandas as pd
+
+    shutil.copy(run_dir / "clusters.json", partial / "clusters.json")
+    pd.DataFrame({"cluster": ["a", "b"]}).to_parquet(partial / "assignments.parquet")
+    with pytest.raises(UsageError, match="its 'cluster' column holds object, not cluster numbers"):
+        build_report(partial)
+    shutil.copy(run_dir / "assignments.parquet", partial / "assignments.parquet")
     (partial / "clusters.json").write_text('{"clusters": [{"cluster": null, "size": null}]}')
     with pytest.raises(UsageError, match="cluster entry 0 lacks a whole-number 'cluster'"):
         build_report(partial)

@@ -82,6 +82,9 @@ def load_run(run_dir: str | Path) -> RunOutputs:
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad or foreign file
         raise UsageError(f"{run_dir / 'assignments.parquet'} is unreadable or has no 'cluster' column ({exc}); "
                          "re-run `gpuclust run`") from None
+    if assigned.dtype.kind not in "iu":
+        raise UsageError(f"{run_dir / 'assignments.parquet'}: its 'cluster' column holds {assigned.dtype}, not "
+                         "cluster numbers; the file is damaged: re-run `gpuclust run`")
     for i, entry in enumerate(clusters_doc["clusters"]):
         # A size may be withheld (privacy: null); the cluster number never is.
         if not (isinstance(entry, dict) and _whole(entry.get("cluster"))
