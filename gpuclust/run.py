@@ -17,7 +17,7 @@ from gpuclust.backend import resolve_backend
 from gpuclust.config import DaskConfig, PipelineConfig
 from gpuclust.errors import UsageError
 from gpuclust.estimator import UserClusterer
-from gpuclust.frames import host_frame
+from gpuclust.frames import column_array, host_frame
 from gpuclust.io.inputs import read_inputs
 from gpuclust.io.outputs import MARKER, OutputDir
 from gpuclust.io.writers import write_json, write_parquet
@@ -147,8 +147,8 @@ def drift_files(model: str | Path, events: str | Path, device: str | None = None
     inputs = read_inputs(fitted.backend_.frame, fitted.config_.columns, events, adapter=adapter)
     labels, data = fitted.place(inputs.events)
     k = int(fitted.n_clusters_)
-    now = drift.placed_counts(labels["cluster"].to_numpy(), labels["distance"].to_numpy(),
-                              labels["anomaly_score"].to_numpy(), k).add(drift.event_counts(data))
+    columns = [column_array(labels[name], fitted.backend_) for name in ("cluster", "distance", "anomaly_score")]
+    now = drift.placed_counts(*columns, k).add(drift.event_counts(data))  # counted where the columns are
     thresholds = thresholds or drift.Thresholds()
     rows = drift.compare(fitted.drift_baseline_, now, thresholds)
     return {

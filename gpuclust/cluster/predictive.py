@@ -64,8 +64,6 @@ class PredictiveClusters:
 
         from gpuclust.cluster.torch_kmeans import TorchKMeans
         from gpuclust.features.learned.training import seeded, torch_threads
-        from gpuclust.recommend.split import leave_last_out
-
         started = time.perf_counter()
         check_k(self.n_clusters, int(x.shape[0]))
         self.engine_ = backend.pick_engine("predictive", self.engine)
@@ -75,9 +73,7 @@ class PredictiveClusters:
         device, k, xp = backend.torch_device, int(self.n_clusters), backend.xp
         with torch_threads(device):
             generator = seeded(self.random_state, device)
-            split = leave_last_out(data.events, data.n_items, self.random_state)
-            history = dataclasses.replace(data, events=split.train, cache={})
-            x_hist = measure(history) if measure is not None else x
+            split, x_hist = self._history(data, measure, x)
             full = to_torch(xp.ascontiguousarray(x, dtype=xp.float32)).to(device)
             past = to_torch(xp.ascontiguousarray(x_hist, dtype=xp.float32)).to(device)
             users = to_torch(column_array(split.test[schema.USER_IDX], backend).astype(xp.int64)).to(device)
@@ -94,7 +90,7 @@ class PredictiveClusters:
             hard_from = int(self.epochs * (1 - HARD_SHARE))
             for epoch in range(self.epochs):
                 order = torch.randperm(n, device=device, generator=generator)
-                total = balance_total = 0.0
+                total = balance_total = torch.zeros((), device=device)  # read every 20 epochs, not every step
                 for begin in range(0, n, BATCH_USERS):
                     pick = order[begin:begin + BATCH_USERS]
                     q: torch.Tensor = torch.softmax(-torch.cdist(past[users[pick]], prototypes).pow(2) / log_temperature.exp(), 1)
@@ -109,11 +105,11 @@ class PredictiveClusters:
                     optimiser.zero_grad(set_to_none=True)
                     loss.backward()
                     optimiser.step()
-                    total += float(likelihood.detach()) * len(pick)
-                    balance_total += float(balance.detach()) * len(pick)
+                    total = total + likelihood.detach() * len(pick)
+                    balance_total = balance_total + balance.detach() * len(pick)
                 if epoch % 20 == 0 or epoch == self.epochs - 1:
-                    history_rows.append({"epoch": epoch + 1, "next_item_nll": round(total / max(n, 1), 5),
-                                         "balance_kl": round(balance_total / max(n, 1), 5)})
+                    history_rows.append({"epoch": epoch + 1, "next_item_nll": round(float(total) / max(n, 1), 5),
+                                         "balance_kl": round(float(balance_total) / max(n, 1), 5)})
             if not bool(torch.isfinite(prototypes).all()):  # a NaN centre puts every user in cluster 0
                 raise UsageError(f"--algorithm predictive diverged (prototypes are not finite) with --balance "
                                  f"{self.balance:g}; lower it, e.g. --balance 1")
@@ -128,6 +124,19 @@ class PredictiveClusters:
                       "smallest_cluster": int(sizes.min()), "largest_cluster": int(sizes.max()),
                       "seconds": round(time.perf_counter() - started, 4)}
         return self
+
+    def _history(self, data: Any, measure: Any, x: Any) -> tuple[Any, Any]:
+        """The leave-last-out split and the users measured on their history, computed once per prepared
+        log and measure (a k sweep fits this clusterer once per k; none of this depends on k)."""
+        from gpuclust.recommend.split import leave_last_out
+
+        key = ("predictive_history", self.random_state, id(measure))
+        if key not in data.cache:
+            split = leave_last_out(data.events, data.n_items, self.random_state)
+            history = dataclasses.replace(data, events=split.train, cache={})
+            data.cache[key] = (split, measure(history) if measure is not None else None, measure)
+        split, x_hist, _ = data.cache[key]  # the measure is kept so that its id is not reused
+        return split, x if x_hist is None else x_hist
 
     @staticmethod
     def _decoder_start(train: Any, labels: Any, k: int, n_items: int, backend: Backend):

@@ -172,7 +172,7 @@ def fit_distributed(est: Any, events: Any, items: Any, truth: Any, settings: Pip
 
     with record.stage("recommend") as rec, peaks.stage(rec):
         k = int(centres.shape[0])
-        segments = _segments(parts, labels, g, k, settings)
+        segments = _segments(parts, labels, g, k, settings, device)
         baseline = _drift_baseline(parts, labels, distances, scores, g, k, settings)
 
     est.config_, est.backend_, est.featurizers_, est.fuser_ = settings, backend, featurizers, fuser
@@ -203,8 +203,9 @@ def fit_distributed(est: Any, events: Any, items: Any, truth: Any, settings: Pip
     return est
 
 
-def _part_segment_counts(part: prepare.Part, labels, g: prepare.Globals, k: int):
-    return to_host(segment_counts(g.prepared(part), labels, k, _HOST))
+def _part_segment_counts(part: prepare.Part, labels, g: prepare.Globals, k: int, device: str):
+    """Counted where the partition lives (cuDF columns and CuPy labels on a GPU worker)."""
+    return to_host(segment_counts(g.prepared(part), labels, k, prepare.worker_backend(device)))
 
 
 def _part_drift_counts(part: prepare.Part, labels, distances, scores, g: prepare.Globals, k: int):
@@ -213,10 +214,11 @@ def _part_drift_counts(part: prepare.Part, labels, distances, scores, g: prepare
     return placed.add(drift.DriftCounts(event_types={str(t): int(n) for t, n in types.items()}))
 
 
-def _segments(parts: Blocks, labels: Blocks, g: prepare.Globals, k: int, settings: PipelineConfig) -> Any:
+def _segments(parts: Blocks, labels: Blocks, g: prepare.Globals, k: int, settings: PipelineConfig,
+              device: str) -> Any:
     """Item popularity per cluster summed over partitions; a blend weight not given is tuned on the
     users of one partition (hash-shuffled by user id, so a sample of them)."""
-    counts = parts.total(_part_segment_counts, labels, g=g, k=k)
+    counts = parts.total(_part_segment_counts, labels, g=g, k=k, device=device)
     r = settings.recommend
     if r.blend_weight is not None:
         return segments_from(counts, None, None, k, _HOST, r.blend_weight, r.tune_users, settings.seed)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -169,13 +170,18 @@ class Service:
 def answer(state: ModelState, prepared: Prepared, placed: Placement, n: int | None = None) -> dict[str, Any]:
     """The response body: per placed user its cluster and scores (and items), then who was not placed."""
     users = []
+    if n is not None:  # each user's events found once per request, not by a scan per user
+        order = np.argsort(prepared.position, kind="stable")
+        by_position = prepared.position[order]
+        starts = np.searchsorted(by_position, prepared.placed, side="left")
+        ends = np.searchsorted(by_position, prepared.placed, side="right")
     for row, position in enumerate(prepared.placed.tolist()):
         cluster = int(placed.cluster[row])
         entry = {"user_id": prepared.user_ids[position], "cluster": cluster, "label": state.labels.get(cluster),
                  "distance": round(float(placed.distance[row]), 6),
                  "anomaly_score": round(float(placed.anomaly_score[row]), 4)}
         if n is not None:
-            seen = set(prepared.item[prepared.position == position].tolist())
+            seen = set(prepared.item[order[starts[row]:ends[row]]].tolist())
             entry["items"] = state.recommend(cluster, seen, n)
         users.append(entry)
     unplaced = [{"user_id": prepared.user_ids[p], "reason": why} for p, why in sorted(prepared.dropped.items())]

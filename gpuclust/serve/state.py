@@ -19,7 +19,6 @@ import numpy as np
 
 from gpuclust import schema
 from gpuclust.errors import UsageError
-from gpuclust.frames import host_frame
 from gpuclust.model import CHECKSUMS
 from gpuclust.privacy import Pseudonymiser, check_key
 from gpuclust.serve.events import EventColumns
@@ -109,7 +108,7 @@ def load_state(model_dir: str | Path, device: str | None, pseudonymiser: Pseudon
         order = order[scores[order] > 0]
         state.candidates.append(order)
         state.candidate_scores.append(scores[order])
-    vocab = host_frame(est.vocabulary_)
+    vocab = state.assigner.vocabulary  # already on the host: one copy per load
     for name in (schema.ITEM, schema.TITLE, schema.CATEGORY):
         if name in vocab.columns:
             state.item_fields[name] = [_plain(v) for v in vocab[name].tolist()]

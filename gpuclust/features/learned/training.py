@@ -148,13 +148,14 @@ class Trainer:
             total, count, epoch_units = 0.0, 0, 0
             for i, batch in enumerate(batches):
                 loss, n = self._step(batch, loss_of, units, split, shrink, report)
-                total, count = total + loss, count + n
+                total, count = total + loss, count + n  # a device scalar: read once a line or an epoch
                 epoch_units += work(batch) if work else units(batch)
                 now = time.perf_counter()
                 if self.progress is not None and (now - last_shown > PROGRESS_SECONDS or i + 1 == len(batches)):
                     last_shown = now
-                    self.progress(self._line(epoch, (i + 1) / max(len(batches), 1), total / max(count, 1), report))
-            train_loss = total / max(count, 1)
+                    self.progress(self._line(epoch, (i + 1) / max(len(batches), 1), float(total) / max(count, 1),
+                                             report))
+            train_loss = float(total) / max(count, 1)
             if not math.isfinite(train_loss):
                 raise UsageError(f"{self.name}: the training loss became {train_loss} in epoch {epoch}; lower "
                                  "the learning rate or use fp32 precision")
@@ -193,8 +194,9 @@ class Trainer:
         report.units_per_s = trained_units / stepping if stepping > 0 else 0.0
         return report
 
-    def _step(self, batch, loss_of, units, split, shrink, report: TrainReport) -> tuple[float, int]:
-        """One optimiser step over `batch`; on out-of-memory, over its halves (accumulated) instead."""
+    def _step(self, batch, loss_of, units, split, shrink, report: TrainReport) -> tuple[Any, int]:
+        """One optimiser step over `batch`; on out-of-memory, over its halves (accumulated) instead.
+        Returns the summed loss as a device scalar (no host sync per step) and the units it covers."""
         import torch
 
         out_of_memory = torch_oom_error()
@@ -209,7 +211,7 @@ class Trainer:
                     with self.autocast():
                         loss, n = loss_of(piece)
                     self.scaler.scale(loss.float() / denominator).backward()
-                    total, count = total + float(loss.detach()), count + int(n)
+                    total, count = total + loss.detach().float(), count + int(n)
             except out_of_memory:
                 failed = True  # recover outside the handler, once the failed frames are freed
             if not failed:
