@@ -80,9 +80,14 @@ def part_tfidf(part: Part, g: Globals, device: str, vocab: str, names: list[str]
     return tfidf(counts, backend, backend.xp.asarray(idf))[0]
 
 
-def part_features(part: Part, g: Globals, device: str, featurizers: list[Any]) -> dict[str, Any]:
+def part_features(part: Part, g: Globals, device: str, featurizers: list[Any], stats: Any = None,
+                  gap: float | None = None) -> dict[str, Any]:
+    """Each fitted featuriser's block for one partition; `stats`, the partition's behaviour statistics
+    at session gap `gap` as `fit_behaviour` computed them, are reused instead of computed again."""
     backend = worker_backend(device)
     data = g.prepared(part, backend)
+    if stats is not None:
+        data.cache[("behaviour_statistics", float(gap))] = stats  # the key behaviour_statistics looks up
     return {f.name: f.transform(data, backend) for f in featurizers}
 
 

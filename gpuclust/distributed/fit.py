@@ -128,18 +128,20 @@ def fit_distributed(est: Any, events: Any, items: Any, truth: Any, settings: Pip
 
     featurizers = [build_featurizer(name, settings, est.embedding_model, est.item_vectors)
                    for name in settings.features.features]
-    stats = None
+    stats, gap = None, None
     for f in featurizers:
         with record.stage(f"features.{f.name}") as rec, peaks.stage(rec):
             if f.name == "behaviour":
                 stats = dfeatures.fit_behaviour(f, parts, g_future, device, backend, settings.seed)
+                gap = f.session_gap_minutes
             elif f.name == "tfidf":
                 dfeatures.fit_tfidf(f, parts, g_future, catalogue, device, backend)
             else:
                 dfeatures.fit_text(f, catalogue, backend)
     with record.stage("fuse") as rec, peaks.stage(rec):
         shipped = broadcast(client, _Bundle([dfeatures.shippable(f) for f in featurizers]))
-        blocks = parts.map(_part_features, g=g_future, device=device, bundle=shipped)
+        blocks = parts.map(_part_features, *([stats] if stats is not None else []), g=g_future, device=device,
+                           bundle=shipped, gap=gap)
         dims = client.submit(dfeatures.block_dims, blocks.futures[0]).result()
         weights = settings.features.weights
         fuser = dfeatures.fit_fuser(weights, blocks, dims, backend)
@@ -252,8 +254,9 @@ class _Bundle:
         self.items = items
 
 
-def _part_features(part: prepare.Part, g: prepare.Globals, device: str, bundle: _Bundle):
-    return dfeatures.part_features(part, g, device, bundle.items)
+def _part_features(part: prepare.Part, *stats: Any, g: prepare.Globals, device: str, bundle: _Bundle,
+                   gap: float | None):
+    return dfeatures.part_features(part, g, device, bundle.items, *stats, gap=gap)
 
 
 def _squares(distances) -> float:
