@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from gpuclust.backend import Backend, from_torch, to_host, to_torch
 from gpuclust.cluster.outcome import check_k, nearest_centres
 from gpuclust.errors import UsageError
 from gpuclust.frames import column_array
+
+if TYPE_CHECKING:
+    from gpuclust.recommend.split import Holdout
 
 SMOOTHING = 0.1  # added to each cluster's item counts before the log (decoder start)
 HARD_SHARE = 1 / 3  # the last third of the epochs trains on hard assignments
@@ -125,7 +128,7 @@ class PredictiveClusters:
                       "seconds": round(time.perf_counter() - started, 4)}
         return self
 
-    def _history(self, data: Any, measure: Any, x: Any) -> tuple[Any, Any]:
+    def _history(self, data: Any, measure: Any, x: Any) -> tuple[Holdout, Any]:
         """The leave-last-out split and the users measured on their history, computed once per prepared
         log and measure (a k sweep fits this clusterer once per k; none of this depends on k)."""
         from gpuclust.recommend.split import leave_last_out
