@@ -50,6 +50,10 @@ def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items
     if config.dask.scheduler is not None:
         from gpuclust.distributed.run import run_distributed
 
+        if pseudonymise is not None:  # before anything is read: raw ids must never reach an output
+            raise UsageError("--pseudonymise does not run on a Dask cluster yet; run without --scheduler (and "
+                             "without [dask] scheduler in the config), or drop the key")
+
         return run_distributed(config, events, out, items, truth, adapter, on_stage, RUN_LAYOUT)
     with OutputDir(out, "run", RUN_LAYOUT) as staging:
         started = time.perf_counter()

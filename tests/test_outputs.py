@@ -147,7 +147,33 @@ def test_an_interrupt_during_the_swap_puts_the_old_set_back(tmp_path, monkeypatc
             calls.append(dst)
             os.kill(os.getpid(), signal.SIGINT)  # arrives between the two renames
 
+    from gpuclust.io import outputs
+
+    monkeypatch.setattr(outputs, "_exchange", lambda a, b: False)  # the two-rename fallback
     monkeypatch.setattr(os, "rename", rename_then_interrupt)
+    with pytest.raises(Interrupted):
+        write_set(target, "new")
+    monkeypatch.undo()
+    assert (target / "a.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_interrupt_during_the_one_step_swap_puts_the_old_set_back(tmp_path, monkeypatch):
+    from gpuclust.io import outputs
+
+    target = tmp_path / "out"
+    write_set(target, "old")
+    real_exchange = outputs._exchange
+    calls = []
+
+    def exchange_then_interrupt(a, b):
+        done = real_exchange(a, b)
+        if not calls:
+            calls.append(b)
+            os.kill(os.getpid(), signal.SIGINT)
+        return done
+
+    monkeypatch.setattr(outputs, "_exchange", exchange_then_interrupt)
     with pytest.raises(Interrupted):
         write_set(target, "new")
     monkeypatch.undo()
@@ -168,8 +194,15 @@ def test_single_files_replace_only_what_gpuclust_wrote(tmp_path):
     mine.write_text(json.dumps({"user": "data"}))
     with pytest.raises(UsageError, match="did not write"):
         check_file_target(mine)
-    mine.write_text(json.dumps({"gpuclust": "0.1.0"}))
-    assert check_file_target(mine) == mine
+    mine.write_text(json.dumps({"gpuclust": "0.1.0"}))  # a key anyone may use is not gpuclust's mark
+    with pytest.raises(UsageError, match="did not write"):
+        check_file_target(mine)
+    from gpuclust.io.outputs import FILE_MARK, file_mark
+
+    mine.write_text(json.dumps({FILE_MARK: file_mark("drift")}))
+    assert check_file_target(mine, kind="drift") == mine
+    with pytest.raises(UsageError, match="drift file, not an evaluate file"):
+        check_file_target(mine, kind="evaluate")
     (tmp_path / "page.html").write_text("<html>mine</html>")
     with pytest.raises(UsageError, match="did not write"):
         check_file_target(tmp_path / "page.html")

@@ -245,10 +245,12 @@ def demo(
 ) -> None:
     """Generate synthetic users with planted groups, cluster them, and show what was found."""
     from gpuclust.config import PipelineConfig
+    from gpuclust.io.outputs import check_folder_of_sets
     from gpuclust.run import run_files
     from gpuclust.synth import SynthSpec
 
     spec = SynthSpec(n_users=users, n_groups=groups, seed=seed).validate()
+    check_folder_of_sets(out, ("data", "run"))  # a user's own folder is never mixed into or swept
     data_dir = out / "data"
     _synth(spec, data_dir, quiet=json_out)
     cfg = PipelineConfig(device=device, seed=seed)

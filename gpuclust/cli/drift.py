@@ -41,19 +41,20 @@ def drift(
     from rich.console import Console
     from rich.table import Table
 
-    from gpuclust.io.outputs import check_file_target
+    from gpuclust.io.outputs import FILE_MARK, check_file_target, file_mark
     from gpuclust.io.writers import write_json
     from gpuclust.privacy import Pseudonymiser
     from gpuclust.run import drift_files
 
     if out is not None:
-        check_file_target(out, "--out", {"--model": model, "--events": events, "--pseudonymise": pseudonymise})
+        check_file_target(out, "--out", {"--model": model, "--events": events, "--pseudonymise": pseudonymise},
+                          kind="drift", suffixes=(".json",))
     key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None
     thresholds = Thresholds(fail_above, max_distance_change, max_anomaly_increase, max_unknown_items,
                             max_unknown_event_types)
     result = drift_files(model, events, device=device, adapter=adapter, pseudonymise=key, thresholds=thresholds)
     if out is not None:
-        write_json(out, result)
+        write_json(out, {FILE_MARK: file_mark("drift"), **result})
     if json_out:
         print(json.dumps(result, indent=2, default=str))
     else:

@@ -28,5 +28,6 @@ def main() -> None:
     finally:
         # The command is over (its outputs are in place, or it was stopped): a Ctrl-C during the
         # interpreter's teardown, where Python restores the default handler, must not turn a finished
-        # run into a death by signal (exit -2).
+        # run into a death by signal (exit -2); nor SIGTERM (-15).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -65,9 +65,9 @@ def evaluate(
                        k="auto" if k_values == "auto" and objective else None)
     inputs = {"--events": events, "--items": items, "--config": config, "--pseudonymise": pseudonymise}
     if out is not None:  # before the work: never over a file gpuclust did not write, nor over an input
-        check_file_target(out, "--out", inputs)
+        check_file_target(out, "--out", inputs, kind="evaluate", suffixes=(".json",))
     if plot is not None:
-        check_file_target(plot, "--plot", {**inputs, "--out": out})
+        check_file_target(plot, "--plot", {**inputs, "--out": out}, kind="evaluate-plot", suffixes=(".png",))
     key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None
     if many:
         from gpuclust.cli.app import progress
@@ -101,10 +101,11 @@ def evaluate(
 def _finish(result: dict, out: Path | None, json_out: bool, table: str, summary: str) -> None:
     """The one way a result leaves: the JSON file (if asked), then JSON or the table and a summary line."""
     from gpuclust import __version__
+    from gpuclust.io.outputs import FILE_MARK, file_mark
     from gpuclust.io.writers import write_json
 
     if out is not None:
-        write_json(out, {"gpuclust": __version__, **result})
+        write_json(out, {"gpuclust": __version__, FILE_MARK: file_mark("evaluate"), **result})
     if json_out:
         print(json.dumps(result, indent=2, default=str))
         return

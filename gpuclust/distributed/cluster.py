@@ -157,7 +157,9 @@ def open_session(scheduler: Any, config: DaskConfig, device: str = "cpu") -> Ite
 
 
 def _close(client: Any, cluster: Any) -> None:
-    """Close the client, then the cluster; a second Ctrl-C while closing must not leave workers behind."""
+    """Close the client, then the cluster; a Ctrl-C while closing must not leave workers behind, and is
+    raised once they are closed, so a run stopped late still stops (and writes nothing)."""
+    stopped: KeyboardInterrupt | None = None
     for thing in (client, cluster):
         if thing is None:
             continue
@@ -165,7 +167,10 @@ def _close(client: Any, cluster: Any) -> None:
             try:
                 thing.close()
                 break
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
+                stopped = stopped or exc
                 continue
             except Exception:  # noqa: BLE001 - closing is best effort; the processes go with the nanny
                 break
+    if stopped is not None:
+        raise stopped

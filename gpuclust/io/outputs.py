@@ -45,11 +45,13 @@ class OutputDir:
         self.what = what
         self.staging: Path | None = None
         self._made: list[Path] = []
+        self._identity: tuple[int, int] | None = None
 
     def __enter__(self) -> Path:
         self._made = _make_parents(self.target.parent, self.what, self.target)
         try:
             with _parent_lock(self.target.parent):  # not halfway through another writer's swap
+                _restore_interrupted_swap(self.target)  # before any check or sweep
                 self._check_target()
         except UsageError:
             self._discard()
@@ -59,6 +61,8 @@ class OutputDir:
         try:
             self.staging.mkdir()
             _write_marker(self.staging, self.kind)
+            info = os.stat(self.staging)
+            self._identity = (info.st_dev, info.st_ino)
         except OSError as exc:
             self._discard()
             raise UsageError(f"cannot write to {self.what} {self.target}: {exc.strerror or exc}") from None
@@ -99,27 +103,47 @@ class OutputDir:
 
     def _commit(self) -> None:
         assert self.staging is not None
+        self._check_staging()
         with _parent_lock(self.target.parent), _signals_held() as held:
             self._check_target()  # again: another writer may have landed meanwhile
             aside = self.staging.with_name(self.staging.name + "-old")
             replaced = self.target.exists()
+            swapped = False
             try:
                 if replaced:
-                    os.rename(self.target, aside)
-                os.rename(self.staging, self.target)
+                    swapped = _swap(self.staging, self.target, aside)
+                else:
+                    os.rename(self.staging, self.target)
             except OSError as exc:
                 if replaced and aside.exists() and not self.target.exists():
                     os.rename(aside, self.target)
                 raise UsageError(f"cannot move the outputs into {self.target}: {exc.strerror or exc}") from None
+            old = self.staging if swapped else aside  # where the replaced set now lies
             if held:  # interrupted while swapping: put the old set back, then stop
-                os.rename(self.target, self.staging)
-                if replaced:
-                    os.rename(aside, self.target)
+                if swapped:
+                    _exchange(self.staging, self.target)
+                else:
+                    os.rename(self.target, self.staging)
+                    if replaced:
+                        os.rename(aside, self.target)
                 raise Interrupted(held[0])
         self.staging = None
         self._made = []
         if replaced:
-            shutil.rmtree(aside, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _check_staging(self) -> None:
+        """The staging folder must be the one made on entry: if a folder above it was deleted meanwhile, a
+        writer may have made it again, without the marker and with only part of the outputs."""
+        assert self.staging is not None
+        try:
+            info = os.stat(self.staging)
+            same = (info.st_dev, info.st_ino) == self._identity and (self.staging / MARKER).is_file()
+        except OSError:
+            same = False
+        if not same:
+            raise UsageError(f"the folder holding {self.what} {self.target} was removed or replaced while the "
+                             "command ran; nothing was written: run it again")
 
     def _discard(self) -> None:
         if self.staging is not None:
@@ -160,11 +184,15 @@ def foreign_entries(folder: Path, kind: str, layout: Layout) -> list[str]:
 
 
 def check_file_target(path: str | Path, what: str = "--out",
-                      inputs: Mapping[str, str | Path | None] | None = None) -> Path:
-    """A single output file may replace only a file gpuclust wrote, and never one the same command reads
-    (`inputs`: flag -> path, e.g. {"--events": events}): a synth or run output is gpuclust's, yet it is
-    this command's data. Checked before the work."""
+                      inputs: Mapping[str, str | Path | None] | None = None, kind: str | None = None,
+                      suffixes: tuple[str, ...] = ()) -> Path:
+    """A single output file: a name of the command's own format (`suffixes`), never a file the same
+    command reads (`inputs`: flag -> path, e.g. {"--events": events}), and it replaces only a file that
+    this same kind of output wrote (`kind`, as `file_mark` marks it). Checked before the work."""
     path = Path(os.path.abspath(path))
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UsageError(f"{what} {path} needs a {' or '.join(suffixes)} name (what this command writes), e.g. "
+                         f"{path.with_suffix(suffixes[0])}")
     for flag, source in (inputs or {}).items():
         if source is not None and _overlaps(path, Path(source)):
             where = "inside the folder of" if Path(source).is_dir() else "the same file as"
@@ -172,37 +200,80 @@ def check_file_target(path: str | Path, what: str = "--out",
                              f"{path.with_name('result' + path.suffix)} (a command never writes over its own input)")
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise UsageError(f"{what} {path} is not a regular file; give a file path")
-    if path.exists() and not written_by_gpuclust(path):
-        raise UsageError(f"{what} {path} exists and gpuclust did not write it; give a new file name: "
-                         "gpuclust never overwrites what it did not write")
+    if path.exists():
+        found = written_as(path)
+        if found is None:
+            raise UsageError(f"{what} {path} exists and gpuclust did not write it as a single output; give a new "
+                             "file name: gpuclust never overwrites what it did not write")
+        if kind is not None and found != kind:
+            article = "an" if kind[:1] in "aeiou" else "a"
+            raise UsageError(f"{what} {path} is a gpuclust {found} file, not {article} {kind} file; give a new file name: "
+                             "a command replaces only a file of its own kind")
     ancestor = _existing_ancestor(path.parent, what, path)
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write {what} {path}: {ancestor} is not writable")
     return path
 
 
-def written_by_gpuclust(path: Path) -> bool:
-    """Whether a file carries gpuclust's mark: a JSON object with a `gpuclust` key, Parquet metadata,
-    an HTML generator tag, a PNG Software text, or (for .npy) a companion ids file that gpuclust wrote."""
+def check_folder_of_sets(folder: str | Path, names: tuple[str, ...], what: str = "--out") -> None:
+    """A folder that holds only output sets named `names` (the demo's data/ and run/), each an OutputDir
+    of its own: refused when it holds anything else, so gpuclust's sets never mix with a user's files."""
+    folder = Path(os.path.abspath(folder))
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UsageError(f"{what} {folder} is not a folder; give a new or empty folder")
+    if not folder.exists():
+        return
+    foreign = sorted(name for name in os.listdir(folder) if name not in names
+                     and not ((m := _PRIVATE.fullmatch(name)) and m["name"] in names))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise UsageError(f"{what} {folder} holds files gpuclust did not write ({shown}); give a new or empty folder: "
+                         f"gpuclust writes {' and '.join(n + '/' for n in names)} there and never mixes them with "
+                         "other files")
+
+
+# Every single-file output carries this mark with the kind of output and a random id; a user's file
+# does not carry it by chance (a top-level "gpuclust" key, or a run's manifest.json, is not the mark).
+FILE_MARK = "gpuclust_output"
+_MARK_ID = re.compile(r"[0-9a-f]{32}")
+_HTML_MARK = re.compile(rb'<meta name="gpuclust-output" content="([a-z-]+) ([0-9a-f]{32})">')
+_PNG_MARK = re.compile(rb"tEXtgpuclust-output\x00([a-z-]+) ([0-9a-f]{32})")
+
+
+def file_mark(kind: str) -> dict[str, str]:
+    """The mark of a single-file output of `kind`: a JSON object's FILE_MARK value, and (as
+    `mark_text`) the text an HTML meta tag, a PNG text chunk or Parquet metadata carries."""
+    import gpuclust
+
+    return {"kind": kind, "id": secrets.token_hex(16), "version": gpuclust.__version__}
+
+
+def mark_text(kind: str) -> str:
+    return f"{kind} {secrets.token_hex(16)}"
+
+
+def written_as(path: Path) -> str | None:
+    """The kind of single-file output gpuclust wrote at `path` (its mark), or None: a JSON object with a
+    FILE_MARK entry, Parquet metadata, an HTML meta tag, a PNG text chunk, or (.npy) the ids file beside it."""
     suffix = path.suffix.lower()
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, TypeError):
         if suffix == ".json":
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            return isinstance(doc, dict) and "gpuclust" in doc
+            mark = json.loads(path.read_text(encoding="utf-8")).get(FILE_MARK)
+            ok = isinstance(mark, dict) and isinstance(mark.get("kind"), str) and _MARK_ID.fullmatch(str(mark.get("id")))
+            return mark["kind"] if ok else None
         if suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq
 
-            meta = pq.read_schema(path).metadata or {}
-            return any(key.startswith(b"gpuclust") for key in meta)
-        if suffix in (".html", ".htm"):
+            found = ((pq.read_schema(path).metadata or {}).get(FILE_MARK.encode()) or b"").split(b" ")
+            return found[0].decode() if len(found) == 2 and _MARK_ID.fullmatch(found[1].decode()) else None
+        if suffix in (".html", ".htm", ".png"):
             with path.open("rb") as fh:
-                return b'<meta name="generator" content="gpuclust' in fh.read(4096)
-        if suffix == ".png":  # the Software text chunk of report.plots
-            with path.open("rb") as fh:
-                return b"tEXtSoftware\x00gpuclust" in fh.read(4096)
+                head = fh.read(4096)
+            match = (_PNG_MARK if suffix == ".png" else _HTML_MARK).search(head)
+            return match[1].decode() if match else None
         if suffix == ".npy":
-            return written_by_gpuclust(path.with_suffix(".ids.json"))
-    return False
+            return written_as(path.with_suffix(".ids.json"))
+    return None
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -263,6 +334,51 @@ def _make_parents(folder: Path, what: str, target: Path) -> list[Path]:
                 path.rmdir()
         raise UsageError(f"cannot write to {what} {target}: {exc.strerror or exc} ({exc.filename})") from None
     return made
+
+
+def _swap(staging: Path, target: Path, aside: Path) -> bool:
+    """Put `staging` in place of `target`. One atomic exchange where the system has it (True: the old
+    set is now at `staging`); else two renames through `aside` (False), which a crash between them leaves
+    without a target, and which `_restore_interrupted_swap` undoes on the next command."""
+    if _exchange(staging, target):
+        return True
+    os.rename(target, aside)
+    os.rename(staging, target)
+    return False
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """renameat2(RENAME_EXCHANGE): swap two paths in one step (Linux 3.15+, glibc 2.28+). False where the
+    system or the file system lacks it."""
+    import ctypes
+    import errno
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _restore_interrupted_swap(target: Path) -> None:
+    """A command killed between the two renames of `_swap` left the old set at its `-old` name and no
+    target: put it back before anything checks or sweeps the folder."""
+    if target.exists() or target.is_symlink():
+        return
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(target.parent):
+            match = _PRIVATE.fullmatch(entry.name)
+            if match and match["name"] == target.name and entry.name.endswith("-old") \
+                    and entry.is_dir(follow_symlinks=False) and not _alive(int(match["pid"])):
+                os.rename(entry.path, target)
+                return
 
 
 def _sweep_stale(target: Path) -> None:

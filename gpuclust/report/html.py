@@ -11,6 +11,7 @@ import base64
 import html
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 
 from gpuclust import __version__
 from gpuclust.errors import UsageError
-from gpuclust.io.outputs import OutputDir, check_file_target
+from gpuclust.io.outputs import OutputDir, check_file_target, mark_text
 from gpuclust.io.writers import atomic_path
 from gpuclust.report import plots
 
@@ -52,7 +53,11 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     Both destinations are checked before anything is drawn; the pictures replace DIR/report as one
     unit, so a failed report leaves the previous one (or nothing) behind."""
     run = load_run(run_dir)
-    target = check_file_target(out if out is not None else run.run_dir / "report.html")
+    default = run.run_dir / "report.html"
+    # The run folder's own report.html belongs to its layout; any other file inside it would be foreign there.
+    inputs = {} if out is None or Path(os.path.abspath(out)) == Path(os.path.abspath(default)) else {"--run": run_dir}
+    target = check_file_target(out if out is not None else default, "--out", inputs, kind="report",
+                               suffixes=(".html", ".htm"))
     with OutputDir(run.run_dir / IMAGE_DIR, "report", dict.fromkeys(IMAGES), what="report folder") as staging:
         images = draw_images(run, staging)
         page = render(run, {name: path.read_bytes() for name, path in images.items()})
@@ -220,6 +225,7 @@ def render(run: RunOutputs, images: dict[str, bytes]) -> str:
     parts = [
         "<!DOCTYPE html>",
         f'<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="gpuclust {__version__}">',
+        f'<meta name="gpuclust-output" content="{mark_text("report")}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>",
         f"<h1>{_e(title)}</h1>",

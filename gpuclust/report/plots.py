@@ -16,7 +16,7 @@ import numpy as np
 from gpuclust.io.writers import atomic_path
 
 DPI = 110
-PNG_MARK = "gpuclust"  # the Software text of every PNG written here (`io.outputs.written_by_gpuclust`)
+PNG_SOFTWARE = "gpuclust"
 NOISE_COLOUR = "#b0b0b0"
 
 
@@ -35,9 +35,12 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, kind: str = "report-image") -> Path:
+    """The PNG carries gpuclust's file mark (`io.outputs.written_as`), so a rerun may replace it."""
+    from gpuclust.io.outputs import mark_text
+
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": PNG_MARK})  # rerunning may replace it
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": PNG_SOFTWARE, "gpuclust-output": mark_text(kind)})
     return path
 
 
@@ -178,4 +181,4 @@ def hit_rate_plot(series: dict[str, list[tuple[int, float, float]]], path: Path,
     ax.set_title(title or f"Leave-last-out HR@{top_k} against k (bars: one standard error)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    return _save(fig, path)
+    return _save(fig, path, "evaluate-plot")

@@ -22,7 +22,7 @@ from gpuclust.features.text.cache import VectorCache, text_key
 from gpuclust.features.text.encoder import EncodeStats, ItemEncoder
 from gpuclust.features.text.model import as_loaded
 from gpuclust.features.text.texts import item_texts, template_fields
-from gpuclust.io.outputs import check_file_target
+from gpuclust.io.outputs import FILE_MARK, check_file_target, file_mark, mark_text
 from gpuclust.io.readers import read_items
 from gpuclust.io.writers import atomic_path
 from gpuclust.preprocess.parse import keyed_items
@@ -107,9 +107,9 @@ def embed_items(items_path: str | Path, out_path: str | Path, *, model: Any = "d
     out_path = Path(out_path)
     fmt = _out_format(out_path)
     inputs = {"--items": items_path}  # a synth items file carries gpuclust's mark, yet it is the input
-    check_file_target(out_path, "--out", inputs)  # before the work: never over a file gpuclust did not write
+    check_file_target(out_path, "--out", inputs, kind="embed")  # before the work: only over its own kind
     if fmt == "npy":
-        check_file_target(ids_path(out_path), "--out", inputs)
+        check_file_target(ids_path(out_path), "--out", inputs, kind="embed")
     fields = template_fields(template) if template else []
     non_text = {schema.ITEM, schema.CATEGORY, schema.PRICE, item_key}
     texts_cols = tuple(text_columns) if text_columns else tuple(f for f in fields if f not in non_text)
@@ -134,7 +134,8 @@ def embed_items(items_path: str | Path, out_path: str | Path, *, model: Any = "d
         with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:
             np.save(fh, host, allow_pickle=False)
         with atomic_path(ids_path(out_path)) as tmp:
-            tmp.write_text(json.dumps({"gpuclust": gpuclust.__version__, **meta, "item_id": ids.tolist()}) + "\n")
+            tmp.write_text(json.dumps({"gpuclust": gpuclust.__version__, FILE_MARK: file_mark("embed"), **meta,
+                                       "item_id": ids.tolist()}) + "\n")
     summary = {"out": str(out_path), "format": fmt, "n_items": int(len(texts)), "dim": int(host.shape[1]),
                "device": backend.device, **meta, **stats,
                "total_seconds": round(time.perf_counter() - started, 3)}
@@ -151,7 +152,7 @@ def _write_parquet(path: Path, ids: np.ndarray, vectors: np.ndarray, meta: dict[
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
     table = pa.table({schema.ITEM: pa.array(ids.tolist()),
                       "vector": pa.FixedSizeListArray.from_arrays(flat, int(vectors.shape[1]))})
-    table = table.replace_schema_metadata({"gpuclust.embed": json.dumps(meta)})
+    table = table.replace_schema_metadata({"gpuclust.embed": json.dumps(meta), FILE_MARK: mark_text("embed")})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
