@@ -104,3 +104,26 @@ def array_frame(columns: dict[str, Any], backend: Backend):
     if backend.frame_library == "pandas":
         columns = {name: to_host(col) for name, col in columns.items()}
     return backend.frame.DataFrame(columns)
+
+
+def factorize(column: Any) -> tuple[Any, Any]:
+    """(codes, distinct values): codes index the sorted distinct values of a column without nulls, where
+    the frame keeps its data (CuPy for cuDF, NumPy for pandas); the values are a Series of its library."""
+    codes, uniques = column.factorize(sort=True)
+    if frame_kind(column) == "cudf":
+        import cudf
+
+        return codes, cudf.Series(uniques)
+    import pandas as pd
+
+    return np.asarray(codes), pd.Series(uniques)
+
+
+def local_array(array: Any, like: Any):
+    """`array` (NumPy or CuPy) where the frame or series `like` keeps its data, to index it: small index
+    arrays only (a host copy of a device array is counted)."""
+    if frame_kind(like) == "cudf":
+        import cupy
+
+        return cupy.asarray(array)
+    return to_host(array)

@@ -153,7 +153,7 @@ def build_manifest(*, config: dict[str, Any], backend: Backend, recorder: StageR
         "accelerators": [vars(a) for a in accelerators.all_accelerators()],
         "versions": versions(),
         "timings": recorder.summary(),
-        "rows": {"steps": [s.to_dict() for s in data.steps], "events": len(data.events), "users": data.n_users,
+        "rows": {"steps": [s.to_dict() for s in data.steps], "events": len(data.table), "users": data.n_users,
                  "items": data.n_items},
         "features": features,
         "reduce": reduce,

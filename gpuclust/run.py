@@ -6,7 +6,6 @@ succeeded (`io.outputs`), so a failed or interrupted run leaves nothing behind.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,22 +18,11 @@ from gpuclust.errors import UsageError
 from gpuclust.estimator import UserClusterer
 from gpuclust.frames import column_array, host_frame
 from gpuclust.io.inputs import read_inputs
-from gpuclust.io.outputs import MARKER, OutputDir
+from gpuclust.io.outputs import OutputDir
+from gpuclust.io.run_folder import ASSIGN_LAYOUT, RUN_LAYOUT, write_run
 from gpuclust.io.writers import write_json, write_parquet
 from gpuclust.manifest import StageRecorder, machine, now_iso, versions
-from gpuclust.model import LAYOUT as MODEL_LAYOUT
 from gpuclust.privacy import as_pseudonymiser, check_key
-from gpuclust.report.html import IMAGES
-
-# What a run folder may hold: its outputs, the saved model and, once `gpuclust report` ran, the report.
-# A run on a Dask cluster writes its assignments as a partitioned dataset, OUT/assignments/part.N.parquet.
-PARTS = re.compile(r"part\.\d+\.parquet")
-RUN_LAYOUT = {
-    "assignments.parquet": None, "assignments": PARTS, "clusters.json": None, "map.parquet": None,
-    "manifest.json": None, "model": frozenset(MODEL_LAYOUT) | {MARKER}, "report.html": None,
-    "report": frozenset(IMAGES) | {MARKER},
-}
-ASSIGN_LAYOUT = {"assignments.parquet": None, "assignments": PARTS, "manifest.json": None}
 
 
 def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items: str | Path | None = None,
@@ -77,23 +65,6 @@ def write_outputs(model: UserClusterer, out: str | Path) -> Path:
     with OutputDir(out, "run", RUN_LAYOUT) as staging:
         write_run(model, staging)
     return Path(out)
-
-
-def write_run(model: UserClusterer, folder: Path, assignments_file: bool = True) -> None:
-    """The output set of a fitted model into `folder` (a staging folder); a Dask run has written its
-    assignments as a partitioned dataset already (`assignments_file=False`)."""
-    if assignments_file:
-        write_parquet(folder / "assignments.parquet", model.labels_)
-    write_parquet(folder / "map.parquet", model.map_)
-    write_json(folder / "clusters.json", {"run_id": model.manifest_["run_id"], "clusters": model.profiles_,
-                                          "population": model.population_, "anomalies": model.anomalies_,
-                                          "privacy": model.privacy_})
-    try:
-        model.save(folder / "model")
-        model.manifest_["model"] = "model"
-    except UsageError as exc:  # e.g. UMAP: the run is still good, only not reusable for `assign`
-        model.manifest_["model"] = f"not saved: {exc}"
-    write_json(folder / "manifest.json", model.manifest_)
 
 
 def assign_files(model: str | Path, events: str | Path, out: str | Path, device: str | None = None,

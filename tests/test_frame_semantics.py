@@ -11,7 +11,6 @@ callable on its frames (nor `.iterrows`): the last test keeps those out of the p
 from __future__ import annotations
 
 import ast
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +43,7 @@ def _sessions_log() -> pd.DataFrame:
 def test_session_counts_do_not_depend_on_null_propagation(backend):
     data = Preprocessor(seed=0).run(_sessions_log(), B)
     plain = behaviour_statistics(data, B)
-    nullable = dataclasses.replace(data, events=data.events.convert_dtypes(dtype_backend=backend))
+    nullable = data.with_events(data.events.convert_dtypes(dtype_backend=backend))
     assert str(nullable.events["user_idx"].dtype) in ("Int32", "int32[pyarrow]")  # the propagating kind
     raw = behaviour_statistics(nullable, B)
     assert raw["sessions"].tolist() == [1, 2, 1]  # user 0 keeps its session; the one-event user has one

@@ -5,25 +5,25 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from gpuclust import accelerators
 from gpuclust.backend import DEVICE_CHOICES, resolve_backend
+from gpuclust.cli.console import console, progress
 from gpuclust.cli.options import build_config, parse_pairs, split_list
 from gpuclust.cli.quiet import quiet_warnings
 from gpuclust.errors import Interrupted, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cluster recommender-system users by what they do, on the GPU or the CPU.")
-console = Console(stderr=True)
 
 DEMO_DIR = Path("gpuclust-demo")
 
@@ -34,18 +34,6 @@ def _root(ctx: typer.Context,
           ) -> None:
     # Click exits the resource with the command's exception, if any: warnings then give way to the error line.
     ctx.with_resource(quiet_warnings(debug))
-
-
-@contextmanager
-def progress(enabled: bool):
-    """A spinner naming the stage in progress; silent under --json or when output is not a terminal."""
-    if not enabled:
-        yield lambda _name: None
-        return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("starting", total=None)
-        yield lambda name: bar.update(task, description=name)
 
 
 Device = Annotated[str, typer.Option(help=f"Where to run: {', '.join(DEVICE_CHOICES)}.")]
@@ -441,7 +429,16 @@ def _usage_error(exc: Exception) -> NoReturn:
     _fail(f"{exc.format_message().rstrip('.')}{where}")
 
 
-if __name__ == "__main__":  # `python -m gpuclust.cli.app`: the console script's way in
-    from gpuclust.cli.entry import main as entry_main
+def quiet_teardown() -> None:
+    """The command is over (its outputs are in place, or it was stopped): a Ctrl-C or SIGTERM during the
+    interpreter's teardown, where Python restores the default handlers, must not turn a finished run
+    into a death by signal (exit -2 or -15)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-    entry_main()
+
+if __name__ == "__main__":  # `python -m gpuclust.cli.app`, as the console script runs it (`cli.entry`)
+    try:
+        main()
+    finally:
+        quiet_teardown()

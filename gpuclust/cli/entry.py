@@ -18,6 +18,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     try:
         from gpuclust.cli.app import main as app_main
+        from gpuclust.cli.app import quiet_teardown
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         sys.stderr.write(f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: stopped; "
@@ -26,8 +27,4 @@ def main() -> None:
     try:
         app_main()
     finally:
-        # The command is over (its outputs are in place, or it was stopped): a Ctrl-C during the
-        # interpreter's teardown, where Python restores the default handler, must not turn a finished
-        # run into a death by signal (exit -2); nor SIGTERM (-15).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        quiet_teardown()

@@ -70,7 +70,7 @@ def evaluate(
         check_file_target(plot, "--plot", {**inputs, "--out": out}, kind="evaluate-plot", suffixes=(".png",))
     key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None
     if many:
-        from gpuclust.cli.app import progress
+        from gpuclust.cli.console import progress
         from gpuclust.recommend.compare import compare_files, markdown_tables
         from gpuclust.recommend.compare import plot as draw
 

@@ -27,7 +27,6 @@ and decoder on top of it: the same separation DEC's two phases have, minus the e
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -136,7 +135,7 @@ class PredictiveClusters:
         key = ("predictive_history", self.random_state, id(measure))
         if key not in data.cache:
             split = leave_last_out(data.events, data.n_items, self.random_state)
-            history = dataclasses.replace(data, events=split.train, cache={})
+            history = data.with_events(split.train)
             data.cache[key] = (split, measure(history) if measure is not None else None, measure)
         split, x_hist, _ = data.cache[key]  # the measure is kept so that its id is not reused
         return split, x if x_hist is None else x_hist

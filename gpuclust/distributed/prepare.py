@@ -32,7 +32,7 @@ from gpuclust.preprocess.clean import (
     LOW_CATALOGUE_SHARE,
     Preprocessor,
     _attach_weights,
-    _index,
+    _index_frame,
     _ordinal,
     bad_timestamps_message,
 )
@@ -101,7 +101,7 @@ class PartitionPreprocessor(Preprocessor):
 
     def _min_counts(self, ev):
         try:
-            return super()._min_counts(ev)
+            return self._min_counts_frame(ev)
         except UsageError:  # every user of this partition was below the minimum; the total decides
             return ev.iloc[0:0]
 
@@ -178,7 +178,7 @@ def index_partition(cleaned: Cleaned, vocabulary: Any, item_cast: str | None, ev
         kept = ev[ev[schema.ITEM].isin(vocabulary[schema.ITEM])]
         steps.append(StepCount("items_unknown_to_model", len(ev), len(kept), "item not in the model's vocabulary"))
         ev = kept
-    data = _index(ev, None, [], event_types, vocabulary)
+    data = _index_frame(ev, None, [], event_types, vocabulary)
     events = data.events[[schema.USER_IDX, schema.ITEM_IDX, schema.EVENT, schema.TIME, schema.VALUE, schema.WEIGHT]]
     return Part(events, data.users, int(data.n_users), steps)
 

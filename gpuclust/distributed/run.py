@@ -28,6 +28,7 @@ from gpuclust.errors import UsageError
 from gpuclust.io.inputs import Inputs, read_inputs
 from gpuclust.io.outputs import OutputDir
 from gpuclust.io.readers import read_items, read_truth
+from gpuclust.io.run_folder import write_run
 from gpuclust.io.writers import write_json
 from gpuclust.manifest import StageRecorder, machine, now_iso, versions
 
@@ -56,7 +57,6 @@ def read_inputs_lazy(config: PipelineConfig, device: str, events: str | Path, it
 def run_distributed(config: PipelineConfig, events: str | Path, out: str | Path, items: str | Path | None,
                     truth: str | Path | None, adapter: str | None, on_stage: Any, layout: dict) -> Any:
     from gpuclust.estimator import UserClusterer
-    from gpuclust.run import write_run
 
     with OutputDir(out, "run", layout) as staging:
         started = time.perf_counter()

@@ -22,12 +22,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from gpuclust import schema
-from gpuclust.backend import to_host
+from gpuclust.backend import array_module
 from gpuclust.errors import UsageError
-from gpuclust.frames import frame_kind, host_frame
+from gpuclust.explain.profiles import CLUSTER, cluster_item_weights
+from gpuclust.frames import host_frame
 from gpuclust.preprocess.prepared import PreparedData
 
-CLUSTER = "cluster"
 LABEL_SEPARATOR = " · "
 _WORD = re.compile(r"\w[\w'&+-]*\w|\w")
 
@@ -131,20 +131,9 @@ class ClassTfidf:
 
     def _cluster_item_weights(self, data: PreparedData, labels: Any) -> tuple[sp.csr_matrix, list[int]]:
         """Weighted events per (cluster, item) on the events' frame library; the summary comes to the host."""
-        events = data.events
-        if frame_kind(events) == "cudf":
-            import cupy
-
-            labels_local = cupy.asarray(labels)
-            user_idx = events[schema.USER_IDX].values
-        else:
-            labels_local = to_host(labels)  # no copy where the caller passed them where the frames are
-            user_idx = events[schema.USER_IDX].to_numpy()
-        ev = events[[schema.ITEM_IDX, schema.WEIGHT]].copy()
-        ev[CLUSTER] = labels_local[user_idx]
-        ev = ev[ev[CLUSTER] >= 0]
-        summary = host_frame(ev.groupby([CLUSTER, schema.ITEM_IDX])[schema.WEIGHT].sum().reset_index())
-        k = int(labels_local.max()) + 1 if len(labels_local) else 0
+        summary = cluster_item_weights(data, labels)
+        summary = summary[summary[CLUSTER] >= 0]
+        k = int(array_module(labels).asarray(labels).max()) + 1 if len(labels) else 0
         matrix = sp.csr_matrix(
             (summary[schema.WEIGHT].to_numpy(np.float64),
              (summary[CLUSTER].to_numpy(np.int64), summary[schema.ITEM_IDX].to_numpy(np.int64))),

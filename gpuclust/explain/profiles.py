@@ -35,8 +35,7 @@ class ClusterProfiler:
         stats[CLUSTER] = per_user[CLUSTER].values
         means = host_frame(stats.groupby(CLUSTER).mean().sort_index())
         population = host_frame(behaviour.mean().to_frame()).iloc[:, 0]
-        events = data.events[[schema.USER_IDX, schema.ITEM_IDX, schema.WEIGHT]].merge(per_user, on=schema.USER_IDX)
-        return self.fit_summaries(sizes, means, population, events, data)
+        return self.fit_summaries(sizes, means, population, cluster_item_weights(data, labels), data)
 
     def fit_summaries(self, sizes: dict[int, int], means: Any, population: Any, events: Any,
                       data: PreparedData) -> ClusterProfiler:
@@ -97,6 +96,23 @@ class ClusterProfiler:
                 entry = {key: _plain(row[key]), **entry}
             out.setdefault(int(row[CLUSTER]), []).append(entry)
         return out
+
+
+def cluster_item_weights(data: PreparedData, labels: Any) -> Any:
+    """Summed event weights per (cluster, item_idx) that has events (cluster -1: noise), as a small host
+    frame: one bincount over the event table where it lives; only the summary crosses to the host."""
+    import pandas as pd
+
+    t = data.table
+    xp = t.xp
+    clusters = xp.asarray(labels).astype(xp.int64)
+    rows = int(clusters.max()) + 2 if len(clusters) else 1  # row 0 is noise
+    key = (clusters[t.user] + 1) * data.n_items + t.item
+    weight = xp.bincount(key, weights=t.weight.astype(xp.float64), minlength=rows * data.n_items)
+    present = xp.nonzero(xp.bincount(key, minlength=rows * data.n_items))[0]  # zero-weight events count too
+    present_host = to_host(present)
+    return pd.DataFrame({CLUSTER: present_host // data.n_items - 1, schema.ITEM_IDX: present_host % data.n_items,
+                         schema.WEIGHT: to_host(weight[present])})
 
 
 def _num(value: Any) -> float | None:

@@ -1,19 +1,21 @@
 """Behaviour statistics per user: recency, frequency, monetary, event mix, activity span, sessions.
 
-All aggregations are frame group-bys, so they run in cuDF on the GPU and pandas on the CPU.
+All of them are segment reductions over the event table, so they run where the table lives: CuPy on
+a GPU (with or without cuDF), NumPy on the CPU.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
 from gpuclust import schema
 from gpuclust.backend import Backend
 from gpuclust.features.normalise import Normaliser
-from gpuclust.frames import frame_array
+from gpuclust.frames import array_frame, frame_array
 from gpuclust.preprocess.prepared import PreparedData
+from gpuclust.segments import distinct_per_segment, run_starts, segment_first, segment_last, segment_sum
 
-DAY = np.timedelta64(1, "D")
+NS_PER_DAY = 86_400 * 1_000_000_000
 
 
 def behaviour_statistics(data: PreparedData, backend: Backend, session_gap_minutes: float = 30.0):
@@ -27,50 +29,45 @@ def behaviour_statistics(data: PreparedData, backend: Backend, session_gap_minut
 
 
 def _statistics(data: PreparedData, backend: Backend, session_gap_minutes: float):
-    ev = data.events  # sorted by user_idx, timestamp
-    ts = ev[schema.TIME]
-    uid = ev[schema.USER_IDX]
-    gap = np.timedelta64(int(session_gap_minutes * 60), "s")
-    # No null may reach the count: in cuDF the null that shift leaves in row 0 makes a comparison null,
-    # `|` keeps it, and the group-by sum skips it, so a one-session user would count 0 sessions.
-    new_user = uid != uid.shift(1, fill_value=-1)  # user_idx >= 0: row 0 always starts a user
-    long_gap = ((ts - ts.shift(1)) > gap).fillna(True)  # no earlier event: a new session
-    new_session = new_user | long_gap
-
-    work = ev[[schema.USER_IDX, schema.ITEM_IDX, schema.TIME, schema.VALUE]].copy()
-    work["sessions"] = new_session.astype("int32")
-    work["day"] = ts.dt.floor("D")
+    """Segment reductions over the event table (sorted by user, then time), on the device it lives on."""
+    t = data.table
+    xp, n = t.xp, data.n_users
+    users, offsets = t.user, t.offsets
+    first = segment_first(t.time, offsets, 0, xp)
+    last = segment_last(t.time, offsets, 0, xp)
+    gap = int(session_gap_minutes * 60) * 1_000_000_000
+    new_session = run_starts(users, xp=xp)
+    new_session[1:] |= (t.time[1:] - t.time[:-1]) > gap
+    day = t.time // NS_PER_DAY
+    events = segment_sum(None, users, n, xp)
+    sessions = segment_sum(new_session, users, n, xp)
+    columns = {
+        "recency_days": (_ns(data.reference_time) - last) / NS_PER_DAY,
+        "span_days": (last - first) / NS_PER_DAY,
+        "events": events,
+        "sessions": sessions,
+        "events_per_session": events / sessions,
+        "active_days": segment_sum(run_starts(users, day, xp=xp), users, n, xp),
+        "distinct_items": distinct_per_segment(users, t.item, n, data.n_items, xp).astype(xp.float64),
+        "monetary": segment_sum(t.value, users, n, xp),
+    }
     types = list(dict.fromkeys(data.event_types))
-    for t in types:
-        work[f"n_{t}"] = (ev[schema.EVENT] == t).astype("float32")
-
-    grouped = work.groupby(schema.USER_IDX)
-    agg = grouped.agg({
-        schema.TIME: ["min", "max", "count"],
-        schema.VALUE: "sum",
-        schema.ITEM_IDX: "nunique",
-        "sessions": "sum",
-        "day": "nunique",
-        **{f"n_{t}": "sum" for t in types},
-    })
-    agg.columns = ["first", "last", "events", "monetary", "distinct_items", "sessions", "active_days",
-                   *[f"n_{t}" for t in types]]
-    agg = agg.sort_index()
-
-    out = backend.frame.DataFrame(index=agg.index)
-    out["recency_days"] = (data.reference_time - agg["last"]) / DAY
-    out["span_days"] = (agg["last"] - agg["first"]) / DAY
-    out["events"] = agg["events"].astype("float32")
-    out["sessions"] = agg["sessions"].astype("float32")
-    out["events_per_session"] = out["events"] / out["sessions"]
-    out["active_days"] = agg["active_days"].astype("float32")
-    out["distinct_items"] = agg["distinct_items"].astype("float32")
-    out["monetary"] = agg["monetary"].astype("float32")
-    for t in types:
-        out[f"share_{t}"] = agg[f"n_{t}"] / out["events"]
+    n_types = len(t.event_names)  # one bincount for every type's count per user
+    per_type = xp.bincount(users.astype(xp.int64) * n_types + t.event, minlength=n * n_types).reshape(n, n_types)
+    counts = {name: per_type[:, t.event_names.index(name)].astype(xp.float64) for name in types}
+    for name in types:
+        columns[f"share_{name}"] = counts[name] / events
     if "purchase" in types and len(types) > 1:
-        out["purchases_per_session"] = agg["n_purchase"] / out["sessions"]
-    return out.astype("float32")
+        columns["purchases_per_session"] = counts["purchase"] / sessions
+    out = array_frame({name: values.astype(xp.float32) for name, values in columns.items()}, backend)
+    out.index.name = schema.USER_IDX
+    return out
+
+
+def _ns(timestamp: Any) -> int:
+    import pandas as pd
+
+    return int(pd.Timestamp(timestamp).value)
 
 
 class BehaviourFeaturizer:

@@ -49,9 +49,8 @@ def l2_rows(x, xp):
 def user_vocabulary_counts(data: PreparedData, backend: Backend, vocabulary: str, categories=None):
     """users x items or users x categories, summing event weights (a purchase counts more than a view)."""
     xp = backend.xp
-    users = column_array(data.events[schema.USER_IDX], backend, np.int32)
-    items = column_array(data.events[schema.ITEM_IDX], backend, np.int32)
-    weights = column_array(data.events[schema.WEIGHT], backend, np.float32)
+    t = data.table
+    users, items, weights = backend.asarray(t.user), backend.asarray(t.item), backend.asarray(t.weight)
     if vocabulary == "item":
         cols, n_cols = items, data.n_items
     else:

@@ -5,16 +5,18 @@ Every step records rows in, rows out and why, so the manifest can account for ea
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any
 
 import numpy as np
 
 from gpuclust import schema
-from gpuclust.backend import Backend
+from gpuclust.backend import Backend, to_host
 from gpuclust.config import PreprocessConfig
 from gpuclust.errors import InputWarning, UsageError
-from gpuclust.frames import host_frame, local_values, local_xp
+from gpuclust.frames import host_frame, local_array, local_values, local_xp
+from gpuclust.preprocess.codes import EventCodes
 from gpuclust.preprocess.parse import (
     NS_YEARS,
     catalogue_columns,
@@ -25,7 +27,9 @@ from gpuclust.preprocess.parse import (
     normalise_ids,
     parse_timestamps,
 )
-from gpuclust.preprocess.prepared import PreparedData, StepCount
+from gpuclust.preprocess.prepared import PreparedData, StepCount, frame_module
+from gpuclust.preprocess.table import EventTable
+from gpuclust.segments import duplicate_neighbours, offsets_of, run_starts, stable_order
 
 MAX_FILTER_PASSES = 10
 # Below this share of events with their item in the items table, the two files likely key items differently.
@@ -56,28 +60,38 @@ class Preprocessor:
         ev = self._values(ev, backend)
         ev = self._parse_time(ev, backend)
         ev = self._known_events(ev, fixed=vocabulary is not None)
+        # From here on events are integer codes on the device, sorted once by (user, time).
+        codes = EventCodes.of(ev, backend)
+        del ev
+        codes = codes.take(stable_order(codes.user, codes.time, codes.xp))
         if cfg.drop_duplicates:
-            ev = self._count("exact_duplicates", ev, ev.drop_duplicates(), "identical to an earlier row")
-        ev = self._min_counts(ev)
+            codes = self._count("exact_duplicates", codes, codes.take(~_duplicates(codes)),
+                                "identical to an earlier row")
+        codes = self._min_counts(codes)
         if cfg.sample_users is not None:
-            ev = self._sample_users(ev, backend)
-        ev = _attach_weights(ev, cfg.event_weights)
-        present = set(host_frame(ev[schema.EVENT].drop_duplicates().to_frame())[schema.EVENT])
-        event_types = tuple(t for t in cfg.event_weights if t in present)
-        if vocabulary is None and not bool((ev[schema.WEIGHT] > 0).any()):
+            codes = self._sample_users(codes, backend)
+        xp = codes.xp
+        known = list(cfg.event_weights)
+        weight = xp.asarray(np.asarray(list(cfg.event_weights.values()), dtype=np.float32))[codes.event]
+        present = to_host(xp.bincount(codes.event.astype(xp.int64), minlength=len(known)))
+        event_types = tuple(t for t, n in zip(known, present, strict=True) if n > 0)
+        if vocabulary is None and not bool((weight > 0).any()):
             raise UsageError(f"every event left has weight 0 (event types {', '.join(event_types)}); give at least "
                              "one of them a positive weight with --event-weights, e.g. view=1,purchase=5")
+        item_idx = None
         if vocabulary is not None:
-            ev, vocabulary = common_key(ev, vocabulary, schema.ITEM)
-            known = ev[schema.ITEM].isin(vocabulary[schema.ITEM])
-            if not bool(known.any()):
+            item_idx = _vocabulary_index(codes, vocabulary)
+            known_item = item_idx >= 0
+            if not bool(known_item.any()):
                 raise UsageError("none of the events is on an item the saved model knows (it places users by "
                                  "the items it was fitted on); check that the item ids are in the same form, or "
                                  "refit with gpuclust run on a log that has these items")
-            ev = self._count("items_unknown_to_model", ev, ev[known], "item not in the model's vocabulary")
+            kept = self._count("items_unknown_to_model", codes, codes.take(known_item),
+                               "item not in the model's vocabulary")
+            codes, weight, item_idx = kept, weight[known_item], item_idx[known_item]
         if items is not None:
-            items = self._catalogue(ev, items, backend)
-        return _index(ev, items, self.steps_, event_types, vocabulary)
+            items = self._catalogue(codes, items, backend)
+        return _index(codes, weight, item_idx, items, self.steps_, event_types, known, vocabulary)
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -175,14 +189,16 @@ class Preprocessor:
         out[schema.EVENT] = types.cat.set_categories(known)
         return self._count("unknown_event_types", ev, out[keep], f"event_type not one of {known}")
 
-    def _catalogue(self, ev, items, backend: Backend):
+    def _catalogue(self, codes: EventCodes, items, backend: Backend):
         """The items table keyed like the events; a low share of events found in it is warned about,
         because mismatched id formats otherwise show only as clusters without categories."""
         items, bad_prices = catalogue_columns(keyed_items(items), backend.frame)
         if bad_prices:
             self._note("item_prices", items, f"{bad_prices:,} item prices are not numbers and count as missing")
-        keys, items = common_key(ev[[schema.ITEM]], items, schema.ITEM)
-        found = int(keys[schema.ITEM].isin(items[schema.ITEM]).sum())
+        keys, items = common_key(codes.item_ids.to_frame(schema.ITEM), items, schema.ITEM)
+        listed = codes.xp.asarray(local_values(keys[schema.ITEM].isin(items[schema.ITEM])))  # per distinct item
+        found = int(listed[codes.item].sum())
+        ev = codes
         share = found / len(ev)
         self._note("items_in_catalogue", ev, f"{found:,} of {len(ev):,} events ({share:.1%}) have their item "
                                              "in the items table")
@@ -191,7 +207,8 @@ class Preprocessor:
                           "use the same item ids (--item-col, --item-key-col)", InputWarning, stacklevel=2)
         return items
 
-    def _min_counts(self, ev):
+    def _min_counts_frame(self, ev):
+        """The minimum-count filters on a frame (a Dask partition's, per user there)."""
         cfg = self.config
         rows_in = len(ev)
         dropped_users = dropped_items = 0
@@ -217,36 +234,70 @@ class Preprocessor:
             )
         return ev
 
-    def _sample_users(self, ev, backend: Backend):
+    def _min_counts(self, codes: EventCodes) -> EventCodes:
+        """Users and items below their minimum counts drop, in turns, until none is left below."""
+        cfg = self.config
+        xp = codes.xp
+        rows_in = len(codes)
+        dropped_users = dropped_items = 0
+        for _ in range(MAX_FILTER_PASSES):
+            before = len(codes)
+            if cfg.min_user_events > 1:
+                n = len(codes)
+                codes = codes.take(xp.bincount(codes.user, minlength=len(codes.user_ids))[codes.user] >= cfg.min_user_events)
+                dropped_users += n - len(codes)
+            if cfg.min_item_events > 1:
+                n = len(codes)
+                codes = codes.take(xp.bincount(codes.item, minlength=len(codes.item_ids))[codes.item] >= cfg.min_item_events)
+                dropped_items += n - len(codes)
+            if len(codes) == before:
+                break
+        self.steps_.append(StepCount("min_user_events", rows_in, rows_in - dropped_users,
+                                     f"user has fewer than {cfg.min_user_events} events"))
+        self.steps_.append(StepCount("min_item_events", rows_in - dropped_users, len(codes),
+                                     f"item has fewer than {cfg.min_item_events} events"))
+        if len(codes) == 0:
+            raise UsageError(
+                "no events left after the minimum-count filters; lower --min-user-events / --min-item-events"
+            )
+        return codes
+
+    def _sample_users(self, codes: EventCodes, backend: Backend) -> EventCodes:
         """Draw users (not events) so each sampled user keeps a whole history."""
         cfg = self.config
-        users = ev[schema.USER].drop_duplicates().sort_values().reset_index(drop=True)
+        xp = codes.xp
+        users = xp.nonzero(xp.bincount(codes.user, minlength=len(codes.user_ids)))[0]  # codes in id order
         n = len(users)
         if not cfg.sample_replace and cfg.sample_users >= n:
-            self.steps_.append(StepCount("sample_users", len(ev), len(ev), f"all {n} users kept"))
-            return ev
+            self.steps_.append(StepCount("sample_users", len(codes), len(codes), f"all {n} users kept"))
+            return codes
         if cfg.sample_replace and cfg.sample_users > MAX_DRAWS_PER_USER * n:
             raise UsageError(f"--sample-users {cfg.sample_users:,} with --sample-replace would repeat each of the "
                              f"{n:,} users over {MAX_DRAWS_PER_USER} times; give at most "
                              f"{MAX_DRAWS_PER_USER * n:,}, or synthesise a bigger log with 'gpuclust synth'")
         rng = np.random.default_rng(self.seed)
-        draws = rng.choice(n, size=cfg.sample_users, replace=cfg.sample_replace)
+        draws = np.sort(rng.choice(n, size=cfg.sample_users, replace=cfg.sample_replace))
         if not cfg.sample_replace:
-            chosen = users.take(np.sort(draws))
-            return self._count("sample_users", ev, ev[ev[schema.USER].isin(chosen)],
+            chosen = xp.zeros(len(codes.user_ids), dtype=bool)
+            chosen[users[xp.asarray(draws)]] = True
+            return self._count("sample_users", codes, codes.take(chosen[codes.user]),
                                f"user not among the {cfg.sample_users} sampled")
-        # With replacement a user drawn c times becomes c users: id, id#1, id#2, ...
-        draws = np.sort(draws)
+        # With replacement a user drawn c times becomes c users: id, id#1, id#2, ... (ids become text)
         same = np.r_[False, draws[1:] == draws[:-1]]
         run_start = np.maximum.accumulate(np.where(~same, np.arange(len(draws)), 0))
-        copy = (np.arange(len(draws)) - run_start).astype(np.int32)
-        picks = backend.frame.DataFrame({schema.USER: users.take(draws).reset_index(drop=True),
-                                         "_copy": copy})
-        out = ev.merge(picks, on=schema.USER, how="inner")
-        suffix = ("#" + out["_copy"].astype("str")).where(out["_copy"] > 0, "")
-        out[schema.USER] = out[schema.USER].astype("str") + suffix
-        out = out.drop(columns=["_copy"])
-        return self._count("sample_users", ev, out, f"{cfg.sample_users} users drawn with replacement")
+        copy = np.arange(len(draws)) - run_start
+        drawn = to_host(users)[draws]  # user code of each draw
+        starts = to_host(offsets_of(codes.user, len(codes.user_ids), xp))
+        lengths = starts[drawn + 1] - starts[drawn]
+        rows = np.repeat(starts[drawn] - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(lengths.sum())
+        names = host_frame(codes.user_ids.to_frame(schema.USER))[schema.USER].astype("str").to_numpy()[drawn]
+        names = np.where(copy > 0, np.char.add(np.char.add(names.astype(str), "#"), copy.astype(str)), names)
+        new_ids, new_codes = np.unique(names, return_inverse=True)
+        out = codes.take(xp.asarray(rows))
+        user = xp.asarray(np.repeat(new_codes, lengths).astype(np.int64))
+        order = stable_order(user, out.time, xp)  # the copies are users of their own, sorted by id as any
+        out = dataclasses.replace(out, user=user, user_ids=backend.frame.Series(new_ids)).take(order)
+        return self._count("sample_users", codes, out, f"{cfg.sample_users} users drawn with replacement")
 
 
 def bad_timestamps_message(n_bad: int, n: int, example) -> str:
@@ -269,13 +320,87 @@ def _attach_weights(ev, weights: dict[str, float]):
 
 
 def _ordinal(column, name: str):
-    """Sorted distinct values and their contiguous int32 index."""
+    """Sorted distinct values and their contiguous int32 index (Dask partitions' frames)."""
     table = column.drop_duplicates().sort_values().reset_index(drop=True).to_frame()
     table[name] = np.arange(len(table), dtype=np.int32)
     return table
 
 
-def _index(ev, items: Any, steps: list[StepCount], event_types: tuple[str, ...], vocabulary=None) -> PreparedData:
+def _duplicates(codes: EventCodes) -> Any:
+    """Rows identical to an earlier one. Rows are sorted by (user, time), so only rows tied on both can be
+    duplicates, and only those are compared on item, type and value (-0.0 is 0.0, as pandas has it)."""
+    xp = codes.xp
+    ties = run_starts(codes.user, codes.time, xp=xp)
+    value_bits = (codes.value + xp.float32(0.0)).view(xp.int32)
+    return duplicate_neighbours(ties, (codes.item, codes.event, value_bits), xp)
+
+
+def _vocabulary_index(codes: EventCodes, vocabulary: Any) -> Any:
+    """The model's item_idx of every event (-1: an item the model does not know)."""
+    distinct = codes.item_ids.to_frame(schema.ITEM)
+    distinct, vocabulary = common_key(distinct, vocabulary, schema.ITEM)
+    distinct["_code"] = np.arange(len(distinct))
+    found = distinct.merge(vocabulary[[schema.ITEM, schema.ITEM_IDX]], on=schema.ITEM, how="left")
+    found = found.sort_values("_code")
+    lookup = codes.xp.asarray(local_values(found[schema.ITEM_IDX].fillna(-1).astype("int64")))
+    return lookup[codes.item]
+
+
+def _index(codes: EventCodes, weight: Any, item_idx: Any, items: Any, steps: list[StepCount],
+           event_types: tuple[str, ...], event_names: list[str], vocabulary=None) -> PreparedData:
+    """Contiguous user and item indices (in sorted id order) and the event table, sorted by (user, time)."""
+    xp = codes.xp
+    frame = frame_module(codes.user_ids)
+    user_present = xp.bincount(codes.user, minlength=len(codes.user_ids)) > 0
+    user_idx = (xp.cumsum(user_present) - 1).astype(xp.int32)[codes.user]
+    user_codes = local_array(xp.nonzero(user_present)[0], codes.user_ids)
+    n_users = int(user_present.sum())
+    users = frame.DataFrame({schema.USER_IDX: np.arange(n_users, dtype=np.int32) if frame.__name__ == "pandas"
+                             else xp.arange(n_users, dtype=xp.int32),
+                             schema.USER: codes.user_ids.take(user_codes).reset_index(drop=True)})
+    text_columns: tuple[str, ...] = ()
+    if vocabulary is not None:
+        item_table = vocabulary
+        text_columns = tuple(c for c in vocabulary.columns
+                             if c not in (schema.ITEM, schema.ITEM_IDX, schema.CATEGORY, schema.PRICE))
+    else:
+        item_present = xp.bincount(codes.item, minlength=len(codes.item_ids)) > 0
+        item_idx = (xp.cumsum(item_present) - 1).astype(xp.int32)[codes.item]
+        item_codes = local_array(xp.nonzero(item_present)[0], codes.item_ids)
+        item_table = frame.DataFrame({schema.ITEM: codes.item_ids.take(item_codes).reset_index(drop=True)})
+        item_table[schema.ITEM_IDX] = np.arange(len(item_table), dtype=np.int32)
+        if items is not None:
+            item_table, items = common_key(item_table, items, schema.ITEM)
+            extra = [c for c in items.columns if c != schema.ITEM]
+            text_columns = tuple(c for c in extra if c not in (schema.CATEGORY, schema.PRICE))
+            item_table = item_table.merge(items, on=schema.ITEM, how="left")
+        item_table = item_table.sort_values(schema.ITEM_IDX).reset_index(drop=True)
+    table = EventTable(user=user_idx, item=item_idx.astype(xp.int32), event=codes.event, time=codes.time,
+                       value=codes.value, weight=weight.astype(xp.float32),
+                       offsets=offsets_of(user_idx, n_users, xp), event_names=tuple(event_names), xp=xp)
+    return PreparedData(
+        users=users[[schema.USER_IDX, schema.USER]],
+        items=item_table,
+        n_users=n_users,
+        n_items=len(item_table),
+        reference_time=_timestamp(int(codes.time.max())),
+        steps=steps,
+        text_columns=text_columns,
+        event_types=event_types,
+        table=table,
+        event_names=tuple(event_names),
+        xp=xp,
+    )
+
+
+def _timestamp(ns: int) -> Any:
+    import pandas as pd
+
+    return pd.Timestamp(ns, unit="ns")
+
+
+def _index_frame(ev, items: Any, steps: list[StepCount], event_types: tuple[str, ...], vocabulary=None) -> PreparedData:
+    """Indices and order of a cleaned frame (the Dask path, per partition)."""
     if items is not None:
         ev, items = common_key(ev, items, schema.ITEM)
     users = _ordinal(ev[schema.USER], schema.USER_IDX)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from gpuclust import schema
 
 
 @dataclass
@@ -24,29 +26,72 @@ class StepCount:
                 "dropped": self.dropped, "why": self.why}
 
 
-@dataclass
 class PreparedData:
-    """Clean events with contiguous indices, on the backend's frame library (cuDF or pandas).
+    """Clean events with contiguous indices: the event table on the backend's device, and the small
+    per-user and per-item tables on its frame library (cuDF or pandas).
 
-    events: user_id, item_id, event_type, timestamp (datetime64[ns]), value (float32, 0 where
-        absent), weight (float32), user_idx (int32, 0..n_users-1), item_idx (int32, 0..n_items-1).
+    table: `EventTable`, sorted by (user, time): what the stages compute on.
+    events: the same events as a frame (user_id, item_id, event_type, timestamp (datetime64[ns]), value
+        (float32, 0 where absent), weight (float32), user_idx (int32), item_idx (int32)), built from the
+        table on first use for the stages that still work on frames; or given, and the table built from it.
     users: user_idx -> user_id, sorted by user_idx.
     items: item_idx -> item_id, sorted by item_idx, plus the catalogue's columns (category, price,
         text) where an items table was given; missing catalogue values are nulls.
     """
 
-    events: Any
-    users: Any
-    items: Any
-    n_users: int
-    n_items: int
-    reference_time: Any
-    steps: list[StepCount] = field(default_factory=list)
-    text_columns: tuple[str, ...] = ()
-    event_types: tuple[str, ...] = ()
-    # Per-user results several stages need (behaviour statistics), computed once by whoever asks first.
-    cache: dict = field(default_factory=dict, repr=False, compare=False)
+    def __init__(self, events: Any = None, users: Any = None, items: Any = None, n_users: int = 0, n_items: int = 0,
+                 reference_time: Any = None, steps: list[StepCount] | None = None, text_columns: tuple[str, ...] = (),
+                 event_types: tuple[str, ...] = (), table: Any = None, event_names: tuple[str, ...] | None = None,
+                 xp: Any = None) -> None:
+        if events is None and table is None:
+            raise ValueError("PreparedData needs events (a frame) or an event table")
+        self._events, self._table = events, table
+        self.users, self.items = users, items
+        self.n_users, self.n_items = int(n_users), int(n_items)
+        self.reference_time = reference_time
+        self.steps = list(steps or [])
+        self.text_columns, self.event_types = tuple(text_columns), tuple(event_types)
+        # What event codes mean: every configured type (a table's codes), defaulting to the types present.
+        self._event_names = tuple(event_names) if event_names is not None else tuple(event_types)
+        self._xp = xp
+        # Per-user results several stages need (behaviour statistics), computed once by whoever asks first.
+        self.cache: dict = {}
+
+    @property
+    def events(self) -> Any:
+        if self._events is None:
+            self._events = self._table.to_frame(self.users, self.items, frame_module(self.users))
+        return self._events
+
+    @property
+    def table(self) -> Any:
+        if self._table is None:
+            from gpuclust.frames import local_xp
+            from gpuclust.preprocess.table import EventTable
+
+            xp = self._xp or local_xp(self._events[schema.USER_IDX])
+            self._table = EventTable.from_frame(self._events, self.n_users, self._event_names, xp)
+        return self._table
+
+    def with_events(self, events: Any) -> PreparedData:
+        """The same users, items and settings over other events of theirs (a holdout's training part);
+        the table and the cached statistics are those of the new events."""
+        return PreparedData(events, self.users, self.items, self.n_users, self.n_items, self.reference_time,
+                            self.steps, self.text_columns, self.event_types, event_names=self._event_names,
+                            xp=self._xp)
+
+    def __len__(self) -> int:
+        return len(self._table) if self._table is not None else len(self._events)
+
+    def __repr__(self) -> str:
+        return f"PreparedData(n_users={self.n_users}, n_items={self.n_items}, events={len(self)})"
 
     @property
     def has_categories(self) -> bool:
         return "category" in self.items.columns
+
+
+def frame_module(frame: Any) -> Any:
+    import importlib
+
+    return importlib.import_module(type(frame).__module__.split(".")[0])

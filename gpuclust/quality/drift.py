@@ -24,9 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust import schema
 from gpuclust.backend import array_module, to_host
-from gpuclust.frames import host_frame
 
 ANOMALY_Z = 3.5  # the usual cut-off of a modified z-score (Iglewicz and Hoaglin)
 PSI_FLOOR = 1e-4
@@ -84,8 +82,12 @@ def placed_counts(labels: Any, distances: Any, scores: Any, k: int) -> DriftCoun
 def event_counts(data: Any) -> DriftCounts:
     """The event-level part of DriftCounts from prepared data and its cleaning steps."""
     steps = {s.step: s for s in data.steps}
-    first = data.steps[0].rows_in if data.steps else len(data.events)
-    types = host_frame(data.events[schema.EVENT].astype("str").value_counts().to_frame()).iloc[:, 0]
+    table = data.table
+    first = data.steps[0].rows_in if data.steps else len(table)
+    counts = to_host(table.xp.bincount(table.event.astype(table.xp.int64), minlength=len(table.event_names)))
+    present = sorted(((n, name) for name, n in zip(table.event_names, counts, strict=True) if n > 0),
+                     key=lambda pair: -pair[0])  # most frequent first, as value_counts gave them
+    types = {name: n for n, name in present}
     return DriftCounts(events=int(first),
                        unknown_items=int(steps["items_unknown_to_model"].dropped) if "items_unknown_to_model" in steps
                        else 0,

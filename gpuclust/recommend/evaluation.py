@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +27,22 @@ from gpuclust.errors import UsageError
 from gpuclust.frames import column_array, host_frame, to_backend_frame
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.preprocess.prepared import PreparedData
-from gpuclust.recommend.popularity import shares, weighted_counts
+from gpuclust.recommend.popularity import GRID
+from gpuclust.recommend.scoring import (  # noqa: F401 - their home before
+    Popularity,
+    metrics,
+    metrics_with_errors,
+    popularity,
+    rank_targets,
+    seen_matrix,
+)
 from gpuclust.recommend.split import leave_last_out
 
-GRID = tuple(round(0.1 * i, 1) for i in range(11))
 RAW_COLUMNS = (schema.USER, schema.ITEM, schema.EVENT, schema.TIME, schema.VALUE)
-BATCH_CELLS = 1 << 25  # batch x items scores per step: 128 MiB of float32
 PROTOCOL = ("leave-last-out: each user with >= 2 distinct items loses its last item (latest timestamp; ties: "
             "higher event weight, then a seeded hash) and all its events on it; the pipeline is fitted on the "
             "rest; top-K excludes items the user has in training; the blend weight is tuned on the "
             "second-to-last item of the training part with a pipeline fitted without it")
-
-
-@dataclass
-class Popularity:
-    """Item shares: `table` rows 0..k-1 per cluster, row k the global share (for noise and fallbacks)."""
-
-    table: Any  # (k + 1) x items, float32
-    k: int
-
-    @property
-    def global_share(self):
-        return self.table[self.k]
 
 
 def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = None, k_values: Sequence[int] = (10,),
@@ -151,86 +144,6 @@ def evaluate_files(config: PipelineConfig, events: str | Path, items: str | Path
     result = evaluate(inputs.events, inputs.items, config, k_values, seed, pseudonymise=pseudonymise)
     result["inputs"] = inputs.sources
     return result
-
-
-# --- the pieces -----------------------------------------------------------------------------
-
-def popularity(train: Any, clusters: Any, n_items: int, backend: Backend) -> Popularity:
-    """Weighted item shares per cluster and overall, as one dense (k + 1) x items table."""
-    xp = backend.xp
-    users = column_array(train[schema.USER_IDX], backend).astype(xp.int64)
-    item = column_array(train[schema.ITEM_IDX], backend).astype(xp.int64)
-    weight = column_array(train[schema.WEIGHT], backend, np.float64)
-    k = max(int(to_host(clusters.max())) + 1 if len(clusters) else 0, 0)
-    return Popularity(shares(weighted_counts(users, item, weight, clusters, k, n_items, xp), xp), k)
-
-
-def seen_matrix(train: Any, users: Any, n_users: int, n_items: int, backend: Backend):
-    """CSR (evaluated users x items) of what each evaluated user has in training; row r = users[r]."""
-    xp = backend.xp
-    position = xp.full(n_users, -1, dtype=xp.int64)
-    position[users] = xp.arange(len(users), dtype=xp.int64)
-    row = position[column_array(train[schema.USER_IDX], backend).astype(xp.int64)]
-    col = column_array(train[schema.ITEM_IDX], backend).astype(xp.int64)
-    keep = row >= 0
-    row, col = row[keep], col[keep]
-    matrix = backend.sparse.coo_matrix((xp.ones(len(row), dtype=xp.float32), (row, col)), shape=(len(users), n_items))
-    return matrix.tocsr()
-
-
-def rank_targets(pop: Popularity, rows: Any, targets: Any, seen: Any, w: float, top_k: int, backend: Backend,
-                 batch_users: int | None = None) -> np.ndarray:
-    """0-based rank of each user's target in its top `top_k` list, or -1 where it is not in the list.
-
-    Score = w * share in the user's cluster (row `rows`) + (1 - w) * global share, seen items at -inf.
-    """
-    xp = backend.xp
-    n, n_items = len(targets), pop.table.shape[1]
-    top_k = min(top_k, n_items)
-    batch = batch_users or max(1, min(n, BATCH_CELLS // max(n_items, 1)))
-    out = []
-    for start in range(0, n, batch):
-        stop = min(start + batch, n)
-        scores = xp.float32(w) * pop.table[rows[start:stop]] + xp.float32(1.0 - w) * pop.global_share[None, :]
-        part = seen[start:stop].tocoo()
-        scores[part.row, part.col] = -xp.inf
-        if top_k < n_items:
-            top = xp.argpartition(-scores, top_k - 1, axis=1)[:, :top_k]
-        else:
-            top = xp.broadcast_to(xp.arange(n_items), scores.shape)
-        top_scores = xp.take_along_axis(scores, top, axis=1)
-        order = xp.argsort(-top_scores, axis=1)
-        top = xp.take_along_axis(top, order, axis=1)
-        top_scores = xp.take_along_axis(top_scores, order, axis=1)
-        hit = (top == targets[start:stop, None]) & xp.isfinite(top_scores)
-        rank = xp.where(hit.any(axis=1), hit.argmax(axis=1), -1)
-        out.append(to_host(rank))
-    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
-
-
-def metrics(ranks: np.ndarray, k_values: Sequence[int]) -> dict[str, float]:
-    """HR@K (target in the top K) and NDCG@K (1 / log2(rank + 2) for one relevant item), averaged."""
-    out: dict[str, float] = {}
-    n = max(len(ranks), 1)
-    for k in k_values:
-        hit = (ranks >= 0) & (ranks < k)
-        gain = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
-        out[f"HR@{k}"] = round(float(hit.sum() / n), 6)
-        out[f"NDCG@{k}"] = round(float(gain.sum() / n), 6)
-    return out
-
-
-def metrics_with_errors(ranks: np.ndarray, k_values: Sequence[int]) -> dict[str, float]:
-    """`metrics` plus the standard error of each mean (HR: sqrt(p (1 - p) / n); NDCG: sd / sqrt(n))."""
-    out = metrics(ranks, k_values)
-    n = max(len(ranks), 1)
-    for k in k_values:
-        hit = (ranks >= 0) & (ranks < k)
-        gain = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
-        p = hit.mean() if len(ranks) else 0.0
-        out[f"HR@{k}_se"] = round(float(np.sqrt(p * (1 - p) / n)), 6)
-        out[f"NDCG@{k}_se"] = round(float(gain.std(ddof=1) / np.sqrt(n)) if len(ranks) > 1 else 0.0, 6)
-    return out
 
 
 def markdown_table(result: dict) -> str:

@@ -10,7 +10,6 @@ smaller k is easier to act on and explain. The curve is kept in the manifest and
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,7 +23,7 @@ from gpuclust.errors import UsageError
 from gpuclust.frames import column_array
 from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.protocols import fit_clusterer
-from gpuclust.recommend.evaluation import metrics_with_errors, popularity, rank_targets, seen_matrix
+from gpuclust.recommend.scoring import metrics_with_errors, popularity, rank_targets, seen_matrix
 from gpuclust.recommend.split import leave_last_out
 
 TOP_K = 10
@@ -44,7 +43,7 @@ def recommend_sweep(data: PreparedData, backend: Backend, k_values: Sequence[int
         raise UsageError("the k range is empty: give --k auto, 8, 4-16 or 4:16:2")
     xp = backend.xp
     split = leave_last_out(data.events, data.n_items, seed)
-    train = dataclasses.replace(data, events=split.train, cache={})
+    train = data.with_events(split.train)
     started = time.perf_counter()
     x, measure = featurize(train)
     feature_seconds = time.perf_counter() - started

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# Blend weights of cluster popularity against global popularity tried when the weight is tuned.
+GRID = tuple(round(0.1 * i, 1) for i in range(11))
+
 
 def weighted_counts(users: Any, items: Any, weights: Any, clusters: Any, k: int, n_items: int, xp) -> Any:
     """(k + 1) x items summed event weights per cluster (`clusters[user]`, -1 = none), the last row over

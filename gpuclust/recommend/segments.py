@@ -19,13 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust import schema
 from gpuclust.backend import Backend, to_host
-from gpuclust.frames import column_array
 from gpuclust.preprocess.prepared import PreparedData
-from gpuclust.recommend.evaluation import GRID
-from gpuclust.recommend.popularity import shares, weighted_counts
-from gpuclust.recommend.split import eligible_users, leave_last_out
+from gpuclust.recommend.popularity import GRID, shares, weighted_counts
+from gpuclust.recommend.split import held_out, training_rows
 
 TUNE_TOP_K = 10
 SCORE_BATCH = 256  # users scored at once in tuning: 256 x items float32
@@ -70,9 +67,9 @@ def fit_segments(data: PreparedData, labels: Any, k: int, backend: Backend, blen
 def segment_counts(data: PreparedData, labels: Any, k: int, backend: Backend) -> Any:
     """(k + 1) x items summed event weights of `data`'s users (xp float64): partitions' counts add up."""
     xp = backend.xp
-    users = column_array(data.events[schema.USER_IDX], backend).astype(xp.int64)
-    items = column_array(data.events[schema.ITEM_IDX], backend).astype(xp.int64)
-    weights = column_array(data.events[schema.WEIGHT], backend, np.float64)
+    t = data.table
+    users, items = backend.asarray(t.user).astype(xp.int64), backend.asarray(t.item).astype(xp.int64)
+    weights = backend.asarray(t.weight).astype(xp.float64)
     return weighted_counts(users, items, weights, xp.asarray(labels).astype(xp.int64), k, data.n_items, xp)
 
 
@@ -93,24 +90,24 @@ def _tune(data: PreparedData, clusters: Any, counts: Any, k: int, backend: Backe
     rng = np.random.default_rng(seed)
     n_sample = min(tune_users, data.n_users)
     sample = np.sort(rng.choice(data.n_users, size=n_sample, replace=False)).astype(np.int32)
-    events = data.events[[schema.USER_IDX, schema.ITEM_IDX, schema.TIME, schema.WEIGHT]]
-    mine = events[events[schema.USER_IDX].isin(sample)]
-    if len(mine) == 0:
+    t = data.table
+    in_sample = xp.zeros(data.n_users, dtype=bool)
+    in_sample[xp.asarray(sample)] = True
+    rows = xp.nonzero(in_sample[backend.asarray(t.user)])[0]
+    user, item, time, weight = (backend.asarray(a)[rows] for a in (t.user, t.item, t.time, t.weight))
+    if len(user) == 0:
         return DEFAULT_BLEND, {"how": "default: no user to tune on", "users": 0}
-    if len(eligible_users(mine)) == 0:
+    test_users, targets = held_out(user, item, time, weight, data.n_items, seed, xp)
+    if len(test_users) == 0:
         return DEFAULT_BLEND, {"how": "default: no sampled user has two distinct items", "users": 0}
-    holdout = leave_last_out(mine, data.n_items, seed)
+    train = training_rows(user, item, test_users, targets, data.n_items, xp)
     # The held-out events leave the popularity the sample is scored against.
-    held = mine.merge(holdout.test[[schema.USER_IDX, schema.ITEM_IDX]], on=[schema.USER_IDX, schema.ITEM_IDX])
-    h_users = column_array(held[schema.USER_IDX], backend).astype(xp.int64)
-    h_items = column_array(held[schema.ITEM_IDX], backend).astype(xp.int64)
-    h_weights = column_array(held[schema.WEIGHT], backend, np.float64)
-    table = shares(counts - weighted_counts(h_users, h_items, h_weights, clusters, k, data.n_items, xp), xp)
-    test_users = column_array(holdout.test[schema.USER_IDX], backend).astype(xp.int64)
-    targets = column_array(holdout.test[schema.ITEM_IDX], backend).astype(xp.int64)
+    held = ~train
+    table = shares(counts - weighted_counts(user[held].astype(xp.int64), item[held].astype(xp.int64),
+                                            weight[held].astype(xp.float64), clusters, k, data.n_items, xp), xp)
     own = clusters[test_users]
     rows = xp.where(own >= 0, own, k)
-    seen = _seen(holdout.train, test_users, data.n_items, backend)
+    seen = _seen(user[train], item[train], test_users, data.n_items, backend)
     curve = []
     for w in GRID:
         ranks = _ranks(table, rows, targets, seen, float(w), k, xp)
@@ -123,16 +120,16 @@ def _tune(data: PreparedData, clusters: Any, counts: Any, k: int, backend: Backe
                        "users": int(len(to_host(targets))), "seed": seed, "curve": curve}
 
 
-def _seen(train: Any, users: Any, n_items: int, backend: Backend):
+def _seen(train_users: Any, train_items: Any, users: Any, n_items: int, backend: Backend):
     """CSR (tuned users x items) of what each has in its training part."""
     xp = backend.xp
     n_users = int(to_host(users.max())) + 1
     position = xp.full(n_users, -1, dtype=xp.int64)
     position[users] = xp.arange(len(users), dtype=xp.int64)
-    u = column_array(train[schema.USER_IDX], backend).astype(xp.int64)
+    u = train_users.astype(xp.int64)
     keep = u < n_users
     row = position[u[keep]]
-    col = column_array(train[schema.ITEM_IDX], backend).astype(xp.int64)[keep]
+    col = train_items.astype(xp.int64)[keep]
     keep = row >= 0
     values = xp.ones(int(keep.sum()), dtype=xp.float32)
     return backend.sparse.coo_matrix((values, (row[keep], col[keep])), shape=(len(users), n_items)).tocsr()

@@ -22,8 +22,7 @@ import numpy as np
 from gpuclust import schema
 from gpuclust.errors import UsageError
 from gpuclust.frames import local_values, local_xp
-
-TIEBREAK = "_tiebreak"
+from gpuclust.segments import run_starts
 
 
 @dataclass
@@ -55,32 +54,48 @@ def eligible_users(events: Any) -> Any:
     return distinct[distinct >= 2].index
 
 
+def held_out(user: Any, item: Any, time: Any, weight: Any, n_items: int, seed: int, xp: Any) -> tuple[Any, Any]:
+    """The rules of the module note on arrays, in any row order: (user_idx, item_idx) held out per eligible
+    user, ascending by user. Runs where the arrays are (NumPy or CuPy)."""
+    if len(user) == 0:
+        return user.astype(xp.int64), item.astype(xp.int64)
+    u, i = user.astype(xp.int64), item.astype(xp.int64)
+    pairs = xp.sort(u * int(n_items) + i)
+    distinct = xp.bincount(pairs[run_starts(pairs, xp=xp)] // int(n_items), minlength=int(u.max()) + 1)
+    rows = xp.nonzero(distinct[u] >= 2)[0]
+    u, i = u[rows], i[rows]
+    # Non-negative float32 weights sort as their bits do; -0.0 is 0.0 first. One int64 key array: CuPy's
+    # lexsort takes a single stacked array.
+    w = (weight[rows].astype(xp.float32) + xp.float32(0.0)).view(xp.int32).astype(xp.int64)
+    order = xp.lexsort(xp.stack([seeded_hash(u, i, seed, xp), w, time[rows].astype(xp.int64), u]))
+    u, i = u[order], i[order]
+    last = xp.ones(len(u), dtype=bool)
+    last[:-1] = u[1:] != u[:-1]
+    return u[last], i[last]
+
+
+def training_rows(user: Any, item: Any, test_user: Any, test_item: Any, n_items: int, xp: Any) -> Any:
+    """True for the events that stay for training: every event of a user on its held-out item leaves."""
+    held = test_user.astype(xp.int64) * int(n_items) + test_item.astype(xp.int64)
+    return ~xp.isin(user.astype(xp.int64) * int(n_items) + item.astype(xp.int64), held)
+
+
 def leave_last_out(events: Any, n_items: int, seed: int = 0) -> Holdout:
     """Hold out each eligible user's last item; see the module note for the rules."""
     for col in (schema.USER_IDX, schema.ITEM_IDX, schema.TIME, schema.WEIGHT):
         if col not in events.columns:
             raise UsageError(f"events need a {col!r} column for leave-last-out; pass prepared events")
-    eligible = eligible_users(events)
-    n_eligible = len(eligible)
-    if n_eligible == 0:
-        raise UsageError("no user has 2 or more distinct items, so none can have one held out (leave-last-out, "
-                         "which evaluate, --objective recommend and --algorithm predictive need); give a longer "
-                         "event log")
-
     xp = local_xp(events[schema.USER_IDX])
-    ranked = events[[schema.USER_IDX, schema.ITEM_IDX, schema.TIME, schema.WEIGHT]].copy()
-    ranked[TIEBREAK] = seeded_hash(local_values(ranked[schema.USER_IDX]), local_values(ranked[schema.ITEM_IDX]),
-                                   seed, xp)
-    ranked = ranked[ranked[schema.USER_IDX].isin(eligible)]
-    ranked = ranked.sort_values([schema.USER_IDX, schema.TIME, schema.WEIGHT, TIEBREAK])
-    test = ranked.drop_duplicates(subset=[schema.USER_IDX], keep="last")[[schema.USER_IDX, schema.ITEM_IDX]]
-    test = test.sort_values(schema.USER_IDX).reset_index(drop=True)
-
-    held = _keys(test, n_items)
-    train = events[~_keys(events, n_items).isin(held)].reset_index(drop=True)
-    return Holdout(train=train, test=test, n_eligible=n_eligible)
+    user, item = local_values(events[schema.USER_IDX]), local_values(events[schema.ITEM_IDX])
+    time = local_values(events[schema.TIME].astype("datetime64[ns]").astype("int64"))
+    test_user, test_item = held_out(user, item, time, local_values(events[schema.WEIGHT]), n_items, seed, xp)
+    if len(test_user) == 0:
+        raise UsageError(NO_ELIGIBLE)
+    frame = type(events)
+    test = frame({schema.USER_IDX: test_user.astype(user.dtype), schema.ITEM_IDX: test_item.astype(item.dtype)})
+    train = events[training_rows(user, item, test_user, test_item, n_items, xp)].reset_index(drop=True)
+    return Holdout(train=train, test=test, n_eligible=len(test_user))
 
 
-def _keys(frame: Any, n_items: int):
-    """(user, item) as one int64 key, so the anti-join is an `isin` that cuDF and pandas both have."""
-    return frame[schema.USER_IDX].astype("int64") * int(n_items) + frame[schema.ITEM_IDX].astype("int64")
+NO_ELIGIBLE = ("no user has 2 or more distinct items, so none can have one held out (leave-last-out, which "
+               "evaluate, --objective recommend and --algorithm predictive need); give a longer event log")

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
+import gpuclust.report.plots as plots
 from gpuclust import __version__
 from gpuclust.errors import UsageError
 from gpuclust.io.outputs import OutputDir, check_file_target, mark_text
 from gpuclust.io.writers import atomic_path
-from gpuclust.report import plots
 
 REQUIRED = ("assignments.parquet", "clusters.json", "manifest.json")
 MAP_FILE = "map.parquet"

@@ -15,10 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust import schema
 from gpuclust.backend import Backend, to_host, to_torch
-from gpuclust.features.text.pooling import timestamps_ns
-from gpuclust.frames import column_array
 from gpuclust.preprocess.prepared import PreparedData
 
 GAP_BUCKETS = 32  # 0 = padding, 1 = a user's first event, 2.. = 1 + floor(log2(1 + seconds)), capped
@@ -45,13 +42,10 @@ class Sequences:
 
 
 def event_codes(data: PreparedData, backend: Backend, names: list[str]):
-    """Per event (in the prepared order) 1 + the index of its type in `names`, 0 where unknown."""
-    table = backend.frame.DataFrame({schema.EVENT: list(names), "_code": np.arange(1, len(names) + 1, dtype=np.int64)})
-    ev = data.events[[schema.EVENT]].astype({schema.EVENT: "str"}).reset_index(drop=True)
-    ev["_row"] = np.arange(len(ev), dtype=np.int64) if backend.frame.__name__ == "pandas" else \
-        backend.xp.arange(len(ev), dtype=np.int64)
-    coded = ev.merge(table, on=schema.EVENT, how="left").sort_values("_row")
-    return column_array(coded["_code"].fillna(0), backend, np.int64)
+    """Per event of the table 1 + the index of its type in `names`, 0 where unknown."""
+    t = data.table
+    lookup = np.array([1 + list(names).index(n) if n in names else 0 for n in t.event_names], dtype=np.int64)
+    return backend.asarray(lookup)[backend.asarray(t.event).astype(np.int64)]
 
 
 def build_sequences(data: PreparedData, backend: Backend, event_types: list[str], max_length: int,
@@ -59,12 +53,10 @@ def build_sequences(data: PreparedData, backend: Backend, event_types: list[str]
     """The last `max_length` events of every user (row i = user_idx i), time-ordered."""
 
     xp = backend.xp
-    users = column_array(data.events[schema.USER_IDX], backend, np.int64)
-    items = column_array(data.events[schema.ITEM_IDX], backend, np.int64)
-    stamps = timestamps_ns(data.events, backend)
+    t = data.table  # sorted by user, then time
+    users, items = backend.asarray(t.user).astype(xp.int64), backend.asarray(t.item).astype(xp.int64)
+    stamps = backend.asarray(t.time)
     kinds = event_codes(data, backend, event_types)
-    order = xp.lexsort(xp.stack([stamps, users]))  # by user, then time; stable for equal times
-    users, items, stamps, kinds = users[order], items[order], stamps[order], kinds[order]
     n_users = int(data.n_users)
     counts = xp.bincount(users, minlength=n_users).astype(xp.int64)
     starts = xp.cumsum(counts) - counts

@@ -50,15 +50,10 @@ def interaction_weights(data: PreparedData, backend: Backend, half_life_days: fl
     """users x items CSR (float32): summed event weight x time decay."""
     check_half_life(half_life_days)
     xp = backend.xp
-    events = data.events
-    users = column_array(events[schema.USER_IDX], backend, "int32")
-    items = column_array(events[schema.ITEM_IDX], backend, "int32")
-    if schema.WEIGHT in events.columns:
-        weight = column_array(events[schema.WEIGHT], backend, "float32")
-    else:
-        weight = xp.ones(len(users), dtype=xp.float32)
+    t = data.table
+    users, items, weight = backend.asarray(t.user), backend.asarray(t.item), backend.asarray(t.weight)
     if half_life_days is not None:
-        stamps = timestamps_ns(events, backend)
+        stamps = backend.asarray(t.time)
         ref = reference_ns(data.reference_time) if data.reference_time is not None else int(stamps.max())
         weight = weight * decay_weights(ref - stamps, half_life_days, xp)
     matrix = backend.sparse.coo_matrix(

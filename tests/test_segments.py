@@ -1,0 +1,147 @@
+"""The segment primitives and the array steps of preprocessing, against pandas on random inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from gpuclust import segments
+from gpuclust.backend import resolve_backend
+from gpuclust.config import PreprocessConfig
+from gpuclust.preprocess.clean import Preprocessor
+
+small_ints = arrays(np.int64, st.integers(0, 60), elements=st.integers(0, 6))
+
+
+@st.composite
+def segmented(draw):
+    """Sorted segment ids with values: some segments empty, some long."""
+    n = draw(st.integers(1, 8))
+    ids = np.sort(draw(arrays(np.int64, st.integers(0, 50), elements=st.integers(0, n - 1))))
+    values = draw(arrays(np.float64, len(ids), elements=st.floats(-100, 100, allow_nan=False, width=32)))
+    keys = draw(arrays(np.int64, len(ids), elements=st.integers(0, 4)))
+    return n, ids, values, keys
+
+
+@given(segmented())
+def test_segment_reductions_match_pandas_groupby(case):
+    n, ids, values, keys = case
+    offsets = segments.offsets_of(ids, n, np)
+    assert offsets[0] == 0 and offsets[-1] == len(ids)
+    np.testing.assert_array_equal(segments.ids_of(offsets, np), ids)
+    frame = pd.DataFrame({"s": ids, "v": values, "k": keys})
+    grouped = frame.groupby("s")
+    expect_sum = grouped["v"].sum().reindex(range(n), fill_value=0.0).to_numpy()
+    np.testing.assert_allclose(segments.segment_sum(values, ids, n, np), expect_sum, atol=1e-9)
+    np.testing.assert_array_equal(segments.segment_sum(None, ids, n, np),
+                                  grouped.size().reindex(range(n), fill_value=0).to_numpy())
+    np.testing.assert_array_equal(segments.segment_first(values, offsets, -1.0, np),
+                                  grouped["v"].first().reindex(range(n), fill_value=-1.0).to_numpy())
+    np.testing.assert_array_equal(segments.segment_last(values, offsets, -1.0, np),
+                                  grouped["v"].last().reindex(range(n), fill_value=-1.0).to_numpy())
+    np.testing.assert_array_equal(segments.distinct_per_segment(ids, keys, n, 5, np),
+                                  grouped["k"].nunique().reindex(range(n), fill_value=0).to_numpy())
+
+
+@given(small_ints, st.data())
+def test_run_starts_and_stable_order(major, data):
+    minor = data.draw(arrays(np.int64, len(major), elements=st.integers(-3, 3).map(lambda x: x * 1_000_000_000)))
+    order = segments.stable_order(major, minor, np)
+    expect = pd.DataFrame({"a": major, "b": minor}).sort_values(["a", "b"], kind="stable").index.to_numpy()
+    np.testing.assert_array_equal(order, expect)
+    starts = segments.run_starts(major[order], minor[order], xp=np)
+    frame = pd.DataFrame({"a": major[order], "b": minor[order]})
+    expect_starts = (frame != frame.shift(1)).any(axis=1).to_numpy() if len(frame) else np.zeros(0, bool)
+    np.testing.assert_array_equal(starts, expect_starts)
+
+
+def test_stable_order_falls_back_when_the_key_does_not_pack():
+    major = np.array([3, 1, 3, 1, 2], dtype=np.int64) * (1 << 40)
+    minor = np.array([5, -7, 5, 2 ** 60, 0], dtype=np.int64)
+    order = segments.stable_order(major, minor, np)
+    np.testing.assert_array_equal(order, np.lexsort((minor, major)))
+
+
+@st.composite
+def raw_events(draw):
+    """A log with many exact duplicates and ties on (user, time), in any order."""
+    n = draw(st.integers(1, 80))
+    ints = st.integers(0, 3)
+    users = draw(arrays(np.int64, n, elements=ints))
+    items = draw(arrays(np.int64, n, elements=ints))
+    seconds = draw(arrays(np.int64, n, elements=st.integers(0, 2)))
+    kinds = draw(st.lists(st.sampled_from(["view", "click", "purchase"]), min_size=n, max_size=n))
+    values = draw(arrays(np.float32, n, elements=st.sampled_from([0.0, -0.0, 1.5, 3.0])))
+    return pd.DataFrame({"user_id": users, "item_id": items, "event_type": kinds,
+                         "timestamp": pd.Timestamp("2026-01-01") + pd.to_timedelta(seconds, unit="s"),
+                         "value": values})
+
+
+@given(raw_events(), st.integers(1, 3), st.integers(1, 3))
+def test_preprocessing_drops_and_keeps_what_the_frame_reference_does(events, min_user, min_item):
+    """Duplicates, minimum counts and the (user, time) order on arrays equal pandas' drop_duplicates,
+    value_counts filters and a stable sort, row for row."""
+    config = PreprocessConfig(min_user_events=min_user, min_item_events=min_item)
+    reference = events.drop_duplicates()
+    for _ in range(10):
+        before = len(reference)
+        counts = reference["user_id"].value_counts()
+        reference = reference[reference["user_id"].isin(counts[counts >= min_user].index)]
+        counts = reference["item_id"].value_counts()
+        reference = reference[reference["item_id"].isin(counts[counts >= min_item].index)]
+        if len(reference) == before:
+            break
+    try:
+        data = Preprocessor(config).run(events, resolve_backend("cpu"))
+    except Exception as exc:  # noqa: BLE001 - an empty result must be the reference's too
+        assert len(reference) == 0, exc
+        return
+    steps = {s.step: s for s in data.steps}
+    assert steps["exact_duplicates"].dropped == len(events) - len(events.drop_duplicates())
+    expect = reference.sort_values(["user_id", "timestamp"], kind="stable")
+    got = data.events
+    assert len(got) == len(expect) == len(data.table)
+    np.testing.assert_array_equal(got["user_id"].to_numpy(), expect["user_id"].to_numpy())
+    np.testing.assert_array_equal(got["timestamp"].to_numpy(), expect["timestamp"].to_numpy())
+    assert sorted(zip(got["item_id"], got["event_type"].astype(str), got["value"], strict=True)) == \
+        sorted(zip(expect["item_id"], expect["event_type"], expect["value"], strict=True))
+    table = data.table
+    np.testing.assert_array_equal(table.offsets, np.searchsorted(table.user, np.arange(data.n_users + 1)))
+    assert (np.diff(table.user) >= 0).all()
+
+
+def _reference_holdout(events: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The frame rules leave-last-out had before the arrays: sort by (user, time, weight, hash), keep last."""
+    from gpuclust.recommend.split import seeded_hash
+
+    distinct = events[["user_idx", "item_idx"]].drop_duplicates().groupby("user_idx").size()
+    ranked = events.copy()
+    ranked["_t"] = seeded_hash(ranked["user_idx"].to_numpy(), ranked["item_idx"].to_numpy(), seed, np)
+    ranked = ranked[ranked["user_idx"].isin(distinct[distinct >= 2].index)]
+    ranked = ranked.sort_values(["user_idx", "timestamp", "weight", "_t"])
+    test = ranked.drop_duplicates(subset=["user_idx"], keep="last")[["user_idx", "item_idx"]]
+    return test.sort_values("user_idx").reset_index(drop=True)
+
+
+@given(st.integers(1, 60), st.integers(0, 3), st.data())
+def test_leave_last_out_on_arrays_holds_out_what_the_frame_rules_did(n, seed, data):
+    from gpuclust.recommend.split import leave_last_out
+
+    ints = arrays(np.int64, n, elements=st.integers(0, 4))
+    events = pd.DataFrame({
+        "user_idx": data.draw(ints).astype(np.int32), "item_idx": data.draw(ints).astype(np.int32),
+        "timestamp": pd.Timestamp("2026-01-01") + pd.to_timedelta(data.draw(ints), unit="s"),
+        "weight": data.draw(arrays(np.float32, n, elements=st.sampled_from([0.0, 1.0, 2.5, 5.0]))),
+    })
+    expect = _reference_holdout(events, seed)
+    if len(expect) == 0:
+        return
+    split = leave_last_out(events, 5, seed)
+    np.testing.assert_array_equal(split.test["user_idx"].to_numpy(), expect["user_idx"].to_numpy())
+    np.testing.assert_array_equal(split.test["item_idx"].to_numpy(), expect["item_idx"].to_numpy())
+    held = set(zip(expect["user_idx"], expect["item_idx"], strict=True))
+    kept = [(u, i) not in held for u, i in zip(events["user_idx"], events["item_idx"], strict=True)]
+    pd.testing.assert_frame_equal(split.train, events[kept].reset_index(drop=True))
