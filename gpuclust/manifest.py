@@ -18,6 +18,7 @@ from gpuclust import accelerators
 from gpuclust.backend import Backend, transfers
 from gpuclust.gpu_memory import StagePeaks
 from gpuclust.gpu_memory import allocators as gpu_allocators
+from gpuclust.preprocess.prepared import event_frames
 
 # Every distribution name a library is installed under: pip wheels per CUDA major version, conda names.
 # Only the installed ones are recorded, each under its own name, so a manifest says which build ran.
@@ -92,11 +93,11 @@ class StageRecorder:
         record: dict[str, Any] = {}
         if self.on_stage is not None:
             self.on_stage(name)
-        if self.backend is not None:  # where this stage's frames and arrays lived
+        if self.backend is not None:  # the backend's libraries: where this stage's frames and arrays could live
             record.update(frame=self.backend.frame_library, array=self.backend.xp.__name__)
         exact = reset_peak_rss()
         gpu = StagePeaks() if self._on_gpu else None
-        copies_before = transfers.bytes
+        copies_before, frames_before = transfers.bytes, event_frames.built
         start = time.perf_counter()
         try:
             with gpu or contextlib.nullcontext():
@@ -111,6 +112,7 @@ class StageRecorder:
                 "peak_rss_mib": round(peak / 2**20, 1),
                 "peak_rss_is_per_stage": exact,
                 "device_to_host_bytes": transfers.bytes - copies_before,
+                "event_frames_built": event_frames.built - frames_before,
             })
             self.stages[name] = {**record}
 
@@ -153,7 +155,7 @@ def build_manifest(*, config: dict[str, Any], backend: Backend, recorder: StageR
         "accelerators": [vars(a) for a in accelerators.all_accelerators()],
         "versions": versions(),
         "timings": recorder.summary(),
-        "rows": {"steps": [s.to_dict() for s in data.steps], "events": len(data.table), "users": data.n_users,
+        "rows": {"steps": [s.to_dict() for s in data.steps], "events": data.n_events, "users": data.n_users,
                  "items": data.n_items},
         "features": features,
         "reduce": reduce,

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 _PACK_BITS = 62  # a packed (segment, key) sort key stays below 2**62
+_STEPS = (1_000_000_000, 1_000_000, 1_000, 1)
 
 
 def offsets_of(sorted_ids: Any, n: int, xp: Any) -> Any:
@@ -74,15 +75,17 @@ def distinct_per_segment(ids: Any, keys: Any, n: int, n_keys: int, xp: Any) -> A
 def stable_order(major: Any, minor: Any, xp: Any) -> Any:
     """The permutation that sorts rows by (major, minor), ties kept in input order.
 
-    Both are non-negative-able integers. Where (major, minor - min) packs into one int64 (after dividing
-    `minor` by the common step of its values, e.g. whole seconds in nanoseconds) it is one stable argsort
-    of the packed key, several times faster than a lexsort on the CPU; otherwise a lexsort."""
+    `major` is non-negative. Where (major, minor - min) packs into one int64 (after dividing `minor` by a
+    step all its values share: whole seconds, milliseconds or microseconds in nanoseconds) it is one
+    stable argsort of the packed key, several times faster than a lexsort on the CPU; otherwise a lexsort."""
     if len(major) == 0:
         return xp.zeros(0, dtype=xp.int64)
     minor = minor.astype(xp.int64)
     low = minor.min()
     shifted = minor - low
-    step = int(xp.gcd.reduce(shifted)) if len(shifted) > 1 else 1
+    for step in _STEPS:  # the coarsest clock every value is on: whole seconds, ms or us in nanoseconds
+        if step == 1 or not bool((shifted % step).any()):
+            break
     if step > 1:
         shifted = shifted // step
     span = int(shifted.max()) + 1

@@ -144,6 +144,7 @@ def test_a_run_that_fails_while_writing_leaves_the_previous_output_set_as_it_was
 
     monkeypatch.setattr(writers, "write_json", disk_full)
     monkeypatch.setattr("gpuclust.run.write_json", disk_full, raising=False)
+    monkeypatch.setattr("gpuclust.io.run_folder.write_json", disk_full)
     result = run(data, out, "--k", 4)
     assert result.code != 0
     assert not any(tree_changes(before, snapshot(out)).values()), "a failed rerun changed the previous outputs"

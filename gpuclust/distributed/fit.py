@@ -188,7 +188,7 @@ def fit_distributed(est: Any, events: Any, items: Any, truth: Any, settings: Pip
     est.pseudonymiser_, est.privacy_ = None, privacy_record(None, settings.privacy.min_group_size)
     est.labels_ = like_input(to_backend_frame(labels_frame, backend), kind)
     est.map_ = like_input(to_backend_frame(explained.map, backend), kind)
-    summary = types.SimpleNamespace(steps=g.steps, events=range(g.n_events), n_users=g.n_users, n_items=g.n_items)
+    summary = types.SimpleNamespace(steps=g.steps, n_events=g.n_events, n_users=g.n_users, n_items=g.n_items)
     cluster_record = {"algorithm": "kmeans", "engine": clusterer.engine_, "k": int(centres.shape[0]),
                       "inertia": inertia, "n_iter": clusterer.n_iter_, "seed": settings.seed, "k_sweep": None,
                       "init_sample": getattr(clusterer, "init_sample_", None)}

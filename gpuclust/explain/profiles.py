@@ -6,7 +6,7 @@ read where the frames keep their data (`frames.frame_local`): given there, they 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from gpuclust import schema
 from gpuclust.backend import Backend, array_module, to_host
 from gpuclust.frames import array_frame, host_frame
 from gpuclust.preprocess.prepared import PreparedData
+
+if TYPE_CHECKING:
+    from gpuclust.preprocess.table import EventTable
 
 CLUSTER = "cluster"
 
@@ -103,7 +106,7 @@ def cluster_item_weights(data: PreparedData, labels: Any) -> Any:
     frame: one bincount over the event table where it lives; only the summary crosses to the host."""
     import pandas as pd
 
-    t = data.table
+    t: EventTable = data.table
     xp = t.xp
     clusters = xp.asarray(labels).astype(xp.int64)
     rows = int(clusters.max()) + 2 if len(clusters) else 1  # row 0 is noise

@@ -6,7 +6,7 @@ a GPU (with or without cuDF), NumPy on the CPU.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpuclust import schema
 from gpuclust.backend import Backend
@@ -14,6 +14,9 @@ from gpuclust.features.normalise import Normaliser
 from gpuclust.frames import array_frame, frame_array
 from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.segments import distinct_per_segment, run_starts, segment_first, segment_last, segment_sum
+
+if TYPE_CHECKING:
+    from gpuclust.preprocess.table import EventTable
 
 NS_PER_DAY = 86_400 * 1_000_000_000
 
@@ -30,7 +33,7 @@ def behaviour_statistics(data: PreparedData, backend: Backend, session_gap_minut
 
 def _statistics(data: PreparedData, backend: Backend, session_gap_minutes: float):
     """Segment reductions over the event table (sorted by user, then time), on the device it lives on."""
-    t = data.table
+    t: EventTable = data.table
     xp, n = t.xp, data.n_users
     users, offsets = t.user, t.offsets
     first = segment_first(t.time, offsets, 0, xp)

@@ -6,6 +6,8 @@ components result is dense.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from gpuclust import schema
@@ -14,6 +16,9 @@ from gpuclust.errors import UsageError
 from gpuclust.features.svd import randomized_svd
 from gpuclust.frames import column_array, host_frame
 from gpuclust.preprocess.prepared import PreparedData
+
+if TYPE_CHECKING:
+    from gpuclust.preprocess.table import EventTable
 
 
 def tfidf(counts, backend: Backend, idf=None):
@@ -49,7 +54,7 @@ def l2_rows(x, xp):
 def user_vocabulary_counts(data: PreparedData, backend: Backend, vocabulary: str, categories=None):
     """users x items or users x categories, summing event weights (a purchase counts more than a view)."""
     xp = backend.xp
-    t = data.table
+    t: EventTable = data.table
     users, items, weights = backend.asarray(t.user), backend.asarray(t.item), backend.asarray(t.weight)
     if vocabulary == "item":
         cols, n_cols = items, data.n_items

@@ -26,6 +26,17 @@ class StepCount:
                 "dropped": self.dropped, "why": self.why}
 
 
+class FrameCounter:
+    """How many events frames were built from event tables: each is a whole-log copy (to the host, for
+    pandas), which the stages should not need. The manifest records it per stage."""
+
+    def __init__(self) -> None:
+        self.built = 0
+
+
+event_frames = FrameCounter()
+
+
 class PreparedData:
     """Clean events with contiguous indices: the event table on the backend's device, and the small
     per-user and per-item tables on its frame library (cuDF or pandas).
@@ -34,6 +45,7 @@ class PreparedData:
     events: the same events as a frame (user_id, item_id, event_type, timestamp (datetime64[ns]), value
         (float32, 0 where absent), weight (float32), user_idx (int32), item_idx (int32)), built from the
         table on first use for the stages that still work on frames; or given, and the table built from it.
+        Without either (a catalogue alone, for stages that read only the items) both are None.
     users: user_idx -> user_id, sorted by user_idx.
     items: item_idx -> item_id, sorted by item_idx, plus the catalogue's columns (category, price,
         text) where an items table was given; missing catalogue values are nulls.
@@ -43,8 +55,6 @@ class PreparedData:
                  reference_time: Any = None, steps: list[StepCount] | None = None, text_columns: tuple[str, ...] = (),
                  event_types: tuple[str, ...] = (), table: Any = None, event_names: tuple[str, ...] | None = None,
                  xp: Any = None) -> None:
-        if events is None and table is None:
-            raise ValueError("PreparedData needs events (a frame) or an event table")
         self._events, self._table = events, table
         self.users, self.items = users, items
         self.n_users, self.n_items = int(n_users), int(n_items)
@@ -59,19 +69,24 @@ class PreparedData:
 
     @property
     def events(self) -> Any:
-        if self._events is None:
+        if self._events is None and self._table is not None:
             self._events = self._table.to_frame(self.users, self.items, frame_module(self.users))
+            event_frames.built += 1
         return self._events
 
     @property
     def table(self) -> Any:
-        if self._table is None:
+        if self._table is None and self._events is not None:
             from gpuclust.frames import local_xp
             from gpuclust.preprocess.table import EventTable
 
             xp = self._xp or local_xp(self._events[schema.USER_IDX])
             self._table = EventTable.from_frame(self._events, self.n_users, self._event_names, xp)
         return self._table
+
+    @property
+    def n_events(self) -> int:
+        return len(self._table) if self._table is not None else len(self._events) if self._events is not None else 0
 
     def with_events(self, events: Any) -> PreparedData:
         """The same users, items and settings over other events of theirs (a holdout's training part);

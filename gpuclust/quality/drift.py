@@ -20,11 +20,14 @@ when one crosses its threshold; the service exports them on /metrics from what i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gpuclust.backend import array_module, to_host
+
+if TYPE_CHECKING:
+    from gpuclust.preprocess.table import EventTable
 
 ANOMALY_Z = 3.5  # the usual cut-off of a modified z-score (Iglewicz and Hoaglin)
 PSI_FLOOR = 1e-4
@@ -82,7 +85,7 @@ def placed_counts(labels: Any, distances: Any, scores: Any, k: int) -> DriftCoun
 def event_counts(data: Any) -> DriftCounts:
     """The event-level part of DriftCounts from prepared data and its cleaning steps."""
     steps = {s.step: s for s in data.steps}
-    table = data.table
+    table: EventTable = data.table
     first = data.steps[0].rows_in if data.steps else len(table)
     counts = to_host(table.xp.bincount(table.event.astype(table.xp.int64), minlength=len(table.event_names)))
     present = sorted(((n, name) for name, n in zip(table.event_names, counts, strict=True) if n > 0),

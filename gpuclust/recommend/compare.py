@@ -171,7 +171,7 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
         "rows": rows,
         "users": {"after_preprocessing": data.n_users, "eligible": outer.n_eligible, "evaluated": int(len(targets))},
         "items": data.n_items,
-        "events": len(data.events),
+        "events": data.n_events,
         "timings": {name: round(v, 3) for name, v in timings.items()},
         "config": {"features": {name: list(cfg.features.features) for name, cfg in plans.items()},
                    "algorithm": {name: cfg.cluster.algorithm for name, cfg in plans.items()}, "seed": config.seed},

@@ -124,7 +124,7 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
             "target_never_in_training": unseen_targets,
         },
         "items": data.n_items,
-        "events": len(data.events),
+        "events": data.n_events,
         "validation": {"users": int(len(val_targets)), "tuned_for": f"HR@{primary}", "grid": tuning,
                        "chosen_weight": best["w"]},
         "timings": {name: round(v, 3) for name, v in timings.items()},

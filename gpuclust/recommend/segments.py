@@ -15,7 +15,7 @@ refitting without the held-out items, so it is cheap and slightly optimistic abo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from gpuclust.backend import Backend, to_host
 from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.recommend.popularity import GRID, shares, weighted_counts
 from gpuclust.recommend.split import held_out, training_rows
+
+if TYPE_CHECKING:
+    from gpuclust.preprocess.table import EventTable
 
 TUNE_TOP_K = 10
 SCORE_BATCH = 256  # users scored at once in tuning: 256 x items float32
@@ -67,7 +70,7 @@ def fit_segments(data: PreparedData, labels: Any, k: int, backend: Backend, blen
 def segment_counts(data: PreparedData, labels: Any, k: int, backend: Backend) -> Any:
     """(k + 1) x items summed event weights of `data`'s users (xp float64): partitions' counts add up."""
     xp = backend.xp
-    t = data.table
+    t: EventTable = data.table
     users, items = backend.asarray(t.user).astype(xp.int64), backend.asarray(t.item).astype(xp.int64)
     weights = backend.asarray(t.weight).astype(xp.float64)
     return weighted_counts(users, items, weights, xp.asarray(labels).astype(xp.int64), k, data.n_items, xp)
@@ -90,7 +93,7 @@ def _tune(data: PreparedData, clusters: Any, counts: Any, k: int, backend: Backe
     rng = np.random.default_rng(seed)
     n_sample = min(tune_users, data.n_users)
     sample = np.sort(rng.choice(data.n_users, size=n_sample, replace=False)).astype(np.int32)
-    t = data.table
+    t: EventTable = data.table
     in_sample = xp.zeros(data.n_users, dtype=bool)
     in_sample[xp.asarray(sample)] = True
     rows = xp.nonzero(in_sample[backend.asarray(t.user)])[0]

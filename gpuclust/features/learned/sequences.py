@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gpuclust.backend import Backend, to_host, to_torch
 from gpuclust.preprocess.prepared import PreparedData
+
+if TYPE_CHECKING:
+    from gpuclust.preprocess.table import EventTable
 
 GAP_BUCKETS = 32  # 0 = padding, 1 = a user's first event, 2.. = 1 + floor(log2(1 + seconds)), capped
 
@@ -43,7 +46,7 @@ class Sequences:
 
 def event_codes(data: PreparedData, backend: Backend, names: list[str]):
     """Per event of the table 1 + the index of its type in `names`, 0 where unknown."""
-    t = data.table
+    t: EventTable = data.table
     lookup = np.array([1 + list(names).index(n) if n in names else 0 for n in t.event_names], dtype=np.int64)
     return backend.asarray(lookup)[backend.asarray(t.event).astype(np.int64)]
 
@@ -53,7 +56,7 @@ def build_sequences(data: PreparedData, backend: Backend, event_types: list[str]
     """The last `max_length` events of every user (row i = user_idx i), time-ordered."""
 
     xp = backend.xp
-    t = data.table  # sorted by user, then time
+    t: EventTable = data.table  # sorted by user, then time
     users, items = backend.asarray(t.user).astype(xp.int64), backend.asarray(t.item).astype(xp.int64)
     stamps = backend.asarray(t.time)
     kinds = event_codes(data, backend, event_types)

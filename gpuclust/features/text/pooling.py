@@ -9,13 +9,16 @@ vectors arrive from torch through DLPack), so nothing goes to the host; on the C
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpuclust import schema
 from gpuclust.backend import Backend
 from gpuclust.errors import UsageError
 from gpuclust.frames import column_array
 from gpuclust.preprocess.prepared import PreparedData
+
+if TYPE_CHECKING:
+    from gpuclust.preprocess.table import EventTable
 
 NS_PER_DAY = 86_400 * 10**9
 
@@ -50,7 +53,7 @@ def interaction_weights(data: PreparedData, backend: Backend, half_life_days: fl
     """users x items CSR (float32): summed event weight x time decay."""
     check_half_life(half_life_days)
     xp = backend.xp
-    t = data.table
+    t: EventTable = data.table
     users, items, weight = backend.asarray(t.user), backend.asarray(t.item), backend.asarray(t.weight)
     if half_life_days is not None:
         stamps = backend.asarray(t.time)
