@@ -15,7 +15,7 @@ from typing import Any
 import gpuclust
 from gpuclust.backend import resolve_backend
 from gpuclust.config import DaskConfig, PipelineConfig
-from gpuclust.errors import UsageError
+from gpuclust.errors import OutOfRoom, UsageError
 from gpuclust.estimator import UserClusterer
 from gpuclust.frames import column_array, host_frame
 from gpuclust.io.inputs import read_inputs
@@ -91,6 +91,8 @@ def write_run(model: UserClusterer, folder: Path, assignments_file: bool = True)
     try:
         model.save(folder / "model")
         model.manifest_["model"] = "model"
+    except OutOfRoom:  # the disk, not the model: the run fails as a whole
+        raise
     except UsageError as exc:  # e.g. UMAP: the run is still good, only not reusable for `assign`
         model.manifest_["model"] = f"not saved: {exc}"
     write_json(folder / "manifest.json", model.manifest_)
