@@ -148,8 +148,11 @@ def check_frame(df: Any, what: str, required: tuple[str, ...], ids: tuple[str, .
         if pd.api.types.infer_dtype(column, skipna=True) in ("string", "integer", "floating", "empty", "bytes",
                                                              "mixed-integer-float", "boolean"):
             continue  # plain values, without a look at each one
-        odd = column.map(lambda v: isinstance(v, tuple | list | dict | set | frozenset | np.ndarray | complex))
+        # Only a pandas column of mixed Python objects gets here; cuDF cannot hold such values at all.
+        values = column.to_numpy(dtype=object)
+        odd = np.fromiter((isinstance(v, tuple | list | dict | set | frozenset | np.ndarray | complex) for v in values),
+                          dtype=bool, count=len(values))
         if bool(odd.any()):
-            example = column[odd].iloc[0]
+            example = values[int(np.argmax(odd))]
             raise UsageError(f"{what} column {name!r} holds {type(example).__name__} values (e.g. {example!r}); an id "
                              "must be one number or string: join the parts into one string first")
