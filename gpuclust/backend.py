@@ -33,6 +33,10 @@ class Backend:
     frame: ModuleType = field(repr=False)
     torch_device: str = "cpu"
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        """Pickled by device: the modules are resolved again where it is unpickled (a fitted model pickles)."""
+        return resolve_backend, (self.device,)
+
     @property
     def on_gpu(self) -> bool:
         return self.device == "cuda"

@@ -6,6 +6,9 @@ exits with code 2. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 from pathlib import Path
 
 
@@ -25,14 +28,91 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+def _special_kind(path: Path) -> str | None:
+    """What a path that exists but is no regular file or folder is, in words; None if it does not exist."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "a broken symbolic link" if os.path.islink(path) else None
+    for test, words in ((stat.S_ISFIFO, "a named pipe (FIFO)"),
+                        (stat.S_ISCHR, "a character device (such as /dev/null or /dev/urandom)"),
+                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
 def require_file(path: Path, what: str) -> None:
     """A missing path and a directory are different mistakes; the message says which, and what to give."""
+    check_path_length(path, "the file")
     if path.is_dir():
         raise UsageError(f"{path} is a directory, not {what}; give the path of the file itself")
     if not path.is_file():
+        special = _special_kind(path)  # stat only: a FIFO is never opened, so nothing waits on a writer
+        if special:
+            raise UsageError(f"{path} is {special}, not {what}; give a regular file")
         raise UsageError(f"file not found: {path}")
 
 
 class InputWarning(UserWarning):
     """Something odd in the input that gpuclust worked around (rows dropped, ids or units reinterpreted);
     the CLI prints each as one line after a successful command."""
+
+
+# A write that failed for want of room or of a limit: what the user must give the command to succeed.
+_NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+            errno.EFBIG: "a file would pass the file size limit (ulimit -f)"}
+
+
+class OutOfRoom(UsageError):
+    """A write failed for want of room (disk, quota, `ulimit -f`): never a reason to carry on without
+    that output (a run must not finish without its model), and an outer output set re-words it with its
+    own path."""
+
+    def __init__(self, message: str, errno_: int) -> None:
+        super().__init__(message)
+        self.errno_ = errno_
+
+
+def write_failure(exc: BaseException, what: str, path: str | Path | None, names: bool = True) -> UsageError | None:
+    """A full disk, a used-up quota, a file size limit or (`names`) a too-long name while writing `path`,
+    as the one line the user needs (where, and what to give it); None for any other error."""
+    if isinstance(exc, OutOfRoom):
+        code = exc.errno_
+    elif isinstance(exc, OSError):
+        code = exc.errno or 0
+    else:
+        return None
+    where = f"{what} {path}" if path is not None else what
+    if code == errno.ENAMETOOLONG and names:
+        return UsageError(f"cannot write {where}: a name in that path is too long for the file system (at most 255 "
+                          "bytes a name, 4096 a path); give a shorter path")
+    reason = _NO_ROOM.get(code)
+    if reason is None:
+        return None
+    room = ""
+    if code != errno.EFBIG and path is not None:
+        folder = Path(os.path.abspath(path))
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            room = f" ({shutil.disk_usage(folder).free / 2**20:,.1f} MiB free there)"
+        except OSError:
+            room = ""
+    need = "raise the limit (ulimit -f unlimited)" if code == errno.EFBIG else "free space on that disk"
+    return OutOfRoom(f"cannot write {where}: {reason}{room}; {need} or write to another disk, and run again; "
+                     "nothing was written there and earlier outputs are kept", code)
+
+
+def check_path_length(path: str | Path, what: str) -> None:
+    """A path the file system cannot hold is named before any work, not found by a traceback later."""
+    text = os.fsencode(os.path.abspath(path))
+    longest = max((len(part) for part in text.split(b"/")), default=0)
+    if longest > 255:
+        raise UsageError(f"{what} {str(path)[:60]}... has a name of {longest} bytes; the file system allows at most "
+                         "255 a name: give a shorter name")
+    if len(text) >= 4096:
+        raise UsageError(f"{what} {str(path)[:60]}... is a path of {len(text):,} bytes; the system allows at most "
+                         "4,095: give a shorter path")

@@ -14,6 +14,7 @@ import contextlib
 import copy
 import dataclasses
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,15 @@ from gpuclust.explain.explainer import ClusterExplainer
 from gpuclust.features.behaviour import behaviour_statistics
 from gpuclust.features.factory import build_featurizer
 from gpuclust.features.fuse import Fuser
-from gpuclust.frames import array_frame, frame_kind, frame_local, like_input, local_xp, to_backend_frame
+from gpuclust.frames import (
+    array_frame,
+    check_frame,
+    frame_kind,
+    frame_local,
+    like_input,
+    local_xp,
+    to_backend_frame,
+)
 from gpuclust.manifest import StageRecorder, build_manifest
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.preprocess.prepared import PreparedData
@@ -42,7 +51,17 @@ from gpuclust.privacy import (
     small_clusters,
     suppress_small_groups,
 )
-from gpuclust.protocols import as_clusterer, as_reducer, fit_clusterer
+from gpuclust.protocols import (
+    as_clusterer,
+    as_reducer,
+    as_representation,
+    checked_explanation,
+    featurised,
+    fit_clusterer,
+    fit_reduced,
+    guarded,
+    reduced,
+)
 from gpuclust.quality import drift
 from gpuclust.quality.anomaly import scores_against
 from gpuclust.quality.metrics import internal_scores, truth_scores
@@ -107,6 +126,7 @@ class UserClusterer:
         """Learn the clusters of the users in `events` (cuDF or pandas; `items`: catalogue; `truth`:
         user_id, group for ARI/NMI). Every setting is checked before any data is read."""
         settings, custom = self._settings(), self._custom_featurizers()
+        _check_inputs(events, items, truth)
         if settings.dask.scheduler is not None:
             return self._fit_on_cluster(events, items, truth, settings)
         pseudonymiser = as_pseudonymiser(self.pseudonymise)
@@ -114,7 +134,7 @@ class UserClusterer:
         if pseudonymiser is not None:  # before anything reads them: no raw id reaches a stage
             events, truth = pseudonymiser.frame(events), pseudonymiser.frame(truth)
         backend = resolve_backend(settings.device)
-        record = StageRecorder(backend, self.progress)
+        record = StageRecorder(backend, guarded(self.progress))
         moved = transfers.bytes
         with record.stage("preprocess"):
             data = Preprocessor(settings.preprocess, seed=settings.seed).run(
@@ -138,7 +158,9 @@ class UserClusterer:
             metrics = self._metrics(x, outcome, data, truth, settings, backend)
         with record.stage("explain"):
             stats = behaviour_statistics(data, backend, settings.preprocess.session_gap_minutes)
-            explained = self._representation(settings).explain(data, x, outcome, backend, stats)
+            representation = self._representation(settings)
+            explained = checked_explanation(representation, representation.explain(data, x, outcome, backend, stats),
+                                            outcome.n_clusters, data.n_users, backend)
         profiles, population = explained.profiles, explained.population
         if pseudonymiser is not None:
             profiles, population = suppress_small_groups(profiles, population, settings.privacy.min_group_size,
@@ -233,6 +255,9 @@ class UserClusterer:
         fitted on pseudonymised ids places users only with the same key (`pseudonymise`)."""
         from gpuclust.model import load_estimator
 
+        if not isinstance(directory, str | os.PathLike):
+            raise UsageError(f"load takes the path of a saved model folder (a str or Path), got "
+                             f"{type(directory).__name__} {directory!r:.60}")
         return load_estimator(cls, directory, device, pseudonymise)
 
     # --- scikit-learn manners -------------------------------------------------------------------
@@ -251,6 +276,18 @@ class UserClusterer:
                 raise ValueError(f"invalid parameter {name!r} for UserClusterer; valid: {', '.join(valid)}")
             setattr(self, name, value)
         return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A fitted model pickles (joblib, multiprocessing, scikit-learn habits), except one fitted on
+        pseudonymised ids: its pickle would carry the key next to the pseudonyms. `save` is the format to
+        keep and share: verified on load, and no code runs from it."""
+        if getattr(self, "pseudonymiser_", None) is not None or (
+                self.pseudonymise is not None and not isinstance(self.pseudonymise, str | os.PathLike)):
+            raise UsageError("a pseudonymised UserClusterer does not pickle, because the pickle would hold its key: "
+                             "use model.save(folder) and UserClusterer.load(folder, pseudonymise=KEY)")
+        state = dict(self.__dict__)
+        state.pop("_distributed", None)  # a Dask session's copies stay with that session
+        return state
 
     def __repr__(self) -> str:
         given = {k: v for k, v in self.get_params().items() if v is not None and v != ()}
@@ -274,6 +311,7 @@ class UserClusterer:
                 raise UsageError(f"scheduler must be 'local', an address (tcp://host:8786) or a distributed.Client, "
                                  f"got {type(self.scheduler).__name__}")
             config.dask.scheduler = str(address)
+        self._check_submodels()
         if config.dask.scheduler is not None and self.pseudonymise is not None:
             raise UsageError("pseudonymised ids do not run on a Dask cluster yet: drop the scheduler, or the key")
         if self.features is not None:
@@ -297,6 +335,16 @@ class UserClusterer:
             raise UsageError("embedding_model and item_vectors feed the 'text' feature (or a sequence feature with "
                              "item_init 'text'): add 'text' to features")
         return config.validate(require_features=not self._custom_featurizers())
+
+    def _check_submodels(self) -> None:
+        """Sub-model objects that cannot work are named before any data is read."""
+        guarded(self.progress)
+        if self.representation is not None:
+            as_representation(self.representation)
+        if self.reducer is not None and not isinstance(self.reducer, str):
+            as_reducer(self.reducer)
+        if self.clusterer is not None and not isinstance(self.clusterer, str):
+            as_clusterer(self.clusterer)
 
     def _custom_featurizers(self) -> list[Any]:
         """Copies of the featuriser objects passed in (the caller's stay unfitted, as clone expects)."""
@@ -332,7 +380,7 @@ class UserClusterer:
         return tuple(k for k in settings.cluster.k_values if k < n_users)
 
     def _featurizers(self, settings: PipelineConfig, custom: list[Any]) -> list[Any]:
-        return [build_featurizer(name, settings, self.embedding_model, self.item_vectors, self.progress)
+        return [build_featurizer(name, settings, self.embedding_model, self.item_vectors, guarded(self.progress))
                 for name in settings.features.features] + custom
 
     def _featurize(self, data: PreparedData, settings: PipelineConfig, featurizers: list[Any], custom: list[Any],
@@ -342,14 +390,14 @@ class UserClusterer:
         blocks = {}
         for featurizer in featurizers:
             with stage(f"features.{featurizer.name}"):
-                blocks[featurizer.name] = featurizer.fit_transform(data, backend)
+                blocks[featurizer.name] = featurised(featurizer, data, backend, fit=True)
         with stage("fuse"):
             fuser = Fuser({**settings.features.weights, **self._custom_weights(custom)})
             x = fuser.fit_transform(blocks, backend.xp)
         reducer = self._reducer(settings)
         if reducer is not None:
             with stage("reduce"):
-                x = reducer.fit_transform(x, backend)
+                x = fit_reduced(reducer, x, backend)
         return x, fuser, reducer
 
     def _sweep(self, data: PreparedData, x: Any, k_values: tuple[int, ...], settings: PipelineConfig,
@@ -384,7 +432,7 @@ class UserClusterer:
 
     def _representation(self, settings: PipelineConfig) -> Any:
         if self.representation is not None:
-            return self.representation
+            return as_representation(self.representation)
         a = settings.assess
         return ClusterExplainer(a.top_n, a.anomalies, a.map_sample, settings.seed)
 
@@ -436,9 +484,12 @@ class UserClusterer:
         measured: (vectors in the space of `cluster_centers_`, on the backend's array library; the
         PreparedData whose user_idx rows they are)."""
         self._check_fitted()
+        _check_inputs(events)
         backend, settings = self.backend_, self.config_
         events = self.pseudonymised(events)
-        preprocess = dataclasses.replace(settings.preprocess, min_item_events=1, sample_users=None)
+        # The minimum counts shape what a model learns from; a user asked about is placed by any event the
+        # model can read (events of unknown types or on unknown items are dropped and counted in data.steps).
+        preprocess = dataclasses.replace(settings.preprocess, min_user_events=1, min_item_events=1, sample_users=None)
         data = Preprocessor(preprocess, seed=settings.seed).run(to_backend_frame(events, backend), backend,
                                                                vocabulary=self.vocabulary_)
         return self._measure(data, self.featurizers_, self.fuser_, self.reducer_, backend), data
@@ -453,21 +504,56 @@ class UserClusterer:
     @staticmethod
     def _measure(data: PreparedData, featurizers: list[Any], fuser: Fuser, reducer: Any, backend: Backend) -> Any:
         """Prepared users through fitted featurisers, the fuser and the reducer."""
-        x = fuser.transform({f.name: f.transform(data, backend) for f in featurizers}, backend.xp)
-        return x if reducer is None else reducer.transform(x, backend)
+        x = fuser.transform({f.name: featurised(f, data, backend, fit=False) for f in featurizers}, backend.xp)
+        return x if reducer is None else reduced(reducer, x, backend)
 
 
 def _k_setting(n_clusters: int | str | Sequence[int], default_k: int) -> tuple[int, tuple[int, ...]]:
-    """(k, k values to sweep) from an int, "auto", a range string, or a sequence of k."""
-    if isinstance(n_clusters, bool):
-        raise UsageError(f"n_clusters must be a number, 'auto', a range or a list of k, got {n_clusters!r}")
-    if isinstance(n_clusters, int | np.integer):
-        return int(n_clusters), ()
+    """(k, k values to sweep) from an int, "auto", a range string, or a sequence of k.
+
+    A whole float (4.0, np.float64(4): what arithmetic on k gives) is that k; anything else that is not
+    a whole number is refused, because rounding or truncating it would run a k nobody asked for."""
+    usage = "n_clusters must be a whole number (4), 'auto', a range ('4-16') or a list of k ([4, 6, 8])"
     if isinstance(n_clusters, str):
         fixed, values = parse_k(n_clusters)
         return (fixed, ()) if fixed is not None else (default_k, values)
-    values = tuple(int(k) for k in n_clusters)
+    if _is_number(n_clusters):
+        return _whole_k(n_clusters, usage), ()
+    try:
+        given = list(n_clusters)  # type: ignore[arg-type]
+    except TypeError:
+        raise UsageError(f"{usage}, got {type(n_clusters).__name__} {n_clusters!r}") from None
+    if not given or isinstance(n_clusters, dict | set | frozenset):
+        raise UsageError(f"{usage}, got {n_clusters!r}" + (": the list is empty" if not given else ""))
+    values = tuple(_whole_k(k, usage) for k in given)
     return (values[0], ()) if len(values) == 1 else (default_k, values)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+
+
+def _whole_k(value: Any, usage: str) -> int:
+    """One k: an int, or a float that is a whole number."""
+    if not _is_number(value) or not np.isfinite(value) or float(value) != int(value):
+        raise UsageError(f"{usage}; {value!r} is not a whole number")
+    return int(value)
+
+
+def _check_inputs(events: Any, items: Any = None, truth: Any = None) -> None:
+    """The frames a caller hands in, checked at the boundary (a Dask frame by its columns; a file source
+    of the distributed reader by that reader)."""
+    required = (schema.USER, schema.ITEM, schema.EVENT, schema.TIME)
+    if type(events).__module__.split(".")[0] in ("dask", "dask_cudf", "dask_expr"):
+        check_frame(events._meta, "events", required)
+    elif type(events).__module__.startswith("gpuclust"):
+        pass
+    else:
+        check_frame(events, "events", required, ids=(schema.USER, schema.ITEM))
+    if items is not None:
+        check_frame(items, "items", (schema.ITEM,), ids=(schema.ITEM,))
+    if truth is not None:
+        check_frame(truth, "truth", (schema.USER, "group"), ids=(schema.USER,))
 
 
 def _assignments(data: PreparedData, frame_labels: Any, distances: Any, scores: Any, backend: Backend) -> Any:

@@ -127,3 +127,55 @@ def local_array(array: Any, like: Any):
 
         return cupy.asarray(array)
     return to_host(array)
+
+
+def _squashed(name: Any) -> str:
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+def check_frame(df: Any, what: str, required: tuple[str, ...], ids: tuple[str, ...] = ()) -> None:
+    """A frame handed to the estimator has flat, unique column names, the `required` ones, and id
+    columns (`ids`) of plain values: the message names the problem and the fix, where a deeper stage
+    would raise a KeyError or, for tuple ids, quietly cluster their text."""
+    kind = frame_kind(df) if type(df).__module__.startswith(("pandas", "cudf")) else None
+    if kind is None or not hasattr(df, "columns") or getattr(df, "ndim", 2) != 2:
+        raise UsageError(f"{what} must be a pandas or cuDF DataFrame, got {type(df).__name__}")
+    columns = list(df.columns)
+    if getattr(df.columns, "nlevels", 1) > 1:
+        raise UsageError(f"{what} has MultiIndex columns {columns[:4]}; flatten them to single names first, e.g. "
+                         "df.columns = ['_'.join(map(str, c)) for c in df.columns]")
+    twice = sorted({str(c) for c in columns if columns.count(c) > 1})
+    if twice:
+        raise UsageError(f"{what} has the column(s) {', '.join(map(repr, twice))} more than once; keep one of each "
+                         "(df.loc[:, ~df.columns.duplicated()])")
+    for name in required:
+        if name in columns:
+            continue
+        alike = [c for c in columns if _squashed(c) == _squashed(name)]
+        if alike:
+            raise UsageError(f"{what} has no column {name!r}, but {alike[0]!r} looks like it (names are case- and "
+                             f"spelling-exact): rename it, df.rename(columns={{{alike[0]!r}: {name!r}}})")
+        shown = ", ".join(map(repr, columns[:20])) + (" ..." if len(columns) > 20 else "") or "(none)"
+        raise UsageError(f"{what} has no column {name!r} (columns: {shown}); the columns needed are "
+                         f"{', '.join(required)}: rename yours to these")
+    for name in ids:
+        if name not in columns or kind != "pandas":  # cuDF columns hold plain values only
+            continue
+        column = df[name]
+        if getattr(column.dtype, "kind", "") == "c":
+            raise UsageError(f"{what} column {name!r} holds complex numbers; an id must be one integer or string")
+        if str(column.dtype) != "object":
+            continue
+        import pandas as pd
+
+        if pd.api.types.infer_dtype(column, skipna=True) in ("string", "integer", "floating", "empty", "bytes",
+                                                             "mixed-integer-float", "boolean"):
+            continue  # plain values, without a look at each one
+        # Only a pandas column of mixed Python objects gets here; cuDF cannot hold such values at all.
+        values = column.to_numpy(dtype=object)
+        odd = np.fromiter((isinstance(v, tuple | list | dict | set | frozenset | np.ndarray | complex) for v in values),
+                          dtype=bool, count=len(values))
+        if bool(odd.any()):
+            example = values[int(np.argmax(odd))]
+            raise UsageError(f"{what} column {name!r} holds {type(example).__name__} values (e.g. {example!r}); an id "
+                             "must be one number or string: join the parts into one string first")

@@ -20,11 +20,17 @@ a `fit` / `fit_transform` with a parameter called `backend` is a gpuclust stage.
   has no centres, gpuclust takes each cluster's member mean; distances and the placement of new users
   are always computed by gpuclust from the centres, so a saved model needs no pickle.
 - Representation (the explainer): `explain(data, x, outcome, backend, stats)` returns an `Explanation`.
+
+What a sub-model returns is checked here, once, for gpuclust's stages and anyone's alike (`checked_matrix`,
+`checked_labels`, `checked_centres`, `checked_explanation`): a wrong shape, a non-numeric dtype or a NaN
+becomes a `UsageError` that names the sub-model, instead of an IndexError three stages later or, worse,
+clusters that silently mean nothing.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -54,6 +60,87 @@ class Clusterer(Protocol):
     def fit(self, x: Any, backend: Backend) -> Any: ...
 
 
+def describe(obj: Any) -> str:
+    """How a message names a sub-model: its `name` or `algorithm` where it has one, else its class."""
+    if isinstance(obj, ForeignReducer | ForeignClusterer):
+        return type(obj.estimator).__name__
+    for attribute in ("name", "algorithm"):
+        value = getattr(obj, attribute, None)
+        if isinstance(value, str) and value:
+            return value if value == type(obj).__name__ else f"{value!r} ({type(obj).__name__})"
+    return type(obj).__name__
+
+
+def _numeric(owner: str, value: Any, what: str, backend: Backend) -> Any:
+    """`value` as an array of the backend, or a UsageError saying what `owner` gave instead."""
+    if value is None:
+        raise UsageError(f"{owner} returned None as its {what}: it must return an array")
+    try:
+        array = backend.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - whatever a foreign object is, say it is not an array
+        raise UsageError(f"{owner} gave {type(value).__name__} as its {what}, which is not a numeric "
+                         f"array ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    kind = getattr(getattr(array, "dtype", None), "kind", "O")
+    if kind not in "biuf":
+        raise UsageError(f"{owner} gave {what} of dtype {array.dtype}: they must be numbers")
+    return array
+
+
+def checked_matrix(owner: str, value: Any, n_rows: int, backend: Backend, what: str = "features") -> Any:
+    """A (n_rows, d >= 1) float32 matrix of finite numbers on the backend, from whatever `owner` returned."""
+    array = _numeric(owner, value, what, backend)
+    if array.ndim != 2:
+        raise UsageError(f"{owner} returned {what} of shape {tuple(array.shape)}: expected a 2-D "
+                         f"(users, dimensions) array with {n_rows:,} rows, one per user")
+    if int(array.shape[0]) != n_rows or int(array.shape[1]) < 1:
+        raise UsageError(f"{owner} returned {what} of shape {tuple(array.shape)} for {n_rows:,} users: expected "
+                         f"{n_rows:,} rows (row i = user_idx i) and at least one column")
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, which the next line reports
+        array = array.astype(np.float32, copy=False)
+    bad = int((~backend.xp.isfinite(array)).any(axis=1).sum())
+    if bad:
+        raise UsageError(f"{owner} returned NaN or infinite {what} (or values beyond float32) for {bad:,} of "
+                         f"{n_rows:,} users: every value must be a finite number")
+    return array
+
+
+def checked_labels(owner: str, value: Any, n_rows: int, backend: Backend) -> Any:
+    """int32 labels, one per user: 0..k-1 for clusters, negative for noise; whole numbers only."""
+    labels = _numeric(owner, value, "labels_", backend)
+    if labels.ndim != 1 or int(labels.shape[0]) != n_rows:
+        raise UsageError(f"{owner} set labels_ of shape {tuple(labels.shape)} for {n_rows:,} users: expected one "
+                         "label per user (a 1-D array)")
+    if labels.dtype.kind == "f":
+        xp = backend.xp
+        fraction = ~xp.isfinite(labels) | (labels != xp.floor(labels))
+        if bool(fraction.any()):
+            example = float(to_host(labels[xp.argmax(fraction)]))
+            raise UsageError(f"{owner} set labels_ that are not whole numbers (e.g. {example}): a label is a "
+                             "cluster number 0..k-1, or -1 for noise")
+    if n_rows and float(labels.max()) >= n_rows:
+        raise UsageError(f"{owner} set a label {float(labels.max()):g} for {n_rows:,} users: labels are cluster "
+                         "numbers 0..k-1 with k at most the number of users")
+    return labels.astype(backend.xp.int32)
+
+
+def checked_centres(owner: str, value: Any, labels: Any, n_features: int, backend: Backend) -> Any:
+    """(k, n_features) float32 finite centres, with a centre for every label used."""
+    centres = _numeric(owner, value, "cluster_centers_", backend)
+    if centres.ndim != 2 or int(centres.shape[1]) != n_features:
+        raise UsageError(f"{owner} set cluster_centers_ of shape {tuple(centres.shape)}: expected (k, {n_features}), "
+                         f"one row per cluster in the {n_features}-dimensional space it clustered")
+    used = int(labels.max()) + 1 if int(labels.shape[0]) else 0
+    if int(centres.shape[0]) < used:
+        raise UsageError(f"{owner} set {int(centres.shape[0])} cluster_centers_ but labels up to {used - 1}: every "
+                         "cluster label needs its centre")
+    with np.errstate(over="ignore"):
+        centres = centres.astype(np.float32)
+    if not bool(backend.xp.isfinite(centres).all()):
+        raise UsageError(f"{owner} set cluster_centers_ with NaN or infinite values (or beyond float32): every "
+                         "centre must be finite")
+    return centres
+
+
 def takes_backend(method: Any) -> bool:
     """Whether a fit method is a gpuclust stage's (it takes the backend) rather than a foreign one's."""
     try:
@@ -75,17 +162,22 @@ class ForeignReducer:
     def __init__(self, estimator: Any) -> None:
         self.estimator = estimator
 
+    @property
+    def name(self) -> str:
+        return type(self.estimator).__name__
+
     def fit_transform(self, x: Any, backend: Backend) -> Any:
         out = self.estimator.fit_transform(_on_engine(self.estimator, x, backend))
+        out = checked_matrix(f"reducer {self.name}", out, int(x.shape[0]), backend, "reduced vectors")
         self.engine_ = type(self.estimator).__module__.split(".")[0]
-        self.info_ = {"method": type(self.estimator).__name__, "engine": self.engine_,
+        self.info_ = {"method": self.name, "engine": self.engine_,
                       "n_components": int(out.shape[1]), "input_dims": int(x.shape[1])}
-        return backend.asarray(out, dtype=np.float32)
+        return out
 
     def transform(self, x: Any, backend: Backend) -> Any:
         if not hasattr(self.estimator, "transform"):
-            raise UsageError(f"{type(self.estimator).__name__} cannot transform new users (no transform method)")
-        return backend.asarray(self.estimator.transform(_on_engine(self.estimator, x, backend)), dtype=np.float32)
+            raise UsageError(f"reducer {self.name} cannot transform new users (no transform method)")
+        return self.estimator.transform(_on_engine(self.estimator, x, backend))
 
     @property
     def components_(self) -> Any:
@@ -114,11 +206,11 @@ class ForeignClusterer:
         self.estimator.fit(_on_engine(self.estimator, x, backend))
         labels = getattr(self.estimator, "labels_", None)
         if labels is None:
-            raise UsageError(f"{self.algorithm} set no labels_ after fit: a clusterer must label each user")
-        self.labels_ = backend.asarray(labels).astype(backend.xp.int32)
+            raise UsageError(f"clusterer {self.algorithm} set no labels_ after fit: a clusterer must label each user")
+        self.labels_ = labels
         centres = getattr(self.estimator, "cluster_centers_", None)
         if centres is not None:
-            self.cluster_centers_ = backend.asarray(centres, dtype=np.float32)
+            self.cluster_centers_ = centres
         self.engine_ = type(self.estimator).__module__.split(".")[0]
         for name in ("inertia_", "n_iter_"):
             if hasattr(self.estimator, name):
@@ -127,13 +219,103 @@ class ForeignClusterer:
 
 
 def fit_clusterer(clusterer: Any, x: Any, backend: Backend, data: Any = None, measure: Any = None) -> Any:
-    """`clusterer.fit(x, backend)`, plus `data` and `measure` for a fit that names them."""
+    """`clusterer.fit(x, backend)`, plus `data` and `measure` for a fit that names them; what the fit
+    set (`labels_`, `cluster_centers_`) is checked and replaced by its checked form."""
     try:
         named = inspect.signature(clusterer.fit).parameters
     except (TypeError, ValueError):
         named = {}
     extra = {name: value for name, value in (("data", data), ("measure", measure)) if name in named}
-    return clusterer.fit(x, backend, **extra)
+    clusterer.fit(x, backend, **extra)
+    owner = f"clusterer {describe(clusterer)}"
+    if getattr(clusterer, "labels_", None) is None:
+        raise UsageError(f"{owner} set no labels_ after fit: a clusterer must label each user")
+    clusterer.labels_ = checked_labels(owner, clusterer.labels_, int(x.shape[0]), backend)
+    if getattr(clusterer, "cluster_centers_", None) is not None:
+        clusterer.cluster_centers_ = checked_centres(owner, clusterer.cluster_centers_, clusterer.labels_,
+                                                     int(x.shape[1]), backend)
+    return clusterer
+
+
+def fit_reduced(reducer: Any, x: Any, backend: Backend) -> Any:
+    """`reducer.fit_transform(x, backend)`, checked: one finite row per user."""
+    return checked_matrix(f"reducer {describe(reducer)}", reducer.fit_transform(x, backend), int(x.shape[0]),
+                          backend, "reduced vectors")
+
+
+def reduced(reducer: Any, x: Any, backend: Backend) -> Any:
+    """`reducer.transform(x, backend)` for new users, checked as at fit time."""
+    return checked_matrix(f"reducer {describe(reducer)}", reducer.transform(x, backend), int(x.shape[0]), backend,
+                          "reduced vectors")
+
+
+def featurised(featurizer: Any, data: Any, backend: Backend, fit: bool) -> Any:
+    """A featuriser's block for the users of `data` (`fit_transform` or `transform`), checked: a finite
+    (n_users, d) float32 matrix on the backend."""
+    method = featurizer.fit_transform if fit else featurizer.transform
+    return checked_matrix(f"featuriser {describe(featurizer)}", method(data, backend), int(data.n_users), backend)
+
+
+def as_representation(representation: Any) -> Any:
+    """The explainer, if it has a callable `explain`."""
+    if not callable(getattr(representation, "explain", None)):
+        raise UsageError(f"representation {describe(representation)} has no explain(data, x, outcome, backend, "
+                         "stats) method; pass an object with one (see gpuclust.explain.explainer.ClusterExplainer)")
+    return representation
+
+
+EXPLANATION_FIELDS = ("profiles", "population", "anomalies", "scores", "spread", "map")
+
+
+def checked_explanation(representation: Any, explained: Any, n_clusters: int, n_rows: int, backend: Backend) -> Any:
+    """What a representation's `explain` returned, with the fields the estimator reads."""
+    owner = f"representation {describe(representation)}"
+    missing = [f for f in EXPLANATION_FIELDS if not hasattr(explained, f)]
+    if missing:
+        raise UsageError(f"{owner}.explain returned {type(explained).__name__} without {', '.join(missing)}: it "
+                         "must return a gpuclust.explain.explainer.Explanation")
+    scores = _numeric(owner, explained.scores, "anomaly scores", backend)
+    if scores.ndim != 1 or int(scores.shape[0]) != n_rows:
+        raise UsageError(f"{owner}.explain returned anomaly scores of shape {tuple(scores.shape)} for {n_rows:,} "
+                         "users: expected one per user")
+    spread = explained.spread
+    if not (isinstance(spread, tuple | list) and len(spread) == 2):
+        raise UsageError(f"{owner}.explain returned a spread that is not a (median, scale) pair")
+    for part in spread:
+        part = _numeric(owner, part, "spread", backend)
+        if part.ndim != 1 or int(part.shape[0]) != n_clusters:
+            raise UsageError(f"{owner}.explain returned a spread of shape {tuple(part.shape)}: expected one value "
+                             f"per cluster ({n_clusters})")
+    return explained
+
+
+class _Guarded:
+    """A progress callback whose failure is reported as the caller's (a class, not a closure, so that a
+    model holding it still pickles)."""
+
+    def __init__(self, callback: Callable[[str], None]) -> None:
+        self.callback = callback
+
+    def __call__(self, line: str) -> None:
+        try:
+            self.callback(line)
+        except UsageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the caller's callback is reported as theirs
+            name = getattr(self.callback, "__qualname__", type(self.callback).__name__)
+            raise UsageError(f"the progress callback {name} raised {type(exc).__name__}: {exc}; fix it, or pass "
+                             "progress=None") from exc
+
+
+def guarded(callback: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """A progress callback whose failure is the caller's to fix (a UsageError naming it), not a traceback
+    from deep inside a stage; Ctrl-C (KeyboardInterrupt) passes through untouched. A failing callback
+    stops the fit rather than being ignored: it is the caller's code, and a silent skip would hide it."""
+    if callback is None or isinstance(callback, _Guarded):
+        return callback
+    if not callable(callback):
+        raise UsageError(f"progress must be a function taking one line of text, got {type(callback).__name__}")
+    return _Guarded(callback)
 
 
 def as_reducer(reducer: Any) -> Any:

@@ -120,10 +120,18 @@ def drift_files(model: str | Path, events: str | Path, device: str | None = None
     fitted = UserClusterer.load(model, device=device, pseudonymise=pseudonymise)
     check_key(fitted.privacy_, fitted.pseudonymiser_, f"model {model}")
     inputs = read_inputs(fitted.backend_.frame, fitted.config_.columns, events, adapter=adapter)
-    labels, data = fitted.place(inputs.events)
     k = int(fitted.n_clusters_)
-    columns = [column_array(labels[name], fitted.backend_) for name in ("cluster", "distance", "anomaly_score")]
-    now = drift.placed_counts(*columns, k).add(drift.event_counts(data))  # counted where the columns are
+    try:
+        labels, data = fitted.place(inputs.events)
+    except UsageError:  # nothing placeable: total drift is an alert (exit 1), a broken file stays exit 2
+        now = drift.unplaceable_counts(inputs.events, list(fitted.config_.preprocess.event_weights),
+                                       fitted.vocabulary_)
+        if now is None:
+            raise
+        now.cluster_users = [0] * k
+    else:
+        columns = [column_array(labels[name], fitted.backend_) for name in ("cluster", "distance", "anomaly_score")]
+        now = drift.placed_counts(*columns, k).add(drift.event_counts(data))  # counted where the columns are
     thresholds = thresholds or drift.Thresholds()
     rows = drift.compare(fitted.drift_baseline_, now, thresholds)
     return {

@@ -371,3 +371,76 @@ def test_embed_keeps_the_contract_for_any_items_table(base, encoder_available, d
                 assert len(vectors) == summary["n_items"] and vectors["item_id"].is_unique
                 assert np.isfinite(np.stack(vectors["vector"].to_numpy())).all()
             unchanged_inputs(before, snapshot(root), {out.name, "vectors.ids.json"})
+
+
+# --- sub-models you bring: any output is a result or a UsageError ----------------------------------------
+
+@st.composite
+def submodel_outputs(draw, n_rows: int, n_cols: int) -> object:
+    """What a careless sub-model might return for n_rows users: right or wrong shape, any dtype, NaNs,
+    infinities and huge values, an array or a plain list."""
+    rows = draw(st.sampled_from([n_rows, n_rows - 1, n_rows + 1, 0, 1, 3]))
+    shape = draw(st.sampled_from([(rows, n_cols), (rows, 1), (rows,), (rows, 0), (rows, n_cols, 1), ()]))
+    dtype = draw(st.sampled_from(["float32", "float64", "int64", "int8", "bool", "<U2", "object", "complex64"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    values = rng.integers(-1, 3, size=shape) if dtype in ("int64", "int8", "bool") else rng.normal(size=shape)
+    array = np.asarray(values).astype(dtype)
+    if dtype.startswith("float") and array.size and draw(st.booleans()):
+        bad = draw(st.sampled_from([np.nan, np.inf, -np.inf, 1e300 if dtype == "float64" else 3e38, 0.5]))
+        with np.errstate(over="ignore"):
+            array.flat[rng.integers(0, array.size)] = bad
+    return array.tolist() if draw(st.booleans()) and array.ndim else array
+
+
+SUBMODEL_USERS = 24
+
+
+@examples(60)
+@given(data=st.data(), role=st.sampled_from(["featuriser", "reducer", "labels", "centres"]))
+def test_any_submodel_output_fits_or_is_a_usage_error(data, role):
+    """A featuriser, reducer or clusterer returning anything at all gives a fitted model whose outputs are
+    finite, or a UsageError; never another exception."""
+    from gpuclust import UserClusterer
+    from gpuclust.errors import UsageError
+
+    events, _, _ = blob_events(n_users=SUBMODEL_USERS, n_groups=2, events_per_user=6)
+    out = data.draw(submodel_outputs(SUBMODEL_USERS, 3), label=role)
+    centres = data.draw(submodel_outputs(2, 3), label="centres") if role == "centres" else None
+
+    class Featurizer:
+        name = "drawn"
+
+        def fit_transform(self, data, backend):
+            return out if role == "featuriser" else np.random.default_rng(0).normal(size=(data.n_users, 3))
+
+        def transform(self, data, backend):
+            return self.fit_transform(data, backend)
+
+    class Reducer:
+        def fit_transform(self, X):
+            return out
+
+        def transform(self, X):
+            return out
+
+    class Clusterer:
+        def fit(self, X):
+            self.labels_ = out if role == "labels" else np.arange(len(X)) % 2
+            if centres is not None:
+                self.cluster_centers_ = centres
+            return self
+
+    kwargs = {"features": [Featurizer()], "n_clusters": 2}
+    if role == "reducer":
+        kwargs["reducer"] = Reducer()
+    if role in ("labels", "centres"):
+        kwargs["clusterer"] = Clusterer()
+    try:
+        model = UserClusterer(**kwargs).fit(events)
+    except UsageError as exc:
+        assert "\n" not in str(exc) and str(exc)
+        return
+    assert np.isfinite(model.cluster_centers_).all()
+    assigned = model.labels_
+    assert len(assigned) == SUBMODEL_USERS and np.isfinite(assigned["distance"]).all()
+    assert set(assigned["cluster"]) <= set(range(model.n_clusters_))

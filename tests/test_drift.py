@@ -102,3 +102,53 @@ def test_a_given_blend_weight_is_kept():
     assert fitted.segments_.blend_weight == 0.3 and fitted.segments_.tuning == {"how": "given"}
     np.testing.assert_allclose(fitted.segments_.scores(0), 0.3 * fitted.segments_.table[0]
                                + 0.7 * fitted.segments_.table[3], rtol=1e-6)
+
+
+@pytest.mark.parametrize("change, measure", [
+    ({"item_id": lambda ev: "new-" + ev["item_id"].astype(str)}, "unknown_item_share"),
+    ({"event_type": lambda ev: "wishlist"}, "unknown_event_type_share"),
+])
+def test_total_drift_is_an_alert_not_bad_input(world, tmp_path, monkeypatch, capsys, change, measure):
+    """100% unknown items or event types is the largest drift there is: exit 1 (cron's alert), not exit 2,
+    which cron reads as a broken file."""
+    import pandas as pd
+
+    root, _ = world
+    events = pd.read_parquet(root / "same" / "events.parquet").assign(**change)
+    events.to_parquet(tmp_path / "new.parquet")
+    code, out, err = cli(monkeypatch, capsys, "drift", "--model", root / "model", "--events", tmp_path / "new.parquet",
+                         "--json")
+    assert code == 1, err
+    result = json.loads(out)  # strict JSON: the measures nobody was placed for are null, not NaN
+    rows = {r["metric"]: r for r in result["rows"]}
+    assert rows[measure]["value"] == 1.0 and rows[measure]["alert"]
+    assert result["users"] == 0 and rows["mean_distance_change"]["value"] is None
+    assert not rows["mean_distance_change"]["alert"]
+
+
+def test_a_broken_file_is_still_bad_input(world, tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    root, _ = world
+    events = pd.read_parquet(root / "same" / "events.parquet")
+    events["timestamp"] = "not a time"
+    events.to_parquet(tmp_path / "broken.parquet")
+    code, _, err = cli(monkeypatch, capsys, "drift", "--model", root / "model", "--events", tmp_path / "broken.parquet")
+    assert code == 2 and "timestamp" in err
+
+
+@pytest.mark.parametrize("flag", ["--fail-above", "--max-distance-change", "--max-anomaly-increase",
+                                  "--max-unknown-items", "--max-unknown-event-types"])
+@pytest.mark.parametrize("value", ["nan", "-0.1"])
+def test_a_nan_or_negative_threshold_is_refused_in_one_line(world, monkeypatch, capsys, flag, value):
+    root, _ = world
+    code, out, err = cli(monkeypatch, capsys, "drift", "--model", root / "model", "--events",
+                         root / "same" / "events.parquet", flag, value)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and flag in err and "must be a number >= 0" in err
+
+
+def test_an_infinite_threshold_switches_that_alert_off():
+    assert Thresholds(psi=float("inf")).psi == float("inf")
+    with pytest.raises(ValueError, match="drift threshold unknown_items"):
+        Thresholds(unknown_items=float("nan"))

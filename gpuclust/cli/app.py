@@ -20,7 +20,7 @@ from gpuclust.backend import DEVICE_CHOICES, resolve_backend
 from gpuclust.cli.console import console, progress
 from gpuclust.cli.options import build_config, parse_pairs, split_list
 from gpuclust.cli.quiet import quiet_warnings
-from gpuclust.errors import Interrupted, UsageError
+from gpuclust.errors import Interrupted, UsageError, write_failure
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cluster recommender-system users by what they do, on the GPU or the CPU.")
@@ -381,6 +381,11 @@ def main() -> None:
         _interrupted(signal.SIGINT)
     except _CLICK_ERRORS as exc:
         _usage_error(exc)
+    except OSError as exc:  # a full disk, ulimit -f or a too-long name where no writer named its path
+        failure = write_failure(exc, "a file", exc.filename)
+        if failure is None or debug:
+            raise
+        _fail(str(failure))
     if code == 130:  # typer turns KeyboardInterrupt into Exit(130) and returns the code
         _interrupted(_last_signal[0])
     sys.exit(code if isinstance(code, int) else 0)

@@ -7,6 +7,7 @@ then say so instead of failing on an import.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gpuclust.errors import UsageError
+from gpuclust.errors import UsageError, check_path_length, require_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,7 +99,8 @@ def bench(
                            target_users=target_users, density_sample=density_sample, isolate=isolate,
                            wait_load=wait_load, wait_max_s=wait_max)
     path = out / f"{name}.json" if name else report.results_path(out)
-    results = report.load(path)
+    _check_results_folder(out, path)  # before the work: a bad --out must not cost a suite's minutes
+    results = _read_results(path) if path.exists() else {}
     if report_only:
         if not results:
             raise UsageError(f"no results at {path} to render")
@@ -139,6 +141,41 @@ def newest_results(folder: Path) -> Path:
     return max(found)[2]
 
 
+# Beyond these a prediction is an extrapolation of nothing measured, and float arithmetic overflows.
+MAX_EVENTS_PER_USER = 1e6
+MAX_EVENTS = 1e13
+
+
+def _read_results(path: Path) -> dict[str, Any]:
+    """A benchmark results JSON (an object), or a one-line UsageError saying what the file is instead."""
+    require_file(path, "a benchmark results JSON (--results)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"{path} is not a benchmark results JSON ({first}); give a .json file that `gpuclust "
+                         "bench` or benchmarks/dask_bench.py wrote") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} is not a benchmark results JSON (a JSON {type(data).__name__}, not an object)")
+    return data
+
+
+def _check_results_folder(out: Path, path: Path) -> None:
+    """`bench --out` is a folder that can be written (or made); the results file in it, if any, is one of
+    bench's own. Checked before any suite runs."""
+    check_path_length(path, "--out")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; bench writes a results folder (JSON, Markdown and plots): give a "
+                         "folder")
+    ancestor = out
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write --out {out}: {ancestor} is not a writable folder")
+    if path.exists():
+        _read_results(path)
+
+
 def size(
     users: Annotated[int, typer.Option(help="Users to cluster.")],
     events_per_user: Annotated[float, typer.Option(help="Mean events per user.")],
@@ -150,8 +187,12 @@ def size(
 ) -> None:
     """Predict seconds and peak memory per stage, and the smallest GPU that fits, from the scaling runs."""
     load_benchmarks()
-    if users < 1 or events_per_user <= 0:
-        raise UsageError("--users must be at least 1 and --events-per-user above 0")
+    if users < 1 or not 0 < events_per_user <= MAX_EVENTS_PER_USER or users * events_per_user > MAX_EVENTS:
+        raise UsageError(f"--users must be at least 1 and --events-per-user a number above 0 and at most "
+                         f"{MAX_EVENTS_PER_USER:,.0f}, for at most {MAX_EVENTS:,.0f} events in all; got --users {users:,} "
+                         f"--events-per-user {events_per_user:g}")
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
     if workers is not None:
         prediction = predict_dask(results or newest_dask_results(ROOT / "benchmarks" / "results"), users, workers)
         if json_out:
@@ -165,9 +206,7 @@ def size(
                             + (f"; held-out check {check['error']:+.0%}" if check else "; no held-out check yet"))
         return
     path = results or newest_results(ROOT / "benchmarks" / "results")
-    if not path.is_file():
-        raise UsageError(f"results file not found: {path}")
-    prediction = predict(json.loads(path.read_text()), users, events_per_user, model, path)
+    prediction = predict(_read_results(path), users, events_per_user, model, path)
     if json_out:
         print(json.dumps(prediction, indent=1))
         return
@@ -194,8 +233,8 @@ def predict_dask(path: Path, users: int, workers: int) -> dict[str, Any]:
     """Wall seconds of the Dask path from the power law in users and workers that dask_bench.py fitted."""
     from benchmarks.dask_bench import predict_seconds
 
-    data = json.loads(Path(path).read_text())
-    model = data.get("time_model", {}).get("model")
+    data = _read_results(Path(path))
+    model = (data.get("time_model") or {}).get("model") if isinstance(data.get("time_model"), dict) else None
     if not model:
         raise UsageError(f"{path} has no Dask time model: run benchmarks/dask_bench.py with two sizes")
     m = model

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -42,7 +41,7 @@ def drift(
     from rich.table import Table
 
     from gpuclust.io.outputs import FILE_MARK, check_file_target, file_mark
-    from gpuclust.io.writers import write_json
+    from gpuclust.io.writers import json_text, write_json
     from gpuclust.privacy import Pseudonymiser
     from gpuclust.run import drift_files
 
@@ -56,15 +55,15 @@ def drift(
     if out is not None:
         write_json(out, {FILE_MARK: file_mark("drift"), **result})
     if json_out:
-        print(json.dumps(result, indent=2, default=str))
+        print(json_text(result), end="")  # strict JSON: a measure nobody could be placed for is null
     else:
         table = Table(title=f"drift of {result['users']:,} users against the {result['fit_users']:,} of the fit")
         for col in ("measure", "value", "threshold", "status"):
             table.add_column(col, justify="left" if col == "measure" else "right")
         for row in result["rows"]:
-            table.add_row(row["metric"], f"{row['value']:+.4f}" if "change" in row["metric"] or "increase" in
-                          row["metric"] else f"{row['value']:.4f}", f"{row['threshold']:g}",
-                          "[red]ALERT[/]" if row["alert"] else "ok")
+            signed = "change" in row["metric"] or "increase" in row["metric"]
+            value = "n/a" if row["value"] != row["value"] else f"{row['value']:{'+' if signed else ''}.4f}"
+            table.add_row(row["metric"], value, f"{row['threshold']:g}", "[red]ALERT[/]" if row["alert"] else "ok")
         Console().print(table)
     if result["alert"]:
         sys.exit(1)

@@ -35,6 +35,7 @@ from gpuclust.features.factory import build_featurizer
 from gpuclust.frames import frame_kind, host_frame, like_input, to_backend_frame
 from gpuclust.manifest import StageRecorder, build_manifest
 from gpuclust.privacy import privacy_record
+from gpuclust.protocols import guarded
 from gpuclust.quality import drift
 from gpuclust.quality.metrics import silhouette, truth_scores
 from gpuclust.recommend.segments import segment_counts, segments_from
@@ -115,7 +116,7 @@ def fit_distributed(est: Any, events: Any, items: Any, truth: Any, settings: Pip
     backend = resolve_backend(settings.device)
     device = backend.device
     client = session.client
-    record = StageRecorder(backend, est.progress)
+    record = StageRecorder(backend, guarded(est.progress))
     peaks = WorkerPeaks(client)
     moved = transfers.bytes
     kind = _kind_of(events)

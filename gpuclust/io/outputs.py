@@ -11,6 +11,7 @@ that kind's files. Single-file outputs are replaced only when gpuclust wrote the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -22,11 +23,29 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
-from gpuclust.errors import Interrupted, UsageError
+from gpuclust.errors import Interrupted, UsageError, check_path_length, write_failure
 
 MARKER = ".gpuclust.json"
-# Staging and replaced folders: .<target name>.gpuclust-<pid>-<token>[-old]
+# Staging and replaced folders: .gpuclust-<hash of the target name>-<pid>-<token>[-old], short whatever the
+# target's name (a 255-byte name is valid; the name itself plus a suffix would not be). Earlier versions
+# wrote .<target name>.gpuclust-<pid>-<token>[-old]; those are still found, swept and restored.
+_STAGING = re.compile(r"\.gpuclust-(?P<hash>[0-9a-f]{16})-(?P<pid>\d+)-[0-9a-f]{8}(-old)?")
 _PRIVATE = re.compile(r"\.(?P<name>.+)\.gpuclust-(?P<pid>\d+)-[0-9a-f]{8}(-old)?")
+
+
+def _name_hash(name: str) -> str:
+    return hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+
+
+def _staging_pid(entry: str, target_name: str) -> int | None:
+    """The process id in `entry` if it is a staging or replaced folder of `target_name`, else None."""
+    match = _STAGING.fullmatch(entry)
+    if match and match["hash"] == _name_hash(target_name):
+        return int(match["pid"])
+    match = _PRIVATE.fullmatch(entry)
+    if match and match["name"] == target_name:
+        return int(match["pid"])
+    return None
 
 # What each kind of output folder may hold: a file (None), a folder with these file names, or a folder
 # of files whose names match a pattern (a partitioned dataset: part.0.parquet, part.1.parquet, ...).
@@ -48,6 +67,7 @@ class OutputDir:
         self._identity: tuple[int, int] | None = None
 
     def __enter__(self) -> Path:
+        check_path_length(self.target, self.what)
         self._made = _make_parents(self.target.parent, self.what, self.target)
         try:
             with _parent_lock(self.target.parent):  # not halfway through another writer's swap
@@ -57,7 +77,7 @@ class OutputDir:
             self._discard()
             raise
         _sweep_stale(self.target)
-        self.staging = self.target.parent / f".{self.target.name}.gpuclust-{os.getpid()}-{secrets.token_hex(4)}"
+        self.staging = self.target.parent / f".gpuclust-{_name_hash(self.target.name)}-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             self.staging.mkdir()
             _write_marker(self.staging, self.kind)
@@ -65,18 +85,25 @@ class OutputDir:
             self._identity = (info.st_dev, info.st_ino)
         except OSError as exc:
             self._discard()
-            raise UsageError(f"cannot write to {self.what} {self.target}: {exc.strerror or exc}") from None
+            raise write_failure(exc, self.what, self.target) or UsageError(
+                f"cannot write to {self.what} {self.target}: {exc.strerror or exc}") from None
         return self.staging
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if exc_type is not None:
             self._discard()
+            failure = write_failure(exc, self.what, self.target, names=False) if exc is not None else None
+            if failure is not None:  # a full disk or ulimit -f: one line, the old set untouched
+                raise failure from None
             return
         try:
             self._commit()
-        except BaseException:
+        except BaseException as error:
             self._discard()
+            failure = write_failure(error, self.what, self.target, names=False)
+            if failure is not None:
+                raise failure from None
             raise
 
     # --- steps ----------------------------------------------------------------------------------
@@ -189,6 +216,7 @@ def check_file_target(path: str | Path, what: str = "--out",
     """A single output file: a name of the command's own format (`suffixes`), never a file the same
     command reads (`inputs`: flag -> path, e.g. {"--events": events}), and it replaces only a file that
     this same kind of output wrote (`kind`, as `file_mark` marks it). Checked before the work."""
+    check_path_length(path, what)
     path = Path(os.path.abspath(path))
     if suffixes and path.suffix.lower() not in suffixes:
         raise UsageError(f"{what} {path} needs a {' or '.join(suffixes)} name (what this command writes), e.g. "
@@ -224,7 +252,7 @@ def check_folder_of_sets(folder: str | Path, names: tuple[str, ...], what: str =
     if not folder.exists():
         return
     foreign = sorted(name for name in os.listdir(folder) if name not in names
-                     and not ((m := _PRIVATE.fullmatch(name)) and m["name"] in names))
+                     and not any(_staging_pid(name, own) is not None for own in names))
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise UsageError(f"{what} {folder} holds files gpuclust did not write ({shown}); give a new or empty folder: "
@@ -374,9 +402,9 @@ def _restore_interrupted_swap(target: Path) -> None:
         return
     with contextlib.suppress(OSError):
         for entry in os.scandir(target.parent):
-            match = _PRIVATE.fullmatch(entry.name)
-            if match and match["name"] == target.name and entry.name.endswith("-old") \
-                    and entry.is_dir(follow_symlinks=False) and not _alive(int(match["pid"])):
+            pid = _staging_pid(entry.name, target.name)
+            if pid is not None and entry.name.endswith("-old") \
+                    and entry.is_dir(follow_symlinks=False) and not _alive(pid):
                 os.rename(entry.path, target)
                 return
 
@@ -385,9 +413,8 @@ def _sweep_stale(target: Path) -> None:
     """Remove staging folders of earlier commands on this target whose process is gone (killed hard)."""
     with contextlib.suppress(OSError):
         for entry in os.scandir(target.parent):
-            match = _PRIVATE.fullmatch(entry.name)
-            if match and match["name"] == target.name and entry.is_dir(follow_symlinks=False) \
-                    and not _alive(int(match["pid"])):
+            pid = _staging_pid(entry.name, target.name)
+            if pid is not None and entry.is_dir(follow_symlinks=False) and not _alive(pid):
                 shutil.rmtree(entry.path, ignore_errors=True)
 
 

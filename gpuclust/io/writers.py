@@ -12,19 +12,32 @@ from typing import Any
 
 import numpy as np
 
+from gpuclust.errors import check_path_length, write_failure
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path; on success it replaces `path`, on failure it is removed."""
+    """Yield a temporary path; on success it replaces `path`, on failure it is removed. A full disk, a
+    quota or `ulimit -f` is a UsageError naming `path` (the file there, if any, is untouched). The
+    temporary name is short, so that a valid name of up to 255 bytes can be written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    check_path_length(path, "output file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".gpuclust-", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_failure(exc, "output file", path) or exc from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp_path, path)
+    except OSError as exc:
+        failure = write_failure(exc, "output file", path)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         tmp_path.unlink(missing_ok=True)
 

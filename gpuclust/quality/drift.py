@@ -24,7 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gpuclust import schema
 from gpuclust.backend import array_module, to_host
+from gpuclust.errors import UsageError
+from gpuclust.frames import host_frame
 
 if TYPE_CHECKING:
     from gpuclust.preprocess.table import EventTable
@@ -33,13 +36,30 @@ ANOMALY_Z = 3.5  # the usual cut-off of a modified z-score (Iglewicz and Hoaglin
 PSI_FLOOR = 1e-4
 
 
+# The flag of `gpuclust drift` that sets each threshold, for messages.
+THRESHOLD_FLAGS = {"psi": "--fail-above", "distance_change": "--max-distance-change",
+                   "anomaly_increase": "--max-anomaly-increase", "unknown_items": "--max-unknown-items",
+                   "unknown_event_types": "--max-unknown-event-types"}
+
+
 @dataclass
 class Thresholds:
+    """A threshold is a number >= 0; inf switches its alert off. NaN is refused: every comparison with it
+    is false, so it would switch the alert off without saying so."""
+
     psi: float = 0.2
     distance_change: float = 0.25
     anomaly_increase: float = 0.05
     unknown_items: float = 0.2
     unknown_event_types: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name, flag in THRESHOLD_FLAGS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) \
+                    or not value >= 0:
+                raise UsageError(f"{flag} (drift threshold {name}) must be a number >= 0 (inf: never alert), "
+                                 f"got {value!r}")
 
 
 @dataclass
@@ -99,6 +119,30 @@ def event_counts(data: Any) -> DriftCounts:
                        event_types={str(name): int(n) for name, n in types.items()})
 
 
+def unplaceable_counts(events: Any, known_types: list[str], vocabulary: Any) -> DriftCounts | None:
+    """Counts for a log the model cannot place at all (every event of an unknown type, or on an unknown
+    item): that is total drift, which a cron job must see as an alert, not as a broken file. None when
+    some event is readable (the failure to place was something else). Types are compared as
+    preprocessing reads them (text, trimmed, lower case); unknown items are counted among the events of
+    known types, as preprocessing counts them."""
+    from gpuclust.preprocess.parse import common_key, normalise_ids
+
+    events = host_frame(events)
+    if schema.EVENT not in events.columns or schema.ITEM not in events.columns or not len(events):
+        return None
+    types = events[schema.EVENT].astype("str").str.strip().str.lower()
+    known_type = types.isin(list(known_types)) & events[schema.EVENT].notna()
+    items = events[[schema.ITEM]].dropna()
+    items[schema.ITEM], _ = normalise_ids(items[schema.ITEM])
+    items, vocab = common_key(items, host_frame(vocabulary[[schema.ITEM]]), schema.ITEM)
+    known_item = items[schema.ITEM].isin(vocab[schema.ITEM]).reindex(events.index, fill_value=False)
+    if bool((known_type & known_item).any()):
+        return None
+    n = len(events)
+    return DriftCounts(events=n, unknown_event_types=int((~known_type).sum()),
+                       unknown_items=int((known_type & ~known_item).sum()))
+
+
 def baseline(labels: Any, distances: Any, scores: Any, k: int, data: Any, event_types: list[str]) -> dict[str, Any]:
     """The fit's yardstick, saved with the model."""
     return baseline_of(placed_counts(labels, distances, scores, k).add(event_counts(data)), event_types)
@@ -137,6 +181,12 @@ def compare(base: dict[str, Any], now: DriftCounts, thresholds: Thresholds | Non
         ("unknown_event_type_share", now.unknown_event_types / events, t.unknown_event_types, 0.0,
          now.unknown_event_types / events),
     ]
+    if now.users == 0:  # nobody placed (total drift): the per-user measures have nothing to measure
+        unmeasured = {"cluster_share_psi", "mean_distance_change", "anomaly_share_increase"}
+        if not now.event_types:
+            unmeasured.add("event_type_psi")
+        rows = [(name, float("nan"), threshold, fit, None) if name in unmeasured else (name, value, threshold, fit, new)
+                for name, value, threshold, fit, new in rows]
     out = []
     for name, value, threshold, fit, new in rows:
         alert = abs(value) > threshold if name == "mean_distance_change" else value > threshold

@@ -68,6 +68,35 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 # --- inputs ---------------------------------------------------------------------------------
 
+# The manifest's sections the report reads, each an object where present.
+_MANIFEST_SECTIONS = ("rows", "cluster", "device", "timings", "metrics", "map", "device.backend", "device.gpu",
+                      "timings.stages", "cluster.k_sweep")
+
+
+def _section(manifest: dict, dotted: str) -> object:
+    value: object = manifest
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _check_manifest(manifest: object, path: Path) -> None:
+    """A run's manifest.json, not another JSON document (a drift or evaluate result, a model.json, a user's
+    file) that a report would read field by field and crash on."""
+    from gpuclust.io.outputs import FILE_MARK
+
+    kind = None
+    if isinstance(manifest, dict) and isinstance(manifest.get(FILE_MARK), dict):
+        kind = manifest[FILE_MARK].get("kind")
+    wrong = [name for name in _MANIFEST_SECTIONS if isinstance(manifest, dict)
+             and _section(manifest, name) is not None and not isinstance(_section(manifest, name), dict)]
+    if not isinstance(manifest, dict) or kind is not None or wrong:
+        what = (f"a gpuclust {kind} result" if kind else f"JSON whose {', '.join(map(repr, wrong))} is not an object"
+                if wrong else f"a JSON {type(manifest).__name__}")
+        raise UsageError(f"{path} is not a run manifest ({what}); give --run the folder `gpuclust run --out` wrote, "
+                         "or re-run `gpuclust run`")
+
+
 def load_run(run_dir: str | Path) -> RunOutputs:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -96,8 +125,8 @@ def load_run(run_dir: str | Path) -> RunOutputs:
                 and (entry.get("size") is None or _whole(entry["size"]))):
             raise UsageError(f"{run_dir / 'clusters.json'}: cluster entry {i} lacks a whole-number 'cluster' (or its "
                              "'size' is not a whole number); the file is damaged: re-run `gpuclust run`")
-    run = RunOutputs(run_dir, list(clusters_doc["clusters"]),
-                     clusters_doc.get("population") or {}, manifest if isinstance(manifest, dict) else {},
+    _check_manifest(manifest, run_dir / "manifest.json")
+    run = RunOutputs(run_dir, list(clusters_doc["clusters"]), clusters_doc.get("population") or {}, manifest,
                      assigned.astype(np.int64))
     run.map = _read_map(run_dir / MAP_FILE, run.notes)
     privacy = clusters_doc.get("privacy") if isinstance(clusters_doc.get("privacy"), dict) else {}
