@@ -453,7 +453,8 @@ class UserClusterer:
     def _cluster_record(clusterer: Any, outcome: ClusterOutcome, sweep: KSweep | None,
                         settings: PipelineConfig) -> dict[str, Any]:
         return {"algorithm": getattr(clusterer, "algorithm", type(clusterer).__name__),
-                "engine": getattr(clusterer, "engine_", None), "k": outcome.n_clusters,
+                "engine": getattr(clusterer, "engine_", None), "n_init": getattr(clusterer, "n_init_", None),
+                "k": outcome.n_clusters,
                 "inertia": outcome.inertia, "n_iter": getattr(clusterer, "n_iter_", None), "seed": settings.seed,
                 "k_sweep": None if sweep is None else sweep.to_dict()}
 

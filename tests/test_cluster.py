@@ -92,3 +92,14 @@ def test_centres_no_user_is_nearest_to_are_dropped_with_a_warning():
         outcome = outcome_of(Fitted(), x, cpu_backend())
     assert outcome.n_clusters == 2 and outcome.labels.tolist() == [0, 0, 1]
     np.testing.assert_array_equal(outcome.centres, [[0, 0], [1, 1]])
+
+
+def test_restarts_follow_the_device_unless_given():
+    """Restarts are nearly free on a GPU: 10 there, 3 on the CPU, and a given n_init always wins."""
+    from gpuclust.cluster.kmeans import CPU_RESTARTS, GPU_RESTARTS, restarts
+
+    assert (restarts(None, False), restarts(None, True), restarts(5, True)) == (CPU_RESTARTS, GPU_RESTARTS, 5)
+    assert GPU_RESTARTS > CPU_RESTARTS
+    x = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    assert KMeans(3, engine="sklearn").fit(x, B).n_init_ == CPU_RESTARTS
+    assert KMeans(3, engine="sklearn", n_init=2).fit(x, B).n_init_ == 2

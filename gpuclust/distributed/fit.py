@@ -22,6 +22,7 @@ import pandas as pd
 
 from gpuclust import schema
 from gpuclust.backend import Backend, cpu_backend, resolve_backend, to_host, transfers
+from gpuclust.cluster.kmeans import restarts
 from gpuclust.config import PipelineConfig
 from gpuclust.distributed import explain as dexplain
 from gpuclust.distributed import features as dfeatures
@@ -155,7 +156,8 @@ def fit_distributed(est: Any, events: Any, items: Any, truth: Any, settings: Pip
 
     c = settings.cluster
     with record.stage("cluster") as rec, peaks.stage(rec):
-        clusterer = DistributedKMeans(c.k, c.engine, c.n_init, c.max_iter, c.tol, settings.seed).fit(x, device == "cuda")
+        clusterer = DistributedKMeans(c.k, c.engine, restarts(c.n_init, device == "cuda"), c.max_iter, c.tol,
+                                          settings.seed).fit(x, device == "cuda")
         centres = clusterer.cluster_centers_
         labels, distances = assign(x, centres)
         inertia = float(distances.total(_squares))

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gpuclust.errors import UsageError
+from gpuclust.errors import OutOfRoom, UsageError
 from gpuclust.io.outputs import MARKER
 from gpuclust.io.writers import write_json, write_parquet
 from gpuclust.model import LAYOUT as MODEL_LAYOUT
@@ -38,6 +38,8 @@ def write_run(model: Any, folder: Path, assignments_file: bool = True) -> None:
     try:
         model.save(folder / "model")
         model.manifest_["model"] = "model"
+    except OutOfRoom:  # the disk, not the model: the run fails as a whole
+        raise
     except UsageError as exc:  # e.g. UMAP: the run is still good, only not reusable for `assign`
         model.manifest_["model"] = f"not saved: {exc}"
     write_json(folder / "manifest.json", model.manifest_)
