@@ -29,6 +29,7 @@ from gpuclust.serve.state import load_state  # noqa: E402
 from gpuclust.synth import SynthSpec, generate  # noqa: E402
 
 TOKEN = "a-token-for-the-tests-0123456789"
+ADMIN_TOKEN = "an-admin-token-for-the-tests-987"
 
 
 def _embed(texts):
@@ -232,9 +233,10 @@ def test_reload_swaps_a_good_model_and_refuses_a_broken_one(world, tmp_path):
 
     folder = tmp_path / "served"
     shutil.copytree(root / "model", folder)
-    app = create_app(ServeSettings(folder, device="cpu"))
+    app = create_app(ServeSettings(folder, device="cpu", admin_token=ADMIN_TOKEN))
     events = data.events[data.events["user_id"] == data.truth["user_id"].iloc[0]]
     with TestClient(app, raise_server_exceptions=False) as c:
+        c.headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
         first = c.get("/healthz").json()["model_id"]
         UserClusterer.load(root / "other", device="cpu").save(folder)  # another model lands in the folder
         r = c.post("/v1/admin/reload")
@@ -246,6 +248,7 @@ def test_reload_swaps_a_good_model_and_refuses_a_broken_one(world, tmp_path):
         r = c.post("/v1/admin/reload")
         assert r.status_code == 409 and f"still serving model {second}" in r.json()["error"]
         assert "does not match its checksum" in r.json()["error"]
+        assert str(tmp_path) not in r.text and "<model folder>" in r.json()["error"]  # no server path to callers
         assert c.get("/healthz").json()["model_id"] == second
         assert c.post("/v1/assign", json=_body(events)).status_code == 200
         metrics = c.get("/metrics").text
