@@ -7,9 +7,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -282,6 +288,178 @@ def test_batch_waits_are_bounded():
             ServeSettings("m", batch_wait_ms=wait)
         with pytest.raises(ValueError, match="max_wait_s"):
             MicroBatcher(lambda state, works: works, max_wait_s=wait / 1000)
+
+
+# --- options ----------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("options, said", [
+    (["--port", "70000"], "--port must be from 1 to 65535"), (["--port", "0"], "--port"), (["--port", "-1"], "--port"),
+    (["--max-body-mb", "nan"], "--max-body-mb"), (["--max-body-mb", "inf"], "--max-body-mb"),
+    (["--max-body-mb", "0"], "--max-body-mb"), (["--max-body-mb", "-1"], "--max-body-mb"),
+    (["--batch-wait-ms", "inf"], "--batch-wait-ms"), (["--batch-wait-ms", "nan"], "--batch-wait-ms"),
+    (["--batch-wait-ms", "-1"], "--batch-wait-ms"), (["--read-timeout", "nan"], "--read-timeout"),
+    (["--read-timeout", "0"], "--read-timeout"), (["--max-users", "0"], "--max-users"),
+    (["--host", "999.1.1.1"], "--host '999.1.1.1' is not an address"), (["--host", "no such host"], "--host"),
+    (["--host", ""], "--host"), (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1"),
+])
+def test_bad_options_are_one_line_and_exit_2(models, monkeypatch, capsys, options, said):
+    from helpers import cli
+
+    root, _ = models
+    code, out, err = cli(monkeypatch, capsys, "serve", "--model", root / "plain", "--device", "cpu",
+                         "--port", str(_free_port()), *options)
+    assert code == 2, err
+    assert said in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "http://" not in err  # no URL printed for a server that is not listening
+
+
+def test_a_port_in_use_and_a_shared_admin_token_are_one_line(models, monkeypatch, capsys, tmp_path):
+    from helpers import cli
+
+    root, _ = models
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code, _, err = cli(monkeypatch, capsys, "serve", "--model", root / "plain", "--port", port)
+    assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "t").write_text(CLIENT)
+    code, _, err = cli(monkeypatch, capsys, "serve", "--model", root / "plain", "--token-file", tmp_path / "t",
+                       "--admin-token-file", tmp_path / "t")
+    assert code == 2 and "another token" in err
+
+
+# --- the real server: slow clients, hang-ups and SIGTERM ----------------------------------------------
+
+def _get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return r.read().decode()
+
+
+def _wait(predicate, seconds: float = 60.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def _closed_within(s: socket.socket, seconds: float) -> bool:
+    """True when the server closes `s` (or answers and closes) within `seconds`."""
+    s.settimeout(seconds)
+    try:
+        while s.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _start(root, *options: str) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-c", "from gpuclust.cli.entry import main; main()", "serve",
+                               "--model", str(root / "plain"), "--port", str(port), "--device", "cpu", *options],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if not _wait(lambda: json.loads(_get(port, "/healthz"))["status"] == "ok"):
+        server.kill()
+        pytest.fail(f"the service did not start: {server.communicate(timeout=20)[1].decode()[-2000:]}")
+    return server, port
+
+
+def _request_head(data) -> tuple[bytes, bytes]:
+    body = json.dumps({"events": [_event(data)]}).encode()
+    return (f"POST /v1/assign HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode(), body
+
+
+def _stop_and_read_log(server: subprocess.Popen, held: list[socket.socket]) -> str:
+    for s in held:
+        s.close()
+    if server.poll() is None:
+        server.kill()
+    log = server.communicate(timeout=20)[1].decode()
+    assert "Traceback" not in log and "ClientDisconnect" not in log, log[-3000:]
+    assert len(log.splitlines()) <= 6, log  # the start line, the stop line and at most a few one-liners
+    return log
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_the_real_server_cuts_slow_clients_and_counts_hang_ups_as_499(models):
+    root, data = models
+    server, port = _start(root, "--read-timeout", "2")
+    held: list[socket.socket] = []
+    try:
+        head, body = _request_head(data)
+        for _ in range(3):  # a client that hangs up half-way through its body: counted 499, logged nowhere
+            s = _connect(port)
+            s.sendall(head + body[:10])
+            time.sleep(0.2)
+            s.close()
+        # Slowloris: half the headers; and half a body. Both are cut off after --read-timeout.
+        slow_headers, slow_body = _connect(port), _connect(port)
+        held += [slow_headers, slow_body]
+        slow_headers.sendall(b"POST /v1/assign HTTP/1.1\r\nHost: x\r\n")
+        slow_body.sendall(head + body[:10])
+        assert _closed_within(slow_headers, 8)
+        slow_body.settimeout(8)
+        answer = b""
+        while chunk := slow_body.recv(4096):  # the 408 arrives, then the server closes
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 2 s" in answer
+        assert json.loads(_get(port, "/healthz"))["status"] == "ok"
+        metrics = _get(port, "/metrics")
+        assert 'gpuclust_requests_total{endpoint="/v1/assign",code="499"} 3' in metrics
+        assert 'gpuclust_requests_total{endpoint="/v1/assign",code="408"} 1' in metrics
+        assert 'code="500"' not in metrics
+        server.terminate()
+        server.wait(timeout=15)
+    finally:
+        _stop_and_read_log(server, held)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_stops_the_real_server_while_clients_hold_half_sent_requests(models):
+    """With a read timeout of 10 minutes, only the shutdown's own bound can end the held requests."""
+    root, data = models
+    server, port = _start(root, "--read-timeout", "600", "--batch-wait-ms", "1000")
+    held: list[socket.socket] = []
+    try:
+        head, body = _request_head(data)
+        for _ in range(3):
+            s = _connect(port)
+            s.sendall(head + body[:10])
+            held.append(s)
+        s = _connect(port)
+        s.sendall(b"GET /healthz HTTP/1.1\r\n")
+        held.append(s)
+        time.sleep(0.3)
+        started = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the service was still running 15 s after SIGTERM")
+        assert time.monotonic() - started < 15
+        assert server.returncode in (0, 143, -signal.SIGTERM), server.returncode
+    finally:
+        log = _stop_and_read_log(server, held)
+    assert "terminated" in log
 
 
 def test_a_request_body_sent_within_the_deadline_is_answered(models):

@@ -383,6 +383,16 @@ class Guard:
                 await self.app(scope, receive, sending)
         except ClientDisconnect:
             code[0] = CLIENT_CLOSED
+        except asyncio.CancelledError:
+            # Only the server cancels a request task: at shutdown, for a request still open after the
+            # graceful timeout (a client holding half a body). It ends here, answered 503 where it
+            # can be, instead of as a logged traceback; the shutdown goes on.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            if not started_response[0]:
+                with contextlib.suppress(Exception):
+                    await _send_error(sending, 503, "the service is shutting down; send the request again", [])
         except Exception as exc:  # noqa: BLE001 - already answered 500 by the app's handler and logged in one line
             if not started_response[0]:
                 _log_bug(exc)
