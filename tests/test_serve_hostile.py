@@ -137,6 +137,12 @@ def test_a_lone_surrogate_user_id_is_a_422_on_a_private_model_and_a_plain_one(cl
     assert r.status_code == 200 and r.json()["users"][0]["user_id"] == "ok-\u00e9-\U0001f600"
 
 
+def test_a_content_length_of_5000_digits_is_a_413(client):
+    r = client.post("/v1/assign", content=b"{}", headers={"content-type": "application/json",
+                                                         "content-length": "9" * 5000})
+    assert "at most" in _one_line_4xx(r, 413)
+
+
 def test_a_bom_and_a_lower_case_z_are_accepted(client, models):
     """Decided: both are read (a BOM is what some Windows tools write; RFC 3339 allows `z`)."""
     _, data = models

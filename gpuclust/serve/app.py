@@ -136,6 +136,7 @@ class Service:
                                     record=self._record)
         self._reload_lock: asyncio.Lock | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        self._serial: anyio.CapacityLimiter | None = None  # predict() is not known to be thread-safe
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -178,11 +179,14 @@ class Service:
             new = await self.reload(why)
             _log(f"{why}: now serving model {new.model_id}")
 
-    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` in a worker thread, at most one per core at a time: the loop stays free."""
+    async def off_loop(self, fn: Callable[..., T], *args: Any, serial: bool = False) -> T:
+        """`fn(*args)` in a worker thread, at most one per core at a time (one at all with `serial`):
+        the loop stays free."""
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._limiter)
+            self._serial = anyio.CapacityLimiter(1)
+        limiter = self._serial if serial else self._limiter
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
 
     # --- the work -----------------------------------------------------------------------------------
 
@@ -195,7 +199,7 @@ class Service:
         if self.settings.batching and state.fast:
             placement = await self.batcher.submit(state, work)
         else:
-            placement = (await self.off_loop(self._compute, state, [work]))[0]
+            placement = (await self.off_loop(self._compute, state, [work], serial=not state.fast))[0]
             self._record(state, [work], [placement])
         return state, work.prepared, placement
 
@@ -416,6 +420,8 @@ class Guard:
         if length is not None:
             if not length.isdigit():
                 return 400, "Content-Length is not a number", []
+            if len(length) > 18:  # int() of more than 4,300 digits raises; no body is that long anyway
+                return 413, f"the body has {len(length)}-digit bytes; at most {self.max_body_bytes:,} are accepted", []
             if int(length) > self.max_body_bytes:
                 return 413, f"the body has {int(length):,} bytes; at most {self.max_body_bytes:,} are accepted", []
         return None
