@@ -5,5 +5,6 @@
     batcher.py   micro-batching of concurrent requests
     state.py     the model being served: loaded, verified, tried, swapped whole on reload
     metrics.py   Prometheus text: requests, latency, batches, cluster shares, drift
-    app.py       the FastAPI routes, bearer token, limits and one-line errors
+    app.py       the FastAPI routes, bearer tokens, limits and one-line errors
+    server.py    uvicorn with every wait bounded: listening, slow clients, shutdown
 """

@@ -4,46 +4,66 @@
     POST /v1/recommend       the same, plus the top-N items of the user's segment it has not seen
     GET  /v1/clusters        the cluster profiles (privacy rules applied where the model is private)
     POST /v1/admin/reload    load the model folder again; a broken one is refused, the old one keeps serving
+                             (only with an admin token: `admin_token`, `--admin-token-file`)
     GET  /healthz            the model being served (no token needed: for load balancers)
     GET  /metrics            Prometheus text: requests, errors, latency, batch sizes, cluster shares, drift
 
 With a token, every /v1 path and /metrics needs `Authorization: Bearer TOKEN` (compared in constant
-time) and answers 401 without it. Every bad request is a 4xx with a one-line JSON reason
-(`{"error": "..."}`); nothing a client sends produces a 500 or a stack trace in a response. User ids
-in requests are pseudonymised on arrival where the model was fitted so (raw ids are only echoed back
-to the caller that sent them) and are never logged.
+time) and answers 401 without it. Admin paths (/v1/admin/*) need their own token: a caller who may
+place users may not make the server reload, and without an admin token they answer 403 (SIGHUP, which
+needs the server's own user, still reloads). Every bad request is a 4xx with a one-line JSON reason
+(`{"error": "..."}`); nothing a client sends produces a 500 or a stack trace, in a response or in
+the log. User ids in requests are pseudonymised on arrival where the model was fitted so (raw ids
+are only echoed back to the caller that sent them) and are never logged; refusals never show the
+server's paths.
+
+Parsing, placing and writing a large answer run in worker threads, so /healthz answers while big
+requests run; a body must arrive within `read_timeout_s` (408 otherwise), so a slow client cannot
+hold a request, or the shutdown, for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
+import math
+import os
 import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from gpuclust.errors import UsageError
 from gpuclust.privacy import Pseudonymiser
 from gpuclust.quality.drift import Thresholds, placed_counts
-from gpuclust.serve.batcher import MicroBatcher
+from gpuclust.serve.batcher import MAX_WAIT_S, MicroBatcher, ShuttingDown
 from gpuclust.serve.events import EventColumns, RequestError, read_body
 from gpuclust.serve.fastpath import Placement, Prepared
 from gpuclust.serve.metrics import Metrics
 from gpuclust.serve.state import MAX_RECOMMEND, ModelState, load_state
 
 PROTECTED = ("/v1/", "/metrics")
+ADMIN = "/v1/admin"
+CLIENT_CLOSED = 499  # nginx's code for a client that hung up before its answer: not a server error
+INLINE_BYTES = 64 * 1024  # smaller bodies are parsed on the loop (a thread hop would cost more than the work)
+INLINE_ROWS = 2_000  # smaller answers (users x items) are written on the loop
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,6 +71,7 @@ class ServeSettings:
     model_dir: Path
     device: str | None = None
     token: str | None = None
+    admin_token: str | None = None  # /v1/admin/* need it; without one they answer 403
     pseudonymiser: Pseudonymiser | None = None
     max_body_bytes: int = 8 * 2**20
     max_users: int = 1000
@@ -59,6 +80,21 @@ class ServeSettings:
     max_batch_users: int = 1024
     batch_wait_ms: float = 0.0
     thresholds: Thresholds | None = None
+    read_timeout_s: float = 30.0  # a request's headers, and then its body, must arrive within this
+    shutdown_timeout_s: float = 5.0  # after SIGTERM, requests still open this long are cancelled
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would make a wait unbounded or a limit meaningless (NaN passes `< 0`)."""
+        if not (isinstance(self.batch_wait_ms, int | float) and 0 <= self.batch_wait_ms <= MAX_WAIT_S * 1000):
+            raise UsageError(f"--batch-wait-ms must be from 0 to {MAX_WAIT_S * 1000:g} ms, got {self.batch_wait_ms}")
+        for name in ("read_timeout_s", "shutdown_timeout_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 < value <= 3600):
+                raise UsageError(f"{name} must be above 0 and at most 3600 seconds, got {value}")
+        for name in ("max_body_bytes", "max_users", "max_events", "max_batch_users"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclass
@@ -96,8 +132,11 @@ class Service:
         self.settings = settings
         self.state = state or load_state(settings.model_dir, settings.device, settings.pseudonymiser)
         self.metrics = Metrics(settings.thresholds)
-        self.batcher = MicroBatcher(self._compute, settings.max_batch_users, settings.batch_wait_ms / 1000)
+        self.batcher = MicroBatcher(self._compute, settings.max_batch_users, settings.batch_wait_ms / 1000,
+                                    record=self._record)
         self._reload_lock: asyncio.Lock | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._serial: anyio.CapacityLimiter | None = None  # predict() is not known to be thread-safe
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -113,63 +152,87 @@ class Service:
     async def stop(self) -> None:
         await self.batcher.stop()
 
-    async def reload(self) -> ModelState:
-        """Load the model folder again and swap it in whole; a model that fails is refused (409)."""
+    async def reload(self, why: str = "POST /v1/admin/reload") -> ModelState:
+        """Load the model folder again and swap it in whole; a model that fails is refused (409).
+
+        The server's log gets the whole reason; the caller gets it without the server's paths."""
+        if self._reload_lock is None:
+            self._reload_lock = asyncio.Lock()
         async with self._reload_lock:
             old = self.state
-            loop = asyncio.get_running_loop()
             try:
-                new = await loop.run_in_executor(None, load_state, self.settings.model_dir, self.settings.device,
-                                                 self.settings.pseudonymiser)
-            except UsageError as exc:
+                new = await self.off_loop(load_state, self.settings.model_dir, self.settings.device,
+                                          self.settings.pseudonymiser)
+            except Exception as exc:  # noqa: BLE001 - any model that fails to load is refused, never a 500
                 self.metrics.reloads["refused"] += 1
-                raise RequestError(f"reload refused, still serving model {old.model_id}: {_line(str(exc))}",
-                                   409) from None
+                reason = str(exc) if isinstance(exc, UsageError) else f"{type(exc).__name__}: {exc}"
+                _log(f"{why}: reload refused, still serving model {old.model_id}: {reason}"[:2000])
+                raise RequestError(f"reload refused, still serving model {old.model_id}: "
+                                   f"{_without_paths(reason, self.settings.model_dir)}"[:500], 409) from None
             self.state = new  # one assignment: requests that started keep the state they hold
             self.metrics.reloads["ok"] += 1
             self.metrics.model_reset()
             return new
 
     async def reload_logged(self, why: str) -> None:
-        try:
-            new = await self.reload()
+        with contextlib.suppress(RequestError):  # reload() logged the refusal with its whole reason
+            new = await self.reload(why)
             _log(f"{why}: now serving model {new.model_id}")
-        except RequestError as exc:
-            _log(f"{why}: {exc}")
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any, serial: bool = False) -> T:
+        """`fn(*args)` in a worker thread, at most one per core at a time (one at all with `serial`):
+        the loop stays free."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
+            self._serial = anyio.CapacityLimiter(1)
+        limiter = self._serial if serial else self._limiter
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
 
     # --- the work -----------------------------------------------------------------------------------
 
     async def place(self, body: Any) -> tuple[ModelState, Prepared, Placement]:
         state = self.state  # the model this request finishes on, whatever reloads meanwhile
+        if _events_in(body) > INLINE_ROWS:
+            work = await self.off_loop(self._prepare, state, body)
+        else:
+            work = self._prepare(state, body)
+        if self.settings.batching and state.fast:
+            placement = await self.batcher.submit(state, work)
+        else:
+            placement = (await self.off_loop(self._compute, state, [work], serial=not state.fast))[0]
+            self._record(state, [work], [placement])
+        return state, work.prepared, placement
+
+    def _prepare(self, state: ModelState, body: Any) -> Work:
         events = read_body(body, self.settings.max_events)
         prepared = state.assigner.prepare(events, state.pseudonymiser)
         if len(prepared.user_ids) > self.settings.max_users:
             raise RequestError(f"{len(prepared.user_ids):,} users in one request; at most "
                                f"{self.settings.max_users:,} are accepted", 413)
-        work = Work(prepared, events)
-        if self.settings.batching and state.fast:
-            placement = await self.batcher.submit(state, work)
-        else:
-            placement = self._compute(state, [work])[0]
-        return state, prepared, placement
+        return Work(prepared, events)
 
     def _compute(self, state: ModelState, works: list[Work]) -> list[Placement]:
+        """The pass through the model: pure, so it can run in a worker thread."""
         if state.fast:
-            placements = state.assigner.place([w.prepared for w in works])
-        else:
-            placements = [state.assigner.predict_request(w.events, w.prepared) for w in works]
+            return state.assigner.place([w.prepared for w in works])
+        return [state.assigner.predict_request(w.events, w.prepared) for w in works]
+
+    def _record(self, state: ModelState, works: list[Work], placements: list[Placement]) -> None:
+        """The counters of one pass; on the loop only, so the metrics need no lock."""
         self.metrics.observe_batch(sum(w.prepared.n_placed for w in works), len(works))
         if state is self.state:
             for work, placed in zip(works, placements, strict=True):
-                counts = placed_counts(placed.cluster, placed.distance, placed.anomaly_score, state.k)
+                fine = np.isfinite(placed.distance) & np.isfinite(placed.anomaly_score)
+                counts = placed_counts(placed.cluster[fine], placed.distance[fine], placed.anomaly_score[fine],
+                                       state.k)
                 self.metrics.assigned = self.metrics.assigned.add(counts).add(work.prepared.counts)
-                self.metrics.unplaced += len(work.prepared.dropped)
-        return placements
+                self.metrics.unplaced += len(work.prepared.dropped) + int((~fine).sum())
 
 
 def answer(state: ModelState, prepared: Prepared, placed: Placement, n: int | None = None) -> dict[str, Any]:
     """The response body: per placed user its cluster and scores (and items), then who was not placed."""
     users = []
+    unplaced = dict(prepared.dropped)
     if n is not None:  # each user's events found once per request, not by a scan per user
         order = np.argsort(prepared.position, kind="stable")
         by_position = prepared.position[order]
@@ -177,6 +240,9 @@ def answer(state: ModelState, prepared: Prepared, placed: Placement, n: int | No
         ends = np.searchsorted(by_position, prepared.placed, side="right")
     for row, position in enumerate(prepared.placed.tolist()):
         cluster = int(placed.cluster[row])
+        if not (math.isfinite(placed.distance[row]) and math.isfinite(placed.anomaly_score[row])):
+            unplaced[position] = NOT_FINITE  # a valid answer for the others, never a 500 on NaN
+            continue
         entry = {"user_id": prepared.user_ids[position], "cluster": cluster, "label": state.labels.get(cluster),
                  "distance": round(float(placed.distance[row]), 6),
                  "anomaly_score": round(float(placed.anomaly_score[row]), 4)}
@@ -184,11 +250,14 @@ def answer(state: ModelState, prepared: Prepared, placed: Placement, n: int | No
             seen = set(prepared.item[order[starts[row]:ends[row]]].tolist())
             entry["items"] = state.recommend(cluster, seen, n)
         users.append(entry)
-    unplaced = [{"user_id": prepared.user_ids[p], "reason": why} for p, why in sorted(prepared.dropped.items())]
-    out = {"model_id": state.model_id, "users": users, "unplaced": unplaced}
+    out = {"model_id": state.model_id, "users": users,
+           "unplaced": [{"user_id": prepared.user_ids[p], "reason": why} for p, why in sorted(unplaced.items())]}
     if n is not None:
         out["blend_weight"] = state.estimator.segments_.blend_weight
     return out
+
+
+NOT_FINITE = "its features are not finite numbers (values too large for the model)"
 
 
 def create_app(settings: ServeSettings, state: ModelState | None = None):
@@ -205,11 +274,12 @@ def create_app(settings: ServeSettings, state: ModelState | None = None):
                   openapi_url=None)
     app.state.service = service
 
-    def error(status: int, reason: str) -> JSONResponse:
-        return JSONResponse({"error": _line(reason)}, status_code=status)
+    def error(status: int, reason: str) -> Response:
+        return Response(_error_body(reason), status_code=status, media_type="application/json",
+                        headers={"connection": "close"} if status in (408, CLIENT_CLOSED) else None)
 
     def ok(body: dict[str, Any]) -> Response:
-        return Response(json.dumps(body, separators=(",", ":"), allow_nan=False), media_type="application/json")
+        return Response(_dumps(body), media_type="application/json")
 
     @app.exception_handler(HTTPException)
     async def _http(_request, exc: HTTPException):
@@ -224,20 +294,27 @@ def create_app(settings: ServeSettings, state: ModelState | None = None):
 
     @app.exception_handler(Exception)
     async def _bug(_request, exc: Exception):
-        _log("internal error: " + "".join(traceback.format_exception_only(type(exc), exc)).strip())
+        _log_bug(exc)
         return error(500, "internal error; the server log has the details")
 
     async def placed(request: Request, n: int | None = None) -> Response:
         try:
-            body = await _read_json(request, settings.max_body_bytes)
+            raw = await _read_body(request, settings.max_body_bytes, settings.read_timeout_s)
+            body = await service.off_loop(_decode, raw) if len(raw) > INLINE_BYTES else _decode(raw)
             if n is not None:
                 n = _top_n(body)
             state, prepared, placement = await service.place(body)
-            return ok(answer(state, prepared, placement, n))
+            if prepared.n_placed * (n or 1) > INLINE_ROWS:
+                text = await service.off_loop(lambda: _dumps(answer(state, prepared, placement, n)))
+            else:
+                text = _dumps(answer(state, prepared, placement, n))
+            return Response(text, media_type="application/json")
         except RequestError as exc:
             return error(exc.status, str(exc))
         except UsageError as exc:
             return error(422, str(exc))
+        except ShuttingDown as exc:
+            return error(503, str(exc))
 
     # Plain Starlette routes (no dependency injection to solve per request): the hot path stays short.
     async def assign(request: Request):
@@ -270,17 +347,20 @@ def create_app(settings: ServeSettings, state: ModelState | None = None):
                                    ("/healthz", healthz, "GET"), ("/metrics", metrics, "GET")):
         app.add_route(path, endpoint, methods=[method])
 
-    return Guard(app, service, settings.token, settings.max_body_bytes)
+    return Guard(app, service, settings.token, settings.max_body_bytes, settings.admin_token)
 
 
 class Guard:
-    """Pure ASGI wrapper: bearer token, body size by Content-Length, and the per-request counters."""
+    """Pure ASGI wrapper: bearer tokens, body size by Content-Length, the per-request counters, and
+    the last line of defence: an exception that escapes the app is one log line, never a traceback."""
 
-    def __init__(self, app: Any, service: Service, token: str | None, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, service: Service, token: str | None, max_body_bytes: int,
+                 admin_token: str | None = None) -> None:
         self.app = app
         self.service = service
         self.metrics = service.metrics
         self.token = token.encode() if token else None
+        self.admin_token = admin_token.encode() if admin_token else None
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope, receive, send) -> None:
@@ -291,9 +371,12 @@ class Guard:
         path = scope.get("path", "")
         code = [500]
 
+        started_response = [False]
+
         async def sending(message) -> None:
             if message["type"] == "http.response.start":
                 code[0] = message["status"]
+                started_response[0] = True
             await send(message)
 
         try:
@@ -302,51 +385,130 @@ class Guard:
                 await _send_error(sending, *refusal)
             else:
                 await self.app(scope, receive, sending)
+        except ClientDisconnect:
+            code[0] = CLIENT_CLOSED
+        except asyncio.CancelledError:
+            # Only the server cancels a request task: at shutdown, for a request still open after the
+            # graceful timeout (a client holding half a body). It ends here, answered 503 where it
+            # can be, instead of as a logged traceback; the shutdown goes on.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            if not started_response[0]:
+                with contextlib.suppress(Exception):
+                    await _send_error(sending, 503, "the service is shutting down; send the request again", [])
+        except Exception as exc:  # noqa: BLE001 - already answered 500 by the app's handler and logged in one line
+            if not started_response[0]:
+                _log_bug(exc)
+                with contextlib.suppress(Exception):
+                    await _send_error(sending, 500, "internal error; the server log has the details", [])
         finally:
             self.metrics.observe_request(path, code[0], time.perf_counter() - started)
 
     def _refuse(self, scope, path: str) -> tuple[int, str, list] | None:
         headers = dict(scope.get("headers") or ())
-        if self.token is not None and path.startswith(PROTECTED):
-            given = headers.get(b"authorization", b"")
-            scheme, _, credential = given.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(credential.strip(), self.token):
+        admin = path.startswith(ADMIN)
+        if path.startswith(PROTECTED):
+            wanted = self.admin_token if admin and self.admin_token is not None else self.token
+            if wanted is not None and not _bearer_is(headers, wanted):
                 return 401, "missing or wrong bearer token (Authorization: Bearer TOKEN)", \
                     [(b"www-authenticate", b'Bearer realm="gpuclust"')]
+            if admin and self.admin_token is None:
+                return 403, ("admin routes are off: start the service with --admin-token-file to reload over HTTP, "
+                             "or send it SIGHUP"), []
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit():
                 return 400, "Content-Length is not a number", []
+            if len(length) > 18:  # int() of more than 4,300 digits raises; no body is that long anyway
+                return 413, f"the body has {len(length)}-digit bytes; at most {self.max_body_bytes:,} are accepted", []
             if int(length) > self.max_body_bytes:
                 return 413, f"the body has {int(length):,} bytes; at most {self.max_body_bytes:,} are accepted", []
         return None
 
 
+def _bearer_is(headers: dict[bytes, bytes], token: bytes) -> bool:
+    scheme, _, credential = headers.get(b"authorization", b"").partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), token)
+
+
 async def _send_error(send, status: int, reason: str, headers: list) -> None:
-    body = json.dumps({"error": reason}).encode()
+    body = _error_body(reason)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers]})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _read_json(request, limit: int) -> Any:
+async def _read_body(request, limit: int, timeout_s: float) -> bytes:
+    """The request's body, within `limit` bytes and `timeout_s` seconds; a client that hangs up is
+    answered 499 (nobody reads it) and counted so, not as a server error."""
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if kind not in ("application/json", ""):
         raise RequestError(f"the body must be application/json, got {kind[:60]}", 415)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise RequestError(f"the body is larger than {limit:,} bytes", 413)
+    try:
+        with anyio.fail_after(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise RequestError(f"the body is larger than {limit:,} bytes", 413)
+    except TimeoutError:
+        raise RequestError(f"the body did not arrive within {timeout_s:g} s", 408) from None
+    except ClientDisconnect:
+        raise RequestError("the client closed the connection before its body arrived", CLIENT_CLOSED) from None
     if not body:
         raise RequestError("the body is empty; send a JSON object with 'events' or 'columns'", 400)
+    return bytes(body)
+
+
+def _decode(body: bytes) -> Any:
+    """JSON from bytes (UTF-8, -16 or -32; a UTF-8 byte-order mark is allowed); numbers stay finite."""
     try:
         return json.loads(body, parse_constant=_no_constant)
     except RecursionError:
         raise RequestError("the body is nested too deeply", 400) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(f"the body is not valid JSON ({_line(str(exc))[:120]})", 400) from None
+
+
+def _events_in(body: Any) -> int:
+    """How many events a decoded body claims, cheaply (0 when it is not the expected shape)."""
+    if not isinstance(body, dict):
+        return 0
+    if isinstance(body.get("events"), list):
+        return len(body["events"])
+    columns = body.get("columns")
+    users = columns.get("user_id") if isinstance(columns, dict) else None
+    return len(users) if isinstance(users, list) else 0
+
+
+def _dumps(body: dict[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+
+def _error_body(reason: str) -> bytes:
+    """`{"error": "one line"}`, ASCII-escaped: a reason quoting odd client text (a lone surrogate) still encodes."""
+    return json.dumps({"error": _line(reason)}).encode()
+
+
+def _without_paths(text: str, model_dir: Path) -> str:
+    """`text` with the model folder's path, in each spelling the loader may use, replaced by "the model
+    folder": a caller learns what is wrong, not where the server keeps its files."""
+    spellings = {str(model_dir), str(model_dir.absolute())}
+    with contextlib.suppress(OSError, RuntimeError):
+        spellings.add(str(model_dir.resolve()))
+    for spelling in sorted(spellings, key=len, reverse=True):
+        if spelling not in ("", "."):
+            text = text.replace(spelling, "<model folder>")
+    return _line(text)
+
+
+def _log_bug(exc: BaseException) -> None:
+    """An unexpected exception as one log line: its type, message and where it was raised."""
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    at = f" at {Path(where[0].filename).name}:{where[0].lineno} in {where[0].name}" if where else ""
+    _log("internal error: " + "".join(traceback.format_exception_only(type(exc), exc)).strip()[:500] + at)
 
 
 def _no_constant(name: str) -> None:

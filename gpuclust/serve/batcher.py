@@ -6,6 +6,10 @@ merges what is waiting into one `FastAssigner.place` call. Nothing waits for com
 lone request runs at once, and batches form only from requests that queued up behind a running
 pass (`max_wait_s` > 0 adds a deliberate wait). A batch is cut at `max_users`. Requests that started
 on different models (a reload in between) never share a pass: each finishes on the model it began on.
+
+A pass runs in a worker thread, off the event loop: while it runs, the loop goes on answering
+/healthz and reading the requests that will form the next batch. Passes run one at a time, so the
+thread never competes with another pass; `record` (the counters) runs back on the loop after each.
 """
 
 from __future__ import annotations
@@ -16,6 +20,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import anyio.to_thread
+
+MAX_WAIT_S = 1.0  # the longest deliberate wait for company: a request never waits for long
+
+
+class ShuttingDown(RuntimeError):
+    """The service stopped before this request's pass ran."""
 
 
 @dataclass
@@ -29,10 +41,14 @@ class MicroBatcher:
     """`await submit(state, work)` returns `compute(state, [work, ...])[i]` for this work."""
 
     def __init__(self, compute: Callable[[Any, list[Any]], list[Any]], max_users: int = 1024,
-                 max_wait_s: float = 0.0) -> None:
-        self.compute = compute
+                 max_wait_s: float = 0.0, record: Callable[[Any, list[Any], list[Any]], None] | None = None) -> None:
+        if not 0 <= max_wait_s <= MAX_WAIT_S:  # also refuses NaN
+            raise ValueError(f"max_wait_s must be from 0 to {MAX_WAIT_S} s, got {max_wait_s}")
+        self.compute = compute  # runs in a worker thread
+        self.record = record  # runs on the loop, after each pass
         self.max_users = max_users
         self.max_wait_s = max_wait_s
+        self._running: list[Job] = []
         self._queue: deque[Job] = deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -42,13 +58,14 @@ class MicroBatcher:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        running = list(self._running)  # the pass being cancelled clears its list as it ends
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for job in self._queue:
+        for job in (*running, *self._queue):
             if not job.future.done():
-                job.future.set_exception(RuntimeError("the service is shutting down"))
+                job.future.set_exception(ShuttingDown("the service is shutting down; send the request again"))
         self._queue.clear()
 
     async def submit(self, state: Any, work: Any) -> Any:
@@ -65,8 +82,7 @@ class MicroBatcher:
             if self.max_wait_s > 0 and self._users_waiting() < self.max_users:
                 await asyncio.sleep(self.max_wait_s)
             while self._queue:
-                self._run_batch(self._take())
-                await asyncio.sleep(0)  # let the loop answer and read between batches
+                await self._run_batch(self._take())
 
     def _users_waiting(self) -> int:
         return sum(job.work.users for job in self._queue)
@@ -81,17 +97,23 @@ class MicroBatcher:
             users += job.work.users
         return batch
 
-    def _run_batch(self, batch: list[Job]) -> None:
+    async def _run_batch(self, batch: list[Job]) -> None:
         live = [job for job in batch if not job.future.cancelled()]  # a client that went away
         if not live:
             return
+        self._running = live
         try:
-            results = self.compute(live[0].state, [job.work for job in live])
+            state, works = live[0].state, [job.work for job in live]
+            results = await anyio.to_thread.run_sync(self.compute, state, works)
+            if self.record is not None:
+                self.record(state, works, results)
         except Exception as exc:  # noqa: BLE001 - each waiting request gets the error, the loop goes on
             for job in live:
                 if not job.future.done():
                     job.future.set_exception(exc)
             return
+        finally:
+            self._running = []
         for job, result in zip(live, results, strict=True):
             if not job.future.done():  # cancelled meanwhile: its client went away
                 job.future.set_result(result)

@@ -3,15 +3,17 @@
 A body is a JSON object with either `events`, a list of objects with `user_id`, `item_id`,
 `event_type`, `timestamp` and optionally `value`, or `columns`, an object of equal-length lists under
 those names (the compact form for batches). Ids are integers or text; timestamps are ISO-8601 strings
-(a zone or `Z`, naive ones read as UTC) or Unix epochs (numbers or digit strings, s/ms/us/ns by
-magnitude, as `gpuclust run` reads them); values are numbers (absent or null: 0). Anything else is a
-`RequestError` naming the event and the field, never a guess: an API caller can fix its request,
-whereas a file is read as well as it can be.
+(a zone, `Z` or `z`, naive ones read as UTC) or Unix epochs (numbers or ASCII digit strings,
+s/ms/us/ns by magnitude, as `gpuclust run` reads them); values are finite float32 numbers (absent or
+null: 0). Text ids must be valid Unicode (no lone surrogates, which no key can hash). Anything else is
+a `RequestError` naming the event and the field, never a guess and never an internal error: an API
+caller can fix its request, whereas a file is read as well as it can be.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +26,10 @@ from gpuclust.preprocess.parse import EPOCH_UNITS, F32_MAX, NS_LIMIT, NS_PER, NS
 FIELDS = (schema.USER, schema.ITEM, schema.EVENT, schema.TIME, schema.VALUE)
 REQUIRED = (schema.USER, schema.ITEM, schema.TIME)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# ASCII digits only: str.isdigit() also says yes to "²" or "--5" after lstrip, which int() refuses.
+# 20 digits reach past any epoch in range; longer ones are refused before int() (4,300-digit limit).
+_EPOCH_TEXT = re.compile(r"-?[0-9]{1,20}")
+_LONG_DIGITS = re.compile(r"-?[0-9]{21,}")
 
 
 class RequestError(ValueError):
@@ -84,6 +90,7 @@ def read_body(body: Any, max_events: int) -> EventColumns:
         raise RequestError("the request has no events")
     for name in (schema.USER, schema.ITEM):
         _check_ids(columns[name], name)
+        _check_text(columns[name], name)
     return EventColumns(columns[schema.USER], columns[schema.ITEM], _event_types(columns[schema.EVENT]),
                         timestamps_ns(columns[schema.TIME]), _values(columns[schema.VALUE]))
 
@@ -111,6 +118,24 @@ def _check_ids(values: list[Any], name: str) -> None:
             raise RequestError(f"event {i}: {name} is empty")
 
 
+def _check_text(values: list[Any], name: str) -> None:
+    """Refuse text ids that are not valid Unicode (a lone surrogate such as "\\ud800" decodes from
+    JSON but cannot be encoded to UTF-8, so it can be neither hashed nor matched)."""
+    texts = [v for v in values if isinstance(v, str)]
+    try:
+        "".join(texts).encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        return
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise RequestError(f"event {i}: {name} is not valid Unicode text (it holds a lone surrogate)") from None
+
+
 def _event_types(values: list[Any]) -> list[Any]:
     """Event types as `gpuclust run` reads them (codes are names, trimmed, lower case); None if absent."""
     if set(map(type, values)) <= {str}:
@@ -130,8 +155,11 @@ def _event_types(values: list[Any]) -> list[Any]:
 
 def _values(values: list[Any]) -> np.ndarray:
     if set(map(type, values)) <= {int, float}:
-        out = np.asarray(values, dtype=np.float64)
-        if np.isfinite(out).all() and (np.abs(out) <= F32_MAX).all():
+        try:
+            out = np.asarray(values, dtype=np.float64)
+        except OverflowError:  # an integer beyond float64: the loop below names it
+            out = None
+        if out is not None and np.isfinite(out).all() and (np.abs(out) <= F32_MAX).all():
             return out.astype(np.float32)
     out = np.zeros(len(values), dtype=np.float64)
     for i, v in enumerate(values):
@@ -139,8 +167,8 @@ def _values(values: list[Any]) -> np.ndarray:
             continue
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise RequestError(f"event {i}: value must be a number (or null), got {_kind(v)}")
-        if not math.isfinite(v) or abs(v) > F32_MAX:
-            raise RequestError(f"event {i}: value {v!r} is not a finite float32 number")
+        if abs(v) > F32_MAX or not math.isfinite(v):  # the int comparison first: math.isfinite(10**400) raises
+            raise RequestError(f"event {i}: value {_short(v)} is not a finite float32 number")
         out[i] = v
     return out.astype(np.float32)
 
@@ -163,21 +191,25 @@ def _one_timestamp(i: int, v: Any) -> int:
                            f"event {i}: timestamp must be an ISO-8601 string or a Unix epoch, got {_kind(v)}")
     if isinstance(v, str):
         text = v.strip()
-        if text.lstrip("-").isdigit():
+        if _EPOCH_TEXT.fullmatch(text):
             return _epoch(i, int(text))
+        if _LONG_DIGITS.fullmatch(text):
+            raise RequestError(f"event {i}: timestamp {v[:40]!r}... lies outside the years {NS_YEARS}")
+        if text[-1:] == "z":  # RFC 3339 allows a lower-case zone letter; fromisoformat does not
+            text = text[:-1] + "Z"
         try:
             parsed = datetime.fromisoformat(text)
-        except ValueError:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            ns = (parsed - _EPOCH) // _MICROSECOND * 1000
+        except (ValueError, OverflowError):
             raise RequestError(f"event {i}: timestamp {v[:40]!r} is neither ISO-8601 nor a Unix epoch") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        ns = (parsed - _EPOCH) // _MICROSECOND * 1000
         if abs(ns) > NS_LIMIT:
             raise RequestError(f"event {i}: timestamp {v[:40]!r} lies outside the years {NS_YEARS}")
         return int(ns)
+    if isinstance(v, float) and not math.isfinite(v):
+        raise RequestError(f"event {i}: timestamp {v!r} is not a number")
     if isinstance(v, int | float):
-        if not math.isfinite(v):
-            raise RequestError(f"event {i}: timestamp {v!r} is not a number")
         return _epoch(i, v)
     raise RequestError(f"event {i}: timestamp must be an ISO-8601 string or a Unix epoch, got {_kind(v)}")
 
@@ -197,13 +229,20 @@ def _int_epochs(values: list[int]) -> np.ndarray | None:
 
 def _epoch(i: int, v: int | float) -> int:
     magnitude, low = abs(v), 0.0
-    for unit, high in EPOCH_UNITS:
-        if low <= magnitude < high:
-            if magnitude * NS_PER[unit] > NS_LIMIT:
-                break
-            return v * NS_PER[unit] if isinstance(v, int) else round(v * NS_PER[unit])
-        low = high
-    raise RequestError(f"event {i}: timestamp {v!r} lies outside the years {NS_YEARS}")
+    if magnitude <= NS_LIMIT:  # larger integers would overflow float arithmetic below
+        for unit, high in EPOCH_UNITS:
+            if low <= magnitude < high:
+                if magnitude * NS_PER[unit] > NS_LIMIT:
+                    break
+                return v * NS_PER[unit] if isinstance(v, int) else round(v * NS_PER[unit])
+            low = high
+    raise RequestError(f"event {i}: timestamp {_short(v)} lies outside the years {NS_YEARS}")
+
+
+def _short(v: int | float) -> str:
+    """A number for a message: a 400-digit integer is not quoted whole."""
+    text = repr(v)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} digits)"
 
 
 _MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH

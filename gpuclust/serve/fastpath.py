@@ -36,6 +36,9 @@ from gpuclust.serve.events import EventColumns
 NO_KNOWN_TYPE = "no event of a type the model knows"
 NO_KNOWN_ITEM = "no event on an item the model knows"
 _DAY_OFFSET = 1 << 20  # days since 1970 shifted positive, for (user, day) keys
+MAX_MIN_USER_EVENTS = 1_000_000  # far above any request's events (--max-events is 200,000 by default)
+MAX_SESSION_GAP_MINUTES = 100 * 366 * 24 * 60  # a gap in ns must stay well inside int64
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -84,8 +87,7 @@ class FastAssigner:
         self.type_weight = np.asarray(list(cfg.event_weights.values()), dtype=np.float32)
         self.purchase = self.type_code.get("purchase", -1)
         self.drop_duplicates = cfg.drop_duplicates
-        self.min_user_events = int(cfg.min_user_events)
-        self.gap_ns = int(cfg.session_gap_minutes * 60) * 10**9
+        self.min_user_events, self.gap_ns = _checked_preprocess(cfg)
         vocab = host_frame(estimator.vocabulary_)
         self.vocabulary = vocab
         self.n_items = len(vocab)
@@ -232,7 +234,9 @@ class FastAssigner:
             "events_per_session": events / sessions,
             "active_days": np.bincount(days // (2 * _DAY_OFFSET), minlength=n_users).astype(np.float32),
             "distinct_items": np.bincount(pairs // max(self.n_items, 1), minlength=n_users).astype(np.float32),
-            "monetary": np.add.reduceat(value.astype(np.float64), starts).astype(np.float32),
+            # Summed in float64 and kept within float32: two purchases of 3.4e38 are large, not infinite.
+            "monetary": np.clip(np.add.reduceat(value.astype(np.float64), starts), -F32_MAX, F32_MAX
+                                ).astype(np.float32),
         }
         for code, name in enumerate(self.types):
             n_t = np.bincount(u, weights=(etype == code), minlength=n_users).astype(np.float32)
@@ -291,6 +295,23 @@ class FastAssigner:
             prepared.dropped.setdefault(p, "not placed by predict()")
         pick = lambda name, dtype: placed[name].to_numpy(dtype)[keep][order]  # noqa: E731
         return Placement(pick("cluster", np.int32), pick("distance", np.float32), pick("anomaly_score", np.float32))
+
+
+def _checked_preprocess(cfg: Any) -> tuple[int, int]:
+    """The model's minimum events per user and session gap (ns), refused when a saved model carries
+    values no config would pass (a model edited and its checksums recomputed): a reload must refuse
+    it, not fail on the first request or allocate for 1e11 made-up events."""
+    from gpuclust.errors import UsageError
+
+    minimum, gap = cfg.min_user_events, cfg.session_gap_minutes
+    if isinstance(minimum, bool) or not isinstance(minimum, int | float) or not float(minimum).is_integer() \
+            or not 1 <= minimum <= MAX_MIN_USER_EVENTS:
+        raise UsageError(f"the model's min_user_events must be an integer from 1 to {MAX_MIN_USER_EVENTS:,}, "
+                         f"got {str(minimum)[:40]}")
+    if isinstance(gap, bool) or not isinstance(gap, int | float) or not 0 < gap <= MAX_SESSION_GAP_MINUTES:
+        raise UsageError(f"the model's session_gap_minutes must be above 0 and at most {MAX_SESSION_GAP_MINUTES:,}"
+                         f" (100 years), got {str(gap)[:40]}")
+    return int(minimum), int(gap * 60) * 10**9
 
 
 def _canonical(values: list[Any]) -> list[str]:

@@ -91,10 +91,24 @@ def model_id_of(model_dir: Path) -> str:
 
 
 def load_state(model_dir: str | Path, device: str | None, pseudonymiser: Pseudonymiser | None) -> ModelState:
-    """Load, verify and try a model; any problem is a UsageError and nothing is swapped."""
+    """Load, verify and try a model; any problem is a UsageError and nothing is swapped.
+
+    A folder edited with its checksums recomputed can hold values no fit writes (a gap of 1e308
+    minutes, JSON nested 100,000 deep): whatever the loader raises then is a refusal too, so a reload
+    answers 409 and the service starts with one line, never a traceback."""
+    model_dir = Path(model_dir)
+    try:
+        return _load_state(model_dir, device, pseudonymiser)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - RecursionError and MemoryError included: see the docstring
+        raise UsageError(f"model {model_dir} cannot be served ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:300]})") from None
+
+
+def _load_state(model_dir: Path, device: str | None, pseudonymiser: Pseudonymiser | None) -> ModelState:
     from gpuclust.estimator import UserClusterer
 
-    model_dir = Path(model_dir)
     before = model_id_of(model_dir)
     est = UserClusterer.load(model_dir, device=device, pseudonymise=pseudonymiser)
     check_key(est.privacy_, pseudonymiser, f"model {model_dir}")
