@@ -29,6 +29,9 @@ MAX_BALANCE = 1e6  # --balance, autoencoder.beta: far beyond any useful weight, 
 MAX_SEED = 2**32 - 1  # what NumPy and scikit-learn accept (FAISS gets it folded into 31 bits)
 
 
+MAX_SESSION_GAP_MINUTES = 525_600  # a year: beyond it every user has one session, whatever the log
+MAX_MIN_EVENTS = 2**31 - 1  # a minimum count no user or item can reach is a typo, not a filter
+
 @dataclass
 class ColumnMap:
     """Names in the input files for each canonical column (`schema`)."""
@@ -256,9 +259,12 @@ class PipelineConfig:
             _at_least("cluster.n_init", self.cluster.n_init, 1)
         if self.features.text.batch_tokens is not None:
             _at_least("features.text.batch_tokens", self.features.text.batch_tokens, 1)
-        if not self.preprocess.session_gap_minutes > 0:
-            raise UsageError(f"{flag('preprocess.session_gap_minutes')} must be above 0 minutes, "
-                             f"got {self.preprocess.session_gap_minutes}")
+        if not 0 < self.preprocess.session_gap_minutes <= MAX_SESSION_GAP_MINUTES:
+            raise UsageError(f"{flag('preprocess.session_gap_minutes')} must be above 0 and at most "
+                             f"{MAX_SESSION_GAP_MINUTES:,} minutes (a year), got {self.preprocess.session_gap_minutes}")
+        for path in ("preprocess.min_user_events", "preprocess.min_item_events"):
+            if _get(self, path) > MAX_MIN_EVENTS:
+                raise UsageError(f"{flag(path)} must be at most {MAX_MIN_EVENTS:,} events, got {_get(self, path)}")
         if not self.cluster.tol >= 0:
             raise UsageError(f"{flag('cluster.tol')} must be at least 0, got {self.cluster.tol}")
         if self.preprocess.sample_users is not None:

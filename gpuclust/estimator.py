@@ -242,23 +242,28 @@ class UserClusterer:
         out = data.users.merge(array_frame(columns, backend), on=schema.USER_IDX).sort_values(schema.USER_IDX)
         return like_input(out.drop(columns=[schema.USER_IDX]).reset_index(drop=True), frame_kind(events))
 
-    def save(self, directory: str | Path) -> Path:
-        """Everything `predict` needs, and the fitted attributes, as one verified folder (no pickle)."""
+    def save(self, directory: str | Path, model_key: Any = None) -> Path:
+        """Everything `predict` needs, and the fitted attributes, as one verified folder (no pickle);
+        `model_key` (a key file, key bytes or a `signing.ModelKey`) signs it (`gpuclust.signing`)."""
         from gpuclust.model import save_estimator
+        from gpuclust.signing import as_model_key
 
         self._check_fitted()
-        return save_estimator(self, directory)
+        return save_estimator(self, directory, as_model_key(model_key))
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | None = None, pseudonymise: Any = None) -> UserClusterer:
+    def load(cls, directory: str | Path, device: str | None = None, pseudonymise: Any = None,
+             model_key: Any = None) -> UserClusterer:
         """A saved model with the attributes of a fitted one; `device` overrides the saved device. A model
-        fitted on pseudonymised ids places users only with the same key (`pseudonymise`)."""
+        fitted on pseudonymised ids places users only with the same key (`pseudonymise`). With `model_key`
+        a model not signed with that key is refused before any of it is parsed."""
         from gpuclust.model import load_estimator
+        from gpuclust.signing import as_model_key
 
         if not isinstance(directory, str | os.PathLike):
             raise UsageError(f"load takes the path of a saved model folder (a str or Path), got "
                              f"{type(directory).__name__} {directory!r:.60}")
-        return load_estimator(cls, directory, device, pseudonymise)
+        return load_estimator(cls, directory, device, pseudonymise, as_model_key(model_key))
 
     # --- scikit-learn manners -------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from gpuclust.errors import UsageError
 from gpuclust.frames import host_frame
 from gpuclust.io.outputs import OutputDir
 from gpuclust.io.writers import json_text
+from gpuclust.signing import SIGNATURE, ModelKey
 
 FORMAT = "gpuclust-model"
 # 3: privacy (pseudonymised ids, key fingerprint), segment popularity and blend weight, drift yardsticks.
@@ -32,8 +33,8 @@ ASSIGNMENTS = "assignments.parquet"
 MAP = "map.parquet"
 TABLES = (ITEMS, ASSIGNMENTS, MAP)
 CHECKSUMS = "checksums.sha256"
-# Every file a model folder may hold; the checksum file lists all of them but itself.
-LAYOUT = dict.fromkeys((MANIFEST, ARRAYS, *TABLES, CHECKSUMS))
+# Every file a model folder may hold; the checksum file lists all of them but itself and the signature.
+LAYOUT = dict.fromkeys((MANIFEST, ARRAYS, *TABLES, CHECKSUMS, SIGNATURE))
 REQUIRED_KEYS = ("format", "version", "gpuclust", "run_id", "config", "featurizers", "fuser", "reducer", "clusterer",
                  "sweep", "profiles", "population", "anomalies", "manifest", "privacy", "recommend", "drift")
 _PLAIN_NAME = re.compile(r"\.?[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -44,8 +45,10 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_model(directory: str | Path, meta: dict[str, Any], arrays: dict[str, Any], tables: dict[str, Any]) -> Path:
-    """Write model.json, arrays.safetensors, the Parquet tables and the checksums of all of them as one unit."""
+def write_model(directory: str | Path, meta: dict[str, Any], arrays: dict[str, Any], tables: dict[str, Any],
+                key: ModelKey | None = None) -> Path:
+    """Write model.json, arrays.safetensors, the Parquet tables and the checksums of all of them as one unit;
+    with a key, a signature of the checksums too."""
     from safetensors.numpy import save_file
 
     with OutputDir(directory, "model", LAYOUT, what="model folder") as staging:
@@ -57,10 +60,12 @@ def write_model(directory: str | Path, meta: dict[str, Any], arrays: dict[str, A
         (staging / MANIFEST).write_text(json_text(document))
         lines = [f"{_sha256(path.read_bytes())}  {path.name}" for path in sorted(staging.iterdir())]
         (staging / CHECKSUMS).write_text("\n".join(lines) + "\n")
+        if key is not None:
+            (staging / SIGNATURE).write_text(key.sign((staging / CHECKSUMS).read_bytes()))
     return Path(directory)
 
 
-def read_verified(directory: str | Path) -> dict[str, bytes]:
+def read_verified(directory: str | Path, key: ModelKey | None = None) -> dict[str, bytes]:
     """Every file of a model folder, each checked against the checksum file before anything is parsed.
 
     The folder must hold exactly the files the checksum file lists (plain names, regular files), so a
@@ -69,7 +74,12 @@ def read_verified(directory: str | Path) -> dict[str, bytes]:
     if not directory.is_dir():
         raise UsageError(f"no model at {directory}: not a folder (a `gpuclust run` writes one to OUT/model)")
     listed = _read_checksums(directory)
-    present = {entry.name for entry in os.scandir(directory)} - {CHECKSUMS}
+    if key is not None:  # before any file is trusted: the checksums themselves must be ours
+        signature = directory / SIGNATURE
+        key.verify((directory / CHECKSUMS).read_bytes(),
+                   signature.read_bytes() if signature.is_file() and not signature.is_symlink() else None,
+                   f"model {directory}")
+    present = {entry.name for entry in os.scandir(directory)} - {CHECKSUMS, SIGNATURE}
     for name in sorted(set(listed) - present):
         raise UsageError(f"model {directory} is incomplete: {name} is missing")
     for name in sorted(present - set(listed)):
@@ -112,17 +122,21 @@ def _read_checksums(directory: Path) -> dict[str, str]:
     return listed
 
 
-def read_model(directory: str | Path, backend: Backend) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Return (meta, arrays on the backend, tables on the backend's frame library), all verified."""
+def read_model(directory: str | Path, backend: Backend,
+               key: ModelKey | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Return (meta, arrays on the backend, tables on the backend's frame library), all verified (and the
+    signature, with a key)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
     directory = Path(directory)
-    contents = read_verified(directory)
+    contents = read_verified(directory, key)
     try:
         meta = json.loads(contents[MANIFEST])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"model {directory} is corrupt: {MANIFEST} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise UsageError(f"model {directory} is corrupt: {MANIFEST} is nested too deeply to be a model") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UsageError(f"{directory} is not a gpuclust model: {MANIFEST} is not a gpuclust model description")
     if meta.get("version") != VERSION:
@@ -135,9 +149,14 @@ def read_model(directory: str | Path, backend: Backend) -> tuple[dict[str, Any],
         if name not in contents:
             raise UsageError(f"model {directory} is incomplete: {name} is missing")
     try:
-        arrays = {k: backend.asarray(v) for k, v in load(contents[ARRAYS]).items()}
+        host_arrays = load(contents[ARRAYS])
     except (SafetensorError, OSError, ValueError) as exc:
         raise UsageError(f"model {directory} is corrupt: {ARRAYS} cannot be read ({exc})") from None
+    for name, values in host_arrays.items():  # checksums prove the bytes are as written, not that they make sense
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise UsageError(f"model {directory} is damaged: its array {name} holds NaN or infinite values; "
+                             "re-save it with `gpuclust run`")
+    arrays = {k: backend.asarray(v) for k, v in host_arrays.items()}
     tables = {}
     for name in TABLES:
         try:
@@ -155,7 +174,7 @@ def split_arrays(arrays: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 # --- an estimator's state -----------------------------------------------------------------------
 
-def save_estimator(est: Any, directory: str | Path) -> Path:
+def save_estimator(est: Any, directory: str | Path, key: ModelKey | None = None) -> Path:
     """Featuriser states, the fuser's centring and scales, a linear reducer, the centres and the anomaly
     yardsticks (what `predict` needs), plus the fitted attributes a loaded model shows."""
     featurizers, arrays = [], {}
@@ -200,16 +219,17 @@ def save_estimator(est: Any, directory: str | Path) -> Path:
         "drift": est.drift_baseline_,
     }
     tables = {ITEMS: est.vocabulary_, ASSIGNMENTS: est.labels_, MAP: est.map_}
-    return write_model(directory, meta, arrays, tables)
+    return write_model(directory, meta, arrays, tables, key)
 
 
-def load_estimator(cls, directory: str | Path, device: str | None = None, pseudonymise: Any = None):
+def load_estimator(cls, directory: str | Path, device: str | None = None, pseudonymise: Any = None,
+                   key: ModelKey | None = None):
     from gpuclust.backend import resolve_backend
     from gpuclust.privacy import as_pseudonymiser, check_key
 
     pseudonymiser = as_pseudonymiser(pseudonymise)
     backend = resolve_backend(device or "auto")
-    meta, arrays, tables = read_model(directory, backend)
+    meta, arrays, tables = read_model(directory, backend, key)
     try:
         est = _restore(cls, meta, arrays, tables, backend, device)
         _check_shapes(est)
@@ -236,6 +256,10 @@ def _restore(cls, meta: dict[str, Any], arrays: dict[str, Any], tables: dict[str
     config = PipelineConfig.from_dict(meta["config"])
     if device:
         config.device = device
+    try:  # every loaded setting as strictly as the command line's (ranges, weights >= 0, sizes)
+        config.validate(require_features=False)
+    except UsageError as exc:
+        raise ValueError(f"its settings are invalid: {exc}") from None
     est = cls(config=config)
     est.config_, est.backend_ = config, backend
     est.featurizers_ = [
@@ -288,6 +312,8 @@ def _check_shapes(est) -> None:
     if any(s.shape != (centres.shape[0],) for s in est.spread_):
         raise ValueError("the anomaly yardsticks do not match the clusters")
     table = est.segments_.table
+    if not (np.isfinite(table).all() and (table >= 0).all() and (table <= 1).all()):
+        raise ValueError("the popularity table holds shares outside [0, 1]")
     if table.ndim != 2 or table.shape != (centres.shape[0] + 1, len(est.vocabulary_)):
         raise ValueError(f"the popularity table of shape {tuple(table.shape)} does not fit {centres.shape[0]} "
                          f"clusters and {len(est.vocabulary_)} items")

@@ -34,6 +34,21 @@ _WITHHELD = {"size": None, "share": None, "label": None, "terms": [], "behaviour
              "top_categories": [], "top_items": []}
 
 
+def read_key_file(path: str | Path, flag: str) -> bytes:
+    """A secret key from a file: its bytes, surrounding whitespace (a trailing newline) stripped, at least
+    KEY_MIN_BYTES of them. One reader for every key flag (--pseudonymise, --model-key)."""
+    path = Path(path)
+    require_file(path, f"a key file ({flag})")
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read the key file {path}: {exc.strerror or exc}") from None
+    if len(key) < KEY_MIN_BYTES:
+        raise UsageError(f"the key file {path} holds {len(key)} bytes; a key needs at least {KEY_MIN_BYTES}: "
+                         "make one with `python -c 'import secrets; print(secrets.token_hex(32))' > KEY_FILE`")
+    return key
+
+
 class Pseudonymiser:
     """Keyed HMAC-SHA256 of user ids. Its repr, its fingerprint and its errors never show the key."""
 
@@ -47,16 +62,7 @@ class Pseudonymiser:
     @classmethod
     def from_file(cls, path: str | Path) -> Pseudonymiser:
         """The key is the file's bytes, surrounding whitespace (a trailing newline) stripped."""
-        path = Path(path)
-        require_file(path, "a key file (--pseudonymise)")
-        try:
-            key = path.read_bytes().strip()
-        except OSError as exc:
-            raise UsageError(f"cannot read the key file {path}: {exc.strerror or exc}") from None
-        if len(key) < KEY_MIN_BYTES:
-            raise UsageError(f"the key file {path} holds {len(key)} bytes; a key needs at least {KEY_MIN_BYTES}: "
-                             "make one with `python -c 'import secrets; print(secrets.token_hex(32))' > KEY_FILE`")
-        return cls(key)
+        return cls(read_key_file(path, "--pseudonymise"))
 
     def __repr__(self) -> str:
         return f"Pseudonymiser({self.fingerprint})"

@@ -23,11 +23,13 @@ from gpuclust.io.run_folder import ASSIGN_LAYOUT, RUN_LAYOUT, write_run
 from gpuclust.io.writers import write_json, write_parquet
 from gpuclust.manifest import StageRecorder, machine, now_iso, versions
 from gpuclust.privacy import as_pseudonymiser, check_key
+from gpuclust.signing import as_model_key
 
 
 def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items: str | Path | None = None,
               truth: str | Path | None = None, adapter: str | None = None,
-              on_stage: Callable[[str], None] | None = None, pseudonymise: Any = None) -> UserClusterer:
+              on_stage: Callable[[str], None] | None = None, pseudonymise: Any = None,
+              model_key: Any = None) -> UserClusterer:
     """Read the inputs, fit, and write assignments, cluster profiles, the model and the manifest.
 
     The output folder is checked before anything is read, and replaced as one unit at the end. With
@@ -42,7 +44,8 @@ def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items
             raise UsageError("--pseudonymise does not run on a Dask cluster yet; run without --scheduler (and "
                              "without [dask] scheduler in the config), or drop the key")
 
-        return run_distributed(config, events, out, items, truth, adapter, on_stage, RUN_LAYOUT)
+        return run_distributed(config, events, out, items, truth, adapter, on_stage, RUN_LAYOUT,
+                               as_model_key(model_key))
     with OutputDir(out, "run", RUN_LAYOUT) as staging:
         started = time.perf_counter()
         backend = resolve_backend(config.device)
@@ -56,20 +59,20 @@ def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items
         manifest["rows"]["steps"] = [s.to_dict() for s in inputs.steps] + manifest["rows"]["steps"]
         manifest["timings"]["stages"] = {**reading.stages, **manifest["timings"]["stages"]}
         manifest["timings"]["total_seconds"] = round(time.perf_counter() - started, 4)
-        write_run(model, staging)
+        write_run(model, staging, model_key=as_model_key(model_key))
     return model
 
 
-def write_outputs(model: UserClusterer, out: str | Path) -> Path:
+def write_outputs(model: UserClusterer, out: str | Path, model_key: Any = None) -> Path:
     """A fitted model's output set (and the saved model, OUT/model), replacing `out` as one unit."""
     with OutputDir(out, "run", RUN_LAYOUT) as staging:
-        write_run(model, staging)
+        write_run(model, staging, model_key=as_model_key(model_key))
     return Path(out)
 
 
 def assign_files(model: str | Path, events: str | Path, out: str | Path, device: str | None = None,
                  adapter: str | None = None, scheduler: str | None = None, dask: DaskConfig | None = None,
-                 pseudonymise: Any = None) -> tuple[UserClusterer, dict[str, Any]]:
+                 pseudonymise: Any = None, model_key: Any = None) -> tuple[UserClusterer, dict[str, Any]]:
     """Place the users of `events` in a saved model's clusters; writes OUT/assignments.parquet and
     OUT/manifest.json as one unit. With `scheduler` the users are placed on a Dask cluster and the
     assignments are a partitioned dataset (OUT/assignments/part.N.parquet). A model fitted on
@@ -83,10 +86,11 @@ def assign_files(model: str | Path, events: str | Path, out: str | Path, device:
         probe = PipelineConfig(dask=dask)
         probe.dask.scheduler = scheduler
         probe.validate()
-        return assign_distributed(model, events, out, device, adapter, scheduler, probe.dask, ASSIGN_LAYOUT)
+        return assign_distributed(model, events, out, device, adapter, scheduler, probe.dask, ASSIGN_LAYOUT,
+                                  as_model_key(model_key))
     started = time.perf_counter()
     with OutputDir(out, "assign", ASSIGN_LAYOUT) as staging:
-        fitted = UserClusterer.load(model, device=device, pseudonymise=pseudonymise)
+        fitted = UserClusterer.load(model, device=device, pseudonymise=pseudonymise, model_key=model_key)
         check_key(fitted.privacy_, fitted.pseudonymiser_, f"model {model}")
         backend = fitted.backend_
         inputs = read_inputs(backend.frame, fitted.config_.columns, events, adapter=adapter)
@@ -111,13 +115,13 @@ def assign_files(model: str | Path, events: str | Path, out: str | Path, device:
 
 
 def drift_files(model: str | Path, events: str | Path, device: str | None = None, adapter: str | None = None,
-                pseudonymise: Any = None, thresholds: Any = None) -> dict[str, Any]:
+                pseudonymise: Any = None, thresholds: Any = None, model_key: Any = None) -> dict[str, Any]:
     """Place the users of `events` with a saved model and compare them with the users it was fitted on
     (`quality.drift`): one row per measure, and whether any crossed its threshold."""
     from gpuclust.quality import drift
 
     started = time.perf_counter()
-    fitted = UserClusterer.load(model, device=device, pseudonymise=pseudonymise)
+    fitted = UserClusterer.load(model, device=device, pseudonymise=pseudonymise, model_key=model_key)
     check_key(fitted.privacy_, fitted.pseudonymiser_, f"model {model}")
     inputs = read_inputs(fitted.backend_.frame, fitted.config_.columns, events, adapter=adapter)
     k = int(fitted.n_clusters_)

@@ -106,8 +106,10 @@ def test_weights_must_be_finite_non_negative_and_named(section, weights, message
     ("[assess]\nmap_sample = -1", "assess.map_sample must be at least 1, got -1"),
     ("[assess]\ntop_n = 0", "assess.top_n must be at least 1, got 0"),
     ("[cluster]\ntol = -1", "cluster.tol must be at least 0"),
-    ("[preprocess]\nsession_gap_minutes = 0", "session_gap_minutes must be above 0 minutes"),
-    ("[preprocess]\nsession_gap_minutes = nan", "session_gap_minutes must be above 0 minutes"),
+    ("[preprocess]\nsession_gap_minutes = 0", "session_gap_minutes must be above 0 and at most"),
+    ("[preprocess]\nsession_gap_minutes = nan", "session_gap_minutes must be above 0 and at most"),
+    ("[preprocess]\nsession_gap_minutes = 1e308", "at most 525,600 minutes"),
+    ("[preprocess]\nmin_user_events = 100000000000", "at most 2,147,483,647"),
     ("[features]\nsvd_power_iterations = -1", "features.svd_power_iterations must be at least 0"),
     ("[features]\nsvd_oversamples = -3", "features.svd_oversamples must be at least 0"),
 ])

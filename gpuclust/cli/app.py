@@ -48,6 +48,11 @@ Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON 
 KeyFile = Annotated[Path | None, typer.Option(
     "--pseudonymise", metavar="KEY_FILE",
     help="Replace user ids by a keyed HMAC-SHA256 as they are read (key: >= 16 bytes in this file).")]
+SignKey = Annotated[Path | None, typer.Option(
+    "--model-key", metavar="KEY_FILE",
+    help="Sign the saved model with this key (>= 16 bytes), so that loaders given the key refuse unsigned ones.")]
+CheckKey = Annotated[Path | None, typer.Option(
+    "--model-key", metavar="KEY_FILE", help="Refuse a model not signed with this key (`run --model-key`).")]
 
 
 @app.command()
@@ -181,6 +186,7 @@ def run(
     blend_weight: Annotated[float | None, typer.Option(help="Weight of cluster popularity in the model's "
                                                        "recommendations (0..1; default: tuned at fit time).")] = None,
     pseudonymise: KeyFile = None,
+    model_key: SignKey = None,
     min_group_size: Annotated[int | None, typer.Option(help="With --pseudonymise: withhold cluster figures of "
                                                        "fewer users (default 10).")] = None,
     json_out: Json = False,
@@ -188,6 +194,7 @@ def run(
     """Cluster the users of an event log; write assignments, cluster profiles and a manifest."""
     from gpuclust.privacy import Pseudonymiser
     from gpuclust.run import run_files
+    from gpuclust.signing import ModelKey
 
     cfg = build_config(config, {
         "": {"device": device, "seed": seed},
@@ -216,9 +223,10 @@ def run(
     if min_group_size is not None and pseudonymise is None:
         raise UsageError("--min-group-size has no effect without --pseudonymise; drop it or add that")
     key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None  # read once, before the work
+    signer = ModelKey.from_file(model_key) if model_key is not None else None
     with progress(not json_out and sys.stderr.isatty()) as on_stage:
         model = run_files(cfg, events, out, items=items, truth=truth, adapter=adapter, on_stage=on_stage,
-                          pseudonymise=key)
+                          pseudonymise=key, model_key=signer)
     report(model, out, json_out, show_anomalies=anomalies or 0)
 
 
@@ -262,6 +270,7 @@ def assign(
     memory_limit: MemoryLimit = None,  # type: ignore[assignment]
     partitions: Partitions = None,  # type: ignore[assignment]
     pseudonymise: KeyFile = None,
+    model_key: CheckKey = None,
     json_out: Json = False,
 ) -> None:
     """Place new users in the clusters of a saved model, with the featurisers it learned."""
@@ -273,7 +282,7 @@ def assign(
                          "--scheduler; drop them or add that")
     dask = DaskConfig(None, workers, threads_per_worker, memory_limit, partitions)
     _, manifest = assign_files(model, events, out, device=device, adapter=adapter, scheduler=scheduler, dask=dask,
-                                 pseudonymise=pseudonymise)
+                                 pseudonymise=pseudonymise, model_key=model_key)
     if json_out:
         print(json.dumps(manifest, indent=2, default=str))
         return

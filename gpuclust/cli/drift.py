@@ -32,6 +32,8 @@ def drift(
     adapter: Annotated[str | None, typer.Option(help="Raw-log adapter, e.g. online-retail.")] = None,
     pseudonymise: Annotated[Path | None, typer.Option(
         "--pseudonymise", metavar="KEY_FILE", help="The key the model was fitted with, if it was.")] = None,
+    model_key: Annotated[Path | None, typer.Option(
+        "--model-key", metavar="KEY_FILE", help="Refuse a model not signed with this key (`run --model-key`).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
 ) -> None:
     """Compare new users with the fit: cluster-share PSI, distance, anomalies, unknown items and event types.
@@ -46,12 +48,14 @@ def drift(
     from gpuclust.run import drift_files
 
     if out is not None:
-        check_file_target(out, "--out", {"--model": model, "--events": events, "--pseudonymise": pseudonymise},
+        check_file_target(out, "--out", {"--model": model, "--events": events, "--pseudonymise": pseudonymise,
+                                 "--model-key": model_key},
                           kind="drift", suffixes=(".json",))
     key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None
     thresholds = Thresholds(fail_above, max_distance_change, max_anomaly_increase, max_unknown_items,
                             max_unknown_event_types)
-    result = drift_files(model, events, device=device, adapter=adapter, pseudonymise=key, thresholds=thresholds)
+    result = drift_files(model, events, device=device, adapter=adapter, pseudonymise=key, thresholds=thresholds,
+                         model_key=model_key)
     if out is not None:
         write_json(out, {FILE_MARK: file_mark("drift"), **result})
     if json_out:

@@ -55,7 +55,8 @@ def read_inputs_lazy(config: PipelineConfig, device: str, events: str | Path, it
 
 
 def run_distributed(config: PipelineConfig, events: str | Path, out: str | Path, items: str | Path | None,
-                    truth: str | Path | None, adapter: str | None, on_stage: Any, layout: dict) -> Any:
+                    truth: str | Path | None, adapter: str | None, on_stage: Any, layout: dict,
+                    model_key: Any = None) -> Any:
     from gpuclust.estimator import UserClusterer
 
     with OutputDir(out, "run", layout) as staging:
@@ -81,7 +82,7 @@ def run_distributed(config: PipelineConfig, events: str | Path, out: str | Path,
             manifest["assignments"] = {"dataset": ASSIGNMENTS, "files": files}
             model._distributed = None
         manifest["timings"]["total_seconds"] = round(time.perf_counter() - started, 4)
-        write_run(model, staging, assignments_file=False)
+        write_run(model, staging, assignments_file=False, model_key=model_key)
     return model
 
 
@@ -146,7 +147,8 @@ def _steps_of(placed):
 
 
 def assign_distributed(model: str | Path, events: str | Path, out: str | Path, device: str | None,
-                       adapter: str | None, scheduler: str, dask_config: Any, layout: dict) -> tuple[Any, dict]:
+                       adapter: str | None, scheduler: str, dask_config: Any, layout: dict,
+                       model_key: Any = None) -> tuple[Any, dict]:
     """`gpuclust assign` with the users placed on a Dask cluster, written as a partitioned dataset."""
     import dask
 
@@ -158,7 +160,7 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
 
     started = time.perf_counter()
     with OutputDir(out, "assign", layout) as staging:
-        fitted = UserClusterer.load(model, device=device)
+        fitted = UserClusterer.load(model, device=device, model_key=model_key)
         backend = fitted.backend_
         config = fitted.config_
         with open_session(scheduler, dask_config, backend.device) as session:

@@ -26,9 +26,9 @@ RUN_LAYOUT = {
 ASSIGN_LAYOUT = {"assignments.parquet": None, "assignments": PARTS, "manifest.json": None}
 
 
-def write_run(model: Any, folder: Path, assignments_file: bool = True) -> None:
+def write_run(model: Any, folder: Path, assignments_file: bool = True, model_key: Any = None) -> None:
     """The output set of a fitted model into `folder` (a staging folder); a Dask run has written its
-    assignments as a partitioned dataset already (`assignments_file=False`)."""
+    assignments as a partitioned dataset already (`assignments_file=False`). A `model_key` signs the model."""
     if assignments_file:
         write_parquet(folder / "assignments.parquet", model.labels_)
     write_parquet(folder / "map.parquet", model.map_)
@@ -36,7 +36,7 @@ def write_run(model: Any, folder: Path, assignments_file: bool = True) -> None:
                                           "population": model.population_, "anomalies": model.anomalies_,
                                           "privacy": model.privacy_})
     try:
-        model.save(folder / "model")
+        model.save(folder / "model", model_key=model_key)
         model.manifest_["model"] = "model"
     except OutOfRoom:  # the disk, not the model: the run fails as a whole
         raise
