@@ -133,3 +133,13 @@ def test_cli_run_signs_and_assign_and_drift_check(saved, tmp_path, monkeypatch, 
     assert code == 2 and err.count("\n") == 1 and "is not signed" in err
     code, _, err = cli(monkeypatch, capsys, *run, "--out", tmp_path / "c", "--model-key", tmp_path / "missing")
     assert code == 2 and err.count("\n") == 1 and not (tmp_path / "c").exists()
+
+
+def test_the_service_refuses_a_model_not_signed_with_its_key(saved):
+    pytest.importorskip("fastapi")
+    from gpuclust.serve.app import ServeSettings, create_app
+
+    root, _ = saved
+    create_app(ServeSettings(root / "signed", device="cpu", model_key=ModelKey(KEY)))
+    with pytest.raises(UsageError, match="is not signed"):
+        create_app(ServeSettings(root / "plain", device="cpu", model_key=ModelKey(KEY)))

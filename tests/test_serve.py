@@ -390,3 +390,21 @@ def test_serve_command_refuses_a_missing_model_and_a_bad_token_file(tmp_path, mo
     (tmp_path / "token").write_text("short")
     code, _, err = cli(monkeypatch, capsys, "serve", "--model", tmp_path, "--token-file", tmp_path / "token")
     assert code == 2 and "at least 16 characters" in err
+
+
+def test_users_with_few_events_are_placed_by_the_service_as_predict_places_them(tmp_path):
+    """A fit's min_user_events chose whom to learn from; predict and /v1/assign place anyone with a
+    readable event, and agree on where."""
+    from helpers import blob_events
+
+    events, items, _ = blob_events(n_users=120)
+    config = PipelineConfig(device="cpu")
+    config.preprocess.min_user_events = 5
+    UserClusterer(3, config=config).fit(events, items).save(tmp_path / "m")
+    few = events.groupby("user_id").head(2)  # two events per user: below the fit's minimum
+    expect = UserClusterer.load(tmp_path / "m", device="cpu").predict(few)
+    with TestClient(create_app(ServeSettings(tmp_path / "m", device="cpu"))) as client:
+        users = client.post("/v1/assign", json=_body(few)).json()["users"]
+    assert len(users) == len(expect) == few["user_id"].nunique()
+    got = {u["user_id"]: u["cluster"] for u in users}
+    assert got == dict(zip(expect["user_id"], expect["cluster"], strict=True))

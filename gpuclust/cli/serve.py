@@ -23,6 +23,9 @@ def serve(
         help="File holding another token, for POST /v1/admin/reload (without one: reload by SIGHUP only).")] = None,
     pseudonymise: Annotated[Path | None, typer.Option(
         "--pseudonymise", metavar="KEY_FILE", help="The key the model was fitted with, if it was.")] = None,
+    model_key: Annotated[Path | None, typer.Option(
+        "--model-key", metavar="KEY_FILE", help="Refuse a model not signed with this key (`run --model-key`), at "
+                                                "start and on every reload.")] = None,
     device: Annotated[str | None, typer.Option(help=f"Where to place users: {', '.join(DEVICE_CHOICES)} "
                                                "(default: the GPU when the model and the machine have one).")] = None,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body, MiB.")] = 8.0,
@@ -47,6 +50,7 @@ def serve(
     from gpuclust.privacy import Pseudonymiser
     from gpuclust.serve import server
     from gpuclust.serve.app import ServeSettings, create_app, read_token
+    from gpuclust.signing import ModelKey
 
     _check_options(port, max_body_mb, batch_wait_ms, read_timeout,
                    {"--max-users": max_users, "--max-events": max_events, "--max-batch-users": max_batch_users})
@@ -57,6 +61,7 @@ def serve(
     settings = ServeSettings(
         model_dir=model, device=device, token=token, admin_token=admin_token,
         pseudonymiser=Pseudonymiser.from_file(pseudonymise) if pseudonymise else None,
+        model_key=ModelKey.from_file(model_key) if model_key else None,
         max_body_bytes=int(max_body_mb * 2**20), max_users=max_users, max_events=max_events, batching=batching,
         max_batch_users=max_batch_users, batch_wait_ms=batch_wait_ms, read_timeout_s=read_timeout)
     app = create_app(settings)  # loads, verifies and tries the model: a bad one stops here with one line

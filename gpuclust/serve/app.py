@@ -73,6 +73,7 @@ class ServeSettings:
     token: str | None = None
     admin_token: str | None = None  # /v1/admin/* need it; without one they answer 403
     pseudonymiser: Pseudonymiser | None = None
+    model_key: Any = None  # a signing.ModelKey: models not signed with it are refused, at start and reload
     max_body_bytes: int = 8 * 2**20
     max_users: int = 1000
     max_events: int = 200_000
@@ -130,7 +131,8 @@ class Service:
 
     def __init__(self, settings: ServeSettings, state: ModelState | None = None) -> None:
         self.settings = settings
-        self.state = state or load_state(settings.model_dir, settings.device, settings.pseudonymiser)
+        self.state = state or load_state(settings.model_dir, settings.device, settings.pseudonymiser,
+                                           settings.model_key)
         self.metrics = Metrics(settings.thresholds)
         self.batcher = MicroBatcher(self._compute, settings.max_batch_users, settings.batch_wait_ms / 1000,
                                     record=self._record)
@@ -162,7 +164,7 @@ class Service:
             old = self.state
             try:
                 new = await self.off_loop(load_state, self.settings.model_dir, self.settings.device,
-                                          self.settings.pseudonymiser)
+                                          self.settings.pseudonymiser, self.settings.model_key)
             except Exception as exc:  # noqa: BLE001 - any model that fails to load is refused, never a 500
                 self.metrics.reloads["refused"] += 1
                 reason = str(exc) if isinstance(exc, UsageError) else f"{type(exc).__name__}: {exc}"

@@ -154,11 +154,9 @@ class FastAssigner:
             if len(first) < kept.size:
                 kept = np.asarray(sorted(first.values()), dtype=np.int64)
         per_user = np.bincount(user[kept], minlength=len(user_ids))
+        # Every user with a readable event is placed, as `predict` places them (whatever min_user_events
+        # the fit used: that filter chose whom to learn from, not whom to serve).
         dropped = {int(p): NO_KNOWN_TYPE for p in np.flatnonzero(per_user == 0)}
-        if self.min_user_events > 1:
-            few = (per_user > 0) & (per_user < self.min_user_events)
-            dropped.update({int(p): f"fewer than {self.min_user_events} events" for p in np.flatnonzero(few)})
-            kept = kept[per_user[user[kept]] >= self.min_user_events]
         present = set(etype[kept].tolist())
         pps = self.purchase in present and len(present) > 1
         on_known = item[kept] >= 0

@@ -90,7 +90,8 @@ def model_id_of(model_dir: Path) -> str:
         raise UsageError(f"no model at {model_dir}: {exc.strerror or exc}") from None
 
 
-def load_state(model_dir: str | Path, device: str | None, pseudonymiser: Pseudonymiser | None) -> ModelState:
+def load_state(model_dir: str | Path, device: str | None, pseudonymiser: Pseudonymiser | None,
+               model_key: Any = None) -> ModelState:
     """Load, verify and try a model; any problem is a UsageError and nothing is swapped.
 
     A folder edited with its checksums recomputed can hold values no fit writes (a gap of 1e308
@@ -98,7 +99,7 @@ def load_state(model_dir: str | Path, device: str | None, pseudonymiser: Pseudon
     answers 409 and the service starts with one line, never a traceback."""
     model_dir = Path(model_dir)
     try:
-        return _load_state(model_dir, device, pseudonymiser)
+        return _load_state(model_dir, device, pseudonymiser, model_key)
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - RecursionError and MemoryError included: see the docstring
@@ -106,11 +107,12 @@ def load_state(model_dir: str | Path, device: str | None, pseudonymiser: Pseudon
                          f"{' '.join(str(exc).split())[:300]})") from None
 
 
-def _load_state(model_dir: Path, device: str | None, pseudonymiser: Pseudonymiser | None) -> ModelState:
+def _load_state(model_dir: Path, device: str | None, pseudonymiser: Pseudonymiser | None,
+                model_key: Any = None) -> ModelState:
     from gpuclust.estimator import UserClusterer
 
     before = model_id_of(model_dir)
-    est = UserClusterer.load(model_dir, device=device, pseudonymise=pseudonymiser)
+    est = UserClusterer.load(model_dir, device=device, pseudonymise=pseudonymiser, model_key=model_key)
     check_key(est.privacy_, pseudonymiser, f"model {model_dir}")
     if model_id_of(model_dir) != before:
         raise UsageError(f"model {model_dir} changed while it was being loaded; reload again")
