@@ -249,7 +249,7 @@ def reduced(reducer: Any, x: Any, backend: Backend) -> Any:
                           "reduced vectors")
 
 
-def featurised(featurizer: Any, data: Any, backend: Backend, fit: bool) -> Any:
+def featurised(featurizer: Featurizer, data: Any, backend: Backend, fit: bool) -> Any:
     """A featuriser's block for the users of `data` (`fit_transform` or `transform`), checked: a finite
     (n_users, d) float32 matrix on the backend."""
     method = featurizer.fit_transform if fit else featurizer.transform
