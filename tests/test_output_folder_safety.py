@@ -99,7 +99,7 @@ def test_a_rerun_that_saves_no_model_leaves_no_old_model_beside_its_manifest(dat
     out = tmp_path / "run"
     assert run(data, out, "--k", 3).code == 0
 
-    def cannot_save(self, directory):
+    def cannot_save(self, directory, model_key=None):
         raise UsageError("a UMAP reduction cannot be saved without pickle")
 
     monkeypatch.setattr(UserClusterer, "save", cannot_save)
