@@ -210,57 +210,47 @@ class Preprocessor:
     def _min_counts_frame(self, ev):
         """The minimum-count filters on a frame (a Dask partition's, per user there)."""
         cfg = self.config
-        rows_in = len(ev)
-        dropped_users = dropped_items = 0
-        for _ in range(MAX_FILTER_PASSES):
-            before = len(ev)
-            if cfg.min_user_events > 1:
-                n = len(ev)
-                ev = ev[_count_at_least(ev[schema.USER], cfg.min_user_events)]
-                dropped_users += n - len(ev)
-            if cfg.min_item_events > 1:
-                n = len(ev)
-                ev = ev[_count_at_least(ev[schema.ITEM], cfg.min_item_events)]
-                dropped_items += n - len(ev)
-            if len(ev) == before:
-                break
-        self.steps_.append(StepCount("min_user_events", rows_in, rows_in - dropped_users,
-                                     f"user has fewer than {cfg.min_user_events} events"))
-        self.steps_.append(StepCount("min_item_events", rows_in - dropped_users, len(ev),
-                                     f"item has fewer than {cfg.min_item_events} events"))
-        if len(ev) == 0:
-            raise UsageError(
-                "no events left after the minimum-count filters; lower --min-user-events / --min-item-events"
-            )
-        return ev
+        return self._filter_min_counts(ev, lambda e: e[_count_at_least(e[schema.USER], cfg.min_user_events)],
+                                       lambda e: e[_count_at_least(e[schema.ITEM], cfg.min_item_events)])
 
     def _min_counts(self, codes: EventCodes) -> EventCodes:
-        """Users and items below their minimum counts drop, in turns, until none is left below."""
         cfg = self.config
         xp = codes.xp
-        rows_in = len(codes)
+
+        def at_least(ids: Any, n_ids: int, minimum: int) -> Any:
+            return xp.bincount(ids, minlength=n_ids)[ids] >= minimum
+
+        return self._filter_min_counts(
+            codes, lambda c: c.take(at_least(c.user, len(c.user_ids), cfg.min_user_events)),
+            lambda c: c.take(at_least(c.item, len(c.item_ids), cfg.min_item_events)))
+
+    def _filter_min_counts(self, rows: Any, by_user: Any, by_item: Any) -> Any:
+        """Users and items below their minimum counts drop, in turns, until none is left below; `by_user`
+        and `by_item` keep the rows of users (items) at or above their minimum (codes or a frame)."""
+        cfg = self.config
+        rows_in = len(rows)
         dropped_users = dropped_items = 0
         for _ in range(MAX_FILTER_PASSES):
-            before = len(codes)
+            before = len(rows)
             if cfg.min_user_events > 1:
-                n = len(codes)
-                codes = codes.take(xp.bincount(codes.user, minlength=len(codes.user_ids))[codes.user] >= cfg.min_user_events)
-                dropped_users += n - len(codes)
+                n = len(rows)
+                rows = by_user(rows)
+                dropped_users += n - len(rows)
             if cfg.min_item_events > 1:
-                n = len(codes)
-                codes = codes.take(xp.bincount(codes.item, minlength=len(codes.item_ids))[codes.item] >= cfg.min_item_events)
-                dropped_items += n - len(codes)
-            if len(codes) == before:
+                n = len(rows)
+                rows = by_item(rows)
+                dropped_items += n - len(rows)
+            if len(rows) == before:
                 break
         self.steps_.append(StepCount("min_user_events", rows_in, rows_in - dropped_users,
                                      f"user has fewer than {cfg.min_user_events} events"))
-        self.steps_.append(StepCount("min_item_events", rows_in - dropped_users, len(codes),
+        self.steps_.append(StepCount("min_item_events", rows_in - dropped_users, len(rows),
                                      f"item has fewer than {cfg.min_item_events} events"))
-        if len(codes) == 0:
+        if len(rows) == 0:
             raise UsageError(
                 "no events left after the minimum-count filters; lower --min-user-events / --min-item-events"
             )
-        return codes
+        return rows
 
     def _sample_users(self, codes: EventCodes, backend: Backend) -> EventCodes:
         """Draw users (not events) so each sampled user keeps a whole history."""
