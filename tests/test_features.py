@@ -148,3 +148,20 @@ def test_a_column_constant_at_fit_time_keeps_new_users_on_a_sane_scale(method):
     norm = Normaliser(method).fit(fit, np)
     new = norm.transform(np.array([[21.0, 0.5], [19.0, 0.5]], np.float32), np)
     assert np.all(np.abs(new[:, 0]) < 25)
+
+
+def test_behaviour_sums_beyond_float32_stay_finite():
+    """Ten purchases of 3e38 sum past float32: held at its largest value, not infinite (as the service)."""
+    import pandas as pd
+
+    from gpuclust.backend import resolve_backend
+    from gpuclust.features.behaviour import behaviour_statistics
+    from gpuclust.preprocess.clean import Preprocessor
+
+    events = pd.DataFrame({"user_id": [1] * 10 + [2] * 10, "item_id": list(range(20)), "event_type": "purchase",
+                           "timestamp": pd.Timestamp("2026-01-01") + pd.to_timedelta(range(20), unit="h"),
+                           "value": np.float32(3e38)})
+    backend = resolve_backend("cpu")
+    stats = behaviour_statistics(Preprocessor().run(events, backend), backend)
+    assert np.isfinite(stats.to_numpy()).all()
+    assert stats["monetary"].iloc[0] == np.finfo(np.float32).max

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from gpuclust import schema
 from gpuclust.backend import Backend
 from gpuclust.features.normalise import Normaliser
@@ -62,7 +64,11 @@ def _statistics(data: PreparedData, backend: Backend, session_gap_minutes: float
         columns[f"share_{name}"] = counts[name] / events
     if "purchase" in types and len(types) > 1:
         columns["purchases_per_session"] = counts["purchase"] / sessions
-    out = array_frame({name: values.astype(xp.float32) for name, values in columns.items()}, backend)
+    # Sums are float64; one beyond float32 (many purchases near 3.4e38) is held at float32's largest value,
+    # as the service holds it, rather than becoming infinite.
+    top = float(np.finfo(np.float32).max)
+    out = array_frame({name: xp.clip(values, -top, top).astype(xp.float32) for name, values in columns.items()},
+                      backend)
     out.index.name = schema.USER_IDX
     return out
 
