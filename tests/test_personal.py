@@ -1,0 +1,166 @@
+"""The personal recommender (recommend.personal): EASE's closed form, kNN, λ selection, masking, rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpuclust.backend import resolve_backend
+from gpuclust.config import PipelineConfig, RecommendConfig
+from gpuclust.errors import UsageError
+from gpuclust.preprocess.table import EventTable
+from gpuclust.recommend.personal import (
+    EASE_COPIES,
+    PersonalModel,
+    binary_matrix,
+    ease_fits,
+    ease_weights,
+    fit_personal,
+    gram,
+    knn_neighbours,
+    knn_weights,
+    recommend_rows,
+    top_items,
+)
+from gpuclust.segments import offsets_of
+
+CPU = resolve_backend("cpu")
+
+
+def _matrix(n_users: int = 40, n_items: int = 12, p: float = 0.3, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).random((n_users, n_items)) < p).astype(np.float32)
+
+
+def _table(user: np.ndarray, item: np.ndarray, n_users: int) -> EventTable:
+    """Events in (user, time) order: each user's items in the order given, one second apart."""
+    order = np.argsort(user, kind="stable")
+    user, item = user[order].astype(np.int32), item[order].astype(np.int32)
+    n = len(user)
+    return EventTable(user, item, np.zeros(n, np.int8), np.arange(n, dtype=np.int64) * 10**9,
+                      np.zeros(n, np.float32), np.ones(n, np.float32), offsets_of(user, n_users, np),
+                      ("purchase",), np)
+
+
+def _planted(n_users: int = 600, n_items: int = 200, seed: int = 0) -> tuple[EventTable, int, int]:
+    """Users buy six of 20 staples, then walk a chain of the other items (i, i + 1, ...): the last item
+    follows from the one before it, and co-occurrence counts alone point at the staples."""
+    rng = np.random.default_rng(seed)
+    users, items = [], []
+    for u in range(n_users):
+        start, length = rng.integers(0, n_items - 20), rng.integers(3, 8)
+        walk = [20 + (start + j) % (n_items - 20) for j in range(length)]
+        users += [u] * (6 + length)
+        items += [int(i) for i in rng.integers(0, 20, 6)] + walk
+    return _table(np.array(users), np.array(items), n_users), n_users, n_items
+
+
+def test_ease_closed_form_equals_a_direct_constrained_solve():
+    """Steck's B: column j is the ridge regression of item j on every other item (b_jj = 0)."""
+    x = _matrix()
+    lam = 5.0
+    b = ease_weights(gram(binary_matrix(*np.nonzero(x), *x.shape, CPU)), lam, np)
+    x64 = x.astype(np.float64)
+    for j in range(x.shape[1]):
+        others = [i for i in range(x.shape[1]) if i != j]
+        a = x64[:, others]
+        direct = np.linalg.solve(a.T @ a + lam * np.eye(len(others)), a.T @ x64[:, j])
+        np.testing.assert_allclose(b[others, j], direct, rtol=2e-4, atol=2e-5)
+        assert b[j, j] == 0
+
+
+def test_knn_keeps_each_items_top_cosine_neighbours():
+    x = _matrix(seed=1)
+    idx, val = knn_neighbours(binary_matrix(*np.nonzero(x), *x.shape, CPU), 3, CPU)
+    norms = np.sqrt(x.sum(0))
+    cos = (x.T @ x) / np.outer(norms, norms)
+    np.fill_diagonal(cos, 0)
+    for i in range(x.shape[1]):
+        np.testing.assert_allclose(val[i], np.sort(cos[i])[::-1][:3], rtol=1e-5)
+    w = knn_weights(idx, val, 2, CPU)
+    assert np.diff(w.indptr).max() <= 2 and (w.diagonal() == 0).all()
+
+
+def test_seen_items_are_masked_without_a_dense_user_matrix():
+    x = _matrix(n_users=5, n_items=6, p=0.5, seed=2)
+    x[0] = [1, 1, 1, 1, 0, 0]  # two unseen items, a list of four
+    seen = binary_matrix(*np.nonzero(x), *x.shape, CPU)
+    model = PersonalModel("ease", ease_weights(gram(seen), 1.0, np), 1.0)
+    items, scores = top_items(model, seen, 4, CPU)
+    for u in range(5):
+        listed = items[u][np.isfinite(scores[u])]
+        assert not set(listed) & set(np.nonzero(x[u])[0])
+        assert len(listed) == min(4, int((x[u] == 0).sum()))
+    assert set(items[0][:2]) == {4, 5} and np.isneginf(scores[0][2:]).all()
+    assert (np.diff(scores[1][np.isfinite(scores[1])]) <= 0).all()  # best first
+
+
+def test_lambda_is_chosen_on_the_inner_split_and_every_contender_is_recorded():
+    table, n_users, n_items = _planted()
+    config = RecommendConfig(lambdas=(1.0, 1e4), neighbours=(5,))
+    model = fit_personal(table, n_users, n_items, CPU, config, seed=0)
+    contenders = model.selection["contenders"]
+    assert [(c["kind"], c.get("lambda"), c.get("neighbours")) for c in contenders] == \
+        [("ease", 1.0, None), ("ease", 1e4, None), ("knn", None, 5)]
+    best = max(contenders, key=lambda c: (c["HR@10"], c["NDCG@10"]))
+    assert model.selection["chosen"]["kind"] == best["kind"] == model.kind
+    by_lambda = {c["lambda"]: c["HR@10"] for c in contenders if c["kind"] == "ease"}
+    assert by_lambda[1.0] > by_lambda[1e4] + 0.5  # a huge λ leaves B ~ XᵀX / λ: co-occurrence, the staples
+    assert model.selection["users"] == n_users  # every planted user has 3+ distinct items
+
+
+def test_ease_beyond_the_memory_budget_is_refused_by_name_and_auto_falls_back_to_knn():
+    assert ease_fits(23170, 8.0) and not ease_fits(23171, 8.0)
+    assert EASE_COPIES * 4 * 23170**2 <= 8 * 2**30
+    table, n_users, n_items = _planted()
+    tiny = 4 * EASE_COPIES * (n_items - 1) ** 2 / 2**30
+    model = fit_personal(table, n_users, n_items, CPU, RecommendConfig(memory_gib=tiny, neighbours=(5, 10)), 0)
+    assert model.kind == "knn" and {c["kind"] for c in model.selection["contenders"]} == {"knn"}
+    with pytest.raises(UsageError, match="recommend.memory_gib"):
+        fit_personal(table, n_users, n_items, CPU, RecommendConfig(personal="ease", memory_gib=tiny), 0)
+    assert fit_personal(table, n_users, n_items, CPU, RecommendConfig(personal="none"), 0) is None
+
+
+def test_users_below_the_threshold_get_their_segment_list():
+    x = _matrix(n_users=6, n_items=8, p=0.0)
+    x[0, :4] = 1  # four items: personal
+    x[1, :1] = 1  # one item: segment
+    seen = binary_matrix(*np.nonzero(x), *x.shape, CPU)
+    model = PersonalModel("ease", ease_weights(gram(binary_matrix(*np.nonzero(_matrix(n_items=8)), 40, 8, CPU)),
+                                                1.0, np), 1.0)
+    table = np.zeros((3, 8), np.float32)
+    table[0, 7], table[1, 6], table[2, 5] = 1.0, 1.0, 1.0  # cluster 0 likes 7, cluster 1 likes 6, global 5
+    items, scores, personal = recommend_rows(model, table, 1.0, np.array([0, 1, 0, 1, 0, 1]), seen, 3, 2, CPU)
+    assert personal.tolist() == [True, False, False, False, False, False]
+    assert items[1, 0] == 6 and items[2, 0] == 7 and 0 not in items[1]
+    np.testing.assert_array_equal(items[0], top_items(model, seen[[0]], 3, CPU)[0][0])
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"personal": "slim"}, "recommend.personal"), ({"lambdas": []}, "recommend.lambdas"),
+    ({"lambdas": [100, -1]}, "recommend.lambdas"), ({"neighbours": [0]}, "recommend.neighbours"),
+    ({"memory_gib": 0}, "recommend.memory_gib"), ({"min_items": 0}, "recommend.min_items"),
+])
+def test_recommend_settings_are_validated(setting, message):
+    with pytest.raises(UsageError, match=message):
+        PipelineConfig.from_dict({"recommend": setting}).validate()
+
+
+def test_restore_refuses_weights_that_do_not_fit():
+    good = PersonalModel("ease", np.zeros((3, 3), np.float32), 10.0)
+    assert PersonalModel.restore(good.to_meta(), good.arrays(), 3, CPU).lam == 10.0
+    bad = np.zeros((3, 3), np.float32)
+    bad[0, 1] = np.nan
+    for meta, arrays, n in [(good.to_meta(), {"weights": bad}, 3), (good.to_meta(), good.arrays(), 4),
+                            ({**good.to_meta(), "lambda": -1.0}, good.arrays(), 3),
+                            ({**good.to_meta(), "kind": "slim"}, good.arrays(), 3)]:
+        with pytest.raises(ValueError):
+            PersonalModel.restore(meta, arrays, n, CPU)
+    x = binary_matrix(*np.nonzero(_matrix(seed=3)), 40, 12, CPU)
+    knn = PersonalModel("knn", knn_weights(*knn_neighbours(x, 4, CPU), 4, CPU), None, 4)
+    back = PersonalModel.restore(knn.to_meta(), knn.arrays(), 12, CPU)
+    assert (back.weights != knn.weights).nnz == 0
+    arrays = knn.arrays()
+    arrays["indices"] = arrays["indices"].copy()
+    arrays["indices"][0] = 99
+    with pytest.raises(ValueError, match="out of range"):
+        PersonalModel.restore(knn.to_meta(), arrays, 12, CPU)
