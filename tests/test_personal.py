@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from gpuclust.backend import resolve_backend
@@ -164,3 +165,75 @@ def test_restore_refuses_weights_that_do_not_fit():
     arrays["indices"][0] = 99
     with pytest.raises(ValueError, match="out of range"):
         PersonalModel.restore(knn.to_meta(), arrays, 12, CPU)
+
+
+# --- in the estimator ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fitted():
+    from gpuclust import UserClusterer
+    from tests.helpers import blob_events
+
+    events, items, _ = blob_events(n_users=240, n_groups=3)
+    return UserClusterer(3, device="cpu", seed=0).fit(events, items), events
+
+
+def test_fit_records_the_chosen_personal_model_and_each_contenders_inner_hr(fitted):
+    model, _ = fitted
+    record = model.manifest_["recommend"]["personal"]
+    assert record["kind"] == model.personal_.kind == record["selection"]["chosen"]["kind"]
+    contenders = record["selection"]["contenders"]
+    assert len(contenders) == 4 + 3 and all(0 <= c["HR@10"] <= 1 for c in contenders)
+    assert model.personal_.n_items == len(model.vocabulary_)
+
+
+def test_recommend_gives_personal_lists_and_segment_lists_below_the_threshold(fitted):
+    model, events = fitted
+    some = events[events.user_id.isin([100, 101])]
+    one = events[events.user_id == 102].head(1)  # a single item: below min_items = 3
+    out = model.recommend(pd.concat([some, one]), top_k=5)
+    assert list(out.columns) == ["user_id", "rank", "item_id", "score", "source"]
+    assert out.groupby("user_id").size().tolist() == [5, 5, 5]
+    assert set(out[out.user_id != 102].source) == {"personal"} and set(out[out.user_id == 102].source) == {"segment"}
+    given = pd.concat([some, one])
+    for user, rows in out.groupby("user_id"):
+        assert rows["rank"].tolist() == [1, 2, 3, 4, 5] and rows.score.is_monotonic_decreasing
+        assert not set(rows.item_id) & set(given[given.user_id == user].item_id)
+    cluster = int(model.predict(one).cluster.iloc[0])
+    segment = model.segments_.scores(cluster)
+    segment[int(model.vocabulary_.reset_index().set_index("item_id").loc[one.item_id.iloc[0], "index"])] = -np.inf
+    expected = model.vocabulary_.item_id.to_numpy()[np.argsort(-segment, kind="stable")[:5]]
+    assert set(out[out.user_id == 102].item_id) == set(expected)
+    with pytest.raises(UsageError, match="top_k"):
+        model.recommend(some, top_k=0)
+
+
+def test_a_saved_model_recommends_exactly_as_the_fitted_one(fitted, tmp_path):
+    from gpuclust import UserClusterer
+
+    model, events = fitted
+    model.save(tmp_path / "m")
+    loaded = UserClusterer.load(tmp_path / "m")
+    assert loaded.personal_.kind == model.personal_.kind and loaded.personal_.lam == model.personal_.lam
+    if model.personal_.kind == "ease":
+        np.testing.assert_array_equal(loaded.personal_.weights, model.personal_.weights)
+    sample = events[events.user_id < 130]
+    pd.testing.assert_frame_equal(loaded.recommend(sample), model.recommend(sample))
+
+
+def test_a_saved_model_with_non_finite_weights_is_refused(fitted, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from gpuclust import UserClusterer
+    from tests.test_model_tampering import rewrite_checksums
+
+    model, _ = fitted
+    model.save(tmp_path / "m")
+    arrays = load_file(str(tmp_path / "m" / "arrays.safetensors"))
+    name = next(k for k in arrays if k.startswith("recommend.personal.") and arrays[k].dtype == np.float32)
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[1] = np.inf
+    save_file(arrays, str(tmp_path / "m" / "arrays.safetensors"))
+    rewrite_checksums(tmp_path / "m")
+    with pytest.raises(UsageError, match="malformed"):
+        UserClusterer.load(tmp_path / "m")
