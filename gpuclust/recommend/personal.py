@@ -65,6 +65,11 @@ class PersonalModel:
         out = rows @ self.weights
         return (out if self.kind == "ease" else out.toarray()).astype(np.float32, copy=False)
 
+    @property
+    def name(self) -> str:
+        """How a table names it: "EASE (λ=100)" or "item-kNN (20 neighbours)"."""
+        return f"EASE (λ={self.lam:g})" if self.kind == "ease" else f"item-kNN ({self.neighbours} neighbours)"
+
     def to_meta(self) -> dict[str, Any]:
         return {"kind": self.kind, "lambda": self.lam, "neighbours": self.neighbours, "items": self.n_items,
                 "selection": self.selection}
@@ -247,8 +252,7 @@ def _select(table: EventTable, user: Any, item: Any, n_users: int, n_items: int,
             model = PersonalModel("ease", ease_weights(g, c["lambda"], xp), c["lambda"])
         else:
             model = PersonalModel("knn", knn_weights(*knn, c["neighbours"], backend), None, c["neighbours"])
-        top, top_scores = top_items(model, seen, TUNE_TOP_K, backend)
-        ranks = to_host(hit_ranks(top, top_scores, targets, xp))
+        ranks = target_ranks(model, seen, targets, TUNE_TOP_K, backend)
         c.update({**metrics(ranks, (TUNE_TOP_K,)), "seconds": round(time.perf_counter() - t0, 3)})
         del model
     return grid, {"how": f"inner leave-last-out HR@{TUNE_TOP_K} on the fitted users (split seed {seed}); each "
@@ -314,3 +318,8 @@ def recommend_rows(personal: PersonalModel | None, table: Any, blend_weight: flo
         p_items, p_scores = top_items(personal, seen[chosen], top_k, backend)
         items[chosen], scores[chosen] = p_items, p_scores
     return items, scores, personal_rows
+
+
+def target_ranks(model: PersonalModel, seen: Any, targets: Any, top_k: int, backend: Backend) -> np.ndarray:
+    """0-based rank of each row's target in its personal top `top_k` (-1: not in it), on the host."""
+    return to_host(hit_ranks(*top_items(model, seen, top_k, backend), targets, backend.xp))

@@ -117,3 +117,10 @@ def metrics_with_errors(ranks: np.ndarray, k_values: Sequence[int]) -> dict[str,
         out[f"HR@{k}_se"] = round(float(np.sqrt(p * (1 - p) / n)), 6)
         out[f"NDCG@{k}_se"] = round(float(gain.std(ddof=1) / np.sqrt(n)) if len(ranks) > 1 else 0.0, 6)
     return out
+
+
+def captured_lift(hr: float, hr_global: float, hr_personal: float) -> float | None:
+    """The share of the personal model's lift over global popularity that a recommender captures:
+    (HR − HR_global) / (HR_personal − HR_global); None where the personal model has no lift to share."""
+    gap = hr_personal - hr_global
+    return round((hr - hr_global) / gap, 4) if gap > 0 else None
