@@ -196,7 +196,10 @@ class RecommendConfig:
     lambdas: tuple[float, ...] = (30.0, 100.0, 300.0, 1000.0)  # EASE λ grid, chosen on the inner split
     neighbours: tuple[int, ...] = (10, 20, 50)  # item-kNN neighbourhood sizes, chosen the same way
     memory_gib: float = 8.0  # EASE holds 4 x items² x 4 bytes: 8 GiB allows 23,170 items
-    min_items: int = 3  # users with fewer distinct items get their segment's list (measured: recommend-cpu.md)
+    # Users with fewer distinct known items get their segment's list. 1: on Online Retail EASE beat the
+    # segment lists at every history length, one item included (benchmarks/results/recommend-cpu.md), so
+    # the segment list is for users with no known item and for models without a personal part.
+    min_items: int = 1
     tune_personal_users: int = 10000  # held-out users scored per contender on the inner split
 
 

@@ -66,6 +66,7 @@ from gpuclust.protocols import (
 from gpuclust.quality import drift
 from gpuclust.quality.anomaly import scores_against
 from gpuclust.quality.metrics import internal_scores, truth_scores
+from gpuclust.recommend.campaign import promotions, with_promotions
 from gpuclust.recommend.personal import PERSONAL, SEGMENT, binary_matrix, fit_personal, recommend_rows
 from gpuclust.recommend.segments import fit_segments
 from gpuclust.reduce import build_reducer
@@ -172,6 +173,10 @@ class UserClusterer:
                                     settings.recommend.blend_weight, settings.recommend.tune_users, settings.seed)
             segments.withhold(small_clusters(profiles))
             personal = fit_personal(data.table, data.n_users, data.n_items, backend, settings.recommend, settings.seed)
+            if personal is not None:  # campaigns: per cluster, the items to promote to it (clusters.json)
+                promoted = promotions(personal, data.table.user, data.table.item, outcome.labels, outcome.n_clusters,
+                                      backend)
+                profiles = with_promotions(profiles, promoted, host_frame(data.items)[schema.ITEM].to_numpy())
 
         self.config_, self.backend_, self.featurizers_, self.fuser_ = settings, backend, featurizers, fuser
         self.reducer_, self.clusterer_, self.sweep_ = reducer, clusterer, sweep

@@ -188,9 +188,14 @@ def test_fit_records_the_chosen_personal_model_and_each_contenders_inner_hr(fitt
 
 
 def test_recommend_gives_personal_lists_and_segment_lists_below_the_threshold(fitted):
-    model, events = fitted
+    import copy
+
+    fitted_model, events = fitted
+    model = copy.copy(fitted_model)
+    model.config_ = copy.deepcopy(fitted_model.config_)
+    model.config_.recommend.min_items = 2
     some = events[events.user_id.isin([100, 101])]
-    one = events[events.user_id == 102].head(1)  # a single item: below min_items = 3
+    one = events[events.user_id == 102].head(1)  # a single item: below min_items = 2
     out = model.recommend(pd.concat([some, one]), top_k=5)
     assert list(out.columns) == ["user_id", "rank", "item_id", "score", "source"]
     assert out.groupby("user_id").size().tolist() == [5, 5, 5]
@@ -237,3 +242,47 @@ def test_a_saved_model_with_non_finite_weights_is_refused(fitted, tmp_path):
     rewrite_checksums(tmp_path / "m")
     with pytest.raises(UsageError, match="malformed"):
         UserClusterer.load(tmp_path / "m")
+
+
+def test_each_cluster_gets_items_to_promote_that_few_of_it_have_with_their_lift(fitted):
+    """(The blob groups own their whole item range, so lists may be short here; the planted case below
+    checks which items come first.)"""
+    model, events = fitted
+    labels = model.labels_.set_index("user_id").cluster
+    for profile in model.profiles_:
+        promote = profile["promote"]
+        assert len(promote) <= 10 and [p["score"] for p in promote] == sorted((p["score"] for p in promote),
+                                                                                  reverse=True)
+        members = labels[labels == profile["cluster"]].index
+        bought = events[events.user_id.isin(members)].groupby("item_id").user_id.nunique() / len(members)
+        for p in promote:
+            assert p["owned_share"] <= 0.1 and bought.get(p["item_id"], 0.0) == pytest.approx(p["owned_share"], abs=1e-4)
+            assert p["lift"] > 0
+
+
+def test_promotions_follow_the_segments_taste_on_planted_groups():
+    from gpuclust.recommend.campaign import promotions
+
+    x = np.zeros((40, 8), np.float32)
+    x[:20, :3] = 1  # segment 0 buys items 0-2; its half also buy 3
+    x[:10, 3] = 1
+    x[20:, 4:7] = 1  # segment 1 buys 4-6; its half also buy 7
+    x[20:30, 7] = 1
+    user, item = np.nonzero(x)
+    model = PersonalModel("ease", ease_weights(gram(binary_matrix(user, item, 40, 8, CPU)), 1.0, np), 1.0)
+    promoted = promotions(model, user, item, np.repeat([0, 1], 20), 2, CPU, max_owned=0.5)
+    assert promoted[0][0]["item_idx"] == 3 and promoted[1][0]["item_idx"] == 7
+    assert promoted[0][0]["lift"] > 1 and promoted[0][0]["owned_share"] == 0.5
+
+
+def test_a_model_without_a_personal_part_serves_segment_lists_and_saves_without_one(tmp_path):
+    from gpuclust import UserClusterer
+    from tests.helpers import blob_events
+
+    events, items, _ = blob_events(n_users=90, n_groups=3)
+    config = PipelineConfig(device="cpu")
+    config.recommend.personal = "none"
+    model = UserClusterer(3, config=config).fit(events, items)
+    assert model.personal_ is None and model.manifest_["recommend"]["personal"] is None
+    assert set(model.recommend(events.head(40), top_k=3).source) == {"segment"}
+    assert UserClusterer.load(model.save(tmp_path / "m")).personal_ is None

@@ -123,7 +123,7 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
                       "seconds": round(time.perf_counter() - t0, 3), "score_seconds": None})
         few = to_host(backend.xp.diff(seen.indptr)) < config.recommend.min_items
         served = np.where(few, ranks_of[table[2]["method"]], ranks)
-        table.append({"method": f"served: personal, blend below {config.recommend.min_items} items (default)",
+        table.append({"method": f"served: personal from {config.recommend.min_items} distinct items, blend below (default)",
                       **metrics_with_errors(served, k_values), "users": int(len(served)),
                       "blend_weight": best["w"], "segment_users": int(few.sum()),
                       "seconds": round(time.perf_counter() - t0 + table[2]["seconds"], 3), "score_seconds": None})
