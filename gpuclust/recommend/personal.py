@@ -136,10 +136,14 @@ def gram(x: Any) -> Any:
 
 def ease_weights(g: Any, lam: float, xp) -> Any:
     """B from the Gram XᵀX and λ (Steck 2019): P = (G + λI)⁻¹, B = −P / diag(P) per column, diag(B) = 0."""
-    a = g.copy()
-    a[xp.diag_indices_from(a)] += xp.float32(lam)
-    p = xp.linalg.inv(a)
-    del a
+    # λ goes onto G's diagonal in place and comes off again exactly (the diagonal is kept): a copy of
+    # items² would be the largest allocation after the inverse's own.
+    diagonal = xp.diagonal(g).copy()
+    g[xp.diag_indices_from(g)] = diagonal + xp.float32(lam)
+    try:
+        p = xp.linalg.inv(g)
+    finally:
+        g[xp.diag_indices_from(g)] = diagonal
     p /= -xp.diagonal(p)[None, :]
     p[xp.diag_indices_from(p)] = 0.0
     return p
