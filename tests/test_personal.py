@@ -289,3 +289,31 @@ def test_a_model_without_a_personal_part_serves_segment_lists_and_saves_without_
     assert model.personal_ is None and model.manifest_["recommend"]["personal"] is None
     assert set(model.recommend(events.head(40), top_k=3).source) == {"segment"}
     assert UserClusterer.load(model.save(tmp_path / "m")).personal_ is None
+
+
+def _fit_and_list(backend) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same small fit and lists on any backend: B, and the top-5 of both kinds for every user."""
+    from gpuclust.backend import to_host
+
+    table, n_users, n_items = _planted(n_users=300, n_items=120)
+    on = EventTable(*(backend.asarray(a) for a in (table.user, table.item, table.event, table.time, table.value,
+                                                     table.weight, table.offsets)), table.event_names, backend.xp)
+    ease = fit_personal(on, n_users, n_items, backend, RecommendConfig(personal="ease", lambdas=(10.0,)), 0)
+    knn = fit_personal(on, n_users, n_items, backend, RecommendConfig(personal="knn", neighbours=(5,)), 0)
+    seen = binary_matrix(on.user, on.item, n_users, n_items, backend)
+    return (to_host(ease.weights), to_host(top_items(ease, seen, 5, backend)[0]),
+            to_host(top_items(knn, seen, 5, backend)[0]))
+
+
+def test_the_cpu_twin_of_the_gpu_path_runs_the_same_code():
+    weights, ease_top, knn_top = _fit_and_list(CPU)
+    assert weights.dtype == np.float32 and ease_top.shape == knn_top.shape == (300, 5)
+
+
+@pytest.mark.gpu
+def test_ease_and_knn_on_cupy_agree_with_numpy():
+    gpu = resolve_backend("cuda")
+    cpu_weights, cpu_ease, cpu_knn = _fit_and_list(CPU)
+    gpu_weights, gpu_ease, gpu_knn = _fit_and_list(gpu)
+    np.testing.assert_allclose(gpu_weights, cpu_weights, rtol=1e-3, atol=1e-4)
+    assert (gpu_ease[:, 0] == cpu_ease[:, 0]).mean() > 0.95 and (gpu_knn[:, 0] == cpu_knn[:, 0]).mean() > 0.95
