@@ -61,7 +61,7 @@ def test_ease_closed_form_equals_a_direct_constrained_solve():
     lam = 5.0
     g = gram(binary_matrix(*np.nonzero(x), *x.shape, CPU))
     before = g.copy()
-    b = ease_weights(g, lam, np)
+    b = ease_weights(g, lam, CPU)
     np.testing.assert_array_equal(g, before)  # the Gram is reused across the λ grid: λ comes off exactly
     x64 = x.astype(np.float64)
     for j in range(x.shape[1]):
@@ -70,6 +70,21 @@ def test_ease_closed_form_equals_a_direct_constrained_solve():
         direct = np.linalg.solve(a.T @ a + lam * np.eye(len(others)), a.T @ x64[:, j])
         np.testing.assert_allclose(b[others, j], direct, rtol=2e-4, atol=2e-5)
         assert b[j, j] == 0
+
+
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_the_in_place_spd_inverse_is_the_inverse(n):
+    from gpuclust.backend import spd_inverse
+
+    x = np.random.default_rng(n).random((2 * n + 3, n)).astype(np.float32)
+    a = x.T @ x + np.eye(n, dtype=np.float32)
+    expected = np.linalg.inv(a.astype(np.float64))
+    got = spd_inverse(a, CPU)
+    assert np.shares_memory(got, a)  # no items² copy
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5)
+    np.testing.assert_array_equal(got, got.T)
+    with pytest.raises(np.linalg.LinAlgError):
+        spd_inverse(-np.eye(3, dtype=np.float32), CPU)
 
 
 def test_knn_keeps_each_items_top_cosine_neighbours():
@@ -88,7 +103,7 @@ def test_seen_items_are_masked_without_a_dense_user_matrix():
     x = _matrix(n_users=5, n_items=6, p=0.5, seed=2)
     x[0] = [1, 1, 1, 1, 0, 0]  # two unseen items, a list of four
     seen = binary_matrix(*np.nonzero(x), *x.shape, CPU)
-    model = PersonalModel("ease", ease_weights(gram(seen), 1.0, np), 1.0)
+    model = PersonalModel("ease", ease_weights(gram(seen), 1.0, CPU), 1.0)
     items, scores = top_items(model, seen, 4, CPU)
     for u in range(5):
         listed = items[u][np.isfinite(scores[u])]
@@ -130,7 +145,7 @@ def test_users_below_the_threshold_get_their_segment_list():
     x[1, :1] = 1  # one item: segment
     seen = binary_matrix(*np.nonzero(x), *x.shape, CPU)
     model = PersonalModel("ease", ease_weights(gram(binary_matrix(*np.nonzero(_matrix(n_items=8)), 40, 8, CPU)),
-                                                1.0, np), 1.0)
+                                                1.0, CPU), 1.0)
     table = np.zeros((3, 8), np.float32)
     table[0, 7], table[1, 6], table[2, 5] = 1.0, 1.0, 1.0  # cluster 0 likes 7, cluster 1 likes 6, global 5
     items, scores, personal = recommend_rows(model, table, 1.0, np.array([0, 1, 0, 1, 0, 1]), seen, 3, 2, CPU)
@@ -272,7 +287,7 @@ def test_promotions_follow_the_segments_taste_on_planted_groups():
     x[20:, 4:7] = 1  # segment 1 buys 4-6; its half also buy 7
     x[20:30, 7] = 1
     user, item = np.nonzero(x)
-    model = PersonalModel("ease", ease_weights(gram(binary_matrix(user, item, 40, 8, CPU)), 1.0, np), 1.0)
+    model = PersonalModel("ease", ease_weights(gram(binary_matrix(user, item, 40, 8, CPU)), 1.0, CPU), 1.0)
     promoted = promotions(model, user, item, np.repeat([0, 1], 20), 2, CPU, max_owned=0.5)
     assert promoted[0][0]["item_idx"] == 3 and promoted[1][0]["item_idx"] == 7
     assert promoted[0][0]["lift"] > 1 and promoted[0][0]["owned_share"] == 0.5

@@ -8,13 +8,14 @@ and the segment list is for users with too few events (`min_items`), cold starts
     EASE      P = (XᵀX + λI)⁻¹,  B = I − P·diag(1/diag(P)),  diag(B) = 0,  score(u) = X_u B
     item-kNN  W[i] = the `neighbours` largest cosine similarities of item i (sparse), score(u) = X_u W
 
-Both are computed with the backend's array library in float32 (CuPy on a GPU, NumPy here). EASE holds
-`EASE_COPIES` dense items x items matrices at once (the Gram kept across the λ grid, its regularised
-copy, the inverse, the solver's copy): it is used while EASE_COPIES x items² x 4 bytes fits in
-`recommend.memory_gib` (8 GiB: up to 23,170 items; 60 GiB of an 80 GiB GPU: 63k; 120 GiB of an H200:
-90k); beyond that, item-kNN, whose weights are items x neighbours. Users are scored in batches of
-BATCH_CELLS scores; items a user already has are masked from the batch's sparse rows (no dense users x
-items matrix), and the top K is taken on the device.
+Both are computed with the backend's array library in float32 (CuPy on a GPU, NumPy here). The rule
+for the catalogue: EASE while EASE_COPIES x items² x 4 bytes fits `recommend.memory_gib`, item-kNN
+(weights items x neighbours) beyond. EASE_COPIES = 4 is what the GPU's general inverse holds (the Gram
+kept across the λ grid, its regularised copy, the solver's factor and identity); the CPU's in-place
+Cholesky inverse (`backend.spd_inverse`) holds two, so the rule leaves it headroom. The default 8 GiB
+allows 23,170 items; 60 GiB of an 80 GiB H100, 63k; 120 GiB of an H200, 89k. Users are scored in
+batches of BATCH_CELLS scores; items a user already has are masked from the batch's sparse rows (no
+dense users x items matrix), and the top K is taken on the device.
 
 λ and the neighbourhood size are chosen on an inner leave-last-out split of the fitted users (the rules
 of `recommend.split`): every contender is fitted without the held-out items and ranked by HR@10 on them
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gpuclust.backend import Backend, to_host
+from gpuclust.backend import Backend, spd_inverse, to_host
 from gpuclust.errors import UsageError
 from gpuclust.recommend.scoring import BATCH_CELLS, hit_ranks, metrics, top_k_sorted
 from gpuclust.recommend.split import held_out, training_rows
@@ -134,16 +135,15 @@ def gram(x: Any) -> Any:
     return (g.toarray() if hasattr(g, "toarray") else g).astype(np.float32, copy=False)
 
 
-def ease_weights(g: Any, lam: float, xp) -> Any:
-    """B from the Gram XᵀX and λ (Steck 2019): P = (G + λI)⁻¹, B = −P / diag(P) per column, diag(B) = 0."""
-    # λ goes onto G's diagonal in place and comes off again exactly (the diagonal is kept): a copy of
-    # items² would be the largest allocation after the inverse's own.
-    diagonal = xp.diagonal(g).copy()
-    g[xp.diag_indices_from(g)] = diagonal + xp.float32(lam)
-    try:
-        p = xp.linalg.inv(g)
-    finally:
-        g[xp.diag_indices_from(g)] = diagonal
+def ease_weights(g: Any, lam: float, backend: Backend, keep_gram: bool = True) -> Any:
+    """B from the Gram XᵀX and λ (Steck 2019): P = (G + λI)⁻¹, B = −P / diag(P) per column, diag(B) = 0.
+
+    With keep_gram (the λ grid reuses G) the inverse works on a copy; without, on G itself: then EASE
+    holds one items x items matrix at a time on the CPU (`backend.spd_inverse`)."""
+    xp = backend.xp
+    a = g.copy() if keep_gram else g
+    a[xp.diag_indices_from(a)] += xp.float32(lam)
+    p = spd_inverse(a, backend)
     p /= -xp.diagonal(p)[None, :]
     p[xp.diag_indices_from(p)] = 0.0
     return p
@@ -196,7 +196,6 @@ def fit_personal(table: EventTable, n_users: int, n_items: int, backend: Backend
     neighbourhood size chosen on an inner leave-last-out split; None for "none" or an empty log."""
     if config.personal == "none" or len(table) == 0 or n_items < 2:
         return None
-    xp = backend.xp
     kinds = _kinds(config, n_items)
     user, item = backend.asarray(table.user), backend.asarray(table.item)
     t0 = time.perf_counter()
@@ -209,7 +208,8 @@ def fit_personal(table: EventTable, n_users: int, n_items: int, backend: Backend
     t1 = time.perf_counter()
     x = binary_matrix(user, item, n_users, n_items, backend)
     if best["kind"] == "ease":
-        model = PersonalModel("ease", ease_weights(gram(x), best["lambda"], xp), float(best["lambda"]))
+        model = PersonalModel("ease", ease_weights(gram(x), best["lambda"], backend, keep_gram=False),
+                              float(best["lambda"]))
     else:
         idx, val = knn_neighbours(x, best["neighbours"], backend)
         model = PersonalModel("knn", knn_weights(idx, val, best["neighbours"], backend), None, int(best["neighbours"]))
@@ -253,7 +253,7 @@ def _select(table: EventTable, user: Any, item: Any, n_users: int, n_items: int,
     for c in grid:
         t0 = time.perf_counter()
         if c["kind"] == "ease":
-            model = PersonalModel("ease", ease_weights(g, c["lambda"], xp), c["lambda"])
+            model = PersonalModel("ease", ease_weights(g, c["lambda"], backend), c["lambda"])
         else:
             model = PersonalModel("knn", knn_weights(*knn, c["neighbours"], backend), None, c["neighbours"])
         ranks = target_ranks(model, seen, targets, TUNE_TOP_K, backend)
