@@ -271,6 +271,10 @@ class UserClusterer:
         users' clusters (xp int). Returns (items, scores, personal?) on the device: users x top_k item
         indices and float32 scores, best first (-inf: nothing left), and True where the list is personal."""
         self._check_fitted()
+        if len(seen.shape) != 2 or seen.shape[1] != len(self.vocabulary_) or len(clusters) != seen.shape[0]:
+            raise UsageError(f"recommend_indices needs seen as users x {len(self.vocabulary_)} items (the model's "
+                             f"vocabulary) and one cluster per user; got {tuple(seen.shape)} and {len(clusters)} "
+                             "clusters")
         r = self.config_.recommend
         return recommend_rows(getattr(self, "personal_", None), self.segments_.table, self.segments_.blend_weight,
                               self.backend_.xp.asarray(clusters), seen, top_k, r.min_items, self.backend_)

@@ -229,6 +229,8 @@ def test_recommend_gives_personal_lists_and_segment_lists_below_the_threshold(fi
     assert set(out[out.user_id == 102].item_id) == set(expected)
     with pytest.raises(UsageError, match="top_k"):
         model.recommend(some, top_k=0)
+    with pytest.raises(UsageError, match="vocabulary"):
+        model.recommend_indices(binary_matrix([0], [0], 1, 5, CPU), np.zeros(1, np.int64))
 
 
 def test_a_saved_model_recommends_exactly_as_the_fitted_one(fitted, tmp_path):
