@@ -334,3 +334,23 @@ def test_ease_and_knn_on_cupy_agree_with_numpy():
     gpu_weights, gpu_ease, gpu_knn = _fit_and_list(gpu)
     np.testing.assert_allclose(gpu_weights, cpu_weights, rtol=1e-3, atol=1e-4)
     assert (gpu_ease[:, 0] == cpu_ease[:, 0]).mean() > 0.95 and (gpu_knn[:, 0] == cpu_knn[:, 0]).mean() > 0.95
+
+
+def test_cli_recommend_prints_the_campaign_view_and_users_lists(fitted, tmp_path, monkeypatch, capsys):
+    import json
+
+    from gpuclust.run import write_outputs
+    from tests.helpers import cli
+
+    model, events = fitted
+    write_outputs(model, tmp_path / "run")
+    assert all("promote" in p for p in json.loads((tmp_path / "run" / "clusters.json").read_text())["clusters"])
+    code, out, _ = cli(monkeypatch, capsys, "recommend", "--run", tmp_path / "run", "--segments", "--json")
+    assert code == 0 and [row["cluster"] for row in json.loads(out)] == [p["cluster"] for p in model.profiles_]
+    events.head(60).to_parquet(tmp_path / "events.parquet")
+    code, out, _ = cli(monkeypatch, capsys, "recommend", "--run", tmp_path / "run", "--events",
+                       tmp_path / "events.parquet", "--top-k", 3)
+    assert code == 0 and out.splitlines()[0] == "user_id,rank,item_id,score,source"
+    assert len(out.splitlines()) == 1 + 3 * events.head(60).user_id.nunique()
+    code, _, err = cli(monkeypatch, capsys, "recommend", "--run", tmp_path / "run")
+    assert code == 2 and "exactly one of --segments" in err
