@@ -235,3 +235,32 @@ def to_torch(array):
     import torch
 
     return torch.from_dlpack(array)
+
+
+def spd_inverse(a: Any, backend: Backend) -> Any:
+    """The inverse of a symmetric positive definite matrix, overwriting `a` where the device allows.
+
+    CPU: LAPACK potrf + potri on `a`'s own memory (a C-ordered symmetric matrix is its Fortran-ordered
+    transpose), then the upper triangle mirrored in row blocks: no items² copy, where numpy.linalg.inv
+    holds four. CUDA: `xp.linalg.inv` (device memory is sized for it; TF32 is fine per the design notes).
+    Raises numpy.linalg.LinAlgError for a matrix that is not positive definite."""
+    if backend.on_gpu:
+        return backend.xp.linalg.inv(a)
+    from scipy.linalg import lapack
+
+    potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (a,))
+    factor, info = potrf(a.T, lower=1, overwrite_a=1, clean=0)
+    if info == 0:
+        factor, info = potri(factor, lower=1, overwrite_c=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"matrix is not positive definite (LAPACK info {info})")
+    if not np.shares_memory(factor, a):  # a non-contiguous input was copied: the answer is in the copy
+        a = np.ascontiguousarray(factor.T)
+    n = a.shape[0]
+    step = max(1, (1 << 24) // max(n, 1))
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        block = a[start:stop, start:stop]
+        a[start:stop, start:stop] = np.triu(block) + np.triu(block, 1).T
+        a[stop:, start:stop] = a[start:stop, stop:].T
+    return a

@@ -193,6 +193,17 @@ class RecommendConfig:
     # a number in 0..1 (e.g. what `gpuclust evaluate` chose) is used as given.
     blend_weight: float | None = None
     tune_users: int = 1000
+    # The personal model (recommend.personal): auto (EASE while it fits memory_gib, item-kNN beyond; both
+    # compete on the inner split), ease, knn, or none (segment lists only).
+    personal: str = "auto"
+    lambdas: tuple[float, ...] = (30.0, 100.0, 300.0, 1000.0)  # EASE λ grid, chosen on the inner split
+    neighbours: tuple[int, ...] = (10, 20, 50)  # item-kNN neighbourhood sizes, chosen the same way
+    memory_gib: float = 8.0  # EASE holds 4 x items² x 4 bytes: 8 GiB allows 23,170 items
+    # Users with fewer distinct known items get their segment's list. 1: on Online Retail EASE beat the
+    # segment lists at every history length, one item included (benchmarks/results/recommend-cpu.md), so
+    # the segment list is for users with no known item and for models without a personal part.
+    min_items: int = 1
+    tune_personal_users: int = 10000  # held-out users scored per contender on the inner split
 
 
 @dataclass
@@ -281,6 +292,7 @@ class PipelineConfig:
                 _at_least(path, _get(self, path), 1)
         if self.dask.scheduler is not None:
             _check_scheduler(self)
+        _check_recommend(self.recommend)
         weight = self.recommend.blend_weight
         if weight is not None and not 0 <= weight <= 1:
             raise UsageError(f"{flag('recommend.blend_weight')} must be between 0 and 1, got {weight}")
@@ -587,6 +599,20 @@ def _check_scheduler(config: PipelineConfig) -> None:
         if bad:
             raise UsageError(f"{what} does not run on a Dask cluster (--scheduler); use {instead}, or run without "
                              "--scheduler")
+
+
+def _check_recommend(r: RecommendConfig) -> None:
+    _one_of("recommend.personal", r.personal, registry.PERSONAL_MODELS)
+    _at_least("recommend.min_items", r.min_items, 1)
+    _at_least("recommend.tune_personal_users", r.tune_personal_users, 1)
+    if not r.lambdas or not all(math.isfinite(v) and v > 0 for v in r.lambdas):
+        raise UsageError(f"recommend.lambdas must be a non-empty list of positive numbers, got {list(r.lambdas)}; "
+                         "e.g. lambdas = [30, 100, 300, 1000]")
+    if not r.neighbours or min(r.neighbours) < 1:
+        raise UsageError(f"recommend.neighbours must be a non-empty list of positive integers, got "
+                         f"{list(r.neighbours)}; e.g. neighbours = [20, 50, 100]")
+    if not (math.isfinite(r.memory_gib) and r.memory_gib > 0):
+        raise UsageError(f"recommend.memory_gib must be a positive number of GiB, got {r.memory_gib}")
 
 
 def _one_of(path: str, value: str, valid: tuple[str, ...], where: str = "") -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from gpuclust import registry, schema
-from gpuclust.backend import Backend, resolve_backend, transfers
+from gpuclust.backend import Backend, resolve_backend, to_host, transfers
 from gpuclust.cluster.factory import build_clusterer
 from gpuclust.cluster.outcome import ClusterOutcome, check_k, nearest_centres, outcome_of
 from gpuclust.cluster.sweep import KSweep, parse_k, sweep_k
@@ -37,6 +37,7 @@ from gpuclust.frames import (
     check_frame,
     frame_kind,
     frame_local,
+    host_frame,
     like_input,
     local_xp,
     to_backend_frame,
@@ -65,6 +66,8 @@ from gpuclust.protocols import (
 from gpuclust.quality import drift
 from gpuclust.quality.anomaly import scores_against
 from gpuclust.quality.metrics import internal_scores, truth_scores
+from gpuclust.recommend.campaign import promotions, with_promotions
+from gpuclust.recommend.personal import PERSONAL, SEGMENT, binary_matrix, fit_personal, recommend_rows
 from gpuclust.recommend.segments import fit_segments
 from gpuclust.reduce import build_reducer
 
@@ -169,6 +172,11 @@ class UserClusterer:
             segments = fit_segments(data, outcome.labels, outcome.n_clusters, backend,
                                     settings.recommend.blend_weight, settings.recommend.tune_users, settings.seed)
             segments.withhold(small_clusters(profiles))
+            personal = fit_personal(data.table, data.n_users, data.n_items, backend, settings.recommend, settings.seed)
+            if personal is not None:  # campaigns: per cluster, the items to promote to it (clusters.json)
+                promoted = promotions(personal, data.table.user, data.table.item, outcome.labels, outcome.n_clusters,
+                                      backend)
+                profiles = with_promotions(profiles, promoted, host_frame(data.items)[schema.ITEM].to_numpy())
 
         self.config_, self.backend_, self.featurizers_, self.fuser_ = settings, backend, featurizers, fuser
         self.reducer_, self.clusterer_, self.sweep_ = reducer, clusterer, sweep
@@ -177,7 +185,7 @@ class UserClusterer:
         self.vocabulary_ = data.items
         self.profiles_, self.population_, self.anomalies_ = profiles, population, explained.anomalies
         self.metrics_ = metrics
-        self.segments_ = segments
+        self.segments_, self.personal_ = segments, personal
         self.drift_baseline_ = drift.baseline(outcome.labels, outcome.distances, explained.scores, outcome.n_clusters,
                                               data, list(settings.preprocess.event_weights))
         self.pseudonymiser_ = pseudonymiser
@@ -193,7 +201,8 @@ class UserClusterer:
             cluster=self._cluster_record(clusterer, outcome, sweep, settings), metrics=metrics,
             moved_bytes=transfers.bytes - moved, custom=self._custom_record(custom))
         self.manifest_["privacy"] = self.privacy_
-        self.manifest_["recommend"] = segments.to_meta()
+        self.manifest_["recommend"] = {**segments.to_meta(),
+                                       "personal": None if personal is None else personal.to_meta()}
         return self
 
     def _fit_on_cluster(self, events: Any, items: Any, truth: Any, settings: PipelineConfig) -> UserClusterer:
@@ -231,6 +240,44 @@ class UserClusterer:
         scores = scores_against(labels, distances, *self.spread_, xp)
         out = _assignments(data, frame_local(labels, self.backend_), distances, scores, self.backend_)
         return like_input(out, frame_kind(events)), data
+
+    def recommend(self, events: Any, top_k: int = 10) -> Any:
+        """Each user's `top_k` items not already in `events`: user_id, rank (1 = best), item_id, score,
+        source. source is "personal" (the personal model: users with at least recommend.min_items
+        distinct known items) or "segment" (the popularity of the user's cluster, blended with global
+        popularity: fewer items, or a model without a personal part). A list is shorter where fewer
+        items are left to recommend."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+            raise UsageError(f"top_k must be a positive whole number of items, got {top_k!r}")
+        x, data = self.embed(events)
+        xp = self.backend_.xp
+        clusters = nearest_centres(x, self.cluster_centers_, xp)[0]
+        seen = binary_matrix(data.table.user, data.table.item, data.n_users, len(self.vocabulary_), self.backend_)
+        items, scores, personal = self.recommend_indices(seen, clusters, int(top_k))
+        import pandas as pd
+
+        items, scores, personal = to_host(items), to_host(scores), to_host(personal)
+        user, position = np.nonzero(np.isfinite(scores))
+        ids = host_frame(data.users.sort_values(schema.USER_IDX))[schema.USER].to_numpy()
+        vocabulary = host_frame(self.vocabulary_)[schema.ITEM].to_numpy()
+        out = pd.DataFrame({schema.USER: ids[user], "rank": (position + 1).astype(np.int32),
+                            schema.ITEM: vocabulary[items[user, position]], "score": scores[user, position],
+                            "source": np.where(personal[user], PERSONAL, SEGMENT)})
+        return like_input(out, frame_kind(events))
+
+    def recommend_indices(self, seen: Any, clusters: Any, top_k: int = 10) -> tuple[Any, Any, Any]:
+        """`recommend` on prepared input, for callers that keep their own (the service's fast path):
+        `seen` CSR users x items of the model's vocabulary (`personal.binary_matrix`), `clusters` the
+        users' clusters (xp int). Returns (items, scores, personal?) on the device: users x top_k item
+        indices and float32 scores, best first (-inf: nothing left), and True where the list is personal."""
+        self._check_fitted()
+        if len(seen.shape) != 2 or seen.shape[1] != len(self.vocabulary_) or len(clusters) != seen.shape[0]:
+            raise UsageError(f"recommend_indices needs seen as users x {len(self.vocabulary_)} items (the model's "
+                             f"vocabulary) and one cluster per user; got {tuple(seen.shape)} and {len(clusters)} "
+                             "clusters")
+        r = self.config_.recommend
+        return recommend_rows(getattr(self, "personal_", None), self.segments_.table, self.segments_.blend_weight,
+                              self.backend_.xp.asarray(clusters), seen, top_k, r.min_items, self.backend_)
 
     def transform(self, events: Any) -> Any:
         """The users' feature vectors in the space the centres live in (fused, then reduced if a reducer

@@ -25,7 +25,8 @@ from gpuclust.signing import SIGNATURE, ModelKey
 
 FORMAT = "gpuclust-model"
 # 3: privacy (pseudonymised ids, key fingerprint), segment popularity and blend weight, drift yardsticks.
-VERSION = 3
+# 4: the personal recommender (EASE or item-kNN weights, recommend.personal.*; "personal" in model.json).
+VERSION = 4
 MANIFEST = "model.json"
 ARRAYS = "arrays.safetensors"
 ITEMS = "items.parquet"
@@ -33,10 +34,12 @@ ASSIGNMENTS = "assignments.parquet"
 MAP = "map.parquet"
 TABLES = (ITEMS, ASSIGNMENTS, MAP)
 CHECKSUMS = "checksums.sha256"
+PERSONAL = "recommend.personal"  # prefix of the personal model's arrays
 # Every file a model folder may hold; the checksum file lists all of them but itself and the signature.
 LAYOUT = dict.fromkeys((MANIFEST, ARRAYS, *TABLES, CHECKSUMS, SIGNATURE))
 REQUIRED_KEYS = ("format", "version", "gpuclust", "run_id", "config", "featurizers", "fuser", "reducer", "clusterer",
-                 "sweep", "profiles", "population", "anomalies", "manifest", "privacy", "recommend", "drift")
+                 "sweep", "profiles", "population", "anomalies", "manifest", "privacy", "recommend", "personal",
+                 "drift")
 _PLAIN_NAME = re.compile(r"\.?[A-Za-z0-9][A-Za-z0-9_.-]*")
 _LINE = re.compile(r"(?P<digest>[0-9a-f]{64})  (?P<name>.+)")
 
@@ -202,6 +205,9 @@ def save_estimator(est: Any, directory: str | Path, key: ModelKey | None = None)
     arrays["clusterer.centres"] = est.cluster_centers_
     arrays["anomaly.median"], arrays["anomaly.scale"] = est.spread_
     arrays["recommend.popularity"] = est.segments_.table
+    personal = getattr(est, "personal_", None)
+    if personal is not None:
+        arrays.update({f"{PERSONAL}.{k}": v for k, v in personal.arrays().items()})
     meta = {
         "gpuclust": est.manifest_["gpuclust"],
         "run_id": est.manifest_.get("run_id"),
@@ -216,6 +222,7 @@ def save_estimator(est: Any, directory: str | Path, key: ModelKey | None = None)
         "manifest": est.manifest_,
         "privacy": est.privacy_,  # the key's fingerprint, never the key
         "recommend": est.segments_.to_meta(),
+        "personal": None if personal is None else personal.to_meta(),
         "drift": est.drift_baseline_,
     }
     tables = {ITEMS: est.vocabulary_, ASSIGNMENTS: est.labels_, MAP: est.map_}
@@ -250,6 +257,7 @@ def _restore(cls, meta: dict[str, Any], arrays: dict[str, Any], tables: dict[str
     from gpuclust.cluster.sweep import KSweep
     from gpuclust.config import PipelineConfig
     from gpuclust.features.fuse import Fuser
+    from gpuclust.recommend.personal import PersonalModel
     from gpuclust.recommend.segments import SegmentPopularity
     from gpuclust.reduce.pca import PCA
 
@@ -291,6 +299,8 @@ def _restore(cls, meta: dict[str, Any], arrays: dict[str, Any], tables: dict[str
     est.segments_ = SegmentPopularity(np.array(to_host(arrays["recommend.popularity"]), dtype=np.float32),
                                       float(meta["recommend"]["blend_weight"]), meta["recommend"].get("tuning", {}))
     est.drift_baseline_ = meta["drift"]
+    est.personal_ = None if meta["personal"] is None else PersonalModel.restore(
+        meta["personal"], split_arrays(arrays, PERSONAL), len(est.vocabulary_), backend)
     return est
 
 

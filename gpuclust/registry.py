@@ -76,6 +76,8 @@ ITEM_INITS = ("random", "text")
 AUTOENCODERS = ("dae", "vae")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 K_OBJECTIVES = ("separation", "recommend")
+# The personal recommender of a fitted model (recommend.personal): auto = EASE while it fits memory, else kNN.
+PERSONAL_MODELS = ("auto", "ease", "knn", "none")
 
 # What `auto` takes, per kind of work and device, in order of preference: the first usable engine wins.
 # On the GPU cuML is fastest; torch comes next on GPU machines without RAPIDS (data stay on the device

@@ -18,7 +18,7 @@ $PY -m gpuclust.cli.app info --json > "$OUT/info.json" 2>&1; cat "$OUT/info.json
 echo "== gpu-marked tests"
 $PY -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest-gpu.txt" || status=1
 
-for check in gpu_check_encoder gpu_check_kmeans gpu_check_pipeline gpu_check_learned gpu_check_bench gpu_check_coverage; do
+for check in gpu_check_encoder gpu_check_kmeans gpu_check_pipeline gpu_check_learned gpu_check_ease gpu_check_bench gpu_check_coverage; do
   if [ -f "scripts/$check.py" ]; then
     echo "== $check"
     timeout 240 $PY "scripts/$check.py" 2>&1 | tee "$OUT/$check.txt" || status=1

@@ -7,7 +7,7 @@ import pytest
 from gpuclust import UserClusterer
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
-from gpuclust.recommend.compare import GLOBAL, compare, feature_sets, markdown_tables, plot
+from gpuclust.recommend.compare import GLOBAL, PERSONAL_ROW, compare, feature_sets, markdown_tables, plot
 from gpuclust.recommend.objective import choose_k
 from gpuclust.recommend.recipe import NAME as RECIPE
 from gpuclust.synth import SynthSpec, generate
@@ -28,7 +28,7 @@ def result(synthetic):
 
 def test_every_representation_at_every_k_with_baselines_and_errors(result):
     names = [r["representation"] for r in result["rows"]]
-    assert names.count(GLOBAL) == 1 and names.count(RECIPE) == 3
+    assert names.count(GLOBAL) == 1 and names.count(RECIPE) == 3 and names.count(PERSONAL_ROW) == 1
     for name in ("tfidf", "behaviour+tfidf", "autoencoder"):
         assert sorted(r["k"] for r in result["rows"] if r["representation"] == name) == [3, 4, 8]
     for row in result["rows"]:
@@ -39,6 +39,18 @@ def test_every_representation_at_every_k_with_baselines_and_errors(result):
     ae = [r for r in result["rows"] if r["representation"] == "autoencoder"]
     assert ae[0]["training"]["autoencoder"]["train_seconds"] > 0
     json.dumps(result)
+
+
+def test_the_share_of_the_personal_lift_is_reported_for_every_representation_and_k(result):
+    rows = result["rows"]
+    glob = next(r for r in rows if r["representation"] == GLOBAL)["HR@10"]
+    personal = next(r for r in rows if r["representation"] == PERSONAL_ROW)
+    assert personal["k"] is None and personal["selection"]["chosen"]["kind"] in ("ease", "knn")
+    for row in rows:
+        if row["k"] is not None:
+            share = (row["HR@10"] - glob) / (personal["HR@10"] - glob)
+            assert row["captured_lift"]["HR@10"] == pytest.approx(share, abs=1e-4)
+    assert "that the clusters capture" in markdown_tables(result)
 
 
 def test_tables_and_plot(result, tmp_path):

@@ -29,8 +29,8 @@ def result(synthetic):
 
 
 def test_cluster_popularity_beats_global_popularity_on_planted_groups(result):
-    rows = {r["method"].split(" (")[0]: r for r in result["rows"]}
-    assert set(rows) == {"global popularity", "cluster popularity", "blend"}
+    rows = {r["method"].split(" (")[0].split(":")[0]: r for r in result["rows"]}
+    assert set(rows) == {"global popularity", "cluster popularity", "blend", "personal", "served"}
     assert rows["cluster popularity"]["HR@10"] > rows["global popularity"]["HR@10"] + 0.05
     assert rows["blend"]["blend_weight"] == result["validation"]["chosen_weight"]
     assert result["validation"]["chosen_weight"] in [g["w"] for g in result["validation"]["grid"]]
@@ -88,3 +88,16 @@ def test_metrics_from_ranks():
 def test_bad_top_k_is_a_usage_error(synthetic):
     with pytest.raises(UsageError, match="top-K"):
         evaluate(synthetic.events, None, PipelineConfig(device="cpu"), k_values=(0,))
+
+
+def test_the_personal_model_and_the_served_default_are_reported_with_the_captured_lift(result):
+    rows = {r["method"].split(" (")[0].split(":")[0]: r for r in result["rows"]}
+    personal, served, glob = rows["personal"], rows["served"], rows["global popularity"]
+    assert result["personal"]["model"]["kind"] in ("ease", "knn") and personal["HR@10_se"] > 0
+    assert served["method"].endswith("(default)") and served["segment_users"] >= 0
+    for name in ("global popularity", "cluster popularity", "blend"):
+        row = rows[name]
+        expected = (row["HR@10"] - glob["HR@10"]) / (personal["HR@10"] - glob["HR@10"])
+        assert row["captured_lift"]["HR@10"] == pytest.approx(expected, abs=1e-4)
+    assert rows["global popularity"]["captured_lift"]["HR@10"] == 0
+    assert "captured lift (HR@10)" in markdown_table(result) and "±" in markdown_table(result)

@@ -358,6 +358,7 @@ def _register_commands() -> None:
     from gpuclust.cli.drift import drift
     from gpuclust.cli.embed import embed
     from gpuclust.cli.evaluate import evaluate as evaluate_command
+    from gpuclust.cli.recommend import recommend
     from gpuclust.cli.report import report as report_command
     from gpuclust.cli.serve import serve
 
@@ -366,6 +367,7 @@ def _register_commands() -> None:
     app.command()(serve)
     app.command(name="report")(report_command)
     app.command(name="evaluate")(evaluate_command)
+    app.command()(recommend)
     from gpuclust.cli.bench import bench, size
     app.command()(bench), app.command()(size)
 

@@ -92,7 +92,10 @@ def evaluate(
     result = evaluate_files(cfg, events, items=items, adapter=adapter, k_values=parse_top_k(top_k),
                             seed=cfg.seed, pseudonymise=key)
     users, validation = result["users"], result["validation"]
+    served = next((r for r in result["rows"] if r["method"].startswith("served")), None)
+    key = f"HR@{result['k_values'][0]}"
     _finish(result, out, json_out, markdown_table(result),
+            (f"default recommender (served): {key} {served[key]:.4f}; " if served else "") +
             f"{users['evaluated']:,} users evaluated of {users['eligible']:,} eligible; k={result['clusters']}; "
             f"blend weight {validation['chosen_weight']:.1f} tuned on {validation['users']:,} validation users; "
             f"{result['timings']['total']:.1f} s on {result['device']}")

@@ -188,6 +188,7 @@ def fit_distributed(est: Any, events: Any, items: Any, truth: Any, settings: Pip
     est.profiles_, est.population_, est.anomalies_ = explained.profiles, explained.population, explained.anomalies
     est.metrics_ = metrics
     est.segments_, est.drift_baseline_ = segments, baseline
+    est.personal_ = None  # the personal model is fitted in one process (recommend.personal); segments only here
     est.pseudonymiser_, est.privacy_ = None, privacy_record(None, settings.privacy.min_group_size)
     est.labels_ = like_input(to_backend_frame(labels_frame, backend), kind)
     est.map_ = like_input(to_backend_frame(explained.map, backend), kind)

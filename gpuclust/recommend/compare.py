@@ -41,11 +41,14 @@ from gpuclust.recommend.evaluation import (
     rank_targets,
     seen_matrix,
 )
+from gpuclust.recommend.personal import fit_personal, target_ranks
 from gpuclust.recommend.recipe import NAME as RECIPE
 from gpuclust.recommend.recipe import PlainRecipe
+from gpuclust.recommend.scoring import captured_lift
 from gpuclust.recommend.split import leave_last_out
 
 GLOBAL = "global popularity"
+PERSONAL_ROW = "personal model"
 AUTO = "auto"
 
 
@@ -116,6 +119,15 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
     score = _Scorer(outer.train, users, targets, seen, data, backend, top_k)
     rows: list[dict[str, Any]] = [{"representation": GLOBAL, "k": None, **score.ranks_of(None), "fit_seconds": 0.0}]
     timings = {"prepare_and_split": time.perf_counter() - started}
+    t0 = time.perf_counter()
+    personal = fit_personal(data.with_events(outer.train).table, data.n_users, data.n_items, backend,
+                            config.recommend, config.seed)
+    if personal is not None:
+        ranks = target_ranks(personal, seen, targets, max(top_k), backend)
+        rows.append({"representation": PERSONAL_ROW, "model": personal.name, "k": None,
+                     **metrics_with_errors(ranks, top_k), "users": int(len(ranks)),
+                     "fit_seconds": round(time.perf_counter() - t0, 3), "selection": personal.selection})
+    timings["personal"] = time.perf_counter() - t0
 
     train_raw = outer.train[list(_raw_columns(outer.train))]
     for name, cfg in plans.items():
@@ -160,6 +172,7 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
                          "fit_seconds": round(embed_seconds + time.perf_counter() - t1, 3)})
         timings["recipe"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
+    _add_captured_lift(rows, top_k)
     return {
         "protocol": PROTOCOL + "; every contender is fitted on the same training part and scored on the same "
                                "held-out items; _se is the standard error of the mean over users",
@@ -204,7 +217,8 @@ def markdown_tables(result: dict[str, Any]) -> str:
             key = f"{metric}@{top}"
             head = ["representation", *(["chosen k", key, f"recipe {key} at that k"] if auto else
                                         [f"k={k}" for k in ks])]
-            lines = [f"{key} of cluster popularity (± standard error), {result['users']['evaluated']:,} users", "",
+            lines = [f"{key} (± standard error) of cluster popularity, global popularity and the personal model, "
+                     f"{result['users']['evaluated']:,} users", "",
                      "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
             recipe_at = {r["k"]: r for r in result["rows"] if r["representation"] == RECIPE}
             for name in names:
@@ -220,9 +234,27 @@ def markdown_tables(result: dict[str, Any]) -> str:
                 else:
                     by_k = {r["k"]: r for r in mine}
                     cells = [_cell(by_k[k], key) if k in by_k else "-" for k in ks]
-                lines.append("| " + " | ".join([name, *cells]) + " |")
+                lines.append("| " + " | ".join([(mine[0].get("model") or name), *cells]) + " |")
+            out.append("\n".join(lines))
+    personal = next((r for r in result["rows"] if r["representation"] == PERSONAL_ROW), None)
+    if personal is not None and not auto:
+        for top in result["top_k"]:
+            key = f"HR@{top}"
+            lines = [f"Share of the personal model's {key} lift over global popularity that the clusters capture, "
+                     f"(HR_clusters − HR_global) / (HR_personal − HR_global); personal: {personal['model']}", "",
+                     "| representation | " + " | ".join(f"k={k}" for k in ks) + " |",
+                     "|---|" + "---:|" * len(ks)]
+            for name in names:
+                by_k = {r["k"]: r for r in result["rows"] if r["representation"] == name and r["k"] is not None}
+                if by_k:
+                    cells = [_share(by_k[k]["captured_lift"][key]) if k in by_k else "-" for k in ks]
+                    lines.append("| " + " | ".join([name, *cells]) + " |")
             out.append("\n".join(lines))
     return "\n\n".join(out)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
 
 
 def plot(result: dict[str, Any], path: str | Path) -> Path:
@@ -242,6 +274,16 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
+def _add_captured_lift(rows: list[dict[str, Any]], top_k: tuple[int, ...]) -> None:
+    """Each clustering row's share of the personal model's HR lift over global popularity, per top K."""
+    glob = next(r for r in rows if r["representation"] == GLOBAL)
+    personal = next((r for r in rows if r["representation"] == PERSONAL_ROW), None)
+    for row in rows:
+        if row["k"] is not None and personal is not None:
+            row["captured_lift"] = {f"HR@{t}": captured_lift(row[f"HR@{t}"], glob[f"HR@{t}"], personal[f"HR@{t}"])
+                                    for t in top_k}
+
 
 class _Scorer:
     """Ranks of the held-out items under cluster popularity for a labelling of the evaluation's users."""

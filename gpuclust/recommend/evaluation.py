@@ -27,9 +27,11 @@ from gpuclust.errors import UsageError
 from gpuclust.frames import column_array, host_frame, to_backend_frame
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.preprocess.prepared import PreparedData
+from gpuclust.recommend.personal import fit_personal, target_ranks
 from gpuclust.recommend.popularity import GRID
 from gpuclust.recommend.scoring import (  # noqa: F401 - their home before
     Popularity,
+    captured_lift,
     metrics,
     metrics_with_errors,
     popularity,
@@ -97,14 +99,38 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
     pop = popularity(outer.train, clusters, data.n_items, backend)
     seen = seen_matrix(outer.train, users, data.n_users, data.n_items, backend)
     table = []
+    ranks_of: dict[str, np.ndarray] = {}
     for method, w, cost in (("global popularity", 0.0, 0.0), ("cluster popularity", 1.0, timings["test_fit"]),
                             (f"blend (w={best['w']:.1f})", best["w"], timings["test_fit"] + timings["validation_total"])):
         t0 = time.perf_counter()
-        ranks = rank_targets(pop, rows, targets, seen, w, max(k_values), backend, batch_users)
+        ranks = ranks_of[method] = rank_targets(pop, rows, targets, seen, w, max(k_values), backend, batch_users)
         scored = time.perf_counter() - t0
-        table.append({"method": method, **metrics(ranks, k_values), "users": int(len(ranks)),
+        table.append({"method": method, **metrics_with_errors(ranks, k_values), "users": int(len(ranks)),
                       "blend_weight": w if method.startswith("blend") else None,
                       "seconds": round(cost + scored, 3), "score_seconds": round(scored, 3)})
+
+    # The personal model (λ / neighbours chosen on its own inner split of the training part), and what a
+    # saved model serves: the personal list from recommend.min_items distinct items up, the blend below.
+    t0 = time.perf_counter()
+    personal = fit_personal(data.with_events(outer.train).table, data.n_users, data.n_items, backend,
+                            config.recommend, config.seed)
+    timings["personal_fit"] = time.perf_counter() - t0
+    personal_record = None
+    if personal is not None:
+        ranks = target_ranks(personal, seen, targets, max(k_values), backend)
+        table.append({"method": f"personal: {personal.name}", **metrics_with_errors(ranks, k_values),
+                      "users": int(len(ranks)), "blend_weight": None,
+                      "seconds": round(time.perf_counter() - t0, 3), "score_seconds": None})
+        few = to_host(backend.xp.diff(seen.indptr)) < config.recommend.min_items
+        served = np.where(few, ranks_of[table[2]["method"]], ranks)
+        table.append({"method": f"served: personal from {config.recommend.min_items} distinct items, blend below (default)",
+                      **metrics_with_errors(served, k_values), "users": int(len(served)),
+                      "blend_weight": best["w"], "segment_users": int(few.sum()),
+                      "seconds": round(time.perf_counter() - t0 + table[2]["seconds"], 3), "score_seconds": None})
+        personal_record = {"model": personal.to_meta(), "min_items": config.recommend.min_items}
+        for row in table[:3]:
+            row["captured_lift"] = {f"HR@{k}": captured_lift(row[f"HR@{k}"], table[0][f"HR@{k}"], table[3][f"HR@{k}"])
+                                    for k in k_values}
 
     pop_host = to_host(pop.global_share)
     unseen_targets = int((pop_host[to_host(targets)] <= 0).sum())
@@ -127,6 +153,7 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
         "events": data.n_events,
         "validation": {"users": int(len(val_targets)), "tuned_for": f"HR@{primary}", "grid": tuning,
                        "chosen_weight": best["w"]},
+        "personal": personal_record,
         "timings": {name: round(v, 3) for name, v in timings.items()},
         "config": {"k": config.cluster.k, "features": list(config.features.features), "seed": config.seed},
         "privacy": privacy_record(pseudonymiser, config.privacy.min_group_size),
@@ -147,12 +174,16 @@ def evaluate_files(config: PipelineConfig, events: str | Path, items: str | Path
 
 
 def markdown_table(result: dict) -> str:
-    """The result's rows as a Markdown table."""
+    """The result's rows as a Markdown table: mean ± standard error, and the share of the personal
+    model's HR lift over global popularity each popularity recommender captures."""
     ks = result["k_values"]
-    head = ["method", *[f"{m}@{k}" for k in ks for m in ("HR", "NDCG")], "users", "blend w", "seconds"]
+    head = ["method", *[f"{m}@{k}" for k in ks for m in ("HR", "NDCG")], f"captured lift (HR@{ks[0]})", "users",
+            "blend w", "seconds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
     for row in result["rows"]:
-        cells = [row["method"], *[f"{row[f'{m}@{k}']:.4f}" for k in ks for m in ("HR", "NDCG")], f"{row['users']:,}",
+        share = (row.get("captured_lift") or {}).get(f"HR@{ks[0]}")
+        cells = [row["method"], *[f"{row[f'{m}@{k}']:.4f} ± {row[f'{m}@{k}_se']:.4f}" for k in ks for m in ("HR", "NDCG")],
+                 "-" if share is None else f"{100 * share:.0f}%", f"{row['users']:,}",
                  "-" if row["blend_weight"] is None else f"{row['blend_weight']:.1f}", f"{row['seconds']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

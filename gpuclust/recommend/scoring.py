@@ -70,18 +70,28 @@ def rank_targets(pop: Popularity, rows: Any, targets: Any, seen: Any, w: float, 
         scores = xp.float32(w) * pop.table[rows[start:stop]] + xp.float32(1.0 - w) * pop.global_share[None, :]
         part = seen[start:stop].tocoo()
         scores[part.row, part.col] = -xp.inf
-        if top_k < n_items:
-            top = xp.argpartition(-scores, top_k - 1, axis=1)[:, :top_k]
-        else:
-            top = xp.broadcast_to(xp.arange(n_items), scores.shape)
-        top_scores = xp.take_along_axis(scores, top, axis=1)
-        order = xp.argsort(-top_scores, axis=1)
-        top = xp.take_along_axis(top, order, axis=1)
-        top_scores = xp.take_along_axis(top_scores, order, axis=1)
-        hit = (top == targets[start:stop, None]) & xp.isfinite(top_scores)
-        rank = xp.where(hit.any(axis=1), hit.argmax(axis=1), -1)
-        out.append(to_host(rank))
+        out.append(to_host(hit_ranks(*top_k_sorted(scores, top_k, xp), targets[start:stop], xp)))
     return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
+def top_k_sorted(scores: Any, top_k: int, xp) -> tuple[Any, Any]:
+    """(item indices, scores) of each row's `top_k` best, best first, where the scores are (on the device):
+    argpartition then a sort of k columns, never a sort of the whole row."""
+    n_items = scores.shape[1]
+    top_k = min(top_k, n_items)
+    if top_k < n_items:
+        top = xp.argpartition(-scores, top_k - 1, axis=1)[:, :top_k]
+    else:
+        top = xp.broadcast_to(xp.arange(n_items), scores.shape)
+    top_scores = xp.take_along_axis(scores, top, axis=1)
+    order = xp.argsort(-top_scores, axis=1)
+    return xp.take_along_axis(top, order, axis=1), xp.take_along_axis(top_scores, order, axis=1)
+
+
+def hit_ranks(top: Any, top_scores: Any, targets: Any, xp) -> Any:
+    """0-based position of each row's target in its list, -1 where absent (masked -inf entries never hit)."""
+    hit = (top == targets[:, None]) & xp.isfinite(top_scores)
+    return xp.where(hit.any(axis=1), hit.argmax(axis=1), -1)
 
 
 def metrics(ranks: np.ndarray, k_values: Sequence[int]) -> dict[str, float]:
@@ -107,3 +117,10 @@ def metrics_with_errors(ranks: np.ndarray, k_values: Sequence[int]) -> dict[str,
         out[f"HR@{k}_se"] = round(float(np.sqrt(p * (1 - p) / n)), 6)
         out[f"NDCG@{k}_se"] = round(float(gain.std(ddof=1) / np.sqrt(n)) if len(ranks) > 1 else 0.0, 6)
     return out
+
+
+def captured_lift(hr: float, hr_global: float, hr_personal: float) -> float | None:
+    """The share of the personal model's lift over global popularity that a recommender captures:
+    (HR − HR_global) / (HR_personal − HR_global); None where the personal model has no lift to share."""
+    gap = hr_personal - hr_global
+    return round((hr - hr_global) / gap, 4) if gap > 0 else None

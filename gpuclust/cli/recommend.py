@@ -1,0 +1,74 @@
+"""`gpuclust recommend --run DIR`: a fitted run's recommendations; a thin wrapper over the estimator.
+
+--segments: the campaign view, per cluster the items to promote to it (`recommend.campaign`, saved in
+the model's profiles and in clusters.json). --events FILE: each user's list (user_id, rank, item_id,
+score, source) as CSV on stdout. Both read the run's verified model and write nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gpuclust.errors import UsageError
+
+
+def recommend(
+    run: Annotated[Path, typer.Option("--run", help="Output directory of a finished `gpuclust run`.")],
+    segments: Annotated[bool, typer.Option("--segments", help="Per cluster, the items to promote to it.")] = False,
+    events: Annotated[Path | None, typer.Option(help="Events of the users to recommend to (Parquet, CSV, JSON "
+                                                "Lines): their lists go to stdout as CSV.")] = None,
+    adapter: Annotated[str | None, typer.Option(help="Raw-log adapter of --events, e.g. online-retail.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Items per user, or per cluster with --segments.")] = 10,
+    device: Annotated[str | None, typer.Option(help="Where to run: auto, cpu or cuda.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
+) -> None:
+    """Recommend with a fitted run's model: the campaign view (--segments) or users' lists (--events)."""
+    from gpuclust.estimator import UserClusterer
+
+    if segments == (events is not None):
+        raise UsageError("give exactly one of --segments (items to promote per cluster) or --events FILE "
+                         "(each user's list)")
+    if top_k < 1:
+        raise UsageError(f"--top-k must be a positive number of items, got {top_k}")
+    model = UserClusterer.load(run / "model", device=device)
+    if segments:
+        _campaigns(model, top_k, json_out)
+        return
+    from gpuclust.io.inputs import read_inputs
+
+    inputs = read_inputs(model.backend_.frame, model.config_.columns, events, adapter=adapter)
+    out = model.recommend(inputs.events, top_k)
+    if json_out:
+        print(out.to_json(orient="records"))
+    else:
+        out.to_csv(sys.stdout, index=False)
+
+
+def _campaigns(model, top_k: int, json_out: bool) -> None:
+    from gpuclust.frames import host_frame
+
+    titles = {}
+    vocabulary = host_frame(model.vocabulary_)
+    if "title" in vocabulary.columns:
+        titles = dict(zip(vocabulary["item_id"].tolist(), vocabulary["title"].tolist(), strict=True))
+    rows = [{"cluster": p["cluster"], "label": p.get("label"), "size": p.get("size"),
+             "promote": [{**q, "title": titles.get(q["item_id"])} for q in (p.get("promote") or [])[:top_k]]}
+            for p in model.profiles_ if "promote" in p]
+    if not rows:
+        raise UsageError(f"the model of {model.manifest_.get('run_id')} has no campaign view: it was fitted "
+                         "without a personal model (recommend.personal = 'none', or on a Dask cluster)")
+    if json_out:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    print("| cluster | label | size | item to promote | lift | owned by |")
+    print("|---:|---|---:|---|---:|---:|")
+    for row in rows:
+        for q in row["promote"]:
+            item = f"{q['item_id']} {q['title'] or ''}".strip()
+            print(f"| {row['cluster']} | {row['label'] or ''} | {row['size'] or ''} | {item} | x{q['lift']:.2f} | "
+                  f"{100 * q['owned_share']:.0f}% |")
