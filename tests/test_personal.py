@@ -260,7 +260,7 @@ def test_a_saved_model_with_non_finite_weights_is_refused(fitted, tmp_path):
     arrays[name].flat[1] = np.inf
     save_file(arrays, str(tmp_path / "m" / "arrays.safetensors"))
     rewrite_checksums(tmp_path / "m")
-    with pytest.raises(UsageError, match="malformed"):
+    with pytest.raises(UsageError, match="malformed|damaged"):
         UserClusterer.load(tmp_path / "m")
 
 
@@ -354,3 +354,13 @@ def test_cli_recommend_prints_the_campaign_view_and_users_lists(fitted, tmp_path
     assert len(out.splitlines()) == 1 + 3 * events.head(60).user_id.nunique()
     code, _, err = cli(monkeypatch, capsys, "recommend", "--run", tmp_path / "run")
     assert code == 2 and "exactly one of --segments" in err
+
+
+def test_auto_takes_item_knn_beyond_the_cpu_time_bound_but_a_gpu_keeps_ease():
+    from gpuclust.recommend.personal import EASE_CPU_ITEMS, _kinds
+
+    config = RecommendConfig()
+    assert _kinds(config, EASE_CPU_ITEMS, on_gpu=False) == ("ease", "knn")
+    assert _kinds(config, EASE_CPU_ITEMS + 1, on_gpu=False) == ("knn",)
+    assert _kinds(config, EASE_CPU_ITEMS + 1, on_gpu=True) == ("ease", "knn")
+    assert _kinds(RecommendConfig(personal="ease"), EASE_CPU_ITEMS + 1, on_gpu=False) == ("ease",)
