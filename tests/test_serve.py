@@ -153,6 +153,17 @@ def test_assign_recommend_clusters_healthz_and_metrics(client, world):
     assert not {i["item_id"] for i in rec["items"]} & set(events["item_id"])  # nothing the user has seen
     scores = [i["score"] for i in rec["items"]]
     assert scores == sorted(scores, reverse=True) and "title" in rec["items"][0]
+    # the same lists as the library's own recommender, personal where the user has enough history
+    users = data.truth["user_id"].iloc[:12].tolist()
+    some = data.events[data.events["user_id"].isin(users)]
+    served = client.post("/v1/recommend", json=_body(some, n=5)).json()["users"]
+    expect = fitted.recommend(some, top_k=5)
+    assert fitted.personal_ is not None and len(served) == len(users)
+    for entry in served:
+        mine = expect[expect["user_id"] == entry["user_id"]].sort_values("rank")
+        assert [i["item_id"] for i in entry["items"]] == mine["item_id"].tolist()
+        assert [i["source"] for i in entry["items"]] == mine["source"].tolist()
+        assert [i["score"] for i in entry["items"]] == pytest.approx(mine["score"].tolist(), abs=1e-5)
 
     clusters = client.get("/v1/clusters").json()
     assert len(clusters["clusters"]) == 4 and clusters["model_id"] == r.json()["model_id"]

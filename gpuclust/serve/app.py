@@ -235,11 +235,14 @@ def answer(state: ModelState, prepared: Prepared, placed: Placement, n: int | No
     """The response body: per placed user its cluster and scores (and items), then who was not placed."""
     users = []
     unplaced = dict(prepared.dropped)
+    personal = None
     if n is not None:  # each user's events found once per request, not by a scan per user
         order = np.argsort(prepared.position, kind="stable")
         by_position = prepared.position[order]
         starts = np.searchsorted(by_position, prepared.placed, side="left")
         ends = np.searchsorted(by_position, prepared.placed, side="right")
+        if getattr(state.estimator, "personal_", None) is not None:
+            personal = personal_lists(state, prepared, placed, order, starts, ends, n)
     for row, position in enumerate(prepared.placed.tolist()):
         cluster = int(placed.cluster[row])
         if not (math.isfinite(placed.distance[row]) and math.isfinite(placed.anomaly_score[row])):
@@ -249,14 +252,35 @@ def answer(state: ModelState, prepared: Prepared, placed: Placement, n: int | No
                  "distance": round(float(placed.distance[row]), 6),
                  "anomaly_score": round(float(placed.anomaly_score[row]), 4)}
         if n is not None:
-            seen = set(prepared.item[order[starts[row]:ends[row]]].tolist())
-            entry["items"] = state.recommend(cluster, seen, n)
+            if personal is not None:
+                entry["items"] = personal[row]
+            else:
+                entry["items"] = state.recommend(cluster, set(prepared.item[order[starts[row]:ends[row]]].tolist()), n)
         users.append(entry)
     out = {"model_id": state.model_id, "users": users,
            "unplaced": [{"user_id": prepared.user_ids[p], "reason": why} for p, why in sorted(unplaced.items())]}
     if n is not None:
         out["blend_weight"] = state.estimator.segments_.blend_weight
     return out
+
+
+def personal_lists(state: ModelState, prepared: Any, placed: Any, order: np.ndarray, starts: np.ndarray,
+                   ends: np.ndarray, n: int) -> list[list[dict[str, Any]]]:
+    """Every placed user's list from the model's own recommender in one pass (`recommend_indices`, what
+    `UserClusterer.recommend` uses): personal where the user has enough known items, else the segment's."""
+    from gpuclust.backend import to_host
+    from gpuclust.recommend.personal import PERSONAL, SEGMENT, binary_matrix
+
+    est = state.estimator
+    rows = [np.full(ends[r] - starts[r], r, dtype=np.int64) for r in range(len(prepared.placed))]
+    items = [prepared.item[order[starts[r]:ends[r]]] for r in range(len(prepared.placed))]
+    row, item = (np.concatenate(rows), np.concatenate(items)) if rows else (np.zeros(0, np.int64),) * 2
+    known = item >= 0
+    seen = binary_matrix(row[known], item[known], len(prepared.placed), len(est.vocabulary_), est.backend_)
+    clusters = np.asarray(placed.cluster, dtype=np.int64)
+    picked, scores, mine = (to_host(a) for a in est.recommend_indices(seen, clusters, n))
+    return [[{**state._item(int(i), float(s)), "source": PERSONAL if mine[r] else SEGMENT}
+             for i, s in zip(picked[r], scores[r], strict=True) if np.isfinite(s)] for r in range(len(picked))]
 
 
 NOT_FINITE = "its features are not finite numbers (values too large for the model)"

@@ -77,9 +77,10 @@ class ModelState:
             return [self._item(i, float(full[i])) for i in chosen]
         return [self._item(int(items[i]), float(scores[i])) for i in picked]
 
-    def _item(self, idx: int, score: float) -> dict[str, Any]:
+    def _item(self, idx: int, score: float, source: str = "segment") -> dict[str, Any]:
         out = {name: values[idx] for name, values in self.item_fields.items()}
         out["score"] = round(score, 6)
+        out["source"] = source
         return out
 
 
