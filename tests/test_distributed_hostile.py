@@ -91,3 +91,61 @@ def test_well_formed_addresses_and_sizes_pass_validation():
     assert memory_bytes("auto") is None
     assert memory_bytes("2GiB") == 2 * 2**30 and memory_bytes("4 GB") == 4 * 10**9 and memory_bytes("3e9") == 3 * 10**9
     assert memory_bytes("512mib") == 512 * 2**20
+
+
+@pytest.mark.parametrize("fault, message", [
+    (lambda df: df.drop(columns=["event_type"]), "part.2.parquet has no column 'event_type', which"),
+    (lambda df: df.assign(user_id=df["user_id"].astype(str)), "part.2.parquet: column 'user_id' is large_string where"),
+    (lambda df: df.assign(timestamp=df["timestamp"].astype(str)), "part.2.parquet: column 'timestamp' is"),
+    (lambda df: df.assign(event_type=df["event_type"].astype("category")), "column 'event_type' is dictionary"),
+])
+def test_a_later_file_with_other_columns_is_named_before_a_cluster_starts(tmp_path, monkeypatch, capsys, fault,
+                                                                           message):
+    """A missing column was a KeyError, another kind of value a 'P2P ... failed during unpack phase', both
+    after the cluster had started and the shuffle had run."""
+    events = _dataset(tmp_path / "events", fault)
+    started = time.perf_counter()
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", events, "--k", "2", "--scheduler", "local",
+                       "--out", tmp_path / "o")
+    assert code == 2 and message in _one_line(err)
+    assert time.perf_counter() - started < 10 and not (tmp_path / "o").exists()
+
+
+def test_widths_that_dask_can_mix_are_accepted(tmp_path):
+    from gpuclust.distributed.engine import check_file_schemas
+
+    events = _dataset(tmp_path / "events", lambda df: df.assign(item_id=df["item_id"].astype("int32"),
+                                                               timestamp=df["timestamp"].astype("datetime64[us]"),
+                                                               value=df["value"].astype("float32")))
+    files = sorted(str(p) for p in events.iterdir())
+    assert check_file_schemas(files, ["user_id", "item_id", "event_type", "timestamp", "value"]) == set()
+
+
+def test_hidden_and_underscore_files_in_a_dataset_folder_are_skipped(tmp_path):
+    """dask.read_parquet on the folder read `.x.parquet` too (a traceback, or its rows); the files gpuclust
+    found are what it reads."""
+    import dask
+
+    from gpuclust.config import ColumnMap
+    from gpuclust.distributed.engine import read_events_lazy
+
+    events = _dataset(tmp_path / "events")
+    (events / ".x.parquet").write_bytes(b"junk")
+    _events(range(1000, 1010)).drop(columns=["event_type"]).to_parquet(events / "_part.9.parquet")
+    (events / "_SUCCESS").write_bytes(b"")
+    lazy, rows, kind = read_events_lazy(events, ColumnMap(), "cpu")
+    assert kind == "parquet" and rows == 3 * 20 * 6
+    with dask.config.set(scheduler="synchronous"):
+        assert len(lazy.compute()) == rows
+
+
+def test_assign_on_the_cluster_names_a_mixed_file(tmp_path, monkeypatch, capsys):
+    events = _dataset(tmp_path / "events")
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", events / "part.0.parquet", "--k", "2",
+                       "--min-item-events", "1", "--features", "behaviour,tfidf", "--out", tmp_path / "run")
+    assert code == 0, err
+    mixed = _dataset(tmp_path / "new", lambda df: df.assign(item_id=df["item_id"].astype(str)))
+    code, _, err = cli(monkeypatch, capsys, "assign", "--model", tmp_path / "run" / "model", "--events", mixed,
+                       "--scheduler", "local", "--out", tmp_path / "placed")
+    assert code == 2 and "part.2.parquet: column 'item_id' is large_string" in _one_line(err)
+    assert not (tmp_path / "placed").exists()
