@@ -307,3 +307,35 @@ def test_sigterm_as_the_local_cluster_closes_does_not_hang(tmp_path, dataset):
     assert said == ["terminated: stopped; nothing was written"], "\n".join(lines[:40])
     assert not out.exists() and not [p for p in tmp_path.iterdir() if "gpuclust" in p.name]
     assert not _alive(workers), f"worker processes left behind: {_alive(workers)}"
+
+
+def test_a_failure_after_a_signal_is_reported_as_the_stop():
+    """SIGTERM to the process group killed the workers and its KeyboardInterrupt was swallowed in a GC
+    callback inside Dask: the run then failed with a 'lost dependencies' traceback and exit 1."""
+    from gpuclust.distributed.cluster import _failures_after_a_signal
+    from gpuclust.errors import Interrupted
+
+    with pytest.raises(Interrupted) as stopped, _failures_after_a_signal([signal.SIGTERM]):
+        raise RuntimeError("_take-1 cancelled for reason: lost dependencies")
+    assert stopped.value.signum == signal.SIGTERM
+    with pytest.raises(RuntimeError), _failures_after_a_signal([]):  # no signal: a failure stays a failure
+        raise RuntimeError("a bug")
+
+
+def test_asyncio_reports_of_dask_tasks_are_filtered_and_others_kept():
+    import logging
+
+    from gpuclust.distributed.cluster import _NOISE
+
+    try:
+        from distributed.core import Server  # noqa: F401 - any frame inside distributed's files will do
+        exec(compile("raise RuntimeError('Nanny failed to start.')", distributed.core.__file__, "exec"))
+    except RuntimeError as exc:
+        inside = exc
+    record = logging.LogRecord("asyncio", logging.ERROR, "", 0, "Task exception was never retrieved\nfuture: x",
+                               None, (RuntimeError, inside, inside.__traceback__))
+    assert not _NOISE.filter(record)
+    mine = logging.LogRecord("asyncio", logging.ERROR, "", 0, "Task exception was never retrieved", None,
+                             (ValueError, ValueError("ours"), None))
+    assert _NOISE.filter(mine)
+    assert _NOISE.filter(logging.LogRecord("asyncio", logging.ERROR, "", 0, "something else", None, None))

@@ -152,8 +152,11 @@ def open_session(scheduler: Any, config: DaskConfig, device: str = "cpu") -> Ite
 
             release_held(scheduler)
         return
+    received: list[int] = []
+    _filter_noise()
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
-                          "distributed.admin.large-graph-warning-threshold": LARGE_GRAPH}):
+                          "distributed.admin.large-graph-warning-threshold": LARGE_GRAPH}), \
+            _signals_noted(received), _failures_after_a_signal(received):
         if scheduler == "local":
             cluster = client = None
             before = _spawned_children()
@@ -191,6 +194,50 @@ def _close(client: Any, cluster: Any, before: set[int] | None = None) -> None:
             _kill_spawned(before)
     if held:  # delivered now to the handler it was meant for (the CLI's: exit 130 or 143, one line)
         signal.raise_signal(held[0])
+
+
+@contextlib.contextmanager
+def _signals_noted(received: list[int]) -> Iterator[None]:
+    """Note each Ctrl-C and SIGTERM, then hand it to the handler there was (main thread only)."""
+    previous: dict[int, Any] = {}
+
+    def note(signum: int, frame: Any) -> None:
+        received.append(signum)
+        handler = previous.get(signum)
+        if callable(handler):
+            handler(signum, frame)
+        elif handler == signal.SIG_DFL:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, OSError):
+                previous[sig] = signal.signal(sig, note)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _failures_after_a_signal(received: list[int]) -> Iterator[None]:
+    """A failure after a signal is the signal's doing: its KeyboardInterrupt can be swallowed where Python
+    ignores exceptions (a GC callback inside Dask), and the process-group signal kills the workers, so the
+    next gather fails ('lost dependencies', 'Nanny failed to start'). Report the stop, not that failure."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise
+    except Exception:
+        if not received:
+            raise
+        from gpuclust.errors import Interrupted
+
+        raise Interrupted(received[0]) from None
 
 
 @contextlib.contextmanager
@@ -243,17 +290,35 @@ class _DaskTeardownNoise(logging.Filter):
         if not message.startswith(("Task exception was never retrieved", "Future exception was never retrieved")):
             return True
         exc = record.exc_info[1] if record.exc_info else None
-        return not ("/distributed/" in message or "/tornado/" in message
-                    or (exc is not None and type(exc).__module__.split(".")[0] in ("distributed", "tornado")))
+        return not ("/distributed/" in message or "/tornado/" in message or _raised_in_dask(exc))
+
+
+def _raised_in_dask(exc: BaseException | None) -> bool:
+    """Whether the exception, or one it was raised from, passed through Dask's or tornado's code."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if type(exc).__module__.split(".")[0] in ("distributed", "tornado"):
+            return True
+        tb = exc.__traceback__
+        while tb is not None:
+            if any(part in tb.tb_frame.f_code.co_filename for part in ("/distributed/", "/tornado/")):
+                return True
+            tb = tb.tb_next
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 _NOISE = _DaskTeardownNoise()
 
 
-def quiet_dask_teardown() -> None:
-    """Install the filter (once) and keep Dask's client-side loggers to errors that stop the run."""
+def _filter_noise() -> None:
     logger = logging.getLogger("asyncio")
     if _NOISE not in logger.filters:
         logger.addFilter(_NOISE)
+
+
+def quiet_dask_teardown() -> None:
+    """Install the filter (once) and keep Dask's client-side loggers to errors that stop the run."""
+    _filter_noise()
     for name in ("distributed.client", "distributed.deploy", "distributed.core", "distributed.comm"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
