@@ -35,11 +35,13 @@ MAX_SESSION_GAP_MINUTES = 525_600  # a year: beyond it every user has one sessio
 MAX_MIN_EVENTS = 2**31 - 1  # a minimum count no user or item can reach is a typo, not a filter
 # Dask (`--scheduler`). Below MIN_WORKER_MEMORY a worker cannot hold Python, pandas and one partition: Dask
 # pauses it for ever and the run hangs. Beyond MAX_WORKERS_PER_CORE local worker processes per core they
-# only fight over the cores (64 on 2 cores hang while starting). Beyond MAX_PARTITIONS the shuffle's tasks
-# are pure overhead (100,000 hang before any work).
+# only fight over the cores (64 on 2 cores hang while starting). Each partition is a task in every stage:
+# beyond MAX_PARTITIONS_PER_THREAD per worker thread they are overhead (measured on 2 threads, 356k events:
+# 5 partitions 30 s, 64 44 s, 512 over 150 s; 100,000 never started), and MAX_PARTITIONS caps any cluster.
 MIN_WORKER_MEMORY = 256 * 2**20
 MAX_WORKERS_PER_CORE = 4
 MAX_PARTITIONS = 4096
+MAX_PARTITIONS_PER_THREAD = 32
 SCHEDULER_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")  # what distributed.comm speaks between machines
 
 @dataclass
@@ -617,6 +619,9 @@ def _check_dask(dask: DaskConfig) -> None:
         raise UsageError(f"{flag('dask.workers')} x {flag('dask.threads_per_worker')} = {workers * threads} is more "
                          f"than {MAX_WORKERS_PER_CORE} per core of this {cores}-core machine (at most {most}); "
                          "more only compete for the cores and the memory")
+    if dask.scheduler == "local" and dask.partitions is not None:  # the sizes of cluster.local_defaults
+        workers = dask.workers or max(1, min(8, cores // threads))
+        check_partitions(dask.partitions, workers * threads)
     if dask.memory_limit is not None:
         amount = memory_bytes(dask.memory_limit)
         if amount is not None and amount < MIN_WORKER_MEMORY:
@@ -626,6 +631,15 @@ def _check_dask(dask: DaskConfig) -> None:
         return  # a distributed.Client given from Python
     if dask.scheduler not in (None, "local"):
         check_address(dask.scheduler)
+
+
+def check_partitions(partitions: int, threads: int) -> None:
+    """At most MAX_PARTITIONS_PER_THREAD partitions per worker thread of the cluster."""
+    most = MAX_PARTITIONS_PER_THREAD * max(threads, 1)
+    if partitions > most:
+        raise UsageError(f"{flag('dask.partitions')} {partitions:,} is more than {MAX_PARTITIONS_PER_THREAD} per worker "
+                         f"thread ({threads} here: at most {most:,}); each partition is a task in every stage, so "
+                         "more only add overhead (default: from the rows)")
 
 
 def _get_dask(dask: DaskConfig, path: str) -> Any:

@@ -52,6 +52,8 @@ def _one_line(err: str) -> str:
     (["--memory-limit", "0"], "below the 256 MiB a worker needs"),
     (["--partitions", "100000"], "--partitions (dask.partitions) must be at most 4,096"),
     (["--partitions", "0"], "--partitions (dask.partitions) must be at least 1"),
+    (["--workers", "2", "--partitions", "65"], "65 is more than 32 per worker thread (2 here: at most 64)"),
+    (["--partitions", "512"], "512 is more than 32 per worker thread (2 here: at most 64)"),
     (["--workers", "64"], "is more than 4 per core of this 2-core machine (at most 8)"),
     (["--workers", "4", "--threads-per-worker", "4"], "= 16 is more than 4 per core"),
 ])
@@ -339,3 +341,11 @@ def test_asyncio_reports_of_dask_tasks_are_filtered_and_others_kept():
                              (ValueError, ValueError("ours"), None))
     assert _NOISE.filter(mine)
     assert _NOISE.filter(logging.LogRecord("asyncio", logging.ERROR, "", 0, "something else", None, None))
+
+
+def test_partitions_are_capped_by_a_running_clusters_threads_too():
+    from gpuclust.distributed.engine import partition_count
+
+    assert partition_count(10**6, 4, 128) == 128
+    with pytest.raises(UsageError, match="129 is more than 32 per worker thread"):
+        partition_count(10**6, 4, 129)

@@ -44,8 +44,8 @@ Workers = Annotated[int | None, typer.Option(help="Workers of --scheduler local 
 Threads = Annotated[int | None, typer.Option(help="Threads per worker of --scheduler local (default 1).")]
 MemoryLimit = Annotated[str | None, typer.Option(help="Memory per worker of --scheduler local, e.g. 10GiB, "
                                                  "at least 256MiB (default: 90% of the machine's, shared).")]
-Partitions = Annotated[int | None, typer.Option(help="User partitions after the shuffle, at most 4096 "
-                                                "(default: from the rows).")]
+Partitions = Annotated[int | None, typer.Option(help="User partitions after the shuffle, at most 32 per "
+                                                "worker thread and 4096 (default: from the rows).")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 KeyFile = Annotated[Path | None, typer.Option(
     "--pseudonymise", metavar="KEY_FILE",

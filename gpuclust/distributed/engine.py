@@ -192,7 +192,12 @@ def from_frame(df: Any, device: str, npartitions: int) -> Any:
 
 
 def partition_count(rows: int, threads: int, given: int | None) -> int:
-    """User partitions after the shuffle: as given, else enough for ROWS_PER_PARTITION and two per thread."""
+    """User partitions after the shuffle: as given (at most config.MAX_PARTITIONS_PER_THREAD per thread of
+    the cluster, checked here for a running cluster whose threads only now are known), else enough for
+    ROWS_PER_PARTITION and two per thread."""
     if given:
+        from gpuclust.config import check_partitions
+
+        check_partitions(int(given), threads)
         return int(given)
     return max(2 * max(threads, 1), math.ceil(rows / ROWS_PER_PARTITION))
