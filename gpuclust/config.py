@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 import tomllib
 import types
 import typing
@@ -31,6 +33,16 @@ MAX_SEED = 2**32 - 1  # what NumPy and scikit-learn accept (FAISS gets it folded
 
 MAX_SESSION_GAP_MINUTES = 525_600  # a year: beyond it every user has one session, whatever the log
 MAX_MIN_EVENTS = 2**31 - 1  # a minimum count no user or item can reach is a typo, not a filter
+# Dask (`--scheduler`). Below MIN_WORKER_MEMORY a worker cannot hold Python, pandas and one partition: Dask
+# pauses it for ever and the run hangs. Beyond MAX_WORKERS_PER_CORE local worker processes per core they
+# only fight over the cores (64 on 2 cores hang while starting). Each partition is a task in every stage:
+# beyond MAX_PARTITIONS_PER_THREAD per worker thread they are overhead (measured on 2 threads, 356k events:
+# 5 partitions 30 s, 64 44 s, 512 over 150 s; 100,000 never started), and MAX_PARTITIONS caps any cluster.
+MIN_WORKER_MEMORY = 256 * 2**20
+MAX_WORKERS_PER_CORE = 4
+MAX_PARTITIONS = 4096
+MAX_PARTITIONS_PER_THREAD = 32
+SCHEDULER_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")  # what distributed.comm speaks between machines
 
 @dataclass
 class ColumnMap:
@@ -287,9 +299,7 @@ class PipelineConfig:
         if self.cluster.epochs > MAX_EPOCHS:  # predictive training has no early stop: 10**9 epochs never end
             raise UsageError(f"{flag('cluster.epochs')} must be at most {MAX_EPOCHS}, got {self.cluster.epochs}; "
                              "e.g. epochs = 200")
-        for path in ("dask.workers", "dask.threads_per_worker", "dask.partitions"):
-            if _get(self, path) is not None:
-                _at_least(path, _get(self, path), 1)
+        _check_dask(self.dask)
         if self.dask.scheduler is not None:
             _check_scheduler(self)
         _check_recommend(self.recommend)
@@ -579,13 +589,100 @@ def _in_range(path: str, value: float, low: float, high: float, low_open: bool =
         bound = f"above {low:g}" if low_open else f"at least {low:g}"
         bound += "" if high == math.inf else f" and at most {high:g}"
         raise UsageError(f"{flag(path)} must be a number {bound}, got {value}")
+_BYTE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+               "t": 10**12, "tb": 10**12, "p": 10**15, "pb": 10**15, "ki": 2**10, "kib": 2**10, "mi": 2**20,
+               "mib": 2**20, "gi": 2**30, "gib": 2**30, "ti": 2**40, "tib": 2**40, "pi": 2**50, "pib": 2**50}
+
+
+def memory_bytes(text: str) -> int | None:
+    """Bytes of a --memory-limit ("10GiB", "4 GB", "2e9", "auto" -> None), as dask.utils.parse_bytes reads
+    it; a UsageError for anything else, so a typo is refused here and not inside a starting cluster."""
+    value = str(text).strip()
+    if value.lower() == "auto":
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)", value)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _BYTE_UNITS:
+        raise UsageError(f"{flag('dask.memory_limit')} {text!r} is not an amount of memory; give e.g. 4GiB, 4000MB "
+                         "or auto")
+    amount = float(match.group(1)) * _BYTE_UNITS[unit]
+    if not math.isfinite(amount):
+        raise UsageError(f"{flag('dask.memory_limit')} {text!r} is not an amount of memory; give e.g. 4GiB")
+    return int(amount)
+
+
+def local_cores() -> int:
+    return os.cpu_count() or 1
+
+
+def _check_dask(dask: DaskConfig) -> None:
+    """The cluster's sizes and address, before any cluster starts: a typo or an absurd size is one line,
+    not a traceback or a cluster that never finishes starting."""
+    for path in ("dask.workers", "dask.threads_per_worker", "dask.partitions"):
+        if _get_dask(dask, path) is not None:
+            _at_least(path, _get_dask(dask, path), 1)
+    if dask.partitions is not None and dask.partitions > MAX_PARTITIONS:
+        raise UsageError(f"{flag('dask.partitions')} must be at most {MAX_PARTITIONS:,}, got {dask.partitions:,}; "
+                         "a few per worker thread is enough (default: from the rows)")
+    cores = local_cores()
+    most = MAX_WORKERS_PER_CORE * cores
+    workers, threads = dask.workers or 1, dask.threads_per_worker or 1
+    if (dask.workers is not None or dask.threads_per_worker is not None) and workers * threads > most:
+        raise UsageError(f"{flag('dask.workers')} x {flag('dask.threads_per_worker')} = {workers * threads} is more "
+                         f"than {MAX_WORKERS_PER_CORE} per core of this {cores}-core machine (at most {most}); "
+                         "more only compete for the cores and the memory")
+    if dask.scheduler == "local" and dask.partitions is not None:  # the sizes of cluster.local_defaults
+        workers = dask.workers or max(1, min(8, cores // threads))
+        check_partitions(dask.partitions, workers * threads)
+    if dask.memory_limit is not None:
+        amount = memory_bytes(dask.memory_limit)
+        if amount is not None and amount < MIN_WORKER_MEMORY:
+            raise UsageError(f"{flag('dask.memory_limit')} {dask.memory_limit!r} is below the "
+                             f"{MIN_WORKER_MEMORY // 2**20} MiB a worker needs; give e.g. 4GiB, or auto")
+    if dask.scheduler is not None and not isinstance(dask.scheduler, str):
+        return  # a distributed.Client given from Python
+    if dask.scheduler not in (None, "local"):
+        check_address(dask.scheduler)
+
+
+def check_partitions(partitions: int, threads: int) -> None:
+    """At most MAX_PARTITIONS_PER_THREAD partitions per worker thread of the cluster."""
+    most = MAX_PARTITIONS_PER_THREAD * max(threads, 1)
+    if partitions > most:
+        raise UsageError(f"{flag('dask.partitions')} {partitions:,} is more than {MAX_PARTITIONS_PER_THREAD} per worker "
+                         f"thread ({threads} here: at most {most:,}); each partition is a task in every stage, so "
+                         "more only add overhead (default: from the rows)")
+
+
+def _get_dask(dask: DaskConfig, path: str) -> Any:
+    return getattr(dask, path.split(".", 1)[1])
+
+
+def check_address(address: str) -> None:
+    """A Dask scheduler address: SCHEME://HOST:PORT with a scheme distributed.comm speaks."""
+    from urllib.parse import urlsplit
+
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        raise UsageError(f"{flag('dask.scheduler')} {address!r} is neither 'local' nor a scheduler address such as "
+                         "tcp://host:8786")
+    if scheme.lower() not in SCHEDULER_SCHEMES:
+        raise UsageError(f"{flag('dask.scheduler')} {address!r}: {scheme}:// is not a Dask scheduler's protocol; "
+                         f"use one of {', '.join(s + '://' for s in SCHEDULER_SCHEMES)}, e.g. tcp://host:8786")
+    try:
+        parts = urlsplit("//" + rest)
+        port = parts.port
+    except ValueError:
+        port, parts = -1, None
+    if parts is None or not parts.hostname or port in (-1, 0, None) or parts.path or parts.query or \
+            parts.fragment or parts.username is not None:
+        raise UsageError(f"{flag('dask.scheduler')} {address!r} is not a scheduler address: give "
+                         f"{scheme}://HOST:PORT, e.g. tcp://10.0.0.5:8786")
+
+
 # What the Dask path does not (yet) distribute: each is one clear error, never a silent single-process run.
 def _check_scheduler(config: PipelineConfig) -> None:
-    scheduler = config.dask.scheduler
     learned = [name for name in config.features.features if name in ("sequence", "autoencoder")]
-    if scheduler != "local" and "://" not in scheduler:
-        raise UsageError(f"{flag('dask.scheduler')} {scheduler!r} is neither 'local' nor a scheduler address such as "
-                         "tcp://host:8786")
     unsupported = (
         (config.cluster.algorithm != "kmeans", f"--algorithm {config.cluster.algorithm}", "--algorithm kmeans"),
         (bool(config.cluster.k_values), "a k sweep (--k auto or a range)", "a fixed --k"),

@@ -1,15 +1,13 @@
 """The pipeline on a Dask cluster (`--scheduler`, `UserClusterer(scheduler=...)`): the same clusters as one
-process, Parquet datasets in, partitioned assignments out, a killed worker, Ctrl-C, bad input."""
+process, Parquet datasets in, partitioned assignments out, a killed worker, bad input. Ctrl-C, SIGTERM and
+hostile options and datasets: tests/test_distributed_hostile.py."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +19,6 @@ from gpuclust.errors import UsageError
 from tests.helpers import cli
 
 distributed = pytest.importorskip("distributed")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -213,52 +210,6 @@ def test_local_defaults_come_from_the_machine():
     given = local_defaults(DaskConfig(workers=3, threads_per_worker=2, memory_limit="2GiB"))
     assert (given.workers, given.threads_per_worker, given.memory_limit) == (3, 2, "2GiB")
     assert local_defaults(DaskConfig(), gpus=4).workers == 4
-
-
-def _children(pid: int) -> list[int]:
-    import psutil
-
-    try:
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def test_ctrl_c_closes_the_local_cluster_and_leaves_nothing(tmp_path):
-    """Ctrl-C in a terminal reaches the whole process group: the run stops with one line and exit 130,
-    no output folder, and no worker process outlives it."""
-    import psutil
-
-    from gpuclust.synth import SynthSpec, write
-
-    write(SynthSpec(n_users=30_000, n_items=2000, n_groups=6, events_per_user=30.0), tmp_path / "data")
-    out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "gpuclust.cli.app", "run", "--events",
-                             str(tmp_path / "data" / "events.parquet"), "--k", "6", "--scheduler", "local",
-                             "--workers", "2", "--out", str(out)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 90
-    workers: list[int] = []
-    try:
-        while time.time() < deadline and len(workers) < 2 and proc.poll() is None:  # the two worker processes
-            time.sleep(0.5)
-            workers = _children(proc.pid)
-        assert len(workers) >= 2, f"the LocalCluster did not start: {proc.poll()}"
-        time.sleep(3)  # into the work
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:  # a failed check must not leave the run going
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "interrupted: stopped; nothing was written", err[-3000:]
-    assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.gpuclust")]
-    time.sleep(1)
-    alive = [pid for pid in workers if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-    assert not alive, f"worker processes left behind: {alive}"
 
 
 @pytest.mark.gpu

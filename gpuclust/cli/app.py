@@ -39,11 +39,13 @@ def _root(ctx: typer.Context,
 Device = Annotated[str, typer.Option(help=f"Where to run: {', '.join(DEVICE_CHOICES)}.")]
 Scheduler = Annotated[str | None, typer.Option(help="Run on Dask: 'local' (a LocalCluster; LocalCUDACluster on GPUs) "
                                                "or a running scheduler's address, tcp://host:8786.")]
-Workers = Annotated[int | None, typer.Option(help="Workers of --scheduler local (default: one per core; per GPU).")]
+Workers = Annotated[int | None, typer.Option(help="Workers of --scheduler local (default: one per core; per GPU); "
+                                             "workers x threads at most 4 per core.")]
 Threads = Annotated[int | None, typer.Option(help="Threads per worker of --scheduler local (default 1).")]
-MemoryLimit = Annotated[str | None, typer.Option(help="Memory per worker of --scheduler local, e.g. 10GiB "
-                                                 "(default: 90% of the machine's, shared).")]
-Partitions = Annotated[int | None, typer.Option(help="User partitions after the shuffle (default: from the rows).")]
+MemoryLimit = Annotated[str | None, typer.Option(help="Memory per worker of --scheduler local, e.g. 10GiB, "
+                                                 "at least 256MiB (default: 90% of the machine's, shared).")]
+Partitions = Annotated[int | None, typer.Option(help="User partitions after the shuffle, at most 32 per "
+                                                "worker thread and 4096 (default: from the rows).")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 KeyFile = Annotated[Path | None, typer.Option(
     "--pseudonymise", metavar="KEY_FILE",
@@ -119,7 +121,9 @@ def _synth(spec, out: Path, quiet: bool, files: int = 1) -> dict:
 @app.command()
 def run(
     events: Annotated[Path, typer.Option(help="Events file: Parquet, CSV (.gz) or JSON Lines.")],
-    out: Annotated[Path, typer.Option(help="Output directory.")],
+    out: Annotated[Path, typer.Option(help="Output directory: assignments.parquet (with --scheduler a "
+                                            "partitioned dataset, assignments/part.N.parquet), "
+                                            "clusters.json, model/, manifest.json.")],
     items: Annotated[Path | None, typer.Option(help="Items file: item_id plus title, category, price.")] = None,
     truth: Annotated[Path | None, typer.Option(help="Known groups (user_id, group) for ARI/NMI.")] = None,
     k: Annotated[str | None, typer.Option(help="Clusters: a number, auto (sweep 2-12), or a range 4-16 / 4:16:2.")] = None,
@@ -261,7 +265,8 @@ def demo(
 def assign(
     model: Annotated[Path, typer.Option(help="A saved model: the OUT/model folder of `gpuclust run`.")],
     events: Annotated[Path, typer.Option(help="Events of the users to place.")],
-    out: Annotated[Path, typer.Option(help="Output directory for assignments.parquet and manifest.json.")],
+    out: Annotated[Path, typer.Option(help="Output directory for assignments.parquet (with --scheduler: "
+                                            "assignments/part.N.parquet) and manifest.json.")],
     device: Annotated[str | None, typer.Option(help=f"Where to run: {', '.join(DEVICE_CHOICES)}.")] = None,
     adapter: Annotated[str | None, typer.Option(help="Raw-log adapter, e.g. online-retail.")] = None,
     scheduler: Scheduler = None,  # type: ignore[assignment]

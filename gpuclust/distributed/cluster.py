@@ -10,7 +10,10 @@ runs (an address, a Client) is left running and only our connection to it is clo
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +27,11 @@ LARGE_GRAPH = "50MB"
 # (Dask's own default, stated here so the manifest and the README can say it).
 ALLOWED_FAILURES = 3
 CONNECT_TIMEOUT_S = 30
+WORKER_SETUP = "gpuclust.distributed.worker_setup"  # workers leave Ctrl-C to gpuclust (see that module)
+# Closing is bounded: a signal while a LocalCluster closes once left the run hanging. After these, the
+# worker processes the cluster spawned are killed.
+CLIENT_CLOSE_S = 10
+CLUSTER_CLOSE_S = 20
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,16 @@ def local_defaults(config: DaskConfig, gpus: int = 0) -> LocalSizes:
     else:
         threads = config.threads_per_worker or 1
         workers = config.workers or max(1, min(8, cores // threads))
-    memory = config.memory_limit or f"{int(0.9 * total_memory_bytes() / workers) // 2**20}MiB"
+    if config.memory_limit:
+        memory = config.memory_limit
+    else:
+        from gpuclust.config import MIN_WORKER_MEMORY
+
+        share = int(0.9 * total_memory_bytes() / workers)
+        if share < MIN_WORKER_MEMORY:
+            raise UsageError(f"{workers} workers would get {share // 2**20} MiB each, below the "
+                             f"{MIN_WORKER_MEMORY // 2**20} MiB a worker needs; give fewer --workers")
+        memory = f"{share // 2**20}MiB"
     return LocalSizes(workers, threads, memory)
 
 
@@ -80,7 +97,8 @@ def start_local(config: DaskConfig, device: str) -> tuple[Any, LocalSizes, str]:
     gpus = _gpus_for_workers() if device == "cuda" else 0
     sizes = local_defaults(config, gpus)
     common = {"n_workers": sizes.workers, "threads_per_worker": sizes.threads_per_worker,
-              "memory_limit": sizes.memory_limit, "dashboard_address": None, "silence_logs": 50}
+              "memory_limit": sizes.memory_limit, "dashboard_address": None, "silence_logs": 50,
+              "preload": [WORKER_SETUP]}
     if gpus:
         from dask_cuda import LocalCUDACluster
 
@@ -88,7 +106,7 @@ def start_local(config: DaskConfig, device: str) -> tuple[Any, LocalSizes, str]:
         # for dask_cudf work) instead of dask-cuda's whole-object device LRU.
         cluster = LocalCUDACluster(n_workers=min(sizes.workers, gpus), threads_per_worker=sizes.threads_per_worker,
                                    memory_limit=sizes.memory_limit, rmm_pool_size=0.5, enable_cudf_spill=True,
-                                   dashboard_address=None, silence_logs=50)
+                                   dashboard_address=None, silence_logs=50, preload=[WORKER_SETUP])
         return cluster, sizes, "LocalCUDACluster"
     from distributed import LocalCluster
 
@@ -134,16 +152,20 @@ def open_session(scheduler: Any, config: DaskConfig, device: str = "cpu") -> Ite
 
             release_held(scheduler)
         return
+    received: list[int] = []
+    _filter_noise()
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
-                          "distributed.admin.large-graph-warning-threshold": LARGE_GRAPH}):
+                          "distributed.admin.large-graph-warning-threshold": LARGE_GRAPH}), \
+            _signals_noted(received), _failures_after_a_signal(received):
         if scheduler == "local":
             cluster = client = None
+            before = _spawned_children()
             try:
                 cluster, sizes, kind = start_local(config, device)
                 client = Client(cluster)
                 yield Session(client, kind, str(cluster.scheduler_address), sizes, cluster)
             finally:
-                _close(client, cluster)
+                _close(client, cluster, before)
             return
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
@@ -156,21 +178,147 @@ def open_session(scheduler: Any, config: DaskConfig, device: str = "cpu") -> Ite
             _close(client, None)
 
 
-def _close(client: Any, cluster: Any) -> None:
-    """Close the client, then the cluster; a Ctrl-C while closing must not leave workers behind, and is
-    raised once they are closed, so a run stopped late still stops (and writes nothing)."""
-    stopped: KeyboardInterrupt | None = None
-    for thing in (client, cluster):
-        if thing is None:
-            continue
-        for _ in range(3):
-            try:
-                thing.close()
-                break
-            except KeyboardInterrupt as exc:
-                stopped = stopped or exc
+def _close(client: Any, cluster: Any, before: set[int] | None = None) -> None:
+    """Close the client, then the cluster, each within a time limit, with Ctrl-C and SIGTERM held meanwhile
+    (a signal inside Dask's close once hung the run); then kill the worker processes the cluster spawned
+    that are still alive. A signal that arrived while closing is delivered once they are gone, so a run
+    stopped late still stops, and writes nothing."""
+    quiet_dask_teardown()
+    with _signals_held() as held:
+        for thing, limit in ((client, CLIENT_CLOSE_S), (cluster, CLUSTER_CLOSE_S)):
+            if thing is None:
                 continue
-            except Exception:  # noqa: BLE001 - closing is best effort; the processes go with the nanny
-                break
-    if stopped is not None:
-        raise stopped
+            with contextlib.suppress(Exception):  # best effort; what outlives it is killed below
+                thing.close(timeout=limit)
+        if before is not None:
+            _kill_spawned(before)
+    if held:  # delivered now to the handler it was meant for (the CLI's: exit 130 or 143, one line)
+        signal.raise_signal(held[0])
+
+
+@contextlib.contextmanager
+def _signals_noted(received: list[int]) -> Iterator[None]:
+    """Note each Ctrl-C and SIGTERM, then hand it to the handler there was (main thread only)."""
+    previous: dict[int, Any] = {}
+
+    def note(signum: int, frame: Any) -> None:
+        received.append(signum)
+        handler = previous.get(signum)
+        if callable(handler):
+            handler(signum, frame)
+        elif handler == signal.SIG_DFL:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, OSError):
+                previous[sig] = signal.signal(sig, note)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _failures_after_a_signal(received: list[int]) -> Iterator[None]:
+    """A failure after a signal is the signal's doing: its KeyboardInterrupt can be swallowed where Python
+    ignores exceptions (a GC callback inside Dask), and the process-group signal kills the workers, so the
+    next gather fails ('lost dependencies', 'Nanny failed to start'). Report the stop, not that failure."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise
+    except Exception:
+        if not received:
+            raise
+        from gpuclust.errors import Interrupted
+
+        raise Interrupted(received[0]) from None
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM recorded, not raised, for the duration (main thread only)."""
+    held: list[int] = []
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, OSError):
+                previous[sig] = signal.signal(sig, lambda signum, _frame: held.append(signum))
+    try:
+        yield held
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _spawned_children() -> set[int]:
+    """This process's multiprocessing-spawned children now (Dask's worker processes are such children)."""
+    try:
+        import psutil
+
+        found = set()
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if any("spawn_main" in part or "forkserver" in part for part in child.cmdline()):
+                    found.add(child.pid)
+        return found
+    except Exception:  # noqa: BLE001 - psutil is a dependency of distributed; without it nothing is killed
+        return set()
+
+
+def _kill_spawned(before: set[int]) -> None:
+    """Kill the spawned children that appeared since `before` (the LocalCluster's workers) and outlived
+    its close; only those, never a process gpuclust did not start."""
+    import psutil
+
+    for pid in _spawned_children() - before:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).kill()
+
+
+class _DaskTeardownNoise(logging.Filter):
+    """asyncio's 'Task exception was never retrieved' for Dask's own coroutines (AllExit, closed comms), logged
+    when a run is stopped mid-gather: 25 lines the user cannot act on, after the one that matters."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if not message.startswith(("Task exception was never retrieved", "Future exception was never retrieved")):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        return not ("/distributed/" in message or "/tornado/" in message or _raised_in_dask(exc))
+
+
+def _raised_in_dask(exc: BaseException | None) -> bool:
+    """Whether the exception, or one it was raised from, passed through Dask's or tornado's code."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if type(exc).__module__.split(".")[0] in ("distributed", "tornado"):
+            return True
+        tb = exc.__traceback__
+        while tb is not None:
+            if any(part in tb.tb_frame.f_code.co_filename for part in ("/distributed/", "/tornado/")):
+                return True
+            tb = tb.tb_next
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+_NOISE = _DaskTeardownNoise()
+
+
+def _filter_noise() -> None:
+    logger = logging.getLogger("asyncio")
+    if _NOISE not in logger.filters:
+        logger.addFilter(_NOISE)
+
+
+def quiet_dask_teardown() -> None:
+    """Install the filter (once) and keep Dask's client-side loggers to errors that stop the run."""
+    _filter_noise()
+    for name in ("distributed.client", "distributed.deploy", "distributed.core", "distributed.comm"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)

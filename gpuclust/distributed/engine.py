@@ -2,8 +2,11 @@
 (dask.dataframe over pandas, or dask_cudf over cuDF) and how an input becomes a lazy partitioned frame.
 
 Inputs at scale are Parquet datasets: one file, a folder (hive partitions too) or a glob. The schema
-of the first fragment is checked before any work is scheduled, so a missing column or a file that is
-not Parquet is one line and exit 2, as on the single-process path. Other inputs (CSV, JSON Lines, an
+of every file (its footer, cheap) is checked before any work is scheduled, so a missing column, a
+column of another kind than in the first file, or a file that is not Parquet is one line naming the
+file and exit 2, as on the single-process path; the workers would otherwise fail deep in the shuffle.
+Files whose name starts with '.' or '_' (hidden files, `_SUCCESS`, `_metadata`) are not data and are
+skipped, as Spark and pyarrow skip them. Other inputs (CSV, JSON Lines, an
 adapter's raw log) are read by the single-process readers and then partitioned.
 """
 
@@ -118,10 +121,60 @@ def read_events_lazy(path: str | Path, columns: ColumnMap, device: str) -> tuple
     wanted, optional = event_columns(columns)
     _require(source.columns, Path(source.files[0]), wanted, EVENT_FLAGS)
     keep = {src: dst for dst, src in {**wanted, **optional}.items() if src in source.columns}
+    hive_keys = check_file_schemas(source.files, list(keep))
     frames = lazy_frames(device)
-    target = source.path if Path(source.path).is_dir() else source.files
+    # The files found (hidden and '_' files left out), unless hive keys live in the folder names.
+    target = source.path if hive_keys else source.files
     df = frames.read_parquet(target, columns=list(keep))
     return df.rename(columns=keep), source.rows, "parquet"
+
+
+def column_kind(kind: Any) -> str:
+    """What Dask's shuffle can put together: integer and float widths, timestamp units and string
+    flavours mix; a number, a string, a timestamp and a categorical (dictionary) do not."""
+    import pyarrow as pa
+
+    t = pa.types
+    if t.is_integer(kind) or t.is_floating(kind) or t.is_decimal(kind):
+        return "number"
+    if t.is_string(kind) or t.is_large_string(kind):
+        return "string"
+    if t.is_timestamp(kind) or t.is_date(kind):
+        return "timestamp"
+    if t.is_dictionary(kind):
+        return "categorical"
+    if t.is_null(kind):
+        return "null"
+    return str(kind)
+
+
+def check_file_schemas(files: list[str], columns: list[str]) -> set[str]:
+    """Every file of the dataset has `columns`, of the kind the first file has (footers only). Returns the
+    columns that come from hive folder names, not from the files."""
+    import pyarrow.parquet as pq
+
+    def schema_of(path: str) -> Any:
+        try:
+            return pq.read_schema(path)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise UsageError(f"{path} is not a readable Parquet file ({str(exc).splitlines()[0]}); re-export it, "
+                             "or move it out of the dataset") from None
+
+    first = schema_of(files[0])
+    hive_keys = {c for c in columns if c not in first.names}
+    kinds = {c: first.field(c).type for c in columns if c in first.names}
+    for path in files[1:]:
+        schema = schema_of(path)
+        for column, kind in kinds.items():
+            if column not in schema.names:
+                raise UsageError(f"{path} has no column {column!r}, which {files[0]} has; every file of the dataset "
+                                 "needs the same columns (re-export it, or move it out of the dataset)")
+            other = schema.field(column).type
+            if "null" not in (column_kind(kind), column_kind(other)) and column_kind(other) != column_kind(kind):
+                raise UsageError(f"{path}: column {column!r} is {other} where {files[0]} has {kind}; every file of "
+                                 "the dataset needs the same kind of value in a column (re-export it with the same "
+                                 "types)")
+    return hive_keys
 
 
 def from_frame(df: Any, device: str, npartitions: int) -> Any:
@@ -139,7 +192,12 @@ def from_frame(df: Any, device: str, npartitions: int) -> Any:
 
 
 def partition_count(rows: int, threads: int, given: int | None) -> int:
-    """User partitions after the shuffle: as given, else enough for ROWS_PER_PARTITION and two per thread."""
+    """User partitions after the shuffle: as given (at most config.MAX_PARTITIONS_PER_THREAD per thread of
+    the cluster, checked here for a running cluster whose threads only now are known), else enough for
+    ROWS_PER_PARTITION and two per thread."""
     if given:
+        from gpuclust.config import check_partitions
+
+        check_partitions(int(given), threads)
         return int(given)
     return max(2 * max(threads, 1), math.ceil(rows / ROWS_PER_PARTITION))

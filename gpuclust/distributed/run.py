@@ -62,10 +62,10 @@ def run_distributed(config: PipelineConfig, events: str | Path, out: str | Path,
     with OutputDir(out, "run", layout) as staging:
         started = time.perf_counter()
         backend = resolve_backend(config.device)
+        reading = StageRecorder(backend, on_stage)
+        with reading.stage("read"):  # lazy, and every file's schema checked: bad input before a cluster starts
+            inputs, rows = read_inputs_lazy(config, backend.device, events, items, truth, adapter)
         with open_session(config.dask.scheduler, config.dask, backend.device) as session:
-            reading = StageRecorder(backend, on_stage)
-            with reading.stage("read"):
-                inputs, rows = read_inputs_lazy(config, backend.device, events, items, truth, adapter)
             model = UserClusterer(config=config, scheduler=session.client, progress=on_stage)
             settings = model._settings()
             from gpuclust.distributed.fit import fit_distributed
@@ -163,9 +163,9 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
         fitted = UserClusterer.load(model, device=device, model_key=model_key)
         backend = fitted.backend_
         config = fitted.config_
+        inputs, rows = read_inputs_lazy(config, backend.device, events, None, None, adapter)  # before the cluster
         with open_session(scheduler, dask_config, backend.device) as session:
             client = session.client
-            inputs, rows = read_inputs_lazy(config, backend.device, events, None, None, adapter)
             lazy = inputs.events
             threads = session.describe()["threads"]
             if not hasattr(lazy, "to_delayed"):
