@@ -56,7 +56,13 @@ def write_model(directory: str | Path, meta: dict[str, Any], arrays: dict[str, A
 
     with OutputDir(directory, "model", LAYOUT, what="model folder") as staging:
         host = {name: np.ascontiguousarray(to_host(a)) for name, a in arrays.items()}
-        save_file(host, str(staging / ARRAYS))
+        try:
+            save_file(host, str(staging / ARRAYS))
+        except Exception as exc:  # safetensors' I/O errors are no OSError: keep the errno (a full disk, ulimit -f)
+            code = re.search(r"os error (\d+)", str(exc))
+            if code is None:
+                raise
+            raise OSError(int(code[1]), os.strerror(int(code[1])), str(staging / ARRAYS)) from None
         for name, table in tables.items():
             host_frame(table).to_parquet(staging / name, index=False)
         document = {"format": FORMAT, "version": VERSION, **meta}
