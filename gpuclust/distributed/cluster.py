@@ -20,6 +20,7 @@ from typing import Any
 
 from gpuclust.config import DaskConfig
 from gpuclust.errors import UsageError
+from gpuclust.io.outputs import signals_held
 
 # Dask warns on every task graph above 10 MB, and our graphs carry small broadcasts; silence it a bit higher.
 LARGE_GRAPH = "50MB"
@@ -184,7 +185,7 @@ def _close(client: Any, cluster: Any, before: set[int] | None = None) -> None:
     that are still alive. A signal that arrived while closing is delivered once they are gone, so a run
     stopped late still stops, and writes nothing."""
     quiet_dask_teardown()
-    with _signals_held() as held:
+    with signals_held() as held:
         for thing, limit in ((client, CLIENT_CLOSE_S), (cluster, CLUSTER_CLOSE_S)):
             if thing is None:
                 continue
@@ -238,22 +239,6 @@ def _failures_after_a_signal(received: list[int]) -> Iterator[None]:
         from gpuclust.errors import Interrupted
 
         raise Interrupted(received[0]) from None
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[list[int]]:
-    """Ctrl-C and SIGTERM recorded, not raised, for the duration (main thread only)."""
-    held: list[int] = []
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError, OSError):
-                previous[sig] = signal.signal(sig, lambda signum, _frame: held.append(signum))
-    try:
-        yield held
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _spawned_children() -> set[int]:

@@ -131,7 +131,7 @@ class OutputDir:
     def _commit(self) -> None:
         assert self.staging is not None
         self._check_staging()
-        with _parent_lock(self.target.parent), _signals_held() as held:
+        with _parent_lock(self.target.parent), signals_held() as held:
             self._check_target()  # again: another writer may have landed meanwhile
             aside = self.staging.with_name(self.staging.name + "-old")
             replaced = self.target.exists()
@@ -447,8 +447,9 @@ def _parent_lock(folder: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[list[int]]:
-    """Hold Ctrl-C and SIGTERM during the swap; the list says whether one arrived meanwhile."""
+def signals_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C and SIGTERM for the duration (a swap, a cluster closing): recorded, not raised, in the
+    main thread; the list says whether one arrived meanwhile."""
     held: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield held
