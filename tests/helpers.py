@@ -36,11 +36,16 @@ def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     """Run `gpuclust ARGS` in-process; returns (exit code, stdout, stderr)."""
     from gpuclust.cli.app import main
 
+    import signal
+
     monkeypatch.setattr(sys, "argv", ["gpuclust", *map(str, args)])
+    handler = signal.getsignal(signal.SIGTERM)  # main() installs its own; the test process keeps pytest's
     try:
         main()
         code = 0
     except SystemExit as exc:
         code = exc.code
+    finally:
+        signal.signal(signal.SIGTERM, handler)
     out = capsys.readouterr()
     return code, out.out, out.err
