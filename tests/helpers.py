@@ -34,9 +34,9 @@ def blob_events(n_users: int = 300, n_groups: int = 3, events_per_user: int = 20
 
 def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     """Run `gpuclust ARGS` in-process; returns (exit code, stdout, stderr)."""
-    from gpuclust.cli.app import main
-
     import signal
+
+    from gpuclust.cli.app import main
 
     monkeypatch.setattr(sys, "argv", ["gpuclust", *map(str, args)])
     handler = signal.getsignal(signal.SIGTERM)  # main() installs its own; the test process keeps pytest's
