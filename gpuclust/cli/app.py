@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from contextlib import suppress
@@ -416,9 +417,14 @@ def _terminate(signum: int, _frame: object) -> None:
 
 
 def _interrupted(signum: int) -> NoReturn:
+    """The one line, then the exit code now: everything was undone on the way here (output staging,
+    clusters), and a Ctrl-C caught this early (during imports) could otherwise end the interpreter as a
+    death by signal (-2) after the line was printed."""
     name = "terminated" if signum == signal.SIGTERM else "interrupted"
     console.print(f"{name}: stopped; nothing was written", highlight=False)
-    sys.exit(128 + int(signum))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + int(signum))
 
 
 def _fail(message: str) -> NoReturn:

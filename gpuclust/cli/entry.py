@@ -5,6 +5,7 @@ does once a command runs (`gpuclust.cli.app.main`)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -23,7 +24,8 @@ def main() -> None:
         signum = getattr(exc, "signum", signal.SIGINT)
         sys.stderr.write(f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: stopped; "
                          "nothing was written\n")
-        sys.exit(128 + int(signum))
+        sys.stderr.flush()
+        os._exit(128 + int(signum))  # not sys.exit: an interrupted import can end the interpreter as -2
     try:
         app_main()
     finally:
