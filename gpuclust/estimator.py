@@ -17,7 +17,7 @@ import inspect
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -70,6 +70,9 @@ from gpuclust.recommend.campaign import promotions, with_promotions
 from gpuclust.recommend.personal import PERSONAL, SEGMENT, binary_matrix, fit_personal, recommend_rows
 from gpuclust.recommend.segments import fit_segments
 from gpuclust.reduce import build_reducer
+
+if TYPE_CHECKING:
+    from gpuclust.preprocess.table import EventTable
 
 ASSIGNMENT_COLUMNS = (schema.USER, "cluster", "distance", "anomaly_score")
 
@@ -172,10 +175,10 @@ class UserClusterer:
             segments = fit_segments(data, outcome.labels, outcome.n_clusters, backend,
                                     settings.recommend.blend_weight, settings.recommend.tune_users, settings.seed)
             segments.withhold(small_clusters(profiles))
-            personal = fit_personal(data.table, data.n_users, data.n_items, backend, settings.recommend, settings.seed)
+            table: EventTable = data.table
+            personal = fit_personal(table, data.n_users, data.n_items, backend, settings.recommend, settings.seed)
             if personal is not None:  # campaigns: per cluster, the items to promote to it (clusters.json)
-                promoted = promotions(personal, data.table.user, data.table.item, outcome.labels, outcome.n_clusters,
-                                      backend)
+                promoted = promotions(personal, table.user, table.item, outcome.labels, outcome.n_clusters, backend)
                 profiles = with_promotions(profiles, promoted, host_frame(data.items)[schema.ITEM].to_numpy())
 
         self.config_, self.backend_, self.featurizers_, self.fuser_ = settings, backend, featurizers, fuser
@@ -252,7 +255,8 @@ class UserClusterer:
         x, data = self.embed(events)
         xp = self.backend_.xp
         clusters = nearest_centres(x, self.cluster_centers_, xp)[0]
-        seen = binary_matrix(data.table.user, data.table.item, data.n_users, len(self.vocabulary_), self.backend_)
+        table: EventTable = data.table
+        seen = binary_matrix(table.user, table.item, data.n_users, len(self.vocabulary_), self.backend_)
         items, scores, personal = self.recommend_indices(seen, clusters, int(top_k))
         import pandas as pd
 

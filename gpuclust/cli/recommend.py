@@ -44,7 +44,12 @@ def recommend(
     inputs = read_inputs(model.backend_.frame, model.config_.columns, events, adapter=adapter)
     out = model.recommend(inputs.events, top_k)
     if json_out:
-        print(out.to_json(orient="records"))
+        import pandas as pd
+
+        from gpuclust.frames import host_frame
+
+        table: pd.DataFrame = host_frame(out)
+        print(table.to_json(orient="records"))
     else:
         out.to_csv(sys.stdout, index=False)
 

@@ -105,7 +105,8 @@ def start_local(config: DaskConfig, device: str) -> tuple[Any, LocalSizes, str]:
 
         # One worker per GPU; RMM pool for cuDF/cuML; cuDF's own spilling to host (the recommended way
         # for dask_cudf work) instead of dask-cuda's whole-object device LRU.
-        cluster = LocalCUDACluster(n_workers=min(sizes.workers, gpus), threads_per_worker=sizes.threads_per_worker,
+        cluster = LocalCUDACluster(  # rapids-contract: waive preload is a worker keyword LocalCluster forwards
+            n_workers=min(sizes.workers, gpus), threads_per_worker=sizes.threads_per_worker,
                                    memory_limit=sizes.memory_limit, rmm_pool_size=0.5, enable_cudf_spill=True,
                                    dashboard_address=None, silence_logs=50, preload=[WORKER_SETUP])
         return cluster, sizes, "LocalCUDACluster"

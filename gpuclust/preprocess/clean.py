@@ -217,12 +217,13 @@ class Preprocessor:
         cfg = self.config
         xp = codes.xp
 
-        def at_least(ids: Any, n_ids: int, minimum: int) -> Any:
-            return xp.bincount(ids, minlength=n_ids)[ids] >= minimum
+        def users_at_least(c: EventCodes) -> EventCodes:
+            return c.take(xp.bincount(c.user, minlength=len(c.user_ids))[c.user] >= cfg.min_user_events)
 
-        return self._filter_min_counts(
-            codes, lambda c: c.take(at_least(c.user, len(c.user_ids), cfg.min_user_events)),
-            lambda c: c.take(at_least(c.item, len(c.item_ids), cfg.min_item_events)))
+        def items_at_least(c: EventCodes) -> EventCodes:
+            return c.take(xp.bincount(c.item, minlength=len(c.item_ids))[c.item] >= cfg.min_item_events)
+
+        return self._filter_min_counts(codes, users_at_least, items_at_least)
 
     def _filter_min_counts(self, rows: Any, by_user: Any, by_item: Any) -> Any:
         """Users and items below their minimum counts drop, in turns, until none is left below; `by_user`

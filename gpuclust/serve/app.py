@@ -264,7 +264,7 @@ def answer(state: ModelState, prepared: Prepared, placed: Placement, n: int | No
     return out
 
 
-def personal_lists(state: ModelState, prepared: Any, placed: Any, order: np.ndarray, starts: np.ndarray,
+def personal_lists(state: ModelState, prepared: Prepared, placed: Placement, order: np.ndarray, starts: np.ndarray,
                    ends: np.ndarray, n: int) -> list[list[dict[str, Any]]]:
     """Every placed user's list from the model's own recommender in one pass (`recommend_indices`, what
     `UserClusterer.recommend` uses): personal where the user has enough known items, else the segment's."""
