@@ -422,9 +422,18 @@ def _interrupted(signum: int) -> NoReturn:
     death by signal (-2) after the line was printed."""
     name = "terminated" if signum == signal.SIGTERM else "interrupted"
     console.print(f"{name}: stopped; nothing was written", highlight=False)
+    exit_now(128 + int(signum))
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exit with `code` whatever Python would make of a caught Ctrl-C at shutdown, after the exit
+    handlers (multiprocessing's ends daemonic children, logging flushes)."""
+    import atexit
+
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(128 + int(signum))
+    atexit._run_exitfuncs()
+    os._exit(code)
 
 
 def _fail(message: str) -> NoReturn:

@@ -25,6 +25,9 @@ def main() -> None:
         sys.stderr.write(f"{'terminated' if signum == signal.SIGTERM else 'interrupted'}: stopped; "
                          "nothing was written\n")
         sys.stderr.flush()
+        import atexit
+
+        atexit._run_exitfuncs()
         os._exit(128 + int(signum))  # not sys.exit: an interrupted import can end the interpreter as -2
     try:
         app_main()
