@@ -34,6 +34,18 @@ def segment_sum(values: Any, ids: Any, n: int, xp: Any) -> Any:
     return xp.bincount(ids, weights=values.astype(xp.float64), minlength=n)
 
 
+def group_moments(x: Any, ids: Any, n: int, xp: Any) -> tuple[Any, Any, Any]:
+    """Per group 0..n-1 of the rows of matrix `x`: sums and sums of squares (float64, n x columns) and row
+    counts (float64): what per-cluster means and spreads of per-user figures are made of, anywhere."""
+    sums = xp.zeros((n, x.shape[1]), dtype=xp.float64)
+    squares = xp.zeros_like(sums)
+    for j in range(x.shape[1]):
+        column = x[:, j].astype(xp.float64)
+        sums[:, j] = xp.bincount(ids, weights=column, minlength=n)[:n]
+        squares[:, j] = xp.bincount(ids, weights=column * column, minlength=n)[:n]
+    return sums, squares, xp.bincount(ids, minlength=n)[:n].astype(xp.float64)
+
+
 def segment_first(values: Any, offsets: Any, fill: Any, xp: Any) -> Any:
     """The first value of each segment (`fill` where a segment is empty)."""
     return _at(values, offsets[:-1], offsets[:-1] < offsets[1:], fill, xp)

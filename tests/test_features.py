@@ -31,7 +31,7 @@ def test_behaviour_statistics_on_a_known_history():
         "value": [0.0, 20.0, 0.0, 0.0],
     })
     data = Preprocessor().run(ev, B)
-    raw = behaviour_statistics(data, B)
+    raw = behaviour_statistics(data, B).frame(B)
     u1 = raw.loc[0]
     assert u1["sessions"] == 2 and u1["events"] == 3 and u1["monetary"] == 20
     assert u1["recency_days"] == pytest.approx(1.0) and u1["span_days"] == pytest.approx(2 + 5 / 1440, rel=1e-4)
@@ -163,5 +163,5 @@ def test_behaviour_sums_beyond_float32_stay_finite():
                            "value": np.float32(3e38)})
     backend = resolve_backend("cpu")
     stats = behaviour_statistics(Preprocessor().run(events, backend), backend)
-    assert np.isfinite(stats.to_numpy()).all()
-    assert stats["monetary"].iloc[0] == np.finfo(np.float32).max
+    assert np.isfinite(stats.values).all()
+    assert stats.column("monetary")[0] == np.finfo(np.float32).max

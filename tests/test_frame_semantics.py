@@ -42,10 +42,10 @@ def _sessions_log() -> pd.DataFrame:
 @pytest.mark.parametrize("backend", NULLABLE)
 def test_session_counts_do_not_depend_on_null_propagation(backend):
     data = Preprocessor(seed=0).run(_sessions_log(), B)
-    plain = behaviour_statistics(data, B)
+    plain = behaviour_statistics(data, B).frame(B)
     nullable = data.with_events(data.events.convert_dtypes(dtype_backend=backend))
     assert str(nullable.events["user_idx"].dtype) in ("Int32", "int32[pyarrow]")  # the propagating kind
-    raw = behaviour_statistics(nullable, B)
+    raw = behaviour_statistics(nullable, B).frame(B)
     assert raw["sessions"].tolist() == [1, 2, 1]  # user 0 keeps its session; the one-event user has one
     assert (raw["sessions"] >= 1).all() and np.isfinite(raw.to_numpy(dtype=np.float64)).all()
     pd.testing.assert_frame_equal(raw, plain, check_dtype=False, check_index_type=False)

@@ -127,6 +127,22 @@ def test_lambda_is_chosen_on_the_inner_split_and_every_contender_is_recorded():
     assert model.selection["users"] == n_users  # every planted user has 3+ distinct items
 
 
+@pytest.mark.parametrize("kind", ["ease", "knn"])
+def test_the_final_model_reuses_the_split_pass_and_equals_a_fit_on_the_whole_log(kind):
+    """The whole log's Gram / neighbours are the inner split's plus a sparse correction for the held-out
+    pairs: the saved model is what a separate pass over every event gives."""
+    table, n_users, n_items = _planted(n_users=300, n_items=80)
+    config = RecommendConfig(personal=kind, lambdas=(3.0, 30.0), neighbours=(4, 9))
+    model = fit_personal(table, n_users, n_items, CPU, config, seed=1)
+    x = binary_matrix(table.user, table.item, n_users, n_items, CPU)
+    if kind == "ease":
+        expect = ease_weights(gram(x), model.lam, CPU)
+        np.testing.assert_allclose(model.weights, expect, rtol=1e-4, atol=1e-5)
+    else:
+        expect = knn_weights(*knn_neighbours(x, max(config.neighbours), CPU), model.neighbours, CPU)
+        np.testing.assert_allclose(model.weights.toarray(), expect.toarray(), rtol=1e-6, atol=1e-7)
+
+
 def test_ease_beyond_the_memory_budget_is_refused_by_name_and_auto_falls_back_to_knn():
     assert ease_fits(23170, 8.0) and not ease_fits(23171, 8.0)
     assert EASE_COPIES * 4 * 23170**2 <= 8 * 2**30

@@ -145,3 +145,11 @@ def test_leave_last_out_on_arrays_holds_out_what_the_frame_rules_did(n, seed, da
     held = set(zip(expect["user_idx"], expect["item_idx"], strict=True))
     kept = [(u, i) not in held for u, i in zip(events["user_idx"], events["item_idx"], strict=True)]
     pd.testing.assert_frame_equal(split.train, events[kept].reset_index(drop=True))
+    # The event table's order, (user, time), takes the path without a sort: the same rows come out.
+    from gpuclust.recommend.split import held_out
+
+    table = events.sort_values(["user_idx", "timestamp"], kind="stable")
+    user, item = held_out(table["user_idx"].to_numpy(), table["item_idx"].to_numpy(),
+                          table["timestamp"].astype("int64").to_numpy(), table["weight"].to_numpy(), 5, seed, np)
+    np.testing.assert_array_equal(user, expect["user_idx"].to_numpy())
+    np.testing.assert_array_equal(item, expect["item_idx"].to_numpy())

@@ -25,8 +25,9 @@ from gpuclust.explain.ctfidf import ClassTfidf
 from gpuclust.explain.explainer import Explanation
 from gpuclust.explain.profiles import CLUSTER, ClusterProfiler
 from gpuclust.explain.projection import project_2d
-from gpuclust.frames import frame_array, host_frame
+from gpuclust.frames import host_frame
 from gpuclust.quality.anomaly import anomaly_rows, cluster_spread, deviation_strings, scores_against
+from gpuclust.segments import group_moments
 
 # --- per partition --------------------------------------------------------------------------------
 
@@ -40,14 +41,7 @@ def _cluster_items(part: Part, labels):
 
 def _stat_sums(stats, labels, k: int):
     """Per cluster: sums and sums of squares of the behaviour statistics (float64), and counts."""
-    x = to_host(frame_array(stats, _host_backend())).astype(np.float64)
-    lab = to_host(labels)
-    sums = np.zeros((k, x.shape[1]))
-    squares = np.zeros((k, x.shape[1]))
-    for j in range(x.shape[1]):
-        sums[:, j] = np.bincount(lab, weights=x[:, j], minlength=k)
-        squares[:, j] = np.bincount(lab, weights=x[:, j] ** 2, minlength=k)
-    return sums, squares, np.bincount(lab, minlength=k).astype(np.float64)
+    return group_moments(to_host(stats.values), to_host(labels), k, np)
 
 
 def _host_backend() -> Backend:
@@ -82,7 +76,7 @@ def _anomaly_candidates(part: Part, labels, distances, scores, stats, n: int):
     s = to_host(scores)
     top = np.argsort(-s, kind="stable")[:n]
     ids = host_frame(part.users)[schema.USER].to_numpy()[top]
-    features = to_host(frame_array(stats, _host_backend()))[top].astype(np.float64)
+    features = to_host(stats.values)[top].astype(np.float64)
     return ids, to_host(labels)[top], s[top], to_host(distances)[top], features
 
 
@@ -156,7 +150,7 @@ def explain(x: Blocks, labels: Blocks, distances: Blocks, parts: Blocks, stats: 
 
 
 def _column_names(stats) -> list[str]:
-    return list(stats.columns)
+    return list(stats.names)
 
 
 def _top_anomalies(parts: Blocks, labels: Blocks, distances: Blocks, scores: Blocks, stats: Blocks, n: int,

@@ -28,7 +28,6 @@ from gpuclust.features.behaviour import behaviour_statistics
 from gpuclust.features.fuse import Fuser
 from gpuclust.features.normalise import QUANTILES, Normaliser, _scale, signed_log1p
 from gpuclust.features.tfidf import category_names, tfidf, user_vocabulary_counts
-from gpuclust.frames import frame_array
 
 # Users whose statistics fit quantile normalisation when it is chosen (the single-process path uses all).
 QUANTILE_SAMPLE = 1_000_000
@@ -43,7 +42,7 @@ def part_statistics(part: Part, g: Globals, device: str, gap: float):
 
 def _stat_matrix(stats, method: str, device: str):
     backend = worker_backend(device)
-    x = frame_array(stats, backend).astype(backend.xp.float64)
+    x = backend.xp.asarray(stats.values).astype(backend.xp.float64)
     return signed_log1p(x, backend.xp) if method == "log1p" else x
 
 
@@ -67,7 +66,7 @@ def _stat_rows(stats, device: str, local: np.ndarray):
 
 
 def _columns(stats) -> list[str]:
-    return [str(c) for c in stats.columns]
+    return list(stats.names)
 
 
 def part_tfidf(part: Part, g: Globals, device: str, vocab: str, names: list[str] | None, idf: Any = None):

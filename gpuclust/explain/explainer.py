@@ -46,16 +46,16 @@ class ClusterExplainer:
 
     def explain(self, data: PreparedData, x: Any, outcome: ClusterOutcome, backend: Backend,
                 stats: Any) -> Explanation:
-        """`stats` are the users' behaviour statistics (`features.behaviour.behaviour_statistics`)."""
+        """`stats` are the users' behaviour statistics (`features.behaviour.UserStatistics`)."""
         xp = backend.xp
-        labels = outcome.frame_labels(backend)  # frame code reads this one copy (host for pandas)
+        labels = outcome.labels  # on the device: profiles and c-TF-IDF are group sums over the event table
         profiler = ClusterProfiler(self.top_n).fit(data, labels, stats, backend)
         profiles = ClassTfidf(top_n=self.top_n + 3, reduce_frequent_words=True).fit(data, labels).annotate(
             profiler.profiles_)
         profiles = self._exemplars(profiles, data, x, outcome, xp)
         scores = anomaly_scores(outcome.labels, outcome.distances, xp, noise=outcome.noise)
         anomalies = top_anomalies(data.users[schema.USER], outcome.labels, scores, outcome.distances,
-                                  self.anomalies, xp, feature_matrix=stats, feature_names=list(stats.columns),
+                                  self.anomalies, xp, feature_matrix=stats.values, feature_names=stats.names,
                                   noise=outcome.noise)
         user_map = project_2d(x, labels, data.users, backend, self.map_sample, self.seed)
         spread = cluster_spread(outcome.labels, outcome.distances, xp)

@@ -1,7 +1,7 @@
 """Per-cluster profiles: size, behaviour means against the population, top categories and items.
 
-Aggregation runs on the backend's frame library; only the k-row summaries move to the host. Labels are
-read where the frames keep their data (`frames.frame_local`): given there, they never cross here.
+Aggregation runs where the event table and the statistics are (group sums and bincounts on the device);
+only the k-row summaries move to the host.
 """
 
 from __future__ import annotations
@@ -9,13 +9,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from gpuclust import schema
 from gpuclust.backend import Backend, array_module, to_host
-from gpuclust.frames import array_frame, host_frame
+from gpuclust.frames import host_frame
 from gpuclust.preprocess.prepared import PreparedData
+from gpuclust.segments import group_moments
 
 if TYPE_CHECKING:
+    from gpuclust.features.behaviour import UserStatistics
     from gpuclust.preprocess.table import EventTable
 
 CLUSTER = "cluster"
@@ -27,17 +30,18 @@ class ClusterProfiler:
     def __init__(self, top_n: int = 5) -> None:
         self.top_n = top_n
 
-    def fit(self, data: PreparedData, labels: Any, behaviour: Any, backend: Backend) -> ClusterProfiler:
-        """`labels`: int per user_idx (-1 = noise), on the device or the host; `behaviour`: the raw frame."""
-        xp = array_module(labels)
-        found, counts = xp.unique(labels, return_counts=True)
-        sizes = dict(zip(to_host(found).tolist(), to_host(counts).tolist(), strict=True))  # -1 = noise
-        per_user = array_frame({schema.USER_IDX: xp.arange(data.n_users, dtype=xp.int32), CLUSTER: labels}, backend)
-
-        stats = behaviour.copy()
-        stats[CLUSTER] = per_user[CLUSTER].values
-        means = host_frame(stats.groupby(CLUSTER).mean().sort_index())
-        population = host_frame(behaviour.mean().to_frame()).iloc[:, 0]
+    def fit(self, data: PreparedData, labels: Any, behaviour: UserStatistics, backend: Backend) -> ClusterProfiler:
+        """`labels`: int per user_idx (-1 = noise), on the device or the host; `behaviour`: the raw statistics.
+        Means are group sums on the statistics' device; only the k-row summaries come to the host."""
+        xp = array_module(behaviour.values)
+        labels = xp.asarray(labels).astype(xp.int64)
+        rows = int(labels.max()) + 2 if len(labels) else 1  # row 0 is noise (-1)
+        sums, _, counts = group_moments(behaviour.values, labels + 1, rows, xp)
+        sums, counts = to_host(sums), to_host(counts)
+        sizes = {c - 1: int(counts[c]) for c in range(rows) if counts[c] > 0}
+        means = pd.DataFrame(sums / np.maximum(counts, 1)[:, None], columns=behaviour.names,
+                             index=pd.Index(np.arange(rows) - 1, name=CLUSTER)).loc[sorted(sizes)]
+        population = pd.Series(sums.sum(axis=0) / max(data.n_users, 1), index=behaviour.names)
         return self.fit_summaries(sizes, means, population, cluster_item_weights(data, labels), data)
 
     def fit_summaries(self, sizes: dict[int, int], means: Any, population: Any, events: Any,
@@ -104,8 +108,6 @@ class ClusterProfiler:
 def cluster_item_weights(data: PreparedData, labels: Any) -> Any:
     """Summed event weights per (cluster, item_idx) that has events (cluster -1: noise), as a small host
     frame: one bincount over the event table where it lives; only the summary crosses to the host."""
-    import pandas as pd
-
     t: EventTable = data.table
     xp = t.xp
     clusters = xp.asarray(labels).astype(xp.int64)

@@ -6,14 +6,15 @@ a GPU (with or without cuDF), NumPy on the CPU.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gpuclust import schema
-from gpuclust.backend import Backend
+from gpuclust.backend import Backend, array_module
 from gpuclust.features.normalise import Normaliser
-from gpuclust.frames import array_frame, frame_array
+from gpuclust.frames import array_frame
 from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.segments import distinct_per_segment, run_starts, segment_first, segment_last, segment_sum
 
@@ -21,6 +22,25 @@ if TYPE_CHECKING:
     from gpuclust.preprocess.table import EventTable
 
 NS_PER_DAY = 86_400 * 1_000_000_000
+
+
+@dataclass
+class UserStatistics:
+    """The statistics as one float32 matrix, a row per user_idx and a column per name, on the device of
+    the event table: a matrix rather than a frame, so that on a GPU they stay there with or without cuDF.
+    Every value is finite (values are finite after cleaning, every user has an event and a session)."""
+
+    names: list[str]
+    values: Any
+
+    def column(self, name: str) -> Any:
+        return self.values[:, self.names.index(name)]
+
+    def frame(self, backend: Backend):
+        """A frame of the backend's library, indexed by user_idx: for readers who want one (tests, notebooks)."""
+        out = array_frame({name: self.values[:, j] for j, name in enumerate(self.names)}, backend)
+        out.index.name = schema.USER_IDX
+        return out
 
 
 def behaviour_statistics(data: PreparedData, backend: Backend, session_gap_minutes: float = 30.0):
@@ -67,10 +87,8 @@ def _statistics(data: PreparedData, backend: Backend, session_gap_minutes: float
     # Sums are float64; one beyond float32 (many purchases near 3.4e38) is held at float32's largest value,
     # as the service holds it, rather than becoming infinite.
     top = float(np.finfo(np.float32).max)
-    out = array_frame({name: xp.clip(values, -top, top).astype(xp.float32) for name, values in columns.items()},
-                      backend)
-    out.index.name = schema.USER_IDX
-    return out
+    values = xp.stack([xp.clip(v, -top, top).astype(xp.float32) for v in columns.values()], axis=1)
+    return UserStatistics(list(columns), values)
 
 
 def _ns(timestamp: Any) -> int:
@@ -90,8 +108,8 @@ class BehaviourFeaturizer:
 
     def fit_transform(self, data: PreparedData, backend: Backend):
         raw = behaviour_statistics(data, backend, self.session_gap_minutes)
-        self.names_ = [str(c) for c in raw.columns]
-        x = frame_array(raw, backend)
+        self.names_ = list(raw.names)
+        x = raw.values
         self.normaliser_ = Normaliser(self.normalise).fit(x, backend.xp)
         self.info_ = {"dims": len(self.names_), "columns": self.names_, "normalise": self.normalise}
         return self.normaliser_.transform(x, backend.xp)
@@ -99,12 +117,10 @@ class BehaviourFeaturizer:
     def transform(self, data: PreparedData, backend: Backend):
         """New users on the fitted scale; event types unseen at fit time are ignored."""
         raw = behaviour_statistics(data, backend, self.session_gap_minutes)
-        missing = [name for name in self.names_ if name not in raw.columns]
-        if missing:
-            raw = raw.copy()  # the cached statistics stay as computed
-            for name in missing:
-                raw[name] = 0.0
-        return self.normaliser_.transform(frame_array(raw[self.names_], backend), backend.xp)
+        xp = array_module(raw.values)
+        zeros = xp.zeros(raw.values.shape[0], dtype=xp.float32)  # event types unseen at fit time count 0
+        x = xp.stack([raw.column(name) if name in raw.names else zeros for name in self.names_], axis=1)
+        return self.normaliser_.transform(x, backend.xp)
 
     def state(self) -> tuple[dict, dict]:
         meta = {"normalise": self.normalise, "session_gap_minutes": self.session_gap_minutes, "names": self.names_}

@@ -149,27 +149,42 @@ def ease_weights(g: Any, lam: float, backend: Backend, keep_gram: bool = True) -
     return p
 
 
-def knn_neighbours(x: Any, most: int, backend: Backend) -> tuple[Any, Any]:
+def knn_neighbours(x: Any, most: int, backend: Backend, added: Any = None) -> Any:
     """Each item's `most` largest cosine similarities to other items, best first: (indices, values),
-    items x most on the device. Rows of XᵀX are made in blocks, so memory is a block x items at a time."""
+    items x most on the device. Rows of XᵀX are made in blocks, so memory is a block x items at a time.
+
+    With `added` (CSR users x items, 1.0 at pairs not in `x`), a second pair of the same for x + added
+    comes from the same blocks: XᵀX of the sum is XᵀX plus a sparse correction, so the inner split's
+    neighbours and the whole log's cost one pass of the block products."""
     xp = backend.xp
     n_items = x.shape[1]
     most = max(1, min(most, n_items - 1)) if n_items > 1 else 1
-    norms = xp.sqrt(xp.asarray(x.sum(axis=0)).ravel().astype(xp.float32))
-    inv = xp.where(norms > 0, 1.0 / xp.where(norms > 0, norms, 1.0), 0.0).astype(xp.float32)
     xt = x.T.tocsr()
+    outs = [(_inverse_norms(x, xp), None)]
+    if added is not None:
+        d = (added.T @ x).tocsr()
+        outs.append((_inverse_norms(x + added, xp), (d + d.T + added.T @ added).tocsr()))
     block = max(1, BATCH_CELLS // max(n_items, 1))
-    idx, val = [], []
+    tops: list[tuple[list, list]] = [([], []) for _ in outs]
     for start in range(0, n_items, block):
         stop = min(start + block, n_items)
-        s = (xt[start:stop] @ x).toarray().astype(xp.float32, copy=False)
-        s *= inv[start:stop, None]
-        s *= inv[None, :]
-        s[xp.arange(stop - start), xp.arange(start, stop)] = 0.0  # an item is not its own neighbour
-        top, top_val = top_k_sorted(s, most, xp)
-        idx.append(top)
-        val.append(top_val)
-    return xp.concatenate(idx), xp.concatenate(val)
+        g = (xt[start:stop] @ x).toarray().astype(xp.float32, copy=False)
+        for (inv, correction), (idx, val) in zip(outs, tops, strict=True):
+            s = g + correction[start:stop].toarray() if correction is not None else g.copy()
+            s *= inv[start:stop, None]
+            s *= inv[None, :]
+            s[xp.arange(stop - start), xp.arange(start, stop)] = 0.0  # an item is not its own neighbour
+            top, top_val = top_k_sorted(s, most, xp)
+            idx.append(top)
+            val.append(top_val)
+    found = [(xp.concatenate(idx), xp.concatenate(val)) for idx, val in tops]
+    return found if added is not None else found[0]
+
+
+def _inverse_norms(x: Any, xp: Any) -> Any:
+    """1 / sqrt(item count) per column of a binary matrix (0 for items without users)."""
+    norms = xp.sqrt(xp.asarray(x.sum(axis=0)).ravel().astype(xp.float32))
+    return xp.where(norms > 0, 1.0 / xp.where(norms > 0, norms, 1.0), 0.0).astype(xp.float32)
 
 
 def knn_weights(idx: Any, val: Any, neighbours: int, backend: Backend) -> Any:
@@ -202,19 +217,19 @@ def fit_personal(table: EventTable, n_users: int, n_items: int, backend: Backend
     kinds = _kinds(config, n_items, backend.on_gpu)
     user, item = backend.asarray(table.user), backend.asarray(table.item)
     t0 = time.perf_counter()
-    contenders, selection = _select(table, user, item, n_users, n_items, kinds, backend, config, seed)
+    contenders, selection, whole = _select(table, user, item, n_users, n_items, kinds, backend, config, seed)
     best = contenders[0] if len(contenders) == 1 else max(
         contenders, key=lambda c: (c[f"HR@{TUNE_TOP_K}"], c[f"NDCG@{TUNE_TOP_K}"], -contenders.index(c)))
     selection.update({"chosen": {"kind": best["kind"], "lambda": best.get("lambda"),
                                  "neighbours": best.get("neighbours")},
                       "select_seconds": round(time.perf_counter() - t0, 3)})
     t1 = time.perf_counter()
-    x = binary_matrix(user, item, n_users, n_items, backend)
     if best["kind"] == "ease":
-        model = PersonalModel("ease", ease_weights(gram(x), best["lambda"], backend, keep_gram=False),
-                              float(best["lambda"]))
+        g = whole["gram"] if "gram" in whole else gram(binary_matrix(user, item, n_users, n_items, backend))
+        model = PersonalModel("ease", ease_weights(g, best["lambda"], backend, keep_gram=False), float(best["lambda"]))
     else:
-        idx, val = knn_neighbours(x, best["neighbours"], backend)
+        idx, val = whole["knn"] if "knn" in whole else knn_neighbours(
+            binary_matrix(user, item, n_users, n_items, backend), best["neighbours"], backend)
         model = PersonalModel("knn", knn_weights(idx, val, best["neighbours"], backend), None, int(best["neighbours"]))
     selection["fit_seconds"] = round(time.perf_counter() - t1, 3)
     model.selection = selection
@@ -237,8 +252,11 @@ def _kinds(config: RecommendConfig, n_items: int, on_gpu: bool) -> tuple[str, ..
 
 
 def _select(table: EventTable, user: Any, item: Any, n_users: int, n_items: int, kinds: tuple[str, ...],
-            backend: Backend, config: RecommendConfig, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Every contender's inner-split HR@10 / NDCG@10 (best first is not implied: grid order)."""
+            backend: Backend, config: RecommendConfig, seed: int
+            ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Every contender's inner-split HR@10 / NDCG@10 (best first is not implied: grid order), and what
+    the whole log's model can reuse of the split's work: its Gram ("gram") and neighbours ("knn"), each
+    the split's plus the held-out pairs, so that the final fit makes no second pass over the log."""
     xp = backend.xp
     grid = [{"kind": "ease", "lambda": float(lam)} for lam in config.lambdas] if "ease" in kinds else []
     grid += [{"kind": "knn", "neighbours": int(n)} for n in config.neighbours] if "knn" in kinds else []
@@ -246,15 +264,19 @@ def _select(table: EventTable, user: Any, item: Any, n_users: int, n_items: int,
     test_users, targets = held_out(user, item, time_, backend.asarray(table.weight), n_items, seed, xp)
     if len(grid) == 1 or len(test_users) == 0:
         how = "only one contender" if len(grid) == 1 else "no user has two distinct items: first of the grid"
-        return grid[:1], {"how": how, "users": 0, "contenders": grid[:1]}
+        return grid[:1], {"how": how, "users": 0, "contenders": grid[:1]}, {}
     if len(test_users) > config.tune_personal_users:
         pick = np.sort(np.random.default_rng(seed).choice(len(test_users), config.tune_personal_users, replace=False))
         test_users, targets = test_users[xp.asarray(pick)], targets[xp.asarray(pick)]
     train = training_rows(user, item, test_users, targets, n_items, xp)
     x = binary_matrix(user[train], item[train], n_users, n_items, backend)
+    added = binary_matrix(test_users, targets, n_users, n_items, backend)  # x + added: the whole log's matrix
     seen = x[test_users]
+    whole: dict[str, Any] = {}
+    g = knn = None
     g = gram(x) if "ease" in kinds else None
-    knn = knn_neighbours(x, max(config.neighbours), backend) if "knn" in kinds else None
+    if "knn" in kinds:
+        knn, whole["knn"] = knn_neighbours(x, max(config.neighbours), backend, added=added)
     for c in grid:
         t0 = time.perf_counter()
         if c["kind"] == "ease":
@@ -264,9 +286,14 @@ def _select(table: EventTable, user: Any, item: Any, n_users: int, n_items: int,
         ranks = target_ranks(model, seen, targets, TUNE_TOP_K, backend)
         c.update({**metrics(ranks, (TUNE_TOP_K,)), "seconds": round(time.perf_counter() - t0, 3)})
         del model
+    if g is not None:  # the whole log's Gram, in place: XᵀX of x + added is XᵀX plus a sparse correction
+        d = (added.T @ x).tocsr()
+        correction = (d + d.T + added.T @ added).tocoo()
+        g[correction.row, correction.col] += correction.data
+        whole["gram"] = g
     return grid, {"how": f"inner leave-last-out HR@{TUNE_TOP_K} on the fitted users (split seed {seed}); each "
                          "contender fitted without the held-out items", "users": int(len(targets)),
-                  "contenders": grid}
+                  "contenders": grid}, whole
 
 
 # --- recommending -------------------------------------------------------------------------------

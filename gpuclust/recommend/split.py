@@ -22,7 +22,7 @@ import numpy as np
 from gpuclust import schema
 from gpuclust.errors import UsageError
 from gpuclust.frames import local_values, local_xp
-from gpuclust.segments import run_starts
+from gpuclust.segments import offsets_of, segment_first, segment_last, stable_order
 
 
 @dataclass
@@ -56,22 +56,38 @@ def eligible_users(events: Any) -> Any:
 
 def held_out(user: Any, item: Any, time: Any, weight: Any, n_items: int, seed: int, xp: Any) -> tuple[Any, Any]:
     """The rules of the module note on arrays, in any row order: (user_idx, item_idx) held out per eligible
-    user, ascending by user. Runs where the arrays are (NumPy or CuPy)."""
+    user, ascending by user. Runs where the arrays are (NumPy or CuPy).
+
+    On rows sorted by (user, time), as the event table keeps them, it is a few passes over the rows: a
+    user is eligible where some item differs from its first one, and only the rows at its latest time
+    are ranked (by weight, then the seeded hash). Other orders are sorted once first."""
     if len(user) == 0:
         return user.astype(xp.int64), item.astype(xp.int64)
-    u, i = user.astype(xp.int64), item.astype(xp.int64)
-    pairs = xp.sort(u * int(n_items) + i)
-    distinct = xp.bincount(pairs[run_starts(pairs, xp=xp)] // int(n_items), minlength=int(u.max()) + 1)
-    rows = xp.nonzero(distinct[u] >= 2)[0]
+    u, i, t = user.astype(xp.int64), item.astype(xp.int64), time.astype(xp.int64)
+    if not _sorted_by_user_time(u, t, xp):
+        order = stable_order(u, t, xp)
+        u, i, t, weight = u[order], i[order], t[order], weight[order]
+    n = int(u[-1]) + 1
+    offsets = offsets_of(u, n, xp)
+    first_item = segment_first(i, offsets, -1, xp)
+    eligible = xp.bincount(u, weights=(i != first_item[u]).astype(xp.float64), minlength=n) > 0
+    rows = xp.nonzero(eligible[u] & (t == segment_last(t, offsets, 0, xp)[u]))[0]
     u, i = u[rows], i[rows]
     # Non-negative float32 weights sort as their bits do; -0.0 is 0.0 first. One int64 key array: CuPy's
     # lexsort takes a single stacked array.
     w = (weight[rows].astype(xp.float32) + xp.float32(0.0)).view(xp.int32).astype(xp.int64)
-    order = xp.lexsort(xp.stack([seeded_hash(u, i, seed, xp), w, time[rows].astype(xp.int64), u]))
+    order = xp.lexsort(xp.stack([seeded_hash(u, i, seed, xp), w, u]))
     u, i = u[order], i[order]
     last = xp.ones(len(u), dtype=bool)
     last[:-1] = u[1:] != u[:-1]
     return u[last], i[last]
+
+
+def _sorted_by_user_time(u: Any, t: Any, xp: Any) -> bool:
+    if len(u) < 2:
+        return True
+    du = u[1:] - u[:-1]
+    return bool(((du > 0) | ((du == 0) & (t[1:] >= t[:-1]))).all())
 
 
 def training_rows(user: Any, item: Any, test_user: Any, test_item: Any, n_items: int, xp: Any) -> Any:
