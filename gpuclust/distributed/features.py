@@ -27,7 +27,7 @@ from gpuclust.errors import UsageError
 from gpuclust.features.behaviour import behaviour_statistics
 from gpuclust.features.fuse import Fuser
 from gpuclust.features.normalise import QUANTILES, Normaliser, _scale, signed_log1p
-from gpuclust.features.tfidf import category_names, tfidf, user_vocabulary_counts
+from gpuclust.features.tfidf import category_names, smooth_idf, tfidf, user_vocabulary_counts
 
 # Users whose statistics fit quantile normalisation when it is chosen (the single-process path uses all).
 QUANTILE_SAMPLE = 1_000_000
@@ -160,7 +160,7 @@ def fit_tfidf(featurizer: Any, parts: Blocks, g: Any, catalogue: Any, device: st
             continue
         names = category_names(catalogue) if vocab == "category" else None
         df = parts.total(part_tfidf, g=g, device=device, vocab=vocab, names=names)
-        idf = (np.log((1.0 + n_users) / (1.0 + df.astype(np.float32))) + 1.0).astype(np.float32)
+        idf = smooth_idf(df, n_users, np)
         n_terms = int(df.shape[0])
         if n_terms <= featurizer.n_components:
             components, explained = None, 1.0

@@ -15,7 +15,7 @@ import numpy as np
 
 from gpuclust.backend import to_host
 from gpuclust.distributed.blocks import Blocks
-from gpuclust.features.svd import cholesky_factor, orthonormalise
+from gpuclust.features.svd import cholesky_factor, component_signs, orthonormalise
 
 
 def _times(block, right):
@@ -80,7 +80,5 @@ def block_randomized_svd(x: Blocks, n_cols: int, k: int, seed: int = 0, oversamp
     b = x.total(_transposed_times, q).T
     _, s, vt = np.linalg.svd(b, full_matrices=False)
     vt = vt[:k]
-    biggest = np.argmax(np.abs(vt), axis=1)  # the sign convention of features.svd._flip_signs
-    signs = np.sign(vt[np.arange(vt.shape[0]), biggest])
-    vt = vt * np.where(signs == 0, 1, signs)[:, None]
+    vt = vt * component_signs(vt, np)[:, None]
     return s[:k], vt.astype(np.float32), x.total(_square_sum)

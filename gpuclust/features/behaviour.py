@@ -6,6 +6,7 @@ a GPU (with or without cuDF), NumPy on the CPU.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,10 +54,20 @@ def behaviour_statistics(data: PreparedData, backend: Backend, session_gap_minut
     return data.cache[key]
 
 
-def _statistics(data: PreparedData, backend: Backend, session_gap_minutes: float):
-    """Segment reductions over the event table (sorted by user, then time), on the device it lives on."""
-    t: EventTable = data.table
-    xp, n = t.xp, data.n_users
+def _statistics(data: PreparedData, backend: Backend, session_gap_minutes: float) -> UserStatistics:
+    return table_statistics(data.table, data.n_users, data.n_items, _ns(data.reference_time), data.event_types,
+                            session_gap_minutes)
+
+
+def table_statistics(t: EventTable, n_users: int, n_items: int, reference_ns: Any, types: Sequence[str],
+                     session_gap_minutes: float, purchases_per_session: Any = True) -> UserStatistics:
+    """Segment reductions over an event table (sorted by user, then time), on the device it lives on.
+
+    `types`: the event types with a share column (those of the log); purchases per session is a column
+    where purchase and another type are among them. `reference_ns` (recency is measured from it) and
+    `purchases_per_session` (0 where False) may be one value or one per user: the service places several
+    requests at once, each with its own latest event and its own types."""
+    xp, n = t.xp, n_users
     users, offsets = t.user, t.offsets
     first = segment_first(t.time, offsets, 0, xp)
     last = segment_last(t.time, offsets, 0, xp)
@@ -67,23 +78,23 @@ def _statistics(data: PreparedData, backend: Backend, session_gap_minutes: float
     events = segment_sum(None, users, n, xp)
     sessions = segment_sum(new_session, users, n, xp)
     columns = {
-        "recency_days": (_ns(data.reference_time) - last) / NS_PER_DAY,
+        "recency_days": (reference_ns - last) / NS_PER_DAY,
         "span_days": (last - first) / NS_PER_DAY,
         "events": events,
         "sessions": sessions,
         "events_per_session": events / sessions,
         "active_days": segment_sum(run_starts(users, day, xp=xp), users, n, xp),
-        "distinct_items": distinct_per_segment(users, t.item, n, data.n_items, xp).astype(xp.float64),
+        "distinct_items": distinct_per_segment(users, t.item, n, n_items, xp).astype(xp.float64),
         "monetary": segment_sum(t.value, users, n, xp),
     }
-    types = list(dict.fromkeys(data.event_types))
+    types = list(dict.fromkeys(types))
     n_types = len(t.event_names)  # one bincount for every type's count per user
     per_type = xp.bincount(users.astype(xp.int64) * n_types + t.event, minlength=n * n_types).reshape(n, n_types)
     counts = {name: per_type[:, t.event_names.index(name)].astype(xp.float64) for name in types}
     for name in types:
         columns[f"share_{name}"] = counts[name] / events
     if "purchase" in types and len(types) > 1:
-        columns["purchases_per_session"] = counts["purchase"] / sessions
+        columns["purchases_per_session"] = xp.where(purchases_per_session, counts["purchase"] / sessions, 0.0)
     # Sums are float64; one beyond float32 (many purchases near 3.4e38) is held at float32's largest value,
     # as the service holds it, rather than becoming infinite.
     top = float(np.finfo(np.float32).max)
@@ -116,11 +127,14 @@ class BehaviourFeaturizer:
 
     def transform(self, data: PreparedData, backend: Backend):
         """New users on the fitted scale; event types unseen at fit time are ignored."""
-        raw = behaviour_statistics(data, backend, self.session_gap_minutes)
+        return self.transform_statistics(behaviour_statistics(data, backend, self.session_gap_minutes), backend)
+
+    def transform_statistics(self, raw: UserStatistics, backend: Backend):
+        """`transform` from the raw statistics: the fitted columns (0 for a type the users lack), normalised."""
         xp = array_module(raw.values)
-        zeros = xp.zeros(raw.values.shape[0], dtype=xp.float32)  # event types unseen at fit time count 0
+        zeros = xp.zeros(raw.values.shape[0], dtype=xp.float32)
         x = xp.stack([raw.column(name) if name in raw.names else zeros for name in self.names_], axis=1)
-        return self.normaliser_.transform(x, backend.xp)
+        return self.normaliser_.transform(backend.asarray(x), backend.xp)
 
     def state(self) -> tuple[dict, dict]:
         meta = {"normalise": self.normalise, "session_gap_minutes": self.session_gap_minutes, "names": self.names_}

@@ -78,7 +78,12 @@ def cholesky_factor(gram, xp, rtol: float = 1e-8):
 
 def _flip_signs(u, vt, xp):
     """Make each component's largest loading positive, so results do not flip between runs."""
+    signs = component_signs(vt, xp)
+    return u * signs, vt * signs[:, None]
+
+
+def component_signs(vt, xp):
+    """+1 or -1 per row of `vt`: the sign of its largest loading (the Dask block SVD flips by it too)."""
     biggest = xp.argmax(xp.abs(vt), axis=1)
     signs = xp.sign(vt[xp.arange(vt.shape[0]), biggest])
-    signs = xp.where(signs == 0, 1, signs).astype(vt.dtype)
-    return u * signs, vt * signs[:, None]
+    return xp.where(signs == 0, 1, signs).astype(vt.dtype)

@@ -31,11 +31,14 @@ def tfidf(counts, backend: Backend, idf=None):
     x.sum_duplicates()
     x.data = xp.log1p(x.data).astype(np.float32)
     if idf is None:
-        n_rows, n_cols = x.shape
-        df = xp.bincount(x.indices, minlength=n_cols).astype(np.float32)
-        idf = (xp.log((1.0 + n_rows) / (1.0 + df)) + 1.0).astype(np.float32)
+        idf = smooth_idf(xp.bincount(x.indices, minlength=x.shape[1]), x.shape[0], xp)
     x.data *= idf[x.indices]
     return l2_rows_sparse(x, xp), idf
+
+
+def smooth_idf(document_frequency, n_documents: int, xp):
+    """scikit-learn's smooth IDF, log((1 + n) / (1 + df)) + 1, float32: from one matrix or summed partitions."""
+    return (xp.log((1.0 + n_documents) / (1.0 + document_frequency.astype(np.float32))) + 1.0).astype(np.float32)
 
 
 def l2_rows_sparse(x, xp):
@@ -75,11 +78,16 @@ def category_names(data: PreparedData) -> list[str]:
 def category_codes(data: PreparedData, backend: Backend, names: list[str] | None = None):
     """Per item_idx, the index of its category in `names` (-1 where unknown), and len(names)."""
     names = category_names(data) if names is None else names
+    return catalogue_category_codes(data.items, names, backend), len(names)
+
+
+def catalogue_category_codes(items, names: list[str], backend: Backend):
+    """Per item_idx of a catalogue frame (item_idx, category), the index of its category in `names`,
+    -1 where it has none or one not in `names`: for the fit, `transform` and the service alike."""
     table = backend.frame.DataFrame({schema.CATEGORY: names, "_code": np.arange(len(names), dtype=np.int32)})
-    items = data.items[[schema.ITEM_IDX, schema.CATEGORY]].astype({schema.CATEGORY: "str"})
+    items = items[[schema.ITEM_IDX, schema.CATEGORY]].astype({schema.CATEGORY: "str"})
     coded = items.merge(table, on=schema.CATEGORY, how="left").sort_values(schema.ITEM_IDX)
-    codes = column_array(coded["_code"].fillna(-1), backend, np.int32)
-    return codes, len(names)
+    return column_array(coded["_code"].fillna(-1), backend, np.int32)
 
 
 class TfidfFeaturizer:
@@ -125,11 +133,16 @@ class TfidfFeaturizer:
 
     def transform(self, data: PreparedData, backend: Backend):
         """New users through the fitted IDF and SVD components (item indices follow the model's)."""
+        return self.transform_counts({vocab: user_vocabulary_counts(data, backend, vocab, fitted["categories"])
+                                      for vocab, fitted in self.fitted_.items()}, backend)
+
+    def transform_counts(self, counts: dict, backend: Backend):
+        """`transform` from each fitted vocabulary's users x terms weighted counts (the service builds
+        them from a request's arrays)."""
         xp = backend.xp
         blocks = []
         for vocab, fitted in self.fitted_.items():
-            counts = user_vocabulary_counts(data, backend, vocab, fitted["categories"])
-            x, _ = tfidf(counts, backend, fitted["idf"])
+            x, _ = tfidf(counts[vocab], backend, fitted["idf"])
             reduced = x.toarray() if fitted["components"] is None else x @ fitted["components"].T
             blocks.append(l2_rows(xp.asarray(reduced, dtype=np.float32), xp))
         return xp.concatenate(blocks, axis=1)

@@ -4,10 +4,10 @@ A request of one user through `predict` spends milliseconds in pandas (cleaning 
 merges) to produce a handful of numbers. `FastAssigner` does the same steps with the same rules on
 NumPy/SciPy arrays: predict's preprocessing (known event types, exact duplicates, the minimum events
 per user, items of the model's vocabulary, the reference time of the request's latest event), then
-the fitted featurisers' arithmetic (behaviour statistics and their normaliser, TF-IDF with the fitted
-IDF and SVD components, text pooling of the fitted item vectors), the fuser, the reducer, the nearest
-centre and the anomaly score, reusing the library's own functions from the sparse matrix on. The
-dense steps run on the model's backend (CuPy on a GPU when the model was loaded there).
+the fitted featurisers' own code on the batch's arrays (the behaviour statistics of its event table,
+`features.behaviour.table_statistics`; TF-IDF from its sparse counts, `TfidfFeaturizer.transform_counts`;
+text pooling of the fitted item vectors), the fuser, the reducer, the nearest centre and the anomaly
+score. The dense steps run on the model's backend (CuPy on a GPU when the model was loaded there).
 
 Several requests are placed in one pass (`place`); each keeps its own reference time and its own
 event-type rule, so a user's result never depends on who else was in the batch: it is what `predict`
@@ -23,22 +23,23 @@ from typing import Any
 import numpy as np
 
 from gpuclust import schema
-from gpuclust.backend import Backend, to_host
+from gpuclust.backend import Backend, cpu_backend, to_host
 from gpuclust.cluster.outcome import nearest_centres
-from gpuclust.features.text.pooling import NS_PER_DAY, decay_weights, pool_users
-from gpuclust.features.tfidf import l2_rows, tfidf
+from gpuclust.features.behaviour import table_statistics
+from gpuclust.features.text.pooling import decay_weights, pool_users
+from gpuclust.features.tfidf import catalogue_category_codes
 from gpuclust.frames import host_frame
+from gpuclust.preprocess.table import EventTable
 from gpuclust.privacy import Pseudonymiser, canonical_id
 from gpuclust.quality.anomaly import scores_against
 from gpuclust.quality.drift import DriftCounts
+from gpuclust.segments import offsets_of, stable_order
 from gpuclust.serve.events import EventColumns
 
 NO_KNOWN_TYPE = "no event of a type the model knows"
 NO_KNOWN_ITEM = "no event on an item the model knows"
-_DAY_OFFSET = 1 << 20  # days since 1970 shifted positive, for (user, day) keys
 MAX_MIN_USER_EVENTS = 1_000_000  # far above any request's events (--max-events is 200,000 by default)
 MAX_SESSION_GAP_MINUTES = 100 * 366 * 24 * 60  # a gap in ns must stay well inside int64
-F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -87,7 +88,7 @@ class FastAssigner:
         self.type_weight = np.asarray(list(cfg.event_weights.values()), dtype=np.float32)
         self.purchase = self.type_code.get("purchase", -1)
         self.drop_duplicates = cfg.drop_duplicates
-        self.min_user_events, self.gap_ns = _checked_preprocess(cfg)
+        self.min_user_events, self.gap_minutes = _checked_preprocess(cfg)
         vocab = host_frame(estimator.vocabulary_)
         self.vocabulary = vocab
         self.n_items = len(vocab)
@@ -108,16 +109,11 @@ class FastAssigner:
         return None
 
     def _category_codes(self, vocab) -> dict[str, np.ndarray]:
-        out = {}
-        for f in self.est.featurizers_:
-            fitted = getattr(f, "fitted_", {}).get("category") if type(f).__name__ == "TfidfFeaturizer" else None
-            if fitted is None or schema.CATEGORY not in vocab.columns:
-                continue
-            names = {n: i for i, n in enumerate(fitted["categories"])}
-            cats = vocab[schema.CATEGORY]
-            out[f.name] = np.asarray([names.get(str(c), -1) if c is not None and c == c else -1 for c in cats],
-                                     dtype=np.int64)
-        return out
+        host = cpu_backend()  # the codes index host arrays of a request
+        return {f.name: catalogue_category_codes(vocab, f.fitted_["category"]["categories"], host).astype(np.int64)
+                for f in self.est.featurizers_
+                if type(f).__name__ == "TfidfFeaturizer" and "category" in getattr(f, "fitted_", {})
+                and schema.CATEGORY in vocab.columns}
 
     # --- one request: predict's preprocessing ------------------------------------------------------
 
@@ -194,8 +190,7 @@ class FastAssigner:
         for f in self.est.featurizers_:
             kind = type(f).__name__
             if kind == "BehaviourFeaturizer":
-                raw = self._behaviour(f, total, user, cols, ref, pps)
-                blocks[f.name] = f.normaliser_.transform(backend.asarray(raw), xp)
+                blocks[f.name] = self._behaviour(f, total, user, cols, ref, pps)
             elif kind == "TfidfFeaturizer":
                 blocks[f.name] = self._tfidf(f, total, user, cols)
             else:
@@ -210,42 +205,19 @@ class FastAssigner:
                 for o, s in zip(offsets, sizes, strict=True)]
 
     def _behaviour(self, f: Any, n_users: int, user: np.ndarray, cols: dict[str, np.ndarray], ref: np.ndarray,
-                   pps: np.ndarray) -> np.ndarray:
-        """features.behaviour's statistics by sorting and reduceat instead of a frame group-by."""
-        order = np.lexsort((cols["ts"], user))
-        u, ts, item, etype = user[order], cols["ts"][order], cols["item"][order], cols["etype"][order]
-        value = cols["value"][order]
-        new_user = np.r_[True, u[1:] != u[:-1]]
-        starts = np.flatnonzero(new_user)
-        ends = np.r_[starts[1:], u.shape[0]]
-        first, last = ts[starts], ts[ends - 1]
-        new_session = new_user | np.r_[True, (ts[1:] - ts[:-1]) > self.gap_ns]
-        events = (ends - starts).astype(np.float32)
-        sessions = np.add.reduceat(new_session.astype(np.int64), starts).astype(np.float32)
-        pairs = np.unique(u * max(self.n_items, 1) + item)
-        days = np.unique(u * (2 * _DAY_OFFSET) + (np.floor_divide(ts, NS_PER_DAY) + _DAY_OFFSET))
-        stats = {
-            "recency_days": (ref - last) / NS_PER_DAY,
-            "span_days": (last - first) / NS_PER_DAY,
-            "events": events,
-            "sessions": sessions,
-            "events_per_session": events / sessions,
-            "active_days": np.bincount(days // (2 * _DAY_OFFSET), minlength=n_users).astype(np.float32),
-            "distinct_items": np.bincount(pairs // max(self.n_items, 1), minlength=n_users).astype(np.float32),
-            # Summed in float64 and kept within float32: two purchases of 3.4e38 are large, not infinite.
-            "monetary": np.clip(np.add.reduceat(value.astype(np.float64), starts), -F32_MAX, F32_MAX
-                                ).astype(np.float32),
-        }
-        for code, name in enumerate(self.types):
-            n_t = np.bincount(u, weights=(etype == code), minlength=n_users).astype(np.float32)
-            stats[f"share_{name}"] = n_t / events
-            if code == self.purchase:
-                stats["purchases_per_session"] = np.where(pps, n_t / sessions, np.float32(0.0))
-        return np.stack([np.asarray(stats[name], dtype=np.float32) for name in f.names_], axis=1)
+                   pps: np.ndarray) -> Any:
+        """features.behaviour's statistics of the batch's event table (on the host: requests are small),
+        each user measured from its own request's latest event and with its request's types."""
+        order = stable_order(user, cols["ts"], np)
+        u = user[order]
+        table = EventTable(u.astype(np.int32), cols["item"][order].astype(np.int32), cols["etype"][order].astype(np.int8),
+                           cols["ts"][order], cols["value"][order], cols["weight"][order], offsets_of(u, n_users, np),
+                           tuple(self.types), np)
+        raw = table_statistics(table, n_users, self.n_items, ref, self.types, self.gap_minutes, pps)
+        return f.transform_statistics(raw, self.backend)
 
     def _tfidf(self, f: Any, n_users: int, user: np.ndarray, cols: dict[str, np.ndarray]):
-        backend, xp = self.backend, self.backend.xp
-        blocks = []
+        counts = {}
         for vocab, fitted in f.fitted_.items():
             rows, columns, weights = user, cols["item"], cols["weight"]
             n_cols = self.n_items
@@ -254,11 +226,8 @@ class FastAssigner:
                 keep = columns >= 0
                 rows, columns, weights = rows[keep], columns[keep], weights[keep]
                 n_cols = len(fitted["categories"])
-            counts = _coo(backend, weights, rows, columns, (n_users, n_cols))
-            x, _ = tfidf(counts, backend, fitted["idf"])
-            reduced = x.toarray() if fitted["components"] is None else x @ fitted["components"].T
-            blocks.append(l2_rows(xp.asarray(reduced, dtype=np.float32), xp))
-        return xp.concatenate(blocks, axis=1)
+            counts[vocab] = _coo(self.backend, weights, rows, columns, (n_users, n_cols))
+        return f.transform_counts(counts, self.backend)
 
     def _text(self, f: Any, n_users: int, user: np.ndarray, cols: dict[str, np.ndarray], ref: np.ndarray):
         backend = self.backend
@@ -295,8 +264,8 @@ class FastAssigner:
         return Placement(pick("cluster", np.int32), pick("distance", np.float32), pick("anomaly_score", np.float32))
 
 
-def _checked_preprocess(cfg: Any) -> tuple[int, int]:
-    """The model's minimum events per user and session gap (ns), refused when a saved model carries
+def _checked_preprocess(cfg: Any) -> tuple[int, float]:
+    """The model's minimum events per user and session gap (minutes), refused when a saved model carries
     values no config would pass (a model edited and its checksums recomputed): a reload must refuse
     it, not fail on the first request or allocate for 1e11 made-up events."""
     from gpuclust.errors import UsageError
@@ -309,7 +278,7 @@ def _checked_preprocess(cfg: Any) -> tuple[int, int]:
     if isinstance(gap, bool) or not isinstance(gap, int | float) or not 0 < gap <= MAX_SESSION_GAP_MINUTES:
         raise UsageError(f"the model's session_gap_minutes must be above 0 and at most {MAX_SESSION_GAP_MINUTES:,}"
                          f" (100 years), got {str(gap)[:40]}")
-    return int(minimum), int(gap * 60) * 10**9
+    return int(minimum), gap
 
 
 def _canonical(values: list[Any]) -> list[str]:
