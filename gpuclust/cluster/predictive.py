@@ -28,22 +28,25 @@ and decoder on top of it: the same separation DEC's two phases have, minus the e
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpuclust import schema
 from gpuclust.backend import Backend, from_torch, to_host, to_torch
 from gpuclust.cluster.outcome import check_k, nearest_centres
 from gpuclust.errors import UsageError
-from gpuclust.frames import column_array
-
-if TYPE_CHECKING:
-    from gpuclust.recommend.split import Holdout
 
 SMOOTHING = 0.1  # added to each cluster's item counts before the log (decoder start)
 HARD_SHARE = 1 / 3  # the last third of the epochs trains on hard assignments
 BATCH_USERS = 8192
+
+
+class _History(NamedTuple):
+    """Leave-last-out on the event table: the training part (prepared data) and one target per user."""
+
+    train: Any
+    test_user: Any
+    test_item: Any
 
 
 class PredictiveClusters:
@@ -78,12 +81,12 @@ class PredictiveClusters:
             split, x_hist = self._history(data, measure, x)
             full = to_torch(xp.ascontiguousarray(x, dtype=xp.float32)).to(device)
             past = to_torch(xp.ascontiguousarray(x_hist, dtype=xp.float32)).to(device)
-            users = to_torch(column_array(split.test[schema.USER_IDX], backend).astype(xp.int64)).to(device)
-            targets = to_torch(column_array(split.test[schema.ITEM_IDX], backend).astype(xp.int64)).to(device)
+            users = to_torch(backend.asarray(split.test_user).astype(xp.int64)).to(device)
+            targets = to_torch(backend.asarray(split.test_item).astype(xp.int64)).to(device)
 
             start = TorchKMeans(k, n_init=3, random_state=self.random_state, device=device).fit(full)
             prototypes = torch.nn.Parameter(start.cluster_centers_.clone().float())
-            decoder = torch.nn.Parameter(self._decoder_start(split.train, start.labels_, k, data.n_items, backend))
+            decoder = torch.nn.Parameter(self._decoder_start(split.train.table, start.labels_, k, data.n_items, backend))
             spread = float(start.inertia_) / max(int(x.shape[0]), 1)
             log_temperature = torch.nn.Parameter(torch.tensor(np.log(max(spread, 1e-6)), device=device))
             optimiser = torch.optim.Adam([prototypes, decoder, log_temperature], lr=self.learning_rate)
@@ -127,16 +130,15 @@ class PredictiveClusters:
                       "seconds": round(time.perf_counter() - started, 4)}
         return self
 
-    def _history(self, data: Any, measure: Any, x: Any) -> tuple[Holdout, Any]:
+    def _history(self, data: Any, measure: Any, x: Any) -> tuple[_History, Any]:
         """The leave-last-out split and the users measured on their history, computed once per prepared
         log and measure (a k sweep fits this clusterer once per k; none of this depends on k)."""
-        from gpuclust.recommend.split import leave_last_out
+        from gpuclust.recommend.split import split_table
 
         key = ("predictive_history", self.random_state, id(measure))
         if key not in data.cache:
-            split = leave_last_out(data.events, data.n_items, self.random_state)
-            history = data.with_events(split.train)
-            data.cache[key] = (split, measure(history) if measure is not None else None, measure)
+            split = _History(*split_table(data, self.random_state))
+            data.cache[key] = (split, measure(split.train) if measure is not None else None, measure)
         split, x_hist, _ = data.cache[key]  # the measure is kept so that its id is not reused
         return split, x if x_hist is None else x_hist
 
@@ -145,11 +147,9 @@ class PredictiveClusters:
         """log item shares of the starting clusters (weighted events of their members), smoothed."""
         import torch
 
-        xp = backend.xp
         device = labels.device
-        users = to_torch(column_array(train[schema.USER_IDX], backend).astype(xp.int64)).to(device)
-        items = to_torch(column_array(train[schema.ITEM_IDX], backend).astype(xp.int64)).to(device)
-        weight = to_torch(column_array(train[schema.WEIGHT], backend).astype(xp.float32)).to(device)
+        users, items, weight = (to_torch(backend.asarray(a)).to(device) for a in (train.user, train.item, train.weight))
+        users, items, weight = users.long(), items.long(), weight.float()
         counts: torch.Tensor = torch.zeros(k * n_items, device=device)
         counts.index_add_(0, labels.long()[users] * n_items + items, weight)
         counts = counts.view(k, n_items) + SMOOTHING

@@ -95,6 +95,12 @@ class PreparedData:
                             self.steps, self.text_columns, self.event_types, event_names=self._event_names,
                             xp=self._xp)
 
+    def with_table(self, table: Any) -> PreparedData:
+        """`with_events` for an event table of the same users and items (a holdout's training rows)."""
+        return PreparedData(None, self.users, self.items, self.n_users, self.n_items, self.reference_time,
+                            self.steps, self.text_columns, self.event_types, table=table,
+                            event_names=self._event_names, xp=self._xp)
+
     def __len__(self) -> int:
         return len(self._table) if self._table is not None else len(self._events)
 

@@ -38,6 +38,12 @@ class EventTable:
     def n_users(self) -> int:
         return int(self.offsets.shape[0]) - 1
 
+    def subset(self, keep: Any) -> EventTable:
+        """The rows where `keep` (a boolean mask) is true, in the same order: still sorted, new offsets."""
+        user = self.user[keep]
+        return EventTable(user, self.item[keep], self.event[keep], self.time[keep], self.value[keep],
+                          self.weight[keep], offsets_of(user, self.n_users, self.xp), self.event_names, self.xp)
+
     @classmethod
     def from_frame(cls, events: Any, n_users: int, event_names: tuple[str, ...], xp: ModuleType) -> EventTable:
         """The table of a prepared frame (user_idx, item_idx, event_type, timestamp, value, weight), for

@@ -16,15 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust import schema
 from gpuclust.backend import Backend
 from gpuclust.cluster.sweep import KSweep
 from gpuclust.errors import UsageError
-from gpuclust.frames import column_array
 from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.protocols import fit_clusterer
 from gpuclust.recommend.scoring import metrics_with_errors, popularity, rank_targets, seen_matrix
-from gpuclust.recommend.split import leave_last_out
+from gpuclust.recommend.split import split_table
 
 TOP_K = 10
 RULE = ("highest validation HR@10 of cluster popularity (each user's last item held out, the pipeline fitted on "
@@ -42,20 +40,18 @@ def recommend_sweep(data: PreparedData, backend: Backend, k_values: Sequence[int
     if not ks:
         raise UsageError("the k range is empty: give --k auto, 8, 4-16 or 4:16:2")
     xp = backend.xp
-    split = leave_last_out(data.events, data.n_items, seed)
-    train = data.with_events(split.train)
+    train, users, targets = split_table(data, seed)
     started = time.perf_counter()
     x, measure = featurize(train)
     feature_seconds = time.perf_counter() - started
-    users = column_array(split.test[schema.USER_IDX], backend).astype(xp.int64)
-    targets = column_array(split.test[schema.ITEM_IDX], backend).astype(xp.int64)
-    seen = seen_matrix(split.train, users, data.n_users, data.n_items, backend)
+    users, targets = backend.asarray(users).astype(xp.int64), backend.asarray(targets).astype(xp.int64)
+    seen = seen_matrix(train.table, users, data.n_users, data.n_items, backend)
     curve = []
     for k in ks:
         t0 = time.perf_counter()
         model = fit_clusterer(make_clusterer(k), x, backend, train, measure)
         labels = backend.asarray(model.labels_).astype(xp.int64)
-        pop = popularity(split.train, labels, data.n_items, backend)
+        pop = popularity(train.table, labels, data.n_items, backend)
         own = labels[users]
         rows = xp.where(own >= 0, own, pop.k)
         ranks = rank_targets(pop, rows, targets, seen, 1.0, TOP_K, backend)

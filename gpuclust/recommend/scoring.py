@@ -12,6 +12,7 @@ import numpy as np
 from gpuclust import schema
 from gpuclust.backend import Backend, to_host
 from gpuclust.frames import column_array
+from gpuclust.preprocess.table import EventTable
 from gpuclust.recommend.popularity import shares, weighted_counts
 
 BATCH_CELLS = 1 << 25  # batch x items scores per step: 128 MiB of float32
@@ -31,12 +32,23 @@ class Popularity:
 
 # --- the pieces -----------------------------------------------------------------------------
 
+def training_columns(train: Any, backend: Backend) -> tuple[Any, Any, Any]:
+    """(user_idx int64, item_idx int64, weight float64) of training events: an event table's arrays, or a
+    prepared frame's columns (`evaluate` and `compare` split frames the estimator is fitted on)."""
+    xp = backend.xp
+    if isinstance(train, EventTable):
+        user, item, weight = train.user, train.item, train.weight
+    else:
+        user, item = column_array(train[schema.USER_IDX], backend), column_array(train[schema.ITEM_IDX], backend)
+        weight = column_array(train[schema.WEIGHT], backend, np.float64)
+    return (backend.asarray(user).astype(xp.int64), backend.asarray(item).astype(xp.int64),
+            backend.asarray(weight).astype(xp.float64))
+
+
 def popularity(train: Any, clusters: Any, n_items: int, backend: Backend) -> Popularity:
     """Weighted item shares per cluster and overall, as one dense (k + 1) x items table."""
     xp = backend.xp
-    users = column_array(train[schema.USER_IDX], backend).astype(xp.int64)
-    item = column_array(train[schema.ITEM_IDX], backend).astype(xp.int64)
-    weight = column_array(train[schema.WEIGHT], backend, np.float64)
+    users, item, weight = training_columns(train, backend)
     k = max(int(to_host(clusters.max())) + 1 if len(clusters) else 0, 0)
     return Popularity(shares(weighted_counts(users, item, weight, clusters, k, n_items, xp), xp), k)
 
@@ -46,8 +58,8 @@ def seen_matrix(train: Any, users: Any, n_users: int, n_items: int, backend: Bac
     xp = backend.xp
     position = xp.full(n_users, -1, dtype=xp.int64)
     position[users] = xp.arange(len(users), dtype=xp.int64)
-    row = position[column_array(train[schema.USER_IDX], backend).astype(xp.int64)]
-    col = column_array(train[schema.ITEM_IDX], backend).astype(xp.int64)
+    train_user, col, _ = training_columns(train, backend)
+    row = position[train_user]
     keep = row >= 0
     row, col = row[keep], col[keep]
     matrix = backend.sparse.coo_matrix((xp.ones(len(row), dtype=xp.float32), (row, col)), shape=(len(users), n_items))

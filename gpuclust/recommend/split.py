@@ -113,5 +113,16 @@ def leave_last_out(events: Any, n_items: int, seed: int = 0) -> Holdout:
     return Holdout(train=train, test=test, n_eligible=len(test_user))
 
 
+def split_table(data: Any, seed: int = 0) -> tuple[Any, Any, Any]:
+    """Leave-last-out on prepared data's event table, where it lives: (the training part as prepared
+    data, test user_idx, test item_idx), one test row per eligible user, ascending by user."""
+    t = data.table
+    test_user, test_item = held_out(t.user, t.item, t.time, t.weight, data.n_items, seed, t.xp)
+    if len(test_user) == 0:
+        raise UsageError(NO_ELIGIBLE)
+    keep = training_rows(t.user, t.item, test_user, test_item, data.n_items, t.xp)
+    return data.with_table(t.subset(keep)), test_user, test_item
+
+
 NO_ELIGIBLE = ("no user has 2 or more distinct items, so none can have one held out (leave-last-out, which "
                "evaluate, --objective recommend and --algorithm predictive need); give a longer event log")
