@@ -86,3 +86,22 @@ def test_cudf_in_cudf_out(synthetic):
     p = UserClusterer(config=config).fit(cudf.from_pandas(synthetic.events), cudf.from_pandas(synthetic.items))
     assert isinstance(p.labels_, cudf.DataFrame)
     assert np.isfinite(p.metrics_["silhouette"])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("how", ["objective", "predictive"])
+def test_the_holdouts_inside_a_fit_split_the_event_table(synthetic, device, how):
+    """The recommend objective's k sweep and the predictive clusterer hold items out on the table's
+    arrays: no stage builds an events frame for them."""
+    config = PipelineConfig(device=device, seed=0)
+    if how == "objective":
+        config.cluster.k_values, config.cluster.objective = (6, 8), "recommend"
+    else:
+        config.cluster.k, config.cluster.algorithm = 8, "predictive"
+        config.cluster.epochs = 3
+    events = synthetic.events[synthetic.events["user_id"].isin(synthetic.events["user_id"].unique()[:1500])]
+    model = UserClusterer(config=config).fit(events, synthetic.items)
+    built = {name: s["event_frames_built"] for name, s in model.manifest_["timings"]["stages"].items()}
+    assert not any(built.values()), built
+    if how == "objective":
+        assert model.sweep_.extra["objective"] == "recommend"
