@@ -79,9 +79,26 @@ def test_same_clusters_as_one_process_on_20k_users(client, synth20k):
     assert spread.drift_baseline_["mean_distance"] == pytest.approx(single.drift_baseline_["mean_distance"], rel=0.05)
 
 
-@pytest.mark.xfail(strict=False, reason="flaky since 2026-12-04 in the full suite (2 of 3 runs): a part_tfidf block "
-                   "is cancelled for 'lost dependencies' after the kill; passes alone. Under investigation "
-                   "(see the closing note of that day); xfail keeps it running and visible without turning CI red")
+def _sum(x: np.ndarray) -> float:
+    return float(x.sum())
+
+
+def test_what_a_fit_broadcasts_survives_the_death_of_every_worker_holding_it(client):
+    """The flake of the test below, made certain: the scheduler's active memory manager trims a scatter's
+    replicas to one, and scattered data has no lineage, so killing its holder lost it ("lost
+    dependencies"). A broadcast value is a task's result now: computed again on a live worker."""
+    from gpuclust.distributed.blocks import broadcast
+
+    value = broadcast(client, np.arange(100_000, dtype=np.float64))
+    value.result()
+    holders = client.who_has(value)[value.key]
+    pids = client.run(os.getpid, workers=list(holders))
+    for pid in pids.values():
+        os.kill(pid, signal.SIGKILL)
+    assert client.submit(_sum, value, pure=False).result(timeout=120) == float(np.arange(100_000).sum())
+    client.wait_for_workers(2, timeout=60)
+
+
 def test_a_worker_killed_mid_run_loses_nothing(client, synth20k):
     """Kill one worker process (as the OOM killer would) once the prepared partitions live on the workers:
     Dask recomputes what it held from the lineage and the fit completes with every user."""

@@ -14,19 +14,26 @@ from typing import Any
 
 import numpy as np
 
-# Keyword values above this size travel as their own scattered piece of data. (`Client.map` would put them
-# in the graph under the keyword's name as key, which two maps with the same keyword then share.)
+# Keyword values above this size travel as their own task's result (`broadcast`). (`Client.map` would put
+# them in the graph under the keyword's name as key, which two maps with the same keyword then share.)
 INLINE_BYTES = 50_000
 
 
 def broadcast(client: Any, value: Any) -> Any:
-    """`value` on every worker, held for as long as the client: scattered data has no lineage, so a block
-    recomputed after a worker died needs a replica that survived, and the key must still exist."""
-    future = client.scatter([value], broadcast=True, hash=False)[0]
+    """`value` for the workers, with lineage: the result of a task whose spec holds the value, so the
+    scheduler computes it again on a live worker if the one holding it dies. (Scattered data has no
+    lineage, and the scheduler's active memory manager trims a scatter's replicas to one within seconds:
+    a worker killed mid-run took the only copy, and the tasks needing it failed for lost dependencies.)
+    Held for as long as the client, so the key exists while any block may still be recomputed."""
+    future = client.submit(_value, value, pure=False)
     if not hasattr(client, "_gpuclust_held"):
         client._gpuclust_held = []
     client._gpuclust_held.append(future)
     return future
+
+
+def _value(value: Any) -> Any:
+    return value
 
 
 def release_held(client: Any) -> None:
