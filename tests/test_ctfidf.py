@@ -6,7 +6,7 @@ import pytest
 
 from gpuclust.backend import cpu_backend
 from gpuclust.errors import UsageError
-from gpuclust.explain.ctfidf import LABEL_SEPARATOR, ClassTfidf, readable_label, tokenize
+from gpuclust.explain.ctfidf import LABEL_SEPARATOR, ClassTfidf, phrase_terms, readable_label, tokenize
 from gpuclust.explain.exemplars import nearest_users
 from gpuclust.preprocess.clean import Preprocessor
 
@@ -55,7 +55,8 @@ def test_label_is_three_distinct_terms_none_inside_another():
         parts = label.split(LABEL_SEPARATOR)
         assert 1 <= len(parts) <= 3 and len(set(parts)) == len(parts)
         assert not any(a != b and a in b for a in parts for b in parts)
-    assert "wool" in model.labels_[0].split(LABEL_SEPARATOR)
+    # "wool" and "scarf" stand side by side in every scarf title: one phrase, not two terms
+    assert "wool scarf" in model.labels_[0].split(LABEL_SEPARATOR)
     assert readable_label(["wool", "wool scarf", "scarf", "knit", "hand"]) == "wool · scarf · knit"
 
 
@@ -108,3 +109,41 @@ def test_nearest_users_are_the_closest_to_their_centre_nearest_first():
         members = np.flatnonzero(labels == c)
         assert got[c] == (ids[members[np.argsort(dist[members])[:4]]]).tolist()
     assert all(isinstance(u, int) for u in got[0])
+
+
+def test_words_that_stand_together_in_titles_stay_one_phrase():
+    pairs = {("olive", "oil"), ("hot", "water"), ("water", "bottle")}
+    together = lambda a, b: (a, b) in pairs  # noqa: E731
+    assert phrase_terms(["tea", "olive", "oil", "towel"], together) == ["tea", "olive oil", "towel"]
+    assert phrase_terms(["water", "bottle", "hot", "glass"], together, 2) == ["hot water bottle", "glass"]
+    # a phrase of max_words takes no more words; a term sharing a word with a kept one is skipped
+    assert phrase_terms(["water", "bottle", "hot", "hot water"], together, 1, max_words=2) == ["water bottle"]
+
+
+def test_olive_oil_buyers_are_labelled_olive_oil_not_olive_and_oil():
+    rng = np.random.default_rng(1)
+    catalogue = pd.DataFrame({"item_id": np.arange(6), "title": [
+        "Extra virgin olive oil", "Olive oil, 1 litre", "Olive oil tin", "Lamp oil", "Garden hose", "Hose reel"]})
+    rows = [(u, int(i)) for u in range(60) for i in rng.choice([0, 1, 2] if u < 30 else [4, 5], 5)]
+    rows += [(u, 3) for u in range(30, 60)]  # lamp oil: "oil" elsewhere, never after "olive"
+    events = pd.DataFrame(rows, columns=["user_id", "item_id"]).assign(event_type="purchase")
+    events["timestamp"] = pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(len(events)), unit="min")
+    data = Preprocessor().run(events, cpu_backend(), catalogue)
+    labels = (data.users["user_id"].to_numpy() >= 30).astype(np.int32)
+    parts = ClassTfidf().fit(data, labels).labels_[0].split(LABEL_SEPARATOR)
+    assert "olive oil" in parts and "olive" not in parts and "oil" not in parts
+
+
+def test_a_cluster_set_apart_by_behaviour_is_labelled_by_it_first():
+    from gpuclust.explain.behaviour_words import lead_label
+
+    big_spenders = {"behaviour_lift": {"monetary": 3.27, "recency_days": 0.25, "sessions": 2.7, "span_days": 1.2},
+                    "top_items": [{"lift": 0.98}, {"lift": 1.03}, {"lift": 0.97}]}
+    label, driver = lead_label(big_spenders, ["red", "metal sign", "heart"], LABEL_SEPARATOR)
+    assert (label, driver) == ("high spend, recently active (red · metal sign)", "behaviour")
+    # the same behaviour, but items bought nowhere else: the items name the cluster
+    crafters = {**big_spenders, "top_items": [{"lift": 13.4}, {"lift": 12.9}, {"lift": 8.8}]}
+    assert lead_label(crafters, ["feltcraft", "doll"], LABEL_SEPARATOR) == ("feltcraft · doll", "items")
+    # nothing twice or half the population's: no behaviour words, whatever the items
+    usual = {"behaviour_lift": {"monetary": 1.4, "events": 0.8}, "top_items": [{"lift": 1.0}]}
+    assert lead_label(usual, ["mug"], LABEL_SEPARATOR) == ("mug", "items")

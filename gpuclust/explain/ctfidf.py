@@ -24,12 +24,16 @@ import scipy.sparse as sp
 from gpuclust import schema
 from gpuclust.backend import array_module
 from gpuclust.errors import UsageError
+from gpuclust.explain.behaviour_words import lead_label
 from gpuclust.explain.profiles import CLUSTER, cluster_item_weights
 from gpuclust.frames import host_frame
 from gpuclust.preprocess.prepared import PreparedData
 
 LABEL_SEPARATOR = " · "
+# Two adjacent words are one phrase in a cluster when the pair makes up this much of either word's uses.
+PHRASE_SHARE = 0.5
 _WORD = re.compile(r"\w[\w'&+-]*\w|\w")
+_CLAUSE = re.compile(r"[,;:/|()\[\]]")  # words either side of these are no phrase
 
 
 def english_stop_words() -> frozenset[str]:
@@ -108,6 +112,10 @@ class ClassTfidf:
         self.clusters_ = clusters
         items = self._catalogue(data)
         self.terms_ = self._score(per_item, self._term_matrix(items, data.n_items), clusters)
+        self._word_counts = (per_item @ self._words[0]).tocsr()  # clusters x words: phrase detection
+        self._pair_counts = (per_item @ self._pairs[0]).tocsr()
+        self._word_index = {w: j for j, w in enumerate(self._words[1])}
+        self._pair_index = {w: j for j, w in enumerate(self._pairs[1])}
         self.categories_ = {c: [] for c in clusters}
         if schema.CATEGORY in items.columns:
             self.categories_ = self._score(per_item, _category_matrix(items, data.n_items), clusters)
@@ -115,13 +123,17 @@ class ClassTfidf:
         return self
 
     def annotate(self, profiles: list[dict]) -> list[dict]:
-        """Profiles (as ClusterProfiler makes them) with `label`, `terms` and `ctfidf_categories` added."""
+        """Profiles (as ClusterProfiler makes them) with `label`, `label_driver`, `terms` and
+        `ctfidf_categories` added. A cluster whose behaviour sets it apart more than its items is labelled
+        by that behaviour first (`behaviour_words.lead_label`); `label_driver` says which led."""
         out = []
         for profile in profiles:
             c = int(profile["cluster"])
+            label, driver = lead_label(profile, self._label_terms(c), LABEL_SEPARATOR)
             out.append({
                 **profile,
-                "label": self.labels_.get(c, ""),
+                "label": label or self.labels_.get(c, ""),
+                "label_driver": driver,
                 "terms": [{"term": t, "score": s} for t, s in self.terms_.get(c, [])],
                 "ctfidf_categories": [{"category": t, "score": s} for t, s in self.categories_.get(c, [])],
             })
@@ -149,23 +161,27 @@ class ClassTfidf:
         return host_frame(data.items[columns]).sort_values(schema.ITEM_IDX).reset_index(drop=True)
 
     def _term_matrix(self, items, n_items: int) -> tuple[sp.csr_matrix, np.ndarray]:
-        """items x terms counts from the joined text columns."""
+        """items x terms counts from the joined text columns; the items x words and items x adjacent word
+        pairs counts are kept too (`_words`, `_pairs`), for telling phrases in labels."""
         text_cols = [c for c in items.columns if c not in (schema.ITEM_IDX, schema.CATEGORY)]
         stop = english_stop_words() if self.stop_words is None else frozenset(w.lower() for w in self.stop_words)
-        vocab: dict[str, int] = {}
-        rows, cols = [], []
+        unigrams = tuple(self.ngram_range) == (1, 1)
+        terms, words, pairs = _Counts(), _Counts(), _Counts()
         if text_cols:
             texts = items[text_cols[0]].astype("string").fillna("")
             for col in text_cols[1:]:
                 texts = texts + " " + items[col].astype("string").fillna("")
             for item_idx, text in zip(items[schema.ITEM_IDX].to_numpy(), texts.to_numpy(), strict=True):
-                for term in ngrams(tokenize(text, stop, self.min_token_length), self.ngram_range):
-                    rows.append(item_idx)
-                    cols.append(vocab.setdefault(term, len(vocab)))
-        matrix = sp.csr_matrix((np.ones(len(rows)), (np.asarray(rows, np.int64), np.asarray(cols, np.int64))),
-                               shape=(n_items, len(vocab)))
-        self.vocabulary_size_ = len(vocab)
-        return matrix, np.asarray(list(vocab), dtype=object)
+                clauses = [tokenize(clause, stop, self.min_token_length) for clause in _CLAUSE.split(str(text))]
+                tokens = [token for clause in clauses for token in clause]
+                words.add(item_idx, tokens)
+                pairs.add(item_idx, [pair for clause in clauses for pair in ngrams(clause, (2, 2))])
+                if not unigrams:
+                    terms.add(item_idx, ngrams(tokens, self.ngram_range))
+        self._words, self._pairs = words.matrix(n_items), pairs.matrix(n_items)
+        matrix = self._words if unigrams else terms.matrix(n_items)
+        self.vocabulary_size_ = len(matrix[1])
+        return matrix
 
     def _score(self, per_item: sp.csr_matrix, term_matrix: tuple[sp.csr_matrix, np.ndarray],
                clusters: list[int]) -> dict[int, list[tuple[str, float]]]:
@@ -191,11 +207,74 @@ class ClassTfidf:
             out[c] = [(str(names[j]), round(float(row[j]), 6)) for j in top if row[j] > 0]
         return out
 
+    def _label_terms(self, c: int) -> list[str]:
+        """The label's terms: top terms, adjacent words that form a phrase in the cluster's titles joined."""
+        terms = phrase_terms((t for t, _ in self.terms_.get(c, [])), lambda a, b: self._is_phrase(c, a, b),
+                             self.label_terms)
+        if not terms:  # no text: whole categories, which are single terms already
+            fallback = readable_label((t for t, _ in self.categories_.get(c, [])), self.label_terms)
+            terms = fallback.split(LABEL_SEPARATOR) if fallback else []
+        return terms
+
     def _label(self, c: int) -> str:
-        label = readable_label((t for t, _ in self.terms_.get(c, [])), self.label_terms)
-        if not label:
-            label = readable_label((t for t, _ in self.categories_.get(c, [])), self.label_terms)
-        return label or f"cluster {c}"
+        return LABEL_SEPARATOR.join(self._label_terms(c)) or f"cluster {c}"
+
+    def _is_phrase(self, c: int, first: str, second: str) -> bool:
+        """`first second` reads as one phrase in cluster c's item texts: the pair, adjacent and in that
+        order, makes up at least PHRASE_SHARE of each word's weighted occurrences there (so a word that
+        appears once beside a common one does not glue onto it)."""
+        j = self._pair_index.get(f"{first} {second}")
+        if j is None:
+            return False
+        a, b = self._word_index.get(first), self._word_index.get(second)
+        if a is None or b is None:
+            return False
+        commoner = max(self._word_counts[c, a], self._word_counts[c, b])
+        return commoner > 0 and self._pair_counts[c, j] >= PHRASE_SHARE * commoner
+
+
+class _Counts:
+    """COO rows of an items x vocabulary count matrix, built one item at a time."""
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {}
+        self.rows: list[int] = []
+        self.cols: list[int] = []
+
+    def add(self, item_idx: int, terms: list[str]) -> None:
+        for term in terms:
+            self.rows.append(item_idx)
+            self.cols.append(self.vocab.setdefault(term, len(self.vocab)))
+
+    def matrix(self, n_items: int) -> tuple[sp.csr_matrix, np.ndarray]:
+        counts = sp.csr_matrix((np.ones(len(self.rows)), (np.asarray(self.rows, np.int64),
+                                                          np.asarray(self.cols, np.int64))),
+                               shape=(n_items, len(self.vocab)))
+        return counts, np.asarray(list(self.vocab), dtype=object)
+
+
+def phrase_terms(terms: Iterable[str], is_phrase, n_terms: int = 3, max_words: int = 3) -> list[str]:
+    """Up to `n_terms` label terms from ranked terms: a term sharing a word with a kept one is skipped,
+    and a word that `is_phrase` with a kept term's first or last word joins it ("olive", "oil" -> "olive oil").
+    Terms ranked below a full label may still complete a phrase in it."""
+    chosen: list[list[str]] = []
+    for term in terms:
+        words = str(term).split()
+        if not words or any(set(words) & set(kept) for kept in chosen):
+            continue
+        for kept in chosen:
+            if len(kept) + len(words) > max_words:
+                continue
+            if is_phrase(kept[-1], words[0]):
+                kept.extend(words)
+                break
+            if is_phrase(words[-1], kept[0]):
+                kept[:0] = words
+                break
+        else:
+            if len(chosen) < n_terms:
+                chosen.append(words)
+    return [" ".join(words) for words in chosen]
 
 
 def _category_matrix(items, n_items: int) -> tuple[sp.csr_matrix, np.ndarray]:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gpuclust.preprocess.table import EventTable
 
 CLUSTER = "cluster"
+VALUE = "monetary"  # the behaviour statistic that sums a user's event values
 
 
 class ClusterProfiler:
@@ -68,6 +69,7 @@ class ClusterProfiler:
                 **({"noise": True} if c < 0 else {}),
                 "size": int(sizes[c]),
                 "share": round(float(sizes[c]) / data.n_users, 4),
+                **_value_share(row, sizes[c], population, data.n_users),
                 "behaviour_mean": {name: _num(row[name]) for name in means.columns},
                 "behaviour_lift": {name: _num(row[name] / population[name]) if population[name] else None
                                    for name in means.columns},
@@ -118,6 +120,16 @@ def cluster_item_weights(data: PreparedData, labels: Any) -> Any:
     present_host = to_host(present)
     return pd.DataFrame({CLUSTER: present_host // data.n_items - 1, schema.ITEM_IDX: present_host % data.n_items,
                          schema.WEIGHT: to_host(weight[present])})
+
+
+def _value_share(means: Any, size: int, population: Any, n_users: int) -> dict[str, float]:
+    """{'value_share': the cluster's part of all users' summed event value (revenue, for purchases)}, or {}
+    where the events carry no value: mean spend x size over the population's mean x all users."""
+    total = float(population.get(VALUE, 0.0) or 0.0) * n_users
+    mean = float(means.get(VALUE, np.nan)) if VALUE in means.index else np.nan
+    if not (total > 0 and np.isfinite(mean)):
+        return {}
+    return {"value_share": round(mean * size / total, 4)}
 
 
 def _num(value: Any) -> float | None:

@@ -18,7 +18,9 @@ from gpuclust.backend import is_device_array, to_host
 
 MAD_TO_SD = 1.4826
 MEAN_AD_TO_SD = 1.2533
-# Above 3.5, the usual cut-off for a modified z-score (Iglewicz and Hoaglin), so noise ranks as anomalous.
+# The usual cut-off for a modified z-score (Iglewicz and Hoaglin): above it a user is unusually far out.
+OUTLIER_SCORE = 3.5
+# Above OUTLIER_SCORE, so noise ranks as anomalous.
 NOISE_SCORE = 5.0
 
 

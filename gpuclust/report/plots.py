@@ -53,50 +53,92 @@ def cluster_colours(clusters: Sequence[int]) -> dict[int, Any]:
 
 
 def map_plot(x: np.ndarray, y: np.ndarray, cluster: np.ndarray, path: Path, title: str = "Users, 2D projection",
-             labels: dict[int, str] | None = None) -> Path:
-    """Sampled users in 2D, coloured by cluster; big samples get small, translucent points."""
-    fig = _figure(8.0, 6.0)
+             labels: dict[int, str] | None = None, max_points: int = 8_000, seed: int = 0) -> Path:
+    """Users in 2D, coloured by cluster, each cluster's number at its centre (names in the legend).
+
+    At most `max_points` users are drawn, a fixed-seed sample, largest clusters first so small ones stay
+    visible on top; the centres (medians) use every user given. The view keeps the central 99% of users
+    on each axis, so a few far outliers do not squeeze the rest into a blob."""
+    fig = _figure(10.0, 6.5)
     ax = fig.subplots()
-    ids = sorted(int(c) for c in np.unique(cluster))
-    colours = cluster_colours(ids)
-    size = float(np.clip(20_000 / max(len(x), 1), 2.0, 18.0))
+    ids, sizes = np.unique(cluster, return_counts=True)
+    colours = cluster_colours([int(c) for c in ids])
+    pick = np.arange(len(x))
+    if len(pick) > max_points:
+        pick = np.sort(np.random.default_rng(seed).choice(len(x), max_points, replace=False))
+    size = float(np.clip(40_000 / max(len(pick), 1), 4.0, 24.0))
+    for c in ids[np.argsort(-sizes, kind="stable")]:
+        sel = pick[cluster[pick] == c]
+        name = "noise" if c < 0 else f"{int(c)}: {_short((labels or {}).get(int(c), ''), 40)}".rstrip(": ")
+        ax.scatter(x[sel], y[sel], s=size, color=colours[int(c)], alpha=0.5 if c >= 0 else 0.25, linewidths=0,
+                   rasterized=True, label=name)
+    _keep_central(ax, x, y)
     for c in ids:
-        sel = cluster == c
-        name = "noise" if c < 0 else f"{c}: {labels.get(c, '')}" if labels and labels.get(c) else str(c)
-        ax.scatter(x[sel], y[sel], s=size, color=colours[c], alpha=0.6, linewidths=0, label=name, rasterized=True)
-    ax.set_title(f"{title} ({len(x):,} users)")
+        if c < 0:
+            continue
+        members = cluster == c
+        ax.annotate(str(int(c)), (float(np.median(x[members])), float(np.median(y[members]))), ha="center",
+                    va="center", fontsize=10, fontweight="bold",
+                    bbox={"boxstyle": "circle,pad=0.25", "facecolor": "white", "edgecolor": colours[int(c)],
+                          "linewidth": 2, "alpha": 0.9})
+    if len(ids) <= 25:
+        handles, names = ax.get_legend_handles_labels()
+        order = np.argsort(ids, kind="stable")  # the legend in cluster order, whatever the drawing order
+        drawn = list(ids[np.argsort(-sizes, kind="stable")])
+        ax.legend([handles[drawn.index(ids[i])] for i in order], [names[drawn.index(ids[i])] for i in order],
+                  loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=max(1.0, 40 / size) ** 0.5,
+                  frameon=False, title="cluster")
+    shown = f"{len(pick):,} of {len(x):,} users" if len(pick) < len(x) else f"{len(x):,} users"
+    ax.set_title(f"{title} ({shown})")
     ax.set_xticks([])
     ax.set_yticks([])
-    if len(ids) <= 25:
-        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=max(1.0, 30 / size) ** 0.5,
-                  frameon=False, title="cluster")
     return _save(fig, path)
 
 
+def _keep_central(ax, x: np.ndarray, y: np.ndarray, keep: float = 0.99) -> None:
+    for values, limits in ((x, ax.set_xlim), (y, ax.set_ylim)):
+        if len(values) < 20:
+            continue
+        low, high = np.quantile(values, [(1 - keep) / 2, (1 + keep) / 2])
+        pad = 0.05 * (high - low) if high > low else 1.0
+        limits(low - pad, high + pad)
+
+
 def sizes_plot(clusters: Sequence[int], sizes: Sequence[int], path: Path,
-               labels: dict[int, str] | None = None) -> Path:
-    """Users per cluster, largest first, with the share written on each bar."""
+               labels: dict[int, str] | None = None, value_shares: Sequence[float] | None = None) -> Path:
+    """Share of users per cluster, largest first, with the share of value beside it where known."""
     order = np.argsort(-np.asarray(sizes), kind="stable")
     clusters = [int(clusters[i]) for i in order]
     sizes = np.asarray(sizes, dtype=float)[order]
-    total = max(sizes.sum(), 1.0)
-    fig = _figure(8.0, max(2.5, 0.32 * len(clusters) + 1.2))
+    shares = sizes / max(sizes.sum(), 1.0)
+    values = None if value_shares is None else np.asarray(value_shares, dtype=float)[order]
+    fig = _figure(8.0, max(2.5, (0.5 if values is not None else 0.32) * len(clusters) + 1.2))
     ax = fig.subplots()
     colours = cluster_colours(clusters)
     names = [("noise" if c < 0 else f"{c}" + (f"  {_short(labels.get(c, ''))}" if labels else "")) for c in clusters]
     ypos = np.arange(len(clusters))
-    ax.barh(ypos, sizes, color=[colours[c] for c in clusters])
+    height = 0.4 if values is not None else 0.8
+    ax.barh(ypos - (height / 2 if values is not None else 0), shares, height=height,
+            color=[colours[c] for c in clusters], label="users")
+    for yy, s in zip(ypos, shares, strict=True):
+        ax.text(s, yy - (height / 2 if values is not None else 0), f" {s:.1%} users", va="center", fontsize=7)
+    if values is not None:
+        ax.barh(ypos + height / 2, np.nan_to_num(values), height=height, color="#344054", label="value")
+        for yy, v in zip(ypos, values, strict=True):
+            if np.isfinite(v):
+                ax.text(v, yy + height / 2, f" {v:.1%} value", va="center", fontsize=7)
+        ax.legend(loc="lower right", fontsize=7, frameon=False)
     ax.set_yticks(ypos, names, fontsize=8)
     ax.invert_yaxis()
-    for yy, s in zip(ypos, sizes, strict=True):
-        ax.text(s, yy, f" {s / total:.1%}", va="center", fontsize=7)
-    ax.set_xlabel("users")
-    ax.set_title("Cluster sizes")
-    ax.margins(x=0.12)
+    ax.xaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    ax.set_xlabel("share of all users" + (" / of all value" if values is not None else ""))
+    ax.set_title("Users and value per cluster" if values is not None else "Cluster sizes")
+    ax.margins(x=0.18)
     return _save(fig, path)
 
 
-def lift_plot(clusters: Sequence[int], features: Sequence[str], lift: np.ndarray, path: Path) -> Path:
+def lift_plot(clusters: Sequence[int], features: Sequence[str], lift: np.ndarray, path: Path,
+              labels: dict[int, str] | None = None) -> Path:
     """Behaviour lift (cluster mean / population mean) on a log2 scale: 0 = like everyone, ±1 = 2x / half."""
     from matplotlib.colors import TwoSlopeNorm
 
@@ -109,7 +151,8 @@ def lift_plot(clusters: Sequence[int], features: Sequence[str], lift: np.ndarray
     image = ax.imshow(np.ma.masked_invalid(logged), cmap="RdBu_r", aspect="auto",
                       norm=TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound))
     ax.set_xticks(np.arange(len(features)), list(features), rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(np.arange(len(clusters)), [str(c) for c in clusters], fontsize=8)
+    ax.set_yticks(np.arange(len(clusters)), [f"{c}  {_short((labels or {}).get(int(c), ''), 28)}".rstrip()
+                                             for c in clusters], fontsize=8)
     ax.set_ylabel("cluster")
     if len(features) * len(clusters) <= 400:
         for (i, j), v in np.ndenumerate(logged):
