@@ -129,7 +129,7 @@ class ClassTfidf:
         out = []
         for profile in profiles:
             c = int(profile["cluster"])
-            label, driver = lead_label(profile, self._label_terms(c), LABEL_SEPARATOR)
+            label, driver = lead_label(profile, self._label_terms(c), LABEL_SEPARATOR) if c >= 0 else ("", None)
             out.append({
                 **profile,
                 "label": label or self.labels_.get(c, ""),

@@ -1,8 +1,11 @@
 """One self-contained report.html per run: tables and pictures a team can open with no network.
 
-Images are embedded as base64 data URIs and the CSS is inline; the page references nothing outside
-itself, so it can be mailed, archived or opened on an air-gapped machine. Required inputs missing is a
-UsageError; optional inputs missing (map, k sweep, labels, exemplars, terms) drop their section.
+Images are embedded as base64 data URIs, CSV downloads as data: links, and the CSS and the one small
+script (sorting, filtering, the comparison's pickers: `tables.SCRIPT`) are inline; the page references
+nothing outside itself, so it can be mailed, archived or opened on an air-gapped machine. Business
+content (`sections`) comes first, run details and timings last. Required inputs missing is a
+UsageError; optional inputs missing (map, k sweep, labels, exemplars, terms, anomaly scores) drop
+their section.
 """
 
 from __future__ import annotations
