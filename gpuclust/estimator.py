@@ -167,10 +167,12 @@ class UserClusterer:
             representation = self._representation(settings)
             explained = checked_explanation(representation, representation.explain(data, x, outcome, backend, stats),
                                             outcome.n_clusters, data.n_users, backend)
-        profiles, population = explained.profiles, explained.population
+        profiles, population, anomalies = explained.profiles, explained.population, explained.anomalies
         if pseudonymiser is not None:
             profiles, population = suppress_small_groups(profiles, population, settings.privacy.min_group_size,
                                                          data.n_users)
+            # A small cluster's members are not listed as anomalies either: its size alone would be a hint.
+            anomalies = [a for a in anomalies if int(a["cluster"]) not in small_clusters(profiles)]
         with record.stage("recommend"):
             segments = fit_segments(data, outcome.labels, outcome.n_clusters, backend,
                                     settings.recommend.blend_weight, settings.recommend.tune_users, settings.seed)
@@ -186,7 +188,7 @@ class UserClusterer:
         self.cluster_centers_, self.n_clusters_ = outcome.centres, outcome.n_clusters
         self.spread_ = explained.spread
         self.vocabulary_ = data.items
-        self.profiles_, self.population_, self.anomalies_ = profiles, population, explained.anomalies
+        self.profiles_, self.population_, self.anomalies_ = profiles, population, anomalies
         self.metrics_ = metrics
         self.segments_, self.personal_ = segments, personal
         self.drift_baseline_ = drift.baseline(outcome.labels, outcome.distances, explained.scores, outcome.n_clusters,

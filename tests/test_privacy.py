@@ -157,3 +157,18 @@ def test_suppression_withholds_small_groups_and_all_exemplars():
     assert kept[1]["suppressed"] == "fewer than 10 users" and kept[1]["label"] is None and kept[1]["size"] is None
     assert population == {"events": 3.0}
     assert suppress_small_groups(profiles, {"events": 3.0}, 100, 54)[1] == {"events": None}
+
+
+def test_a_withheld_clusters_members_are_not_listed_as_anomalies():
+    """The tiny group (5 users on their own items) is withheld: its users are not in the anomaly list,
+    though they are the most unusual users of the log."""
+    events, items, _ = _private_log()
+    config = PipelineConfig(device="cpu", seed=0)
+    config.cluster.k = 4
+    config.assess.anomalies = 500  # every user who is listed at all
+    fitted = UserClusterer(config=config, pseudonymise=KEY).fit(events, items)
+    withheld = {p["cluster"] for p in fitted.profiles_ if p.get("suppressed")}
+    assert withheld, "the tiny group should be withheld"
+    assert fitted.anomalies_ and not [a for a in fitted.anomalies_ if a["cluster"] in withheld]
+    everyone = UserClusterer(config=config).fit(events, items).anomalies_
+    assert len(everyone) > len(fitted.anomalies_)  # without privacy they are listed
