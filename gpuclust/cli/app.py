@@ -244,9 +244,10 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     json_out: Json = False,
 ) -> None:
-    """Generate synthetic users with planted groups, cluster them, and show what was found."""
+    """Generate synthetic users with planted groups, cluster them, show what was found and write its report."""
     from gpuclust.config import PipelineConfig
     from gpuclust.io.outputs import check_folder_of_sets
+    from gpuclust.report import build_report
     from gpuclust.run import run_files
     from gpuclust.synth import SynthSpec
 
@@ -259,7 +260,11 @@ def demo(
     with progress(not json_out and sys.stderr.isatty()) as on_stage:
         model = run_files(cfg, data_dir / "events.parquet", out / "run", items=data_dir / "items.parquet",
                           truth=data_dir / "truth.parquet", on_stage=on_stage)
+        on_stage("report")
+        page = build_report(out / "run")  # what an analyst opens first: OUT/run/report.html
     report(model, out / "run", json_out)
+    if not json_out:
+        print(f"report: {page}")
 
 
 @app.command()
