@@ -1,22 +1,22 @@
 """Resolve each GPU extra of pyproject.toml against a package index without installing anything.
 
 `pip install --dry-run --report` downloads only metadata (PEP 658) for the wheels it picks, so the
-multi-GB CUDA wheels stay on the index. Each extra must resolve within a time bound (a backtracking
-resolver is the symptom of pins that fight: the issue's `gpu` extra backtracked for 295 s) and to one CUDA major: the RAPIDS, CuPy, FAISS and torch
-wheels of one set must share a CUDA runtime. The machine's pip configuration (local wheel folders,
-constraints) is ignored, so the answer is what a user on a plain index gets.
+multi-GB CUDA wheels stay on the index. Each extra must resolve without backtracking (pins that fight
+make pip backtrack: an unpinned `gpu` extra once took 295 s) and to one CUDA major: the RAPIDS, CuPy,
+FAISS and torch wheels of one set must share a CUDA runtime. The machine's pip configuration (local
+wheel folders, constraints) is ignored, so the answer is what a user on a plain index gets.
 
     python scripts/gpu_extras_check.py [--extra gpu-cu12] [--index-url URL] [--max-rejected 20]
 
 Backtracking is measured as the candidates pip rejected for a conflict (from its log), which does not
 depend on the network: on this 2-core shared machine the wall time (mostly metadata fetches, about 136
-packages) ranged from 47 to 152 s for the same 6 rejected candidates. The wall time is printed and only
+packages) ranged from 47 to 190 s for the same 6 rejected candidates. The wall time is printed and only
 bounded loosely (`--max-seconds`, 300) so that a hung resolver still fails.
 
 The CUDA 12 set takes torch from PyTorch's cu129 index (PyPI has no torch on CUDA >= 12.9, which
 RAPIDS 26.10 needs); an extra whose index cannot be reached is skipped, saying so.
 
-Exit 0: every extra checked resolved in time to its CUDA major; 1: one did not (the reason on stderr);
+Exit 0: every extra checked resolved, without backtracking, to its CUDA major; 1: one did not (the reason on stderr);
 3: none failed but at least one could not be checked (an index unreachable).
 """
 
