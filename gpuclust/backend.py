@@ -133,7 +133,7 @@ def engine_usable(engine: str, backend: Backend, chosen_by_auto: bool = False) -
         probe = accelerators.faiss_gpu() if backend.on_gpu and chosen_by_auto else accelerators.faiss_cpu()
         return probe.usable, f"FAISS: {probe.reason}; pip install faiss-cpu"
     if engine == "umap-learn":
-        return installed("umap"), "umap-learn is not installed: pip install gpuclust[umap], or use --reduce pca"
+        return installed("umap"), "umap-learn is not installed: pip install -e '.[umap]' in the gpuclust folder, or use --reduce pca"
     return False, f"unknown engine {engine!r}"
 
 

@@ -56,6 +56,13 @@ def require_file(path: Path, what: str) -> None:
         raise UsageError(f"file not found: {path}")
 
 
+def listed(names, limit: int = 5, sep: str = ", ") -> str:
+    """The first `limit` names and how many more: a message stays one readable line whatever the input."""
+    names = [str(n) for n in names]
+    more = len(names) - limit
+    return sep.join(names[:limit]) + (f" and {more} more" if more > 0 else "")
+
+
 class InputWarning(UserWarning):
     """Something odd in the input that gpuclust worked around (rows dropped, ids or units reinterpreted);
     the CLI prints each as one line after a successful command."""

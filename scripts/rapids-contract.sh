@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${RAPIDS_VENV:-.rapids-venv}
-# faiss-gpu-cu12 is what the `gpu` extra installs: faiss-cpu's Python names plus the GPU ones (knn_gpu, ...).
+# faiss-gpu-cu12 is what the `gpu-cu12` extra installs (gpu-cu13 has no FAISS GPU wheel): faiss-cpu's Python names plus the GPU ones (knn_gpu, ...).
 REQUIREMENTS=(cudf-cu12 cuml-cu12 cupy-cuda12x faiss-gpu-cu12)
 # Multi-GPU and friends join once gpuclust imports them (module=wheel); another RAPIDS import the venv
 # lacks makes the checker fail with "not installed here", which is the reminder to list it here.

@@ -104,6 +104,8 @@ def test_synth_then_demo_print_a_cluster_table(monkeypatch, capsys, tmp_path):
     assert code == 0
     assert "3 clusters of" in stdout and "ARI" in stdout
     assert (tmp_path / "demo" / "run" / "manifest.json").exists()
+    report = tmp_path / "demo" / "run" / "report.html"  # the demo writes the report an analyst opens first
+    assert report.stat().st_size > 10_000 and f"report: {report}" in stdout.replace("\n", "")
 
 
 def test_toml_config_is_read_and_flags_override_it(monkeypatch, capsys, files):

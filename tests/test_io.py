@@ -60,7 +60,7 @@ def test_missing_file_and_corrupt_parquet_are_user_errors(tmp_path):
 
 
 def test_a_directory_is_reported_as_a_directory(tmp_path):
-    with pytest.raises(UsageError, match="is a directory, not a Parquet, CSV or JSON Lines file"):
+    with pytest.raises(UsageError, match="is a directory, not a Parquet, CSV, TSV or JSON file"):
         read_events(tmp_path, pd)
 
 

@@ -109,7 +109,7 @@ def test_umap_uses_umap_learn_seeded_on_the_cpu(data, monkeypatch):
 def test_umap_without_umap_learn_says_what_to_install(data, monkeypatch):
     x, _ = data
     monkeypatch.setattr(backend_module, "installed", lambda module: False)
-    with pytest.raises(UsageError, match=r"pip install gpuclust\[umap\]"):
+    with pytest.raises(UsageError, match=r"pip install -e '\.\[umap\]'"):
         UMAP(2).fit_transform(x, B)
 
 

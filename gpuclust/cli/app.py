@@ -95,6 +95,8 @@ def synth(
                                              "their categories (a bag of items cannot tell them apart).")] = False,
     files: Annotated[int, typer.Option(help="Events as a Parquet dataset of this many files, "
                                        "OUT/events/part.N.parquet (for --scheduler runs).")] = 1,
+    new_users: Annotated[int, typer.Option(help="Also write OUT/new_events.parquet: the events of this many "
+                                           "further users of the same shop, for assign, drift and serve.")] = 0,
     json_out: Json = False,
 ) -> None:
     """Generate a realistic synthetic behaviour log with planted user groups (known truth)."""
@@ -102,21 +104,22 @@ def synth(
 
     spec = SynthSpec(n_users=users, n_items=items, n_groups=groups, seed=seed,
                      events_per_user=events_per_user, noise_share=noise_share, sequential=sequential).validate()
-    summary = _synth(spec, out, quiet=json_out, files=files)
+    summary = _synth(spec, out, quiet=json_out, files=files, new_users=new_users)
     if json_out:
         print(json.dumps(summary, indent=2, default=str))
     else:
         console.print(f"wrote {summary['n_events']:,} events of {summary['n_users']:,} users to {out}")
 
 
-def _synth(spec, out: Path, quiet: bool, files: int = 1) -> dict:
+def _synth(spec, out: Path, quiet: bool, files: int = 1, new_users: int = 0) -> dict:
     from gpuclust.synth import write
 
     if quiet or not sys.stderr.isatty():
-        return write(spec, out, files=files)
+        return write(spec, out, files=files, new_users=new_users)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("generating users", total=spec.n_users)
-        return write(spec, out, progress=lambda done, total: bar.update(task, completed=done), files=files)
+        return write(spec, out, progress=lambda done, total: bar.update(task, completed=done), files=files,
+                     new_users=new_users)
 
 
 @app.command()
@@ -244,9 +247,10 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     json_out: Json = False,
 ) -> None:
-    """Generate synthetic users with planted groups, cluster them, and show what was found."""
+    """Generate synthetic users with planted groups, cluster them, show what was found and write its report."""
     from gpuclust.config import PipelineConfig
     from gpuclust.io.outputs import check_folder_of_sets
+    from gpuclust.report import build_report
     from gpuclust.run import run_files
     from gpuclust.synth import SynthSpec
 
@@ -259,7 +263,11 @@ def demo(
     with progress(not json_out and sys.stderr.isatty()) as on_stage:
         model = run_files(cfg, data_dir / "events.parquet", out / "run", items=data_dir / "items.parquet",
                           truth=data_dir / "truth.parquet", on_stage=on_stage)
+        on_stage("report")
+        page = build_report(out / "run")  # what an analyst opens first: OUT/run/report.html
     report(model, out / "run", json_out)
+    if not json_out:
+        print(f"report: {page}")
 
 
 @app.command()

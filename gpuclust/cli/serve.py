@@ -46,7 +46,7 @@ def serve(
     try:
         import uvicorn  # noqa: F401 - only to say what is missing before anything else
     except ImportError:
-        raise UsageError("gpuclust serve needs FastAPI and uvicorn: pip install 'gpuclust[serve]'") from None
+        raise UsageError("gpuclust serve needs FastAPI and uvicorn: pip install -e '.[serve]' in the gpuclust folder") from None
     from gpuclust.privacy import Pseudonymiser
     from gpuclust.serve import server
     from gpuclust.serve.app import ServeSettings, create_app, read_token

@@ -145,7 +145,7 @@ def open_session(scheduler: Any, config: DaskConfig, device: str = "cpu") -> Ite
     try:
         from distributed import Client
     except ImportError:
-        raise UsageError("--scheduler needs Dask: pip install 'gpuclust[dask]' (dask[distributed])") from None
+        raise UsageError("--scheduler needs Dask: pip install -e '.[dask]' in the gpuclust folder (dask[distributed])") from None
     if isinstance(scheduler, Client):
         try:
             yield Session(scheduler, "client", str(scheduler.scheduler.address))

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
-from gpuclust.errors import Interrupted, UsageError, check_path_length, write_failure
+from gpuclust.errors import Interrupted, UsageError, check_path_length, listed, write_failure
 
 MARKER = ".gpuclust.json"
 # Staging and replaced folders: .gpuclust-<hash of the target name>-<pid>-<token>[-old], short whatever the
@@ -124,7 +124,7 @@ class OutputDir:
                              f"give a new or empty folder: gpuclust replaces only an output of the same command")
         foreign = foreign_entries(target, self.kind, self.layout)
         if foreign:
-            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            shown = listed(foreign)
             raise UsageError(f"{self.what} {target} holds files gpuclust did not write ({shown}); "
                              "give a new or empty folder: gpuclust never deletes or overwrites what it did not write")
 
@@ -254,7 +254,7 @@ def check_folder_of_sets(folder: str | Path, names: tuple[str, ...], what: str =
     foreign = sorted(name for name in os.listdir(folder) if name not in names
                      and not any(_staging_pid(name, own) is not None for own in names))
     if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        shown = listed(foreign)
         raise UsageError(f"{what} {folder} holds files gpuclust did not write ({shown}); give a new or empty folder: "
                          f"gpuclust writes {' and '.join(n + '/' for n in names)} there and never mixes them with "
                          "other files")

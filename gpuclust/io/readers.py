@@ -1,4 +1,5 @@
-"""Parquet, CSV (also .gz) and JSON Lines into cuDF or pandas, renamed to the canonical schema.
+"""Parquet, CSV/TSV (also .gz), JSON Lines and JSON arrays of records into cuDF or pandas, renamed to the
+canonical schema.
 
 Column names are checked before the data is read, so a misnamed column costs milliseconds and gets
 a message listing the columns that are there.
@@ -14,7 +15,7 @@ from types import ModuleType
 
 from gpuclust import schema
 from gpuclust.config import ColumnMap
-from gpuclust.errors import UsageError, require_file
+from gpuclust.errors import UsageError, listed, require_file
 
 FORMATS = {
     ".parquet": "parquet",
@@ -34,7 +35,7 @@ def file_format(path: Path) -> str:
     fmt = FORMATS.get(suffixes[-1] if suffixes else "")
     if fmt is None:
         raise UsageError(
-            f"cannot tell the format of {path}: name it .parquet, .csv, .csv.gz, .jsonl or .jsonl.gz"
+            f"cannot tell the format of {path}: name it .parquet, .csv, .tsv, .jsonl or .json (each also .gz)"
         )
     return fmt
 
@@ -70,7 +71,7 @@ def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = 
     columns the file does have and the flag that maps it (`hints`).
     """
     path = Path(path)
-    require_file(path, "a Parquet, CSV or JSON Lines file")
+    require_file(path, "a Parquet, CSV, TSV or JSON file")
     fmt = file_format(path)
     present = _columns_in(path, fmt)
     if present is not None:
@@ -83,7 +84,7 @@ def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = 
         elif fmt == "csv":
             df = frame.read_csv(path, usecols=columns, sep=_separator(path))
         else:
-            df = _read_jsonl(path, frame)
+            df = _read_json(path, frame)
             _require(list(df.columns), path, required or {}, hints or {})
             if columns is not None:
                 df = df[[c for c in columns if c in df.columns]]
@@ -91,24 +92,44 @@ def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = 
         raise
     except Exception as exc:  # noqa: BLE001 - report unreadable data as the user's to fix
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first if len(first) <= 300 else first[:300] + "..."  # a parser may quote the whole line
         fix = "; save it as UTF-8 text" if isinstance(exc, UnicodeDecodeError) else ""
         raise UsageError(f"could not read {path} as {fmt}: {first}{fix}") from None
     return df
 
 
-def _read_jsonl(path: Path, frame: ModuleType):
-    """JSON Lines, also with a UTF-8 byte-order mark (which the JSON readers refuse and the CSV ones skip)."""
+def _read_json(path: Path, frame: ModuleType):
+    """JSON Lines (one object a line) or one JSON array of objects, told apart by the first character; a
+    UTF-8 byte-order mark is skipped (the JSON readers refuse it, the CSV ones skip it)."""
     opener = gzip.open if path.suffix.lower() in (".gz", ".gzip") else open
     with opener(path, "rb") as f:
-        if f.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
+        bom = f.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
+        f.seek(len(codecs.BOM_UTF8) if bom else 0)
+        head = f.read(4096).lstrip()
+        if head[:1] == b"[":  # an array of records: read whole (an array's "columns" are its records)
+            f.seek(len(codecs.BOM_UTF8) if bom else 0)
+            return _records(frame.read_json(io.BytesIO(f.read()), orient="records"), path)
+        if head[:1] not in (b"{", b""):
+            raise UsageError(f"{path} is neither JSON Lines (one object a line) nor a JSON array of objects: "
+                             f"it starts with {head[:20].decode('utf-8', 'replace')!r}")
+        if not bom:
             return frame.read_json(path, lines=True)
+        f.seek(len(codecs.BOM_UTF8))
         return frame.read_json(io.BytesIO(f.read()), lines=True)
+
+
+def _records(df, path: Path):
+    """An array of scalars or of arrays reads as positional columns 0, 1, ...: not records."""
+    if len(df.columns) and all(isinstance(c, int) for c in df.columns):
+        raise UsageError(f"{path} holds a JSON array whose elements are not objects: give one object per "
+                         'record, e.g. [{"user_id": 1, "item_id": 7, ...}, ...]')
+    return df
 
 
 def _require(present: list[str], path: Path, wanted: dict[str, str], hints: dict[str, str]) -> None:
     missing = {canonical: src for canonical, src in wanted.items() if src not in present}
     if missing:
-        found = ", ".join(map(str, present)) or "(none)"
+        found = listed(present, limit=12) or "(none)"
         how = "; ".join(f"map {c} with {hints[c]} NAME" if c in hints else f"name the column holding {c} {src!r}"
                         for c, src in missing.items())  # a column without a flag (truth's group) is renamed
         if len(present) == 1 and any(sep in str(present[0]) for sep in ";|\t"):

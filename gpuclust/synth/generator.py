@@ -40,6 +40,7 @@ from gpuclust.io.outputs import OutputDir
 
 EVENT_TYPES = ("view", "click", "cart", "purchase")
 BLOCK_USERS = 4096  # users per seeding block; fixed so output does not depend on chunk size
+MAX_NEW_USERS = 1_000_000  # new_events.parquet is built in memory
 USER_ID_BASE = 10_000_000  # ids are base + 16 * index + jitter: distinct, sorted, never 0..n-1
 ITEM_ID_BASE = 500_000
 PRICE_BETAS = np.array([-1.6, -0.8, 0.0, 0.8, 1.6])  # cheap .. premium taste (tilt on log-price z)
@@ -190,7 +191,8 @@ class SynthData:
 
 # The `gpuclust synth` flag of each SynthSpec field, named beside it in messages.
 FLAGS = {"n_users": "--users", "n_items": "--items", "n_groups": "--groups", "events_per_user": "--events-per-user",
-         "noise_share": "--noise-share", "seed": "--seed", "files": "--files"}
+         "noise_share": "--noise-share", "seed": "--seed", "files": "--files",
+         "new_users": "--new-users"}
 
 
 def _set(name: str, value: Any) -> str:
@@ -561,10 +563,15 @@ def _session_starts(spec: SynthSpec, u: dict[str, np.ndarray], span: np.ndarray,
     return np.clip(np.minimum(start, end - span), 0.0, None)
 
 
-def _block(spec: SynthSpec, world: _World, start_ms: int, b: int) -> dict[str, np.ndarray]:
-    """Events and truth for seeding block b, as column arrays sorted by user then time."""
-    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(1, b)))
-    lo, hi = b * BLOCK_USERS, min(spec.n_users, (b + 1) * BLOCK_USERS)
+def _block(spec: SynthSpec, world: _World, start_ms: int, b: int, new: int = 0) -> dict[str, np.ndarray]:
+    """Events and truth for seeding block b, as column arrays sorted by user then time.
+
+    With `new` > 0, block b of `new` further users (indices from n_users on, their own seed stream): the
+    same shop and personas as the log, other people, whatever the log's size."""
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(2 if new else 1, b)))
+    lo, hi = b * BLOCK_USERS, min(new or spec.n_users, (b + 1) * BLOCK_USERS)
+    if new:
+        lo, hi = lo + spec.n_users, hi + spec.n_users
     u = _users(spec, world, rng, lo, hi)
     ch = _chains(world, u, rng)
 
@@ -639,6 +646,13 @@ def _chunks(spec: SynthSpec, world: _World, chunk_users: int) -> Iterator[tuple[
         yield min(spec.n_users, (first + per_chunk) * BLOCK_USERS), _concat(blocks)
 
 
+def new_events(spec: SynthSpec, world: _World, new_users: int) -> pa.Table:
+    """The events of `new_users` users who are not in the log: what `assign`, `drift` and the service see."""
+    start_ms = int(pd.Timestamp(spec.start).value // 1_000_000)
+    blocks = [_block(spec, world, start_ms, b, new=new_users) for b in range(-(-new_users // BLOCK_USERS))]
+    return _events_table(_concat(blocks))
+
+
 def generate(spec: SynthSpec) -> SynthData:
     """The whole data set in memory; rows are identical to what `write` puts in its files."""
     spec.validate()
@@ -672,7 +686,7 @@ def _write_chunk(ev_w: Any, tr_w: Any, cols: dict[str, np.ndarray]) -> None:
 
 
 SYNTH_LAYOUT = {"events.parquet": None, "events": re.compile(r"part\.\d+\.parquet"), "items.parquet": None,
-                "truth.parquet": None}
+                "truth.parquet": None, "new_events.parquet": None}
 
 
 class _EventFiles:
@@ -706,9 +720,10 @@ class _EventFiles:
 
 
 def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
-          progress: Callable[[int, int], None] | None = None, files: int = 1) -> dict[str, Any]:
+          progress: Callable[[int, int], None] | None = None, files: int = 1, new_users: int = 0) -> dict[str, Any]:
     """Stream DIR/events.parquet (or, with `files` > 1, the dataset DIR/events/part.N.parquet: users split
-    across files in whole blocks), DIR/items.parquet and DIR/truth.parquet, replacing DIR as one unit.
+    across files in whole blocks), DIR/items.parquet and DIR/truth.parquet, replacing DIR as one unit;
+    with `new_users`, also DIR/new_events.parquet (`new_events`).
 
     Memory is bounded by `chunk_users` (one Parquet row group per chunk), not by the data size.
     """
@@ -717,6 +732,7 @@ def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
     spec.validate()
     _check_int("chunk_users", chunk_users, 1)
     _check_int("files", files, 1)
+    _check_int("new_users", new_users, 0, MAX_NEW_USERS)
     if files > 1:  # whole seeding blocks per file, and chunks that never straddle two files
         blocks = -(-spec.n_users // BLOCK_USERS)
         if files > blocks:
@@ -750,6 +766,10 @@ def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
                 event_files.close()
         pq.write_table(_items_table(world).replace_schema_metadata({"gpuclust.synth": json.dumps(_spec_record(spec))}),
                        staging / "items.parquet", compression="zstd")
+        if new_users:
+            pq.write_table(new_events(spec, world, new_users).replace_schema_metadata(
+                {"gpuclust.synth": json.dumps({**_spec_record(spec), "new_users": new_users})}),
+                staging / "new_events.parquet", compression="zstd")
     return {
         "n_users": spec.n_users,
         "n_items": spec.n_items,
@@ -758,6 +778,7 @@ def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
         "event_counts": dict(zip(EVENT_TYPES, counts.tolist(), strict=True)),
         "seconds": round(time.perf_counter() - t0, 3),
         "files": {**{k: str(out / f"{k}.parquet") for k in ("events", "items", "truth")},
+                  **({"new_events": str(out / "new_events.parquet"), "new_users": new_users} if new_users else {}),
                   **({"events": str(out / "events"), "event_files": files} if files > 1 else {})},
         "personas": describe_personas(world),
         "spec": asdict(spec),

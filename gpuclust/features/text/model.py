@@ -153,7 +153,8 @@ def load_encoder(name: str = DEFAULT_MODEL, device: str = "cpu", allow_download:
         from transformers import AutoModel, AutoTokenizer
     except ImportError as exc:
         raise UsageError(
-            "the text feature needs torch and transformers: `pip install 'gpuclust[cpu]'` (or [gpu])"
+            "the text feature needs torch and transformers: `pip install -e '.[cpu]'` in the gpuclust folder "
+            "(or '.[gpu-cu12]', '.[gpu-cu13]')"
         ) from exc
     try:
         with _quiet_loading():
