@@ -68,6 +68,41 @@ class InputWarning(UserWarning):
     the CLI prints each as one line after a successful command."""
 
 
+class DroppedRowsWarning(InputWarning):
+    """Rows of the input were dropped (bad values, unknown event types, duplicates, an adapter's filters):
+    every such drop is one of these, with the count, why, and what to change to keep the rows."""
+
+
+class _NoExample:
+    """No example value to show (None is a value). Pickles as itself: Dask partitions send it back."""
+
+    def __reduce__(self) -> str:
+        return "NO_EXAMPLE"
+
+
+NO_EXAMPLE = _NoExample()
+
+
+def dropped_message(n: int, total: int, why: str, example: object = NO_EXAMPLE, fix: str | None = None,
+                    what: str = "events") -> str:
+    """The one wording of a dropped-row warning: how many of how many, why, an example, and the fix."""
+    share = f" ({n / total:.1%})" if total else ""
+    text = f"dropped {n:,} of {total:,} {what}{share}: {why}"
+    if example is not NO_EXAMPLE:
+        text += f", e.g. {example!r}"
+    return text + (f"; {fix}" if fix else "")
+
+
+def warn_dropped(n: int, total: int, why: str, example: object = NO_EXAMPLE, fix: str | None = None,
+                 what: str = "events") -> None:
+    """Warn (a `DroppedRowsWarning`) that `n` of `total` rows were dropped; nothing when `n` is 0. Every
+    step that drops rows the user did not ask to drop goes through here (the CLI prints it as one line)."""
+    if n > 0:
+        import warnings
+
+        warnings.warn(dropped_message(n, total, why, example, fix, what), DroppedRowsWarning, stacklevel=3)
+
+
 # A write that failed for want of room or of a limit: what the user must give the command to succeed.
 _NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
             errno.EFBIG: "a file would pass the file size limit (ulimit -f)"}

@@ -109,7 +109,7 @@ def test_input_warnings_are_one_line_each_after_a_successful_run(monkeypatch, ca
     assert code == 0
     lines = stderr_lines(stderr)
     assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines), stderr
-    assert "dropped 480 of 2,400 events: value is infinite or too large for float32, e.g. inf" in lines[0]
+    assert "dropped 480 of 2,400 events (20.0%): value is infinite or too large for float32, e.g. inf" in lines[0]
     assert "mix Unix epoch units" in lines[1]
     steps = {s["step"]: s for s in json.loads((out / "manifest.json").read_text())["rows"]["steps"]}
     assert steps["non_finite_values"]["dropped"] == 480
@@ -177,7 +177,9 @@ def test_float_item_ids_still_find_their_categories(monkeypatch, capsys, files):
     out = files / "out"
     code, _, stderr = cli(monkeypatch, capsys, "run", "--events", files / "float_items.csv", "--items",
                           files / "items.parquet", "--k", 3, "--out", out, "--json")
-    assert code == 0 and stderr == ""
+    assert code == 0 and stderr_lines(stderr) == ["warning: dropped 1 of 2,400 events (0.0%): user_id, item_id or "
+                                                  "timestamp is missing; fill those values, or map the columns that "
+                                                  "hold them (--user-col, --item-col, --time-col)"]
     clusters = json.loads((out / "clusters.json").read_text())["clusters"]
     assert all(c["top_categories"] for c in clusters)
     assert not any(c["label"].startswith("cluster ") for c in clusters)

@@ -62,7 +62,7 @@ def test_unparseable_timestamps_are_an_error_above_the_tolerated_share():
                        "timestamp": ["2026-01-01", "yesterday-ish"]})
     with pytest.raises(UsageError, match="could not be parsed.*e.g. 'yesterday-ish'"):
         Preprocessor().run(ev, cpu_backend())
-    with pytest.warns(InputWarning, match="dropped 1 of 2 events: timestamp could not be parsed"):
+    with pytest.warns(InputWarning, match=r"dropped 1 of 2 events \(50.0%\): timestamp could not be parsed"):
         lenient = Preprocessor(PreprocessConfig(max_bad_timestamp_share=0.5)).run(ev, cpu_backend())
     assert steps_by_name(lenient)["unparseable_timestamps"].dropped == 1
 
@@ -101,7 +101,7 @@ def test_timestamps_outside_the_nanosecond_range_are_dropped_and_counted():
     with pytest.raises(UsageError, match="3 of 4 timestamps .* outside the years 1678-2261, e.g. '1500-01-01'"):
         Preprocessor().run(ev, cpu_backend())
     lenient = PreprocessConfig(max_bad_timestamp_share=0.8)
-    with pytest.warns(InputWarning, match="dropped 3 of 4 events: timestamp outside"):
+    with pytest.warns(InputWarning, match=r"dropped 3 of 4 events \(75.0%\): timestamp outside"):
         data = Preprocessor(lenient).run(ev, cpu_backend())
     assert steps_by_name(data)["timestamps_out_of_range"].dropped == 3
     # The same years in a datetime64[s] column (Parquet can hold them) and as epochs.
@@ -138,7 +138,7 @@ def test_values_as_numeric_text_are_read_as_numbers():
 
 def test_infinite_or_overflowing_values_drop_their_rows_and_are_counted():
     ev = one_user(timestamp=pd.date_range("2026-01-01", periods=4, freq="h"), value=[1.0, np.inf, 1e300, np.nan])
-    with pytest.warns(InputWarning, match="dropped 2 of 4 events: value is infinite"):
+    with pytest.warns(InputWarning, match=r"dropped 2 of 4 events \(50.0%\): value is infinite"):
         data = Preprocessor().run(ev, cpu_backend())
     assert steps_by_name(data)["non_finite_values"].dropped == 2
     assert data.events["value"].tolist() == [1.0, 0.0]  # a missing value is no money, not a bad row

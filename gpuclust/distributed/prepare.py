@@ -26,21 +26,24 @@ import numpy as np
 from gpuclust import schema
 from gpuclust.backend import Backend, resolve_backend
 from gpuclust.config import PreprocessConfig
-from gpuclust.errors import InputWarning, UsageError
+from gpuclust.errors import NO_EXAMPLE, InputWarning, UsageError, warn_dropped
 from gpuclust.frames import host_frame, to_backend_frame
 from gpuclust.preprocess.clean import (
+    DUPLICATE_FIX,
+    DUPLICATE_WHY,
     LOW_CATALOGUE_SHARE,
+    MISSING_FIX,
+    MISSING_WHY,
     Preprocessor,
     _attach_weights,
     _index_frame,
     _ordinal,
     bad_timestamps_message,
+    unknown_types_fix,
+    unknown_types_why,
 )
-from gpuclust.preprocess.parse import common_key, first_value, normalise_ids
+from gpuclust.preprocess.parse import common_key, normalise_ids
 from gpuclust.preprocess.prepared import PreparedData, StepCount
-
-# Steps whose dropped rows are also a warning line (as `Preprocessor._drop_bad` words it).
-WARNED_STEPS = ("non_finite_values", "unparseable_timestamps", "timestamps_out_of_range")
 
 
 @functools.lru_cache(maxsize=2)
@@ -59,16 +62,23 @@ class PartitionPreprocessor(Preprocessor):
         super().__init__(config, seed)
         self.refusals: list[str] = []
         self.bad_timestamps = (0, 0, None)
-        self.examples: dict[str, Any] = {}
+        self.examples: dict[str, Any] = {}  # per warned step (`Preprocessor._drop`): an example value or none
+        self.fixes: dict[str, str | None] = {}
+        self.unknown_types: dict[str, int] = {}
 
     def _count(self, step: str, before, after, why: str):
         self.steps_.append(StepCount(step, len(before), len(after), why))
         return after
 
-    def _drop_bad(self, step: str, ev, bad, raw, why: str):
-        if bool(bad.any()):
-            self.examples.setdefault(step, first_value(raw, bad))
-        return self._count(step, ev, ev[~bad], why)
+    def _drop(self, step: str, before, after, why: str, example: Any = NO_EXAMPLE, fix: str | None = None):
+        """Counted here and warned about once on the client, with the counts summed over partitions."""
+        if len(after) < len(before):
+            if self.examples.get(step, NO_EXAMPLE) is NO_EXAMPLE:
+                self.examples[step] = example
+            self.fixes[step] = fix
+        if step == "unknown_event_types":
+            self.unknown_types = dict(getattr(self, "unknown_types_", {}))
+        return self._count(step, before, after, why)
 
     def _check_bad_timestamps(self, n_bad: int, n: int, example) -> None:
         self.bad_timestamps = (n_bad, n, example() if n_bad else None)
@@ -80,6 +90,10 @@ class PartitionPreprocessor(Preprocessor):
             self.refusals.append(str(exc))
             self.steps_.append(StepCount("unknown_event_types", len(ev), 0,
                                          f"event_type not one of {list(self.config.event_weights)}"))
+            counts = host_frame(ev[schema.EVENT].astype("str").value_counts().to_frame()).iloc[:, 0]
+            self.unknown_types = {str(name): int(n) for name, n in counts.items() if n}
+            self.examples.setdefault("unknown_event_types", NO_EXAMPLE)
+            self.fixes["unknown_event_types"] = None
             out = ev.iloc[0:0].copy()
             out[schema.EVENT] = out[schema.EVENT].astype("str").astype("category").cat.set_categories(
                 list(self.config.event_weights))
@@ -89,13 +103,13 @@ class PartitionPreprocessor(Preprocessor):
         """`Preprocessor.run` up to the weights, for the rows of one partition (ids already normalised)."""
         cfg = self.config
         self.steps_ = []
-        ev = self._count("missing_ids_or_time", events, events.dropna(subset=[schema.USER, schema.ITEM, schema.TIME]),
-                         "user_id, item_id or timestamp is missing")
+        ev = self._drop("missing_ids_or_time", events, events.dropna(subset=[schema.USER, schema.ITEM, schema.TIME]),
+                        MISSING_WHY, fix=MISSING_FIX)
         ev = self._values(ev, backend)
         ev = self._parse_time(ev, backend)
         ev = self._known_events(ev)
         if cfg.drop_duplicates:
-            ev = self._count("exact_duplicates", ev, ev.drop_duplicates(), "identical to an earlier row")
+            ev = self._drop("exact_duplicates", ev, ev.drop_duplicates(), DUPLICATE_WHY, fix=DUPLICATE_FIX)
         ev = self._min_counts(ev)  # per user only here: min_item_events is applied over all partitions
         return _attach_weights(ev, cfg.event_weights)
 
@@ -120,6 +134,8 @@ class Cleaned:
     time_range: tuple[Any, Any]
     item_counts: Any  # host pandas Series: events per item_id
     item_dtype: str
+    fixes: dict[str, str | None] = field(default_factory=dict)  # per warned step: what keeps its rows
+    unknown_types: dict[str, int] = field(default_factory=dict)  # dropped rows per event type without a weight
 
     def summary(self) -> Cleaned:
         return dataclasses.replace(self, events=None)
@@ -136,7 +152,7 @@ def clean_partition(raw: Any, config: PreprocessConfig, seed: int, device: str) 
     counts = host_frame(ev[schema.ITEM].value_counts().to_frame()).iloc[:, 0]
     return Cleaned(ev, pre.steps_, pre.refusals, pre.bad_timestamps, pre.examples,
                    [str(w.message) for w in caught if issubclass(w.category, InputWarning)], names, times, counts,
-                   str(ev[schema.ITEM].dtype))
+                   str(ev[schema.ITEM].dtype), pre.fixes, pre.unknown_types)
 
 
 def summary_of(cleaned: Cleaned) -> Cleaned:
@@ -275,10 +291,19 @@ def check_cleaned(summaries: list[Cleaned], config: PreprocessConfig, total_rows
     if steps and steps[-1].rows_out == 0:
         raise UsageError("no events left after the minimum-count filters; lower --min-user-events / --min-item-events")
     for step in steps:
-        if step.step in WARNED_STEPS and step.dropped:
-            example = next(s.examples[step.step] for s in summaries if step.step in s.examples)
-            warnings.warn(f"dropped {step.dropped:,} of {step.rows_in:,} events: {step.why}, e.g. {example!r}",
-                          InputWarning, stacklevel=2)
+        if not step.dropped or not any(step.step in s.examples for s in summaries):
+            continue  # a step the user asked for (minimum counts, sampling): in the manifest only
+        example = next((s.examples[step.step] for s in summaries
+                        if s.examples.get(step.step, NO_EXAMPLE) is not NO_EXAMPLE), NO_EXAMPLE)
+        fix = next(s.fixes[step.step] for s in summaries if step.step in s.fixes)
+        why = step.why
+        if step.step == "unknown_event_types":
+            unknown: dict[str, int] = {}
+            for s in summaries:
+                for name, n in s.unknown_types.items():
+                    unknown[name] = unknown.get(name, 0) + n
+            why, fix = unknown_types_why(unknown), unknown_types_fix(unknown, config.event_weights)
+        warn_dropped(step.dropped, step.rows_in, why, example, fix)
     shown = set()
     for message in (m for s in summaries for m in s.warnings):
         key = re.sub(r"[\d,.]+", "#", message)

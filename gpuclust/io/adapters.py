@@ -8,7 +8,7 @@ online-retail (UCI Online Retail, CC BY 4.0) — the column mapping:
     Quantity * UnitPrice -> value
     Description -> items.title  (the most frequent description of each stock code)
 Cancellations (InvoiceNo starting with "C") and lines with Quantity <= 0 or UnitPrice <= 0 are
-dropped and counted.
+dropped and counted; each drop is also a warning (`errors.warn_dropped`), as the preprocessor's are.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from gpuclust import schema
-from gpuclust.errors import UsageError
+from gpuclust.errors import UsageError, warn_dropped
 from gpuclust.preprocess.prepared import StepCount
 
 RETAIL_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID")
@@ -39,6 +39,8 @@ def online_retail(raw: Any, frame: ModuleType) -> tuple[Any, Any, list[StepCount
     def keep(step: str, df, mask, why: str):
         out = df[mask]
         steps.append(StepCount(step, len(df), len(out), why))
+        warn_dropped(len(df) - len(out), len(df), f"{why} (the online-retail adapter drops these: they are "
+                     "no customer's purchase of a product)", what="rows")
         return out
 
     df = keep("retail_no_customer", raw, raw["CustomerID"].notna(), "no CustomerID")

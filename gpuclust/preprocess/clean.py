@@ -14,7 +14,7 @@ import numpy as np
 from gpuclust import schema
 from gpuclust.backend import Backend, to_host
 from gpuclust.config import PreprocessConfig
-from gpuclust.errors import InputWarning, UsageError
+from gpuclust.errors import NO_EXAMPLE, InputWarning, UsageError, warn_dropped
 from gpuclust.frames import host_frame, local_array, local_values, local_xp
 from gpuclust.preprocess.codes import EventCodes
 from gpuclust.preprocess.parse import (
@@ -53,8 +53,8 @@ class Preprocessor:
         if len(events) == 0:
             raise UsageError("the events input has no rows; check the file or the adapter's filters")
 
-        ev = self._count("missing_ids_or_time", events, events.dropna(subset=[schema.USER, schema.ITEM, schema.TIME]),
-                         "user_id, item_id or timestamp is missing")
+        ev = self._drop("missing_ids_or_time", events, events.dropna(subset=[schema.USER, schema.ITEM, schema.TIME]),
+                        MISSING_WHY, fix=MISSING_FIX)
         ev = self._normalise_ids(ev, schema.USER)
         ev = self._normalise_ids(ev, schema.ITEM)
         ev = self._values(ev, backend)
@@ -65,8 +65,8 @@ class Preprocessor:
         del ev
         codes = codes.take(stable_order(codes.user, codes.time, codes.xp))
         if cfg.drop_duplicates:
-            codes = self._count("exact_duplicates", codes, codes.take(~_duplicates(codes)),
-                                "identical to an earlier row")
+            codes = self._drop("exact_duplicates", codes, codes.take(~_duplicates(codes)), DUPLICATE_WHY,
+                               fix=DUPLICATE_FIX)
         codes = self._min_counts(codes)
         if cfg.sample_users is not None:
             codes = self._sample_users(codes, backend)
@@ -86,8 +86,9 @@ class Preprocessor:
                 raise UsageError("none of the events is on an item the saved model knows (it places users by "
                                  "the items it was fitted on); check that the item ids are in the same form, or "
                                  "refit with gpuclust run on a log that has these items")
-            kept = self._count("items_unknown_to_model", codes, codes.take(known_item),
-                               "item not in the model's vocabulary")
+            kept = self._drop("items_unknown_to_model", codes, codes.take(known_item),
+                              "item not in the model's vocabulary", fix="the model places users by the items it was "
+                              "fitted on; refit with gpuclust run on a log that has these items to use them")
             codes, weight, item_idx = kept, weight[known_item], item_idx[known_item]
         if items is not None:
             items = self._catalogue(codes, items, backend)
@@ -104,6 +105,13 @@ class Preprocessor:
             )
         return after
 
+    def _drop(self, step: str, before, after, why: str, example: Any = NO_EXAMPLE, fix: str | None = None):
+        """A step that drops rows the user did not ask to drop: counted in the manifest and warned about
+        (`errors.warn_dropped`), so no row goes without a word."""
+        after = self._count(step, before, after, why)
+        warn_dropped(len(before) - len(after), len(before), why, example, fix)
+        return after
+
     def _note(self, step: str, ev, why: str) -> None:
         """A step that changes how rows read but drops none."""
         self.steps_.append(StepCount(step, len(ev), len(ev), why))
@@ -111,12 +119,8 @@ class Preprocessor:
     def _drop_bad(self, step: str, ev, bad, raw, why: str):
         """Drop the rows where `bad` holds, counted in the manifest and in a warning that shows one `raw`
         value: a dropped row of bad data is never silent."""
-        n_bad = int(bad.sum())
-        if n_bad:
-            example = first_value(raw, bad)
-            warnings.warn(f"dropped {n_bad:,} of {len(ev):,} events: {why}, e.g. {example!r}", InputWarning,
-                          stacklevel=2)
-        return self._count(step, ev, ev[~bad], why)
+        example = first_value(raw, bad) if bool(bad.any()) else NO_EXAMPLE
+        return self._drop(step, ev, ev[~bad], why, example)
 
     def _normalise_ids(self, ev, column: str):
         ids, change = normalise_ids(ev[column])
@@ -187,7 +191,11 @@ class Preprocessor:
             raise UsageError(f"none of the event types {names[:20]} is known; known: {known}; {fix}")
         out = ev.copy()
         out[schema.EVENT] = types.cat.set_categories(known)
-        return self._count("unknown_event_types", ev, out[keep], f"event_type not one of {known}")
+        counts = host_frame(types[~keep].value_counts(dropna=False).to_frame()).iloc[:, 0]
+        unknown = {"(missing)" if name != name else str(name): int(n) for name, n in counts.items() if n}
+        self.unknown_types_ = unknown
+        return self._drop("unknown_event_types", ev, out[keep], unknown_types_why(unknown),
+                          fix=unknown_types_fix(unknown, self.config.event_weights, fixed))
 
     def _catalogue(self, codes: EventCodes, items, backend: Backend):
         """The items table keyed like the events; a low share of events found in it is warned about,
@@ -289,6 +297,32 @@ class Preprocessor:
         order = stable_order(user, out.time, xp)  # the copies are users of their own, sorted by id as any
         out = dataclasses.replace(out, user=user, user_ids=backend.frame.Series(new_ids)).take(order)
         return self._count("sample_users", codes, out, f"{cfg.sample_users} users drawn with replacement")
+
+
+MISSING_WHY = "user_id, item_id or timestamp is missing"
+MISSING_FIX = "fill those values, or map the columns that hold them (--user-col, --item-col, --time-col)"
+DUPLICATE_WHY = "identical to an earlier row (same user, item, event type, timestamp and value)"
+DUPLICATE_FIX = "to keep repeated rows, set drop_duplicates = false under [preprocess] in a --config TOML"
+MAX_NAMED_TYPES = 5  # unknown event types named in a warning; the rest are counted
+
+
+def unknown_types_why(unknown: dict[str, int]) -> str:
+    """Why rows of event types without a weight dropped, naming the biggest types with their counts."""
+    ranked = sorted(unknown.items(), key=lambda kv: (-kv[1], kv[0]))
+    named = ", ".join(f"{name!r} {n:,}" for name, n in ranked[:MAX_NAMED_TYPES])
+    more = f" and {len(ranked) - MAX_NAMED_TYPES:,} more types" if len(ranked) > MAX_NAMED_TYPES else ""
+    return f"event type without a weight ({named}{more})"
+
+
+def unknown_types_fix(unknown: dict[str, int], weights: dict[str, float], fixed: bool = False) -> str:
+    """What keeps those rows: weights for the types, written out as the flag takes them (it replaces the
+    whole table), or for a saved model, a refit."""
+    ranked = sorted(unknown, key=lambda name: (-unknown[name], name))[:MAX_NAMED_TYPES]
+    pairs = ",".join([*(f"{name}={w:g}" for name, w in weights.items()), *(f"{name}=W" for name in ranked)])
+    if fixed:
+        return f"the model knows only {', '.join(weights)}; refit with gpuclust run --event-weights {pairs} to use them"
+    return (f"to keep them, give each a weight W: --event-weights {pairs} (or event_weights under [preprocess] in "
+            "the TOML)")
 
 
 def bad_timestamps_message(n_bad: int, n: int, example) -> str:
