@@ -317,10 +317,10 @@ def segment_top_items(table: Any, blend_weight: float, clusters: Any, seen: Any,
     def scores(start: int, stop: int) -> Any:
         return w * table[rows[start:stop]] + (xp.float32(1) - w) * table[k][None, :]
 
-    return _batched_top(scores, seen, top_k, backend)
+    return _batched_top(scores, seen, top_k, backend, tie=table[k])  # ties (a cluster's unseen items) by global share
 
 
-def _batched_top(scores_of: Any, seen: Any, top_k: int, backend: Backend) -> tuple[Any, Any]:
+def _batched_top(scores_of: Any, seen: Any, top_k: int, backend: Backend, tie: Any = None) -> tuple[Any, Any]:
     """Batches of BATCH_CELLS scores: score, mask the batch's seen items, keep the top K on the device."""
     xp = backend.xp
     n, n_items = seen.shape
@@ -331,7 +331,7 @@ def _batched_top(scores_of: Any, seen: Any, top_k: int, backend: Backend) -> tup
         scores = scores_of(start, stop)
         part = seen[start:stop].tocoo()
         scores[part.row, part.col] = -xp.inf
-        top, top_scores = top_k_sorted(scores, top_k, xp)
+        top, top_scores = top_k_sorted(scores, top_k, xp, tie)
         tops.append(top)
         values.append(top_scores)
     if not tops:

@@ -55,11 +55,17 @@ def popularity(train: Any, clusters: Any, n_items: int, backend: Backend) -> Pop
 
 def seen_matrix(train: Any, users: Any, n_users: int, n_items: int, backend: Backend):
     """CSR (evaluated users x items) of what each evaluated user has in training; row r = users[r]."""
+    train_user, train_item, _ = training_columns(train, backend)
+    return seen_rows(train_user, train_item, users, n_users, n_items, backend)
+
+
+def seen_rows(train_users: Any, train_items: Any, users: Any, n_users: int, n_items: int, backend: Backend):
+    """`seen_matrix` from the training events' user and item arrays (xp) instead of a table or frame."""
     xp = backend.xp
     position = xp.full(n_users, -1, dtype=xp.int64)
     position[users] = xp.arange(len(users), dtype=xp.int64)
-    train_user, col, _ = training_columns(train, backend)
-    row = position[train_user]
+    row = position[train_users.astype(xp.int64)]
+    col = train_items.astype(xp.int64)
     keep = row >= 0
     row, col = row[keep], col[keep]
     matrix = backend.sparse.coo_matrix((xp.ones(len(row), dtype=xp.float32), (row, col)), shape=(len(users), n_items))
@@ -70,7 +76,9 @@ def rank_targets(pop: Popularity, rows: Any, targets: Any, seen: Any, w: float, 
                  batch_users: int | None = None) -> np.ndarray:
     """0-based rank of each user's target in its top `top_k` list, or -1 where it is not in the list.
 
-    Score = w * share in the user's cluster (row `rows`) + (1 - w) * global share, seen items at -inf.
+    Score = w * share in the user's cluster (row `rows`) + (1 - w) * global share, seen items at -inf;
+    equal scores go to the higher global share (`top_k_sorted`'s `tie`), so a cluster with fewer than
+    `top_k` items of its own fills its list with the most popular items, not arbitrary ones.
     """
     xp = backend.xp
     n, n_items = len(targets), pop.table.shape[1]
@@ -82,15 +90,18 @@ def rank_targets(pop: Popularity, rows: Any, targets: Any, seen: Any, w: float, 
         scores = xp.float32(w) * pop.table[rows[start:stop]] + xp.float32(1.0 - w) * pop.global_share[None, :]
         part = seen[start:stop].tocoo()
         scores[part.row, part.col] = -xp.inf
-        out.append(to_host(hit_ranks(*top_k_sorted(scores, top_k, xp), targets[start:stop], xp)))
+        out.append(to_host(hit_ranks(*top_k_sorted(scores, top_k, xp, pop.global_share), targets[start:stop], xp)))
     return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
 
 
-def top_k_sorted(scores: Any, top_k: int, xp) -> tuple[Any, Any]:
+def top_k_sorted(scores: Any, top_k: int, xp, tie: Any = None) -> tuple[Any, Any]:
     """(item indices, scores) of each row's `top_k` best, best first, where the scores are (on the device):
-    argpartition then a sort of k columns, never a sort of the whole row."""
+    argpartition then a sort of k columns, never a sort of the whole row. With `tie` (one value per item,
+    e.g. the global share) equal scores are ordered by it, higher first, then by the lower index."""
     n_items = scores.shape[1]
     top_k = min(top_k, n_items)
+    if tie is not None:
+        return _top_k_with_ties(scores, top_k, xp, tie)
     if top_k < n_items:
         top = xp.argpartition(-scores, top_k - 1, axis=1)[:, :top_k]
     else:
@@ -98,6 +109,35 @@ def top_k_sorted(scores: Any, top_k: int, xp) -> tuple[Any, Any]:
     top_scores = xp.take_along_axis(scores, top, axis=1)
     order = xp.argsort(-top_scores, axis=1)
     return xp.take_along_axis(top, order, axis=1), xp.take_along_axis(top_scores, order, axis=1)
+
+
+def _top_k_with_ties(scores: Any, top_k: int, xp, tie: Any) -> tuple[Any, Any]:
+    """`top_k_sorted` in the order (score, tie, -index): the k-th best score is the threshold; the items
+    above it are in, and the free places go to the items at it that come first by (tie, -index). Two
+    argpartitions and stable sorts of 2k candidates per row, still never a sort of the whole row."""
+    n, n_items = scores.shape
+    by_tie = xp.argsort(-tie, kind="stable")  # the order of equal scores: higher tie, then lower index
+    place = xp.empty(n_items, dtype=xp.int64)
+    place[by_tie] = xp.arange(n_items, dtype=xp.int64)
+    if top_k < n_items:
+        first = xp.argpartition(-scores, top_k - 1, axis=1)[:, :top_k]
+        threshold = xp.take_along_axis(scores, first, axis=1).min(axis=1, keepdims=True)
+        at = scores == threshold
+        key = xp.where(at, place[None, :], n_items)  # distinct among the tied: argpartition is exact
+        second = xp.argpartition(key, top_k - 1, axis=1)[:, :top_k]
+        candidates = xp.concatenate([first, second], axis=1)
+        valid = xp.concatenate([xp.take_along_axis(scores > threshold, first, axis=1),
+                                xp.take_along_axis(at, second, axis=1)], axis=1)
+    else:
+        candidates = xp.broadcast_to(xp.arange(n_items), (n, n_items))
+        valid = xp.ones((n, n_items), dtype=bool)
+    # Stable sorts from the last key to the first: the tie order, the score, valid candidates first.
+    order = xp.argsort(place[candidates], axis=1, kind="stable")
+    for key in (-xp.take_along_axis(scores, candidates, axis=1), ~valid):
+        order = xp.take_along_axis(order, xp.argsort(xp.take_along_axis(key, order, axis=1), axis=1, kind="stable"),
+                                   axis=1)
+    top = xp.take_along_axis(candidates, order[:, :top_k], axis=1)
+    return top, xp.take_along_axis(scores, top, axis=1)
 
 
 def hit_ranks(top: Any, top_scores: Any, targets: Any, xp) -> Any:

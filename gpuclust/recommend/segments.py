@@ -22,13 +22,13 @@ import numpy as np
 from gpuclust.backend import Backend, to_host
 from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.recommend.popularity import GRID, shares, weighted_counts
+from gpuclust.recommend.scoring import Popularity, metrics, rank_targets, seen_rows
 from gpuclust.recommend.split import held_out, training_rows
 
 if TYPE_CHECKING:
     from gpuclust.preprocess.table import EventTable
 
 TUNE_TOP_K = 10
-SCORE_BATCH = 256  # users scored at once in tuning: 256 x items float32
 DEFAULT_BLEND = 0.5  # half cluster, half global popularity: where no user can be held out to tune it
 
 
@@ -49,6 +49,14 @@ class SegmentPopularity:
         w = np.float32(self.blend_weight)
         own = self.table[cluster] if 0 <= cluster < self.k else self.table[self.k]
         return w * own + (np.float32(1.0) - w) * self.table[self.k]
+
+    def ranked(self, cluster: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every item a user of `cluster` can be recommended (some share, in the cluster or overall), best
+        first, with its score: equal scores by global share, then by index (the order of `recommend`)."""
+        scores, glob = self.scores(cluster), self.table[self.k]
+        order = np.lexsort((np.arange(len(scores)), -glob, -scores))
+        order = order[(scores[order] > 0) | (glob[order] > 0)]
+        return order, scores[order]
 
     def withhold(self, clusters: set[int]) -> None:
         """Rows of clusters too small to describe (privacy) recommend by global popularity only."""
@@ -110,44 +118,11 @@ def _tune(data: PreparedData, clusters: Any, counts: Any, k: int, backend: Backe
                                             weight[held].astype(xp.float64), clusters, k, data.n_items, xp), xp)
     own = clusters[test_users]
     rows = xp.where(own >= 0, own, k)
-    seen = _seen(user[train], item[train], test_users, data.n_items, backend)
-    curve = []
-    for w in GRID:
-        ranks = _ranks(table, rows, targets, seen, float(w), k, xp)
-        hit = ranks < TUNE_TOP_K
-        curve.append({"w": float(w), f"HR@{TUNE_TOP_K}": round(float(hit.mean()), 6),
-                      f"NDCG@{TUNE_TOP_K}": round(float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()), 6)})
+    seen = seen_rows(user[train], item[train], test_users, data.n_users, data.n_items, backend)
+    pop = Popularity(table, k)
+    curve = [{"w": float(w), **metrics(rank_targets(pop, rows, targets, seen, float(w), TUNE_TOP_K, backend),
+                                       (TUNE_TOP_K,))} for w in GRID]
     best = max(curve, key=lambda r: (r[f"HR@{TUNE_TOP_K}"], r[f"NDCG@{TUNE_TOP_K}"], -r["w"]))
     return best["w"], {"how": f"tuned at fit time: leave-last-out HR@{TUNE_TOP_K} on a sample of the fitted users "
                               "with the fitted clusters (optimistic; `gpuclust evaluate` refits)",
                        "users": int(len(to_host(targets))), "seed": seed, "curve": curve}
-
-
-def _seen(train_users: Any, train_items: Any, users: Any, n_items: int, backend: Backend):
-    """CSR (tuned users x items) of what each has in its training part."""
-    xp = backend.xp
-    n_users = int(to_host(users.max())) + 1
-    position = xp.full(n_users, -1, dtype=xp.int64)
-    position[users] = xp.arange(len(users), dtype=xp.int64)
-    u = train_users.astype(xp.int64)
-    keep = u < n_users
-    row = position[u[keep]]
-    col = train_items.astype(xp.int64)[keep]
-    keep = row >= 0
-    values = xp.ones(int(keep.sum()), dtype=xp.float32)
-    return backend.sparse.coo_matrix((values, (row[keep], col[keep])), shape=(len(users), n_items)).tocsr()
-
-
-def _ranks(table: Any, rows: Any, targets: Any, seen: Any, w: float, k: int, xp) -> np.ndarray:
-    """0-based rank of each target among the items the user has not seen: the count of unseen items that
-    score strictly higher (no sort: one comparison per item)."""
-    out = []
-    glob = table[k]
-    for start in range(0, len(targets), SCORE_BATCH):
-        stop = min(start + SCORE_BATCH, len(targets))
-        scores = xp.float32(w) * table[rows[start:stop]] + xp.float32(1.0 - w) * glob[None, :]
-        part = seen[start:stop].tocoo()
-        scores[part.row, part.col] = -xp.inf
-        target = scores[xp.arange(stop - start), targets[start:stop]]
-        out.append(to_host((scores > target[:, None]).sum(axis=1)))
-    return np.concatenate(out).astype(np.float64)

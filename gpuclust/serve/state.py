@@ -71,10 +71,9 @@ class ModelState:
         items, scores = self.candidates[row], self.candidate_scores[row]
         picked = [i for i in range(len(items)) if int(items[i]) not in seen][:n]
         if len(picked) < n and len(items) == SEEN_ALLOWANCE + MAX_RECOMMEND:  # saw most candidates: score all
-            full = self.estimator.segments_.scores(row)
-            order = np.argsort(-full, kind="stable")
-            chosen = [int(i) for i in order if full[i] > 0 and int(i) not in seen][:n]
-            return [self._item(i, float(full[i])) for i in chosen]
+            order, full = self.estimator.segments_.ranked(row)
+            chosen = [(int(i), float(v)) for i, v in zip(order, full, strict=True) if int(i) not in seen][:n]
+            return [self._item(i, v) for i, v in chosen]
         return [self._item(int(items[i]), float(scores[i])) for i in picked]
 
     def _item(self, idx: int, score: float, source: str = "segment") -> dict[str, Any]:
@@ -120,11 +119,9 @@ def _load_state(model_dir: Path, device: str | None, pseudonymiser: Pseudonymise
     state = ModelState(model_dir, before, est, FastAssigner(est), pseudonymiser, time.time())
     state.labels = {int(p["cluster"]): p.get("label") for p in est.profiles_}
     for row in range(state.k + 1):
-        scores = est.segments_.scores(row)
-        order = np.argsort(-scores, kind="stable")[:MAX_RECOMMEND + SEEN_ALLOWANCE]
-        order = order[scores[order] > 0]
-        state.candidates.append(order)
-        state.candidate_scores.append(scores[order])
+        order, scores = est.segments_.ranked(row)
+        state.candidates.append(order[:MAX_RECOMMEND + SEEN_ALLOWANCE])
+        state.candidate_scores.append(scores[:MAX_RECOMMEND + SEEN_ALLOWANCE])
     vocab = state.assigner.vocabulary  # already on the host: one copy per load
     for name in (schema.ITEM, schema.TITLE, schema.CATEGORY):
         if name in vocab.columns:
