@@ -239,6 +239,14 @@ class PipelineConfig:
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
+    def __post_init__(self) -> None:
+        """A section given as a dict (`PipelineConfig(columns=dict(user_id="customer"))`) is read as its TOML
+        table would be: checked key by key and turned into its dataclass."""
+        for name, hint in typing.get_type_hints(type(self)).items():
+            value = getattr(self, name)
+            if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+                setattr(self, name, _build(hint, value, name))
+
     def validate(self, require_features: bool = True, given: frozenset[str] = frozenset()) -> PipelineConfig:
         """Reject impossible or contradictory values up front, naming the setting and the valid values.
 

@@ -132,6 +132,7 @@ class UserClusterer:
         """Learn the clusters of the users in `events` (cuDF or pandas; `items`: catalogue; `truth`:
         user_id, group for ARI/NMI). Every setting is checked before any data is read."""
         settings, custom = self._settings(), self._custom_featurizers()
+        events, items = _mapped(events, items, settings)
         _check_inputs(events, items, truth)
         if settings.dask.scheduler is not None:
             return self._fit_on_cluster(events, items, truth, settings)
@@ -543,6 +544,7 @@ class UserClusterer:
         measured: (vectors in the space of `cluster_centers_`, on the backend's array library; the
         PreparedData whose user_idx rows they are)."""
         self._check_fitted()
+        events, _ = _mapped(events, None, self.config_)
         _check_inputs(events)
         backend, settings = self.backend_, self.config_
         events = self.pseudonymised(events)
@@ -597,6 +599,18 @@ def _whole_k(value: Any, usage: str) -> int:
     if not _is_number(value) or not np.isfinite(value) or float(value) != int(value):
         raise UsageError(f"{usage}; {value!r} is not a whole number")
     return int(value)
+
+
+def _mapped(events: Any, items: Any, settings: PipelineConfig) -> tuple[Any, Any]:
+    """The caller's frames with the config's column mapping applied (`[columns]`), as the CLI reads files:
+    a TOML that runs on the command line runs from Python too. File sources of the Dask reader map there."""
+    from gpuclust.columns import mapped_events, mapped_items
+
+    if hasattr(events, "columns") and hasattr(events, "rename"):
+        events = mapped_events(events, settings.columns)
+    if items is not None and hasattr(items, "columns") and hasattr(items, "rename"):
+        items = mapped_items(items, settings.columns)
+    return events, items
 
 
 def _check_inputs(events: Any, items: Any = None, truth: Any = None) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 from gpuclust import schema
+from gpuclust.columns import REQUIRED_EVENTS, check_named_item_columns, event_columns, item_columns
 from gpuclust.config import ColumnMap
 from gpuclust.errors import UsageError, listed, require_file
 
@@ -150,13 +151,9 @@ EVENT_FLAGS = {
 def read_events(path: str | Path, frame: ModuleType, columns: ColumnMap | None = None):
     """Events with canonical names: user_id, item_id, event_type, timestamp and, if present, value."""
     columns = columns or ColumnMap()
-    wanted = {
-        schema.USER: columns.user_id,
-        schema.ITEM: columns.item_id,
-        schema.EVENT: columns.event_type,
-        schema.TIME: columns.timestamp,
-    }
-    optional = {schema.VALUE: columns.value}
+    mapping = event_columns(columns)
+    wanted = {name: mapping[name] for name in REQUIRED_EVENTS}
+    optional = {schema.VALUE: mapping[schema.VALUE]}
     df = read_table(path, frame, list(wanted.values()) + list(optional.values()), wanted, EVENT_FLAGS)
     keep = {src: dst for dst, src in {**wanted, **optional}.items() if src in df.columns}
     return df[list(keep)].rename(columns=keep)
@@ -165,9 +162,11 @@ def read_events(path: str | Path, frame: ModuleType, columns: ColumnMap | None =
 def read_items(path: str | Path, frame: ModuleType, columns: ColumnMap | None = None):
     """Items with canonical names: item_id plus whichever of category, price and text columns exist."""
     columns = columns or ColumnMap()
-    wanted = {schema.ITEM: columns.item_item_id}
-    optional = {schema.CATEGORY: columns.category, schema.PRICE: columns.price}
+    mapping = item_columns(columns)
+    wanted = {schema.ITEM: mapping[schema.ITEM]}
+    optional = {schema.CATEGORY: mapping[schema.CATEGORY], schema.PRICE: mapping[schema.PRICE]}
     df = read_table(path, frame, required=wanted, hints={schema.ITEM: "--item-key-col"})
+    check_named_item_columns([str(c) for c in df.columns], columns, str(path))
     text = [c for c in columns.text if c in df.columns]
     keep = {src: dst for dst, src in {**wanted, **optional}.items() if src in df.columns}
     out = df[list(keep) + [c for c in text if c not in keep]].rename(columns=keep)

@@ -56,13 +56,14 @@ def _clean(value: Any) -> str:
 def item_texts(items: Any, text_columns: Sequence[str], template: str | None = None) -> list[str]:
     """One text per row of `items` (a cuDF or pandas frame), in row order."""
     columns = [str(c) for c in items.columns]
+    shown = ", ".join(c for c in columns if c != schema.ITEM_IDX) or "(none)"  # the user's columns, not ours
     if template is None:
         if not [c for c in text_columns if c in columns]:
             raise UsageError(
                 "the text feature (and --item-init text) needs an items file with text columns: pass --items "
                 "FILE and name its text columns with --text-cols (or a --text-template over its columns; "
                 "gpuclust embed: --text-col, --template); "
-                f"item columns here: {', '.join(columns) or '(none)'}"
+                f"item columns here: {shown}"
             )
         template = default_template(text_columns, columns)
     fields = template_fields(template)
@@ -72,7 +73,7 @@ def item_texts(items: Any, text_columns: Sequence[str], template: str | None = N
     if missing:
         raise UsageError(
             f"text template names column(s) {', '.join(map(repr, missing))} not in the items; "
-            f"columns found: {', '.join(columns)}"
+            f"columns found: {shown}"
         )
     text_fields = [f for f in fields if f in text_columns] or [f for f in fields if f not in _NON_TEXT] or fields
     host = {c: np.asarray(to_host(items[c])) for c in dict.fromkeys([*fields, *_fallback_columns(columns)])}
