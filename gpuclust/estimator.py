@@ -382,6 +382,7 @@ class UserClusterer:
                 raise UsageError(f"feature_weights names {', '.join(map(repr, unknown))}, which is no feature: choose "
                                  f"from {', '.join([*registry.FEATURES, *sorted(custom)])}")
             config.features.weights.update({k: v for k, v in self.feature_weights.items() if k in registry.FEATURES})
+        self._check_k_of_clusterer(config)
         if self.n_clusters is not None:
             config.cluster.k, config.cluster.k_values = _k_setting(self.n_clusters, config.cluster.k)
         if isinstance(self.clusterer, str):
@@ -405,6 +406,34 @@ class UserClusterer:
         if self.clusterer is not None and not isinstance(self.clusterer, str):
             as_clusterer(self.clusterer)
 
+    def _check_k_of_clusterer(self, config: PipelineConfig) -> None:
+        """With a clusterer object, its own parameters decide the number of clusters: an `n_clusters` (or a
+        config k) that disagrees would be silently ignored, so it is refused, as scikit-learn refuses
+        contradictory parameters, naming both."""
+        if self.clusterer is None or isinstance(self.clusterer, str):
+            return
+        name = type(self.clusterer).__name__
+        own = next((getattr(self.clusterer, p) for p in ("n_clusters", "n_components")
+                    if getattr(self.clusterer, p, None) is not None), None)
+        defaults = PipelineConfig().cluster
+        if self.n_clusters is not None:
+            given, where = self.n_clusters, f"n_clusters={self.n_clusters!r}"
+        elif config.cluster.k_values:
+            given, where = list(config.cluster.k_values), f"config cluster.k_values = {list(config.cluster.k_values)}"
+        elif config.cluster.k != defaults.k:
+            given, where = config.cluster.k, f"config cluster.k = {config.cluster.k}"
+        else:
+            return
+        if own is None:
+            raise UsageError(f"{where} has no effect with clusterer={name}, which finds its own number of clusters; "
+                             "drop it")
+        if not _is_number(given):
+            raise UsageError(f"{where} asks for a sweep of k, which does not run with clusterer={name} (it has {own} "
+                             f"clusters of its own): drop {where.split('=')[0].strip()}, or pass clusterer='kmeans'")
+        if int(given) != int(own):
+            raise UsageError(f"{where} disagrees with clusterer={name}(... {own} clusters), whose own setting decides: "
+                             f"give k once, on the clusterer (e.g. {name}({given!r})) or drop {where.split('=')[0]}")
+
     def _custom_featurizers(self) -> list[Any]:
         """Copies of the featuriser objects passed in (the caller's stay unfitted, as clone expects)."""
         chosen = [f for f in (self.features or ()) if not isinstance(f, str)] + list(self.extra_features)
@@ -427,8 +456,9 @@ class UserClusterer:
     def _k_values(self, settings: PipelineConfig, n_users: int) -> tuple[int, ...]:
         """The k values to sweep (none for a fixed k); an impossible k is an error before the features."""
         if self.clusterer is not None and not isinstance(self.clusterer, str):
-            if getattr(self.clusterer, "n_clusters", None) is not None:
-                check_k(int(self.clusterer.n_clusters), n_users)
+            for param in ("n_clusters", "n_components"):
+                if isinstance(getattr(self.clusterer, param, None), int | np.integer):
+                    check_k(int(getattr(self.clusterer, param)), n_users)
             return ()
         if not registry.ALGORITHMS[settings.cluster.algorithm].takes_k:
             return ()

@@ -203,8 +203,11 @@ class ForeignClusterer:
         return getattr(self.estimator, "n_clusters", None)
 
     def fit(self, x: Any, backend: Backend) -> ForeignClusterer:
-        self.estimator.fit(_on_engine(self.estimator, x, backend))
-        labels = getattr(self.estimator, "labels_", None)
+        if _labels_from_fit_predict(self.estimator):  # a mixture model: labels by fit_predict, no labels_
+            labels = self.estimator.fit_predict(_on_engine(self.estimator, x, backend))
+        else:
+            self.estimator.fit(_on_engine(self.estimator, x, backend))
+            labels = getattr(self.estimator, "labels_", None)
         if labels is None:
             raise UsageError(f"clusterer {self.algorithm} set no labels_ after fit: a clusterer must label each user")
         self.labels_ = labels
@@ -327,8 +330,34 @@ def as_reducer(reducer: Any) -> Any:
 
 
 def as_clusterer(clusterer: Any) -> Any:
+    """A clusterer as a gpuclust stage; one that cannot label users is refused here, before any fit
+    (a scikit-learn estimator that is neither a clusterer nor a mixture model, such as PCA)."""
     if takes_backend(getattr(clusterer, "fit", None)):
         return clusterer
     if not hasattr(clusterer, "fit"):
         raise UsageError(f"clusterer {type(clusterer).__name__} has no fit method")
+    if _sklearn_kind(clusterer) == "other" and not _labels_from_fit_predict(clusterer):
+        raise UsageError(f"clusterer {type(clusterer).__name__} is not a clustering model (scikit-learn does not tag "
+                         "it a clusterer, and it has no fit_predict and predict_proba of a mixture model): give one "
+                         "that labels users, e.g. KMeans, HDBSCAN, Birch or GaussianMixture")
     return ForeignClusterer(clusterer)
+
+
+def _sklearn_kind(estimator: Any) -> str:
+    """"clusterer" or "other" for a scikit-learn estimator (by its tags), "unknown" for anything else
+    (cuML's, your own), whose labels_ are checked after the fit."""
+    if type(estimator).__module__.split(".")[0] == "cuml" or not hasattr(estimator, "__sklearn_tags__"):
+        return "unknown"
+    try:
+        from sklearn.base import is_clusterer
+
+        return "clusterer" if is_clusterer(estimator) else "other"
+    except Exception:  # noqa: BLE001 - tags of a half-compatible estimator: decide after the fit
+        return "unknown"
+
+
+def _labels_from_fit_predict(estimator: Any) -> bool:
+    """A mixture model (GaussianMixture, BayesianGaussianMixture): labels come from fit_predict, since
+    it keeps no labels_."""
+    return (_sklearn_kind(estimator) == "other" and hasattr(estimator, "fit_predict")
+            and hasattr(estimator, "predict_proba"))

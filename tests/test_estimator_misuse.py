@@ -25,7 +25,8 @@ def events(small):
 
 
 def _fit(events, items=None, truth=None, **kwargs):
-    return UserClusterer(**{"n_clusters": 3, "features": ["behaviour"], **kwargs}).fit(events, items, truth)
+    k = {} if "clusterer" in kwargs and not isinstance(kwargs["clusterer"], str) else {"n_clusters": 3}
+    return UserClusterer(**{**k, "features": ["behaviour"], **kwargs}).fit(events, items, truth)
 
 
 def _multiindex(ev: pd.DataFrame) -> pd.DataFrame:
@@ -252,3 +253,43 @@ def test_predict_places_users_whose_events_include_unknown_types(events):
     assert placed.user_id.tolist() == [1, 2]
     dropped = {s.step: s.dropped for s in data.steps}
     assert dropped["unknown_event_types"] == 2
+
+
+# --- a clusterer object decides its own k; one that cannot label users is refused before any fit ----------
+
+def test_n_clusters_that_disagrees_with_the_clusterers_own_is_refused_before_any_work():
+    from sklearn.cluster import HDBSCAN, KMeans
+
+    from gpuclust import PipelineConfig, UserClusterer
+    from gpuclust.errors import UsageError
+
+    events, _, _ = blob_events(n_users=60)
+    with pytest.raises(UsageError, match=r"n_clusters=8 disagrees with clusterer=KMeans\(\.\.\. 5 clusters\)"):
+        UserClusterer(8, clusterer=KMeans(5)).fit(None)  # refused before the data is even looked at
+    with pytest.raises(UsageError, match=r"n_clusters='auto' asks for a sweep of k"):
+        UserClusterer("auto", clusterer=KMeans(5)).fit(events)
+    with pytest.raises(UsageError, match="n_clusters=4 has no effect with clusterer=HDBSCAN"):
+        UserClusterer(4, clusterer=HDBSCAN()).fit(events)
+    config = PipelineConfig()
+    config.cluster.k = 6
+    with pytest.raises(UsageError, match=r"config cluster.k = 6 disagrees with clusterer=KMeans"):
+        UserClusterer(config=config, clusterer=KMeans(5)).fit(events)
+    model = UserClusterer(5, clusterer=KMeans(5, n_init=1, random_state=0), device="cpu").fit(events)
+    assert model.n_clusters_ == 5  # agreeing is fine
+
+
+def test_a_mixture_model_clusters_and_a_non_clusterer_is_refused_before_fitting(monkeypatch):
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    from gpuclust import UserClusterer
+    from gpuclust.errors import UsageError
+
+    events, _, truth = blob_events(n_users=90)
+    model = UserClusterer(clusterer=GaussianMixture(3, random_state=0), device="cpu").fit(events)
+    assert model.n_clusters_ == 3 and model.labels_["cluster"].nunique() == 3
+    fitted = []
+    monkeypatch.setattr(PCA, "fit", lambda self, *a, **k: fitted.append(1) or self)
+    with pytest.raises(UsageError, match="clusterer PCA is not a clustering model"):
+        UserClusterer(clusterer=PCA(2), device="cpu").fit(events)
+    assert fitted == []  # refused before any fit
