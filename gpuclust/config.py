@@ -150,6 +150,9 @@ class ClusterConfig:
     k: int = 8
     # Non-empty: sweep these k values and keep the best by the rule in gpuclust.cluster.sweep.
     k_values: tuple[int, ...] = ()
+    # Set by --k auto (n_clusters="auto"): the range is gpuclust's to choose. For the recommend objective it
+    # grows with the users (`cluster.sweep.auto_k_values`); a TOML's own k_values are kept as given.
+    k_auto: bool = False
     engine: str = "auto"
     # k-means restarts; None: per engine (`cluster.kmeans.restarts`): 3 on the CPU, 10 on a GPU, where they
     # are nearly free and lift the GPU engines' ARI to the CPU's.
@@ -519,7 +522,8 @@ def _no_dead_settings(config: PipelineConfig, given: frozenset[str]) -> None:
         "cluster.eps": (algorithm != "dbscan", "--algorithm dbscan"),
         "cluster.min_samples": (algorithm not in ("dbscan", "hdbscan"), "--algorithm dbscan or hdbscan"),
         "cluster.min_cluster_size": (algorithm != "hdbscan", "--algorithm hdbscan"),
-        "cluster.objective": (not cluster.k_values, "--k auto or a range of k"),
+        "cluster.objective": (not cluster.k_values and not cluster.k_auto, "--k auto or a range of k"),
+        "cluster.k_auto": (not registry.ALGORITHMS[algorithm].takes_k, f"--algorithm {with_k}"),
         "cluster.balance": (algorithm != "predictive", "--algorithm predictive"),
         "cluster.epochs": (algorithm != "predictive", "--algorithm predictive"),
         "dask.workers": (config.dask.scheduler != "local", "--scheduler local"),
@@ -693,7 +697,7 @@ def _check_scheduler(config: PipelineConfig) -> None:
     learned = [name for name in config.features.features if name in ("sequence", "autoencoder")]
     unsupported = (
         (config.cluster.algorithm != "kmeans", f"--algorithm {config.cluster.algorithm}", "--algorithm kmeans"),
-        (bool(config.cluster.k_values), "a k sweep (--k auto or a range)", "a fixed --k"),
+        (bool(config.cluster.k_values) or config.cluster.k_auto, "a k sweep (--k auto or a range)", "a fixed --k"),
         (config.reduce.method != registry.NO_REDUCER, f"--reduce {config.reduce.method}", "--reduce none"),
         (config.preprocess.sample_users is not None, "--sample-users", "all users (the cluster has room for them)"),
         (config.cluster.engine not in ("auto", "cuml"), f"--engine {config.cluster.engine}",

@@ -68,6 +68,11 @@ class InputWarning(UserWarning):
     the CLI prints each as one line after a successful command."""
 
 
+class ResultWarning(InputWarning):
+    """A result worth a second look, with what to try (a k chosen at the edge of the range tried, most
+    users left in noise); printed by the CLI like the input warnings."""
+
+
 class DroppedRowsWarning(InputWarning):
     """Rows of the input were dropped (bad values, unknown event types, duplicates, an adapter's filters):
     every such drop is one of these, with the count, why, and what to change to keep the rows."""

@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import inspect
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,9 +26,17 @@ from gpuclust import registry, schema
 from gpuclust.backend import Backend, resolve_backend, to_host, transfers
 from gpuclust.cluster.factory import build_clusterer
 from gpuclust.cluster.outcome import ClusterOutcome, check_k, nearest_centres, outcome_of
-from gpuclust.cluster.sweep import KSweep, parse_k, sweep_k
+from gpuclust.cluster.sweep import (
+    DEFAULT_K_VALUES,
+    KSweep,
+    apply_k,
+    auto_k_values,
+    edge_warning,
+    parse_k,
+    sweep_k,
+)
 from gpuclust.config import PipelineConfig, check_weights
-from gpuclust.errors import UsageError
+from gpuclust.errors import ResultWarning, UsageError
 from gpuclust.explain.explainer import ClusterExplainer
 from gpuclust.features.behaviour import behaviour_statistics
 from gpuclust.features.factory import build_featurizer
@@ -157,6 +166,9 @@ class UserClusterer:
         if k_values:
             with record.stage("k_sweep"):
                 sweep = self._sweep(data, x, k_values, settings, custom, backend, measure)
+            edge = edge_warning(sweep.best_k, k_values, data.n_users, settings.cluster.objective)
+            if edge:
+                warnings.warn(edge, ResultWarning, stacklevel=2)
         clusterer = self._clusterer(settings, sweep)
         with record.stage("cluster"):
             fit_clusterer(clusterer, x, backend, data, measure)
@@ -383,8 +395,11 @@ class UserClusterer:
                                  f"from {', '.join([*registry.FEATURES, *sorted(custom)])}")
             config.features.weights.update({k: v for k, v in self.feature_weights.items() if k in registry.FEATURES})
         self._check_k_of_clusterer(config)
-        if self.n_clusters is not None:
+        if isinstance(self.n_clusters, str):
+            apply_k(config.cluster, self.n_clusters)  # "auto" keeps a config's own k_values, as --k auto does
+        elif self.n_clusters is not None:
             config.cluster.k, config.cluster.k_values = _k_setting(self.n_clusters, config.cluster.k)
+            config.cluster.k_auto = False
         if isinstance(self.clusterer, str):
             config.cluster.algorithm = self.clusterer
         if isinstance(self.reducer, str):
@@ -462,11 +477,14 @@ class UserClusterer:
             return ()
         if not registry.ALGORITHMS[settings.cluster.algorithm].takes_k:
             return ()
-        if not settings.cluster.k_values:
+        if not settings.cluster.k_values and not settings.cluster.k_auto:
             check_k(settings.cluster.k, n_users)
             return ()
-        check_k(min(settings.cluster.k_values), n_users)
-        return tuple(k for k in settings.cluster.k_values if k < n_users)
+        values = settings.cluster.k_values
+        if settings.cluster.k_auto:  # the range is ours to choose: sized by the data for the recommend objective
+            values = auto_k_values(n_users, settings.cluster.objective) or DEFAULT_K_VALUES
+        check_k(min(values), n_users)
+        return tuple(k for k in values if k < n_users)
 
     def _featurizers(self, settings: PipelineConfig, custom: list[Any]) -> list[Any]:
         return [build_featurizer(name, settings, self.embedding_model, self.item_vectors, guarded(self.progress))

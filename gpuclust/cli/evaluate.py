@@ -26,8 +26,11 @@ def evaluate(
                                           "(each representation chooses, by --objective).")] = None,
     compare: Annotated[str | None, typer.Option(help="Feature sets to compare, e.g. tfidf,text,sequence,autoencoder,"
                                                 "behaviour+tfidf ('+' joins features into one set).")] = None,
-    objective: Annotated[str | None, typer.Option(help="With --k auto: separation (silhouette) or recommend "
-                                                  "(validation HR@10 on the training part's own holdout).")] = None,
+    objective: Annotated[str | None, typer.Option(help="With --k auto or a range of k: choose k by separation "
+                                                  "(silhouette) or recommend (validation HR@10 on the training "
+                                                  "part's own holdout) within it.")] = None,
+    event_weights: Annotated[str | None, typer.Option(help="e.g. view=1,click=2,cart=3,purchase=5 (as gpuclust run)."
+                                                      )] = None,
     algorithm: Annotated[str | None, typer.Option(help="Clustering algorithm of every representation, e.g. kmeans "
                                                   "or predictive.")] = None,
     top_k: Annotated[str, typer.Option("--top-k", help="Length of each recommendation list; a comma list "
@@ -45,24 +48,27 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
 ) -> None:
     """Hold out each user's last item, cluster the rest, and measure how well cluster popularity recommends it."""
-    from gpuclust.cli.options import build_config, split_list
+    from gpuclust.cli.options import build_config, parse_pairs, split_list
     from gpuclust.io.outputs import check_file_target
     from gpuclust.privacy import Pseudonymiser
 
     k_values = parse_cluster_k(k)
+    # Several k with --objective: choose one within them (as --k auto does within its range), not score each.
+    choose = objective is not None and isinstance(k_values, tuple) and len(k_values) > 1
     many = compare is not None or k_values == "auto" or (k_values is not None and len(k_values) > 1)
     if plot is not None and not many:
         raise UsageError("--plot draws HR against k per representation: give --compare or several --k values")
     cluster = {"k": k_values[0] if isinstance(k_values, tuple) and len(k_values) == 1 else None,
-               "algorithm": algorithm, "objective": objective}
+               "algorithm": algorithm, "objective": objective, "k_values": k_values if choose else None}
     chosen = split_list(features)
     if compare is not None and chosen is None:  # every compared feature is live: its settings take effect
         from gpuclust.recommend.compare import feature_sets
 
         chosen = tuple(dict.fromkeys(name for names in feature_sets(compare).values() for name in names))
     cfg = build_config(config, {"": {"device": device, "seed": seed}, "cluster": cluster,
-                                "features": {"features": chosen}},
-                       k="auto" if k_values == "auto" and objective else None)
+                                "features": {"features": chosen},
+                                "preprocess": {"event_weights": parse_pairs(event_weights, "--event-weights")}},
+                       k="auto" if k_values == "auto" else None)
     inputs = {"--events": events, "--items": items, "--config": config, "--pseudonymise": pseudonymise}
     if out is not None:  # before the work: never over a file gpuclust did not write, nor over an input
         check_file_target(out, "--out", inputs, kind="evaluate", suffixes=(".json",))
@@ -77,7 +83,8 @@ def evaluate(
         sets = compare if compare is not None else "+".join(cfg.features.features)
         with progress(not json_out and sys.stderr.isatty()) as on_update:
             result = compare_files(cfg, events, items=items, adapter=adapter, contenders=sets,
-                                   k_values=k_values if k_values is not None else (cfg.cluster.k,),
+                                   k_values="auto" if k_values == "auto" or choose else
+                                   k_values if k_values is not None else (cfg.cluster.k,),
                                    top_k=parse_top_k(top_k), seed=cfg.seed, progress=on_update,
                                    pseudonymise=key)
         if plot is not None:

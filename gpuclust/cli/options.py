@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gpuclust.cluster.sweep import parse_k
+from gpuclust.cluster.sweep import apply_k
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
 
@@ -47,8 +47,7 @@ def build_config(config_file: Path | None, overrides: dict[str, dict[str, Any]],
                 setattr(target, key, value)
                 given.add(f"{section}.{key}" if section else key)
     if k is not None:
-        fixed, values = parse_k(k)
-        config.cluster.k, config.cluster.k_values = (fixed, ()) if fixed is not None else (config.cluster.k, values)
+        apply_k(config.cluster, k)
         given.add("cluster.k")
     if feature_weights is not None:
         config.features.weights.update(parse_pairs(feature_weights, "--feature-weights"))

@@ -23,6 +23,11 @@ from gpuclust.quality.metrics import calinski_harabasz, davies_bouldin, silhouet
 
 SILHOUETTE_TIE = 0.01
 DEFAULT_K_VALUES = tuple(range(2, 13))
+# --k auto with the recommend objective: recommendation keeps gaining from finer segments long after the
+# silhouette peaks (Online Retail, 4.3k users: still rising at 12, best near 50), so the range reaches
+# about sqrt(users), at least 12 and at most AUTO_K_MAX, on AUTO_K_POINTS roughly geometric steps.
+AUTO_K_MAX = 100
+AUTO_K_POINTS = 20
 RULE = (f"highest sampled silhouette; k values within {SILHOUETTE_TIE} of the best count as tied, and the tie "
         "goes to the lowest Davies-Bouldin, then the smaller k")
 
@@ -77,6 +82,34 @@ def sweep_k(x: Any, backend: Backend, k_values: Sequence[int], make_clusterer: C
     return KSweep(curve, choose_k(curve), RULE, curve[0]["silhouette_sample"], {"objective": "separation"})
 
 
+def auto_k_values(n_users: int, objective: str) -> tuple[int, ...]:
+    """The k values `--k auto` tries: 2..12 for separation; for the recommend objective up to about
+    sqrt(users) (at least 12, at most AUTO_K_MAX), dense at small k and coarser above; always < users."""
+    if objective != "recommend":
+        values = DEFAULT_K_VALUES
+    else:
+        top = int(min(AUTO_K_MAX, max(DEFAULT_K_VALUES[-1], round(math.sqrt(n_users)))))
+        step = (top / 2) ** (1 / (AUTO_K_POINTS - 1))
+        values = tuple(sorted({int(round(2 * step**i)) for i in range(AUTO_K_POINTS)} | {top}))
+    return tuple(k for k in values if k < n_users)
+
+
+def edge_warning(best_k: int, tried: Sequence[int], n_users: int, objective: str) -> str | None:
+    """A line when the chosen k lies at an end of the tried range that the range could have passed (the
+    top below the number of users, or a bottom above 2): the best k may lie beyond it."""
+    low, high = min(tried), max(tried)
+    if best_k == high and high < n_users - 1:
+        wider = f"{low}:{min(n_users - 1, 4 * high)}:{max(1, high // 10)}"
+        side = "top"
+    elif best_k == low and low > 2:
+        wider = f"2:{high}"
+        side = "bottom"
+    else:
+        return None
+    return (f"k = {best_k} was chosen at the {side} of the range tried ({low}..{high}, by the {objective} objective): "
+            f"a k beyond it may be better; try a wider range, e.g. --k {wider} (n_clusters='{wider}')")
+
+
 def choose_k(curve: Sequence[dict[str, Any]]) -> int:
     """Apply RULE to a scored curve (rows with k, silhouette, davies_bouldin)."""
     scored = [row for row in curve if not math.isnan(row["silhouette"])]
@@ -94,6 +127,19 @@ def choose_k(curve: Sequence[dict[str, Any]]) -> int:
 
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
 _STEP = re.compile(r"^(\d+):(\d+)(?::(\d+))?$")
+
+
+def apply_k(cluster: Any, k: str | int) -> None:
+    """`--k` (n_clusters) onto a `ClusterConfig`: a fixed k, a range to sweep, or auto, which keeps a range
+    the config already gives (a TOML's `k_values`) and otherwise leaves the range to gpuclust (`k_auto`)."""
+    fixed, values = parse_k(k)
+    if fixed is not None:
+        cluster.k, cluster.k_values, cluster.k_auto = fixed, (), False
+    elif str(k).strip().lower() == "auto":
+        cluster.k_auto = not cluster.k_values
+        cluster.k_values = cluster.k_values or values
+    else:
+        cluster.k_values, cluster.k_auto = values, False
 
 
 def parse_k(text: str | int) -> tuple[int | None, tuple[int, ...]]:

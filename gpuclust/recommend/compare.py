@@ -91,8 +91,8 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
     if auto and k_values != AUTO:
         raise UsageError(f"k {k_values!r}: give a list of k or 'auto'")
     config = copy.deepcopy(config or PipelineConfig())
-    if auto and not config.cluster.k_values:
-        config.cluster.k_values = DEFAULT_K_VALUES
+    if auto and not config.cluster.k_values:  # gpuclust's own range, sized by the data where the objective wants
+        config.cluster.k_values, config.cluster.k_auto = DEFAULT_K_VALUES, True
     _drop_unused(copy.deepcopy(config)).validate()  # the shared settings; each contender's are checked below
     ks = () if auto else tuple(sorted({int(k) for k in k_values}))
     if not auto and (not ks or ks[0] < 1):
@@ -136,6 +136,7 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
             progress(f"fitting {name}")
         if auto:
             run = copy.deepcopy(cfg)
+            run.cluster.k_auto = run.cluster.k_auto or not run.cluster.k_values
             run.cluster.k_values = run.cluster.k_values or DEFAULT_K_VALUES
             model = UserClusterer(config=run, progress=progress).fit(train_raw, items)
             clusters = _clusters_from_frame(model.labels_, data, backend)
@@ -146,7 +147,7 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
                          "training": _training(model)})
         else:
             run = copy.deepcopy(cfg)
-            run.cluster.k, run.cluster.k_values = ks[0], ()
+            run.cluster.k, run.cluster.k_values, run.cluster.k_auto = ks[0], (), False
             model = UserClusterer(config=run, progress=progress).fit(train_raw, items)
             x, prepared = model.embed(train_raw)
             feature_seconds = time.perf_counter() - t0
