@@ -314,7 +314,11 @@ def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
                           "clusters": model.profiles_, "anomalies": model.anomalies_[:show_anomalies]},
                          indent=2, default=str))
         return
-    table = Table(title=f"{len(model.profiles_)} clusters of {manifest['rows']['users']:,} users")
+    # Noise is not a cluster: the count is the clusters', as in the manifest and the report; noise is said apart.
+    noise = sum(p["size"] for p in model.profiles_ if p.get("noise") and not p.get("suppressed"))
+    found = sum(1 for p in model.profiles_ if not p.get("noise"))
+    table = Table(title=f"{found} clusters of {manifest['rows']['users']:,} users"
+                        + (f", {noise:,} of them noise (in no cluster)" if noise else ""))
     # Categories say more per character than item titles; titles stand in where there are none.
     has_categories = any(p["top_categories"] for p in model.profiles_)
     what = "top categories" if has_categories else "top items"
@@ -328,8 +332,8 @@ def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
         if p.get("suppressed"):
             table.add_row(str(p["cluster"]), "-", "-", f"withheld: {p['suppressed']}", "-", "-")
             continue
-        table.add_row(str(p["cluster"]), f"{p['size']:,}", f"{p['share']:.1%}", p.get("label") or "-", top or "-",
-                      _standout(p))
+        table.add_row("noise" if p.get("noise") else str(p["cluster"]), f"{p['size']:,}", f"{p['share']:.1%}",
+                      p.get("label") or "-", top or "-", _standout(p))
     out_console = Console()
     out_console.print(table)
     sweep = manifest["cluster"].get("k_sweep")

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuclust.backend import Backend
-from gpuclust.errors import InputWarning, UsageError
+from gpuclust.errors import InputWarning, ResultWarning, UsageError
 from gpuclust.frames import frame_local
+
+NOISE_WARN_SHARE = 0.2  # above this share of users in noise, the result is a warning
 
 
 @dataclass
@@ -59,8 +61,23 @@ def outcome_of(model: Any, x: Any, backend: Backend) -> ClusterOutcome:
     distances = own_distances(x, labels, centres, xp)
     noise = labels < 0
     noise = noise if bool(noise.any()) else None
+    if noise is not None:
+        warn_noise(int(noise.sum()), int(labels.shape[0]), getattr(model, "algorithm", type(model).__name__))
     member = distances if noise is None else distances[~noise]
     return ClusterOutcome(labels, centres, distances, noise, float((member.astype(xp.float64) ** 2).sum()))
+
+
+def warn_noise(n_noise: int, n_users: int, algorithm: str) -> None:
+    """Above NOISE_WARN_SHARE of users in noise (in no cluster) the clusters describe a minority: a
+    `ResultWarning` says how many and which settings place more users."""
+    if n_users and n_noise / n_users > NOISE_WARN_SHARE:
+        fix = ("lower --min-cluster-size or --min-samples (HDBSCAN's min_cluster_size, min_samples)"
+               if "hdbscan" in algorithm.lower() else
+               "raise --eps or lower --min-samples (DBSCAN's eps, min_samples)" if "dbscan" in algorithm.lower()
+               else "loosen the clusterer's density settings")
+        warnings.warn(f"{n_noise:,} of {n_users:,} users ({n_noise / n_users:.1%}) are noise, in no cluster "
+                      f"({algorithm}); the clusters describe the rest only: {fix}, or use --algorithm kmeans, which "
+                      "places every user", ResultWarning, stacklevel=3)
 
 
 def _without_empty(labels: Any, centres: Any, xp) -> tuple[Any, Any]:
