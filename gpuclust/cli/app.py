@@ -130,7 +130,9 @@ def run(
                                             "clusters.json, model/, manifest.json.")],
     items: Annotated[Path | None, typer.Option(help="Items file: item_id plus title, category, price.")] = None,
     truth: Annotated[Path | None, typer.Option(help="Known groups (user_id, group) for ARI/NMI.")] = None,
-    k: Annotated[str | None, typer.Option(help="Clusters: a number, auto (sweep 2-12), or a range 4-16 / 4:16:2.")] = None,
+    k: Annotated[str | None, typer.Option(help="Clusters: a number, auto (sweep 2-12; up to ~sqrt(users) with "
+                                          "--objective recommend; a TOML k_values is kept), or a range 4-16 / "
+                                          "4:16:2.")] = None,
     algorithm: Annotated[str | None, typer.Option(help="kmeans, dbscan, hdbscan, agglomerative, or predictive "
                                                   "(prototypes trained so that a cluster predicts its users' next "
                                                   "items).")] = None,
