@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -81,3 +82,19 @@ def test_the_estimator_recommends_global_favourites_after_a_small_clusters_own_i
     assert len(fill) >= 5 and (np.diff(glob[fill]) <= 0).all()  # the fill is in global-popularity order
     others = np.setdiff1d(np.nonzero(~own)[0], fill)
     assert glob[fill].min() >= glob[others].max()  # and the best of it
+
+
+@pytest.mark.gpu
+def test_top_k_with_ties_on_cupy_equals_numpy():
+    """The GPU twin of the lexicographic test above: the same function on CuPy arrays."""
+    import cupy
+
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 3, (64, 500)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.2] = -np.inf
+    tie = rng.integers(0, 4, 500).astype(np.float32)
+    for top_k in (1, 10, 499, 500):
+        top, values = top_k_sorted(cupy.asarray(scores), top_k, cupy, cupy.asarray(tie))
+        expected = _reference(scores, tie, top_k)
+        assert (cupy.asnumpy(top) == expected).all()
+        assert (cupy.asnumpy(values) == np.take_along_axis(scores, expected, axis=1)).all()

@@ -116,7 +116,7 @@ def _top_k_with_ties(scores: Any, top_k: int, xp, tie: Any) -> tuple[Any, Any]:
     above it are in, and the free places go to the items at it that come first by (tie, -index). Two
     argpartitions and stable sorts of 2k candidates per row, still never a sort of the whole row."""
     n, n_items = scores.shape
-    by_tie = xp.argsort(-tie, kind="stable")  # the order of equal scores: higher tie, then lower index
+    by_tie = _stable_argsort(-tie, xp)  # the order of equal scores: higher tie, then lower index
     place = xp.empty(n_items, dtype=xp.int64)
     place[by_tie] = xp.arange(n_items, dtype=xp.int64)
     if top_k < n_items:
@@ -132,12 +132,17 @@ def _top_k_with_ties(scores: Any, top_k: int, xp, tie: Any) -> tuple[Any, Any]:
         candidates = xp.broadcast_to(xp.arange(n_items), (n, n_items))
         valid = xp.ones((n, n_items), dtype=bool)
     # Stable sorts from the last key to the first: the tie order, the score, valid candidates first.
-    order = xp.argsort(place[candidates], axis=1, kind="stable")
-    for key in (-xp.take_along_axis(scores, candidates, axis=1), ~valid):
-        order = xp.take_along_axis(order, xp.argsort(xp.take_along_axis(key, order, axis=1), axis=1, kind="stable"),
-                                   axis=1)
+    order = _stable_argsort(place[candidates], xp)
+    for key in (-xp.take_along_axis(scores, candidates, axis=1), (~valid).astype(xp.int8)):
+        order = xp.take_along_axis(order, _stable_argsort(xp.take_along_axis(key, order, axis=1), xp), axis=1)
     top = xp.take_along_axis(candidates, order[:, :top_k], axis=1)
     return top, xp.take_along_axis(scores, top, axis=1)
+
+
+def _stable_argsort(keys: Any, xp) -> Any:
+    """argsort along the last axis, stable: NumPy is asked for it; CuPy's sort is always stable (and takes
+    no other kind)."""
+    return xp.argsort(keys, axis=-1, kind="stable") if xp is np else xp.argsort(keys, axis=-1)
 
 
 def hit_ranks(top: Any, top_scores: Any, targets: Any, xp) -> Any:
