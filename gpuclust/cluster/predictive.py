@@ -28,13 +28,16 @@ and decoder on top of it: the same separation DEC's two phases have, minus the e
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from gpuclust.backend import Backend, from_torch, to_host, to_torch
 from gpuclust.cluster.outcome import check_k, nearest_centres
 from gpuclust.errors import UsageError
+
+if TYPE_CHECKING:
+    from gpuclust.preprocess.table import EventTable
 
 SMOOTHING = 0.1  # added to each cluster's item counts before the log (decoder start)
 HARD_SHARE = 1 / 3  # the last third of the epochs trains on hard assignments
@@ -143,7 +146,7 @@ class PredictiveClusters:
         return split, x if x_hist is None else x_hist
 
     @staticmethod
-    def _decoder_start(train: Any, labels: Any, k: int, n_items: int, backend: Backend):
+    def _decoder_start(train: EventTable, labels: Any, k: int, n_items: int, backend: Backend):
         """log item shares of the starting clusters (weighted events of their members), smoothed."""
         import torch
 

@@ -37,7 +37,8 @@ def training_columns(train: Any, backend: Backend) -> tuple[Any, Any, Any]:
     prepared frame's columns (`evaluate` and `compare` split frames the estimator is fitted on)."""
     xp = backend.xp
     if isinstance(train, EventTable):
-        user, item, weight = train.user, train.item, train.weight
+        table: EventTable = train
+        user, item, weight = table.user, table.item, table.weight
     else:
         user, item = column_array(train[schema.USER_IDX], backend), column_array(train[schema.ITEM_IDX], backend)
         weight = column_array(train[schema.WEIGHT], backend, np.float64)

@@ -15,7 +15,7 @@ Rules, so every run of the same input and seed splits the same way:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from gpuclust import schema
 from gpuclust.errors import UsageError
 from gpuclust.frames import local_values, local_xp
 from gpuclust.segments import offsets_of, segment_first, segment_last, stable_order
+
+if TYPE_CHECKING:
+    from gpuclust.preprocess.table import EventTable
 
 
 @dataclass
@@ -116,7 +119,7 @@ def leave_last_out(events: Any, n_items: int, seed: int = 0) -> Holdout:
 def split_table(data: Any, seed: int = 0) -> tuple[Any, Any, Any]:
     """Leave-last-out on prepared data's event table, where it lives: (the training part as prepared
     data, test user_idx, test item_idx), one test row per eligible user, ascending by user."""
-    t = data.table
+    t: EventTable = data.table
     test_user, test_item = held_out(t.user, t.item, t.time, t.weight, data.n_items, seed, t.xp)
     if len(test_user) == 0:
         raise UsageError(NO_ELIGIBLE)
