@@ -8,7 +8,6 @@ popularity and the plain TF-IDF -> SVD -> KMeans recipe, with standard errors (`
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -69,13 +68,14 @@ def evaluate(
     if plot is not None:
         check_file_target(plot, "--plot", {**inputs, "--out": out}, kind="evaluate-plot", suffixes=(".png",))
     key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None
+    from gpuclust.cli.console import progress
+
     if many:
-        from gpuclust.cli.console import progress
         from gpuclust.recommend.compare import compare_files, markdown_tables
         from gpuclust.recommend.compare import plot as draw
 
         sets = compare if compare is not None else "+".join(cfg.features.features)
-        with progress(not json_out and sys.stderr.isatty()) as on_update:
+        with progress(json_out) as on_update:
             result = compare_files(cfg, events, items=items, adapter=adapter, contenders=sets,
                                    k_values=k_values if k_values is not None else (cfg.cluster.k,),
                                    top_k=parse_top_k(top_k), seed=cfg.seed, progress=on_update,
@@ -89,8 +89,9 @@ def evaluate(
         return
     from gpuclust.recommend.evaluation import evaluate_files, markdown_table
 
-    result = evaluate_files(cfg, events, items=items, adapter=adapter, k_values=parse_top_k(top_k),
-                            seed=cfg.seed, pseudonymise=key)
+    with progress(json_out) as on_step:
+        result = evaluate_files(cfg, events, items=items, adapter=adapter, k_values=parse_top_k(top_k),
+                                seed=cfg.seed, pseudonymise=key, progress=on_step)
     users, validation = result["users"], result["validation"]
     served = next((r for r in result["rows"] if r["method"].startswith("served")), None)
     key = f"HR@{result['k_values'][0]}"
