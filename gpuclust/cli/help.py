@@ -50,18 +50,16 @@ def arrange(table: dict[str, tuple[str, str | None]]) -> Callable[[Callable[...,
     """A decorator: each option named in `table` goes to its panel, and where a config path is given,
     its help ends with that setting's default. Panels are shown in ORDER (typer shows them in the order
     of their first option, so the signature is reordered; every option is a keyword). An option missing
-    from the table, or a name in the table that is no option, fails at import: a new option must say
-    where it belongs."""
+    from the table stays in typer's "Options" panel, last (`unplaced` names them, for a test)."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         hints = get_type_hints(func, include_extras=True)
         signature = inspect.signature(func)
-        names = list(signature.parameters)
-        missing, unknown = sorted(set(names) - set(table)), sorted(set(table) - set(names))
-        if missing or unknown:
-            raise TypeError(f"{func.__name__}: options without a help panel {missing}, panels of no option {unknown}")
         params = []
         for name, param in signature.parameters.items():
+            if name not in table:
+                params.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+                continue
             panel, path = table[name]
             hint = hints[name]
             if get_origin(hint) is Annotated:
@@ -69,11 +67,18 @@ def arrange(table: dict[str, tuple[str, str | None]]) -> Callable[[Callable[...,
                 hint = Annotated[(base, *[_placed(e, panel, path) if _is_option(e) else e for e in extras])]
             func.__annotations__[name] = hint
             params.append(param.replace(annotation=hint, kind=inspect.Parameter.KEYWORD_ONLY))
-        params.sort(key=lambda p: ORDER.index(table[p.name][0]))  # stable: the order within a panel stays
+        # Stable: the order within a panel stays.
+        params.sort(key=lambda p: ORDER.index(table[p.name][0]) if p.name in table else len(ORDER))
         func.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
         return func
 
     return decorate
+
+
+def unplaced(func: Callable[..., Any], table: dict[str, tuple[str, str | None]]) -> list[str]:
+    """Options of `func` that `table` gives no panel, and names in `table` that are no option of it."""
+    names = set(inspect.signature(func).parameters)
+    return sorted(names - set(table)) + sorted(set(table) - names)
 
 
 def _is_option(value: Any) -> bool:
