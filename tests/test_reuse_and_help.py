@@ -42,9 +42,11 @@ def test_run_help_is_in_panels_with_the_configs_defaults_and_no_bool_type(monkey
 
 def test_every_run_option_has_a_panel():
     from gpuclust.cli.app import RUN_HELP, run
+    from gpuclust.cli.evaluate import EVALUATE_HELP, evaluate
     from gpuclust.cli.help import unplaced
 
     assert unplaced(run, RUN_HELP) == []  # a new option of `run`: give it a panel in RUN_HELP
+    assert unplaced(evaluate, EVALUATE_HELP) == []
 
     def command(a: int = 0, b: int = 0) -> None: ...
 

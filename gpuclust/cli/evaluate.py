@@ -14,9 +14,20 @@ from typing import Annotated
 import typer
 
 from gpuclust.backend import DEVICE_CHOICES
+from gpuclust.cli.help import CLUSTERING, DEVICE, FEATURES, INPUT, OUTPUT, PRIVACY, arrange
 from gpuclust.errors import UsageError
 
+EVALUATE_HELP = {
+    "events": (INPUT, None), "items": (INPUT, None), "adapter": (INPUT, None), "config": (INPUT, None),
+    "features": (FEATURES, "features.features"), "compare": (FEATURES, None),
+    "k": (CLUSTERING, "cluster.k"), "objective": (CLUSTERING, "cluster.objective"),
+    "algorithm": (CLUSTERING, "cluster.algorithm"), "seed": (CLUSTERING, "seed"),
+    "top_k": (OUTPUT, None), "out": (OUTPUT, None), "plot": (OUTPUT, None), "json_out": (OUTPUT, None),
+    "device": (DEVICE, "device"), "pseudonymise": (PRIVACY, None),
+}
 
+
+@arrange(EVALUATE_HELP)
 def evaluate(
     events: Annotated[Path, typer.Option(help="Events file: Parquet, CSV (.gz) or JSON Lines.")],
     items: Annotated[Path | None, typer.Option(help="Items file: item_id plus title, category, price.")] = None,
