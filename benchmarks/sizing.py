@@ -91,6 +91,22 @@ def points_from(runs: list[dict[str, Any]]) -> list[Point]:
     return sorted(out, key=lambda p: p.users)
 
 
+TEXT_STAGES = ("features.text",)
+
+
+def without_stages(points: list[Point], stages: tuple[str, ...]) -> list[Point]:
+    """The points as if `stages` had not run: gone from the stages, their seconds out of the total (a run
+    without text from runs with it; the other stages do not depend on whether text ran)."""
+    out = []
+    for p in points:
+        dropped = sum(p.seconds.get(s, 0.0) for s in stages)
+        out.append(Point(users=p.users, seconds={k: v for k, v in p.seconds.items() if k not in stages},
+                         rss_mib={k: v for k, v in p.rss_mib.items() if k not in stages},
+                         gpu_mib={k: v for k, v in p.gpu_mib.items() if k not in stages},
+                         total_seconds=max(p.total_seconds - dropped, 1e-3), peak_rss_mib=p.peak_rss_mib))
+    return out
+
+
 @dataclass
 class SizeModel:
     """Power laws per stage for seconds, peak RSS and (where measured) GPU memory."""

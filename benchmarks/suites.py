@@ -19,6 +19,7 @@ from typing import Any
 
 from benchmarks.contenders import CONTENDERS, Workload, measure
 from benchmarks.method import cuda_usable, load_average, spread, timed, wait_for_quiet
+from gpuclust.progress import tell, within
 
 SUITES = ("stages", "scaling", "engines", "embed", "contenders")
 KMEANS_ENGINES = {"cpu": ("sklearn", "faiss", "torch"), "cuda": ("cuml", "torch", "faiss")}
@@ -60,6 +61,8 @@ class BenchOptions:
     isolate: bool = True
     wait_load: float | None = None
     wait_max_s: float = 0.0
+    # Told each measurement as it starts (`gpuclust.progress`); not part of the results.
+    progress: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def workload(self, users: int) -> Workload:
         return Workload(users=users, events_per_user=self.events_per_user, items=self.items, groups=self.groups,
@@ -69,7 +72,7 @@ class BenchOptions:
         return tuple(sorted(self.users or DEFAULT_USERS[suite]))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "progress"}
 
 
 def run_suite(name: str, options: BenchOptions, previous: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -88,6 +91,8 @@ def _measure(contender: str, workload: Workload, options: BenchOptions, repeats:
         record = {"contender": contender, "workload": workload.to_dict(), "not_run": f"not run: {cuda_usable()[1]}"}
         _progress(record)
         return record
+    tell(options.progress, f"{contender}, {int(workload.users):,} users: a {options.warmup_users:,}-user warm-up "
+                           f"and {repeats} timed run{'s' if repeats > 1 else ''}")
     quiet = wait_for_quiet(options.wait_load, options.wait_max_s)
     job = {"contender": contender, "workload": workload.to_dict(), "repeats": repeats,
            "warmup_users": options.warmup_users, "budget_s": options.run_budget_s}
@@ -255,7 +260,9 @@ def engines(options: BenchOptions, previous: dict[str, Any]) -> dict[str, Any]:
         config.features.features = tuple(f for f in options.features if f != "text")
     elif "text" in options.features:
         config.features.text.model = options.model
-    p = UserClusterer(config=config).fit(data.events, data.items, data.truth)
+    tell(options.progress, f"engines: the fused features of {int(workload.users):,} users")
+    p = UserClusterer(config=config, progress=within(options.progress, "engines")).fit(
+        data.events, data.items, data.truth)
     features = p.transform(data.events)  # user_id, then the vectors the clusterer saw
     x_host = np.ascontiguousarray(features.drop(columns="user_id").to_numpy(), dtype=np.float32)
     truth = features[["user_id"]].merge(data.truth, on="user_id", how="left")["group"].fillna(-1).to_numpy(np.int64)
@@ -274,6 +281,7 @@ def engines(options: BenchOptions, previous: dict[str, Any]) -> dict[str, Any]:
     n_sub = min(options.density_sample, x_host.shape[0])
     rows = np.sort(rng.choice(x_host.shape[0], size=n_sub, replace=False))
     out["density"] = {"sample": n_sub, "of": int(x_host.shape[0]), "runs": []}
+    tell(options.progress, f"engines: dbscan and hdbscan on a sample of {n_sub:,} rows")
     from gpuclust import accelerators
 
     for device in devices:
@@ -305,6 +313,7 @@ def _kmeans_row(engine: str, x, backend, truth, options: BenchOptions) -> dict[s
     from gpuclust.errors import UsageError
 
     row: dict[str, Any] = {"engine": engine, "device": backend.device, "rows": int(x.shape[0])}
+    tell(options.progress, f"engines: kmeans {engine} on {backend.device}, {int(x.shape[0]):,} rows")
     if backend.on_gpu and engine == "faiss" and not accelerators.faiss_gpu().usable:
         return {**row, "not_run": f"not run: {accelerators.faiss_gpu().reason}"}
     try:
@@ -368,6 +377,7 @@ def embed(options: BenchOptions, previous: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"texts": len(texts), "model": options.model, "devices": {}}
     devices = ["cpu"] + (["cuda"] if cuda_usable()[0] else [])
     for device in devices:
+        tell(options.progress, f"embed: {len(texts):,} item texts on {device}")
         model = as_loaded(text_model(options.model, data.items, device), device)
         lengths = [len(t) for t in model.tokenizer(texts, truncation=True, max_length=128)["input_ids"]]
         out["devices"][device] = {

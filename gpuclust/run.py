@@ -23,20 +23,23 @@ from gpuclust.io.run_folder import ASSIGN_LAYOUT, RUN_LAYOUT, write_run
 from gpuclust.io.writers import write_json, write_parquet
 from gpuclust.manifest import StageRecorder, machine, now_iso, versions
 from gpuclust.privacy import as_pseudonymiser, check_key
+from gpuclust.progress import tell
 from gpuclust.signing import as_model_key
 
 
 def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items: str | Path | None = None,
               truth: str | Path | None = None, adapter: str | None = None,
               on_stage: Callable[[str], None] | None = None, pseudonymise: Any = None,
-              model_key: Any = None) -> UserClusterer:
+              model_key: Any = None, item_vectors: str | Path | None = None) -> UserClusterer:
     """Read the inputs, fit, and write assignments, cluster profiles, the model and the manifest.
 
     The output folder is checked before anything is read, and replaced as one unit at the end. With
     `config.dask.scheduler` the work runs on a Dask cluster (`gpuclust.distributed.run`). With
     `pseudonymise` (a key file, read once, or a `privacy.Pseudonymiser`) user ids are pseudonymised as
-    the estimator receives them, before any stage or file sees them."""
+    the estimator receives them, before any stage or file sees them. `item_vectors`: the file `gpuclust
+    embed` wrote, used by the text feature instead of encoding the catalogue again."""
     config.validate()
+    item_vectors = _vectors_path(item_vectors)
     if config.dask.scheduler is not None:
         from gpuclust.distributed.run import run_distributed
 
@@ -45,22 +48,33 @@ def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items
                              "without [dask] scheduler in the config), or drop the key")
 
         return run_distributed(config, events, out, items, truth, adapter, on_stage, RUN_LAYOUT,
-                               as_model_key(model_key))
+                               as_model_key(model_key), item_vectors=item_vectors)
     with OutputDir(out, "run", RUN_LAYOUT) as staging:
         started = time.perf_counter()
         backend = resolve_backend(config.device)
         reading = StageRecorder(backend, on_stage)
         with reading.stage("read"):
             inputs = read_inputs(backend.frame, config.columns, events, items, truth, adapter)
-        model = UserClusterer(config=config, progress=on_stage, pseudonymise=as_pseudonymiser(pseudonymise)).fit(
-            inputs.events, inputs.items, inputs.truth)
+        model = UserClusterer(config=config, progress=on_stage, pseudonymise=as_pseudonymiser(pseudonymise),
+                              item_vectors=item_vectors).fit(inputs.events, inputs.items, inputs.truth)
         manifest = model.manifest_
         manifest["inputs"] = inputs.sources
         manifest["rows"]["steps"] = [s.to_dict() for s in inputs.steps] + manifest["rows"]["steps"]
         manifest["timings"]["stages"] = {**reading.stages, **manifest["timings"]["stages"]}
         manifest["timings"]["total_seconds"] = round(time.perf_counter() - started, 4)
+        tell(on_stage, "write")
         write_run(model, staging, model_key=as_model_key(model_key))
     return model
+
+
+def _vectors_path(item_vectors: str | Path | None) -> str | None:
+    """The item vectors file, checked before anything is read (a path string: it travels to Dask workers)."""
+    if item_vectors is None:
+        return None
+    from gpuclust.errors import require_file
+
+    require_file(Path(item_vectors), "an item vectors file (.parquet or .npy from `gpuclust embed`) for --item-vectors")
+    return str(item_vectors)
 
 
 def write_outputs(model: UserClusterer, out: str | Path, model_key: Any = None) -> Path:

@@ -10,6 +10,9 @@ from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The CLI's progress lines (gpuclust.cli.console) are tested where they are the point (tests/test_progress.py);
+# elsewhere a command's stderr is its result or its one line, however slowly the shared machine runs it.
+os.environ.setdefault("GPUCLUST_PROGRESS", "off")
 
 ROOT = Path(__file__).resolve().parents[1]
 RETAIL = ROOT.parent / "shared" / "datasets" / "online-retail" / "online_retail.csv.gz"

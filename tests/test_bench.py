@@ -163,3 +163,28 @@ def test_size_reads_the_newest_dask_model_by_recorded_date_then_best_held_out_ch
     write("dask-c.json", "2026-11-28", 0.01)
     (tmp_path / "dask-d.json").write_text(json.dumps({"date": "2026-12-01", "time_model": {}}))  # no model
     assert newest_dask_results(tmp_path).name == "dask-b.json"
+
+
+def test_size_model_none_predicts_the_default_run_from_runs_with_text(bench, monkeypatch, capsys, tmp_path):
+    runs = []
+    for users in (10_000, 20_000, 40_000):
+        stages = {"cluster": {"seconds": {"median": users / 1e4}, "peak_rss_mib": 300.0},
+                  "features.text": {"seconds": {"median": 50.0 + users / 1e3}, "peak_rss_mib": 900.0}}
+        total = sum(s["seconds"]["median"] for s in stages.values()) + 1.0
+        runs.append({"workload": {"users": users}, "stages": stages, "seconds": {"median": total},
+                     "peak_rss_mib": 900.0})
+    data = {"device": "cpu-test", "environment": {"cpu": "test", "cores": 2},
+            "suites": {"scaling": {"workload": {"events_per_user": 50.0, "features": ["behaviour", "tfidf", "text"],
+                                                "model": "default"}, "runs": {"gpuclust-cpu": runs}}}}
+    path = tmp_path / "cpu-test-2026-01-01.json"
+    path.write_text(json.dumps(data))
+    code, out, err = cli(monkeypatch, capsys, "size", "--users", 80_000, "--events-per-user", 50, "--results", path,
+                         "--model", "none", "--json")
+    assert code == 0, err
+    pred = json.loads(out)["predictions"]["gpuclust-cpu"]
+    assert list(pred["stages"]) == ["cluster"] and pred["stages"]["cluster"]["seconds"] == pytest.approx(8.0)
+    assert pred["end_to_end_seconds"] == pytest.approx(9.0, rel=0.05)  # the text stage's time left out
+    assert pred["check"] is None and any("--model none" in n for n in pred["notes"])
+    code, out, _ = cli(monkeypatch, capsys, "size", "--users", 80_000, "--events-per-user", 50, "--results", path,
+                       "--json")
+    assert code == 0 and "features.text" in json.loads(out)["predictions"]["gpuclust-cpu"]["stages"]

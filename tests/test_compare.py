@@ -19,11 +19,22 @@ def synthetic():
     return generate(SynthSpec(n_users=900, n_items=300, n_groups=4, seed=0, events_per_user=25))
 
 
+STEPS: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def result(synthetic):
     cfg = PipelineConfig(device="cpu", seed=0)
     cfg.features.autoencoder.epochs = 3
-    return compare(synthetic.events, synthetic.items, cfg, "tfidf,behaviour+tfidf,autoencoder", k_values=(3, 4, 8))
+    return compare(synthetic.events, synthetic.items, cfg, "tfidf,behaviour+tfidf,autoencoder", k_values=(3, 4, 8),
+                   progress=STEPS.append)
+
+
+def test_each_step_is_named_as_it_starts(result):
+    assert STEPS[:2] == ["preprocess and split", "personal model"] and STEPS[-1] == RECIPE
+    for name in ("tfidf (1 of 3)", "behaviour+tfidf (2 of 3)", "autoencoder (3 of 3)"):
+        assert f"{name}: cluster" in STEPS and f"{name}: clusters at k=8" in STEPS
+    assert any(s.startswith("autoencoder (3 of 3): ") and "epoch" in s for s in STEPS)  # training updates too
 
 
 def test_every_representation_at_every_k_with_baselines_and_errors(result):

@@ -189,6 +189,18 @@ WRAPPER = textwrap.dedent(f"""
         yield stage
 
     app.progress = progress
+    if os.environ.get("INT_AT_SPAWN"):  # Ctrl-C to the group while the first worker process imports
+        import threading
+        from multiprocessing import popen_spawn_posix
+        launch = popen_spawn_posix.Popen._launch
+
+        def launching(self, *args, **kwargs):
+            launch(self, *args, **kwargs)
+            if os.environ.pop("INT_AT_SPAWN", None):
+                delay = float(os.environ["INT_DELAY"])
+                threading.Timer(delay, os.killpg, (os.getpgid(0), signal.SIGINT)).start()
+
+        popen_spawn_posix.Popen._launch = launching
     if os.environ.get("TERM_AT_CLOSE"):
         from distributed import LocalCluster
         close = LocalCluster.close
@@ -309,6 +321,19 @@ def test_sigterm_as_the_local_cluster_closes_does_not_hang(tmp_path, dataset):
     assert said == ["terminated: stopped; nothing was written"], "\n".join(lines[:40])
     assert not out.exists() and not [p for p in tmp_path.iterdir() if "gpuclust" in p.name]
     assert not _alive(workers), f"worker processes left behind: {_alive(workers)}"
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0])
+def test_ctrl_c_while_the_workers_start_is_one_line_without_their_tracebacks(tmp_path, dataset, delay):
+    """A Ctrl-C that reached worker processes still importing printed their KeyboardInterrupt tracebacks
+    (54-112 lines) around the one line, and the half-started cluster's close at exit one more."""
+    out = tmp_path / "run"
+    proc, lines = _start(tmp_path, dataset, out, {"INT_AT_SPAWN": "1", "INT_DELAY": str(delay)})
+    _finish(proc, 240)
+    assert proc.returncode == 130, lines
+    said = [line for line in lines if not line.startswith(MARKER)]
+    assert said == ["interrupted: stopped; nothing was written"], "\n".join(lines[:60])
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "gpuclust" in p.name]
 
 
 def test_a_failure_after_a_signal_is_reported_as_the_stop():

@@ -34,7 +34,7 @@ def test_cluster_popularity_beats_global_popularity_on_planted_groups(result):
     assert rows["cluster popularity"]["HR@10"] > rows["global popularity"]["HR@10"] + 0.05
     assert rows["blend"]["blend_weight"] == result["validation"]["chosen_weight"]
     assert result["validation"]["chosen_weight"] in [g["w"] for g in result["validation"]["grid"]]
-    assert len(result["validation"]["grid"]) == 11
+    assert 5 <= len(result["validation"]["grid"]) <= 8  # coarse to fine: tests/test_progress.py
     json.dumps(result)
     assert "| cluster popularity |" in markdown_table(result)
 

@@ -19,6 +19,21 @@ from rich.table import Table
 from gpuclust import accelerators
 from gpuclust.backend import DEVICE_CHOICES, resolve_backend
 from gpuclust.cli.console import console, progress
+from gpuclust.cli.help import (
+    CLUSTERING,
+    COLUMNS,
+    DEVICE,
+    FEATURES,
+    INPUT,
+    LEARNED,
+    OUTPUT,
+    PREPROCESS,
+    PRIVACY,
+    TEXT,
+    arrange,
+    hide_flag_types,
+    hoist_debug,
+)
 from gpuclust.cli.options import build_config, parse_pairs, split_list
 from gpuclust.cli.quiet import quiet_warnings
 from gpuclust.errors import Interrupted, UsageError, write_failure
@@ -27,11 +42,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Cluster recommender-system users by what they do, on the GPU or the CPU.")
 
 DEMO_DIR = Path("gpuclust-demo")
+hide_flag_types()
 
 
 @app.callback()
 def _root(ctx: typer.Context,
-          debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and library warnings.")] = False,
+          debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and library warnings (before "
+                                              "or after the command: gpuclust run --debug ...).")] = False,
           ) -> None:
     # Click exits the resource with the command's exception, if any: warnings then give way to the error line.
     ctx.with_resource(quiet_warnings(debug))
@@ -122,7 +139,44 @@ def _synth(spec, out: Path, quiet: bool, files: int = 1, new_users: int = 0) -> 
                      new_users=new_users)
 
 
+# Where each option of `run` appears in its --help, and the config setting whose default it shows.
+RUN_HELP = {
+    "events": (INPUT, None), "items": (INPUT, None), "truth": (INPUT, None), "config": (INPUT, None),
+    "adapter": (INPUT, None), "item_vectors": (TEXT, None), "text_cache": (TEXT, None),
+    "user_col": (COLUMNS, "columns.user_id"), "item_col": (COLUMNS, "columns.item_id"),
+    "event_col": (COLUMNS, "columns.event_type"), "time_col": (COLUMNS, "columns.timestamp"),
+    "value_col": (COLUMNS, "columns.value"), "item_key_col": (COLUMNS, "columns.item_item_id"),
+    "category_col": (COLUMNS, "columns.category"), "text_cols": (COLUMNS, "columns.text"),
+    "event_weights": (PREPROCESS, "preprocess.event_weights"),
+    "min_user_events": (PREPROCESS, "preprocess.min_user_events"),
+    "min_item_events": (PREPROCESS, "preprocess.min_item_events"),
+    "sample_users": (PREPROCESS, None), "sample_replace": (PREPROCESS, "preprocess.sample_replace"),
+    "features": (FEATURES, "features.features"), "feature_weights": (FEATURES, "features.weights"),
+    "normalise": (FEATURES, "features.normalise"), "tfidf_components": (FEATURES, "features.tfidf_components"),
+    "model": (TEXT, "features.text.model"), "text_mode": (TEXT, "features.text.mode"),
+    "text_template": (TEXT, None), "precision": (TEXT, "features.text.precision"), "half_life_days": (TEXT, None),
+    "sequence_cell": (LEARNED, "features.sequence.cell"), "sequence_pooling": (LEARNED, "features.sequence.pooling"),
+    "sequence_dim": (LEARNED, None), "sequence_epochs": (LEARNED, None),
+    "item_init": (LEARNED, "features.sequence.item_init"), "autoencoder": (LEARNED, "features.autoencoder.kind"),
+    "autoencoder_dim": (LEARNED, None), "autoencoder_epochs": (LEARNED, None),
+    "k": (CLUSTERING, "cluster.k"), "algorithm": (CLUSTERING, "cluster.algorithm"),
+    "objective": (CLUSTERING, "cluster.objective"), "balance": (CLUSTERING, "cluster.balance"),
+    "eps": (CLUSTERING, "cluster.eps"), "min_samples": (CLUSTERING, None),
+    "min_cluster_size": (CLUSTERING, "cluster.min_cluster_size"), "engine": (CLUSTERING, "cluster.engine"),
+    "reduce": (CLUSTERING, "reduce.method"), "reduce_components": (CLUSTERING, "reduce.n_components"),
+    "reduce_engine": (CLUSTERING, "reduce.engine"), "seed": (CLUSTERING, "seed"),
+    "silhouette_sample": (CLUSTERING, "assess.silhouette_sample"),
+    "out": (OUTPUT, None), "anomalies": (OUTPUT, "assess.anomalies"), "blend_weight": (OUTPUT, None),
+    "json_out": (OUTPUT, None),
+    "device": (DEVICE, "device"), "scheduler": (DEVICE, None), "workers": (DEVICE, None),
+    "threads_per_worker": (DEVICE, None), "memory_limit": (DEVICE, None), "partitions": (DEVICE, None),
+    "pseudonymise": (PRIVACY, None), "model_key": (PRIVACY, None),
+    "min_group_size": (PRIVACY, "privacy.min_group_size"),
+}
+
+
 @app.command()
+@arrange(RUN_HELP)
 def run(
     events: Annotated[Path, typer.Option(help="Events file: Parquet, CSV (.gz) or JSON Lines.")],
     out: Annotated[Path, typer.Option(help="Output directory: assignments.parquet (with --scheduler a "
@@ -174,6 +228,12 @@ def run(
     item_key_col: Annotated[str | None, typer.Option(help="Items column holding the item id.")] = None,
     category_col: Annotated[str | None, typer.Option(help="Items column holding the category.")] = None,
     text_cols: Annotated[str | None, typer.Option(help="Comma list of items text columns.")] = None,
+    item_vectors: Annotated[Path | None, typer.Option(
+        help="Item vectors `gpuclust embed` wrote (.parquet, or .npy beside its .ids.json): the text feature "
+             "uses them instead of encoding the catalogue.")] = None,
+    text_cache: Annotated[Path | None, typer.Option(
+        help="Folder of encoded item texts to reuse: a rerun encodes only texts it has not seen with the same "
+             "model and settings.")] = None,
     event_weights: Annotated[str | None, typer.Option(help="e.g. view=1,click=2,cart=3,purchase=5")] = None,
     feature_weights: Annotated[str | None, typer.Option(help="e.g. behaviour=1,tfidf=1,text=1")] = None,
     normalise: Annotated[str | None, typer.Option(help="standard, minmax, log1p, quantile or none.")] = None,
@@ -198,7 +258,7 @@ def run(
     pseudonymise: KeyFile = None,
     model_key: SignKey = None,
     min_group_size: Annotated[int | None, typer.Option(help="With --pseudonymise: withhold cluster figures of "
-                                                       "fewer users (default 10).")] = None,
+                                                       "fewer users.")] = None,
     json_out: Json = False,
 ) -> None:
     """Cluster the users of an event log; write assignments, cluster profiles and a manifest."""
@@ -217,7 +277,8 @@ def run(
         "features": {"features": split_list(features), "normalise": normalise,
                      "tfidf_components": tfidf_components},
         "features.text": {"model": model, "mode": text_mode, "template": text_template, "precision": precision,
-                          "half_life_days": half_life_days},
+                          "half_life_days": half_life_days,
+                          "cache_dir": None if text_cache is None else str(text_cache)},
         "features.sequence": {"cell": sequence_cell, "pooling": sequence_pooling, "dim": sequence_dim,
                               "epochs": sequence_epochs, "item_init": item_init},
         "features.autoencoder": {"kind": autoencoder, "dim": autoencoder_dim, "epochs": autoencoder_epochs},
@@ -234,9 +295,14 @@ def run(
         raise UsageError("--min-group-size has no effect without --pseudonymise; drop it or add that")
     key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None  # read once, before the work
     signer = ModelKey.from_file(model_key) if model_key is not None else None
-    with progress(not json_out and sys.stderr.isatty()) as on_stage:
+    if item_vectors is not None and "text" not in cfg.features.features:
+        if features is not None:
+            raise UsageError(f"--item-vectors feeds the text feature, and --features {features} has no text: add "
+                             "it (e.g. --features behaviour,tfidf,text) or drop --item-vectors")
+        cfg.features.features = (*cfg.features.features, "text")
+    with progress(json_out) as on_stage:
         model = run_files(cfg, events, out, items=items, truth=truth, adapter=adapter, on_stage=on_stage,
-                          pseudonymise=key, model_key=signer)
+                          pseudonymise=key, model_key=signer, item_vectors=item_vectors)
     report(model, out, json_out, show_anomalies=anomalies or 0)
 
 
@@ -262,7 +328,7 @@ def demo(
     _synth(spec, data_dir, quiet=json_out)
     cfg = PipelineConfig(device=device, seed=seed)
     cfg.cluster.k = groups
-    with progress(not json_out and sys.stderr.isatty()) as on_stage:
+    with progress(json_out) as on_stage:
         model = run_files(cfg, data_dir / "events.parquet", out / "run", items=data_dir / "items.parquet",
                           truth=data_dir / "truth.parquet", on_stage=on_stage)
         on_stage("report")
@@ -401,7 +467,7 @@ def main() -> None:
     debug = "--debug" in sys.argv
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        code = app(standalone_mode=False)
+        code = app(args=hoist_debug(sys.argv[1:]), standalone_mode=False)
     except UsageError as exc:
         if debug:
             raise

@@ -108,10 +108,15 @@ def bench(
     else:
         command = "gpuclust bench " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("bench") + 1:]) \
             if "bench" in sys.argv else f"gpuclust bench --suite {suite}"
-        for name_ in chosen:
-            section = run_suite(name_, options, results)
-            results = report.merge(results, name_, section, command)
-            written = report.save(results, path)  # after every suite: a later failure keeps earlier work
+        from gpuclust.cli.console import progress
+
+        with progress(json_out) as on_step:
+            options.progress = on_step
+            for name_ in chosen:
+                on_step(f"suite {name_}")
+                section = run_suite(name_, options, results)
+                results = report.merge(results, name_, section, command)
+                written = report.save(results, path)  # after every suite: a later failure keeps earlier work
     if json_out:
         print(json.dumps(results, indent=1, default=str))
         return
@@ -179,7 +184,8 @@ def _check_results_folder(out: Path, path: Path) -> None:
 def size(
     users: Annotated[int, typer.Option(help="Users to cluster.")],
     events_per_user: Annotated[float, typer.Option(help="Mean events per user.")],
-    model: Annotated[str | None, typer.Option(help="Text model the runs used ('default'); 'none' for no text.")] = None,
+    model: Annotated[str | None, typer.Option(help="Text model the runs used ('default'); 'none' for a run without "
+                                              "text (the default run), also from runs that had it.")] = None,
     results: Annotated[Path | None, typer.Option(help="A results JSON with a scaling suite (default: newest).")] = None,
     workers: Annotated[int | None, typer.Option(help="Predict the Dask path (--scheduler local) with this many "
                                                 "workers, from benchmarks/dask_bench.py results.")] = None,
@@ -246,20 +252,24 @@ def predict_dask(path: Path, users: int, workers: int) -> dict[str, Any]:
 
 def predict(data: dict[str, Any], users: int, events_per_user: float, model: str | None, path: Path) -> dict[str, Any]:
     """Library side of `gpuclust size`: per contender in the scaling suite, the fitted prediction."""
-    from benchmarks.sizing import SizeModel, points_from
+    from benchmarks.sizing import TEXT_STAGES, SizeModel, points_from, without_stages
 
     scaling = data.get("suites", {}).get("scaling")
     if not scaling:
         raise UsageError(f"{path} has no scaling suite: run `gpuclust bench --suite scaling` first")
     w = scaling["workload"]
     measured_model = w["model"] if "text" in w["features"] else "none"
-    if model is not None and model != measured_model:
+    without_text = model == "none" and measured_model != "none"  # the default run: the same stages but text
+    if model is not None and model != measured_model and not without_text:
         raise UsageError(f"the scaling runs in {path} used text model {measured_model!r}, not {model!r}: measure it "
-                         f"with `gpuclust bench --suite scaling --model {model}` (or pass --model {measured_model})")
+                         f"with `gpuclust bench --suite scaling --model {model}` (or pass --model {measured_model} "
+                         "or none)")
     out: dict[str, Any] = {"results": str(path), "device": data.get("device"), "hardware": data.get("environment", {}),
                            "workload_measured": w, "users": users, "events_per_user": events_per_user, "predictions": {}}
     for contender, runs in scaling["runs"].items():
         points = points_from(runs)
+        if without_text:
+            points = without_stages(points, TEXT_STAGES)
         if len(points) < 2:
             continue
         fitted = SizeModel.fit(points, w["events_per_user"])
@@ -268,7 +278,11 @@ def predict(data: dict[str, Any], users: int, events_per_user: float, model: str
             pred["gpu"] = ("cannot be predicted from these results: they hold CPU runs only (no GPU memory was "
                            "measured); peak RSS is predicted instead. Run `gpuclust bench --suite scaling` on a "
                            "GPU machine for a GPU figure")
-        pred["check"] = scaling.get("sizing_check", {}).get(contender)
+        pred["check"] = None if without_text else scaling.get("sizing_check", {}).get(contender)
+        if without_text:
+            pred["notes"].append(f"--model none: predicted from runs with text model {measured_model!r}, their text "
+                                 "stage left out of every stage sum and end-to-end time; peak memory may be "
+                                 "overstated (the encoder was loaded in those runs)")
         out["predictions"][contender] = pred
     if not out["predictions"]:
         raise UsageError(f"{path}'s scaling suite has fewer than two measured sizes: nothing to fit")

@@ -8,16 +8,26 @@ popularity and the plain TF-IDF -> SVD -> KMeans recipe, with standard errors (`
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from gpuclust.backend import DEVICE_CHOICES
+from gpuclust.cli.help import CLUSTERING, DEVICE, FEATURES, INPUT, OUTPUT, PRIVACY, arrange
 from gpuclust.errors import UsageError
 
+EVALUATE_HELP = {
+    "events": (INPUT, None), "items": (INPUT, None), "adapter": (INPUT, None), "config": (INPUT, None),
+    "features": (FEATURES, "features.features"), "compare": (FEATURES, None),
+    "k": (CLUSTERING, "cluster.k"), "objective": (CLUSTERING, "cluster.objective"),
+    "algorithm": (CLUSTERING, "cluster.algorithm"), "seed": (CLUSTERING, "seed"),
+    "top_k": (OUTPUT, None), "out": (OUTPUT, None), "plot": (OUTPUT, None), "json_out": (OUTPUT, None),
+    "device": (DEVICE, "device"), "pseudonymise": (PRIVACY, None),
+}
 
+
+@arrange(EVALUATE_HELP)
 def evaluate(
     events: Annotated[Path, typer.Option(help="Events file: Parquet, CSV (.gz) or JSON Lines.")],
     items: Annotated[Path | None, typer.Option(help="Items file: item_id plus title, category, price.")] = None,
@@ -75,13 +85,14 @@ def evaluate(
     if plot is not None:
         check_file_target(plot, "--plot", {**inputs, "--out": out}, kind="evaluate-plot", suffixes=(".png",))
     key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None
+    from gpuclust.cli.console import progress
+
     if many:
-        from gpuclust.cli.console import progress
         from gpuclust.recommend.compare import compare_files, markdown_tables
         from gpuclust.recommend.compare import plot as draw
 
         sets = compare if compare is not None else "+".join(cfg.features.features)
-        with progress(not json_out and sys.stderr.isatty()) as on_update:
+        with progress(json_out) as on_update:
             result = compare_files(cfg, events, items=items, adapter=adapter, contenders=sets,
                                    k_values="auto" if k_values == "auto" or choose else
                                    k_values if k_values is not None else (cfg.cluster.k,),
@@ -96,8 +107,9 @@ def evaluate(
         return
     from gpuclust.recommend.evaluation import evaluate_files, markdown_table
 
-    result = evaluate_files(cfg, events, items=items, adapter=adapter, k_values=parse_top_k(top_k),
-                            seed=cfg.seed, pseudonymise=key)
+    with progress(json_out) as on_step:
+        result = evaluate_files(cfg, events, items=items, adapter=adapter, k_values=parse_top_k(top_k),
+                                seed=cfg.seed, pseudonymise=key, progress=on_step)
     users, validation = result["users"], result["validation"]
     served = next((r for r in result["rows"] if r["method"].startswith("served")), None)
     key = f"HR@{result['k_values'][0]}"

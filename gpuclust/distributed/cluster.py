@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -161,12 +162,15 @@ def open_session(scheduler: Any, config: DaskConfig, device: str = "cpu") -> Ite
             _signals_noted(received), _failures_after_a_signal(received):
         if scheduler == "local":
             cluster = client = None
-            before = _spawned_children()
+            before, known = _spawned_children(), _clusters()
             try:
-                cluster, sizes, kind = start_local(config, device)
+                with _workers_off_the_terminal():
+                    cluster, sizes, kind = start_local(config, device)
                 client = Client(cluster)
                 yield Session(client, kind, str(cluster.scheduler_address), sizes, cluster)
             finally:
+                if cluster is None:  # a Ctrl-C inside start_local: the half-started cluster no variable holds
+                    cluster = next(iter(_clusters() - known), None)
                 _close(client, cluster, before)
             return
         try:
@@ -178,6 +182,36 @@ def open_session(scheduler: Any, config: DaskConfig, device: str = "cpu") -> Ite
             yield Session(client, "address", scheduler)
         finally:
             _close(client, None)
+
+
+@contextlib.contextmanager
+def _workers_off_the_terminal() -> Iterator[None]:
+    """The worker processes a LocalCluster starts here get /dev/null as their stderr: Ctrl-C in a terminal
+    reaches the whole process group, and a worker still importing (before the preloaded `worker_setup`
+    ignores SIGINT) printed its KeyboardInterrupt traceback, 54-112 lines of them, around the run's one line.
+    A signal mask is no help (multiprocessing's spawn clears it in the child) and ignoring SIGINT here
+    would swallow a Ctrl-C meant for the run. Workers' logs are silenced anyway, and a failure of theirs
+    reaches the run as the task's error; the run's own stderr is restored as the cluster is up."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _clusters() -> set[Any]:
+    """The Dask clusters of this process (a LocalCluster registers itself as it starts)."""
+    try:
+        from distributed.deploy.spec import SpecCluster
+    except ImportError:
+        return set()
+    return set(SpecCluster._instances)
 
 
 def _close(client: Any, cluster: Any, before: set[int] | None = None) -> None:
@@ -192,6 +226,9 @@ def _close(client: Any, cluster: Any, before: set[int] | None = None) -> None:
                 continue
             with contextlib.suppress(Exception):  # best effort; what outlives it is killed below
                 thing.close(timeout=limit)
+        if cluster is not None:  # this was its close: Dask's own at exit, with its loop gone, printed a traceback
+            with contextlib.suppress(Exception):
+                cluster.shutdown_on_close = False
         if before is not None:
             _kill_spawned(before)
     if held:  # delivered now to the handler it was meant for (the CLI's: exit 130 or 143, one line)

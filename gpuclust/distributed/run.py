@@ -56,7 +56,7 @@ def read_inputs_lazy(config: PipelineConfig, device: str, events: str | Path, it
 
 def run_distributed(config: PipelineConfig, events: str | Path, out: str | Path, items: str | Path | None,
                     truth: str | Path | None, adapter: str | None, on_stage: Any, layout: dict,
-                    model_key: Any = None) -> Any:
+                    model_key: Any = None, item_vectors: Any = None) -> Any:
     from gpuclust.estimator import UserClusterer
 
     with OutputDir(out, "run", layout) as staging:
@@ -66,7 +66,8 @@ def run_distributed(config: PipelineConfig, events: str | Path, out: str | Path,
         with reading.stage("read"):  # lazy, and every file's schema checked: bad input before a cluster starts
             inputs, rows = read_inputs_lazy(config, backend.device, events, items, truth, adapter)
         with open_session(config.dask.scheduler, config.dask, backend.device) as session:
-            model = UserClusterer(config=config, scheduler=session.client, progress=on_stage)
+            model = UserClusterer(config=config, scheduler=session.client, progress=on_stage,
+                                  item_vectors=item_vectors)
             settings = model._settings()
             from gpuclust.distributed.fit import fit_distributed
 

@@ -32,10 +32,12 @@ from gpuclust.errors import UsageError
 from gpuclust.frames import column_array, host_frame, to_backend_frame
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.preprocess.prepared import PreparedData
+from gpuclust.progress import tell, within
 from gpuclust.protocols import fit_clusterer
 from gpuclust.recommend.evaluation import (
     PROTOCOL,
     _raw_columns,
+    clusters_only,
     metrics_with_errors,
     popularity,
     rank_targets,
@@ -105,6 +107,7 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
     if pseudonymiser is not None:  # before preprocessing: the fits below see pseudonyms only
         events = pseudonymiser.frame(events)
     items = None if items is None else to_backend_frame(items, backend)
+    tell(progress, "preprocess and split")
     data = Preprocessor(config.preprocess, seed=config.seed).run(events, backend, items)
     if not auto and ks[-1] > data.n_users:
         n = int(data.n_users)
@@ -120,6 +123,7 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
     rows: list[dict[str, Any]] = [{"representation": GLOBAL, "k": None, **score.ranks_of(None), "fit_seconds": 0.0}]
     timings = {"prepare_and_split": time.perf_counter() - started}
     t0 = time.perf_counter()
+    tell(progress, "personal model")
     personal = fit_personal(data.with_events(outer.train).table, data.n_users, data.n_items, backend,
                             config.recommend, config.seed)
     if personal is not None:
@@ -130,15 +134,14 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
     timings["personal"] = time.perf_counter() - t0
 
     train_raw = outer.train[list(_raw_columns(outer.train))]
-    for name, cfg in plans.items():
+    for done, (name, cfg) in enumerate(plans.items()):
         t0 = time.perf_counter()
-        if progress is not None:
-            progress(f"fitting {name}")
+        fitting = within(progress, f"{name} ({done + 1} of {len(plans)})")
         if auto:
-            run = copy.deepcopy(cfg)
+            run = clusters_only(cfg)
             run.cluster.k_auto = run.cluster.k_auto or not run.cluster.k_values
             run.cluster.k_values = run.cluster.k_values or DEFAULT_K_VALUES
-            model = UserClusterer(config=run, progress=progress).fit(train_raw, items)
+            model = UserClusterer(config=run, progress=fitting).fit(train_raw, items)
             clusters = _clusters_from_frame(model.labels_, data, backend)
             sweep = model.sweep_.to_dict() if model.sweep_ is not None else None
             rows.append({"representation": name, "features": list(cfg.features.features),
@@ -146,12 +149,14 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
                          **score.ranks_of(clusters), "fit_seconds": round(time.perf_counter() - t0, 3),
                          "training": _training(model)})
         else:
-            run = copy.deepcopy(cfg)
+            run = clusters_only(cfg)
             run.cluster.k, run.cluster.k_values, run.cluster.k_auto = ks[0], (), False
-            model = UserClusterer(config=run, progress=progress).fit(train_raw, items)
+            model = UserClusterer(config=run, progress=fitting).fit(train_raw, items)
+            tell(fitting, "features of the training users")
             x, prepared = model.embed(train_raw)
             feature_seconds = time.perf_counter() - t0
             for k in ks:
+                tell(fitting, f"clusters at k={k}")
                 t1 = time.perf_counter()
                 clusterer = build_clusterer(run.cluster, run.seed, k)
                 fit_clusterer(clusterer, x, model.backend_, prepared, model.measure)
@@ -162,6 +167,7 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
                              "training": _training(model) if k == ks[0] else None})
         timings[name] = time.perf_counter() - t0
     if recipe:  # at every k asked for; with k auto, at each k a contender chose ("at the same k")
+        tell(progress, RECIPE)
         t0 = time.perf_counter()
         plain = PlainRecipe(seed=config.seed).embed(outer.train, data.n_users, data.n_items)
         embed_seconds = time.perf_counter() - t0
@@ -199,6 +205,7 @@ def compare_files(config: PipelineConfig, events: str | Path, items: str | Path 
     from gpuclust.io.inputs import read_inputs
 
     config.validate()
+    tell(options.get("progress"), "read")
     inputs = read_inputs(resolve_backend(config.device).frame, config.columns, events, items, adapter=adapter)
     result = compare(inputs.events, inputs.items, config, **options)
     result["inputs"] = inputs.sources

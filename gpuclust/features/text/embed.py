@@ -196,9 +196,27 @@ def precomputed_vectors(source: Any, data: Any, backend: Any) -> tuple[Any, dict
     joined = items.merge(lookup, on=schema.ITEM, how="left").sort_values(schema.ITEM_IDX)
     rows = joined["_row"].to_numpy(dtype=np.float64)
     found = ~np.isnan(rows)
+    _check_coverage(int(found.sum()), int(data.n_items), len(table), source)
     vectors = np.zeros((int(data.n_items), matrix.shape[1]), dtype=np.float32)
     vectors[found] = matrix[rows[found].astype(np.int64)]
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     vectors = vectors / np.maximum(norms, 1e-12)
     return backend.asarray(vectors), {"items_with_vectors": int(found.sum()),
                                       "items_without_vectors": int((~found).sum())}
+
+
+def _check_coverage(found: int, n_items: int, n_vectors: int, source: Any) -> None:
+    """No item of the events with a vector is a mismatch of catalogues (or of id columns), not a run
+    without text signal; some items without one is worth a line: those users have less text to go on."""
+    import warnings
+
+    from gpuclust.errors import InputWarning
+
+    where = f"in {source}" if isinstance(source, str | Path) else "among the item vectors"
+    if found == 0 and n_items > 0:
+        raise UsageError(f"none of the {n_items:,} items of the events has a vector {where} ({n_vectors:,} vectors): "
+                         "make them with `gpuclust embed` from the items file of these events, with the same item "
+                         "ids (--item-key-col)")
+    if found < n_items:
+        warnings.warn(f"{n_items - found:,} of {n_items:,} items of the events have no vector {where}; they add no "
+                      "text signal: re-run `gpuclust embed` on the current items file", InputWarning, stacklevel=3)
