@@ -39,7 +39,7 @@ from gpuclust.config import PipelineConfig, check_weights
 from gpuclust.errors import ResultWarning, UsageError
 from gpuclust.explain.explainer import ClusterExplainer
 from gpuclust.features.behaviour import behaviour_statistics
-from gpuclust.features.factory import build_featurizer
+from gpuclust.features.factory import build_featurizer, weighted_features
 from gpuclust.features.fuse import Fuser
 from gpuclust.frames import (
     array_frame,
@@ -214,7 +214,7 @@ class UserClusterer:
         self.manifest_ = build_manifest(
             config=settings.to_dict(), backend=backend, recorder=record, data=data,
             features={"blocks": {f.name: getattr(f, "info_", {}) for f in featurizers}, "layout": fuser.layout_,
-                      "dims": int(x.shape[1])},
+                      "dims": int(x.shape[1]), "skipped": weighted_features(settings)[1]},
             reduce=None if reducer is None else getattr(reducer, "info_", {}),
             cluster=self._cluster_record(clusterer, outcome, sweep, settings), metrics=metrics,
             moved_bytes=transfers.bytes - moved, custom=self._custom_record(custom))
@@ -488,7 +488,7 @@ class UserClusterer:
 
     def _featurizers(self, settings: PipelineConfig, custom: list[Any]) -> list[Any]:
         return [build_featurizer(name, settings, self.embedding_model, self.item_vectors, guarded(self.progress))
-                for name in settings.features.features] + custom
+                for name in weighted_features(settings)[0]] + custom
 
     def _featurize(self, data: PreparedData, settings: PipelineConfig, featurizers: list[Any], custom: list[Any],
                    backend: Backend, record: StageRecorder | None = None) -> tuple[Any, Fuser, Any]:

@@ -4,7 +4,8 @@
 Runs on the project's GPU test machine, which has no pretrained weights: each shape (MiniLM-L6, bert-base)
 is a `BertModel` with seeded random weights fed random token ids (no tokenizer). For each shape:
   - bf16 and fp16 pooled vectors vs fp32: cosine min/mean (must be >= 0.99);
-  - bf16 throughput over a few token budgets: items/s, non-pad tokens/s, padding share;
+  - bf16 throughput over a few token budgets: items/s, non-pad tokens/s, padding share, and how many
+    batches ran unpadded (one length: no attention mask, so SDPA may take its flash kernel);
   - MFU = useful FLOPs / seconds / measured bf16 matmul peak of this card, where useful FLOPs =
     2 x non-embedding params x non-pad tokens + attention (4 x layers x hidden x sum of length^2).
 Prints JSON and writes it to $OUT/encoder.json when OUT is set. Without CUDA: prints
@@ -97,7 +98,8 @@ def throughput(loaded, tokens, budgets, peak_tflops: float) -> list[dict]:
         tflops = flops / best.seconds / 1e12
         rows.append({"batch_tokens": best.batch_tokens, "batches": best.batches, "seconds": round(best.seconds, 4),
                      "items_per_s": round(best.items_per_s), "tokens_per_s": round(best.tokens_per_s),
-                     "padding_share": round(best.padding_share, 4), "useful_tflops": round(tflops, 3),
+                     "padding_share": round(best.padding_share, 4), "unpadded_batches": best.unpadded_batches,
+                     "useful_tflops": round(tflops, 3),
                      "mfu": round(tflops / peak_tflops, 4), "oom_retries": best.oom_retries})
     return rows
 

@@ -91,6 +91,12 @@ def test_learned_check_runs_on_the_cpu_and_skips_without_cuda(capsys):
     assert module.main(["--cpu-smoke"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["sequence"]) == {"gru", "transformer"} and printed["sequence"]["gru"]["gpu"]["tokens_per_s"] > 0
-    assert "speedup_users_per_s" in printed["autoencoder"]
+    assert "speedup_users_per_s" in printed["autoencoder"] and printed["autoencoder"]["mfu"] > 0
+    gru = printed["sequence"]["gru"]
+    assert gru["mfu"] > 0 and gru["speedup_tokens_per_s"] > 0 and 0 <= gru["gpu"]["padding_share"] < 0.5
+    assert printed["cpu"]["threads"] >= 1 and printed["skipped"] == []
+    assert module.main(["--cpu-smoke", "--budget-seconds", "0"]) == 0  # past its deadline: skips, says what
+    late = json.loads(capsys.readouterr().out)
+    assert late["sequence"] == {} and "sequence gru" in late["skipped"] and "autoencoder" in late["skipped"]
     assert module.main([]) == 0
     assert capsys.readouterr().out.startswith("skipped: no CUDA")

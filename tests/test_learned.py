@@ -269,3 +269,144 @@ def test_item_embeddings_can_start_from_the_text_encoders_item_vectors(small):
     assert model.manifest_["features"]["blocks"]["sequence"]["item_init"] == "text"
     with pytest.raises(UsageError, match="item_init 'text' needs"):
         SequenceFeaturizer(item_init="text").fit_transform(Preprocessor().run(small.events, cpu_backend()), cpu_backend())
+
+
+# --- the GPU paths' CPU twins: chunked softmax, SDPA Transformer, token budgets, weight 0 -------------
+
+def _heads(seed=0, n=37, items=101, d=16):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(n, d, generator=g, requires_grad=True)
+    weight = (torch.randn(items, d, generator=g) * 0.5).requires_grad_()
+    bias = (torch.randn(items, generator=g) * 0.1).requires_grad_()
+    return h, weight, bias, g
+
+
+def _grads(loss, *tensors):
+    import torch
+
+    return torch.autograd.grad(loss, tensors)
+
+
+def test_chunked_cross_entropy_equals_the_full_softmax_in_loss_and_gradients():
+    """The chunked path (item chunks of 7 here) is what every GPU step runs beyond the logit budget."""
+    import torch
+
+    from gpuclust.features.learned.softmax import next_item_loss
+
+    h, weight, bias, g = _heads()
+    targets = torch.randint(1, weight.shape[0], (h.shape[0],), generator=g)
+    full = next_item_loss(h, targets, weight, bias, None, None, None)
+    chunked = next_item_loss(h, targets, weight, bias, None, None, None, max_cells=h.shape[0] * 7)
+    assert torch.allclose(full, chunked, rtol=1e-5, atol=1e-5)
+    grads = _grads(chunked, h, weight, bias)
+    for a, b in zip(_grads(full, h, weight, bias), grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert float(grads[1][0].abs().sum()) == 0.0 and float(grads[2][0]) == 0.0  # padding is never a class
+
+
+def test_chunked_multinomial_loss_equals_the_full_softmax_in_loss_and_gradients():
+    import torch
+
+    from gpuclust.features.learned.softmax import multinomial_loss
+
+    h, weight, bias, g = _heads(1, n=12, items=53)
+    rows = torch.repeat_interleave(torch.arange(12), 4)
+    cols = torch.randint(0, 53, (48,), generator=g)
+    values = torch.rand(48, generator=g)
+    full = multinomial_loss(h, rows, cols, values, weight, bias, None, None, None)
+    chunked = multinomial_loss(h, rows, cols, values, weight, bias, None, None, None, max_cells=12 * 10)
+    assert torch.allclose(full, chunked, rtol=1e-5, atol=1e-5)
+    for a, b in zip(_grads(full, h, weight, bias), _grads(chunked, h, weight, bias), strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_cross_entropy_under_bf16_autocast_agrees_with_fp32():
+    import torch
+
+    from gpuclust.features.learned.softmax import next_item_loss
+
+    h, weight, bias, g = _heads(2, n=64, items=300, d=32)
+    targets = torch.randint(1, 300, (64,), generator=g)
+    reference = next_item_loss(h, targets, weight, bias, None, None, None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = next_item_loss(h, targets, weight, bias, None, None, None, max_cells=64 * 50)
+    assert low.dtype == torch.float32 and abs(float(low.detach()) / float(reference.detach()) - 1) < 1e-2
+    gh_ref, gw_ref = _grads(reference, h, weight)
+    gh, gw = _grads(low, h, weight)
+    cos = torch.nn.functional.cosine_similarity(gh.flatten(), gh_ref.flatten(), dim=0)
+    assert gh.dtype == gw.dtype == torch.float32 and float(cos) > 0.99
+    assert float(torch.nn.functional.cosine_similarity(gw.flatten(), gw_ref.flatten(), dim=0)) > 0.99
+
+
+def test_gpu_steps_reach_their_token_budget_while_the_cpu_keeps_its_batches():
+    from gpuclust.features.learned import defaults
+
+    n_tokens = 40_000_000  # 1M users x 40 events at 20k items: 2.6G logits a step, chunked
+    assert defaults.batch_tokens("cuda", 20_001, n_tokens) == defaults.GPU_BATCH_TOKENS
+    assert defaults.batch_tokens("cuda", 20_001, 4_000_000) == 4_000_000 // defaults.MIN_STEPS_PER_EPOCH
+    assert defaults.batch_tokens("cpu", 3_660, n_tokens) == defaults.CPU_BATCH_TOKENS  # Online Retail
+    assert defaults.batch_tokens("cpu", 20_001, n_tokens) == defaults.CPU_LOGIT_CELLS // 20_001
+    assert defaults.autoencoder_batch(20_000, "cuda", None) == defaults.AE_GPU_MAX_USERS
+    assert defaults.autoencoder_batch(3_659, "cpu", None) == 512
+
+
+def test_sequence_trains_through_the_chunked_softmax_like_the_full_one(prepared, monkeypatch):
+    """The same fit with the logit budget forced below one step's logits (the GPU's regime) follows the
+    full softmax's losses."""
+    from gpuclust.features.learned import defaults
+
+    full = SequenceFeaturizer(epochs=2, precision="fp32", seed=0)
+    x_full = full.fit_transform(prepared, cpu_backend())
+    monkeypatch.setattr(defaults, "CPU_LOGIT_CELLS", 64 * 40)
+    chunked = SequenceFeaturizer(epochs=2, precision="fp32", seed=0, batch_tokens=full.info_["batch_tokens"])
+    x_chunked = chunked.fit_transform(prepared, cpu_backend())
+    a, b = full.info_["training"]["history"], chunked.info_["training"]["history"]
+    assert [round(r["train_loss"], 3) for r in a] == [round(r["train_loss"], 3) for r in b]
+    assert float((x_full * x_chunked).sum(1).min()) > 0.999
+
+
+def test_transformer_cell_with_sdpa_matches_the_masked_encoder_layer():
+    """The causal SDPA blocks give what nn.TransformerEncoder with causal and key-padding masks gave on
+    every real position (right padding), with the same parameter names (saved models still load)."""
+    import torch
+
+    from gpuclust.features.learned.sequence import build_network
+
+    torch.manual_seed(0)
+    net = build_network(50, 3, 64, "transformer", 2, 0.1, 30).eval()
+    lens = torch.tensor([12, 9, 5, 1])
+    mask = torch.arange(12)[None] < lens[:, None]
+    items, kinds, gaps = (torch.randint(1, n, (4, 12)) * mask for n in (51, 4, 30))
+    new = net(items, kinds, gaps, lens, mask)
+    x = net.items(items) + net.kinds(kinds) + net.gaps(gaps) + net.positions(torch.arange(12))[None]
+    causal = torch.triu(torch.ones(12, 12, dtype=torch.bool), 1)
+    old = net.norm(net.encoder(x, mask=causal, src_key_padding_mask=~mask, is_causal=True))
+    assert torch.allclose(new[mask], old[mask], atol=1e-5)
+    assert "encoder.layers.0.self_attn.in_proj_weight" in net.state_dict()
+
+
+def test_sequence_batches_are_packed_by_length_and_report_their_padding(prepared):
+    f = SequenceFeaturizer(epochs=1, seed=0)
+    f.fit_transform(prepared, cpu_backend())
+    lengths = np.bincount(prepared.events.user_idx.to_numpy())
+    plan = TokenBatcher(lengths, f.info_["batch_tokens"], 4096, 0).plan(shuffle=False)
+    padded = sum(b.tokens for b in plan)
+    assert f.info_["padding_share"] == round(1 - lengths.sum() / padded, 4)
+    assert 0 <= f.info_["padding_share"] < 0.2  # sorted by length: a random order pads far more
+    shuffled = np.random.default_rng(0).permutation(len(lengths))
+    naive = sum(lengths[c].max() * len(c) for c in np.array_split(shuffled, len(plan)))
+    assert padded < naive
+
+
+def test_a_learned_feature_of_weight_zero_does_not_train(small):
+    cfg = PipelineConfig(device="cpu")
+    cfg.features.features = ("tfidf", "sequence")
+    cfg.features.weights["sequence"] = 0.0
+    model = UserClusterer(3, config=cfg).fit(small.events, small.items)
+    features = model.manifest_["features"]
+    assert "sequence" not in features["blocks"] and "sequence" not in features["layout"]
+    assert features["skipped"] == {"sequence": "weight 0: not computed"}
+    assert [f.name for f in model.featurizers_] == ["tfidf"]  # no network, no training report
+    assert "features.sequence" not in model.manifest_["timings"]["stages"]  # no training time

@@ -66,4 +66,4 @@ def test_gpu_check_learned_script_runs_small():
     spec = importlib.util.spec_from_file_location("gpu_check_learned", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--users", "3000", "--cpu-users", "1000", "--epochs", "1"]) == 0
+    assert module.main(["--users", "3000", "--items", "300", "--cpu-users", "1000", "--epochs", "2"]) == 0

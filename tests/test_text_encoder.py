@@ -205,3 +205,24 @@ def test_cuda_reduced_precision_agrees_with_fp32(precision):
     fp32 = ItemEncoder(loaded, precision="fp32").encode_tokens(tokens)
     low = ItemEncoder(loaded, precision=precision).encode_tokens(tokens)
     assert float(torch.nn.functional.cosine_similarity(fp32, low, dim=1).min()) >= 0.99
+
+
+def test_unpadded_batches_need_no_mask_and_give_the_same_vectors():
+    """The GPU's default plan (`unpadded`, here forced on the CPU): sorted batches end where the length
+    changes, so they carry no padding and no attention mask; the vectors are those of padded batches."""
+    loaded = random_model("tiny", seed=0)
+    tokens = random_tokens(1500, min_len=4, max_len=9, vocab_size=loaded.model.config.vocab_size, seed=3)
+    padded = ItemEncoder(loaded, precision="fp32", batch_tokens=1024, unpadded=False)
+    unpadded = ItemEncoder(loaded, precision="fp32", batch_tokens=1024, unpadded=True)
+    a, b = padded.encode_tokens(tokens), unpadded.encode_tokens(tokens)
+    assert float(cosine(a.numpy(), b.numpy()).min()) > 0.99999
+    assert padded.stats_.padding_share > 0.02 and padded.stats_.unpadded_batches < padded.stats_.batches
+    assert unpadded.stats_.padding_share < padded.stats_.padding_share
+    # a short remainder of one length is padded into the next batch rather than run on its own
+    assert unpadded.stats_.unpadded_batches >= unpadded.stats_.batches - 2 > padded.stats_.unpadded_batches
+    # a rare length is padded into its neighbours' batch rather than run as a batch of its own
+    odd = TokenizedTexts.from_lists([[1] * 9] + [[1] * 5] * 400)
+    from gpuclust.features.text.batching import length_order, next_batch
+
+    order = length_order(odd.lengths)
+    assert len(next_batch(order, odd.lengths, 0, 1024, uniform=True)) > 1

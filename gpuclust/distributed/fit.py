@@ -32,7 +32,7 @@ from gpuclust.distributed.cluster import Session
 from gpuclust.distributed.engine import from_frame, is_lazy_frame, partition_count
 from gpuclust.distributed.kmeans import DistributedKMeans, assign, calinski_davies
 from gpuclust.errors import UsageError
-from gpuclust.features.factory import build_featurizer
+from gpuclust.features.factory import build_featurizer, weighted_features
 from gpuclust.frames import frame_kind, host_frame, like_input, to_backend_frame
 from gpuclust.manifest import StageRecorder, build_manifest
 from gpuclust.privacy import privacy_record
@@ -129,7 +129,7 @@ def fit_distributed(est: Any, events: Any, items: Any, truth: Any, settings: Pip
     catalogue = g.prepared(backend=backend)
 
     featurizers = [build_featurizer(name, settings, est.embedding_model, est.item_vectors)
-                   for name in settings.features.features]
+                   for name in weighted_features(settings)[0]]
     stats, gap = None, None
     for f in featurizers:
         with record.stage(f"features.{f.name}") as rec, peaks.stage(rec):
@@ -199,6 +199,7 @@ def fit_distributed(est: Any, events: Any, items: Any, truth: Any, settings: Pip
     est.manifest_ = build_manifest(
         config=settings.to_dict(), backend=backend, recorder=record, data=summary,
         features={"blocks": {f.name: getattr(f, "info_", {}) for f in featurizers}, "layout": fuser.layout_,
+                  "skipped": weighted_features(settings)[1],
                   "dims": d}, reduce=None, cluster=cluster_record, metrics=metrics,
         moved_bytes=transfers.bytes - moved, custom={})
     est.manifest_["privacy"] = est.privacy_

@@ -9,6 +9,15 @@ from gpuclust import registry
 from gpuclust.config import PipelineConfig
 
 
+def weighted_features(config: PipelineConfig) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(the selected features to compute, {skipped name: why}). A block of weight 0 adds nothing to the
+    fused geometry, so it is not computed: a learned one would otherwise train for nothing."""
+    weights = config.features.weights
+    kept = tuple(name for name in config.features.features if float(weights.get(name, 1.0)) > 0)
+    skipped = {name: "weight 0: not computed" for name in config.features.features if name not in kept}
+    return kept, skipped
+
+
 def build_featurizer(name: str, config: PipelineConfig, embedding_model: Any = None, item_vectors: Any = None,
                      progress: Any = None) -> Any:
     """The featuriser `name`, configured from `config`; the text one may take a model object or

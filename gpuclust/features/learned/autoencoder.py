@@ -4,8 +4,8 @@ the sparse users x items matrix.
     users x items (summed event weights, log1p) -> row-L2 input, entries dropped at random (denoising)
     -> EmbeddingBag (a sparse product: no dense users x items matrix, ever) -> tanh -> bottleneck
        (VAE: mean and log-variance, KL annealed up to beta)
-    -> tanh -> item logits: multinomial log-likelihood of the user's row (full softmax, or sampled with
-       logQ correction for large catalogues)
+    -> tanh -> item logits: multinomial log-likelihood of the user's row (full softmax, chunked over
+       the items beyond the device's logit budget; or sampled with logQ correction for large catalogues)
     user vector = the bottleneck (the mean for a VAE) of the whole row, L2-normalised
 
 Batches are users: their CSR rows are gathered on the device per step. Early stopping holds out a
@@ -182,6 +182,7 @@ class AutoencoderFeaturizer:
         negatives, kind, beta = self.negatives_, self.kind, self.beta
         total_anneal = max(1, epochs * steps_per_epoch // 2)  # KL weight reaches beta halfway through
         state = {"step": 0}
+        max_cells = defaults.logit_cells(device)
 
         def loss_of(piece: RowBatch):
             users = torch.as_tensor(piece.rows, device=device)
@@ -204,7 +205,7 @@ class AutoencoderFeaturizer:
             state["step"] += 1
             h = net.decode(z)
             loss = multinomial_loss(h, row, cols, values, net.decode_items.weight, net.decode_items.bias,
-                                    negatives, q, generator)
+                                    negatives, q, generator, max_cells)
             return loss + loss_kl, len(users)
 
         chunk = defaults.logit_rows(device, self.n_items_)

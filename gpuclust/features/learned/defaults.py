@@ -64,14 +64,16 @@ MIN_BATCH_TOKENS = 512
 
 
 def batch_tokens(device: str, classes: int, n_tokens: int) -> int:
-    """Events per step: the device's budget, lowered so that the logits (tokens x classes) stay bounded
-    and a small log still gives MIN_STEPS_PER_EPOCH steps per epoch. Steps, not epochs, are what a small
-    log lacks: on 1,200 synthetic users a GRU learnt nothing but popularity in 100 steps, and the order of
-    its users' categories only after ~3,000 (benchmarks/results/learned-cpu.md)."""
+    """Events per step: the device's budget, lowered so that a small log still gives MIN_STEPS_PER_EPOCH
+    steps per epoch (and, on the CPU only, so that tokens x classes stays within CPU_LOGIT_CELLS, which
+    keeps the CPU's batches, and so its results, as they were). Steps, not epochs, are what a small log
+    lacks: on 1,200 synthetic users a GRU learnt nothing but popularity in 100 steps, and the order of
+    its users' categories only after ~3,000 (benchmarks/results/learned-cpu.md). On the GPU the full
+    softmax is chunked over the items (`softmax.chunked_logsumexp`), so the logits no longer cap the
+    batch: it reaches GPU_BATCH_TOKENS."""
     on_gpu = str(device).startswith("cuda")
-    tokens = GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS
-    cells = GPU_LOGIT_CELLS if on_gpu else CPU_LOGIT_CELLS
-    return int(max(MIN_BATCH_TOKENS, min(tokens, cells // max(classes, 1), n_tokens // MIN_STEPS_PER_EPOCH)))
+    tokens = GPU_BATCH_TOKENS if on_gpu else min(CPU_BATCH_TOKENS, CPU_LOGIT_CELLS // max(classes, 1))
+    return int(max(MIN_BATCH_TOKENS, min(tokens, n_tokens // MIN_STEPS_PER_EPOCH)))
 
 
 def learning_rate(cell: str) -> float:
@@ -91,14 +93,26 @@ def cpu_threads() -> int:
     return max(1, int(value)) if value.isdigit() else 1
 
 
+def logit_cells(device: str) -> int:
+    """Logits held at once (rows x classes): beyond this a full softmax is chunked over the items."""
+    return GPU_LOGIT_CELLS if str(device).startswith("cuda") else CPU_LOGIT_CELLS
+
+
 def logit_rows(device: str, classes: int) -> int:
     """Rows of logits computed at once when every class is scored (validation)."""
-    cells = GPU_LOGIT_CELLS if str(device).startswith("cuda") else CPU_LOGIT_CELLS
-    return int(max(1, cells // max(classes, 1)))
+    return int(max(1, logit_cells(device) // max(classes, 1)))
+
+
+AE_GPU_MAX_USERS = 4096
 
 
 def autoencoder_batch(n_items: int, device: str, negatives: int | None) -> int:
-    """Users per step: the logits (users x items, or x candidates when sampled) bound the memory."""
-    cells = AE_GPU_BATCH_CELLS if str(device).startswith("cuda") else AE_BATCH_CELLS
+    """Users per step. On the CPU the logits (users x items, or x candidates when sampled) bound it, as
+    before; on the GPU the full softmax is chunked over the items, so only the candidates of a sampled
+    one (materialised) do."""
+    if str(device).startswith("cuda"):
+        if negatives is None:
+            return AE_GPU_MAX_USERS
+        return int(min(AE_GPU_MAX_USERS, max(32, AE_GPU_BATCH_CELLS // (negatives * 4))))
     width = n_items if negatives is None else negatives * 4
-    return int(min(2048 if str(device).startswith("cuda") else 512, max(32, cells // max(width, 1))))
+    return int(min(512, max(32, AE_BATCH_CELLS // max(width, 1))))

@@ -6,8 +6,10 @@
 
 Early stopping holds out the last events (up to 5) of a seeded share of users: their prediction from
 the events before each is the validation loss and HR@10; they are never training targets. RNNs run on packed
-sequences; the Transformer (SASRec-style: learned positions, pre-norm blocks, causal mask) on padded
-batches. Batches are users of similar length cut by a token budget. Item embeddings are tied to the
+sequences; the Transformer (SASRec-style: learned positions, pre-norm blocks, causal attention through
+`scaled_dot_product_attention`) on right-padded batches. Batches are users of similar length cut by a
+token budget (`info_["padding_share"]` says how much of each step is padding). A full softmax over more
+logits than the device's cell budget is chunked over the items (`softmax.chunked_logsumexp`). Item embeddings are tied to the
 output layer and may start from the text encoder's item vectors (`item_init="text"`).
 """
 
@@ -70,10 +72,10 @@ def build_network(n_items: int, n_kinds: int, dim: int, cell: str, layers: int, 
             x = self.items(items) + self.kinds(kinds) + self.gaps(gaps)
             if cell == "transformer":
                 width = items.shape[1]
-                x = x + self.positions(torch.arange(width, device=items.device))[None]
-                causal = torch.triu(torch.ones(width, width, dtype=torch.bool, device=items.device), 1)
-                out = self.encoder(self.drop(x), mask=causal, src_key_padding_mask=~mask, is_causal=True)
-                return self.norm(out)
+                x = self.drop(x + self.positions(torch.arange(width, device=items.device))[None])
+                for block in self.encoder.layers:
+                    x = causal_block(block, x)
+                return self.norm(x)
             packed = nn.utils.rnn.pack_padded_sequence(self.drop(x), lengths.cpu(), batch_first=True,
                                                        enforce_sorted=False)
             out, _ = self.encoder(packed)
@@ -81,6 +83,25 @@ def build_network(n_items: int, n_kinds: int, dim: int, cell: str, layers: int, 
             return out
 
     return SequenceNet()
+
+
+def causal_block(block: torch.nn.TransformerEncoderLayer, x: torch.Tensor) -> torch.Tensor:
+    """A pre-norm `nn.TransformerEncoderLayer` (its own weights, so saved models keep their names) with
+    the attention as `scaled_dot_product_attention(is_causal=True)`: no mask tensor, so flash kernels
+    run on the GPU. Sequences are padded on the right, so a real position never attends to padding
+    under the causal mask, and no key-padding mask is needed (padded positions' outputs are unused)."""
+    import torch.nn.functional as F
+
+    attn = block.self_attn
+    batch, width, dim = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(block.norm1(x), attn.in_proj_weight, attn.in_proj_bias)
+    q, k, v = qkv.view(batch, width, 3, heads, dim // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    mixed = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if block.training else 0.0,
+                                           is_causal=True)
+    x = x + block.dropout1(attn.out_proj(mixed.transpose(1, 2).reshape(batch, width, dim)))
+    ffn = block.linear2(block.dropout(block.activation(block.linear1(block.norm2(x)))))
+    return x + block.dropout2(ffn)
 
 
 class SequenceFeaturizer:
@@ -100,7 +121,7 @@ class SequenceFeaturizer:
                  learning_rate: float | None = None, dropout: float = 0.1, negatives: int | None = None,
                  item_init: str = "random", validation_share: float = 0.1, patience: int = 3,
                  precision: str = "auto", horizon: int = 1, seed: int = 0, progress: Any = None,
-                 text_vectors: Any = None) -> None:
+                 text_vectors: Any = None, max_steps: int | None = None) -> None:
         self.cell = cell
         self.pooling = pooling
         self.dim = dim
@@ -119,6 +140,7 @@ class SequenceFeaturizer:
         self.seed = seed
         self.progress = progress
         self.text_vectors = text_vectors
+        self.max_steps = max_steps  # stop after this many optimiser steps (benchmarks' CPU samples)
 
     # --- fitting --------------------------------------------------------------------------------
 
@@ -172,9 +194,13 @@ class SequenceFeaturizer:
         batcher = TokenBatcher(lengths, max(budget, int(lengths.max())), defaults.MAX_BATCH_ROWS, self.seed)
         q = sampling_distribution(torch.bincount(seq.items, minlength=self.n_items_ + 1)) if self.negatives_ else None
         net, negatives = self.network_, self.negatives_
-        steps_per_epoch = len(batcher.plan(shuffle=False))
+        static_plan = batcher.plan(shuffle=False)
+        steps_per_epoch = len(static_plan)
+        padded = sum(b.tokens for b in static_plan)
         epochs = self.epochs or defaults.epochs_for(steps_per_epoch, defaults.SEQUENCE_TARGET_STEPS,
                                                     defaults.SEQUENCE_EPOCHS)
+        if self.max_steps is not None:
+            epochs = min(epochs, -(-self.max_steps // steps_per_epoch))
 
         def targets_of(batch):
             items, kinds, gaps, lens, mask = gather(seq, batch.rows)
@@ -185,6 +211,7 @@ class SequenceFeaturizer:
             return items, kinds, gaps, lens, mask, valid
 
         horizon = self.horizon
+        max_cells = defaults.logit_cells(device)
 
         def loss_of(batch):
             items, kinds, gaps, lens, mask, valid = targets_of(batch)
@@ -198,7 +225,8 @@ class SequenceFeaturizer:
                 step = 1
             target = items[rows, cols + step]
             h = states[rows, cols]
-            return next_item_loss(h, target, net.items.weight, net.bias, negatives, q, generator), int(target.numel())
+            return (next_item_loss(h, target, net.items.weight, net.bias, negatives, q, generator, max_cells),
+                    int(target.numel()))
 
         def units(batch):
             lens = lengths[batch.rows]
@@ -236,7 +264,8 @@ class SequenceFeaturizer:
                           epochs=epochs, patience=self.patience,
                           precision=self.precision, device=device, progress=self.progress)
         self.precision_ = trainer.precision
-        report = trainer.fit(batcher.plan, loss_of, units, validate if len(val_users) else None,
+        plan = batcher.plan if self.max_steps is None else (lambda: batcher.plan()[: self.max_steps])
+        report = trainer.fit(plan, loss_of, units, validate if len(val_users) else None,
                              shrink=batcher.shrink, split=lambda b: b.halves(), work=lambda b: int(lengths[b.rows].sum()))
         self.batch_tokens_ = batcher.budget
         users = self._encode(seq, backend, batcher.budget)
@@ -244,6 +273,7 @@ class SequenceFeaturizer:
                       "max_length": self.max_length, "negatives": self.negatives_ or "full softmax",
                       "item_init": self.item_init, "n_users": int(seq.n_users), "events": int(seq.n_tokens),
                       "validation_users": int(len(val_users)), "batch_tokens": int(batcher.budget),
+                      "padding_share": round(1.0 - seq.n_tokens / max(padded, 1), 4),
                       "steps_per_epoch": steps_per_epoch, "training": report.to_dict(),
                       "flops_per_token": self.flops_per_token(), "seconds": round(time.perf_counter() - started, 4)}
         backend.free_caches()

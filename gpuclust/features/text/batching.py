@@ -108,12 +108,22 @@ def rows_for(longest: int, batch_tokens: int, max_rows: int | None = None) -> in
 
 
 def next_batch(order: np.ndarray, lengths: np.ndarray, start: int, batch_tokens: int,
-               multiple_of: int = 1, max_rows: int | None = None) -> np.ndarray:
-    """The batch beginning at `start` of a longest-first `order`; its first row is its longest."""
-    longest = int(lengths[order[start]])
-    if multiple_of > 1:
-        longest = -(-longest // multiple_of) * multiple_of
-    return order[start:start + rows_for(longest, batch_tokens, max_rows)]
+               multiple_of: int = 1, max_rows: int | None = None, uniform: bool = False) -> np.ndarray:
+    """The batch beginning at `start` of a longest-first `order`; its first row is its longest.
+
+    uniform: end the batch where the length changes, so that it needs no padding and no attention
+    mask (the GPU then runs mask-free, flash attention), unless that would leave it under half the
+    rows of the padded batch (a rare length: padding is then cheaper than a small batch)."""
+    exact = int(lengths[order[start]])
+    longest = -(-exact // multiple_of) * multiple_of if multiple_of > 1 else exact
+    batch = order[start:start + rows_for(longest, batch_tokens, max_rows)]
+    if uniform:
+        window = order[start:start + rows_for(exact, batch_tokens, max_rows)]
+        differs = np.flatnonzero(lengths[window] != exact)
+        same = window[:differs[0]] if len(differs) else window
+        if len(same) * 2 >= len(batch):
+            return same
+    return batch
 
 
 def token_budget_batches(lengths: np.ndarray, batch_tokens: int, multiple_of: int = 1,

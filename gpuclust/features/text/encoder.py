@@ -92,6 +92,7 @@ class EncodeStats:
     tokens: int = 0
     non_pad_tokens: int = 0
     batches: int = 0
+    unpadded_batches: int = 0  # batches of one length: no padding, no attention mask
     oom_retries: int = 0
     batch_tokens: int = 0
     tokenize_seconds: float = 0.0
@@ -123,12 +124,14 @@ class ItemEncoder:
     """Texts (or token ids) -> L2-normalised float32 torch vectors on the model's device.
 
     Parameters are stored as given and checked on first use. `sort_by_length=False` with `batch_size`
-    gives the naive fixed-row-count baseline, kept for the benchmark. `stats_` describes the last call.
+    gives the naive fixed-row-count baseline, kept for the benchmark. `unpadded` (default: on CUDA)
+    cuts the sorted batches where the length changes, so most need no padding and no attention mask
+    (`batching.next_batch`); on the CPU the padded batches were as fast. `stats_` describes the last call.
     """
 
     def __init__(self, model: LoadedModel, *, pooling: str = "mean", precision: str = "auto",
                  batch_tokens: int | None = None, max_length: int = 128, sort_by_length: bool = True,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, unpadded: bool | None = None) -> None:
         self.model = model
         self.pooling = pooling
         self.precision = precision
@@ -136,6 +139,7 @@ class ItemEncoder:
         self.max_length = max_length
         self.sort_by_length = sort_by_length
         self.batch_size = batch_size
+        self.unpadded = unpadded
 
     # --- checks -------------------------------------------------------------------------------
     def resolve(self) -> ItemEncoder:
@@ -193,15 +197,17 @@ class ItemEncoder:
         lengths = tokens.lengths
         order = length_order(lengths) if self.sort_by_length else np.arange(n)
         rows = self.batch_size or max(1, budget // self.max_length_)
+        uniform = on_cuda if self.unpadded is None else bool(self.unpadded)
         start = 0
         with torch.inference_mode(), autocast_context(self.precision_, device):
             while start < n:
                 if self.sort_by_length:
-                    batch = next_batch(order, lengths, start, budget, multiple, max_rows=self.batch_size or MAX_ROWS)
+                    batch = next_batch(order, lengths, start, budget, multiple, max_rows=self.batch_size or MAX_ROWS,
+                                       uniform=uniform)
                 else:
                     batch = order[start:start + rows]
                 try:
-                    pooled, width = self._forward(tokens, batch, multiple, on_cuda)
+                    pooled, width, unmasked = self._forward(tokens, batch, multiple, on_cuda)
                 except out_of_memory:
                     pooled = None  # recover outside the except block, once the failed frame is freed
                 if pooled is None:
@@ -221,6 +227,7 @@ class ItemEncoder:
                 index = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=on_cuda)
                 out[index] = pooled
                 stats.batches += 1
+                stats.unpadded_batches += int(unmasked)
                 stats.tokens += width * len(batch)
                 stats.non_pad_tokens += int(lengths[batch].sum())
                 start += len(batch)
@@ -235,7 +242,11 @@ class ItemEncoder:
         import torch
         import torch.nn.functional as F
 
-        arrays = tokens.pad(batch, multiple_of=multiple)
+        lengths = tokens.lengths[batch]
+        uniform = bool(len(batch)) and int(lengths.min()) == int(lengths.max())
+        arrays = tokens.pad(batch, multiple_of=1 if uniform else multiple)
+        if uniform:  # no padding: no mask, so attention may run mask-free (flash kernels on the GPU)
+            arrays.pop("attention_mask")
         inputs = {}
         for key, value in arrays.items():
             tensor = torch.from_numpy(value)
@@ -245,7 +256,9 @@ class ItemEncoder:
         hidden = self.module_(**inputs).last_hidden_state.float()
         if self.pooling == "cls":
             pooled = hidden[:, 0]
+        elif uniform:
+            pooled = hidden.mean(dim=1)
         else:
             mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        return F.normalize(pooled, p=2.0, dim=1), arrays["input_ids"].shape[1]
+        return F.normalize(pooled, p=2.0, dim=1), arrays["input_ids"].shape[1], uniform
