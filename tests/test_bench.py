@@ -188,3 +188,24 @@ def test_size_model_none_predicts_the_default_run_from_runs_with_text(bench, mon
     code, out, _ = cli(monkeypatch, capsys, "size", "--users", 80_000, "--events-per-user", 50, "--results", path,
                        "--json")
     assert code == 0 and "features.text" in json.loads(out)["predictions"]["gpuclust-cpu"]["stages"]
+
+
+def test_size_learns_from_the_newest_runs_of_its_own_kind(tmp_path):
+    """Runs without text (the event table's) are newer than the runs with text: --model none reads them,
+    --model default still reads the text runs, and no model given reads the newest of all."""
+    import json
+    import os
+
+    from gpuclust.cli.bench import newest_results
+
+    def suite(features, model="default"):
+        return {"suites": {"scaling": {"workload": {"features": features, "model": model}, "runs": {}}}}
+
+    (tmp_path / "cpu-2core-2026-11-28.json").write_text(json.dumps(suite(["behaviour", "tfidf", "text"])))
+    (tmp_path / "cpu-2core-2026-12-04.json").write_text(json.dumps(suite(["behaviour", "tfidf"])))
+    (tmp_path / "notes-2026-12-05.json").write_text(json.dumps({"suites": {}}))  # no scaling suite: never
+    os.utime(tmp_path / "cpu-2core-2026-11-28.json", (2e9, 2e9))  # a fresh clone's times say nothing
+    assert newest_results(tmp_path, "none").name == "cpu-2core-2026-12-04.json"
+    assert newest_results(tmp_path, "default").name == "cpu-2core-2026-11-28.json"
+    assert newest_results(tmp_path).name == "cpu-2core-2026-12-04.json"
+    assert newest_results(tmp_path, "random:minilm-l6").name == "cpu-2core-2026-12-04.json"  # none of its kind

@@ -130,20 +130,30 @@ def bench(
         Console().print(f"see {md}")
 
 
-def newest_results(folder: Path) -> Path:
-    """The newest results file (by date in its name, then mtime) that has a scaling suite."""
+def newest_results(folder: Path, model: str | None = None) -> Path:
+    """The newest results file (by date in its name, then mtime) that has a scaling suite; with `model`,
+    the newest whose runs used that text model ('none': no text feature) where one did, so a size
+    learns from the latest runs of its own kind (the event table's runs left text out)."""
     found = []
     for path in folder.glob("*-????-??-??.json"):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if "scaling" in data.get("suites", {}):
-            found.append((path.stem[-10:], path.stat().st_mtime, path))
+        scaling = data.get("suites", {}).get("scaling") if isinstance(data, dict) else None
+        if isinstance(scaling, dict):
+            found.append((path.stem[-10:], path.stat().st_mtime, path, measured_model(scaling)))
     if not found:
         raise UsageError(f"no results with a scaling suite in {folder}: run `gpuclust bench --suite scaling` first, "
                          "or pass --results FILE")
-    return max(found)[2]
+    same = [f for f in found if f[3] == model]
+    return max(same or found)[2]
+
+
+def measured_model(scaling: dict[str, Any]) -> str:
+    """The text model of a scaling suite's runs, 'none' where they had no text feature."""
+    workload = scaling.get("workload", {})
+    return workload.get("model", "default") if "text" in workload.get("features", ()) else "none"
 
 
 # Beyond these a prediction is an extrapolation of nothing measured, and float arithmetic overflows.
@@ -211,7 +221,7 @@ def size(
                             f"end (model {prediction['model']} from {prediction['results']})"
                             + (f"; held-out check {check['error']:+.0%}" if check else "; no held-out check yet"))
         return
-    path = results or newest_results(ROOT / "benchmarks" / "results")
+    path = results or newest_results(ROOT / "benchmarks" / "results", model)
     prediction = predict(_read_results(path), users, events_per_user, model, path)
     if json_out:
         print(json.dumps(prediction, indent=1))
@@ -258,11 +268,11 @@ def predict(data: dict[str, Any], users: int, events_per_user: float, model: str
     if not scaling:
         raise UsageError(f"{path} has no scaling suite: run `gpuclust bench --suite scaling` first")
     w = scaling["workload"]
-    measured_model = w["model"] if "text" in w["features"] else "none"
-    without_text = model == "none" and measured_model != "none"  # the default run: the same stages but text
-    if model is not None and model != measured_model and not without_text:
-        raise UsageError(f"the scaling runs in {path} used text model {measured_model!r}, not {model!r}: measure it "
-                         f"with `gpuclust bench --suite scaling --model {model}` (or pass --model {measured_model} "
+    measured = measured_model(scaling)
+    without_text = model == "none" and measured != "none"  # the default run: the same stages but text
+    if model is not None and model != measured and not without_text:
+        raise UsageError(f"the scaling runs in {path} used text model {measured!r}, not {model!r}: measure it "
+                         f"with `gpuclust bench --suite scaling --model {model}` (or pass --model {measured} "
                          "or none)")
     out: dict[str, Any] = {"results": str(path), "device": data.get("device"), "hardware": data.get("environment", {}),
                            "workload_measured": w, "users": users, "events_per_user": events_per_user, "predictions": {}}
@@ -280,7 +290,7 @@ def predict(data: dict[str, Any], users: int, events_per_user: float, model: str
                            "GPU machine for a GPU figure")
         pred["check"] = None if without_text else scaling.get("sizing_check", {}).get(contender)
         if without_text:
-            pred["notes"].append(f"--model none: predicted from runs with text model {measured_model!r}, their text "
+            pred["notes"].append(f"--model none: predicted from runs with text model {measured!r}, their text "
                                  "stage left out of every stage sum and end-to-end time; peak memory may be "
                                  "overstated (the encoder was loaded in those runs)")
         out["predictions"][contender] = pred
