@@ -14,11 +14,12 @@ from typing import Annotated
 import typer
 
 from gpuclust.backend import DEVICE_CHOICES
-from gpuclust.cli.help import CLUSTERING, DEVICE, FEATURES, INPUT, OUTPUT, PRIVACY, arrange
+from gpuclust.cli.help import CLUSTERING, DEVICE, FEATURES, INPUT, OUTPUT, PREPROCESS, PRIVACY, arrange
 from gpuclust.errors import UsageError
 
 EVALUATE_HELP = {
     "events": (INPUT, None), "items": (INPUT, None), "adapter": (INPUT, None), "config": (INPUT, None),
+    "event_weights": (PREPROCESS, "preprocess.event_weights"),
     "features": (FEATURES, "features.features"), "compare": (FEATURES, None),
     "k": (CLUSTERING, "cluster.k"), "objective": (CLUSTERING, "cluster.objective"),
     "algorithm": (CLUSTERING, "cluster.algorithm"), "seed": (CLUSTERING, "seed"),
