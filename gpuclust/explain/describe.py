@@ -31,6 +31,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 INSTRUCTION = ("You name customer segments for a marketing team. From the facts below, give the segment a short "
                "name (at most 6 words) and a description of 2 or 3 sentences saying who these customers are and "
                "how to reach them.")
+ANSWER_START = "Name:"
 ANSWER_FORM = "Answer in exactly this form:\nName: <at most 6 words>\nDescription: <2 or 3 sentences>"
 
 

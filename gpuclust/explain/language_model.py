@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuclust.errors import UsageError
-from gpuclust.explain.describe import Generation
+from gpuclust.explain.describe import ANSWER_START, Generation
 
 # Architecture names that generate text; a config naming only others (BertModel, ...) is refused.
 _GENERATIVE = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "ForSeq2SeqLM")
@@ -100,12 +100,15 @@ class LocalLM:
         return self
 
     def prompt_text(self, prompt: str) -> str:
-        """An instruct model's chat template where it has one; the bare prompt otherwise."""
+        """An instruct model's chat template where it has one; the bare prompt otherwise. A causal model's
+        answer is started for it ("Name:"), so that even a small one keeps to the answer's form."""
         tokenizer = self.tokenizer_
-        if not self.seq2seq_ and getattr(tokenizer, "chat_template", None):
+        if self.seq2seq_:
+            return prompt
+        if getattr(tokenizer, "chat_template", None):
             return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                 add_generation_prompt=True)
-        return prompt
+                                                 add_generation_prompt=True) + ANSWER_START
+        return f"{prompt}\n\n{ANSWER_START}"
 
     def generate(self, prompts: list[str]) -> Generation:
         import torch
@@ -132,6 +135,8 @@ class LocalLM:
         seconds = time.perf_counter() - started
         new = out if self.seq2seq_ else out[:, batch["input_ids"].shape[1]:]
         texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+        if not self.seq2seq_:  # the answer as the model gave it, from the start it was given
+            texts = [ANSWER_START + t for t in texts]
         special = [t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None]
         counted = int((~torch.isin(new, torch.tensor(special, device=new.device))).sum()) if special else new.numel()
         return Generation(texts, new_tokens=counted, seconds=seconds, timed_out=seconds >= self.time_limit,
