@@ -310,3 +310,17 @@ def test_describe_a_finished_run_rewrites_its_outputs_and_report(tmp_path, monke
     loaded = UserClusterer.load(run / "model", model_key=key)  # signed again, with the same key
     assert loaded.manifest_["describe"]["model"] == "tiny-t5"
     assert "tiny-t5" in (run / "report.html").read_text()  # the report was rebuilt with the record
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+def test_on_the_gpu_the_model_runs_in_bf16_in_one_deterministic_batch(tiny_models, kind):
+    """The CUDA twin of the CPU batch test above: same prompts, weights in bf16 on the backend's device."""
+    from gpuclust.backend import resolve_backend
+
+    device = resolve_backend("cuda").torch_device
+    lm = LocalLM(tiny_models[kind], device, max_new_tokens=12).load()
+    first = lm.generate(PROMPTS)
+    assert next(lm.model_.parameters()).dtype.__str__() == "torch.bfloat16" and first.info["dtype"] == "bfloat16"
+    assert first.info["device"].startswith("cuda") and len(first.texts) == 3 and 0 < first.new_tokens <= 36
+    assert lm.generate(PROMPTS).texts == first.texts
