@@ -288,6 +288,12 @@ def test_run_describe_with_no_such_model_writes_nothing(tmp_path, monkeypatch, c
     assert code == 2 and "no effect without --describe" in err and not run.exists()
 
 
+def test_describe_does_not_run_on_a_dask_cluster_yet(tmp_path, monkeypatch, capsys, tiny_models):
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "e.parquet", "--scheduler", "local",
+                       "--describe", tiny_models["causal"], "--out", tmp_path / "o")
+    assert code == 2 and "--describe does not run on a Dask cluster yet" in err and not (tmp_path / "o").exists()
+
+
 def test_describe_a_finished_run_rewrites_its_outputs_and_report(tmp_path, monkeypatch, capsys, tiny_models):
     events, items = _files(tmp_path)
     run = tmp_path / "run"
