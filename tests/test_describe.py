@@ -14,6 +14,7 @@ from helpers import blob_events, cli
 
 from gpuclust import PipelineConfig, UserClusterer
 from gpuclust.errors import UsageError
+from gpuclust.explain.behaviour_words import statistic
 from gpuclust.explain.describe import Describer, Generation, parse_answer, prompt_for
 from gpuclust.explain.language_model import LocalLM
 from gpuclust.privacy import Pseudonymiser
@@ -113,7 +114,7 @@ def test_facts_reach_the_prompt_and_no_raw_id_does():
         assert profile["top_categories"][0]["category"] in prompt
         assert profile["terms"][0]["term"] in prompt
         top_lift = max(profile["behaviour_lift"], key=lambda k: abs(np.log(profile["behaviour_lift"][k])))
-        assert top_lift.replace("_", " ") in prompt
+        assert f"{statistic(top_lift).what} x" in prompt
         assert "user 1:" in prompt and "user 3:" in prompt
         # the first exemplar's most recent item is in their history line
         mine = events[events["user_id"] == profile["exemplars"][0]].sort_values("timestamp")
@@ -173,7 +174,7 @@ def test_names_land_in_clusters_json_the_report_the_model_and_the_service(tmp_pa
     for c in clusters:
         card = page.split(f"id='cluster-{c['cluster']}'")[1].split("<table")[0]  # the card's top, before its table
         assert c["name"] in card and c["description"] in card and "by fact-echo" in card
-        assert f"Cluster {c['cluster']} — {c['rule_name']}" in card
+        assert f"Cluster {c['cluster']} — <span class='name'>{c['rule_name']}</span>" in card
     with TestClient(create_app(ServeSettings(run / "model", device="cpu"))) as client:
         served = client.get("/v1/clusters").json()["clusters"]
     assert {c["cluster"]: (c["name"], c["description"]) for c in served} == names
@@ -185,7 +186,7 @@ def test_prompt_of_a_cluster_without_categories_or_histories_still_holds_its_fac
                "terms": [{"term": "espresso", "score": 1.0}], "behaviour_lift": {"monetary": 3.95}}
     prompt = prompt_for(profile)
     assert "1,200 users (30.0% of all users)" in prompt and "espresso machine (x4.00" in prompt
-    assert "monetary x3.95" in prompt and "recent items" not in prompt
+    assert "spend per user x3.95" in prompt and "recent items" not in prompt
 
 
 # --- a real (tiny) model: batching, budget, determinism, time limit, errors --------------------------

@@ -38,29 +38,29 @@ def test_each_planted_persona_is_named_after_its_dominant_category(planted):
     assert model.manifest_["describe"] == {"model": None, "names": "rules"}
 
 
-def test_adjectives_come_from_the_strongest_lifts_and_the_role_from_purchases():
+def test_behaviour_words_lead_and_the_role_comes_from_purchases():
     profile = {"cluster": 2, "size": 40, "share": 0.1, "top_categories": [{"category": "Beauty", "share": 0.5}],
-               "behaviour_lift": {"monetary": 3.95, "events": 0.4, "sessions": 0.45, "recency_days": 1.1,
-                                  "share_purchase": 2.0}}
-    assert rule_name(profile) == "high-spend occasional beauty buyers"  # sessions shares a family with events
-    profile["behaviour_lift"]["share_purchase"] = 0.5
-    assert rule_name(profile).endswith("beauty browsers")
+               "behaviour_lift": {"monetary": 3.95, "sessions": 0.4, "recency_days": 1.1, "share_purchase": 2.5,
+                                  "share_view": 0.3}}
+    assert rule_name(profile) == "high spend infrequent beauty buyers"  # spend first; share_* only as the role
+    profile["behaviour_lift"]["share_purchase"] = 0.4
+    assert rule_name(profile) == "high spend infrequent beauty browsers"
     profile["behaviour_lift"] = {"monetary": 1.2}  # nothing stands out: subject and role only
     assert rule_name(profile) == "beauty shoppers"
     description = rule_description({**profile, "behaviour_lift": {"monetary": 3.95},
                                     "terms": [{"term": "perfume"}, {"term": "lipstick"}]})
-    assert description == ("40 users (10.0% of all), mostly around Beauty. Against all users they show 4.0x the "
-                           "spend. Distinctive words: perfume, lipstick.")
+    assert description == ("40 users (10.0% of all), mostly around Beauty. Against all users: spend per user x4.0. "
+                           "Distinctive words: perfume, lipstick.")
 
 
 def test_without_categories_the_terms_name_the_cluster_and_names_stay_short():
     profile = {"cluster": 0, "size": 500, "share": 0.5, "top_categories": [],
                "terms": [{"term": "espresso"}, {"term": "espresso machine"}, {"term": "perfume"}],
-               "behaviour_lift": {"monetary": 4.0, "events": 3.0, "distinct_items": 2.0}}
-    assert rule_name(profile) == "high-spend frequent espresso perfume shoppers"
+               "behaviour_lift": {"monetary": 4.0, "events": 3.0}}
+    assert rule_name(profile) == "high spend espresso perfume shoppers"  # the second behaviour word would run long
     long = {**profile, "top_categories": [{"category": "home and kitchen small electrical appliances"}]}
     name = rule_name(long)
-    assert len(name.split()) == NAME_WORDS and name.endswith(" shoppers")
+    assert len(name.split()) == NAME_WORDS and name == "home and kitchen small electrical shoppers"
 
 
 def test_a_withheld_cluster_is_named_by_its_number_only():

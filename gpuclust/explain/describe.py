@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gpuclust.errors import UsageError
+from gpuclust.explain.behaviour_words import statistic
 from gpuclust.explain.naming import NAME_WORDS, lifts_ranked, with_description
 
 MAX_SENTENCES = 3
@@ -77,7 +78,7 @@ def prompt_for(profile: dict, histories: list[History] | None = None, n: int = 5
     lifts = lifts_ranked(profile)[:n]
     if lifts:
         lines.append("- behaviour against all users: " + ", ".join(
-            f"{name.replace('_', ' ')} x{lift:.2f}" for name, lift in lifts))
+            f"{statistic(name).what} x{lift:.2f}" for name, lift in lifts))
     if histories:
         lines.append("- recent items of users typical of the segment:")
         lines += [f"  - {label}: {', '.join(seen)}" for label, seen in histories if seen]

@@ -1,9 +1,10 @@
 """Rule-based cluster names and descriptions: every cluster gets a readable name, with or without a
-language model ("frequent high-spend beauty buyers").
+language model ("high spend frequent beauty buyers").
 
-Built from the facts a profile already holds: its top category (or, without categories, its top
-c-TF-IDF terms), the behaviour statistics furthest from the population (an adjective each), and its
-buying role (the purchase share against the population). A cluster whose figures were withheld for
+Built from the facts a profile already holds: the words for its behaviour statistics furthest from the
+population (`behaviour_words`, the same words the labels and the report use), its top category (or,
+without categories, its top c-TF-IDF terms), and its buying role (the purchase share against the
+population's). A cluster whose figures were withheld for
 privacy keeps a name that says only its number: its figures are not for naming either.
 """
 
@@ -12,28 +13,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from gpuclust.explain.behaviour_words import CALL_OUT_LOG2, behaviour_words, statistic
+
 NAME_WORDS = 6  # a name longer than this is not a name
-# A behaviour counts as distinctive from this lift (or its inverse) on.
-DISTINCT_LIFT = 1.5
-# statistic -> (adjective when above the population, adjective when below); the first two that stand out
-# most are used. Statistics of one family (how much, how often) give at most one adjective.
-ADJECTIVES = {
-    "monetary": ("high-spend", "low-spend", "spend"),
-    "events": ("frequent", "occasional", "activity"),
-    "sessions": ("regular", "rare", "activity"),
-    "active_days": ("regular", "rare", "activity"),
-    "recency_days": ("lapsed", "recent", "recency"),
-    "distinct_items": ("exploring", "focused", "range"),
-}
-# Plain words for the description: statistic -> what it measures.
-MEASURES = {
-    "monetary": "spend", "events": "events", "sessions": "sessions", "active_days": "active days",
-    "recency_days": "days since their last visit", "distinct_items": "distinct items",
-    "span_days": "days between first and last visit", "events_per_session": "events per session",
-    "purchases_per_session": "purchases per session",
-}
 PURCHASE_SHARE = "share_purchase"
 RULES = "rules"  # `described_by` of a rule-based name and description
+ROLE_LIFT = 2.0 ** CALL_OUT_LOG2  # a purchase share this far from the population's makes buyers or browsers
 
 
 def lifts_ranked(profile: dict) -> list[tuple[str, float]]:
@@ -60,38 +45,28 @@ def subject(profile: dict) -> str:
 
 def role(profile: dict) -> str:
     lift = (profile.get("behaviour_lift") or {}).get(PURCHASE_SHARE)
-    if isinstance(lift, int | float) and lift >= DISTINCT_LIFT:
+    if isinstance(lift, int | float) and lift >= ROLE_LIFT:
         return "buyers"
-    if isinstance(lift, int | float) and 0 < lift <= 1 / DISTINCT_LIFT:
+    if isinstance(lift, int | float) and 0 < lift <= 1 / ROLE_LIFT:
         return "browsers"
     return "shoppers"
 
 
-def adjectives(profile: dict, n: int = 2) -> list[str]:
-    out, families = [], set()
-    for name, lift in lifts_ranked(profile):
-        if name not in ADJECTIVES or abs(math.log(lift)) < math.log(DISTINCT_LIFT):
-            continue
-        up, down, family = ADJECTIVES[name]
-        if family in families:
-            continue
-        families.add(family)
-        out.append(up if lift > 1 else down)
-        if len(out) == n:
-            break
-    return out
-
-
 def rule_name(profile: dict) -> str:
-    """At most NAME_WORDS words: adjectives, subject, role ("frequent high-spend beauty buyers")."""
+    """At most NAME_WORDS words: the behaviour words (`behaviour_words`), the subject, the role ("high
+    spend beauty buyers"). The event-type shares speak through the role; where the name would run long,
+    behaviour words go first, then the subject's tail."""
     if profile.get("suppressed"):
         return f"cluster {profile['cluster']}"
     if profile.get("noise"):
         return "unclustered users"
-    words = [*adjectives(profile), *subject(profile).split(), role(profile)]
-    if len(words) > NAME_WORDS:  # a long subject keeps its head words; the role stays last
-        words = [*words[:NAME_WORDS - 1], words[-1]]
-    return " ".join(words)
+    lifts = {k: v for k, v in (profile.get("behaviour_lift") or {}).items() if not k.startswith("share_")}
+    phrases = behaviour_words(lifts)
+    about = subject(profile).split()
+    while phrases and len(" ".join(phrases).split()) + len(about) + 1 > NAME_WORDS:
+        phrases.pop()
+    words = [*" ".join(phrases).split(), *about][:NAME_WORDS - 1]
+    return " ".join([*words, role(profile)])
 
 
 def rule_description(profile: dict) -> str:
@@ -106,10 +81,10 @@ def rule_description(profile: dict) -> str:
     items = [str(i.get("title") or i.get("item_id")) for i in (profile.get("top_items") or [])[:2]]
     focus = ", ".join(cats) if cats else "; ".join(items)
     sentences = [f"{who}{', mostly around ' + focus if focus else ''}."]
-    contrasts = [f"{lift:.1f}x the {MEASURES.get(name, name.replace('_', ' '))}"
+    contrasts = [f"{statistic(name).what} x{lift:.1f}"
                  for name, lift in lifts_ranked(profile)[:3] if abs(math.log(lift)) >= math.log(1.2)]
     if contrasts:
-        sentences.append("Against all users they show " + ", ".join(contrasts) + ".")
+        sentences.append("Against all users: " + ", ".join(contrasts) + ".")
     terms = [str(t.get("term")) for t in (profile.get("terms") or [])[:4] if t.get("term")]
     if terms:
         sentences.append("Distinctive words: " + ", ".join(terms) + ".")
