@@ -4,6 +4,7 @@ plumbing offline; a small generator that answers from the facts in its prompt ch
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -90,8 +91,12 @@ def test_an_answer_is_cut_to_six_words_and_three_sentences():
 def test_an_answer_without_the_form_uses_its_first_line_and_unusable_ones_are_refused():
     assert parse_answer("Coffee lovers\nThey buy espresso machines and beans.") == (
         "Coffee lovers", "They buy espresso machines and beans.")
-    for bad in ("", "moscow moscow moscow", "Name: ###\nDescription: none", "Name: ok\nDescription: too short"):
-        assert parse_answer(bad) is None
+    for bad in ("", "moscow moscow moscow", "Name: ###\nDescription: none", "Name: ok\nDescription: too short",
+                # what SmolLM2-135M (Q4_1) answered on Online Retail: the prompt's placeholders and lines echoed
+                "Name: <at most 6 words>\nDescription: **<2 or 3 sentences>** This is a sample of a segment facts.",
+                "Name: RegenCYMAL\nDescription: A bakery for cakes. Sentence 1: - User 1: MONEY BOX BISCUITS DESIGN",
+                "Name: Weekend garden hobbyists\nDescription: They buy seeds and tools in spring, mostly on Saturdays."):
+        assert parse_answer(bad) is None, bad
 
 
 def test_a_pseudonym_echoed_in_an_answer_is_taken_out():
@@ -173,7 +178,7 @@ def test_names_land_in_clusters_json_the_report_the_model_and_the_service(tmp_pa
     page = build_report(run).read_text()
     for c in clusters:
         card = page.split(f"id='cluster-{c['cluster']}'")[1].split("<table")[0]  # the card's top, before its table
-        assert c["name"] in card and c["description"] in card and "by fact-echo" in card
+        assert html.escape(c["name"]) in card and html.escape(c["description"]) in card and "by fact-echo" in card
         assert f"Cluster {c['cluster']} — <span class='name'>{c['rule_name']}</span>" in card
     with TestClient(create_app(ServeSettings(run / "model", device="cpu"))) as client:
         served = client.get("/v1/clusters").json()["clusters"]
@@ -275,7 +280,7 @@ def test_run_describe_with_a_tiny_model_names_every_cluster(tmp_path, monkeypatc
     code, _, err = cli(monkeypatch, capsys, "report", "--run", run)
     assert code == 0, err
     page = (run / "report.html").read_text()
-    assert all(c["name"] in page and c["description"] in page for c in clusters)
+    assert all(html.escape(c["name"]) in page and html.escape(c["description"]) in page for c in clusters)
 
 
 def test_run_describe_with_no_such_model_writes_nothing(tmp_path, monkeypatch, capsys):

@@ -33,7 +33,14 @@ INSTRUCTION = ("You name customer segments for a marketing team. From the facts 
                "name (at most 6 words) and a description of 2 or 3 sentences saying who these customers are and "
                "how to reach them.")
 ANSWER_START = "Name:"
-ANSWER_FORM = "Answer in exactly this form:\nName: <at most 6 words>\nDescription: <2 or 3 sentences>"
+# The form, shown by an example from another trade: placeholders ("<at most 6 words>") are what small models
+# copy, and an answer that copies the example, or echoes the prompt's own words, is refused.
+EXAMPLE_NAME = "Weekend garden hobbyists"
+ANSWER_FORM = ("Answer with two lines and nothing else, as in this example for a garden shop's segment:\n"
+               f"Name: {EXAMPLE_NAME}\nDescription: They buy seeds and tools in spring, mostly on Saturdays. "
+               "Seasonal bundles and weekend reminders reach them.")
+# Words of the prompt, not of an answer: a name or description holding one is the prompt echoed.
+_ECHOES = re.compile(r"[<>{}]|segment facts|sentences?\s*\d|\buser \d+:|at most 6 words|garden", re.IGNORECASE)
 
 
 @dataclass
@@ -91,7 +98,8 @@ def parse_answer(text: str, pseudonyms: bool = True) -> tuple[str, str] | None:
 
     The name is cut to NAME_WORDS words and stripped of quotes and trailing punctuation; the description
     to MAX_SENTENCES sentences. Without the 'Name:'/'Description:' form, the first line is the name and
-    the rest the description."""
+    the rest the description. Placeholders, the example's words or the prompt's (`_ECHOES`) make an
+    answer unusable: a small model that copies its prompt has not described anything."""
     if pseudonyms:
         text = _PSEUDONYM.sub("a user", text)
     name_match, desc_match = _NAME.search(text), _DESCRIPTION.search(text)
@@ -106,7 +114,7 @@ def parse_answer(text: str, pseudonyms: bool = True) -> tuple[str, str] | None:
     description = " ".join(_cut_before_label(description).split())
     sentences = [s for s in _SENTENCE_END.split(description) if s]
     description = " ".join(sentences[:MAX_SENTENCES])
-    if not _words(name) or len(_words(description)) < 4:
+    if not _words(name) or len(_words(description)) < 4 or _ECHOES.search(name) or _ECHOES.search(description):
         return None
     return name, description
 
@@ -149,8 +157,9 @@ class Describer:
         record = {
             "model": source, **result.info,
             "clusters": len(prompts), "described": len(prompts) - len(fallback),
-            "fallback": {"clusters": fallback, "why": "the answer held no name and description of at least "
-                                                      "4 words: the rule-based ones stand"} if fallback else None,
+            "fallback": {"clusters": fallback, "why": "the answer held no usable name and description (a description "
+                                                      "of at least 4 words, neither echoing the prompt): the rule-based "
+                                                      "ones stand"} if fallback else None,
             "skipped": sorted(int(p["cluster"]) for p in profiles if p.get("suppressed") or p.get("noise")),
             "timed_out": bool(result.timed_out), "seconds": round(seconds, 4), "new_tokens": int(result.new_tokens),
             "tokens_per_second": round(result.new_tokens / seconds, 2) if seconds > 0 else None,
