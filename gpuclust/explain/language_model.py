@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gpuclust.compat import torch_oom_error, transformers_dtype
 from gpuclust.errors import UsageError
 from gpuclust.explain.describe import ANSWER_START, Generation
 
@@ -46,8 +47,12 @@ class LocalLM:
         """Config and tokenizer, offline: a missing or non-generative model fails here, before any work;
         sets `tokenizer_`, `seq2seq_`, `dtype_`, `source_`. The weights wait for `load` (or `generate`)."""
         self.check()
-        import torch
-        from transformers import AutoConfig, AutoTokenizer
+        try:
+            import torch
+            from transformers import AutoConfig, AutoTokenizer
+        except ImportError as exc:
+            raise UsageError(f"describing clusters needs torch and transformers ({exc}): pip install -e '.[cpu]' "
+                             "(or a GPU extra)") from None
 
         where = Path(self.model).expanduser()
         self.source_ = str(where) if where.is_dir() else self.model
@@ -78,7 +83,6 @@ class LocalLM:
         """The weights on `device` (bf16 on CUDA); sets `model_`."""
         if not hasattr(self, "tokenizer_"):
             self.prepare()
-        import torch
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
         from gpuclust.features.text.model import quiet_loading
@@ -86,7 +90,7 @@ class LocalLM:
         auto = AutoModelForSeq2SeqLM if self.seq2seq_ else AutoModelForCausalLM
         try:
             with quiet_loading():
-                model = auto.from_pretrained(self.source_, local_files_only=True, dtype=self.dtype_)
+                model = auto.from_pretrained(self.source_, local_files_only=True, **transformers_dtype(self.dtype_))
         except ValueError as exc:  # a config no generative auto class knows
             raise _not_generative(self.model, _first_line(exc)) from None
         except OSError as exc:
@@ -94,7 +98,7 @@ class LocalLM:
                              "the weights") from None
         try:
             model.to(self.device)
-        except torch.OutOfMemoryError:
+        except torch_oom_error():
             raise _out_of_memory(self.model, self.device, "loading it") from None
         self.model_ = model.eval()
         return self
@@ -130,7 +134,7 @@ class LocalLM:
                 out = model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens,
                                      stopping_criteria=StoppingCriteriaList([MaxTimeCriteria(self.time_limit)]),
                                      pad_token_id=tokenizer.pad_token_id)
-        except torch.OutOfMemoryError:
+        except torch_oom_error():
             raise _out_of_memory(self.model, self.device, f"answering {len(prompts)} prompts") from None
         seconds = time.perf_counter() - started
         new = out if self.seq2seq_ else out[:, batch["input_ids"].shape[1]:]
