@@ -91,6 +91,8 @@ def test_an_answer_is_cut_to_six_words_and_three_sentences():
 def test_an_answer_without_the_form_uses_its_first_line_and_unusable_ones_are_refused():
     assert parse_answer("Coffee lovers\nThey buy espresso machines and beans.") == (
         "Coffee lovers", "They buy espresso machines and beans.")
+    assert parse_answer("Name: Garden tool buyers\nDescription: They buy tools for the garden each spring.") == (
+        "Garden tool buyers", "They buy tools for the garden each spring.")  # a garden is no echo of the example
     for bad in ("", "moscow moscow moscow", "Name: ###\nDescription: none", "Name: ok\nDescription: too short",
                 # what SmolLM2-135M (Q4_1) answered on Online Retail: the prompt's placeholders and lines echoed
                 "Name: <at most 6 words>\nDescription: **<2 or 3 sentences>** This is a sample of a segment facts.",

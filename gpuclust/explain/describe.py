@@ -36,11 +36,14 @@ ANSWER_START = "Name:"
 # The form, shown by an example from another trade: placeholders ("<at most 6 words>") are what small models
 # copy, and an answer that copies the example, or echoes the prompt's own words, is refused.
 EXAMPLE_NAME = "Weekend garden hobbyists"
+EXAMPLE_DESCRIPTION = "They buy seeds and tools in spring, mostly on Saturdays."
 ANSWER_FORM = ("Answer with two lines and nothing else, as in this example for a garden shop's segment:\n"
-               f"Name: {EXAMPLE_NAME}\nDescription: They buy seeds and tools in spring, mostly on Saturdays. "
+               f"Name: {EXAMPLE_NAME}\nDescription: {EXAMPLE_DESCRIPTION} "
                "Seasonal bundles and weekend reminders reach them.")
-# Words of the prompt, not of an answer: a name or description holding one is the prompt echoed.
-_ECHOES = re.compile(r"[<>{}]|segment facts|sentences?\s*\d|\buser \d+:|at most 6 words|garden", re.IGNORECASE)
+# Words of the prompt, not of an answer: a name or description holding one (or the example's) is the prompt
+# echoed.
+_ECHOES = re.compile("|".join([r"[<>{}]", "segment facts", r"sentences?\s*\d", r"\buser \d+:", "at most 6 words",
+                               re.escape(EXAMPLE_NAME), re.escape(EXAMPLE_DESCRIPTION[:24])]), re.IGNORECASE)
 
 
 @dataclass
