@@ -36,3 +36,12 @@ def torch_oom_error() -> type[BaseException]:
     import torch
 
     return torch.cuda.OutOfMemoryError
+
+
+def transformers_dtype(dtype: Any) -> dict[str, Any]:
+    """`from_pretrained`'s weight dtype keyword: `dtype` from transformers 4.56 on (`torch_dtype` is then
+    deprecated), `torch_dtype` before it (4.44 and up are allowed)."""
+    import transformers
+    from packaging.version import Version
+
+    return {"dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype": dtype}

@@ -37,7 +37,9 @@ from gpuclust.cluster.sweep import (
 )
 from gpuclust.config import PipelineConfig, check_weights
 from gpuclust.errors import ResultWarning, UsageError
+from gpuclust.explain.exemplars import exemplar_histories
 from gpuclust.explain.explainer import ClusterExplainer
+from gpuclust.explain.naming import name_profiles
 from gpuclust.features.behaviour import behaviour_statistics
 from gpuclust.features.factory import build_featurizer, weighted_features
 from gpuclust.features.fuse import Fuser
@@ -104,6 +106,9 @@ class UserClusterer:
     clusterer: an algorithm name ("kmeans", "dbscan", "hdbscan", "agglomerative") or an estimator with
         scikit-learn's clustering interface (fit, labels_, optionally cluster_centers_).
     representation: the explainer (default `ClusterExplainer`): anything with its `explain` method.
+    describer: names and describes each cluster in words (`explain.describe.Describer`, e.g. over a local
+        language model): anything with its `describe(profiles, histories)`. Without one every cluster
+        still has a rule-based name and description (`explain.naming`).
     pseudonymise: a key file path, key bytes or a `privacy.Pseudonymiser`: user ids are replaced by a
         keyed HMAC where they enter (fit, predict), and cluster reports withhold exemplar users and
         figures of groups smaller than config.privacy.min_group_size. A loaded private model needs the
@@ -116,7 +121,7 @@ class UserClusterer:
                  features: Sequence[Any] | None = None, extra_features: Sequence[Any] = (),
                  feature_weights: dict[str, float] | None = None, device: str | None = None,
                  seed: int | None = None, embedding_model: Any = None, item_vectors: Any = None,
-                 reducer: Any = None, clusterer: Any = None, representation: Any = None,
+                 reducer: Any = None, clusterer: Any = None, representation: Any = None, describer: Any = None,
                  pseudonymise: Any = None, config: PipelineConfig | None = None,
                  progress: Callable[[str], None] | None = None, scheduler: Any = None) -> None:
         self.n_clusters = n_clusters
@@ -130,6 +135,7 @@ class UserClusterer:
         self.reducer = reducer
         self.clusterer = clusterer
         self.representation = representation
+        self.describer = describer
         self.pseudonymise = pseudonymise
         self.config = config
         self.progress = progress
@@ -144,6 +150,9 @@ class UserClusterer:
         events, items = _mapped(events, items, settings)
         _check_inputs(events, items, truth)
         if settings.dask.scheduler is not None:
+            if self.describer is not None:
+                raise UsageError("describing clusters with a language model does not run on a Dask cluster yet; "
+                                 "fit without a scheduler, or describe the finished run with `gpuclust describe`")
             return self._fit_on_cluster(events, items, truth, settings)
         pseudonymiser = as_pseudonymiser(self.pseudonymise)
         kind = frame_kind(events)
@@ -186,6 +195,7 @@ class UserClusterer:
                                                          data.n_users)
             # A small cluster's members are not listed as anomalies either: its size alone would be a hint.
             anomalies = [a for a in anomalies if int(a["cluster"]) not in small_clusters(profiles)]
+        profiles = name_profiles(profiles)  # every cluster has a readable name, language model or not
         with record.stage("recommend"):
             segments = fit_segments(data, outcome.labels, outcome.n_clusters, backend,
                                     settings.recommend.blend_weight, settings.recommend.tune_users, settings.seed)
@@ -195,6 +205,12 @@ class UserClusterer:
             if personal is not None:  # campaigns: per cluster, the items to promote to it (clusters.json)
                 promoted = promotions(personal, table.user, table.item, outcome.labels, outcome.n_clusters, backend)
                 profiles = with_promotions(profiles, promoted, host_frame(data.items)[schema.ITEM].to_numpy())
+        described = None
+        if self.describer is not None:
+            with record.stage("describe"):  # facts as the outputs show them; histories by label, never a raw id
+                histories = exemplar_histories(data, explained.profiles, pseudonymiser is not None,
+                                               skip=small_clusters(profiles))
+                profiles, described = self.describer.describe(profiles, histories)
 
         self.config_, self.backend_, self.featurizers_, self.fuser_ = settings, backend, featurizers, fuser
         self.reducer_, self.clusterer_, self.sweep_ = reducer, clusterer, sweep
@@ -219,6 +235,7 @@ class UserClusterer:
             cluster=self._cluster_record(clusterer, outcome, sweep, settings), metrics=metrics,
             moved_bytes=transfers.bytes - moved, custom=self._custom_record(custom))
         self.manifest_["privacy"] = self.privacy_
+        self.manifest_["describe"] = described or {"model": None, "names": "rules"}
         self.manifest_["recommend"] = {**segments.to_meta(),
                                        "personal": None if personal is None else personal.to_meta()}
         return self
@@ -416,6 +433,8 @@ class UserClusterer:
         guarded(self.progress)
         if self.representation is not None:
             as_representation(self.representation)
+        if self.describer is not None and not callable(getattr(self.describer, "describe", None)):
+            raise UsageError(f"describer must have describe(profiles, histories), got {type(self.describer).__name__}")
         if self.reducer is not None and not isinstance(self.reducer, str):
             as_reducer(self.reducer)
         if self.clusterer is not None and not isinstance(self.clusterer, str):
@@ -568,7 +587,7 @@ class UserClusterer:
     def _custom_record(self, custom: list[Any]) -> dict[str, str]:
         """What the config cannot say: the objects passed in place of named stages."""
         out = {f"feature.{f.name}": repr(f) for f in custom}
-        for name in ("clusterer", "reducer", "representation", "embedding_model"):
+        for name in ("clusterer", "reducer", "representation", "describer", "embedding_model"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 out[name] = repr(value)[:200]

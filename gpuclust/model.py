@@ -26,7 +26,8 @@ from gpuclust.signing import SIGNATURE, ModelKey
 FORMAT = "gpuclust-model"
 # 3: privacy (pseudonymised ids, key fingerprint), segment popularity and blend weight, drift yardsticks.
 # 4: the personal recommender (EASE or item-kNN weights, recommend.personal.*; "personal" in model.json).
-VERSION = 4
+# 5: every profile has a name and a description (rule-based, or a language model's: `described_by`).
+VERSION = 5
 MANIFEST = "model.json"
 ARRAYS = "arrays.safetensors"
 ITEMS = "items.parquet"

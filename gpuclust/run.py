@@ -30,15 +30,20 @@ from gpuclust.signing import as_model_key
 def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items: str | Path | None = None,
               truth: str | Path | None = None, adapter: str | None = None,
               on_stage: Callable[[str], None] | None = None, pseudonymise: Any = None,
-              model_key: Any = None, item_vectors: str | Path | None = None) -> UserClusterer:
+              model_key: Any = None, item_vectors: str | Path | None = None,
+              describer: Any = None) -> UserClusterer:
     """Read the inputs, fit, and write assignments, cluster profiles, the model and the manifest.
 
     The output folder is checked before anything is read, and replaced as one unit at the end. With
     `config.dask.scheduler` the work runs on a Dask cluster (`gpuclust.distributed.run`). With
     `pseudonymise` (a key file, read once, or a `privacy.Pseudonymiser`) user ids are pseudonymised as
     the estimator receives them, before any stage or file sees them. `item_vectors`: the file `gpuclust
-    embed` wrote, used by the text feature instead of encoding the catalogue again."""
+    embed` wrote, used by the text feature instead of encoding the catalogue again. A `describer`
+    (`explain.describe.Describer`) names and describes the clusters in words."""
     config.validate()
+    if describer is not None and config.dask.scheduler is not None:
+        raise UsageError("--describe does not run on a Dask cluster yet; run without --scheduler, then describe the "
+                         "finished run with `gpuclust describe --run OUT --model MODEL`")
     item_vectors = _vectors_path(item_vectors)
     if config.dask.scheduler is not None:
         from gpuclust.distributed.run import run_distributed
@@ -56,7 +61,8 @@ def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items
         with reading.stage("read"):
             inputs = read_inputs(backend.frame, config.columns, events, items, truth, adapter)
         model = UserClusterer(config=config, progress=on_stage, pseudonymise=as_pseudonymiser(pseudonymise),
-                              item_vectors=item_vectors).fit(inputs.events, inputs.items, inputs.truth)
+                              item_vectors=item_vectors, describer=describer).fit(
+            inputs.events, inputs.items, inputs.truth)
         manifest = model.manifest_
         manifest["inputs"] = inputs.sources
         manifest["rows"]["steps"] = [s.to_dict() for s in inputs.steps] + manifest["rows"]["steps"]
@@ -82,6 +88,40 @@ def write_outputs(model: UserClusterer, out: str | Path, model_key: Any = None) 
     with OutputDir(out, "run", RUN_LAYOUT) as staging:
         write_run(model, staging, model_key=as_model_key(model_key))
     return Path(out)
+
+
+def describe_files(run: str | Path, describer: Any, device: str | None = None, model_key: Any = None) -> UserClusterer:
+    """Name and describe the clusters of a finished run with `describer`: clusters.json, the saved model and
+    the manifest are rewritten as one set (the assignments and map as they were), then its report, if it
+    has one. Exemplar users' histories are not in a run folder, so these prompts go without them."""
+    import shutil
+
+    from gpuclust.report.html import build_report, load_run
+    from gpuclust.signing import SIGNATURE
+
+    finished = load_run(run)  # a finished run, or one line saying what is missing
+    folder = finished.run_dir / "model"
+    if not folder.is_dir():
+        raise UsageError(f"{finished.run_dir} has no saved model ({finished.manifest.get('model', 'model/ missing')}); "
+                         "`gpuclust describe` rewrites it with the names: re-run `gpuclust run` with a savable model")
+    key = as_model_key(model_key)
+    if (folder / SIGNATURE).is_file() and key is None:
+        raise UsageError(f"the model in {finished.run_dir} is signed: give its key (--model-key KEY_FILE) so that "
+                         "the described model is signed again")
+    fitted = UserClusterer.load(folder, device=device, model_key=key)
+    parts = finished.run_dir / "assignments"
+    reported = (finished.run_dir / "report.html").is_file()
+    with OutputDir(finished.run_dir, "run", RUN_LAYOUT) as staging:
+        profiles, record = describer.describe(fitted.profiles_, None)
+        fitted.profiles_ = profiles
+        fitted.manifest_ = {**finished.manifest, "describe": {**record, "described_at": now_iso(),
+                                                              "histories": "none: a finished run keeps no events"}}
+        if parts.is_dir():  # a Dask run's partitioned assignments, as they were
+            shutil.copytree(parts, staging / "assignments")
+        write_run(fitted, staging, assignments_file=not parts.is_dir(), model_key=key)
+    if reported:
+        build_report(finished.run_dir)
+    return fitted
 
 
 def assign_files(model: str | Path, events: str | Path, out: str | Path, device: str | None = None,

@@ -19,6 +19,8 @@ from rich.table import Table
 from gpuclust import accelerators
 from gpuclust.backend import DEVICE_CHOICES, resolve_backend
 from gpuclust.cli.console import console, progress
+from gpuclust.cli.describe import Seconds as DescribeSeconds
+from gpuclust.cli.describe import Tokens as DescribeTokens
 from gpuclust.cli.help import (
     CLUSTERING,
     COLUMNS,
@@ -167,7 +169,8 @@ RUN_HELP = {
     "reduce_engine": (CLUSTERING, "reduce.engine"), "seed": (CLUSTERING, "seed"),
     "silhouette_sample": (CLUSTERING, "assess.silhouette_sample"),
     "out": (OUTPUT, None), "anomalies": (OUTPUT, "assess.anomalies"), "blend_weight": (OUTPUT, None),
-    "json_out": (OUTPUT, None),
+    "json_out": (OUTPUT, None), "describe": (OUTPUT, None), "describe_tokens": (OUTPUT, None),
+    "describe_seconds": (OUTPUT, None),
     "device": (DEVICE, "device"), "scheduler": (DEVICE, None), "workers": (DEVICE, None),
     "threads_per_worker": (DEVICE, None), "memory_limit": (DEVICE, None), "partitions": (DEVICE, None),
     "pseudonymise": (PRIVACY, None), "model_key": (PRIVACY, None),
@@ -259,9 +262,15 @@ def run(
     model_key: SignKey = None,
     min_group_size: Annotated[int | None, typer.Option(help="With --pseudonymise: withhold cluster figures of "
                                                        "fewer users.")] = None,
+    describe: Annotated[str | None, typer.Option(help="Name and describe each cluster with this local Hugging Face "
+                                                 "causal or seq2seq LM (a folder, or a name in the cache; never "
+                                                 "downloaded).")] = None,
+    describe_tokens: DescribeTokens = None,
+    describe_seconds: DescribeSeconds = None,
     json_out: Json = False,
 ) -> None:
     """Cluster the users of an event log; write assignments, cluster profiles and a manifest."""
+    from gpuclust.cli.describe import describer_for
     from gpuclust.privacy import Pseudonymiser
     from gpuclust.run import run_files
     from gpuclust.signing import ModelKey
@@ -300,9 +309,13 @@ def run(
             raise UsageError(f"--item-vectors feeds the text feature, and --features {features} has no text: add "
                              "it (e.g. --features behaviour,tfidf,text) or drop --item-vectors")
         cfg.features.features = (*cfg.features.features, "text")
+    if describe is None and (describe_tokens is not None or describe_seconds is not None):
+        raise UsageError("--describe-tokens and --describe-seconds have no effect without --describe MODEL; drop "
+                         "them or add that")
+    describer = None if describe is None else describer_for(describe, cfg.device, describe_tokens, describe_seconds)
     with progress(json_out) as on_stage:
         model = run_files(cfg, events, out, items=items, truth=truth, adapter=adapter, on_stage=on_stage,
-                          pseudonymise=key, model_key=signer, item_vectors=item_vectors)
+                          pseudonymise=key, model_key=signer, item_vectors=item_vectors, describer=describer)
     report(model, out, json_out, show_anomalies=anomalies or 0)
 
 
@@ -390,7 +403,7 @@ def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
     # Categories say more per character than item titles; titles stand in where there are none.
     has_categories = any(p["top_categories"] for p in model.profiles_)
     what = "top categories" if has_categories else "top items"
-    for col in ("cluster", "users", "share", "label", what, "stands out by"):
+    for col in ("cluster", "users", "share", "name", what, "stands out by"):
         table.add_column(col, overflow="fold")
     for p in model.profiles_:
         if has_categories:
@@ -401,7 +414,7 @@ def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
             table.add_row(str(p["cluster"]), "-", "-", f"withheld: {p['suppressed']}", "-", "-")
             continue
         table.add_row("noise" if p.get("noise") else str(p["cluster"]), f"{p['size']:,}", f"{p['share']:.1%}",
-                      p.get("label") or "-", top or "-", _standout(p))
+                      p.get("name") or p.get("label") or "-", top or "-", _standout(p))
     out_console = Console()
     out_console.print(table)
     sweep = manifest["cluster"].get("k_sweep")
@@ -414,6 +427,10 @@ def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
         for a in model.anomalies_[:show_anomalies]:
             outliers.add_row(str(a["user_id"]), str(a["cluster"]), f"{a['score']:.1f}", a["why"])
         out_console.print(outliers)
+    if (manifest.get("describe") or {}).get("model"):
+        from gpuclust.cli.describe import summary_line
+
+        out_console.print(summary_line(manifest["describe"]))
     m = manifest["metrics"]
     line = (f"silhouette {m['silhouette']:.3f} (sample {m['silhouette_sample']:,}), "
             f"Davies-Bouldin {m['davies_bouldin']:.3f}, Calinski-Harabasz {m['calinski_harabasz']:.1f}")
@@ -441,9 +458,11 @@ def _standout(profile: dict) -> str:
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
+    from gpuclust.cli.describe import describe
     from gpuclust.cli.drift import drift
     from gpuclust.cli.embed import embed
     from gpuclust.cli.evaluate import evaluate as evaluate_command
+    from gpuclust.cli.export import export
     from gpuclust.cli.recommend import recommend
     from gpuclust.cli.report import report as report_command
     from gpuclust.cli.serve import serve
@@ -454,6 +473,8 @@ def _register_commands() -> None:
     app.command(name="report")(report_command)
     app.command(name="evaluate")(evaluate_command)
     app.command()(recommend)
+    app.command()(describe)
+    app.command()(export)
     from gpuclust.cli.bench import bench, size
     app.command()(bench), app.command()(size)
 

@@ -32,6 +32,7 @@ from gpuclust.distributed.cluster import Session
 from gpuclust.distributed.engine import from_frame, is_lazy_frame, partition_count
 from gpuclust.distributed.kmeans import DistributedKMeans, assign, calinski_davies
 from gpuclust.errors import UsageError
+from gpuclust.explain.naming import name_profiles
 from gpuclust.features.factory import build_featurizer, weighted_features
 from gpuclust.frames import frame_kind, host_frame, like_input, to_backend_frame
 from gpuclust.manifest import StageRecorder, build_manifest
@@ -185,7 +186,8 @@ def fit_distributed(est: Any, events: Any, items: Any, truth: Any, settings: Pip
     est.cluster_centers_, est.n_clusters_ = backend.asarray(centres), int(centres.shape[0])
     est.spread_ = explained.spread
     est.vocabulary_ = to_backend_frame(g.items, backend)
-    est.profiles_, est.population_, est.anomalies_ = explained.profiles, explained.population, explained.anomalies
+    est.profiles_, est.population_, est.anomalies_ = (name_profiles(explained.profiles), explained.population,
+                                                      explained.anomalies)
     est.metrics_ = metrics
     est.segments_, est.drift_baseline_ = segments, baseline
     est.personal_ = None  # the personal model is fitted in one process (recommend.personal); segments only here
@@ -203,6 +205,7 @@ def fit_distributed(est: Any, events: Any, items: Any, truth: Any, settings: Pip
                   "dims": d}, reduce=None, cluster=cluster_record, metrics=metrics,
         moved_bytes=transfers.bytes - moved, custom={})
     est.manifest_["privacy"] = est.privacy_
+    est.manifest_["describe"] = {"model": None, "names": "rules"}
     est.manifest_["recommend"] = segments.to_meta()
     est.manifest_["dask"] = {**session.describe(), "partitions": len(parts.futures),
                              "worker_peak_rss_mib": dict(sorted(peaks.overall.items())), "spill": _spilled(client)}

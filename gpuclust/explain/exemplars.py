@@ -56,3 +56,41 @@ def nearest_users(features: Any, labels: Any, centres: Any, user_ids: Any, n: in
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+def exemplar_histories(data: Any, profiles: list[dict], pseudonymised: bool, users: int = 3, items: int = 8,
+                       skip: frozenset[int] | set[int] = frozenset()) -> dict[int, list[tuple[str, list[str]]]]:
+    """{cluster: [(label, recent items), ...]}: what the first `users` exemplars of each cluster (`profiles`
+    as the explainer made them, exemplars by id) touched last, newest first, distinct, by item text.
+
+    A user is labelled by position ("user 1"), or by their id where ids are pseudonymised (the id is then
+    the pseudonym): never by a raw id. Clusters in `skip` (withheld for privacy) get none. Only the few
+    chosen users' offsets and last events cross to the host."""
+    from gpuclust import schema
+    from gpuclust.frames import host_frame
+
+    wanted = {int(p["cluster"]): list(p.get("exemplars") or [])[:users] for p in profiles
+              if int(p["cluster"]) >= 0 and int(p["cluster"]) not in skip}
+    ids = [u for chosen in wanted.values() for u in chosen]
+    if not ids:
+        return {}
+    found = host_frame(data.users[data.users[schema.USER].isin(ids)])
+    index = dict(zip(found[schema.USER].tolist(), found[schema.USER_IDX].tolist(), strict=True))
+    text = data.text_columns[0] if data.text_columns and data.text_columns[0] in data.items.columns else schema.ITEM
+    catalogue = host_frame(data.items[[schema.ITEM_IDX, text]]).sort_values(schema.ITEM_IDX)[text].astype(str).tolist()
+    table = data.table
+    rows = [index[u] for u in ids if u in index]
+    xp = table.xp
+    starts = to_host(table.offsets[xp.asarray(rows, dtype=xp.int64)]) if rows else np.empty(0, np.int64)
+    stops = to_host(table.offsets[xp.asarray(rows, dtype=xp.int64) + 1]) if rows else np.empty(0, np.int64)
+    span = dict(zip(rows, zip(starts.tolist(), stops.tolist(), strict=True), strict=True))
+    out: dict[int, list[tuple[str, list[str]]]] = {}
+    for c, chosen in wanted.items():
+        for j, user in enumerate(chosen):
+            if user not in index:
+                continue
+            start, stop = span[index[user]]
+            recent = to_host(table.item[max(start, stop - 10 * items):stop])[::-1]
+            seen = list(dict.fromkeys(catalogue[i] for i in recent.tolist()))[:items]
+            out.setdefault(c, []).append((str(user) if pseudonymised else f"user {j + 1}", seen))
+    return out

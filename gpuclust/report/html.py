@@ -151,6 +151,10 @@ def load_run(run_dir: str | Path) -> RunOutputs:
                          f"{privacy.get('key_fingerprint')}); exemplar users are left out, and every figure of a "
                          f"cluster of fewer than {privacy.get('min_group_size')} users is withheld"
                          + (f" (clusters {', '.join(map(str, withheld))})" if withheld else "") + ".")
+    described = run.manifest.get("describe") if isinstance(run.manifest.get("describe"), dict) else {}
+    if described.get("model"):
+        run.notes.append(f"Names and descriptions by the language model {described['model']} for "
+                         f"{described.get('described')} of {described.get('clusters')} clusters; rule-based elsewhere.")
     sweep = (run.manifest.get("cluster") or {}).get("k_sweep")
     if isinstance(sweep, dict) and isinstance(sweep.get("curve"), list) and sweep["curve"]:
         run.sweep = sweep

@@ -23,6 +23,15 @@ def title(c: dict) -> str:
     return str(c.get("name") or c.get("label") or "")
 
 
+def described(c: dict) -> str:
+    """A cluster's name and description in words, and who wrote them (the rules or a language model)."""
+    if not c.get("description"):
+        return ""
+    by = c.get("described_by")
+    source = "" if not by else f" <span class='muted'>({'rule-based' if by == 'rules' else 'by ' + e(by)})</span>"
+    return (f"<p class='description'><b>{e(c.get('name') or '')}</b>{source}<br>{e(c['description'])}</p>")
+
+
 def _ranked_behaviour(c: dict) -> list[tuple[str, Any]]:
     lifts = c.get("behaviour_lift") or {}
     return sorted(((k, v) for k, v in lifts.items() if num(v) > 0), key=lambda kv: -log_lift(kv[1]))
@@ -131,12 +140,11 @@ def cluster_cards(clusters: list[dict], population: dict) -> str:
     cards = ["<h2 id='clusters'>Each cluster</h2>"]
     for c in clusters:
         cid = c.get("cluster")
-        name = "noise (no cluster)" if c.get("noise") else title(c)
-        # The card leads with the cluster's name and description where the profile has them (issue 20);
-        # until then the label stands in as the name and no description is shown.
+        # The heading holds the rule-based name (the label where a profile has none); the card leads with
+        # the name and description in words (a language model's with --describe) and who wrote them.
+        name = "noise (no cluster)" if c.get("noise") else str(c.get("rule_name") or title(c))
         head = f"Cluster {e(cid)}" + (f" — <span class='name'>{e(name)}</span>" if name else "")
-        description = (f"<p class='description'>{e(c['description'])}</p>"
-                       if c.get("description") and not c.get("suppressed") else "")
+        description = described(c) if not c.get("suppressed") else ""
         if c.get("suppressed"):
             cards.append(f"<div class='card' id='cluster-{e(cid)}'><h3>{head}</h3><p class='muted'>Figures "
                          f"withheld: {e(c['suppressed'])}.</p></div>")

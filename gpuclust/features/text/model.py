@@ -132,7 +132,7 @@ def resolve_source(name: str, allow_download: bool = False) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
+def quiet_loading() -> Iterator[None]:
     """No weight-loading progress bar on stderr (the CLI prints its own summary)."""
     from transformers.utils import logging as hf_logging
 
@@ -157,7 +157,7 @@ def load_encoder(name: str = DEFAULT_MODEL, device: str = "cpu", allow_download:
             "(or '.[gpu-cu12]', '.[gpu-cu13]')"
         ) from exc
     try:
-        with _quiet_loading():
+        with quiet_loading():
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
             model = AutoModel.from_pretrained(source, local_files_only=local_only)
     except (OSError, ValueError, KeyError) as exc:

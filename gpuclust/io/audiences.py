@@ -1,0 +1,122 @@
+"""Audiences: a finished run's segments as files a CRM or an ad platform takes.
+
+One file per cluster (OUT/segments/segment-N.csv|parquet) or one file with a segment column
+(OUT/audiences.csv|parquet), and OUT/export.json saying what was exported and what was withheld. Each row:
+user_id (the pseudonym where the run pseudonymised ids), segment, segment_name, score, distance,
+anomaly_score. `score` is how typical of its segment a user is: the share of the segment's users at
+least as far from its centre (1 = the most central user, near 0 = its edge), so `min_score` 0.2 drops the
+fifth of each segment furthest out. A segment of fewer users than the run's privacy.min_group_size (after
+the score filter) is withheld, as are clusters whose figures the run already withheld: small audiences
+single people out. The folder is written as one unit, under the output-safety rules of `io.outputs`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gpuclust.errors import UsageError
+from gpuclust.io.outputs import OutputDir
+from gpuclust.io.writers import write_json
+from gpuclust.privacy import MIN_GROUP_SIZE
+
+FORMATS = ("csv", "parquet")
+SEGMENTS = "segments"
+INDEX = "export.json"
+LAYOUT = {INDEX: None, "audiences.csv": None, "audiences.parquet": None,
+          SEGMENTS: re.compile(r"segment-\d+\.(csv|parquet)")}
+COLUMNS = ("user_id", "segment", "segment_name", "score", "distance", "anomaly_score")
+SCORE = ("share of the segment's users at least as far from its centre: 1 = the most central user, near 0 = "
+         "its edge")
+
+
+def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = "csv",
+                     clusters: Sequence[int] | None = None, min_score: float | None = None,
+                     single_file: bool = False) -> dict[str, Any]:
+    """Write the audiences of the finished run `run` into `out` (default: RUN-audiences beside it);
+    return what export.json says. Every input is checked before anything is written."""
+    from gpuclust.report.html import load_run
+
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if min_score is not None and not (isinstance(min_score, int | float) and 0 <= min_score <= 1):
+        raise UsageError(f"--min-score must be a number from 0 to 1 (the share of a segment's users at least as far "
+                         f"from its centre), got {min_score!r}")
+    finished = load_run(run)
+    target = Path(os.path.abspath(out if out is not None else finished.run_dir.parent / f"{finished.run_dir.name}-audiences"))
+    if target == finished.run_dir.resolve() or finished.run_dir.resolve() in target.parents:
+        raise UsageError(f"--out {target} is inside the run folder {finished.run_dir}: give a folder of its own, e.g. "
+                         f"{finished.run_dir.parent / (finished.run_dir.name + '-audiences')}")
+    profiles = {int(p["cluster"]): p for p in finished.clusters if int(p["cluster"]) >= 0}
+    wanted = sorted(profiles) if clusters is None else sorted(set(int(c) for c in clusters))
+    unknown = [c for c in wanted if c not in profiles]
+    if unknown:
+        raise UsageError(f"--clusters {', '.join(map(str, unknown))}: the run has no such cluster; it has "
+                         f"{', '.join(map(str, sorted(profiles)))}")
+    table = _assignments(finished.run_dir)
+    min_group = _min_group_size(finished.manifest)
+    table = table[table["segment"].isin(wanted)]
+    if min_score is not None:
+        table = table[table["score"] >= min_score]
+    counts = table["segment"].value_counts()
+    withheld = [c for c in wanted if profiles[c].get("suppressed") or int(counts.get(c, 0)) < min_group]
+    kept = [c for c in wanted if c not in withheld]
+    if not kept:
+        raise UsageError(f"no segment of {', '.join(map(str, wanted))} keeps {min_group} users or more"
+                         + (f" at --min-score {min_score}" if min_score is not None else "")
+                         + ": nothing to export (smaller audiences are withheld, privacy.min_group_size)")
+    names = {c: str(profiles[c].get("name") or profiles[c].get("label") or f"cluster {c}") for c in kept}
+    table = table[table["segment"].isin(kept)].copy()
+    table["segment_name"] = table["segment"].map(names)
+    table = table.sort_values(["segment", "score"], ascending=[True, False], kind="stable")[list(COLUMNS)]
+    index = {
+        "run_id": finished.manifest.get("run_id"), "run": str(finished.run_dir), "format": fmt,
+        "columns": list(COLUMNS), "score": SCORE, "min_score": min_score,
+        "pseudonymised": bool((finished.manifest.get("privacy") or {}).get("pseudonymised")),
+        "min_group_size": min_group,
+        "segments": [], "withheld": {"clusters": withheld, "why": f"fewer than {min_group} users "
+                                                                  "(privacy.min_group_size)"} if withheld else None,
+    }
+    with OutputDir(target, "export", LAYOUT) as staging:
+        if single_file:
+            _write(table, staging / f"audiences.{fmt}", fmt)
+        for c in kept:
+            rows = table[table["segment"] == c]
+            name = f"audiences.{fmt}" if single_file else f"{SEGMENTS}/segment-{c}.{fmt}"
+            if not single_file:
+                (staging / SEGMENTS).mkdir(exist_ok=True)
+                _write(rows, staging / name, fmt)
+            index["segments"].append({"segment": c, "name": names[c], "users": len(rows), "file": name})
+        write_json(staging / INDEX, index)
+    return {**index, "out": str(target)}
+
+
+def _write(frame: Any, path: Path, fmt: str) -> None:
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+
+
+def _assignments(run_dir: Path):
+    """user_id, segment, distance, anomaly_score and score of the run's clustered users (noise left out)."""
+    import pandas as pd
+
+    path = run_dir / "assignments.parquet"
+    try:
+        frame = pd.read_parquet(path, columns=["user_id", "cluster", "distance", "anomaly_score"])
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad or foreign file
+        raise UsageError(f"{path} has no user_id, cluster, distance and anomaly_score columns ({exc}); "
+                         "re-run `gpuclust run`") from None
+    frame = frame.rename(columns={"cluster": "segment"})
+    frame = frame[frame["segment"] >= 0].copy()
+    frame["score"] = frame.groupby("segment")["distance"].rank(method="max", ascending=False, pct=True)
+    return frame
+
+
+def _min_group_size(manifest: dict) -> int:
+    value = ((manifest.get("config") or {}).get("privacy") or {}).get("min_group_size", MIN_GROUP_SIZE)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else MIN_GROUP_SIZE
