@@ -32,6 +32,24 @@ def blob_events(n_users: int = 300, n_groups: int = 3, events_per_user: int = 20
     return events, catalogue, truth
 
 
+
+def log_with_a_tiny_group():
+    """Three big groups (blob_events) and one of 5 users (ids 1000-1004, truth group 3) on items nobody
+    else touches: a cluster that privacy's minimum group size withholds. (events, items, truth)."""
+    events, items, truth = blob_events(n_users=240, n_groups=3, events_per_user=15, seed=3)
+    rng = np.random.default_rng(4)
+    tiny_users = np.repeat(np.arange(1000, 1005), 15)
+    tiny = pd.DataFrame({"user_id": tiny_users, "item_id": 200 + rng.integers(0, 10, len(tiny_users)),
+                         "event_type": "purchase", "timestamp": pd.Timestamp("2026-01-20"),
+                         "value": np.float32(99.0)})
+    tiny["timestamp"] += pd.to_timedelta(rng.integers(0, 86400 * 5, len(tiny)), unit="s")
+    events = pd.concat([events, tiny], ignore_index=True)
+    items = pd.concat([items, pd.DataFrame({"item_id": np.arange(200, 210), "title": [f"rare {i}" for i in range(10)],
+                                            "category": "rare", "price": np.float32(99.0)})], ignore_index=True)
+    truth = pd.concat([truth, pd.DataFrame({"user_id": np.arange(1000, 1005), "group": 3})], ignore_index=True)
+    return events, items, truth
+
+
 def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     """Run `gpuclust ARGS` in-process; returns (exit code, stdout, stderr)."""
     import signal

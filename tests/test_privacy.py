@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import blob_events, cli
+from helpers import cli, log_with_a_tiny_group
 
 from gpuclust import PipelineConfig, UserClusterer
 from gpuclust.errors import UsageError
@@ -18,18 +18,8 @@ KEY = b"k3y-for-the-privacy-tests-0123456789"
 
 
 def _private_log():
-    """Three big groups and one of 5 users on items nobody else touches, ids that are easy to spot."""
-    events, items, truth = blob_events(n_users=240, n_groups=3, events_per_user=15, seed=3)
-    rng = np.random.default_rng(4)
-    tiny_users = np.repeat(np.arange(1000, 1005), 15)
-    tiny = pd.DataFrame({"user_id": tiny_users, "item_id": 200 + rng.integers(0, 10, len(tiny_users)),
-                         "event_type": "purchase", "timestamp": pd.Timestamp("2026-01-20"),
-                         "value": np.float32(99.0)})
-    tiny["timestamp"] += pd.to_timedelta(rng.integers(0, 86400 * 5, len(tiny)), unit="s")
-    events = pd.concat([events, tiny], ignore_index=True)
-    items = pd.concat([items, pd.DataFrame({"item_id": np.arange(200, 210), "title": [f"rare {i}" for i in range(10)],
-                                            "category": "rare", "price": np.float32(99.0)})], ignore_index=True)
-    truth = pd.concat([truth, pd.DataFrame({"user_id": np.arange(1000, 1005), "group": 3})], ignore_index=True)
+    """A log with a tiny group (helpers.log_with_a_tiny_group) and user ids that are easy to spot."""
+    events, items, truth = log_with_a_tiny_group()
     for frame in (events, truth):
         frame["user_id"] = [f"{RAW}-{u:05d}" for u in frame["user_id"]]
     return events, items, truth
