@@ -4,6 +4,7 @@ signal), before any cluster starts where it can be, with nothing written and no 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -374,3 +375,23 @@ def test_partitions_are_capped_by_a_running_clusters_threads_too():
     assert partition_count(10**6, 4, 128) == 128
     with pytest.raises(UsageError, match="129 is more than 32 per worker thread"):
         partition_count(10**6, 4, 129)
+
+
+def test_a_signal_whose_exception_was_swallowed_still_stops_the_run():
+    """A SIGTERM noted while the session runs, its exception lost where Python ignores exceptions (a GC
+    callback inside Dask), and nothing failing afterwards: the session still ends in Interrupted."""
+    from gpuclust.distributed.cluster import _failures_after_a_signal, _signals_noted
+    from gpuclust.errors import Interrupted
+
+    def terminate(signum, _frame):
+        raise Interrupted(signum)
+
+    before = signal.signal(signal.SIGTERM, terminate)  # the CLI's handler
+    try:
+        received: list[int] = []
+        with (pytest.raises(Interrupted) as stopped, _signals_noted(received), _failures_after_a_signal(received),
+              contextlib.suppress(BaseException)):  # the signal's exception swallowed, as a GC callback would
+            signal.raise_signal(signal.SIGTERM)
+        assert stopped.value.signum == signal.SIGTERM and received == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -266,7 +266,11 @@ def _signals_noted(received: list[int]) -> Iterator[None]:
 def _failures_after_a_signal(received: list[int]) -> Iterator[None]:
     """A failure after a signal is the signal's doing: its KeyboardInterrupt can be swallowed where Python
     ignores exceptions (a GC callback inside Dask), and the process-group signal kills the workers, so the
-    next gather fails ('lost dependencies', 'Nanny failed to start'). Report the stop, not that failure."""
+    next gather fails ('lost dependencies', 'Nanny failed to start'). Report the stop, not that failure;
+    and where nothing failed after a swallowed signal (the workers' part was done), stop all the same: a
+    SIGTERM in the cluster stage once let the run finish and exit 0."""
+    from gpuclust.errors import Interrupted
+
     try:
         yield
     except KeyboardInterrupt:
@@ -274,9 +278,9 @@ def _failures_after_a_signal(received: list[int]) -> Iterator[None]:
     except Exception:
         if not received:
             raise
-        from gpuclust.errors import Interrupted
-
         raise Interrupted(received[0]) from None
+    if received:  # noted, but its exception was swallowed on the way (a GC callback): the run still stops
+        raise Interrupted(received[0])
 
 
 def _spawned_children() -> set[int]:
