@@ -7,12 +7,15 @@ O(chunk x d); only the k x n chosen row indices cross to the host.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gpuclust.backend import to_host
 from gpuclust.errors import UsageError
+
+if TYPE_CHECKING:
+    from gpuclust.preprocess.table import EventTable
 
 
 def nearest_users(features: Any, labels: Any, centres: Any, user_ids: Any, n: int = 5, *,
@@ -78,7 +81,7 @@ def exemplar_histories(data: Any, profiles: list[dict], pseudonymised: bool, use
     index = dict(zip(found[schema.USER].tolist(), found[schema.USER_IDX].tolist(), strict=True))
     text = data.text_columns[0] if data.text_columns and data.text_columns[0] in data.items.columns else schema.ITEM
     catalogue = host_frame(data.items[[schema.ITEM_IDX, text]]).sort_values(schema.ITEM_IDX)[text].astype(str).tolist()
-    table = data.table
+    table: EventTable = data.table
     rows = [index[u] for u in ids if u in index]
     xp = table.xp
     starts = to_host(table.offsets[xp.asarray(rows, dtype=xp.int64)]) if rows else np.empty(0, np.int64)
