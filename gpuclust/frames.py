@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from gpuclust.backend import Backend, pandas_nbytes, to_host, transfers
-from gpuclust.errors import UsageError
+from gpuclust.errors import UsageError, listed
 
 
 def frame_kind(df: Any) -> str:
@@ -155,7 +155,7 @@ def check_frame(df: Any, what: str, required: tuple[str, ...], ids: tuple[str, .
         if alike:
             raise UsageError(f"{what} has no column {name!r}, but {alike[0]!r} looks like it (names are case- and "
                              f"spelling-exact): rename it, df.rename(columns={{{alike[0]!r}: {name!r}}})")
-        shown = ", ".join(map(repr, columns[:20])) + (" ..." if len(columns) > 20 else "") or "(none)"
+        shown = listed(map(repr, columns), 20) or "(none)"
         raise UsageError(f"{what} has no column {name!r} (columns: {shown}); the columns needed are "
                          f"{', '.join(required)}: rename yours to these")
     for name in ids:

@@ -449,11 +449,9 @@ def _item_label(item: dict, width: int = 28) -> str:
 
 def _standout(profile: dict) -> str:
     """The two behaviour statistics furthest from the population mean (by ratio)."""
-    import math
+    from gpuclust.explain.naming import lifts_ranked
 
-    lifts = [(name, v) for name, v in profile["behaviour_lift"].items() if v and v > 0]
-    lifts.sort(key=lambda kv: -abs(math.log(kv[1])))
-    return ", ".join(f"{name} x{v:.2f}" for name, v in lifts[:2]) or "-"
+    return ", ".join(f"{name} x{v:.2f}" for name, v in lifts_ranked(profile)[:2]) or "-"
 
 
 def _register_commands() -> None:
