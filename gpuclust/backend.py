@@ -11,11 +11,14 @@ that the GPU path moved only labels and small summaries.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -264,3 +267,49 @@ def spd_inverse(a: Any, backend: Backend) -> Any:
         a[start:stop, start:stop] = np.triu(block) + np.triu(block, 1).T
         a[stop:, start:stop] = a[start:stop, stop:].T
     return a
+
+
+TORCH_TOP_K_CELLS = 1 << 20  # below this NumPy's argpartition takes milliseconds: no reason to load torch
+
+
+def row_top_k(scores: Any, k: int, xp: ModuleType) -> Any:
+    """Column indices of each row's `k` largest scores (in no particular order; ties broken arbitrarily).
+
+    NumPy's argpartition is a one-thread introselect over a negated copy; torch.topk over the same memory
+    (zero-copy) is 3-5x faster on recommender blocks (1,677 x 20,000 float32, k=50: 0.25 s against 0.086 s
+    on one core), and the item-kNN neighbours and every top-10 list are such blocks, so on the CPU it is
+    used where torch is installed. CuPy: argpartition."""
+    if xp is np and scores.size >= TORCH_TOP_K_CELLS and scores.flags.c_contiguous and scores.flags.writeable \
+            and installed("torch"):
+        import torch
+
+        return torch.topk(torch.from_numpy(scores), k, dim=1, sorted=False).indices.numpy()
+    return xp.argpartition(-scores, k - 1, axis=1)[:, :k]
+
+
+T = TypeVar("T")
+
+
+def cpu_threads() -> int:
+    """The cores this process may run on (its affinity where the system says, else the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def map_row_blocks(fn: Callable[[int, int], T], n_rows: int, row_cells: int, cells: int, backend: Backend) -> list[T]:
+    """fn(start, stop) over consecutive blocks of rows 0..n_rows, results in order, sized so that the
+    blocks in flight hold at most `cells` cells of `row_cells` each.
+
+    On the CPU the blocks run on a thread per core, each a share of `cells`: what does the work in them
+    (SciPy's sparse products, NumPy's element-wise passes, torch.topk) releases the GIL, so the item-kNN
+    pass at 200k users / 20k items took 2.36 s on 2 cores against 4.85 s on one. On a GPU, in order: one
+    stream fills the device. A stop (Ctrl-C, an error) cancels the blocks not yet started."""
+    workers = 1 if backend.on_gpu else cpu_threads()
+    step = max(1, cells // max(row_cells * workers, 1))
+    ranges = [(start, min(start + step, n_rows)) for start in range(0, n_rows, step)]
+    if workers == 1 or len(ranges) < 2:
+        return [fn(start, stop) for start, stop in ranges]
+    pool = ThreadPoolExecutor(min(workers, len(ranges)), thread_name_prefix="gpuclust-block")
+    try:
+        return list(pool.map(fn, *zip(*ranges, strict=True)))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -84,3 +84,41 @@ def test_cuda_transfers_are_counted():
     transfers.reset()
     host = to_host(cupy.arange(1000, dtype=cupy.float32))
     assert host.shape == (1000,) and transfers.bytes == 4000
+
+
+def test_row_blocks_run_on_threads_and_come_back_in_order(monkeypatch):
+    import threading
+
+    from gpuclust import backend as backend_module
+
+    monkeypatch.setattr(backend_module, "cpu_threads", lambda: 4)
+    names = set()
+
+    def block(start, stop):
+        names.add(threading.current_thread().name)
+        return np.arange(start, stop)
+
+    out = backend_module.map_row_blocks(block, 1000, 10, 400, resolve_backend("cpu"))
+    assert len(out) == 100 and (np.concatenate(out) == np.arange(1000)).all()  # 4 workers x 10 rows x 10 cells
+    assert all(name.startswith("gpuclust-block") for name in names)
+    assert backend_module.map_row_blocks(block, 0, 10, 400, resolve_backend("cpu")) == []
+
+
+def test_a_failing_row_block_stops_the_blocks_not_yet_started(monkeypatch):
+    import time
+
+    from gpuclust import backend as backend_module
+
+    monkeypatch.setattr(backend_module, "cpu_threads", lambda: 2)
+    started = []
+
+    def block(start, stop):
+        started.append(start)
+        if start == 0:
+            raise ValueError("bad block")
+        time.sleep(0.01)
+        return start
+
+    with pytest.raises(ValueError, match="bad block"):
+        backend_module.map_row_blocks(block, 10_000, 1, 2, resolve_backend("cpu"))
+    assert len(started) < 100  # of 10,000 blocks

@@ -99,6 +99,28 @@ def test_knn_keeps_each_items_top_cosine_neighbours():
     assert np.diff(w.indptr).max() <= 2 and (w.diagonal() == 0).all()
 
 
+def test_blocks_on_threads_give_the_one_block_answer(monkeypatch):
+    """Neighbours, the split's second list and users' top lists in many row blocks on several threads
+    (what a big catalogue gets on a multi-core CPU) equal one block on one thread."""
+    from gpuclust import backend as backend_module
+    from gpuclust.recommend import personal, scoring
+
+    x = binary_matrix(*np.nonzero(_matrix(n_users=60, n_items=40, p=0.3, seed=4)), 60, 40, CPU)
+    added = binary_matrix(np.array([0, 5]), np.array([39, 38]), 60, 40, CPU)
+    model = PersonalModel("knn", knn_weights(*knn_neighbours(x, 6, CPU), 6, CPU), None, 6)
+    one = knn_neighbours(x, 6, CPU, added=added), top_items(model, x, 5, CPU)
+    monkeypatch.setattr(backend_module, "cpu_threads", lambda: 3)
+    for module in (personal, scoring):
+        monkeypatch.setattr(module, "BATCH_CELLS", 3 * 40 * 2)  # blocks of 2 rows on each of 3 threads
+    many = knn_neighbours(x, 6, CPU, added=added), top_items(model, x, 5, CPU)
+    def arrays(result):
+        (split_idx, split_val), (whole_idx, whole_val) = result[0]
+        return [split_idx, split_val, whole_idx, whole_val, *result[1]]
+
+    for a, b in zip(arrays(one), arrays(many), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_seen_items_are_masked_without_a_dense_user_matrix():
     x = _matrix(n_users=5, n_items=6, p=0.5, seed=2)
     x[0] = [1, 1, 1, 1, 0, 0]  # two unseen items, a list of four

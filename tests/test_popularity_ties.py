@@ -98,3 +98,68 @@ def test_top_k_with_ties_on_cupy_equals_numpy():
         expected = _reference(scores, tie, top_k)
         assert (cupy.asnumpy(top) == expected).all()
         assert (cupy.asnumpy(values) == np.take_along_axis(scores, expected, axis=1)).all()
+
+
+@pytest.mark.parametrize("with_tie", [False, True])
+def test_top_k_on_blocks_big_enough_for_torch_equals_the_full_sort(with_tie):
+    """Blocks of at least TORCH_TOP_K_CELLS take torch.topk on the CPU where torch is installed: the same
+    lists as the full sort (with a tie rule: the same items; without: the same scores, best first)."""
+    from gpuclust.backend import TORCH_TOP_K_CELLS
+
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    n_items = 2048
+    scores = rng.integers(0, 40, (TORCH_TOP_K_CELLS // n_items + 1, n_items)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    tie = rng.integers(0, 50, n_items).astype(np.float32)
+    top, values = top_k_sorted(scores, 50, np, tie if with_tie else None)
+    expected = _reference(scores, tie, 50)
+    best = np.take_along_axis(scores, expected, axis=1)
+    assert (values == best).all()
+    assert (np.take_along_axis(scores, top, axis=1) == values).all()
+    if with_tie:
+        assert (top == expected).all()
+
+
+def _listed_ranks(pop, rows, targets, seen, w, top_k):
+    """The definition rank_targets answers without a users x items matrix: list each user's top K in
+    (score, global share, -index) order with seen items left out, and look for the target."""
+    scores = np.float32(w) * pop.table[rows] + np.float32(1.0 - w) * pop.global_share[None, :]
+    part = seen.tocoo()
+    scores[part.row, part.col] = -np.inf
+    top, values = top_k_sorted(scores, top_k, np, pop.global_share)
+    hit = (top == targets[:, None]) & np.isfinite(values)
+    return np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+
+
+@given(st.integers(1, 12), st.integers(2, 30), st.sampled_from([0.0, 0.3, 0.5, 1.0]), st.integers(0, 2**31 - 1))
+def test_target_ranks_equal_the_listed_top_k(top_k, n_items, w, seed):
+    rng = np.random.default_rng(seed)
+    k, n_users = int(rng.integers(1, 4)), int(rng.integers(1, 12))
+    counts = rng.integers(0, 3, (k + 1, n_items)).astype(np.float32)  # few distinct values: many ties
+    table = (counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)).astype(np.float32)
+    pop = Popularity(table, k)
+    rows = rng.integers(0, k + 1, n_users)
+    targets = rng.integers(0, n_items, n_users)
+    seen = BACKEND.sparse.csr_matrix((rng.random((n_users, n_items)) < 0.3).astype(np.float32))
+    expected = _listed_ranks(pop, rows, targets, seen, w, min(top_k, n_items))
+    assert rank_targets(pop, rows, targets, seen, w, top_k, BACKEND).tolist() == expected.tolist()
+
+
+@pytest.mark.gpu
+def test_target_ranks_on_cupy_equal_numpy():
+    """The GPU twin of the property above: the same function on CuPy arrays and a cupyx CSR."""
+    import cupy
+    import cupyx.scipy.sparse
+
+    rng = np.random.default_rng(1)
+    counts = rng.integers(0, 3, (4, 300)).astype(np.float32)
+    pop = Popularity((counts / counts.sum(axis=1, keepdims=True)).astype(np.float32), 3)
+    rows, targets = rng.integers(0, 4, 200), rng.integers(0, 300, 200)
+    seen = (rng.random((200, 300)) < 0.2).astype(np.float32)
+    gpu = resolve_backend("cuda")
+    for w in (0.0, 0.5, 1.0):
+        expected = rank_targets(pop, rows, targets, BACKEND.sparse.csr_matrix(seen), w, 10, BACKEND)
+        got = rank_targets(Popularity(cupy.asarray(pop.table), 3), cupy.asarray(rows), cupy.asarray(targets),
+                           cupyx.scipy.sparse.csr_matrix(cupy.asarray(seen)), w, 10, gpu)
+        assert got.tolist() == expected.tolist()

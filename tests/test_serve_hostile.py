@@ -285,7 +285,11 @@ def test_healthz_answers_while_big_requests_are_placed(models):
         for t in threads:
             t.join()
     assert len(big) == 3 and len(pings) >= 5
-    assert max(pings) < max(0.25 * min(big), 0.1), (max(pings), big)
+    # A loop blocked by a placement would hold a ping for a whole request. Pings share the GIL with three
+    # parsing threads, so one may wait a while on a loaded machine (0.38 s of 1.4 s in one CI run): the
+    # typical ping is a small fraction of a request and none waits half of one.
+    assert float(np.median(pings)) < max(0.15 * min(big), 0.05), (pings, big)
+    assert max(pings) < max(0.5 * min(big), 0.1), (max(pings), big)
 
 
 def test_batch_waits_are_bounded():

@@ -13,9 +13,9 @@ practice single-peaked, so the ends and the middle are scored, then the step is 
 (5 to 8 scorings), on at most TUNE_USERS users (a seeded sample: the standard error of HR there is about
 0.002, well below the steps between grid weights that matter).
 
-Popularity is a dense (k x items) matrix (k is small); users are scored in batches of dense
-(batch x items) rows on the backend's array library, already-seen items masked from a sparse
-user x item matrix, and the top K taken with argpartition. Only per-user hit ranks leave the device.
+Popularity is a dense (k x items) matrix (k is small). Every user of a cluster ranks the items in the
+same order, so a target's rank is its place in that order less the user's seen items placed before it
+(`scoring.rank_targets`): no users x items matrix is made. Only per-user hit ranks leave the device.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ PROTOCOL = ("leave-last-out: each user with >= 2 distinct items loses its last i
 
 
 def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = None, k_values: Sequence[int] = (10,),
-             seed: int = 0, *, grid: Sequence[float] = GRID, batch_users: int | None = None,
+             seed: int = 0, *, grid: Sequence[float] = GRID,
              pseudonymise: Any = None, tune_users: int | None = TUNE_USERS,
              progress: Progress | None = None) -> dict:
     """Leave-last-out HR@K / NDCG@K for global, cluster and blended popularity; a JSON-ready dict.
@@ -105,7 +105,7 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
 
     def score(w: float) -> dict[str, float]:
         tell(progress, f"tuning the blend weight on {len(val_targets):,} users: w={w:.1f}")
-        ranks = rank_targets(val_pop, val_rows, val_targets, val_seen, w, max(k_values), backend, batch_users)
+        ranks = rank_targets(val_pop, val_rows, val_targets, val_seen, w, max(k_values), backend)
         return {"w": float(w), **metrics(ranks, k_values)}
 
     tuning = search_weight(score, grid, primary)
@@ -123,7 +123,7 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
     for method, w, cost in (("global popularity", 0.0, 0.0), ("cluster popularity", 1.0, timings["test_fit"]),
                             (f"blend (w={best['w']:.1f})", best["w"], timings["test_fit"] + timings["validation_total"])):
         t0 = time.perf_counter()
-        ranks = ranks_of[method] = rank_targets(pop, rows, targets, seen, w, max(k_values), backend, batch_users)
+        ranks = ranks_of[method] = rank_targets(pop, rows, targets, seen, w, max(k_values), backend)
         scored = time.perf_counter() - t0
         table.append({"method": method, **metrics_with_errors(ranks, k_values), "users": int(len(ranks)),
                       "blend_weight": w if method.startswith("blend") else None,

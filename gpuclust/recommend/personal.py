@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gpuclust.backend import Backend, spd_inverse, to_host
+from gpuclust.backend import Backend, map_row_blocks, spd_inverse, to_host
 from gpuclust.errors import UsageError
 from gpuclust.recommend.scoring import BATCH_CELLS, hit_ranks, metrics, top_k_sorted
 from gpuclust.recommend.split import held_out, training_rows
@@ -164,20 +164,24 @@ def knn_neighbours(x: Any, most: int, backend: Backend, added: Any = None) -> An
     if added is not None:
         d = (added.T @ x).tocsr()
         outs.append((_inverse_norms(x + added, xp), (d + d.T + added.T @ added).tocsr()))
-    block = max(1, BATCH_CELLS // max(n_items, 1))
-    tops: list[tuple[list, list]] = [([], []) for _ in outs]
-    for start in range(0, n_items, block):
-        stop = min(start + block, n_items)
+
+    def block(start: int, stop: int) -> list[tuple[Any, Any]]:
         g = (xt[start:stop] @ x).toarray().astype(xp.float32, copy=False)
-        for (inv, correction), (idx, val) in zip(outs, tops, strict=True):
-            s = g + correction[start:stop].toarray() if correction is not None else g.copy()
+        found = []
+        for inv, correction in outs:
+            if correction is not None:
+                s = g + correction[start:stop].toarray()
+            else:
+                s = g.copy() if len(outs) > 1 else g
             s *= inv[start:stop, None]
             s *= inv[None, :]
             s[xp.arange(stop - start), xp.arange(start, stop)] = 0.0  # an item is not its own neighbour
-            top, top_val = top_k_sorted(s, most, xp)
-            idx.append(top)
-            val.append(top_val)
-    found = [(xp.concatenate(idx), xp.concatenate(val)) for idx, val in tops]
+            found.append(top_k_sorted(s, most, xp))
+        return found
+
+    blocks = map_row_blocks(block, n_items, n_items, BATCH_CELLS, backend)
+    found = [(xp.concatenate([b[j][0] for b in blocks]), xp.concatenate([b[j][1] for b in blocks]))
+             for j in range(len(outs))]
     return found if added is not None else found[0]
 
 
@@ -324,20 +328,18 @@ def _batched_top(scores_of: Any, seen: Any, top_k: int, backend: Backend, tie: A
     """Batches of BATCH_CELLS scores: score, mask the batch's seen items, keep the top K on the device."""
     xp = backend.xp
     n, n_items = seen.shape
-    batch = max(1, BATCH_CELLS // max(n_items, 1))
-    tops, values = [], []
-    for start in range(0, n, batch):
-        stop = min(start + batch, n)
+
+    def block(start: int, stop: int) -> tuple[Any, Any]:
         scores = scores_of(start, stop)
         part = seen[start:stop].tocoo()
         scores[part.row, part.col] = -xp.inf
-        top, top_scores = top_k_sorted(scores, top_k, xp, tie)
-        tops.append(top)
-        values.append(top_scores)
-    if not tops:
+        return top_k_sorted(scores, top_k, xp, tie)
+
+    blocks = map_row_blocks(block, n, n_items, BATCH_CELLS, backend)
+    if not blocks:
         k = min(top_k, n_items)
         return xp.empty((0, k), dtype=xp.int64), xp.empty((0, k), dtype=xp.float32)
-    return xp.concatenate(tops).astype(xp.int64), xp.concatenate(values)
+    return xp.concatenate([b[0] for b in blocks]).astype(xp.int64), xp.concatenate([b[1] for b in blocks])
 
 
 def recommend_rows(personal: PersonalModel | None, table: Any, blend_weight: float, clusters: Any, seen: Any,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from gpuclust import schema
-from gpuclust.backend import Backend, to_host
+from gpuclust.backend import Backend, row_top_k, to_host
 from gpuclust.frames import column_array
 from gpuclust.preprocess.table import EventTable
 from gpuclust.recommend.popularity import shares, weighted_counts
@@ -73,38 +73,58 @@ def seen_rows(train_users: Any, train_items: Any, users: Any, n_users: int, n_it
     return matrix.tocsr()
 
 
-def rank_targets(pop: Popularity, rows: Any, targets: Any, seen: Any, w: float, top_k: int, backend: Backend,
-                 batch_users: int | None = None) -> np.ndarray:
+def rank_targets(pop: Popularity, rows: Any, targets: Any, seen: Any, w: float, top_k: int,
+                 backend: Backend) -> np.ndarray:
     """0-based rank of each user's target in its top `top_k` list, or -1 where it is not in the list.
 
-    Score = w * share in the user's cluster (row `rows`) + (1 - w) * global share, seen items at -inf;
-    equal scores go to the higher global share (`top_k_sorted`'s `tie`), so a cluster with fewer than
-    `top_k` items of its own fills its list with the most popular items, not arbitrary ones.
-    """
+    Score = w * share in the user's cluster (row `rows`) + (1 - w) * global share, seen items left out;
+    equal scores go to the higher global share, then the lower index (`top_k_sorted`'s order), so a
+    cluster with fewer than `top_k` items of its own fills its list with the most popular items.
+
+    Every user of a cluster ranks the items in the same order, so the rank of a target is its place in
+    its cluster's order less the seen items placed before it: one sort per cluster row and a pass over
+    the seen pairs, never a users x items matrix (the same answer as listing each user's top K and
+    looking for the target: tested against it)."""
     xp = backend.xp
-    n, n_items = len(targets), pop.table.shape[1]
+    n_items = pop.table.shape[1]
     top_k = min(top_k, n_items)
-    batch = batch_users or max(1, min(n, BATCH_CELLS // max(n_items, 1)))
-    out = []
-    for start in range(0, n, batch):
-        stop = min(start + batch, n)
-        scores = xp.float32(w) * pop.table[rows[start:stop]] + xp.float32(1.0 - w) * pop.global_share[None, :]
-        part = seen[start:stop].tocoo()
-        scores[part.row, part.col] = -xp.inf
-        out.append(to_host(hit_ranks(*top_k_sorted(scores, top_k, xp, pop.global_share), targets[start:stop], xp)))
-    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+    targets, rows = xp.asarray(targets).astype(xp.int64), xp.asarray(rows).astype(xp.int64)
+    if len(targets) == 0:
+        return np.empty(0, dtype=np.int64)
+    place = _places(xp.float32(w) * pop.table + xp.float32(1.0 - w) * pop.global_share[None, :],
+                    pop.global_share, xp)
+    target_place = place[rows, targets]
+    pairs = seen.tocoo()
+    user, item = xp.asarray(pairs.row).astype(xp.int64), xp.asarray(pairs.col).astype(xp.int64)
+    before = place[rows[user], item] < target_place[user]
+    ahead = xp.bincount(user[before], minlength=len(targets))
+    target_seen = xp.zeros(len(targets), dtype=bool)
+    target_seen[user[item == targets[user]]] = True
+    rank = target_place - ahead
+    return to_host(xp.where(~target_seen & (rank < top_k), rank, -1).astype(xp.int64))
+
+
+def _places(scores: Any, tie: Any, xp) -> Any:
+    """Each item's 0-based place in each row's order (score, then tie, higher first, then the lower
+    index), as int32: stable sorts from the last key to the first."""
+    by_tie = _stable_argsort(-tie, xp)
+    order = xp.take_along_axis(xp.broadcast_to(by_tie, scores.shape),
+                               _stable_argsort(-scores[:, by_tie], xp), axis=1)
+    place = xp.empty(scores.shape, dtype=xp.int32)
+    place[xp.arange(scores.shape[0])[:, None], order] = xp.arange(scores.shape[1], dtype=xp.int32)[None, :]
+    return place
 
 
 def top_k_sorted(scores: Any, top_k: int, xp, tie: Any = None) -> tuple[Any, Any]:
     """(item indices, scores) of each row's `top_k` best, best first, where the scores are (on the device):
-    argpartition then a sort of k columns, never a sort of the whole row. With `tie` (one value per item,
+    `row_top_k` then a sort of k columns, never a sort of the whole row. With `tie` (one value per item,
     e.g. the global share) equal scores are ordered by it, higher first, then by the lower index."""
     n_items = scores.shape[1]
     top_k = min(top_k, n_items)
     if tie is not None:
         return _top_k_with_ties(scores, top_k, xp, tie)
     if top_k < n_items:
-        top = xp.argpartition(-scores, top_k - 1, axis=1)[:, :top_k]
+        top = row_top_k(scores, top_k, xp)
     else:
         top = xp.broadcast_to(xp.arange(n_items), scores.shape)
     top_scores = xp.take_along_axis(scores, top, axis=1)
@@ -115,17 +135,17 @@ def top_k_sorted(scores: Any, top_k: int, xp, tie: Any = None) -> tuple[Any, Any
 def _top_k_with_ties(scores: Any, top_k: int, xp, tie: Any) -> tuple[Any, Any]:
     """`top_k_sorted` in the order (score, tie, -index): the k-th best score is the threshold; the items
     above it are in, and the free places go to the items at it that come first by (tie, -index). Two
-    argpartitions and stable sorts of 2k candidates per row, still never a sort of the whole row."""
+    top-k selections and stable sorts of 2k candidates per row, still never a sort of the whole row."""
     n, n_items = scores.shape
     by_tie = _stable_argsort(-tie, xp)  # the order of equal scores: higher tie, then lower index
     place = xp.empty(n_items, dtype=xp.int64)
     place[by_tie] = xp.arange(n_items, dtype=xp.int64)
     if top_k < n_items:
-        first = xp.argpartition(-scores, top_k - 1, axis=1)[:, :top_k]
+        first = row_top_k(scores, top_k, xp)
         threshold = xp.take_along_axis(scores, first, axis=1).min(axis=1, keepdims=True)
         at = scores == threshold
-        key = xp.where(at, place[None, :], n_items)  # distinct among the tied: argpartition is exact
-        second = xp.argpartition(key, top_k - 1, axis=1)[:, :top_k]
+        key = xp.where(at, place[None, :], n_items)  # distinct among the tied: the selection is exact
+        second = row_top_k(-key, top_k, xp)
         candidates = xp.concatenate([first, second], axis=1)
         valid = xp.concatenate([xp.take_along_axis(scores > threshold, first, axis=1),
                                 xp.take_along_axis(at, second, axis=1)], axis=1)
