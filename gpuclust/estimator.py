@@ -201,9 +201,12 @@ class UserClusterer:
                                     settings.recommend.blend_weight, settings.recommend.tune_users, settings.seed)
             segments.withhold(small_clusters(profiles))
             table: EventTable = data.table
-            personal = fit_personal(table, data.n_users, data.n_items, backend, settings.recommend, settings.seed)
+            matrix = binary_matrix(table.user, table.item, data.n_users, data.n_items, backend) \
+                if settings.recommend.personal != "none" else None
+            personal = fit_personal(table, data.n_users, data.n_items, backend, settings.recommend, settings.seed,
+                                    matrix)
             if personal is not None:  # campaigns: per cluster, the items to promote to it (clusters.json)
-                promoted = promotions(personal, table.user, table.item, outcome.labels, outcome.n_clusters, backend)
+                promoted = promotions(personal, matrix, outcome.labels, outcome.n_clusters, backend)
                 profiles = with_promotions(profiles, promoted, host_frame(data.items)[schema.ITEM].to_numpy())
         described = None
         if self.describer is not None:

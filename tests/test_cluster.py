@@ -103,3 +103,25 @@ def test_restarts_follow_the_device_unless_given():
     x = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
     assert KMeans(3, engine="sklearn").fit(x, B).n_init_ == CPU_RESTARTS
     assert KMeans(3, engine="sklearn", n_init=2).fit(x, B).n_init_ == 2
+
+
+def test_beyond_the_init_sample_kmeans_plusplus_seeds_from_a_sample(monkeypatch):
+    """Past INIT_SAMPLE users the seeding sees a sample (each restart its own) and Lloyd sees everyone:
+    the planted groups are still found."""
+    import sklearn.cluster
+
+    from gpuclust.cluster import kmeans as kmeans_module
+
+    x, truth = make_blobs(n_samples=3000, centers=6, n_features=5, cluster_std=0.5, random_state=1)
+    seeded_from = []
+    plusplus = sklearn.cluster.kmeans_plusplus
+
+    def spy(data, n_clusters, **kwargs):
+        seeded_from.append(len(data))
+        return plusplus(data, n_clusters, **kwargs)
+
+    monkeypatch.setattr(kmeans_module, "INIT_SAMPLE", 300)
+    monkeypatch.setattr(sklearn.cluster, "kmeans_plusplus", spy)
+    model = KMeans(6, engine="sklearn", random_state=0).fit(x.astype(np.float32), cpu_backend())
+    assert seeded_from == [300, 300, 300]  # one sample per restart
+    assert adjusted_rand_score(truth, model.labels_) > 0.99

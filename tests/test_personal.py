@@ -328,7 +328,7 @@ def test_promotions_follow_the_segments_taste_on_planted_groups():
     x[20:30, 7] = 1
     user, item = np.nonzero(x)
     model = PersonalModel("ease", ease_weights(gram(binary_matrix(user, item, 40, 8, CPU)), 1.0, CPU), 1.0)
-    promoted = promotions(model, user, item, np.repeat([0, 1], 20), 2, CPU, max_owned=0.5)
+    promoted = promotions(model, binary_matrix(user, item, 40, 8, CPU), np.repeat([0, 1], 20), 2, CPU, max_owned=0.5)
     assert promoted[0][0]["item_idx"] == 3 and promoted[1][0]["item_idx"] == 7
     assert promoted[0][0]["lift"] > 1 and promoted[0][0]["owned_share"] == 0.5
 

@@ -153,3 +153,19 @@ def test_leave_last_out_on_arrays_holds_out_what_the_frame_rules_did(n, seed, da
                           table["timestamp"].astype("int64").to_numpy(), table["weight"].to_numpy(), 5, seed, np)
     np.testing.assert_array_equal(user, expect["user_idx"].to_numpy())
     np.testing.assert_array_equal(item, expect["item_idx"].to_numpy())
+
+
+@given(st.integers(1, 30), st.integers(1, 8), st.booleans(), st.integers(0, 2**31 - 1))
+def test_training_rows_leave_every_event_on_a_held_out_pair(n_users, n_items, repeated_users, seed):
+    """The gather (one held-out item per user) and the general case (several per user) both equal the
+    definition: an event stays unless its (user, item) pair is held out."""
+    from gpuclust.recommend.split import training_rows
+
+    rng = np.random.default_rng(seed)
+    user, item = rng.integers(0, n_users, 60), rng.integers(0, n_items, 60)
+    test_user = rng.integers(0, n_users, 5) if repeated_users else rng.permutation(n_users)[:5]
+    test_item = rng.integers(0, n_items, len(test_user))
+    held = set(zip(test_user.tolist(), test_item.tolist(), strict=True))
+    expected = [(u, i) not in held for u, i in zip(user.tolist(), item.tolist(), strict=True)]
+    assert training_rows(user, item, test_user, test_item, n_items, np).tolist() == expected
+    assert training_rows(user[:0], item[:0], test_user, test_item, n_items, np).tolist() == []

@@ -17,6 +17,10 @@ from gpuclust.backend import Backend, from_torch, to_host, to_torch
 from gpuclust.cluster.outcome import check_k, nearest_centres
 
 CPU_RESTARTS, GPU_RESTARTS = 3, 10
+# Users k-means++ seeds from: enough for every cluster to be seen many times. Beyond it the seeding's
+# passes of users x k distances cost more than the Lloyd iterations (scikit-learn at 1M users, k=20,
+# 3 restarts: 10.2 s of seeding, 4.5 s of Lloyd).
+INIT_SAMPLE = 100_000
 
 
 def restarts(n_init: int | None, on_gpu: bool) -> int:
@@ -63,7 +67,8 @@ class KMeans(KMeansParams):
     def _fit_sklearn(self, x, backend: Backend):
         from sklearn.cluster import KMeans as SkKMeans
 
-        model = SkKMeans(n_clusters=self.n_clusters, n_init=self.n_init_, max_iter=self.max_iter,
+        init = plusplus_on_a_sample if x.shape[0] > INIT_SAMPLE else "k-means++"
+        model = SkKMeans(n_clusters=self.n_clusters, init=init, n_init=self.n_init_, max_iter=self.max_iter,
                          tol=self.tol, random_state=self.random_state)
         model.fit(to_host(x))
         self.n_iter_ = int(model.n_iter_)
@@ -103,3 +108,13 @@ class KMeans(KMeansParams):
         model.fit(to_torch(x))  # zero-copy in; the centred working copy lives on the torch device
         self.n_iter_ = model.n_iter_
         return from_torch(model.cluster_centers_, backend)
+
+
+def plusplus_on_a_sample(x: np.ndarray, n_clusters: int, random_state: np.random.RandomState) -> np.ndarray:
+    """scikit-learn's k-means++ on INIT_SAMPLE rows of `x` drawn by its seeded state (an `init` callable:
+    each restart draws its own sample); Lloyd's iterations then run on every row."""
+    from sklearn.cluster import kmeans_plusplus
+
+    rows = random_state.choice(x.shape[0], INIT_SAMPLE, replace=False)
+    centres, _ = kmeans_plusplus(x[rows], n_clusters, random_state=random_state)
+    return centres

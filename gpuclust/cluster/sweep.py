@@ -19,7 +19,7 @@ from typing import Any
 from gpuclust.backend import Backend
 from gpuclust.cluster.outcome import check_k
 from gpuclust.errors import UsageError
-from gpuclust.quality.metrics import calinski_harabasz, davies_bouldin, silhouette
+from gpuclust.quality.metrics import internal_scores
 
 SILHOUETTE_TIE = 0.01
 DEFAULT_K_VALUES = tuple(range(2, 13))
@@ -68,13 +68,11 @@ def sweep_k(x: Any, backend: Backend, k_values: Sequence[int], make_clusterer: C
         model = make_clusterer(k)
         model = fit(model, x) if fit is not None else model.fit(x, backend)
         fit_seconds = time.perf_counter() - started
-        sil, used = silhouette(x, model.labels_, xp, sample=sample, seed=seed)
+        scores = internal_scores(x, model.labels_, xp, sample, seed)
         curve.append({
             "k": k,
-            "silhouette": sil,
-            "silhouette_sample": used,
-            "calinski_harabasz": calinski_harabasz(x, model.labels_, xp),
-            "davies_bouldin": davies_bouldin(x, model.labels_, xp),
+            **{name: scores[name] for name in ("silhouette", "silhouette_sample", "calinski_harabasz",
+                                               "davies_bouldin")},
             "inertia": float(getattr(model, "inertia_", math.nan)),
             "seconds": round(time.perf_counter() - started, 4),
             "fit_seconds": round(fit_seconds, 4),

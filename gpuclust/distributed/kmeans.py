@@ -15,12 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from gpuclust.backend import array_module, to_host
-from gpuclust.cluster.kmeans import KMeansParams
+from gpuclust.cluster.kmeans import INIT_SAMPLE, KMeansParams
 from gpuclust.cluster.outcome import check_k, nearest_centres
 from gpuclust.distributed.blocks import Blocks
-
-# Users k-means++ starts from: enough for every cluster to be seen many times, small for the client.
-INIT_SAMPLE = 100_000
 
 
 def _take(block, local):

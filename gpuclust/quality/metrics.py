@@ -20,25 +20,36 @@ def _centroids(x, labels, k: int, xp):
     return onehot_sum / xp.maximum(counts, 1)[:, None], counts
 
 
-def calinski_harabasz(x, labels, xp) -> float:
+def _fit_of(x, labels, k: int, xp, chunk: int = 1 << 16):
+    """Cluster centres, sizes and each row's distance to its centre (float64): what Calinski-Harabasz and
+    Davies-Bouldin both need, in one pass of row chunks (no float64 copy of the whole matrix)."""
+    centres, counts = _centroids(x, labels, k, xp)
+    distances = xp.empty(x.shape[0], dtype=xp.float64)
+    for start in range(0, x.shape[0], chunk):
+        stop = start + chunk
+        distances[start:stop] = xp.linalg.norm(x[start:stop].astype(xp.float64) - centres[labels[start:stop]], axis=1)
+    return centres, counts, distances
+
+
+def calinski_harabasz(x, labels, xp, fit=None) -> float:
+    """Between- over within-cluster dispersion; `fit` is `_fit_of`'s answer where the caller has it."""
     k = int(labels.max()) + 1
     n = x.shape[0]
     if k < 2 or k >= n:
         return float("nan")
-    centres, counts = _centroids(x, labels, k, xp)
-    mean = x.astype(xp.float64).mean(axis=0)
+    centres, counts, distances = fit or _fit_of(x, labels, k, xp)
+    mean = (counts[:, None] * centres).sum(axis=0) / n
     between = float((counts * ((centres - mean) ** 2).sum(axis=1)).sum())
-    within = float(((x.astype(xp.float64) - centres[labels]) ** 2).sum())
+    within = float((distances**2).sum())
     return float("inf") if within == 0 else between * (n - k) / (within * (k - 1))
 
 
-def davies_bouldin(x, labels, xp) -> float:
+def davies_bouldin(x, labels, xp, fit=None) -> float:
     k = int(labels.max()) + 1
     if k < 2:
         return float("nan")
-    centres, counts = _centroids(x, labels, k, xp)
-    spread = xp.bincount(labels, weights=xp.linalg.norm(x.astype(xp.float64) - centres[labels], axis=1),
-                         minlength=k) / xp.maximum(counts, 1)
+    centres, counts, distances = fit or _fit_of(x, labels, k, xp)
+    spread = xp.bincount(labels, weights=distances, minlength=k) / xp.maximum(counts, 1)
     gaps = xp.sqrt(((centres[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2))
     ratio = (spread[:, None] + spread[None, :]) / xp.where(gaps > 0, gaps, xp.inf)
     ratio[xp.arange(k), xp.arange(k)] = 0.0
@@ -86,11 +97,13 @@ def silhouette(x, labels, xp, sample: int = 20_000, seed: int = 0, chunk: int = 
 
 def internal_scores(x, labels, xp, sample: int, seed: int) -> dict[str, Any]:
     sil, used = silhouette(x, labels, xp, sample=sample, seed=seed)
+    k = int(labels.max()) + 1 if len(labels) else 0
+    fit = _fit_of(x, labels, k, xp) if k >= 2 else None
     return {
         "silhouette": sil,
         "silhouette_sample": used,
-        "davies_bouldin": davies_bouldin(x, labels, xp),
-        "calinski_harabasz": calinski_harabasz(x, labels, xp),
+        "davies_bouldin": davies_bouldin(x, labels, xp, fit),
+        "calinski_harabasz": calinski_harabasz(x, labels, xp, fit),
     }
 
 

@@ -17,20 +17,19 @@ from typing import Any
 import numpy as np
 
 from gpuclust.backend import Backend, to_host
-from gpuclust.recommend.personal import PersonalModel, binary_matrix
+from gpuclust.recommend.personal import PersonalModel
 
 TOP_N = 10
 MAX_OWNED = 0.1  # items a tenth of the segment already has are not news to it
 
 
-def promotions(personal: PersonalModel, user: Any, item: Any, labels: Any, k: int, backend: Backend,
+def promotions(personal: PersonalModel, x: Any, labels: Any, k: int, backend: Backend,
                top_n: int = TOP_N, max_owned: float = MAX_OWNED) -> list[list[dict[str, Any]]]:
     """Per cluster 0..k-1, up to `top_n` items (item_idx, score, lift, owned_share), best first, from the
-    fitted users' events (`user`, `item`: user_idx, item_idx) and their `labels` (per user_idx, -1 = noise)."""
+    fitted users' `binary_matrix` x (users x items) and their `labels` (per user_idx, -1 = noise)."""
     xp = backend.xp
     labels = xp.asarray(labels).astype(xp.int64)
-    n_users, n_items = int(labels.shape[0]), personal.n_items
-    x = binary_matrix(user, item, n_users, n_items, backend)
+    n_users = int(labels.shape[0])
     inside = xp.nonzero(labels >= 0)[0]
     member = backend.sparse.coo_matrix((xp.ones(len(inside), dtype=xp.float32), (labels[inside], inside)),
                                        shape=(k, n_users)).tocsr()

@@ -34,7 +34,7 @@ import numpy as np
 from gpuclust.backend import Backend, map_row_blocks, spd_inverse, to_host
 from gpuclust.errors import UsageError
 from gpuclust.recommend.scoring import BATCH_CELLS, hit_ranks, metrics, top_k_sorted
-from gpuclust.recommend.split import held_out, training_rows
+from gpuclust.recommend.split import held_out
 
 if TYPE_CHECKING:
     from gpuclust.config import RecommendConfig
@@ -213,15 +213,18 @@ def ease_fits(n_items: int, memory_gib: float) -> bool:
 
 
 def fit_personal(table: EventTable, n_users: int, n_items: int, backend: Backend, config: RecommendConfig,
-                 seed: int) -> PersonalModel | None:
+                 seed: int, matrix: Any = None) -> PersonalModel | None:
     """The personal model of `table`'s users (config.personal: auto, ease, knn or none), λ and the
-    neighbourhood size chosen on an inner leave-last-out split; None for "none" or an empty log."""
+    neighbourhood size chosen on an inner leave-last-out split; None for "none" or an empty log.
+    `matrix` is the table's `binary_matrix` where the caller has made it (the campaigns need it too)."""
     if config.personal == "none" or len(table) == 0 or n_items < 2:
         return None
     kinds = _kinds(config, n_items, backend.on_gpu)
     user, item = backend.asarray(table.user), backend.asarray(table.item)
+    if matrix is None:
+        matrix = binary_matrix(user, item, n_users, n_items, backend)
     t0 = time.perf_counter()
-    contenders, selection, whole = _select(table, user, item, n_users, n_items, kinds, backend, config, seed)
+    contenders, selection, whole = _select(table, matrix, n_items, kinds, backend, config, seed)
     best = contenders[0] if len(contenders) == 1 else max(
         contenders, key=lambda c: (c[f"HR@{TUNE_TOP_K}"], c[f"NDCG@{TUNE_TOP_K}"], -contenders.index(c)))
     selection.update({"chosen": {"kind": best["kind"], "lambda": best.get("lambda"),
@@ -229,11 +232,10 @@ def fit_personal(table: EventTable, n_users: int, n_items: int, backend: Backend
                       "select_seconds": round(time.perf_counter() - t0, 3)})
     t1 = time.perf_counter()
     if best["kind"] == "ease":
-        g = whole["gram"] if "gram" in whole else gram(binary_matrix(user, item, n_users, n_items, backend))
+        g = whole["gram"] if "gram" in whole else gram(matrix)
         model = PersonalModel("ease", ease_weights(g, best["lambda"], backend, keep_gram=False), float(best["lambda"]))
     else:
-        idx, val = whole["knn"] if "knn" in whole else knn_neighbours(
-            binary_matrix(user, item, n_users, n_items, backend), best["neighbours"], backend)
+        idx, val = whole["knn"] if "knn" in whole else knn_neighbours(matrix, best["neighbours"], backend)
         model = PersonalModel("knn", knn_weights(idx, val, best["neighbours"], backend), None, int(best["neighbours"]))
     selection["fit_seconds"] = round(time.perf_counter() - t1, 3)
     model.selection = selection
@@ -255,26 +257,27 @@ def _kinds(config: RecommendConfig, n_items: int, on_gpu: bool) -> tuple[str, ..
     return ("ease", "knn") if fits and (on_gpu or n_items <= EASE_CPU_ITEMS) else ("knn",)
 
 
-def _select(table: EventTable, user: Any, item: Any, n_users: int, n_items: int, kinds: tuple[str, ...],
-            backend: Backend, config: RecommendConfig, seed: int
-            ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+def _select(table: EventTable, matrix: Any, n_items: int, kinds: tuple[str, ...], backend: Backend,
+            config: RecommendConfig, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """Every contender's inner-split HR@10 / NDCG@10 (best first is not implied: grid order), and what
     the whole log's model can reuse of the split's work: its Gram ("gram") and neighbours ("knn"), each
     the split's plus the held-out pairs, so that the final fit makes no second pass over the log."""
     xp = backend.xp
     grid = [{"kind": "ease", "lambda": float(lam)} for lam in config.lambdas] if "ease" in kinds else []
     grid += [{"kind": "knn", "neighbours": int(n)} for n in config.neighbours] if "knn" in kinds else []
-    time_ = backend.asarray(table.time)
-    test_users, targets = held_out(user, item, time_, backend.asarray(table.weight), n_items, seed, xp)
+    user, item, time_, weight = (backend.asarray(a) for a in (table.user, table.item, table.time, table.weight))
+    n_users = matrix.shape[0]
+    test_users, targets = held_out(user, item, time_, weight, n_items, seed, xp)
     if len(grid) == 1 or len(test_users) == 0:
         how = "only one contender" if len(grid) == 1 else "no user has two distinct items: first of the grid"
         return grid[:1], {"how": how, "users": 0, "contenders": grid[:1]}, {}
     if len(test_users) > config.tune_personal_users:
         pick = np.sort(np.random.default_rng(seed).choice(len(test_users), config.tune_personal_users, replace=False))
         test_users, targets = test_users[xp.asarray(pick)], targets[xp.asarray(pick)]
-    train = training_rows(user, item, test_users, targets, n_items, xp)
-    x = binary_matrix(user[train], item[train], n_users, n_items, backend)
-    added = binary_matrix(test_users, targets, n_users, n_items, backend)  # x + added: the whole log's matrix
+    added = binary_matrix(test_users, targets, n_users, n_items, backend)
+    # Every event of a user on its held-out item leaves the split, so its pair leaves X: x + added = matrix.
+    x = matrix - added
+    x.eliminate_zeros()
     seen = x[test_users]
     whole: dict[str, Any] = {}
     g = knn = None

@@ -79,8 +79,9 @@ def segment_counts(data: PreparedData, labels: Any, k: int, backend: Backend) ->
     """(k + 1) x items summed event weights of `data`'s users (xp float64): partitions' counts add up."""
     xp = backend.xp
     t: EventTable = data.table
-    users, items = backend.asarray(t.user).astype(xp.int64), backend.asarray(t.item).astype(xp.int64)
-    weights = backend.asarray(t.weight).astype(xp.float64)
+    # The table's int32 codes index and its float32 weights are summed in float64 by bincount as they are:
+    # no 64-bit copies of the whole log (1.1 s of 2.8 s at 40M events).
+    users, items, weights = backend.asarray(t.user), backend.asarray(t.item), backend.asarray(t.weight)
     return weighted_counts(users, items, weights, xp.asarray(labels).astype(xp.int64), k, data.n_items, xp)
 
 
