@@ -34,16 +34,25 @@ def segment_sum(values: Any, ids: Any, n: int, xp: Any) -> Any:
     return xp.bincount(ids, weights=values.astype(xp.float64), minlength=n)
 
 
-def group_moments(x: Any, ids: Any, n: int, xp: Any) -> tuple[Any, Any, Any]:
-    """Per group 0..n-1 of the rows of matrix `x`: sums and sums of squares (float64, n x columns) and row
-    counts (float64): what per-cluster means and spreads of per-user figures are made of, anywhere."""
+def group_sums(x: Any, ids: Any, n: int, xp: Any, squares: bool = False) -> tuple[Any, ...]:
+    """Per group 0..n-1 of the rows of matrix `x`: column sums (float64, n x columns) and row counts
+    (float64), and with `squares` the sums of squares between them: what cluster centres, k-means steps
+    and per-cluster spreads are made of, anywhere. A bincount per column: the columns are few (tens to
+    hundreds), and it never makes an n x groups one-hot."""
     sums = xp.zeros((n, x.shape[1]), dtype=xp.float64)
-    squares = xp.zeros_like(sums)
+    square_sums = xp.zeros_like(sums) if squares else None
     for j in range(x.shape[1]):
         column = x[:, j].astype(xp.float64)
         sums[:, j] = xp.bincount(ids, weights=column, minlength=n)[:n]
-        squares[:, j] = xp.bincount(ids, weights=column * column, minlength=n)[:n]
-    return sums, squares, xp.bincount(ids, minlength=n)[:n].astype(xp.float64)
+        if squares:
+            square_sums[:, j] = xp.bincount(ids, weights=column * column, minlength=n)[:n]
+    counts = xp.bincount(ids, minlength=n)[:n].astype(xp.float64)
+    return (sums, square_sums, counts) if squares else (sums, counts)
+
+
+def group_moments(x: Any, ids: Any, n: int, xp: Any) -> tuple[Any, Any, Any]:
+    """Per group: sums, sums of squares and row counts (`group_sums` with squares)."""
+    return group_sums(x, ids, n, xp, squares=True)
 
 
 def segment_first(values: Any, offsets: Any, fill: Any, xp: Any) -> Any:

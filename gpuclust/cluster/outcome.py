@@ -15,6 +15,7 @@ from typing import Any
 from gpuclust.backend import Backend
 from gpuclust.errors import InputWarning, ResultWarning, UsageError
 from gpuclust.frames import frame_local
+from gpuclust.segments import group_sums
 
 NOISE_WARN_SHARE = 0.2  # above this share of users in noise, the result is a warning
 
@@ -113,14 +114,10 @@ def nearest_centres(x: Any, centres: Any, xp, chunk: int = 65_536) -> tuple[Any,
 def group_means(x: Any, labels: Any, k: int, xp) -> Any:
     """(k, d) float32 mean of the rows of each label 0..k-1 (rows labelled < 0 are ignored).
 
-    One weighted bincount per column: O(n * d) whatever k is, and no (n x k) one-hot.
+    `segments.group_sums`: O(n * d) whatever k is, and no (n x k) one-hot.
     """
     keep = labels >= 0
-    lab, rows = labels[keep], x[keep]
-    counts = xp.bincount(lab, minlength=k).astype(xp.float64)
-    sums = xp.empty((k, x.shape[1]), dtype=xp.float64)
-    for j in range(x.shape[1]):
-        sums[:, j] = xp.bincount(lab, weights=rows[:, j].astype(xp.float64), minlength=k)
+    sums, counts = group_sums(x[keep], labels[keep], k, xp)
     return (sums / xp.maximum(counts, 1.0)[:, None]).astype(xp.float32)
 
 

@@ -18,6 +18,7 @@ from gpuclust.backend import array_module, to_host
 from gpuclust.cluster.kmeans import INIT_SAMPLE, KMeansParams
 from gpuclust.cluster.outcome import check_k, nearest_centres
 from gpuclust.distributed.blocks import Blocks
+from gpuclust.segments import group_sums
 
 
 def _take(block, local):
@@ -30,10 +31,7 @@ def _lloyd_step(block, centres: np.ndarray):
     xp = array_module(block)
     k = centres.shape[0]
     labels, dist = nearest_centres(block, xp.asarray(centres, dtype=xp.float32), xp)
-    sums = xp.zeros((k, block.shape[1]), dtype=xp.float64)
-    for j in range(block.shape[1]):
-        sums[:, j] = xp.bincount(labels, weights=block[:, j].astype(xp.float64), minlength=k)
-    counts = xp.bincount(labels, minlength=k).astype(xp.float64)
+    sums, counts = group_sums(block, labels, k, xp)
     return to_host(sums), to_host(counts), float((dist.astype(xp.float64) ** 2).sum())
 
 
@@ -125,11 +123,8 @@ def assign(x: Blocks, centres: np.ndarray) -> tuple[Blocks, Blocks]:
 # --- metrics by reductions ------------------------------------------------------------------------
 
 def _cluster_sums(block, labels, k: int):
-    xp = array_module(block)
-    sums = xp.zeros((k, block.shape[1]), dtype=xp.float64)
-    for j in range(block.shape[1]):
-        sums[:, j] = xp.bincount(labels, weights=block[:, j].astype(xp.float64), minlength=k)
-    return to_host(sums), to_host(xp.bincount(labels, minlength=k).astype(xp.float64))
+    sums, counts = group_sums(block, labels, k, array_module(block))
+    return to_host(sums), to_host(counts)
 
 
 def _cluster_spreads(block, labels, centroids: np.ndarray):

@@ -10,14 +10,12 @@ from typing import Any
 import numpy as np
 
 from gpuclust.backend import to_host
+from gpuclust.segments import group_sums
 
 
 def _centroids(x, labels, k: int, xp):
-    counts = xp.bincount(labels, minlength=k).astype(xp.float64)
-    onehot_sum = xp.zeros((k, x.shape[1]), dtype=xp.float64)
-    for j in range(x.shape[1]):  # d is small (tens to hundreds); per-column bincount avoids an n x k one-hot
-        onehot_sum[:, j] = xp.bincount(labels, weights=x[:, j].astype(xp.float64), minlength=k)
-    return onehot_sum / xp.maximum(counts, 1)[:, None], counts
+    sums, counts = group_sums(x, labels, k, xp)
+    return sums / xp.maximum(counts, 1)[:, None], counts
 
 
 def _fit_of(x, labels, k: int, xp, chunk: int = 1 << 16):
