@@ -220,9 +220,8 @@ def fit_personal(table: EventTable, n_users: int, n_items: int, backend: Backend
     if config.personal == "none" or len(table) == 0 or n_items < 2:
         return None
     kinds = _kinds(config, n_items, backend.on_gpu)
-    user, item = backend.asarray(table.user), backend.asarray(table.item)
     if matrix is None:
-        matrix = binary_matrix(user, item, n_users, n_items, backend)
+        matrix = binary_matrix(backend.asarray(table.user), backend.asarray(table.item), n_users, n_items, backend)
     t0 = time.perf_counter()
     contenders, selection, whole = _select(table, matrix, n_items, kinds, backend, config, seed)
     best = contenders[0] if len(contenders) == 1 else max(
