@@ -14,8 +14,9 @@ import importlib.util
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, TypeVar
@@ -310,6 +311,24 @@ def map_row_blocks(fn: Callable[[int, int], T], n_rows: int, row_cells: int, cel
         return [fn(start, stop) for start, stop in ranges]
     pool = ThreadPoolExecutor(min(workers, len(ranges)), thread_name_prefix="gpuclust-block")
     try:
-        return list(pool.map(fn, *zip(*ranges, strict=True)))
+        with _one_torch_thread_per_block():
+            return list(pool.map(fn, *zip(*ranges, strict=True)))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _one_torch_thread_per_block() -> Iterator[None]:
+    """The blocks are the parallelism: torch's own OpenMP team in each block (torch.topk) would multiply
+    them, cores x cores threads on a many-core machine. One torch thread each while blocks run."""
+    if not installed("torch"):
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

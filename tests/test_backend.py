@@ -122,3 +122,12 @@ def test_a_failing_row_block_stops_the_blocks_not_yet_started(monkeypatch):
     with pytest.raises(ValueError, match="bad block"):
         backend_module.map_row_blocks(block, 10_000, 1, 2, resolve_backend("cpu"))
     assert len(started) < 100  # of 10,000 blocks
+
+
+def test_blocks_on_threads_run_torch_on_one_thread_each_and_restore_it(monkeypatch):
+    from gpuclust import backend as backend_module
+
+    monkeypatch.setattr(backend_module, "cpu_threads", lambda: 2)
+    before = torch.get_num_threads()
+    inside = backend_module.map_row_blocks(lambda start, stop: torch.get_num_threads(), 8, 1, 2, resolve_backend("cpu"))
+    assert set(inside) == {1} and torch.get_num_threads() == before
