@@ -104,12 +104,16 @@ def rank_targets(pop: Popularity, rows: Any, targets: Any, seen: Any, w: float, 
     return to_host(xp.where(~target_seen & (rank < top_k), rank, -1).astype(xp.int64))
 
 
-def _places(scores: Any, tie: Any, xp) -> Any:
-    """Each item's 0-based place in each row's order (score, then tie, higher first, then the lower
-    index), as int32: stable sorts from the last key to the first."""
+def item_order(scores: Any, tie: Any, xp) -> Any:
+    """Each row's items best first: by score, then tie (e.g. the global share), higher first, then the
+    lower index; stable sorts from the last key to the first. The order every popularity list follows."""
     by_tie = _stable_argsort(-tie, xp)
-    order = xp.take_along_axis(xp.broadcast_to(by_tie, scores.shape),
-                               _stable_argsort(-scores[:, by_tie], xp), axis=1)
+    return xp.take_along_axis(xp.broadcast_to(by_tie, scores.shape), _stable_argsort(-scores[:, by_tie], xp), axis=1)
+
+
+def _places(scores: Any, tie: Any, xp) -> Any:
+    """Each item's 0-based place in each row's `item_order`, as int32."""
+    order = item_order(scores, tie, xp)
     place = xp.empty(scores.shape, dtype=xp.int32)
     place[xp.arange(scores.shape[0])[:, None], order] = xp.arange(scores.shape[1], dtype=xp.int32)[None, :]
     return place

@@ -22,7 +22,7 @@ import numpy as np
 from gpuclust.backend import Backend, to_host
 from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.recommend.popularity import GRID, shares, weighted_counts
-from gpuclust.recommend.scoring import Popularity, metrics, rank_targets, seen_rows
+from gpuclust.recommend.scoring import Popularity, item_order, metrics, rank_targets, seen_rows
 from gpuclust.recommend.split import held_out, training_rows
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class SegmentPopularity:
         """Every item a user of `cluster` can be recommended (some share, in the cluster or overall), best
         first, with its score: equal scores by global share, then by index (the order of `recommend`)."""
         scores, glob = self.scores(cluster), self.table[self.k]
-        order = np.lexsort((np.arange(len(scores)), -glob, -scores))
+        order = item_order(scores[None, :], glob, np)[0]
         order = order[(scores[order] > 0) | (glob[order] > 0)]
         return order, scores[order]
 
