@@ -8,7 +8,7 @@ from typing import Any
 
 from gpuclust import schema
 from gpuclust.config import ColumnMap, flag
-from gpuclust.errors import UsageError
+from gpuclust.errors import UsageError, listed
 
 REQUIRED_EVENTS = (schema.USER, schema.ITEM, schema.EVENT, schema.TIME)
 
@@ -41,7 +41,7 @@ def check_named_item_columns(present: list[str], columns: ColumnMap, where: str)
     missing = [f"{name!r} ({how})" for name, how in named_item_columns(columns).items() if name not in present]
     if missing:
         raise UsageError(f"item column(s) {', '.join(missing)} not found in {where}; columns found: "
-                         f"{', '.join(map(str, present)) or '(none)'}; name one of those, or leave the option out")
+                         f"{listed(present, 12) or '(none)'}; name one of those, or leave the option out")
 
 
 def mapped_events(events: Any, columns: ColumnMap) -> Any:
@@ -67,7 +67,7 @@ def _renamed(frame: Any, mapping: dict[str, str], required: tuple[str, ...], wha
         source = mapping[canonical]
         if source not in present and canonical not in present and source != canonical:
             raise UsageError(f"{what} has no column {source!r}, which [{section}] {canonical} = {source!r} maps to "
-                             f"{canonical}; columns: {', '.join(map(str, present[:20]))}; fix the mapping or the frame")
+                             f"{canonical}; columns: {listed(present, 20)}; fix the mapping or the frame")
     renames = {source: canonical for canonical, source in mapping.items()
                if source != canonical and source in present}
     if not renames:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from gpuclust import accelerators
 from gpuclust.backend import DEVICE_CHOICES, resolve_backend
-from gpuclust.cli.console import console, progress
+from gpuclust.cli.console import console, progress, progress_mode
 from gpuclust.cli.describe import Seconds as DescribeSeconds
 from gpuclust.cli.describe import Tokens as DescribeTokens
 from gpuclust.cli.help import (
@@ -133,7 +133,7 @@ def synth(
 def _synth(spec, out: Path, quiet: bool, files: int = 1, new_users: int = 0) -> dict:
     from gpuclust.synth import write
 
-    if quiet or not sys.stderr.isatty():
+    if progress_mode(quiet) != "rich":  # GPUCLUST_PROGRESS as everywhere; by default a bar in a terminal only
         return write(spec, out, files=files, new_users=new_users)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("generating users", total=spec.n_users)

@@ -22,10 +22,11 @@ from typing import Any, Protocol
 from gpuclust.errors import UsageError
 from gpuclust.explain.behaviour_words import statistic
 from gpuclust.explain.naming import NAME_WORDS, lifts_ranked, with_description
+from gpuclust.privacy import PSEUDONYM_HEX
 
 MAX_SENTENCES = 3
-# What can be said of a pseudonym (32 hex digits): an answer that echoes one has it taken out.
-_PSEUDONYM = re.compile(r"\b[0-9a-f]{32}\b")
+# What can be said of a pseudonym (PSEUDONYM_HEX hex digits): an answer that echoes one has it taken out.
+_PSEUDONYM = re.compile(rf"\b[0-9a-f]{{{PSEUDONYM_HEX}}}\b")
 _NAME = re.compile(r"^\s*\**\s*name\s*\**\s*[:\-]\s*(.+)$", re.IGNORECASE | re.MULTILINE)
 _DESCRIPTION = re.compile(r"^\s*\**\s*description\s*\**\s*[:\-]\s*(.+)", re.IGNORECASE | re.MULTILINE | re.DOTALL)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")

@@ -13,7 +13,9 @@ import numpy as np
 
 from gpuclust import schema
 from gpuclust.backend import Backend, array_module, to_host
+from gpuclust.features.svd import component_signs
 from gpuclust.frames import array_frame
+from gpuclust.segments import group_sums
 
 
 def project_2d(x: Any, labels: Any, users: Any, backend: Backend, sample: int = 20_000, seed: int = 0):
@@ -34,8 +36,7 @@ def project_2d(x: Any, labels: Any, users: Any, backend: Backend, sample: int = 
     if comps is None:
         _, _, vt = xp.linalg.svd(xs, full_matrices=False)
         comps = vt[:2]
-    # Fix each axis's sign so reruns draw the same picture.
-    comps *= xp.where(comps[xp.arange(comps.shape[0]), xp.abs(comps).argmax(axis=1)] < 0, -1.0, 1.0)[:, None]
+    comps *= component_signs(comps, xp)[:, None]  # each axis's sign fixed, so reruns draw the same picture
     coords = (xs @ comps.T).astype(xp.float32)
     if coords.shape[1] < 2:
         coords = xp.concatenate([coords, xp.zeros((coords.shape[0], 2 - coords.shape[1]), xp.float32)], axis=1)
@@ -52,12 +53,11 @@ def _centre_axes(xs: Any, labels: Any, xp) -> Any:
     if not bool(member.any()):
         return None
     k = int(labels[member].max()) + 1
-    onehot = (labels[:, None] == xp.arange(k)[None, :]).astype(xp.float64)
-    counts = onehot.sum(axis=0)
+    sums, counts = group_sums(xs[member], labels[member], k, xp)
     present = counts > 0
     if int(present.sum()) < 3:
         return None
-    centres = (onehot.T @ xs)[present] / counts[present, None]
+    centres = sums[present] / counts[present, None]
     centres -= (centres * counts[present, None]).sum(axis=0) / counts[present].sum()
     _, _, vt = xp.linalg.svd(centres * xp.sqrt(counts[present])[:, None], full_matrices=False)
     return vt[:2] if vt.shape[0] >= 2 else None

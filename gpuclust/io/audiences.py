@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from gpuclust.errors import UsageError
-from gpuclust.io.outputs import OutputDir
+from gpuclust.io.outputs import OutputDir, overlaps
 from gpuclust.io.writers import write_json
-from gpuclust.privacy import MIN_GROUP_SIZE
+from gpuclust.privacy import MIN_GROUP_SIZE, small_clusters
 
 FORMATS = ("csv", "parquet")
 SEGMENTS = "segments"
@@ -47,7 +47,7 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
                          f"from its centre), got {min_score!r}")
     finished = load_run(run)
     target = Path(os.path.abspath(out if out is not None else finished.run_dir.parent / f"{finished.run_dir.name}-audiences"))
-    if target == finished.run_dir.resolve() or finished.run_dir.resolve() in target.parents:
+    if overlaps(target, finished.run_dir):
         raise UsageError(f"--out {target} is inside the run folder {finished.run_dir}: give a folder of its own, e.g. "
                          f"{finished.run_dir.parent / (finished.run_dir.name + '-audiences')}")
     profiles = {int(p["cluster"]): p for p in finished.clusters if int(p["cluster"]) >= 0}
@@ -62,7 +62,8 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
     if min_score is not None:
         table = table[table["score"] >= min_score]
     counts = table["segment"].value_counts()
-    withheld = [c for c in wanted if profiles[c].get("suppressed") or int(counts.get(c, 0)) < min_group]
+    small = small_clusters(finished.clusters)
+    withheld = [c for c in wanted if c in small or int(counts.get(c, 0)) < min_group]
     kept = [c for c in wanted if c not in withheld]
     if not kept:
         raise UsageError(f"no segment of {', '.join(map(str, wanted))} keeps {min_group} users or more"
@@ -83,13 +84,13 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
     with OutputDir(target, "export", LAYOUT) as staging:
         if single_file:
             _write(table, staging / f"audiences.{fmt}", fmt)
+        else:
+            (staging / SEGMENTS).mkdir()
+            for c, rows in table.groupby("segment", sort=True):  # one pass; the table is in segment order
+                _write(rows, staging / f"{SEGMENTS}/segment-{c}.{fmt}", fmt)
         for c in kept:
-            rows = table[table["segment"] == c]
             name = f"audiences.{fmt}" if single_file else f"{SEGMENTS}/segment-{c}.{fmt}"
-            if not single_file:
-                (staging / SEGMENTS).mkdir(exist_ok=True)
-                _write(rows, staging / name, fmt)
-            index["segments"].append({"segment": c, "name": names[c], "users": len(rows), "file": name})
+            index["segments"].append({"segment": c, "name": names[c], "users": int(counts[c]), "file": name})
         write_json(staging / INDEX, index)
     return {**index, "out": str(target)}
 

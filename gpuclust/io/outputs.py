@@ -222,7 +222,7 @@ def check_file_target(path: str | Path, what: str = "--out",
         raise UsageError(f"{what} {path} needs a {' or '.join(suffixes)} name (what this command writes), e.g. "
                          f"{path.with_suffix(suffixes[0])}")
     for flag, source in (inputs or {}).items():
-        if source is not None and _overlaps(path, Path(source)):
+        if source is not None and overlaps(path, Path(source)):
             where = "inside the folder of" if Path(source).is_dir() else "the same file as"
             raise UsageError(f"{what} {path} is {where} {flag}; give {what} a file name of its own, e.g. "
                              f"{path.with_name('result' + path.suffix)} (a command never writes over its own input)")
@@ -306,7 +306,7 @@ def written_as(path: Path) -> str | None:
 
 # --- helpers ------------------------------------------------------------------------------------
 
-def _overlaps(target: Path, source: Path) -> bool:
+def overlaps(target: Path, source: Path) -> bool:
     """Whether writing `target` would touch `source`: the same file (through links too), or a file
     inside the folder `source` (a saved model)."""
     with contextlib.suppress(OSError):

@@ -317,7 +317,7 @@ def _headline(run: RunOutputs) -> str:
     rows = run.manifest.get("rows") or {}
     cluster = run.manifest.get("cluster") or {}
     noise = int((run.assigned < 0).sum())
-    k = cluster.get("k", len({int(c) for c in run.assigned if c >= 0}))
+    k = cluster["k"] if "k" in cluster else int(np.unique(run.assigned[run.assigned >= 0]).size)
     stats = [("users", count(rows.get("users", len(run.assigned)))), ("clusters", count(k)),
              ("events", count(rows.get("events"))), ("items", count(rows.get("items")))]
     spend = num(run.population.get("monetary"))

@@ -67,7 +67,8 @@ def map_plot(x: np.ndarray, y: np.ndarray, cluster: np.ndarray, path: Path, titl
     if len(pick) > max_points:
         pick = np.sort(np.random.default_rng(seed).choice(len(x), max_points, replace=False))
     size = float(np.clip(40_000 / max(len(pick), 1), 4.0, 24.0))
-    for c in ids[np.argsort(-sizes, kind="stable")]:
+    by_size = ids[np.argsort(-sizes, kind="stable")]  # big clusters first, small ones drawn over them
+    for c in by_size:
         sel = pick[cluster[pick] == c]
         name = "noise" if c < 0 else f"{int(c)}: {_short((labels or {}).get(int(c), ''), 40)}".rstrip(": ")
         ax.scatter(x[sel], y[sel], s=size, color=colours[int(c)], alpha=0.5 if c >= 0 else 0.25, linewidths=0,
@@ -83,9 +84,8 @@ def map_plot(x: np.ndarray, y: np.ndarray, cluster: np.ndarray, path: Path, titl
                           "linewidth": 2, "alpha": 0.9})
     if len(ids) <= 25:
         handles, names = ax.get_legend_handles_labels()
-        order = np.argsort(ids, kind="stable")  # the legend in cluster order, whatever the drawing order
-        drawn = list(ids[np.argsort(-sizes, kind="stable")])
-        ax.legend([handles[drawn.index(ids[i])] for i in order], [names[drawn.index(ids[i])] for i in order],
+        drawn = {int(c): i for i, c in enumerate(by_size)}  # the legend in cluster order (ids are sorted)
+        ax.legend([handles[drawn[int(c)]] for c in ids], [names[drawn[int(c)]] for c in ids],
                   loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=max(1.0, 40 / size) ** 0.5,
                   frameon=False, title="cluster")
     shown = f"{len(pick):,} of {len(x):,} users" if len(pick) < len(x) else f"{len(x):,} users"

@@ -11,6 +11,8 @@ import math
 from typing import Any
 
 from gpuclust.explain.behaviour_words import statistic
+from gpuclust.explain.naming import lifts_ranked
+from gpuclust.privacy import small_clusters
 from gpuclust.report.fmt import MISSING, amount, count, direction, e, fmt, lift, log_lift, num, pct
 from gpuclust.report.tables import Cell, Column, data_table, text
 
@@ -32,16 +34,11 @@ def described(c: dict) -> str:
     return (f"<p class='description'><b>{e(c.get('name') or '')}</b>{source}<br>{e(c['description'])}</p>")
 
 
-def _ranked_behaviour(c: dict) -> list[tuple[str, Any]]:
-    lifts = c.get("behaviour_lift") or {}
-    return sorted(((k, v) for k, v in lifts.items() if num(v) > 0), key=lambda kv: -log_lift(kv[1]))
-
-
 def standout_chips(c: dict, population: dict, n: int) -> str:
     """The behaviour figures furthest from the population, each with its unit and the population's."""
     means = c.get("behaviour_mean") or {}
     out = []
-    for name, value in _ranked_behaviour(c)[:n]:
+    for name, value in lifts_ranked(c)[:n]:
         arrow = direction(value)
         out.append(f"<span class='chip'>{e(statistic(name).what)} <b class='{arrow}'>{lift(value)}</b> "
                    f"<span class='muted'>{e(amount(name, means.get(name)))} vs "
@@ -79,7 +76,7 @@ def overview(clusters: list[dict], population: dict) -> str:
             row += [Cell(e(pct(c.get("value_share"))), c.get("value_share")),
                     Cell(e(amount("monetary", mean)), mean), Cell(e(lift(value_lift)), value_lift)]
         row += [text(c.get("label_driver") or ""), text(_what(c) or MISSING),
-                Cell(standout_chips(c, population, 2), " ".join(k for k, _ in _ranked_behaviour(c)[:2]))]
+                Cell(standout_chips(c, population, 2), " ".join(k for k, _ in lifts_ranked(c)[:2]))]
         rows.append(row)
     note = ""
     if with_value:
@@ -95,7 +92,7 @@ def behaviour_table(c: dict, population: dict) -> str:
     """Each statistic with its meaning and unit: the cluster's mean, all users' mean, and the ratio."""
     means = c.get("behaviour_mean") or {}
     rows = []
-    for name, value in _ranked_behaviour(c):
+    for name, value in lifts_ranked(c):
         words = statistic(name)
         arrow = direction(value)
         strong = " class='strong'" if log_lift(value) >= math.log(2) else ""
@@ -229,7 +226,7 @@ def anomalies(rows: list[dict], clusters: list[dict], scores: Any, threshold: fl
     """The users furthest from their own cluster's centre, with why; none of a withheld cluster."""
     if not rows and scores is None:
         return ""
-    withheld = {int(c["cluster"]) for c in clusters if c.get("suppressed") and "cluster" in c}
+    withheld = small_clusters(clusters)
     names = {int(c["cluster"]): title(c) for c in clusters if "cluster" in c}
     parts = ["<h2 id='anomalies'>Anomalies</h2>",
              "<p class='muted'>A user's anomaly score is the robust z-score of its distance to its own cluster's centre "

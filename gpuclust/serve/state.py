@@ -10,6 +10,7 @@ started with, so it finishes on the model it began on.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,8 @@ class ModelState:
         picked = [i for i in range(len(items)) if int(items[i]) not in seen][:n]
         if len(picked) < n and len(items) == SEEN_ALLOWANCE + MAX_RECOMMEND:  # saw most candidates: score all
             order, full = self.estimator.segments_.ranked(row)
-            chosen = [(int(i), float(v)) for i, v in zip(order, full, strict=True) if int(i) not in seen][:n]
+            unseen = ((int(i), float(v)) for i, v in zip(order, full, strict=True) if int(i) not in seen)
+            chosen = list(itertools.islice(unseen, n))  # per request: stop at n, not at the catalogue's end
             return [self._item(i, v) for i, v in chosen]
         return [self._item(int(items[i]), float(scores[i])) for i in picked]
 
