@@ -73,6 +73,36 @@ def test_randomized_svd_finds_the_top_singular_values():
     np.testing.assert_allclose(vt @ vt.T, np.eye(10), atol=1e-4)
 
 
+def test_randomized_svd_by_row_shares_matches_one_share(monkeypatch):
+    """Threads change only the order of float sums: every share count gives the one-share answer."""
+    from gpuclust import backend as backend_module
+
+    rng = np.random.default_rng(1)
+    x = sp.random(997, 300, density=0.05, random_state=2, format="csr", dtype=np.float32)
+    x.data = rng.random(x.nnz, dtype=np.float32)
+    monkeypatch.setattr(backend_module, "cpu_threads", lambda: 1)
+    _, s_one, vt_one = randomized_svd(x, 12, np, seed=3)
+    for threads in (2, 3, 7):
+        monkeypatch.setattr(backend_module, "cpu_threads", lambda threads=threads: threads)
+        assert len(backend_module.row_shares(997, np)) == threads
+        _, s, vt = randomized_svd(x, 12, np, seed=3)
+        np.testing.assert_allclose(s, s_one, rtol=1e-5)
+        np.testing.assert_allclose(vt, vt_one, atol=1e-4)
+
+
+@pytest.mark.parametrize("spread", [1.0, 1e4])
+def test_orthonormalise_takes_a_second_pass_only_when_the_sketch_is_ill_conditioned(monkeypatch, spread):
+    from gpuclust.features import svd
+
+    y = np.random.default_rng(0).normal(size=(2000, 16)) * np.geomspace(1, spread, 16)
+    passes = []
+    real = svd.cholesky_factor
+    monkeypatch.setattr(svd, "cholesky_factor", lambda g, xp: passes.append(1) or real(g, xp))
+    q = svd.orthonormalise(y.astype(np.float32), np)
+    assert len(passes) == (1 if spread == 1.0 else 2)
+    np.testing.assert_allclose(q.T.astype(np.float64) @ q, np.eye(16), atol=1e-5)
+
+
 def test_tfidf_featuriser_blocks_are_unit_rows():
     data = prepared()
     f = TfidfFeaturizer(n_components=12)

@@ -10,13 +10,14 @@ from typing import Any
 
 import numpy as np
 
+from gpuclust.backend import map_in_threads, row_shares
+
 
 def randomized_svd(x: Any, k: int, xp, seed: int = 0, oversamples: int = 10, power_iterations: int = 4):
     """Return (U * S, S, Vt) for the top k singular triplets of a sparse or dense matrix `x`."""
     if xp.__name__ == "numpy":
         # Threaded OpenBLAS spends seconds in the transposed tall-skinny GEMMs and the small SVD here
-        # (2 s vs 0.03 s for a 100k x 42 Gram on two cores); the sparse products are single-threaded
-        # SciPy anyway, so one BLAS thread loses nothing.
+        # (2 s vs 0.03 s for a 100k x 42 Gram on two cores); the row shares below are the threads instead.
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=1, user_api="blas"):
@@ -30,32 +31,92 @@ def _randomized_svd(x: Any, k: int, xp, seed: int, oversamples: int, power_itera
     width = min(k + oversamples, n, m)
     rng = xp.random.default_rng(seed)
     omega = rng.standard_normal((m, width), dtype=xp.float32)
-    q = orthonormalise(x @ omega, xp)
+    products = ShardedProducts(x, xp)
+    q = orthonormalise(products.times(omega), xp, products.rows)
     for _ in range(power_iterations):
         # Re-orthonormalise between products: without it the small singular values drown in round-off.
-        z = orthonormalise(x.T @ q, xp)
-        q = orthonormalise(x @ z, xp)
-    b = xp.asarray((x.T @ q).T)
+        z = orthonormalise(products.transposed_times(q), xp)
+        q = orthonormalise(products.times(z), xp, products.rows)
+    b = xp.asarray(products.transposed_times(q).T)
     ub, s, vt = xp.linalg.svd(b, full_matrices=False)
     u = q @ ub
     u, vt = _flip_signs(u[:, :k], vt[:k], xp)
     return u * s[:k], s[:k], vt
 
 
-def orthonormalise(y, xp):
-    """Orthonormal basis of y's columns by Cholesky-QR, twice (CholQR2), in float64.
+class RowShares:
+    """A tall matrix's passes by shares of its rows, one per CPU thread (`backend.row_shares`): SciPy's
+    sparse products and one-thread BLAS release the GIL, so a 1M-user TF-IDF sketch uses every core. On
+    a GPU, one share. Sums over shares are taken in share order, so results do not depend on timing."""
 
-    A tall-skinny Householder QR is slow on the CPU (1.9 s for 100k x 42 on two cores); CholQR2 needs
-    only a small Gram matrix, is as accurate while y is not near rank-deficient, and falls back to QR
-    if it is.
-    """
-    q = y.astype(xp.float64)
-    for _ in range(2):
-        chol = cholesky_factor(q.T @ q, xp)
+    def __init__(self, n_rows: int, xp) -> None:
+        self.ranges = row_shares(n_rows, xp)
+
+    def each(self, fn) -> list:
+        """fn(share index, start, stop) for every share, in order."""
+        return map_in_threads(lambda i: fn(i, *self.ranges[i]), len(self.ranges))
+
+    def slices(self, x: Any) -> list:
+        return [x] if len(self.ranges) == 1 else self.each(lambda i, a, b: x[a:b])
+
+
+class ShardedProducts:
+    """x @ z and xᵀ @ q by `RowShares` of x (sliced once)."""
+
+    def __init__(self, x: Any, xp) -> None:
+        self.xp = xp
+        self.rows = RowShares(x.shape[0], xp)
+        self.blocks = self.rows.slices(x)
+
+    def times(self, z: Any) -> Any:
+        parts = self.rows.each(lambda i, a, b: self.blocks[i] @ z)
+        return parts[0] if len(parts) == 1 else self.xp.concatenate(parts)
+
+    def transposed_times(self, q: Any) -> Any:
+        """xᵀ @ q for q with a row per row of x."""
+        return sum_in_order(self.rows.each(lambda i, a, b: self.blocks[i].T @ q[a:b]))
+
+
+def sum_in_order(parts: list) -> Any:
+    out = parts[0]
+    for part in parts[1:]:
+        out = out + part
+    return out
+
+
+ONE_PASS_CONDITION = 1e3  # one CholQR pass leaves q orthonormal to ~cond(y)² x 1e-16: 1e-10 here
+
+
+def orthonormalise(y, xp, rows: RowShares | None = None):
+    """Orthonormal basis of y's columns by Cholesky-QR in float64, returned in float32: a second pass
+    (CholQR2) where y's condition number is over ONE_PASS_CONDITION, Householder QR where y is near
+    rank-deficient (the Cholesky fails).
+
+    A tall-skinny Householder QR is slow on the CPU (1.9 s for 100k x 42 on two cores); CholQR needs
+    only a small Gram matrix. One pass loses orthogonality as cond(y)² x 1e-16 in float64, far below the
+    float32 it is returned in at the conditions a power iteration's sketches have, so the second pass
+    runs only where it matters. `rows` runs the tall products by row shares."""
+    rows = rows or RowShares(y.shape[0], xp)
+    q = rows.each(lambda i, a, b: y[a:b].astype(xp.float64))
+    for second in (False, True):
+        chol = cholesky_factor(_gram(q, rows), xp)
         if chol is None:
             return xp.linalg.qr(y.astype(xp.float64))[0].astype(xp.float32)
-        q = q @ xp.linalg.inv(chol).T
-    return q.astype(xp.float32)
+        q = _times(q, xp.linalg.inv(chol).T, rows)
+        if not second:
+            s = xp.linalg.svd(chol, compute_uv=False)
+            if bool(s[0] <= ONE_PASS_CONDITION * s[-1]):
+                break
+    q = rows.each(lambda i, a, b: q[i].astype(xp.float32))
+    return q[0] if len(q) == 1 else xp.concatenate(q)
+
+
+def _gram(parts: list, rows: RowShares) -> Any:
+    return sum_in_order(rows.each(lambda i, a, b: parts[i].T @ parts[i]))
+
+
+def _times(parts: list, m: Any, rows: RowShares) -> list:
+    return rows.each(lambda i, a, b: parts[i] @ m)
 
 
 def cholesky_factor(gram, xp, rtol: float = 1e-8):

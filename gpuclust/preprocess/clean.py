@@ -119,28 +119,25 @@ class Preprocessor:
     def _drop_bad(self, step: str, ev, bad, raw, why: str):
         """Drop the rows where `bad` holds, counted in the manifest and in a warning that shows one `raw`
         value: a dropped row of bad data is never silent."""
-        example = first_value(raw, bad) if bool(bad.any()) else NO_EXAMPLE
-        return self._drop(step, ev, ev[~bad], why, example)
+        if not bool(bad.any()):
+            return self._drop(step, ev, ev, why)  # counted all the same; no copy of a clean frame
+        return self._drop(step, ev, ev[~bad], why, first_value(raw, bad))
 
     def _normalise_ids(self, ev, column: str):
         ids, change = normalise_ids(ev[column])
         if change is None:
             return ev
-        ev = ev.copy()
-        ev[column] = ids
+        ev = ev.assign(**{column: ids})
         self._note(f"{column}_types", ev, f"{column}: {change}")
         return ev
 
     def _values(self, ev, backend: Backend):
         """Money values as float32 (0 where absent); infinite or overflowing ones drop their row."""
-        ev = ev.copy()
         if schema.VALUE not in ev.columns:
-            ev[schema.VALUE] = 0.0
-            ev[schema.VALUE] = ev[schema.VALUE].astype("float32")
-            return ev
+            return ev.assign(**{schema.VALUE: np.zeros(len(ev), np.float32)})
         raw = ev[schema.VALUE]
         values, bad = money_values(raw, backend.frame)
-        ev[schema.VALUE] = values
+        ev = ev.assign(**{schema.VALUE: values})  # a shallow copy: the caller's frame keeps its columns
         return self._drop_bad("non_finite_values", ev, bad, raw, "value is infinite or too large for float32")
 
     def _parse_time(self, ev, backend: Backend):
@@ -155,8 +152,7 @@ class Preprocessor:
                           InputWarning, stacklevel=2)
         bad = ts.unparseable | ts.out_of_range
         self._check_bad_timestamps(int(bad.sum()), len(ev), lambda: first_value(ev[schema.TIME], bad))
-        out = ev.copy()
-        out[schema.TIME] = ts.values
+        out = ev.assign(**{schema.TIME: ts.values})
         out = self._drop_bad("unparseable_timestamps", out, ts.unparseable, ev[schema.TIME],
                              "timestamp could not be parsed")
         parsed = ~ts.unparseable
@@ -189,12 +185,11 @@ class Preprocessor:
             fix = ("map yours to these in the events file, or refit with gpuclust run --event-weights TYPE=W,..."
                    if fixed else "give weights for yours with --event-weights TYPE=W,...")
             raise UsageError(f"none of the event types {names[:20]} is known; known: {known}; {fix}")
-        out = ev.copy()
-        out[schema.EVENT] = types.cat.set_categories(known)
+        out = ev.assign(**{schema.EVENT: types.cat.set_categories(known)})
         counts = host_frame(types[~keep].value_counts(dropna=False).to_frame()).iloc[:, 0]
         unknown = {"(missing)" if name != name else str(name): int(n) for name, n in counts.items() if n}
         self.unknown_types_ = unknown
-        return self._drop("unknown_event_types", ev, out[keep], unknown_types_why(unknown),
+        return self._drop("unknown_event_types", ev, out if not unknown else out[keep], unknown_types_why(unknown),
                           fix=unknown_types_fix(unknown, self.config.event_weights, fixed))
 
     def _catalogue(self, codes: EventCodes, items, backend: Backend):
