@@ -319,19 +319,24 @@ def map_row_blocks(fn: Callable[[int, int], T], n_rows: int, row_cells: int, cel
 
 def row_shares(n_rows: int, xp: ModuleType) -> list[tuple[int, int]]:
     """Consecutive ranges of rows 0..n_rows, one per CPU thread where `xp` is NumPy, one (all rows) on a
-    device: the shares of a pass whose work per row is fixed, for `map_in_threads`."""
+    device: the shares of a pass whose work per row is fixed, for `map_tasks`."""
     workers = cpu_threads() if xp is np else 1
     step = max(1, -(-n_rows // workers))
     return [(start, min(start + step, n_rows)) for start in range(0, n_rows, step)] or [(0, 0)]
 
 
-def map_in_threads(fn: Callable[[int], T], count: int) -> list[T]:
-    """fn(0), ..., fn(count - 1) on a thread each, results in order; one runs here. For work that
-    releases the GIL (SciPy's sparse products, one-thread BLAS) over `row_shares`."""
-    if count == 1:
-        return [fn(0)]
-    with ThreadPoolExecutor(count, thread_name_prefix="gpuclust-share") as pool:
+def map_tasks(fn: Callable[[int], T], count: int, xp: ModuleType) -> list[T]:
+    """fn(0), ..., fn(count - 1), results in order: on a pool of a thread per core where `xp` is NumPy, each
+    task to the next free thread; in order on a device. For work that releases the GIL (SciPy's sparse
+    products, one-thread BLAS), e.g. over `row_shares`."""
+    workers = min(count, cpu_threads()) if xp is np else 1
+    if workers <= 1:
+        return [fn(i) for i in range(count)]
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="gpuclust-task")
+    try:
         return list(pool.map(fn, range(count)))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @contextmanager

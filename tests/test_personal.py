@@ -121,6 +121,22 @@ def test_blocks_on_threads_give_the_one_block_answer(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+def test_neighbours_read_from_the_gram_equal_those_multiplied_and_leave_it_as_it_was():
+    x = binary_matrix(*np.nonzero(_matrix(n_users=60, n_items=40, p=0.3, seed=4)), 60, 40, CPU)
+    added = binary_matrix(np.array([0, 5]), np.array([39, 38]), 60, 40, CPU)
+    g = gram(x)
+    before = g.copy()
+    for extra in ({}, {"added": added}):
+        multiplied, read = knn_neighbours(x, 6, CPU, **extra), knn_neighbours(x, 6, CPU, g=g, **extra)
+        for a, b in zip(_flat(multiplied), _flat(read), strict=True):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(g, before)
+
+
+def _flat(found) -> list:
+    return [a for pair in (found if isinstance(found, list) else [found]) for a in pair]
+
+
 def test_seen_items_are_masked_without_a_dense_user_matrix():
     x = _matrix(n_users=5, n_items=6, p=0.5, seed=2)
     x[0] = [1, 1, 1, 1, 0, 0]  # two unseen items, a list of four

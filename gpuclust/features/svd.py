@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust.backend import map_in_threads, row_shares
+from gpuclust.backend import map_tasks, row_shares
 
 
 def randomized_svd(x: Any, k: int, xp, seed: int = 0, oversamples: int = 10, power_iterations: int = 4):
@@ -50,11 +50,12 @@ class RowShares:
     a GPU, one share. Sums over shares are taken in share order, so results do not depend on timing."""
 
     def __init__(self, n_rows: int, xp) -> None:
+        self.xp = xp
         self.ranges = row_shares(n_rows, xp)
 
     def each(self, fn) -> list:
         """fn(share index, start, stop) for every share, in order."""
-        return map_in_threads(lambda i: fn(i, *self.ranges[i]), len(self.ranges))
+        return map_tasks(lambda i: fn(i, *self.ranges[i]), len(self.ranges), self.xp)
 
     def slices(self, x: Any) -> list:
         return [x] if len(self.ranges) == 1 else self.each(lambda i, a, b: x[a:b])
