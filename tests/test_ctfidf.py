@@ -4,10 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import gpuclust.explain.exemplars as exemplars
 from gpuclust.backend import cpu_backend
 from gpuclust.errors import UsageError
 from gpuclust.explain.ctfidf import LABEL_SEPARATOR, ClassTfidf, phrase_terms, readable_label, tokenize
-from gpuclust.explain.exemplars import nearest_users
+from gpuclust.explain.exemplars import exemplar_histories, nearest_users
 from gpuclust.preprocess.clean import Preprocessor
 
 
@@ -109,6 +110,28 @@ def test_nearest_users_are_the_closest_to_their_centre_nearest_first():
         members = np.flatnonzero(labels == c)
         assert got[c] == (ids[members[np.argsort(dist[members])[:4]]]).tolist()
     assert all(isinstance(u, int) for u in got[0])
+
+
+def test_exemplar_histories_copy_every_chosen_users_events_at_once(monkeypatch):
+    data, _ = shop()
+    users = data.users["user_id"].tolist()
+    profiles = [{"cluster": 0, "exemplars": users[:3]}, {"cluster": 1, "exemplars": users[40:43] + [999]},
+                {"cluster": 2, "exemplars": users[5:6]}]
+    copies = []
+    real = exemplars.to_host
+    monkeypatch.setattr(exemplars, "to_host", lambda a: copies.append(len(a)) or real(a))
+    got = exemplar_histories(data, profiles, False, items=4, skip={2})
+    assert len(copies) == 2  # the chosen users' offsets, then all their recent events: not one copy per user
+    # what each user touched last, newest first, distinct, by title: read here from the events frame
+    events = data.events.sort_values(["user_idx", "timestamp"], kind="stable")
+    titles = dict(zip(data.items["item_id"], data.items["title"], strict=True))
+    for c, chosen in ((0, users[:3]), (1, users[40:43])):
+        want = []
+        for j, user in enumerate(chosen):
+            recent = [titles[i] for i in events[events["user_id"] == user]["item_id"].tolist()[::-1]]
+            want.append((f"user {j + 1}", list(dict.fromkeys(recent))[:4]))
+        assert got[c] == want
+    assert set(got) == {0, 1}  # the withheld cluster gets none; an unknown exemplar is passed over
 
 
 def test_words_that_stand_together_in_titles_stay_one_phrase():
