@@ -55,6 +55,7 @@ class RunOutputs:
     anomalies: list[dict] = field(default_factory=list)  # the top anomalous users, as clusters.json lists them
     scores: tuple[np.ndarray, np.ndarray] | None = None  # (anomaly score, cluster) per user, where written
     privacy: dict = field(default_factory=dict)
+    assignments: Any = None  # assignments.parquet as read: cluster, anomaly_score and the columns asked for
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -107,7 +108,9 @@ def _check_manifest(manifest: object, path: Path) -> None:
                          "or re-run `gpuclust run`")
 
 
-def load_run(run_dir: str | Path) -> RunOutputs:
+def load_run(run_dir: str | Path, columns: tuple[str, ...] = ()) -> RunOutputs:
+    """A finished run's outputs, checked. `columns`: further assignments columns a caller needs (those the
+    file has), read in the same pass so that no caller reads the file again."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} not found; run `gpuclust run --out {run_dir} ...` first")
@@ -121,7 +124,7 @@ def load_run(run_dir: str | Path) -> RunOutputs:
         raise UsageError(f"{run_dir / 'clusters.json'} has no 'clusters' list; re-run `gpuclust run`")
 
     try:
-        table = _read_assignments(run_dir / "assignments.parquet")
+        table = _read_assignments(run_dir / "assignments.parquet", columns)
         assigned = table["cluster"].to_numpy()
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad or foreign file
         raise UsageError(f"{run_dir / 'assignments.parquet'} is unreadable or has no 'cluster' column ({exc}); "
@@ -138,7 +141,7 @@ def load_run(run_dir: str | Path) -> RunOutputs:
     _check_manifest(manifest, run_dir / "manifest.json")
     population = clusters_doc.get("population")
     run = RunOutputs(run_dir, list(clusters_doc["clusters"]), population if isinstance(population, dict) else {}, manifest,
-                     assigned.astype(np.int64))
+                     assigned.astype(np.int64), assignments=table)
     run.map = _read_map(run_dir / MAP_FILE, run.notes)
     privacy = clusters_doc.get("privacy") if isinstance(clusters_doc.get("privacy"), dict) else {}
     run.privacy = privacy
@@ -161,13 +164,14 @@ def load_run(run_dir: str | Path) -> RunOutputs:
     return run
 
 
-def _read_assignments(path: Path):
-    """The cluster column, and the anomaly scores where the file has them (older runs may not)."""
+def _read_assignments(path: Path, columns: tuple[str, ...] = ()):
+    """The cluster column, and the anomaly scores and `columns` where the file has them (older runs may not)."""
     import pandas as pd
     import pyarrow.parquet as pq
 
     names = set(pq.read_schema(path).names)
-    return pd.read_parquet(path, columns=["cluster", *(["anomaly_score"] if "anomaly_score" in names else [])])
+    wanted = dict.fromkeys(["cluster", *(c for c in ("anomaly_score", *columns) if c in names)])
+    return pd.read_parquet(path, columns=list(wanted))
 
 
 def _whole(value: Any) -> bool:
