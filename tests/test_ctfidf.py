@@ -49,6 +49,36 @@ def test_wool_scarf_buyers_get_wool_and_scarf_as_top_terms(reduce_frequent_words
     assert all(t not in ("coffee", "mug") for t, _ in model.terms_[0][:3])
 
 
+@pytest.mark.parametrize("ngram_range", [(1, 1), (1, 2)])
+def test_unigram_counts_are_one_product_shared_with_phrase_detection(ngram_range):
+    import scipy.sparse as sp
+
+    class Counted(sp.csr_matrix):  # the real matrix, counting the (cluster x item) @ (item x term) products
+        products = 0
+
+        def __matmul__(self, other):
+            Counted.products += 1
+            return sp.csr_matrix(self) @ other
+
+    data, labels = shop()
+    model = ClassTfidf(top_n=5, ngram_range=ngram_range)
+    per_item, clusters = model._cluster_item_weights(data, labels)
+    plain = ClassTfidf(top_n=5, ngram_range=ngram_range).fit(data, labels)
+    counted = model.fit_weights(Counted(per_item), clusters, data)
+    # words and word pairs for phrases, categories, and the terms only where they are not the words
+    assert Counted.products == (3 if ngram_range == (1, 1) else 4)
+    assert (counted.terms_, counted.categories_, counted.labels_) == (plain.terms_, plain.categories_, plain.labels_)
+    # the scores are c-TF-IDF of the words' cluster counts: tf = count / cluster total, idf = log(1 + A / f_t)
+    counts = np.asarray((per_item @ model._words[0]).todense())
+    tf = counts / counts.sum(axis=1, keepdims=True)
+    idf = np.log1p(counts.sum(axis=1).mean() / counts.sum(axis=0))
+    words = {w: j for j, w in enumerate(model._words[1])}
+    if ngram_range == (1, 1):
+        for c in clusters:
+            assert [s for _, s in counted.terms_[c]] == [round(float(tf[c, words[t]] * idf[words[t]]), 6)
+                                                        for t, _ in counted.terms_[c]]
+
+
 def test_label_is_three_distinct_terms_none_inside_another():
     data, labels = shop()
     model = ClassTfidf(top_n=8, ngram_range=(1, 2)).fit(data, labels)
