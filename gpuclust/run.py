@@ -27,6 +27,15 @@ from gpuclust.progress import tell
 from gpuclust.signing import as_model_key
 
 
+def check_describable(config: PipelineConfig) -> None:
+    """Refuse describing a run on a Dask cluster: the CLI asks before it loads the language model (seconds,
+    and memory) so the refusal is immediate; `run_files` asks again for library callers."""
+    if config.dask.scheduler is not None:
+        raise UsageError("--describe does not run on a Dask cluster yet; run without --scheduler (and without "
+                         "[dask] scheduler in the config), then describe the finished run with `gpuclust describe "
+                         "--run OUT --model MODEL`")
+
+
 def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items: str | Path | None = None,
               truth: str | Path | None = None, adapter: str | None = None,
               on_stage: Callable[[str], None] | None = None, pseudonymise: Any = None,
@@ -41,9 +50,8 @@ def run_files(config: PipelineConfig, events: str | Path, out: str | Path, items
     embed` wrote, used by the text feature instead of encoding the catalogue again. A `describer`
     (`explain.describe.Describer`) names and describes the clusters in words."""
     config.validate()
-    if describer is not None and config.dask.scheduler is not None:
-        raise UsageError("--describe does not run on a Dask cluster yet; run without --scheduler, then describe the "
-                         "finished run with `gpuclust describe --run OUT --model MODEL`")
+    if describer is not None:
+        check_describable(config)
     item_vectors = _vectors_path(item_vectors)
     if config.dask.scheduler is not None:
         from gpuclust.distributed.run import run_distributed

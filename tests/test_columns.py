@@ -93,3 +93,21 @@ def test_a_named_item_column_that_is_not_there_is_one_line_with_the_real_columns
     assert code == 2 and len(lines) == 1 and re.search(expected, lines[0]), err
     assert "columns found: item_id, title, category, price" in lines[0] and "item_idx" not in lines[0]
     assert not (folder / "bad").exists()
+
+
+def test_a_named_item_column_is_checked_against_the_header_before_the_file_is_read(renamed, monkeypatch, capsys):
+    from gpuclust.io.readers import read_items
+
+    folder, _, items = renamed
+    broken = folder / "items.csv"  # a good header, and a row further down that no CSV reader takes
+    broken.write_text(items.to_csv(index=False) + "1,2,3,4,5,6,7\n", encoding="utf-8")
+    expected = r"item column\(s\) 'cat' \(--category-col \(columns.category\)\) not found in .*items.csv"
+    with pytest.raises(UsageError, match=expected):
+        read_items(broken, pd, ColumnMap(category="cat"))
+    with pytest.raises(UsageError, match="could not read"):  # the row is bad indeed, once the columns are right
+        read_items(broken, pd, ColumnMap())
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", folder / "events.parquet", "--items", broken,
+                       "--config", folder / "run.toml", "--out", folder / "bad", "--category-col", "cat")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and re.search(expected, lines[0]), err
+    assert "columns found: item_id, title, category, price" in lines[0] and not (folder / "bad").exists()

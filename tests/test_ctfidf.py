@@ -4,10 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import gpuclust.explain.exemplars as exemplars
 from gpuclust.backend import cpu_backend
 from gpuclust.errors import UsageError
 from gpuclust.explain.ctfidf import LABEL_SEPARATOR, ClassTfidf, phrase_terms, readable_label, tokenize
-from gpuclust.explain.exemplars import nearest_users
+from gpuclust.explain.exemplars import exemplar_histories, nearest_users
 from gpuclust.preprocess.clean import Preprocessor
 
 
@@ -46,6 +47,36 @@ def test_wool_scarf_buyers_get_wool_and_scarf_as_top_terms(reduce_frequent_words
     assert scores == sorted(scores, reverse=True) and all(s > 0 for s in scores)
     # the shared mug is in every cluster, so it never beats a cluster's own words
     assert all(t not in ("coffee", "mug") for t, _ in model.terms_[0][:3])
+
+
+@pytest.mark.parametrize("ngram_range", [(1, 1), (1, 2)])
+def test_unigram_counts_are_one_product_shared_with_phrase_detection(ngram_range):
+    import scipy.sparse as sp
+
+    class Counted(sp.csr_matrix):  # the real matrix, counting the (cluster x item) @ (item x term) products
+        products = 0
+
+        def __matmul__(self, other):
+            Counted.products += 1
+            return sp.csr_matrix(self) @ other
+
+    data, labels = shop()
+    model = ClassTfidf(top_n=5, ngram_range=ngram_range)
+    per_item, clusters = model._cluster_item_weights(data, labels)
+    plain = ClassTfidf(top_n=5, ngram_range=ngram_range).fit(data, labels)
+    counted = model.fit_weights(Counted(per_item), clusters, data)
+    # words and word pairs for phrases, categories, and the terms only where they are not the words
+    assert Counted.products == (3 if ngram_range == (1, 1) else 4)
+    assert (counted.terms_, counted.categories_, counted.labels_) == (plain.terms_, plain.categories_, plain.labels_)
+    # the scores are c-TF-IDF of the words' cluster counts: tf = count / cluster total, idf = log(1 + A / f_t)
+    counts = np.asarray((per_item @ model._words[0]).todense())
+    tf = counts / counts.sum(axis=1, keepdims=True)
+    idf = np.log1p(counts.sum(axis=1).mean() / counts.sum(axis=0))
+    words = {w: j for j, w in enumerate(model._words[1])}
+    if ngram_range == (1, 1):
+        for c in clusters:
+            assert [s for _, s in counted.terms_[c]] == [round(float(tf[c, words[t]] * idf[words[t]]), 6)
+                                                        for t, _ in counted.terms_[c]]
 
 
 def test_label_is_three_distinct_terms_none_inside_another():
@@ -109,6 +140,28 @@ def test_nearest_users_are_the_closest_to_their_centre_nearest_first():
         members = np.flatnonzero(labels == c)
         assert got[c] == (ids[members[np.argsort(dist[members])[:4]]]).tolist()
     assert all(isinstance(u, int) for u in got[0])
+
+
+def test_exemplar_histories_copy_every_chosen_users_events_at_once(monkeypatch):
+    data, _ = shop()
+    users = data.users["user_id"].tolist()
+    profiles = [{"cluster": 0, "exemplars": users[:3]}, {"cluster": 1, "exemplars": users[40:43] + [999]},
+                {"cluster": 2, "exemplars": users[5:6]}]
+    copies = []
+    real = exemplars.to_host
+    monkeypatch.setattr(exemplars, "to_host", lambda a: copies.append(len(a)) or real(a))
+    got = exemplar_histories(data, profiles, False, items=4, skip={2})
+    assert len(copies) == 2  # the chosen users' offsets, then all their recent events: not one copy per user
+    # what each user touched last, newest first, distinct, by title: read here from the events frame
+    events = data.events.sort_values(["user_idx", "timestamp"], kind="stable")
+    titles = dict(zip(data.items["item_id"], data.items["title"], strict=True))
+    for c, chosen in ((0, users[:3]), (1, users[40:43])):
+        want = []
+        for j, user in enumerate(chosen):
+            recent = [titles[i] for i in events[events["user_id"] == user]["item_id"].tolist()[::-1]]
+            want.append((f"user {j + 1}", list(dict.fromkeys(recent))[:4]))
+        assert got[c] == want
+    assert set(got) == {0, 1}  # the withheld cluster gets none; an unknown exemplar is passed over
 
 
 def test_words_that_stand_together_in_titles_stay_one_phrase():

@@ -297,9 +297,14 @@ def test_run_describe_with_no_such_model_writes_nothing(tmp_path, monkeypatch, c
 
 
 def test_describe_does_not_run_on_a_dask_cluster_yet(tmp_path, monkeypatch, capsys, tiny_models):
-    code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "e.parquet", "--scheduler", "local",
-                       "--describe", tiny_models["causal"], "--out", tmp_path / "o")
-    assert code == 2 and "--describe does not run on a Dask cluster yet" in err and not (tmp_path / "o").exists()
+    (tmp_path / "dask.toml").write_text('[dask]\nscheduler = "local"\n')
+    # refused before the model is looked at: a model that is not there is not what the one line says
+    for model in (tiny_models["causal"], tmp_path / "no-model"):
+        for where in (("--scheduler", "local"), ("--config", tmp_path / "dask.toml")):
+            code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "e.parquet", *where,
+                               "--describe", model, "--out", tmp_path / "o")
+            assert code == 2 and "--describe does not run on a Dask cluster yet" in err, (model, where, err)
+            assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
 
 
 def test_describe_a_finished_run_rewrites_its_outputs_and_report(tmp_path, monkeypatch, capsys, tiny_models):

@@ -126,6 +126,24 @@ def test_bad_requests_are_one_line_and_write_nothing(runs, tmp_path, monkeypatch
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 
 
+def test_an_export_reads_the_assignments_once_and_names_a_missing_column(runs, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    run = runs / "run"
+    reads = []
+    real = pd.read_parquet
+    monkeypatch.setattr(pd, "read_parquet", lambda path, *a, **k: reads.append(str(path)) or real(path, *a, **k))
+    export_audiences(run, tmp_path / "once")
+    assert [p for p in reads if p.endswith("assignments.parquet")] == [str(run / "assignments.parquet")]
+    monkeypatch.undo()
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    real(old / "assignments.parquet").drop(columns=["distance"]).to_parquet(old / "assignments.parquet")
+    code, _, err = cli(monkeypatch, capsys, "export", "--run", old, "--out", tmp_path / "never")
+    assert code == 2 and "lacks the column(s) distance" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "never").exists()
+
+
 def test_a_second_export_replaces_the_first_as_one_unit(runs, tmp_path):
     run, out = runs / "run", tmp_path / "again"
     export_audiences(run, out, "csv")

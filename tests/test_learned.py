@@ -11,7 +11,7 @@ from gpuclust.errors import UsageError
 from gpuclust.features.learned.autoencoder import AutoencoderFeaturizer
 from gpuclust.features.learned.sequence import SequenceFeaturizer
 from gpuclust.features.learned.sequences import TokenBatcher, build_sequences
-from gpuclust.features.learned.training import Trainer
+from gpuclust.features.learned.training import Trainer, capped
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.synth import SynthSpec, generate
 
@@ -83,6 +83,19 @@ def test_autoencoder_trains_on_sparse_rows(prepared, kind):
     assert f.info_["training"]["epochs_run"] == 3 and f.info_["validation_users"] > 0
     sampled = AutoencoderFeaturizer(kind=kind, epochs=1, negatives=8, seed=0).fit_transform(prepared, cpu_backend())
     assert np.isfinite(sampled).all()
+
+
+def test_max_steps_cuts_both_learned_featurisers_alike(prepared):
+    assert capped(list, 9, 3, None) == (list, 9)
+    plan, epochs = capped(lambda: list(range(10)), 9, 10, 4)
+    assert plan() == [0, 1, 2, 3] and epochs == 1
+    assert capped(lambda: list(range(3)), 9, 3, 7)[1] == 3 and capped(list, 2, 3, 70)[1] == 2
+    for f, whole in ((SequenceFeaturizer(epochs=4, max_steps=2, batch_tokens=256, seed=0), prepared.n_events),
+                     (AutoencoderFeaturizer(epochs=4, max_steps=2, batch_users=32, seed=0), prepared.n_users)):
+        f.fit_transform(prepared, cpu_backend())
+        training = f.info_["training"]
+        assert f.info_["steps_per_epoch"] > 2 and training["epochs_max"] == training["epochs_run"] == 1, f.name
+        assert 0 < training["history"][0]["units"] < whole / 2, f.name  # two batches, not the whole epoch
 
 
 @pytest.mark.parametrize("features", [("sequence",), ("autoencoder",), ("behaviour", "sequence")])

@@ -16,6 +16,7 @@ import pytest
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
 from gpuclust.report import build_report
+from gpuclust.report.fmt import fmt
 from gpuclust.run import run_files
 from tests.helpers import blob_events
 
@@ -313,6 +314,27 @@ def test_anomalies_show_the_top_users_and_withhold_small_clusters(run_dir, tmp_p
     assert kept and all(int(r["cluster"]) != small for r in kept)
     assert "user (pseudonymised)" in kept[0] and "are left out" in page
     assert len(kept) == sum(a["cluster"] != small for a in doc["anomalies"])
+
+
+def test_the_overview_says_how_many_users_withheld_clusters_hold_and_counts_them_in_the_total(run_dir, tmp_path):
+    private = tmp_path / "private"
+    shutil.copytree(run_dir, private)
+    doc = json.loads((private / "clusters.json").read_text())
+    sizes = pd.read_parquet(private / "assignments.parquet")["cluster"].value_counts()
+    small = int(sizes.index[-1])
+    doc["clusters"] = [{"cluster": c["cluster"], "size": None, "share": None, "suppressed": "fewer than 10 users"}
+                       if c["cluster"] == small else c for c in doc["clusters"]]
+    (private / "clusters.json").write_text(json.dumps(doc))
+    page = build_report(private).read_text(encoding="utf-8")
+    glance = page[page.index("id='glance'"):page.index("id='clusters'")]
+    assert f"{int(sizes[small]):,} users are in clusters whose figures are withheld ({small}: " in glance
+    # the value total is every user's, as the headline's: the withheld cluster's users are not dropped from it
+    mean = doc["population"]["monetary"]
+    total = re.search(r"total ([\d,.]+)\.", glance).group(1)
+    assert total == fmt(mean * int(sizes.sum())) and f"<b>{total}</b>" in page  # the headline's total value
+    assert total != fmt(mean * int(sizes.drop(small).sum()))
+    shown = build_report(run_dir).read_text(encoding="utf-8")
+    assert "clusters whose figures are withheld" not in shown and f"total {total}." in shown
 
 
 def test_a_cluster_card_leads_with_its_name_and_description(run_dir, tmp_path):

@@ -272,7 +272,7 @@ def run(
     """Cluster the users of an event log; write assignments, cluster profiles and a manifest."""
     from gpuclust.cli.describe import describer_for
     from gpuclust.privacy import Pseudonymiser
-    from gpuclust.run import run_files
+    from gpuclust.run import check_describable, run_files
     from gpuclust.signing import ModelKey
 
     cfg = build_config(config, {
@@ -300,6 +300,8 @@ def run(
         "recommend": {"blend_weight": blend_weight},
         "privacy": {"min_group_size": min_group_size},
     }, k=k, feature_weights=feature_weights)
+    if describe is not None:  # before the language model, or anything else, is loaded
+        check_describable(cfg)
     if min_group_size is not None and pseudonymise is None:
         raise UsageError("--min-group-size has no effect without --pseudonymise; drop it or add that")
     key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None  # read once, before the work

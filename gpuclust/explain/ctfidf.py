@@ -111,14 +111,17 @@ class ClassTfidf:
         supplies the catalogue only (items, text columns, n_items)."""
         self.clusters_ = clusters
         items = self._catalogue(data)
-        self.terms_ = self._score(per_item, self._term_matrix(items, data.n_items), clusters)
+        terms, names = self._term_matrix(items, data.n_items)
         self._word_counts = (per_item @ self._words[0]).tocsr()  # clusters x words: phrase detection
         self._pair_counts = (per_item @ self._pairs[0]).tocsr()
+        # Unigram terms are the words: their cluster counts are the ones just made, not a second product.
+        self.terms_ = self._score(self._word_counts if terms is self._words[0] else per_item @ terms, names, clusters)
         self._word_index = {w: j for j, w in enumerate(self._words[1])}
         self._pair_index = {w: j for j, w in enumerate(self._pairs[1])}
         self.categories_ = {c: [] for c in clusters}
         if schema.CATEGORY in items.columns:
-            self.categories_ = self._score(per_item, _category_matrix(items, data.n_items), clusters)
+            categories, names = _category_matrix(items, data.n_items)
+            self.categories_ = self._score(per_item @ categories, names, clusters)
         self.labels_ = {c: self._label(c) for c in clusters}
         return self
 
@@ -183,13 +186,13 @@ class ClassTfidf:
         self.vocabulary_size_ = len(matrix[1])
         return matrix
 
-    def _score(self, per_item: sp.csr_matrix, term_matrix: tuple[sp.csr_matrix, np.ndarray],
+    def _score(self, cluster_counts: sp.spmatrix, names: np.ndarray,
                clusters: list[int]) -> dict[int, list[tuple[str, float]]]:
-        matrix, names = term_matrix
+        """The top terms of each cluster from its weighted term counts (clusters x terms)."""
         out: dict[int, list[tuple[str, float]]] = {c: [] for c in clusters}
-        if matrix.shape[1] == 0 or not clusters:
+        if cluster_counts.shape[1] == 0 or not clusters:
             return out
-        counts = np.asarray((per_item @ matrix).todense(), dtype=np.float64)  # k x terms
+        counts = np.asarray(cluster_counts.todense(), dtype=np.float64)  # k x terms
         totals = counts.sum(axis=1, keepdims=True)
         present = totals[:, 0] > 0
         if not present.any():

@@ -83,17 +83,29 @@ def exemplar_histories(data: Any, profiles: list[dict], pseudonymised: bool, use
     catalogue = host_frame(data.items[[schema.ITEM_IDX, text]]).sort_values(schema.ITEM_IDX)[text].astype(str).tolist()
     table: EventTable = data.table
     rows = [index[u] for u in ids if u in index]
-    xp = table.xp
-    starts = to_host(table.offsets[xp.asarray(rows, dtype=xp.int64)]) if rows else np.empty(0, np.int64)
-    stops = to_host(table.offsets[xp.asarray(rows, dtype=xp.int64) + 1]) if rows else np.empty(0, np.int64)
-    span = dict(zip(rows, zip(starts.tolist(), stops.tolist(), strict=True), strict=True))
+    recent = _recent_items(table, rows, 10 * items)
     out: dict[int, list[tuple[str, list[str]]]] = {}
     for c, chosen in wanted.items():
         for j, user in enumerate(chosen):
             if user not in index:
                 continue
-            start, stop = span[index[user]]
-            recent = to_host(table.item[max(start, stop - 10 * items):stop])[::-1]
-            seen = list(dict.fromkeys(catalogue[i] for i in recent.tolist()))[:items]
+            seen = list(dict.fromkeys(catalogue[i] for i in recent[index[user]][::-1].tolist()))[:items]
             out.setdefault(c, []).append((str(user) if pseudonymised else f"user {j + 1}", seen))
     return out
+
+
+def _recent_items(table: EventTable, rows: list[int], last: int) -> dict[int, np.ndarray]:
+    """{user_idx: item codes of their last `last` events, oldest first} for the users `rows`: two
+    device-to-host copies in all (their offsets, then every chosen event at once), not one per user."""
+    if not rows:
+        return {}
+    xp = table.xp
+    at = xp.asarray(rows, dtype=xp.int64)
+    bounds = to_host(xp.stack([table.offsets[at], table.offsets[at + 1]]))
+    stops = bounds[1]
+    starts = np.maximum(bounds[0], stops - last)
+    lengths = stops - starts
+    ends = np.cumsum(lengths)
+    picked = np.arange(int(ends[-1]), dtype=np.int64) + np.repeat(starts - (ends - lengths), lengths)
+    codes = to_host(table.item[xp.asarray(picked)])
+    return dict(zip(rows, np.split(codes, ends[:-1]), strict=True))

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gpuclust.errors import UsageError
+from gpuclust.errors import UsageError, listed
 from gpuclust.io.outputs import OutputDir, overlaps
 from gpuclust.io.writers import write_json
 from gpuclust.privacy import MIN_GROUP_SIZE, small_clusters
@@ -29,6 +29,7 @@ INDEX = "export.json"
 LAYOUT = {INDEX: None, "audiences.csv": None, "audiences.parquet": None,
           SEGMENTS: re.compile(r"segment-\d+\.(csv|parquet)")}
 COLUMNS = ("user_id", "segment", "segment_name", "score", "distance", "anomaly_score")
+ASSIGNMENTS = ("user_id", "cluster", "distance", "anomaly_score")  # what an export reads of assignments.parquet
 SCORE = ("share of the segment's users at least as far from its centre: 1 = the most central user, near 0 = "
          "its edge")
 
@@ -45,7 +46,7 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
     if min_score is not None and not (isinstance(min_score, int | float) and 0 <= min_score <= 1):
         raise UsageError(f"--min-score must be a number from 0 to 1 (the share of a segment's users at least as far "
                          f"from its centre), got {min_score!r}")
-    finished = load_run(run)
+    finished = load_run(run, columns=ASSIGNMENTS)
     target = Path(os.path.abspath(out if out is not None else finished.run_dir.parent / f"{finished.run_dir.name}-audiences"))
     if overlaps(target, finished.run_dir):
         raise UsageError(f"--out {target} is inside the run folder {finished.run_dir}: give a folder of its own, e.g. "
@@ -56,7 +57,7 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
     if unknown:
         raise UsageError(f"--clusters {', '.join(map(str, unknown))}: the run has no such cluster; it has "
                          f"{', '.join(map(str, sorted(profiles)))}")
-    table = _assignments(finished.run_dir)
+    table = _assignments(finished.assignments, finished.run_dir / "assignments.parquet")
     min_group = _min_group_size(finished.manifest)
     table = table[table["segment"].isin(wanted)]
     if min_score is not None:
@@ -102,17 +103,14 @@ def _write(frame: Any, path: Path, fmt: str) -> None:
         frame.to_parquet(path, index=False)
 
 
-def _assignments(run_dir: Path):
-    """user_id, segment, distance, anomaly_score and score of the run's clustered users (noise left out)."""
-    import pandas as pd
-
-    path = run_dir / "assignments.parquet"
-    try:
-        frame = pd.read_parquet(path, columns=["user_id", "cluster", "distance", "anomaly_score"])
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad or foreign file
-        raise UsageError(f"{path} has no user_id, cluster, distance and anomaly_score columns ({exc}); "
-                         "re-run `gpuclust run`") from None
-    frame = frame.rename(columns={"cluster": "segment"})
+def _assignments(frame: Any, path: Path):
+    """user_id, segment, distance, anomaly_score and score of the run's clustered users (noise left out), from
+    the assignments `load_run` read (`path`: where from, for the error)."""
+    missing = [c for c in ASSIGNMENTS if c not in frame.columns]
+    if missing:
+        raise UsageError(f"{path} lacks the column(s) {listed(missing)} (an export needs {listed(ASSIGNMENTS)}); "
+                         "re-run `gpuclust run`")
+    frame = frame[list(ASSIGNMENTS)].rename(columns={"cluster": "segment"})
     frame = frame[frame["segment"] >= 0].copy()
     frame["score"] = frame.groupby("segment")["distance"].rank(method="max", ascending=False, pct=True)
     return frame

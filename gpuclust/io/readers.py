@@ -10,6 +10,8 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -65,18 +67,21 @@ def _separator(path: Path) -> str:
 
 
 def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = None,
-               required: dict[str, str] | None = None, hints: dict[str, str] | None = None):
+               required: dict[str, str] | None = None, hints: dict[str, str] | None = None,
+               check: Callable[[list[str]], None] | None = None):
     """Read a file with the frame library (cuDF or pandas), optionally only some columns.
 
     `required` maps canonical names to the file's names; a missing one is a UsageError that lists the
-    columns the file does have and the flag that maps it (`hints`).
+    columns the file does have and the flag that maps it (`hints`). `check`: a further test of the file's
+    column names (a UsageError where they will not do), run with `required`'s, before the data is read
+    where the format has a header.
     """
     path = Path(path)
     require_file(path, "a Parquet, CSV, TSV or JSON file")
     fmt = file_format(path)
     present = _columns_in(path, fmt)
     if present is not None:
-        _require(present, path, required or {}, hints or {})
+        _require(present, path, required or {}, hints or {}, check)
         if columns is not None:
             columns = [c for c in columns if c in present]
     try:
@@ -86,7 +91,7 @@ def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = 
             df = frame.read_csv(path, usecols=columns, sep=_separator(path))
         else:
             df = _read_json(path, frame)
-            _require(list(df.columns), path, required or {}, hints or {})
+            _require(list(df.columns), path, required or {}, hints or {}, check)
             if columns is not None:
                 df = df[[c for c in columns if c in df.columns]]
     except UsageError:
@@ -127,7 +132,8 @@ def _records(df, path: Path):
     return df
 
 
-def _require(present: list[str], path: Path, wanted: dict[str, str], hints: dict[str, str]) -> None:
+def _require(present: list[str], path: Path, wanted: dict[str, str], hints: dict[str, str],
+             check: Callable[[list[str]], None] | None = None) -> None:
     missing = {canonical: src for canonical, src in wanted.items() if src not in present}
     if missing:
         found = listed(present, limit=12) or "(none)"
@@ -138,6 +144,8 @@ def _require(present: list[str], path: Path, wanted: dict[str, str], hints: dict
         raise UsageError(
             f"column(s) {', '.join(map(repr, missing.values()))} not found in {path}; columns found: {found}; {how}"
         )
+    if check is not None:
+        check([str(c) for c in present])
 
 
 EVENT_FLAGS = {
@@ -165,8 +173,8 @@ def read_items(path: str | Path, frame: ModuleType, columns: ColumnMap | None = 
     mapping = item_columns(columns)
     wanted = {schema.ITEM: mapping[schema.ITEM]}
     optional = {schema.CATEGORY: mapping[schema.CATEGORY], schema.PRICE: mapping[schema.PRICE]}
-    df = read_table(path, frame, required=wanted, hints={schema.ITEM: "--item-key-col"})
-    check_named_item_columns([str(c) for c in df.columns], columns, str(path))
+    named = partial(check_named_item_columns, columns=columns, where=str(path))  # before the file is read whole
+    df = read_table(path, frame, required=wanted, hints={schema.ITEM: "--item-key-col"}, check=named)
     text = [c for c in columns.text if c in df.columns]
     keep = {src: dst for dst, src in {**wanted, **optional}.items() if src in df.columns}
     out = df[list(keep) + [c for c in text if c not in keep]].rename(columns=keep)

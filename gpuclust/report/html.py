@@ -28,6 +28,7 @@ from gpuclust.errors import UsageError
 from gpuclust.explain.behaviour_words import statistic
 from gpuclust.io.outputs import OutputDir, check_file_target, mark_text
 from gpuclust.io.writers import atomic_path
+from gpuclust.privacy import small_clusters
 from gpuclust.quality.anomaly import OUTLIER_SCORE
 from gpuclust.report.fmt import amount, count, e, fmt, num
 
@@ -55,6 +56,7 @@ class RunOutputs:
     anomalies: list[dict] = field(default_factory=list)  # the top anomalous users, as clusters.json lists them
     scores: tuple[np.ndarray, np.ndarray] | None = None  # (anomaly score, cluster) per user, where written
     privacy: dict = field(default_factory=dict)
+    assignments: Any = None  # assignments.parquet as read: cluster, anomaly_score and the columns asked for
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -107,7 +109,9 @@ def _check_manifest(manifest: object, path: Path) -> None:
                          "or re-run `gpuclust run`")
 
 
-def load_run(run_dir: str | Path) -> RunOutputs:
+def load_run(run_dir: str | Path, columns: tuple[str, ...] = ()) -> RunOutputs:
+    """A finished run's outputs, checked. `columns`: further assignments columns a caller needs (those the
+    file has), read in the same pass so that no caller reads the file again."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} not found; run `gpuclust run --out {run_dir} ...` first")
@@ -121,7 +125,7 @@ def load_run(run_dir: str | Path) -> RunOutputs:
         raise UsageError(f"{run_dir / 'clusters.json'} has no 'clusters' list; re-run `gpuclust run`")
 
     try:
-        table = _read_assignments(run_dir / "assignments.parquet")
+        table = _read_assignments(run_dir / "assignments.parquet", columns)
         assigned = table["cluster"].to_numpy()
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad or foreign file
         raise UsageError(f"{run_dir / 'assignments.parquet'} is unreadable or has no 'cluster' column ({exc}); "
@@ -138,7 +142,7 @@ def load_run(run_dir: str | Path) -> RunOutputs:
     _check_manifest(manifest, run_dir / "manifest.json")
     population = clusters_doc.get("population")
     run = RunOutputs(run_dir, list(clusters_doc["clusters"]), population if isinstance(population, dict) else {}, manifest,
-                     assigned.astype(np.int64))
+                     assigned.astype(np.int64), assignments=table)
     run.map = _read_map(run_dir / MAP_FILE, run.notes)
     privacy = clusters_doc.get("privacy") if isinstance(clusters_doc.get("privacy"), dict) else {}
     run.privacy = privacy
@@ -146,7 +150,7 @@ def load_run(run_dir: str | Path) -> RunOutputs:
     if "anomaly_score" in table.columns and table["anomaly_score"].dtype.kind == "f":
         run.scores = (table["anomaly_score"].to_numpy(np.float64), run.assigned)
     if privacy.get("pseudonymised"):
-        withheld = sorted(_withheld(run.clusters))
+        withheld = sorted(small_clusters(run.clusters))
         run.notes.append(f"User ids are pseudonymised ({privacy.get('method', 'HMAC-SHA256')}, key fingerprint "
                          f"{privacy.get('key_fingerprint')}); exemplar users are left out, and every figure of a "
                          f"cluster of fewer than {privacy.get('min_group_size')} users is withheld"
@@ -161,13 +165,14 @@ def load_run(run_dir: str | Path) -> RunOutputs:
     return run
 
 
-def _read_assignments(path: Path):
-    """The cluster column, and the anomaly scores where the file has them (older runs may not)."""
+def _read_assignments(path: Path, columns: tuple[str, ...] = ()):
+    """The cluster column, and the anomaly scores and `columns` where the file has them (older runs may not)."""
     import pandas as pd
     import pyarrow.parquet as pq
 
     names = set(pq.read_schema(path).names)
-    return pd.read_parquet(path, columns=["cluster", *(["anomaly_score"] if "anomaly_score" in names else [])])
+    wanted = dict.fromkeys(["cluster", *(c for c in ("anomaly_score", *columns) if c in names)])
+    return pd.read_parquet(path, columns=list(wanted))
 
 
 def _whole(value: Any) -> bool:
@@ -206,7 +211,7 @@ def draw_images(run: RunOutputs, image_dir: Path) -> dict[str, Path]:
         run.notes.append("matplotlib is not installed, so the report has no pictures (pip install matplotlib)")
         return {}
     labels = {int(c["cluster"]): sections.title(c) for c in run.clusters if "cluster" in c}
-    withheld = _withheld(run.clusters)  # privacy: no picture shows a group too small to describe
+    withheld = small_clusters(run.clusters)  # privacy: no picture shows a group too small to describe
     out: dict[str, Path] = {}
     shown = run.map if run.map is None or not withheld else run.map[~run.map["cluster"].isin(list(withheld))]
     if shown is not None and len(shown):
@@ -228,10 +233,6 @@ def draw_images(run: RunOutputs, image_dir: Path) -> dict[str, Path]:
         out["kcurve.png"] = plots.k_curve_plot(run.sweep["curve"], image_dir / "kcurve.png",
                                                run.sweep.get("best_k"), run.sweep.get("rule"))
     return out
-
-
-def _withheld(clusters: list[dict]) -> set[int]:
-    return {int(c["cluster"]) for c in clusters if c.get("suppressed") and "cluster" in c}
 
 
 def lift_table(clusters: list[dict]) -> tuple[list[int], list[str], np.ndarray] | None:
@@ -283,6 +284,7 @@ def render(run: RunOutputs, images: dict[str, bytes]) -> str:
     """The whole page as one string: what the clusters are and are worth first, how the run went last."""
     title = f"gpuclust report: {run.run_dir.name or run.run_dir}"
     privacy = run.privacy
+    withheld = small_clusters(run.clusters)
     parts = [
         "<!DOCTYPE html>",
         f'<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="gpuclust {__version__}">',
@@ -296,7 +298,7 @@ def render(run: RunOutputs, images: dict[str, bytes]) -> str:
         "<a href='#anomalies'>anomalies</a><a href='#run'>run details</a></nav>",
         *[f'<p class="note">{e(n)}</p>' for n in run.notes],
         _headline(run),
-        sections.overview(run.clusters, run.population),
+        sections.overview(run.clusters, run.population, int(np.isin(run.assigned, list(withheld)).sum())),
         _figures(images, ("map.png", "Users in 2D, coloured by cluster, each cluster's number at its centre "
                                      "(a fixed-seed sample)"),
                  ("sizes.png", "Share of users and of value per cluster")),

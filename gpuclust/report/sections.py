@@ -52,8 +52,10 @@ def _what(c: dict) -> str:
     return "; ".join(str(x.get("title") or x.get("item_id")) for x in (c.get("top_items") or [])[:2])
 
 
-def overview(clusters: list[dict], population: dict) -> str:
-    """One row per cluster: who (users), what they are worth (value), what they buy, how they behave."""
+def overview(clusters: list[dict], population: dict, withheld_users: int = 0) -> str:
+    """One row per cluster: who (users), what they are worth (value), what they buy, how they behave.
+    `withheld_users`: how many users the withheld clusters hold together (their rows show no size), said
+    in a note and counted in the total, which would otherwise miss them."""
     if not clusters:
         return ""
     with_value = any("value_share" in c for c in clusters)
@@ -79,12 +81,18 @@ def overview(clusters: list[dict], population: dict) -> str:
                 Cell(standout_chips(c, population, 2), " ".join(k for k, _ in lifts_ranked(c)[:2]))]
         rows.append(row)
     note = ""
+    withheld = small_clusters(clusters)
+    if withheld:
+        note = (f"<p class='note'>{e(count(withheld_users))} users are in clusters whose figures are withheld "
+                f"({e(', '.join(map(str, sorted(withheld))))}: too few users each); their rows are blank"
+                + ("; the total value counts them" if with_value else "") + ".</p>")
     if with_value:
-        total = num(population.get("monetary")) * sum(num(c.get("size")) for c in clusters if c.get("size"))
-        note = (f"<p class='muted'>Value share: the cluster's part of all users' summed event value "
-                f"(revenue, where events are purchases); total {e(fmt(total))}. {e(spend.capitalize())} is the "
-                f"cluster's mean; value lift compares it with all users' mean "
-                f"({e(amount('monetary', population.get('monetary')))}).</p>") if math.isfinite(total) else ""
+        users = sum(num(c.get("size")) for c in clusters if c.get("size")) + withheld_users
+        total = num(population.get("monetary")) * users
+        note += (f"<p class='muted'>Value share: the cluster's part of all users' summed event value "
+                 f"(revenue, where events are purchases); total {e(fmt(total))}. {e(spend.capitalize())} is the "
+                 f"cluster's mean; value lift compares it with all users' mean "
+                 f"({e(amount('monetary', population.get('monetary')))}).</p>") if math.isfinite(total) else ""
     return "<h2 id='glance'>Clusters at a glance</h2>" + note + data_table("clusters", columns, rows)
 
 

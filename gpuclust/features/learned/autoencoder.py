@@ -24,7 +24,7 @@ from gpuclust.backend import Backend, from_torch, to_host, to_torch
 from gpuclust.errors import UsageError
 from gpuclust.features.learned import defaults
 from gpuclust.features.learned.softmax import multinomial_loss, sampling_distribution
-from gpuclust.features.learned.training import Trainer, seeded, torch_threads
+from gpuclust.features.learned.training import Trainer, capped, seeded, torch_threads
 from gpuclust.features.learned.weights import load_module_arrays, module_arrays
 from gpuclust.features.text.pooling import interaction_weights
 from gpuclust.preprocess.prepared import PreparedData
@@ -175,8 +175,7 @@ class AutoencoderFeaturizer:
         steps_per_epoch = -(-n_users // batch)
         epochs = self.epochs or defaults.epochs_for(steps_per_epoch, defaults.AUTOENCODER_TARGET_STEPS,
                                                     defaults.AUTOENCODER_EPOCHS)
-        if self.max_steps is not None:
-            epochs = min(epochs, -(-self.max_steps // steps_per_epoch))
+        plan, epochs = capped(planner.plan, epochs, steps_per_epoch, self.max_steps)
         counts = torch.zeros(self.n_items_, device=device).index_add_(0, csr.indices, csr.values)
         q = sampling_distribution(counts, padding=False) if self.negatives_ else None
         negatives, kind, beta = self.negatives_, self.kind, self.beta
@@ -233,7 +232,6 @@ class AutoencoderFeaturizer:
         trainer = Trainer("autoencoder", net, learning_rate=self.learning_rate or 0.001, epochs=epochs,
                           patience=self.patience, precision=self.precision, device=device, progress=self.progress)
         self.precision_ = trainer.precision
-        plan = planner.plan if self.max_steps is None else (lambda: planner.plan()[: self.max_steps])
         report = trainer.fit(plan, loss_of, lambda b: len(b.rows), validate if n_val else None,
                              shrink=planner.shrink, split=lambda b: b.halves())
         self.batch_users_ = planner.batch

@@ -25,7 +25,7 @@ from gpuclust.errors import UsageError
 from gpuclust.features.learned import defaults
 from gpuclust.features.learned.sequences import GAP_BUCKETS, Sequences, TokenBatcher, build_sequences, gather
 from gpuclust.features.learned.softmax import next_item_loss, sampling_distribution
-from gpuclust.features.learned.training import Trainer, seeded, torch_threads
+from gpuclust.features.learned.training import Trainer, capped, seeded, torch_threads
 from gpuclust.features.learned.weights import load_module_arrays, module_arrays
 from gpuclust.preprocess.prepared import PreparedData
 
@@ -199,8 +199,7 @@ class SequenceFeaturizer:
         padded = sum(b.tokens for b in static_plan)
         epochs = self.epochs or defaults.epochs_for(steps_per_epoch, defaults.SEQUENCE_TARGET_STEPS,
                                                     defaults.SEQUENCE_EPOCHS)
-        if self.max_steps is not None:
-            epochs = min(epochs, -(-self.max_steps // steps_per_epoch))
+        plan, epochs = capped(batcher.plan, epochs, steps_per_epoch, self.max_steps)
 
         def targets_of(batch):
             items, kinds, gaps, lens, mask = gather(seq, batch.rows)
@@ -264,7 +263,6 @@ class SequenceFeaturizer:
                           epochs=epochs, patience=self.patience,
                           precision=self.precision, device=device, progress=self.progress)
         self.precision_ = trainer.precision
-        plan = batcher.plan if self.max_steps is None else (lambda: batcher.plan()[: self.max_steps])
         report = trainer.fit(plan, loss_of, units, validate if len(val_users) else None,
                              shrink=batcher.shrink, split=lambda b: b.halves(), work=lambda b: int(lengths[b.rows].sum()))
         self.batch_tokens_ = batcher.budget

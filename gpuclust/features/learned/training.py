@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from gpuclust.compat import torch_oom_error
 from gpuclust.errors import UsageError
@@ -30,6 +30,7 @@ from gpuclust.features.text.encoder import autocast_context, resolve_precision
 
 PROGRESS_SECONDS = 0.5
 MIN_IMPROVEMENT = 1e-3  # relative: a validation loss must fall by 0.1% to count as better
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -56,6 +57,15 @@ def seeded(seed: int, device: str):
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     return generator
+
+
+def capped(plan: Callable[[], Sequence[T]], epochs: int, steps_per_epoch: int,
+           max_steps: int | None) -> tuple[Callable[[], Sequence[T]], int]:
+    """`plan` and `epochs` cut to about `max_steps` optimiser steps (benchmarks' short samples): at most that
+    many batches an epoch, and only the epochs they need; both as given where `max_steps` is None."""
+    if max_steps is None:
+        return plan, epochs
+    return (lambda: plan()[:max_steps]), min(epochs, -(-max_steps // max(steps_per_epoch, 1)))
 
 
 @dataclass
