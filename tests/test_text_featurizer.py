@@ -111,8 +111,13 @@ def test_item_texts_template_and_null_fallback():
 
 
 def test_user_texts_most_recent_first_distinct():
+    from gpuclust.preprocess.prepared import event_frames
+
     data = prepared()
+    data = data.with_table(data.table)  # as a run's prepared log is: the event table, no frame
+    built = event_frames.built
     texts = user_texts(data, item_texts(data.items, data.text_columns))
+    assert event_frames.built == built  # from the event table's arrays: no events frame
     assert texts[0] == "red wool scarf | accessories"
     assert texts[3].split("; ") == ["stainless steel saucepan | kitchen", "non-stick frying pan | kitchen", "mug", "garden"]
     assert user_texts(data, item_texts(data.items, data.text_columns), max_items=2)[3].count("; ") == 1

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gpuclust import schema
 from gpuclust.backend import to_host
 from gpuclust.preprocess.prepared import PreparedData
 
@@ -25,11 +24,11 @@ def user_texts(data: PreparedData, item_texts: Sequence[str], max_items: int = 1
     `max_items` caps how many items are joined before tokenising; the tokenizer's truncation decides
     the rest. Every item costs at least one token, so a cap at the model's max length loses nothing.
     """
-    events = data.events
-    users = np.asarray(to_host(events[schema.USER_IDX]), dtype=np.int64)
-    items = np.asarray(to_host(events[schema.ITEM_IDX]), dtype=np.int64)
-    stamps = np.asarray(to_host(events[schema.TIME].astype("datetime64[ns]").astype("int64")), dtype=np.int64)
-    order = np.lexsort((-stamps, users))  # by user, newest first; ties keep input order
+    table = data.table  # the event table's arrays: no events frame (texts are joined on the host anyway)
+    users = np.asarray(to_host(table.user), dtype=np.int64)
+    items = np.asarray(to_host(table.item), dtype=np.int64)
+    stamps = np.asarray(to_host(table.time), dtype=np.int64)
+    order = np.lexsort((-stamps, users))  # by user, newest first; ties keep the table's (input) order
     users, items = users[order], items[order]
     pair = users * max(1, int(data.n_items)) + items
     _, first = np.unique(pair, return_index=True)  # first = most recent occurrence of each (user, item)
