@@ -9,11 +9,15 @@ repeated by a user appears once, at its most recent position.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gpuclust.backend import to_host
 from gpuclust.preprocess.prepared import PreparedData
+
+if TYPE_CHECKING:
+    from gpuclust.preprocess.table import EventTable
 
 ITEM_SEPARATOR = "; "
 
@@ -24,7 +28,7 @@ def user_texts(data: PreparedData, item_texts: Sequence[str], max_items: int = 1
     `max_items` caps how many items are joined before tokenising; the tokenizer's truncation decides
     the rest. Every item costs at least one token, so a cap at the model's max length loses nothing.
     """
-    table = data.table  # the event table's arrays: no events frame (texts are joined on the host anyway)
+    table: EventTable = data.table  # the event table's arrays: no events frame (texts are joined on the host anyway)
     users = np.asarray(to_host(table.user), dtype=np.int64)
     items = np.asarray(to_host(table.item), dtype=np.int64)
     stamps = np.asarray(to_host(table.time), dtype=np.int64)
