@@ -6,12 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gpuclust import UserClusterer
 from gpuclust.backend import cpu_backend
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
 from gpuclust.preprocess.clean import Preprocessor
+from gpuclust.preprocess.prepared import event_frames
 from gpuclust.recommend import evaluate, leave_last_out, markdown_table
-from gpuclust.recommend.evaluation import metrics
+from gpuclust.recommend.evaluation import clusters_only, metrics
+from gpuclust.recommend.split import split_table
 from gpuclust.synth import SynthSpec, generate
 
 
@@ -26,6 +29,31 @@ def result(synthetic):
     config.cluster.k = 4
     config.cluster.n_init = 1
     return evaluate(synthetic.events, synthetic.items, config, k_values=(10, 20), seed=0)
+
+
+@pytest.mark.parametrize("preprocess", [{}, {"min_user_events": 4, "min_item_events": 3}, {"sample_users": 200},
+                                        {"sample_users": 400, "sample_replace": True}])
+def test_a_fit_on_prepared_training_rows_equals_a_fit_on_their_events_frame(preprocess):
+    """What evaluate and compare fit on: the training part as prepared data, prepared again by the model's
+    steps (minimum counts and sampling apply to the training part), as its events frame would be."""
+    events = generate(SynthSpec(n_users=300, n_items=120, n_groups=3, seed=1, events_per_user=12))
+    config = clusters_only(PipelineConfig(device="cpu", seed=0))
+    config.cluster.k, config.cluster.n_init = 3, 1
+    for name, value in preprocess.items():
+        setattr(config.preprocess, name, value)
+    data = Preprocessor(config.preprocess, seed=0).run(events.events, cpu_backend(), events.items)
+    train, _, _ = split_table(data, seed=0)
+    before = event_frames.built
+    prepared = UserClusterer(config=config).fit(train, events.items)
+    x, placed = prepared.embed(train)
+    assert event_frames.built == before
+    raw = train.events[["user_id", "item_id", "event_type", "timestamp", "value"]]
+    framed = UserClusterer(config=config).fit(raw, events.items)
+    pd.testing.assert_frame_equal(prepared.labels_, framed.labels_)
+    np.testing.assert_array_equal(x, framed.embed(raw)[0])
+    assert x.shape[0] == placed.n_users and placed.n_items == len(prepared.vocabulary_)
+    with pytest.raises(UsageError, match="pseudonymise"):
+        UserClusterer(config=config, pseudonymise=b"k" * 32).fit(train)
 
 
 def test_cluster_popularity_beats_global_popularity_on_planted_groups(result):

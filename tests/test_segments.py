@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -111,6 +114,54 @@ def test_preprocessing_drops_and_keeps_what_the_frame_reference_does(events, min
     table = data.table
     np.testing.assert_array_equal(table.offsets, np.searchsorted(table.user, np.arange(data.n_users + 1)))
     assert (np.diff(table.user) >= 0).all()
+
+
+def _assert_table_is(table, frame: pd.DataFrame) -> None:
+    """An event table holds the rows of a prepared events frame, in its order."""
+    np.testing.assert_array_equal(table.user, frame["user_idx"].to_numpy())
+    np.testing.assert_array_equal(table.item, frame["item_idx"].to_numpy())
+    np.testing.assert_array_equal(table.time, frame["timestamp"].astype("datetime64[ns]").astype("int64").to_numpy())
+    np.testing.assert_array_equal(table.weight, frame["weight"].to_numpy())
+    np.testing.assert_array_equal(np.asarray(table.event_names)[table.event], frame["event_type"].astype(str).to_numpy())
+
+
+@pytest.mark.filterwarnings("ignore::gpuclust.errors.DroppedRowsWarning")
+@given(raw_events(), st.integers(1, 3), st.integers(1, 3), st.booleans(), st.sampled_from([None, 2, 3]))
+def test_preparing_prepared_events_again_equals_preparing_their_frame(events, min_user, min_item, fewer_types,
+                                                                      sample):
+    """`Preprocessor.run_prepared` (what a fit on a holdout's training part runs) gives what `run` gives on
+    the prepared events' frame: the same rows, indices, ids and unknown-type counts, with other minimum
+    counts, a sample, or fewer event types than the first preparation had."""
+    from gpuclust.errors import UsageError
+    from gpuclust.preprocess.prepared import event_frames
+
+    backend = resolve_backend("cpu")
+    first = Preprocessor().run(events, backend)
+    frame = first.events[["user_id", "item_id", "event_type", "timestamp", "value"]]
+    weights = {"purchase": 5.0, "view": 1.0} if fewer_types else PreprocessConfig().event_weights
+    config = PreprocessConfig(event_weights=weights, min_user_events=min_user, min_item_events=min_item,
+                              sample_users=sample)
+    try:
+        expect = Preprocessor(config, seed=1).run(frame, backend)
+    except UsageError as exc:
+        built = event_frames.built
+        with pytest.raises(UsageError, match=re.escape(str(exc)[:22])):
+            Preprocessor(config, seed=1).run_prepared(first, backend)
+        assert event_frames.built == built
+        return
+    built = event_frames.built
+    again = Preprocessor(config, seed=1)
+    got = again.run_prepared(first, backend)
+    assert event_frames.built == built
+    _assert_table_is(got.table, expect.events)
+    pd.testing.assert_frame_equal(got.users, expect.users)
+    pd.testing.assert_frame_equal(got.items, expect.items)
+    assert (got.n_users, got.n_items, got.event_types) == (expect.n_users, expect.n_items, expect.event_types)
+    assert got.reference_time == expect.reference_time
+    steps = {s.step: s.to_dict() for s in got.steps}
+    for step in expect.steps:
+        if step.step in steps or step.dropped:
+            assert steps[step.step] == step.to_dict()
 
 
 def _reference_holdout(events: pd.DataFrame, seed: int) -> pd.DataFrame:
