@@ -204,6 +204,7 @@ class Preprocessor:
         known = list(self.config.event_weights)
         types = ev[schema.EVENT]
         if not bool(types.notna().any()):
+            self.unknown_types_ = {"(missing)": len(ev)} if len(ev) else {}
             raise UsageError("the event_type column is empty in every row; map the column that holds the event "
                              "type with --event-col")
         if str(types.dtype).lower().startswith(("int", "uint", "float", "bool")):
@@ -214,14 +215,16 @@ class Preprocessor:
             types = types.astype("str").str.strip().str.lower().astype("category")
             names = sorted({n.strip().lower() for n in names})
         keep = types.isin(known)
+        # Rows per unknown type as this cleaner reads types (trimmed, lower case; nulls as "(missing)"): the
+        # manifest's and the warning's words, and what a Dask partition reports (also when it raises below).
+        counts = host_frame(types[~keep].value_counts(dropna=False).to_frame()).iloc[:, 0]
+        unknown = {"(missing)" if name != name else str(name): int(n) for name, n in counts.items() if n}
+        self.unknown_types_ = unknown
         if not bool(keep.any()):
             fix = ("map yours to these in the events file, or refit with gpuclust run --event-weights TYPE=W,..."
                    if fixed else "give weights for yours with --event-weights TYPE=W,...")
             raise UsageError(f"none of the event types {names[:20]} is known; known: {known}; {fix}")
         out = ev.assign(**{schema.EVENT: types.cat.set_categories(known)})
-        counts = host_frame(types[~keep].value_counts(dropna=False).to_frame()).iloc[:, 0]
-        unknown = {"(missing)" if name != name else str(name): int(n) for name, n in counts.items() if n}
-        self.unknown_types_ = unknown
         return self._drop("unknown_event_types", ev, out if not unknown else out[keep], unknown_types_why(unknown),
                           fix=unknown_types_fix(unknown, self.config.event_weights, fixed))
 
