@@ -141,8 +141,9 @@ def test_preparing_prepared_events_again_equals_preparing_their_frame(events, mi
     weights = {"purchase": 5.0, "view": 1.0} if fewer_types else PreprocessConfig().event_weights
     config = PreprocessConfig(event_weights=weights, min_user_events=min_user, min_item_events=min_item,
                               sample_users=sample)
+    reference = Preprocessor(config, seed=1)
     try:
-        expect = Preprocessor(config, seed=1).run(frame, backend)
+        expect = reference.run(frame, backend)
     except UsageError as exc:
         built = event_frames.built
         with pytest.raises(UsageError, match=re.escape(str(exc)[:22])):
@@ -158,6 +159,7 @@ def test_preparing_prepared_events_again_equals_preparing_their_frame(events, mi
     pd.testing.assert_frame_equal(got.items, expect.items)
     assert (got.n_users, got.n_items, got.event_types) == (expect.n_users, expect.n_items, expect.event_types)
     assert got.reference_time == expect.reference_time
+    assert again.unknown_types_ == reference.unknown_types_
     steps = {s.step: s.to_dict() for s in got.steps}
     for step in expect.steps:
         if step.step in steps or step.dropped:

@@ -77,6 +77,7 @@ class Preprocessor:
         ids = (to_backend_frame(data.users, backend)[schema.USER], to_backend_frame(data.items, backend)[schema.ITEM])
         codes = EventCodes.of_table(table, *ids, backend)
         known = list(self.config.event_weights)
+        self.unknown_types_ = {}
         if list(table.event_names) != known:  # other event types: each code to its place among these, or none
             to_known = np.asarray([known.index(n) if n in known else -1 for n in table.event_names], dtype=np.int8)
             event = codes.xp.asarray(to_known)[codes.event.astype(codes.xp.int64)]
