@@ -22,13 +22,12 @@ import time
 
 import numpy as np
 
-from gpuclust import UserClusterer, schema
+from gpuclust import UserClusterer
 from gpuclust.backend import resolve_backend, to_host
 from gpuclust.config import PipelineConfig
-from gpuclust.frames import column_array
 from gpuclust.io.inputs import read_inputs
 from gpuclust.preprocess.clean import Preprocessor
-from gpuclust.recommend.evaluation import _clusters_by_user, _raw_columns
+from gpuclust.recommend.evaluation import _clusters_by_user
 from gpuclust.recommend.personal import fit_personal, target_ranks
 from gpuclust.recommend.scoring import metrics_with_errors, popularity, rank_targets, seen_matrix
 from gpuclust.recommend.split import leave_last_out
@@ -49,15 +48,15 @@ def main() -> None:
     xp = backend.xp
     inputs = read_inputs(backend.frame, config.columns, args.events, None, adapter=args.adapter)
     data = Preprocessor(config.preprocess, seed=config.seed).run(inputs.events, backend, None)
-    outer = leave_last_out(data.events, data.n_items, 0)
-    users = column_array(outer.test[schema.USER_IDX], backend).astype(xp.int64)
-    targets = column_array(outer.test[schema.ITEM_IDX], backend).astype(xp.int64)
-    seen = seen_matrix(outer.train, users, data.n_users, data.n_items, backend)
+    outer = leave_last_out(data, seed=0)
+    users, targets = outer.users, outer.items
+    train_table = outer.train.table
+    seen = seen_matrix(train_table, users, data.n_users, data.n_items, backend)
     distinct = to_host(xp.diff(seen.indptr))
     ranks, seconds, models = {}, {}, {}
 
     t0 = time.perf_counter()
-    glob = popularity(outer.train, xp.full(data.n_users, -1, dtype=xp.int64), data.n_items, backend)
+    glob = popularity(train_table, xp.full(data.n_users, -1, dtype=xp.int64), data.n_items, backend)
     ranks["global popularity"] = rank_targets(glob, xp.zeros(len(users), dtype=xp.int64), targets, seen, 0.0, 10,
                                               backend)
     seconds["global popularity"] = time.perf_counter() - t0
@@ -65,9 +64,9 @@ def main() -> None:
     t0 = time.perf_counter()
     run = copy.deepcopy(config)
     run.cluster.k, run.recommend.personal = args.k, "none"
-    model = UserClusterer(config=run).fit(outer.train[list(_raw_columns(outer.train))])
+    model = UserClusterer(config=run).fit(outer.train)
     clusters = _clusters_by_user(model, data, backend)
-    pop = popularity(outer.train, xp.where(clusters >= 0, clusters, -1), data.n_items, backend)
+    pop = popularity(train_table, xp.where(clusters >= 0, clusters, -1), data.n_items, backend)
     own = clusters[users]
     w = model.segments_.blend_weight
     name = f"clusters (default pipeline, k={args.k}, blend w={w:.1f})"
@@ -75,7 +74,6 @@ def main() -> None:
     seconds[name] = time.perf_counter() - t0
     segment = name
 
-    train_table = data.with_events(outer.train).table
     for kind in ("knn", "ease"):
         t0 = time.perf_counter()
         cfg = copy.deepcopy(config.recommend)

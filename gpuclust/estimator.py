@@ -145,25 +145,32 @@ class UserClusterer:
 
     def fit(self, events: Any, items: Any = None, truth: Any = None) -> UserClusterer:
         """Learn the clusters of the users in `events` (cuDF or pandas; `items`: catalogue; `truth`:
-        user_id, group for ARI/NMI). Every setting is checked before any data is read."""
+        user_id, group for ARI/NMI). Every setting is checked before any data is read.
+
+        `events` may also be `PreparedData` (events prepared before, e.g. the training part of a holdout,
+        `PreparedData.with_table`): its event table is prepared again by this model's steps, as its events
+        frame would be, without making the frame (`evaluate` and `compare` fit so)."""
         settings, custom = self._settings(), self._custom_featurizers()
         events, items = _mapped(events, items, settings)
         _check_inputs(events, items, truth)
+        prepared = isinstance(events, PreparedData)
         if settings.dask.scheduler is not None:
             if self.describer is not None:
                 raise UsageError("describing clusters with a language model does not run on a Dask cluster yet; "
                                  "fit without a scheduler, or describe the finished run with `gpuclust describe`")
-            return self._fit_on_cluster(events, items, truth, settings)
+            # Partitions are frames: prepared events go out as their events frame (counted in the manifest).
+            return self._fit_on_cluster(_events_frame(events) if prepared else events, items, truth, settings)
         pseudonymiser = as_pseudonymiser(self.pseudonymise)
-        kind = frame_kind(events)
+        kind = frame_kind(events.users if prepared else events)
         if pseudonymiser is not None:  # before anything reads them: no raw id reaches a stage
+            _refuse_prepared(events, "pseudonymised")
             events, truth = pseudonymiser.frame(events), pseudonymiser.frame(truth)
         backend = resolve_backend(settings.device)
         record = StageRecorder(backend, guarded(self.progress))
         moved = transfers.bytes
         with record.stage("preprocess"):
-            data = Preprocessor(settings.preprocess, seed=settings.seed).run(
-                to_backend_frame(events, backend), backend, None if items is None else to_backend_frame(items, backend))
+            data = _prepare(Preprocessor(settings.preprocess, seed=settings.seed), events, backend,
+                            None if items is None else to_backend_frame(items, backend))
         k_values = self._k_values(settings, data.n_users)  # an impossible k fails before any feature
         featurizers = self._featurizers(settings, custom)
         x, fuser, reducer = self._featurize(data, settings, featurizers, custom, backend, record)
@@ -612,17 +619,18 @@ class UserClusterer:
     def embed(self, events: Any) -> tuple[Any, PreparedData]:
         """The users of `events` prepared as at fit time (item indices follow the model's vocabulary) and
         measured: (vectors in the space of `cluster_centers_`, on the backend's array library; the
-        PreparedData whose user_idx rows they are)."""
+        PreparedData whose user_idx rows they are). `events` may be `PreparedData`, as for `fit`."""
         self._check_fitted()
         events, _ = _mapped(events, None, self.config_)
         _check_inputs(events)
         backend, settings = self.backend_, self.config_
+        if getattr(self, "pseudonymiser_", None) is not None:
+            _refuse_prepared(events, "placed by a pseudonymised model")
         events = self.pseudonymised(events)
         # The minimum counts shape what a model learns from; a user asked about is placed by any event the
         # model can read (events of unknown types or on unknown items are dropped and counted in data.steps).
         preprocess = dataclasses.replace(settings.preprocess, min_user_events=1, min_item_events=1, sample_users=None)
-        data = Preprocessor(preprocess, seed=settings.seed).run(to_backend_frame(events, backend), backend,
-                                                               vocabulary=self.vocabulary_)
+        data = _prepare(Preprocessor(preprocess, seed=settings.seed), events, backend, vocabulary=self.vocabulary_)
         return self._measure(data, self.featurizers_, self.fuser_, self.reducer_, backend), data
 
 
@@ -681,6 +689,26 @@ def _mapped(events: Any, items: Any, settings: PipelineConfig) -> tuple[Any, Any
     if items is not None and hasattr(items, "columns") and hasattr(items, "rename"):
         items = mapped_items(items, settings.columns)
     return events, items
+
+
+def _prepare(preprocessor: Preprocessor, events: Any, backend: Backend, items: Any = None,
+             vocabulary: Any = None) -> PreparedData:
+    """`events` (a frame, or `PreparedData` prepared before) through the preprocessor's steps."""
+    if isinstance(events, PreparedData):
+        return preprocessor.run_prepared(events, backend, items, vocabulary=vocabulary)
+    return preprocessor.run(to_backend_frame(events, backend), backend, items, vocabulary=vocabulary)
+
+
+def _events_frame(data: PreparedData) -> Any:
+    """Prepared events as the raw columns a frame-reading path takes (user and item ids, not indices)."""
+    return data.events[[schema.USER, schema.ITEM, schema.EVENT, schema.TIME, schema.VALUE]]
+
+
+def _refuse_prepared(events: Any, what: str) -> None:
+    """Prepared events carry the user ids they were read with: a key cannot reach them here."""
+    if isinstance(events, PreparedData):
+        raise UsageError(f"prepared events cannot be {what}: their user ids were read already; pseudonymise "
+                         "where the events are read (evaluate and compare take a key) and pass a frame here")
 
 
 def _check_inputs(events: Any, items: Any = None, truth: Any = None) -> None:

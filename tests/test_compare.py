@@ -7,6 +7,7 @@ import pytest
 from gpuclust import UserClusterer
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
+from gpuclust.preprocess.prepared import event_frames
 from gpuclust.recommend.compare import GLOBAL, PERSONAL_ROW, compare, feature_sets, markdown_tables, plot
 from gpuclust.recommend.objective import choose_k
 from gpuclust.recommend.recipe import NAME as RECIPE
@@ -20,14 +21,24 @@ def synthetic():
 
 
 STEPS: list[str] = []
+FRAMES: dict[str, int] = {}  # events frames built while the fixture's compare ran
 
 
 @pytest.fixture(scope="module")
 def result(synthetic):
     cfg = PipelineConfig(device="cpu", seed=0)
     cfg.features.autoencoder.epochs = 3
-    return compare(synthetic.events, synthetic.items, cfg, "tfidf,behaviour+tfidf,autoencoder", k_values=(3, 4, 8),
-                   progress=STEPS.append)
+    before = event_frames.built
+    out = compare(synthetic.events, synthetic.items, cfg, "tfidf,behaviour+tfidf,autoencoder", k_values=(3, 4, 8),
+                  progress=STEPS.append)
+    FRAMES["compare"] = event_frames.built - before
+    return out
+
+
+def test_compare_builds_no_events_frame(result):
+    """The split, each contender's fit and features of the training part, the recipe, popularity and the
+    personal model all work on the event table: no stage makes the events frame."""
+    assert FRAMES["compare"] == 0
 
 
 def test_each_step_is_named_as_it_starts(result):
@@ -75,7 +86,9 @@ def test_k_auto_chooses_per_representation_and_compares_the_recipe_at_that_k(syn
     cfg = PipelineConfig(device="cpu", seed=0)
     cfg.cluster.k_values = (2, 3, 4, 6)
     cfg.cluster.objective = "recommend"
+    before = event_frames.built
     out = compare(synthetic.events, synthetic.items, cfg, "tfidf", k_values="auto")
+    assert event_frames.built == before
     row = next(r for r in out["rows"] if r["representation"] == "tfidf")
     assert row["k"] in (2, 3, 4, 6) and row["k_sweep"]["objective"] == "recommend"
     assert {c["k"] for c in row["k_sweep"]["curve"]} == {2, 3, 4, 6}

@@ -213,6 +213,53 @@ def test_what_does_not_run_on_a_cluster_is_one_clear_error(tmp_path, monkeypatch
     assert code == 2 and message in err
 
 
+def _mixed_case_types(path) -> pd.DataFrame:
+    """An events file whose types need the cleaner's reading: " View" and "PURCHASE" are known, "Bogus",
+    " bogus", "WISHLIST " and empty cells are not; most users have only unknown types, so some partitions
+    have no known type at all."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(40):
+        kinds = [" View", "PURCHASE", "view", "Bogus"] if u < 16 else ["Bogus", " bogus", "WISHLIST ", None]
+        rows += [{"user_id": f"u{u}", "item_id": int(rng.integers(0, 12)), "event_type": kinds[j % 4],
+                  "timestamp": pd.Timestamp("2026-01-01") + pd.Timedelta(minutes=100 * u + j)} for j in range(8)]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return pd.read_csv(path, parse_dates=["timestamp"])
+
+
+def test_unknown_event_types_are_counted_as_one_process_counts_them(client, tmp_path):
+    """Partitions report the cleaner's own count of unknown types (trimmed, lower case, empty cells as
+    "(missing)"), also where no type of a partition is known: the manifest's drop and its words, the
+    warning and the drift yardstick equal the single-process fit's."""
+    import warnings
+
+    from gpuclust.config import PreprocessConfig
+    from gpuclust.distributed.prepare import clean_partition
+
+    events = _mixed_case_types(tmp_path / "events.csv")
+    fits = {}
+    for name, scheduler in (("single", None), ("dask", client)):
+        config = PipelineConfig(device="cpu", seed=0)
+        config.dask.partitions = 16 if scheduler is not None else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = UserClusterer(2, seed=0, scheduler=scheduler, config=config).fit(events)
+        dropped = [s for s in model.manifest_["rows"]["steps"] if s["step"] == "unknown_event_types"]
+        said = [str(w.message) for w in caught if "event type without a weight" in str(w.message)]
+        fits[name] = dropped, said, model.drift_baseline_["event_type_shares"]
+    assert fits["dask"] == fits["single"]
+    dropped, said, shares = fits["single"]
+    assert [(s["rows_in"], s["dropped"]) for s in dropped] == [(320, 224)]
+    assert dropped[0]["why"] == "event type without a weight ('bogus' 128, '(missing)' 48, 'wishlist' 48)"
+    assert len(said) == 1 and shares["view"] == pytest.approx(2 / 3)
+    # One partition without a known type: its rows drop, counted by the cleaner's reading of the types.
+    only_unknown = events[events["user_id"] == "u20"]
+    cleaned = clean_partition(only_unknown, PreprocessConfig(), 0, "cpu")
+    assert cleaned.unknown_types == {"bogus": 4, "wishlist": 2, "(missing)": 2} and len(cleaned.events) == 0
+    step = next(s for s in cleaned.steps if s.step == "unknown_event_types")
+    assert (step.dropped, step.why) == (8, "event type without a weight ('bogus' 4, '(missing)' 2, 'wishlist' 2)")
+
+
 def test_cluster_settings_without_a_scheduler_are_refused():
     config = PipelineConfig()
     config.dask.workers = 4

@@ -6,12 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gpuclust import UserClusterer
 from gpuclust.backend import cpu_backend
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
 from gpuclust.preprocess.clean import Preprocessor
+from gpuclust.preprocess.prepared import event_frames
 from gpuclust.recommend import evaluate, leave_last_out, markdown_table
-from gpuclust.recommend.evaluation import metrics
+from gpuclust.recommend.evaluation import clusters_only, metrics
+from gpuclust.recommend.split import split_table
 from gpuclust.synth import SynthSpec, generate
 
 
@@ -20,12 +23,49 @@ def synthetic():
     return generate(SynthSpec(n_users=1500, n_items=600, n_groups=4, seed=0, events_per_user=30))
 
 
+FRAMES: dict[str, int] = {}  # events frames built while the fixture's evaluate ran
+
+
 @pytest.fixture(scope="module")
 def result(synthetic):
     config = PipelineConfig(device="cpu", seed=0)
     config.cluster.k = 4
     config.cluster.n_init = 1
-    return evaluate(synthetic.events, synthetic.items, config, k_values=(10, 20), seed=0)
+    before = event_frames.built
+    out = evaluate(synthetic.events, synthetic.items, config, k_values=(10, 20), seed=0)
+    FRAMES["evaluate"] = event_frames.built - before
+    return out
+
+
+def test_evaluate_builds_no_events_frame(result):
+    """The splits, the fits on their training parts, popularity, seen items and the personal model all
+    work on the event table: no stage makes the events frame (on a GPU without cuDF, a host copy)."""
+    assert FRAMES["evaluate"] == 0
+
+
+@pytest.mark.parametrize("preprocess", [{}, {"min_user_events": 4, "min_item_events": 3}, {"sample_users": 200},
+                                        {"sample_users": 400, "sample_replace": True}])
+def test_a_fit_on_prepared_training_rows_equals_a_fit_on_their_events_frame(preprocess):
+    """What evaluate and compare fit on: the training part as prepared data, prepared again by the model's
+    steps (minimum counts and sampling apply to the training part), as its events frame would be."""
+    events = generate(SynthSpec(n_users=300, n_items=120, n_groups=3, seed=1, events_per_user=12))
+    config = clusters_only(PipelineConfig(device="cpu", seed=0))
+    config.cluster.k, config.cluster.n_init = 3, 1
+    for name, value in preprocess.items():
+        setattr(config.preprocess, name, value)
+    data = Preprocessor(config.preprocess, seed=0).run(events.events, cpu_backend(), events.items)
+    train, _, _ = split_table(data, seed=0)
+    before = event_frames.built
+    prepared = UserClusterer(config=config).fit(train, events.items)
+    x, placed = prepared.embed(train)
+    assert event_frames.built == before
+    raw = train.events[["user_id", "item_id", "event_type", "timestamp", "value"]]
+    framed = UserClusterer(config=config).fit(raw, events.items)
+    pd.testing.assert_frame_equal(prepared.labels_, framed.labels_)
+    np.testing.assert_array_equal(x, framed.embed(raw)[0])
+    assert x.shape[0] == placed.n_users and placed.n_items == len(prepared.vocabulary_)
+    with pytest.raises(UsageError, match="pseudonymise"):
+        UserClusterer(config=config, pseudonymise=b"k" * 32).fit(train)
 
 
 def test_cluster_popularity_beats_global_popularity_on_planted_groups(result):
@@ -51,17 +91,24 @@ def test_metrics_are_rates_and_ndcg_never_exceeds_hr(result):
 
 def test_held_out_item_is_never_in_the_training_events(synthetic):
     data = Preprocessor().run(synthetic.events, cpu_backend(), synthetic.items)
-    split = leave_last_out(data.events, data.n_items, seed=0)
-    train_pairs = set(zip(split.train["user_idx"], split.train["item_idx"], strict=True))
-    test_pairs = list(zip(split.test["user_idx"], split.test["item_idx"], strict=True))
+    split = leave_last_out(data, seed=0)
+    train = split.train.table
+    train_pairs = set(zip(train.user.tolist(), train.item.tolist(), strict=True))
+    test_pairs = list(zip(split.users.tolist(), split.items.tolist(), strict=True))
     assert not any(pair in train_pairs for pair in test_pairs)
-    assert split.test["user_idx"].is_unique and len(split.test) == split.n_eligible
+    assert len(np.unique(split.users)) == len(split.users) == split.n_eligible
+    assert (np.diff(split.users) > 0).all()
     # the held-out item is one the user touched last
-    last = data.events.groupby("user_idx")["timestamp"].max()
-    held = data.events.merge(split.test, on=["user_idx", "item_idx"])
-    assert (held.groupby("user_idx")["timestamp"].max() == last.loc[split.test["user_idx"]].to_numpy()).all()
+    table = data.table
+    last = np.full(data.n_users, np.iinfo(np.int64).min)
+    np.maximum.at(last, table.user, table.time)
+    held = np.isin(table.user.astype(np.int64) * data.n_items + table.item, split.users * data.n_items + split.items)
+    held_last = np.full(data.n_users, np.iinfo(np.int64).min)
+    np.maximum.at(held_last, table.user[held], table.time[held])
+    assert (held_last[split.users] == last[split.users]).all()
     # every user still has something to learn from
-    assert set(split.test["user_idx"]) <= set(split.train["user_idx"])
+    assert set(split.users.tolist()) <= set(train.user.tolist())
+    assert split.train.n_users == data.n_users and split.train.n_items == data.n_items
 
 
 def test_ties_on_the_last_timestamp_break_the_same_way_every_time():
@@ -69,13 +116,22 @@ def test_ties_on_the_last_timestamp_break_the_same_way_every_time():
     events = pd.DataFrame({"user_id": [1, 1, 1, 2, 2, 3], "item_id": [10, 11, 12, 10, 11, 10],
                            "event_type": ["purchase"] * 6, "timestamp": [t, t, t, t, t + pd.Timedelta("1h"), t]})
     data = Preprocessor().run(events, cpu_backend())
-    first = leave_last_out(data.events, data.n_items, seed=0).test
-    again = leave_last_out(data.events, data.n_items, seed=0).test
-    pd.testing.assert_frame_equal(first, again)
-    assert list(first["user_idx"]) == [0, 1]  # user 3 has one item only
-    assert first.loc[first["user_idx"] == 1, "item_idx"].item() == 1  # the later one, not a tie
-    picks = {leave_last_out(data.events, data.n_items, seed=s).test["item_idx"].iloc[0] for s in range(20)}
+    first = leave_last_out(data, seed=0)
+    again = leave_last_out(data, seed=0)
+    np.testing.assert_array_equal(first.users, again.users)
+    np.testing.assert_array_equal(first.items, again.items)
+    assert first.users.tolist() == [0, 1]  # user 3 has one item only
+    assert first.items[first.users == 1].item() == 1  # the later one, not a tie
+    picks = {int(leave_last_out(data, seed=s).items[0]) for s in range(20)}
     assert len(picks) > 1  # the tie-break favours no item across seeds
+
+
+def test_leave_last_out_takes_prepared_data_and_a_keyword_seed(synthetic):
+    data = Preprocessor().run(synthetic.events, cpu_backend())
+    with pytest.raises(UsageError, match="prepared data"):
+        leave_last_out(synthetic.events, seed=0)
+    with pytest.raises(TypeError):
+        leave_last_out(data, data.n_items, 0)  # the frame function's old call: n_items is no seed
 
 
 def test_metrics_from_ranks():

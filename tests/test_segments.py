@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -113,6 +116,56 @@ def test_preprocessing_drops_and_keeps_what_the_frame_reference_does(events, min
     assert (np.diff(table.user) >= 0).all()
 
 
+def _assert_table_is(table, frame: pd.DataFrame) -> None:
+    """An event table holds the rows of a prepared events frame, in its order."""
+    np.testing.assert_array_equal(table.user, frame["user_idx"].to_numpy())
+    np.testing.assert_array_equal(table.item, frame["item_idx"].to_numpy())
+    np.testing.assert_array_equal(table.time, frame["timestamp"].astype("datetime64[ns]").astype("int64").to_numpy())
+    np.testing.assert_array_equal(table.weight, frame["weight"].to_numpy())
+    np.testing.assert_array_equal(np.asarray(table.event_names)[table.event], frame["event_type"].astype(str).to_numpy())
+
+
+@pytest.mark.filterwarnings("ignore::gpuclust.errors.DroppedRowsWarning")
+@given(raw_events(), st.integers(1, 3), st.integers(1, 3), st.booleans(), st.sampled_from([None, 2, 3]))
+def test_preparing_prepared_events_again_equals_preparing_their_frame(events, min_user, min_item, fewer_types,
+                                                                      sample):
+    """`Preprocessor.run_prepared` (what a fit on a holdout's training part runs) gives what `run` gives on
+    the prepared events' frame: the same rows, indices, ids and unknown-type counts, with other minimum
+    counts, a sample, or fewer event types than the first preparation had."""
+    from gpuclust.errors import UsageError
+    from gpuclust.preprocess.prepared import event_frames
+
+    backend = resolve_backend("cpu")
+    first = Preprocessor().run(events, backend)
+    frame = first.events[["user_id", "item_id", "event_type", "timestamp", "value"]]
+    weights = {"purchase": 5.0, "view": 1.0} if fewer_types else PreprocessConfig().event_weights
+    config = PreprocessConfig(event_weights=weights, min_user_events=min_user, min_item_events=min_item,
+                              sample_users=sample)
+    reference = Preprocessor(config, seed=1)
+    try:
+        expect = reference.run(frame, backend)
+    except UsageError as exc:
+        built = event_frames.built
+        with pytest.raises(UsageError, match=re.escape(str(exc)[:22])):
+            Preprocessor(config, seed=1).run_prepared(first, backend)
+        assert event_frames.built == built
+        return
+    built = event_frames.built
+    again = Preprocessor(config, seed=1)
+    got = again.run_prepared(first, backend)
+    assert event_frames.built == built
+    _assert_table_is(got.table, expect.events)
+    pd.testing.assert_frame_equal(got.users, expect.users)
+    pd.testing.assert_frame_equal(got.items, expect.items)
+    assert (got.n_users, got.n_items, got.event_types) == (expect.n_users, expect.n_items, expect.event_types)
+    assert got.reference_time == expect.reference_time
+    assert again.unknown_types_ == reference.unknown_types_
+    steps = {s.step: s.to_dict() for s in got.steps}
+    for step in expect.steps:
+        if step.step in steps or step.dropped:
+            assert steps[step.step] == step.to_dict()
+
+
 def _reference_holdout(events: pd.DataFrame, seed: int) -> pd.DataFrame:
     """The frame rules leave-last-out had before the arrays: sort by (user, time, weight, hash), keep last."""
     from gpuclust.recommend.split import seeded_hash
@@ -126,33 +179,60 @@ def _reference_holdout(events: pd.DataFrame, seed: int) -> pd.DataFrame:
     return test.sort_values("user_idx").reset_index(drop=True)
 
 
+def _reference_split(events: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, test) by the frame rules: every event of a user on its held-out item leaves the training part."""
+    test = _reference_holdout(events, seed)
+    held = events.merge(test.assign(_held=True), on=["user_idx", "item_idx"], how="left")["_held"].notna()
+    return events[~held.to_numpy()].reset_index(drop=True), test
+
+
+@pytest.mark.filterwarnings("ignore::gpuclust.errors.DroppedRowsWarning")
 @given(st.integers(1, 60), st.integers(0, 3), st.data())
-def test_leave_last_out_on_arrays_holds_out_what_the_frame_rules_did(n, seed, data):
-    from gpuclust.recommend.split import leave_last_out
+def test_leave_last_out_on_the_event_table_holds_out_what_the_frame_rules_did(n, seed, data):
+    """The split evaluate and compare make, on prepared data's arrays (twice: the inner split of the blend
+    tuning splits the training part again), against the frame rules on the events frame."""
+    from gpuclust.errors import UsageError
+    from gpuclust.preprocess.prepared import event_frames
+    from gpuclust.recommend.split import held_out, leave_last_out
 
     ints = arrays(np.int64, n, elements=st.integers(0, 4))
-    events = pd.DataFrame({
-        "user_idx": data.draw(ints).astype(np.int32), "item_idx": data.draw(ints).astype(np.int32),
+    raw = pd.DataFrame({
+        "user_id": data.draw(ints), "item_id": data.draw(ints) * 7,
+        "event_type": data.draw(st.lists(st.sampled_from(["view", "click", "cart", "purchase"]), min_size=n,
+                                         max_size=n)),
         "timestamp": pd.Timestamp("2026-01-01") + pd.to_timedelta(data.draw(ints), unit="s"),
-        "weight": data.draw(arrays(np.float32, n, elements=st.sampled_from([0.0, 1.0, 2.5, 5.0]))),
     })
-    expect = _reference_holdout(events, seed)
-    if len(expect) == 0:
-        return
-    split = leave_last_out(events, 5, seed)
-    np.testing.assert_array_equal(split.test["user_idx"].to_numpy(), expect["user_idx"].to_numpy())
-    np.testing.assert_array_equal(split.test["item_idx"].to_numpy(), expect["item_idx"].to_numpy())
-    held = set(zip(expect["user_idx"], expect["item_idx"], strict=True))
-    kept = [(u, i) not in held for u, i in zip(events["user_idx"], events["item_idx"], strict=True)]
-    pd.testing.assert_frame_equal(split.train, events[kept].reset_index(drop=True))
-    # The event table's order, (user, time), takes the path without a sort: the same rows come out.
-    from gpuclust.recommend.split import held_out
-
-    table = events.sort_values(["user_idx", "timestamp"], kind="stable")
-    user, item = held_out(table["user_idx"].to_numpy(), table["item_idx"].to_numpy(),
-                          table["timestamp"].astype("int64").to_numpy(), table["weight"].to_numpy(), 5, seed, np)
-    np.testing.assert_array_equal(user, expect["user_idx"].to_numpy())
-    np.testing.assert_array_equal(item, expect["item_idx"].to_numpy())
+    prepared = Preprocessor().run(raw, resolve_backend("cpu"))
+    events = prepared.events  # the reference's frame; the split below must not need one
+    built = event_frames.built
+    train, test = _reference_split(events, seed)
+    if len(test) == 0:
+        try:
+            leave_last_out(prepared, seed=seed)
+        except UsageError:
+            return
+        raise AssertionError("no user has 2 distinct items, yet leave-last-out split")
+    split = leave_last_out(prepared, seed=seed)
+    assert event_frames.built == built
+    np.testing.assert_array_equal(split.users, test["user_idx"].to_numpy())
+    np.testing.assert_array_equal(split.items, test["item_idx"].to_numpy())
+    assert split.n_eligible == len(test)
+    _assert_table_is(split.train.table, train)
+    np.testing.assert_array_equal(split.train.table.offsets,
+                                  np.searchsorted(train["user_idx"].to_numpy(), np.arange(prepared.n_users + 1)))
+    inner_train, inner_test = _reference_split(train, seed)
+    if len(inner_test):
+        inner = leave_last_out(split.train, seed=seed)
+        np.testing.assert_array_equal(inner.users, inner_test["user_idx"].to_numpy())
+        np.testing.assert_array_equal(inner.items, inner_test["item_idx"].to_numpy())
+        _assert_table_is(inner.train.table, inner_train)
+    assert event_frames.built == built
+    # held_out in any row order (sorted once first) gives the same rows as in the table's (user, time) order.
+    shuffled = events.sample(frac=1.0, random_state=seed)
+    user, item = held_out(shuffled["user_idx"].to_numpy(), shuffled["item_idx"].to_numpy(),
+                          shuffled["timestamp"].astype("int64").to_numpy(), shuffled["weight"].to_numpy(), 5, seed, np)
+    np.testing.assert_array_equal(user, test["user_idx"].to_numpy())
+    np.testing.assert_array_equal(item, test["item_idx"].to_numpy())
 
 
 @given(st.integers(1, 30), st.integers(1, 8), st.booleans(), st.integers(0, 2**31 - 1))

@@ -84,14 +84,14 @@ class PartitionPreprocessor(Preprocessor):
         self.bad_timestamps = (n_bad, n, example() if n_bad else None)
 
     def _known_events(self, ev):
+        self.unknown_types_ = {}
         try:
             return super()._known_events(ev)
         except UsageError as exc:  # no known type in this partition: its rows drop; the input may still be fine
             self.refusals.append(str(exc))
-            self.steps_.append(StepCount("unknown_event_types", len(ev), 0,
-                                         f"event_type not one of {list(self.config.event_weights)}"))
-            counts = host_frame(ev[schema.EVENT].astype("str").value_counts().to_frame()).iloc[:, 0]
-            self.unknown_types = {str(name): int(n) for name, n in counts.items() if n}
+            # The cleaner's own count (types trimmed and lower-cased, nulls as "(missing)"), as one process has it.
+            self.unknown_types = dict(self.unknown_types_)
+            self.steps_.append(StepCount("unknown_event_types", len(ev), 0, unknown_types_why(self.unknown_types)))
             self.examples.setdefault("unknown_event_types", NO_EXAMPLE)
             self.fixes["unknown_event_types"] = None
             out = ev.iloc[0:0].copy()
@@ -257,7 +257,8 @@ def apply_casts(df: Any, casts: dict[str, str]) -> Any:
 
 
 def summed_steps(summaries: list[Cleaned]) -> list[StepCount]:
-    """Per-step counts over all partitions, in pipeline order (notes keep the first partition's words)."""
+    """Per-step counts over all partitions, in pipeline order (notes keep the first partition's words; the
+    unknown event types are named with their counts over all partitions, as one process names them)."""
     order: dict[str, StepCount] = {}
     for s in summaries:
         for step in s.steps:
@@ -267,7 +268,19 @@ def summed_steps(summaries: list[Cleaned]) -> list[StepCount]:
                                              seen.why)
             else:
                 order[step.step] = step
+    if "unknown_event_types" in order:
+        step = order["unknown_event_types"]
+        order[step.step] = dataclasses.replace(step, why=unknown_types_why(unknown_types(summaries)))
     return list(order.values())
+
+
+def unknown_types(summaries: list[Cleaned]) -> dict[str, int]:
+    """Dropped rows per unknown event type, summed over partitions."""
+    unknown: dict[str, int] = {}
+    for s in summaries:
+        for name, n in s.unknown_types.items():
+            unknown[name] = unknown.get(name, 0) + n
+    return unknown
 
 
 def check_cleaned(summaries: list[Cleaned], config: PreprocessConfig, total_rows: int) -> list[StepCount]:
@@ -298,10 +311,7 @@ def check_cleaned(summaries: list[Cleaned], config: PreprocessConfig, total_rows
         fix = next(s.fixes[step.step] for s in summaries if step.step in s.fixes)
         why = step.why
         if step.step == "unknown_event_types":
-            unknown: dict[str, int] = {}
-            for s in summaries:
-                for name, n in s.unknown_types.items():
-                    unknown[name] = unknown.get(name, 0) + n
+            unknown = unknown_types(summaries)
             why, fix = unknown_types_why(unknown), unknown_types_fix(unknown, config.event_weights)
         warn_dropped(step.dropped, step.rows_in, why, example, fix)
     shown = set()

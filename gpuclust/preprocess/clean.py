@@ -15,7 +15,7 @@ from gpuclust import schema
 from gpuclust.backend import Backend, to_host
 from gpuclust.config import PreprocessConfig
 from gpuclust.errors import NO_EXAMPLE, InputWarning, UsageError, warn_dropped
-from gpuclust.frames import host_frame, local_array, local_values, local_xp
+from gpuclust.frames import host_frame, local_array, local_values, local_xp, to_backend_frame
 from gpuclust.preprocess.codes import EventCodes
 from gpuclust.preprocess.parse import (
     NS_YEARS,
@@ -48,7 +48,6 @@ class Preprocessor:
             vocabulary=None) -> PreparedData:
         """Clean and index `events`. With `vocabulary` (a fitted model's item table) item indices are the
         model's and events on items it does not know are dropped and counted."""
-        cfg = self.config
         self.steps_: list[StepCount] = list(steps or [])
         if len(events) == 0:
             raise UsageError("the events input has no rows; check the file or the adapter's filters")
@@ -63,6 +62,41 @@ class Preprocessor:
         # From here on events are integer codes on the device, sorted once by (user, time).
         codes = EventCodes.of(ev, backend)
         del ev
+        return self._from_codes(codes, backend, items, vocabulary)
+
+    def run_prepared(self, data: PreparedData, backend: Backend, items=None, steps: list[StepCount] | None = None,
+                     vocabulary=None) -> PreparedData:
+        """`run` on events prepared before (a holdout's training rows, `PreparedData.with_table`), read from
+        their event table: ids, timestamps, values and event types were read and cleaned then, so the steps
+        on codes run again (duplicates, minimum counts, sampling, the catalogue, contiguous indices) and give
+        what `run` gives on the same events as a frame, without making that frame."""
+        self.steps_ = list(steps or [])
+        table: EventTable = data.table
+        if table is None or len(table) == 0:
+            raise UsageError("the events input has no rows; check the file or the adapter's filters")
+        ids = (to_backend_frame(data.users, backend)[schema.USER], to_backend_frame(data.items, backend)[schema.ITEM])
+        codes = EventCodes.of_table(table, *ids, backend)
+        known = list(self.config.event_weights)
+        self.unknown_types_ = {}
+        if list(table.event_names) != known:  # other event types: each code to its place among these, or none
+            to_known = np.asarray([known.index(n) if n in known else -1 for n in table.event_names], dtype=np.int8)
+            event = codes.xp.asarray(to_known)[codes.event.astype(codes.xp.int64)]
+            found = to_host(codes.xp.bincount(codes.event.astype(codes.xp.int64)[event < 0],
+                                              minlength=len(table.event_names)))
+            unknown = {name: int(n) for name, n in zip(table.event_names, found, strict=True) if n}
+            self.unknown_types_ = unknown
+            if not bool((event >= 0).any()):
+                raise UsageError(f"none of the event types {sorted(unknown)[:20]} is known; known: {known}; "
+                                 + unknown_types_fix(unknown, self.config.event_weights, vocabulary is not None))
+            codes = dataclasses.replace(codes, event=event)
+            codes = self._drop("unknown_event_types", codes, codes.take(event >= 0), unknown_types_why(unknown),
+                               fix=unknown_types_fix(unknown, self.config.event_weights, vocabulary is not None))
+        return self._from_codes(codes, backend, items, vocabulary)
+
+    def _from_codes(self, codes: EventCodes, backend: Backend, items, vocabulary) -> PreparedData:
+        """The steps of `run` on integer codes: sort by (user, time), duplicates, minimum counts, sampling,
+        weights, the saved model's vocabulary, the catalogue and the indices."""
+        cfg = self.config
         codes = codes.take(stable_order(codes.user, codes.time, codes.xp))
         if cfg.drop_duplicates:
             codes = self._drop("exact_duplicates", codes, codes.take(~_duplicates(codes)), DUPLICATE_WHY,
@@ -171,6 +205,7 @@ class Preprocessor:
         known = list(self.config.event_weights)
         types = ev[schema.EVENT]
         if not bool(types.notna().any()):
+            self.unknown_types_ = {"(missing)": len(ev)} if len(ev) else {}
             raise UsageError("the event_type column is empty in every row; map the column that holds the event "
                              "type with --event-col")
         if str(types.dtype).lower().startswith(("int", "uint", "float", "bool")):
@@ -181,14 +216,16 @@ class Preprocessor:
             types = types.astype("str").str.strip().str.lower().astype("category")
             names = sorted({n.strip().lower() for n in names})
         keep = types.isin(known)
+        # Rows per unknown type as this cleaner reads types (trimmed, lower case; nulls as "(missing)"): the
+        # manifest's and the warning's words, and what a Dask partition reports (also when it raises below).
+        counts = host_frame(types[~keep].value_counts(dropna=False).to_frame()).iloc[:, 0]
+        unknown = {"(missing)" if name != name else str(name): int(n) for name, n in counts.items() if n}
+        self.unknown_types_ = unknown
         if not bool(keep.any()):
             fix = ("map yours to these in the events file, or refit with gpuclust run --event-weights TYPE=W,..."
                    if fixed else "give weights for yours with --event-weights TYPE=W,...")
             raise UsageError(f"none of the event types {names[:20]} is known; known: {known}; {fix}")
         out = ev.assign(**{schema.EVENT: types.cat.set_categories(known)})
-        counts = host_frame(types[~keep].value_counts(dropna=False).to_frame()).iloc[:, 0]
-        unknown = {"(missing)" if name != name else str(name): int(n) for name, n in counts.items() if n}
-        self.unknown_types_ = unknown
         return self._drop("unknown_event_types", ev, out if not unknown else out[keep], unknown_types_why(unknown),
                           fix=unknown_types_fix(unknown, self.config.event_weights, fixed))
 

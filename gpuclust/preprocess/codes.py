@@ -47,6 +47,18 @@ class EventCodes:
                   "event": event.astype(np.int8, copy=False), "time": time, "value": value.astype(np.float32, copy=False)}
         return cls(**{name: xp.asarray(a) for name, a in arrays.items()}, user_ids=user_ids, item_ids=item_ids, xp=xp)
 
+    @classmethod
+    def of_table(cls, table: Any, user_ids: Any, item_ids: Any, backend: Backend) -> EventCodes:
+        """Codes of an event table (`EventTable`) whose user_idx and item_idx index `user_ids` and
+        `item_ids` (the prepared users' and items' ids, in index order: sorted, as `of` factorises them).
+        Event codes stay the table's (indices into its `event_names`)."""
+        xp = backend.xp
+        return cls(user=xp.asarray(table.user).astype(xp.int64), item=xp.asarray(table.item).astype(xp.int64),
+                   event=xp.asarray(table.event).astype(xp.int8, copy=False),
+                   time=xp.asarray(table.time).astype(xp.int64, copy=False),
+                   value=xp.asarray(table.value).astype(xp.float32, copy=False), user_ids=user_ids.reset_index(drop=True),
+                   item_ids=item_ids.reset_index(drop=True), xp=xp)
+
     def __len__(self) -> int:
         return int(self.user.shape[0])
 

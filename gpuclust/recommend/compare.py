@@ -29,14 +29,13 @@ from gpuclust.cluster.factory import build_clusterer
 from gpuclust.cluster.sweep import DEFAULT_K_VALUES
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
-from gpuclust.frames import column_array, host_frame, to_backend_frame
+from gpuclust.frames import host_frame, to_backend_frame
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.progress import tell, within
 from gpuclust.protocols import fit_clusterer
 from gpuclust.recommend.evaluation import (
     PROTOCOL,
-    _raw_columns,
     clusters_only,
     metrics_with_errors,
     popularity,
@@ -114,18 +113,17 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
         example = ",".join(str(k) for k in sorted({min(n, max(2, n // 10)), min(n, max(2, n // 4))}))
         raise UsageError(f"k={ks[-1]} is larger than the number of users ({n}); give --k values up to {n}, "
                          f"e.g. --k {example}")
-    outer = leave_last_out(data.events, data.n_items, seed)
+    outer = leave_last_out(data, seed=seed)
     xp = backend.xp
-    users = column_array(outer.test[schema.USER_IDX], backend).astype(xp.int64)
-    targets = column_array(outer.test[schema.ITEM_IDX], backend).astype(xp.int64)
-    seen = seen_matrix(outer.train, users, data.n_users, data.n_items, backend)
-    score = _Scorer(outer.train, users, targets, seen, data, backend, top_k)
+    users, targets = backend.asarray(outer.users).astype(xp.int64), backend.asarray(outer.items).astype(xp.int64)
+    train = outer.train.table
+    seen = seen_matrix(train, users, data.n_users, data.n_items, backend)
+    score = _Scorer(train, users, targets, seen, data, backend, top_k)
     rows: list[dict[str, Any]] = [{"representation": GLOBAL, "k": None, **score.ranks_of(None), "fit_seconds": 0.0}]
     timings = {"prepare_and_split": time.perf_counter() - started}
     t0 = time.perf_counter()
     tell(progress, "personal model")
-    personal = fit_personal(data.with_events(outer.train).table, data.n_users, data.n_items, backend,
-                            config.recommend, config.seed)
+    personal = fit_personal(train, data.n_users, data.n_items, backend, config.recommend, config.seed)
     if personal is not None:
         ranks = target_ranks(personal, seen, targets, max(top_k), backend)
         rows.append({"representation": PERSONAL_ROW, "model": personal.name, "k": None,
@@ -133,7 +131,6 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
                      "fit_seconds": round(time.perf_counter() - t0, 3), "selection": personal.selection})
     timings["personal"] = time.perf_counter() - t0
 
-    train_raw = outer.train[list(_raw_columns(outer.train))]
     for done, (name, cfg) in enumerate(plans.items()):
         t0 = time.perf_counter()
         fitting = within(progress, f"{name} ({done + 1} of {len(plans)})")
@@ -141,7 +138,7 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
             run = clusters_only(cfg)
             run.cluster.k_auto = run.cluster.k_auto or not run.cluster.k_values
             run.cluster.k_values = run.cluster.k_values or DEFAULT_K_VALUES
-            model = UserClusterer(config=run, progress=fitting).fit(train_raw, items)
+            model = UserClusterer(config=run, progress=fitting).fit(outer.train, items)
             clusters = _clusters_from_frame(model.labels_, data, backend)
             sweep = model.sweep_.to_dict() if model.sweep_ is not None else None
             rows.append({"representation": name, "features": list(cfg.features.features),
@@ -151,9 +148,9 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
         else:
             run = clusters_only(cfg)
             run.cluster.k, run.cluster.k_values, run.cluster.k_auto = ks[0], (), False
-            model = UserClusterer(config=run, progress=fitting).fit(train_raw, items)
+            model = UserClusterer(config=run, progress=fitting).fit(outer.train, items)
             tell(fitting, "features of the training users")
-            x, prepared = model.embed(train_raw)
+            x, prepared = model.embed(outer.train)
             feature_seconds = time.perf_counter() - t0
             for k in ks:
                 tell(fitting, f"clusters at k={k}")
@@ -169,7 +166,7 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
     if recipe:  # at every k asked for; with k auto, at each k a contender chose ("at the same k")
         tell(progress, RECIPE)
         t0 = time.perf_counter()
-        plain = PlainRecipe(seed=config.seed).embed(outer.train, data.n_users, data.n_items)
+        plain = PlainRecipe(seed=config.seed).embed(train, data.n_users, data.n_items)
         embed_seconds = time.perf_counter() - t0
         chosen = sorted({r["k"] for r in rows if r["k"] is not None}) if auto else ks
         for k in chosen:

@@ -31,7 +31,7 @@ from gpuclust import schema
 from gpuclust.backend import Backend, resolve_backend, to_host
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
-from gpuclust.frames import column_array, host_frame, to_backend_frame
+from gpuclust.frames import host_frame, to_backend_frame
 from gpuclust.preprocess.clean import Preprocessor
 from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.progress import Progress, tell, within
@@ -46,10 +46,9 @@ from gpuclust.recommend.scoring import (  # noqa: F401 - their home before
     rank_targets,
     seen_matrix,
 )
-from gpuclust.recommend.split import leave_last_out
+from gpuclust.recommend.split import Holdout, leave_last_out
 
 TUNE_USERS = 20_000  # validation users the blend weight is tuned on (a seeded sample above this)
-RAW_COLUMNS = (schema.USER, schema.ITEM, schema.EVENT, schema.TIME, schema.VALUE)
 PROTOCOL = ("leave-last-out: each user with >= 2 distinct items loses its last item (latest timestamp; ties: "
             "higher event weight, then a seeded hash) and all its events on it; the pipeline is fitted on the "
             "rest; top-K excludes items the user has in training; the blend weight is tuned on the "
@@ -82,25 +81,24 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
     tell(progress, "preprocess and split")
     data = Preprocessor(config.preprocess, seed=config.seed).run(events, backend, items)
 
-    outer = leave_last_out(data.events, data.n_items, seed)
-    inner = leave_last_out(outer.train, data.n_items, seed)
+    outer = leave_last_out(data, seed=seed)
+    inner = leave_last_out(outer.train, seed=seed)
     timings: dict[str, float] = {"prepare_and_split": time.perf_counter() - started}
 
     labels_only = clusters_only(config)
 
-    def fit(train, what: str) -> tuple[Any, float]:
+    def fit(train: PreparedData, what: str) -> tuple[Any, float]:
         t0 = time.perf_counter()
-        model = UserClusterer(config=labels_only, progress=within(progress, what)).fit(
-            train[list(_raw_columns(train))], items)
+        model = UserClusterer(config=labels_only, progress=within(progress, what)).fit(train, items)
         return _clusters_by_user(model, data, backend), time.perf_counter() - t0
 
     # Validation: tune the blend weight without looking at the test items.
     t0 = time.perf_counter()
     val_clusters, timings["validation_fit"] = fit(inner.train, "validation fit")
-    val_users, val_targets, val_rows = _evaluable(inner.test, val_clusters, backend)
+    val_users, val_targets, val_rows = _evaluable(inner, val_clusters, backend)
     val_users, val_targets, val_rows = _sample(val_users, val_targets, val_rows, tune_users, seed, backend)
-    val_pop = popularity(inner.train, val_clusters, data.n_items, backend)
-    val_seen = seen_matrix(inner.train, val_users, data.n_users, data.n_items, backend)
+    val_pop = popularity(inner.train.table, val_clusters, data.n_items, backend)
+    val_seen = seen_matrix(inner.train.table, val_users, data.n_users, data.n_items, backend)
     primary = k_values[0]
 
     def score(w: float) -> dict[str, float]:
@@ -115,9 +113,9 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
     # Test: fit on everything but the held-out items, score the three recommenders.
     clusters, timings["test_fit"] = fit(outer.train, "test fit")
     tell(progress, "scoring global, cluster and blended popularity")
-    users, targets, rows = _evaluable(outer.test, clusters, backend)
-    pop = popularity(outer.train, clusters, data.n_items, backend)
-    seen = seen_matrix(outer.train, users, data.n_users, data.n_items, backend)
+    users, targets, rows = _evaluable(outer, clusters, backend)
+    pop = popularity(outer.train.table, clusters, data.n_items, backend)
+    seen = seen_matrix(outer.train.table, users, data.n_users, data.n_items, backend)
     table = []
     ranks_of: dict[str, np.ndarray] = {}
     for method, w, cost in (("global popularity", 0.0, 0.0), ("cluster popularity", 1.0, timings["test_fit"]),
@@ -133,8 +131,7 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
     # saved model serves: the personal list from recommend.min_items distinct items up, the blend below.
     t0 = time.perf_counter()
     tell(progress, "personal model")
-    personal = fit_personal(data.with_events(outer.train).table, data.n_users, data.n_items, backend,
-                            config.recommend, config.seed)
+    personal = fit_personal(outer.train.table, data.n_users, data.n_items, backend, config.recommend, config.seed)
     timings["personal_fit"] = time.perf_counter() - t0
     personal_record = None
     if personal is not None:
@@ -272,10 +269,6 @@ def _check_k_values(k_values: Sequence[int]) -> tuple[int, ...]:
     return values
 
 
-def _raw_columns(frame: Any) -> tuple[str, ...]:
-    return tuple(c for c in RAW_COLUMNS if c in frame.columns)
-
-
 def _clusters_by_user(model: Any, data: PreparedData, backend: Backend):
     """Cluster per user_idx of the evaluation's index: -2 where the model dropped the user, -1 noise."""
     labels = model.labels_[[schema.USER, "cluster"]]
@@ -285,11 +278,10 @@ def _clusters_by_user(model: Any, data: PreparedData, backend: Backend):
     return backend.asarray(out)
 
 
-def _evaluable(test: Any, clusters: Any, backend: Backend) -> tuple[Any, Any, Any]:
+def _evaluable(split: Holdout, clusters: Any, backend: Backend) -> tuple[Any, Any, Any]:
     """Held-out users the pipeline clustered, their targets, and their row in the popularity table."""
     xp = backend.xp
-    users = column_array(test[schema.USER_IDX], backend).astype(xp.int64)
-    targets = column_array(test[schema.ITEM_IDX], backend).astype(xp.int64)
+    users, targets = backend.asarray(split.users).astype(xp.int64), backend.asarray(split.items).astype(xp.int64)
     cluster = clusters[users]
     keep = cluster > -2
     users, targets, cluster = users[keep], targets[keep], cluster[keep]

@@ -7,34 +7,34 @@ host, whatever the backend: it is the yardstick the learned representations must
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gpuclust import schema
 from gpuclust.backend import to_host
-from gpuclust.frames import host_frame
+
+if TYPE_CHECKING:
+    from gpuclust.preprocess.table import EventTable
 
 NAME = "recipe (TF-IDF -> SVD -> KMeans)"
 
 
 class PlainRecipe:
-    """`embed(events, n_users, n_items)` once, then `labels(k)` for each k."""
+    """`embed(table, n_users, n_items)` once, then `labels(k)` for each k."""
 
     def __init__(self, n_components: int = 32, n_init: int = 10, seed: int = 0) -> None:
         self.n_components = n_components
         self.n_init = n_init
         self.seed = seed
 
-    def embed(self, events: Any, n_users: int, n_items: int) -> PlainRecipe:
-        """events: prepared events (user_idx, item_idx, weight), cuDF or pandas."""
+    def embed(self, table: EventTable, n_users: int, n_items: int) -> PlainRecipe:
+        """table: the prepared events (`EventTable`); their user, item and weight arrays come to the host."""
         import scipy.sparse
         from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfTransformer
 
-        frame = host_frame(events[[schema.USER_IDX, schema.ITEM_IDX, schema.WEIGHT]])
         counts = scipy.sparse.coo_matrix(
-            (frame[schema.WEIGHT].to_numpy(np.float64), (frame[schema.USER_IDX].to_numpy(), frame[schema.ITEM_IDX].to_numpy())),
+            (to_host(table.weight).astype(np.float64), (to_host(table.user), to_host(table.item))),
             shape=(n_users, n_items)).tocsr()
         tfidf = TfidfTransformer().fit_transform(counts)
         components = min(self.n_components, max(1, min(tfidf.shape) - 1))

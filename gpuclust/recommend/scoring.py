@@ -9,9 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust import schema
 from gpuclust.backend import Backend, row_top_k, to_host
-from gpuclust.frames import column_array
 from gpuclust.preprocess.table import EventTable
 from gpuclust.recommend.popularity import shares, weighted_counts
 
@@ -32,21 +30,14 @@ class Popularity:
 
 # --- the pieces -----------------------------------------------------------------------------
 
-def training_columns(train: Any, backend: Backend) -> tuple[Any, Any, Any]:
-    """(user_idx int64, item_idx int64, weight float64) of training events: an event table's arrays, or a
-    prepared frame's columns (`evaluate` and `compare` split frames the estimator is fitted on)."""
+def training_columns(train: EventTable, backend: Backend) -> tuple[Any, Any, Any]:
+    """(user_idx int64, item_idx int64, weight float64) of the training events' table, on the backend."""
     xp = backend.xp
-    if isinstance(train, EventTable):
-        table: EventTable = train
-        user, item, weight = table.user, table.item, table.weight
-    else:
-        user, item = column_array(train[schema.USER_IDX], backend), column_array(train[schema.ITEM_IDX], backend)
-        weight = column_array(train[schema.WEIGHT], backend, np.float64)
-    return (backend.asarray(user).astype(xp.int64), backend.asarray(item).astype(xp.int64),
-            backend.asarray(weight).astype(xp.float64))
+    return (backend.asarray(train.user).astype(xp.int64), backend.asarray(train.item).astype(xp.int64),
+            backend.asarray(train.weight).astype(xp.float64))
 
 
-def popularity(train: Any, clusters: Any, n_items: int, backend: Backend) -> Popularity:
+def popularity(train: EventTable, clusters: Any, n_items: int, backend: Backend) -> Popularity:
     """Weighted item shares per cluster and overall, as one dense (k + 1) x items table."""
     xp = backend.xp
     users, item, weight = training_columns(train, backend)
@@ -54,7 +45,7 @@ def popularity(train: Any, clusters: Any, n_items: int, backend: Backend) -> Pop
     return Popularity(shares(weighted_counts(users, item, weight, clusters, k, n_items, xp), xp), k)
 
 
-def seen_matrix(train: Any, users: Any, n_users: int, n_items: int, backend: Backend):
+def seen_matrix(train: EventTable, users: Any, n_users: int, n_items: int, backend: Backend):
     """CSR (evaluated users x items) of what each evaluated user has in training; row r = users[r]."""
     train_user, train_item, _ = training_columns(train, backend)
     return seen_rows(train_user, train_item, users, n_users, n_items, backend)

@@ -1,7 +1,7 @@
 """Leave-last-out: each user's last interacted item is held out, everything else stays for training.
 
-Works on prepared events (user_idx, item_idx, timestamp, weight) with frame operations that cuDF and
-pandas share (sort, drop_duplicates, isin), so the split runs where the events are.
+Works on the event table's arrays (user_idx, item_idx, time, weight) where they are (NumPy or CuPy):
+no events frame is made, so the split and everything after it stay on the device.
 
 Rules, so every run of the same input and seed splits the same way:
 - eligible users have at least 2 distinct items (one to hold out, one left to learn from);
@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gpuclust import schema
 from gpuclust.errors import UsageError
-from gpuclust.frames import local_values, local_xp
+from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.segments import offsets_of, segment_first, segment_last, stable_order
 
 if TYPE_CHECKING:
@@ -30,11 +29,17 @@ if TYPE_CHECKING:
 
 @dataclass
 class Holdout:
-    """train: the events left to learn from; test: one row (user_idx, item_idx) per eligible user."""
+    """train: the events left to learn from (prepared data over the same users and items); users, items:
+    the held-out (user_idx, item_idx) as int64 arrays where the events are, one per eligible user,
+    ascending by user."""
 
-    train: Any
-    test: Any
-    n_eligible: int
+    train: PreparedData
+    users: Any
+    items: Any
+
+    @property
+    def n_eligible(self) -> int:
+        return int(len(self.users))
 
 
 def seeded_hash(user_idx: Any, item_idx: Any, seed: int, xp: Any = np):
@@ -49,12 +54,6 @@ def seeded_hash(user_idx: Any, item_idx: Any, seed: int, xp: Any = np):
         x *= xp.uint64(0x94D049BB133111EB)
         x ^= x >> xp.uint64(31)
     return (x >> xp.uint64(1)).astype(xp.int64)
-
-
-def eligible_users(events: Any) -> Any:
-    """The user_idx of users with 2 or more distinct items: those leave-last-out can hold one out of."""
-    distinct = events[[schema.USER_IDX, schema.ITEM_IDX]].drop_duplicates().groupby(schema.USER_IDX).size()
-    return distinct[distinct >= 2].index
 
 
 def held_out(user: Any, item: Any, time: Any, weight: Any, n_items: int, seed: int, xp: Any) -> tuple[Any, Any]:
@@ -110,24 +109,7 @@ def training_rows(user: Any, item: Any, test_user: Any, test_item: Any, n_items:
     return held_item[user] != item.astype(xp.int64)
 
 
-def leave_last_out(events: Any, n_items: int, seed: int = 0) -> Holdout:
-    """Hold out each eligible user's last item; see the module note for the rules."""
-    for col in (schema.USER_IDX, schema.ITEM_IDX, schema.TIME, schema.WEIGHT):
-        if col not in events.columns:
-            raise UsageError(f"events need a {col!r} column for leave-last-out; pass prepared events")
-    xp = local_xp(events[schema.USER_IDX])
-    user, item = local_values(events[schema.USER_IDX]), local_values(events[schema.ITEM_IDX])
-    time = local_values(events[schema.TIME].astype("datetime64[ns]").astype("int64"))
-    test_user, test_item = held_out(user, item, time, local_values(events[schema.WEIGHT]), n_items, seed, xp)
-    if len(test_user) == 0:
-        raise UsageError(NO_ELIGIBLE)
-    frame = type(events)
-    test = frame({schema.USER_IDX: test_user.astype(user.dtype), schema.ITEM_IDX: test_item.astype(item.dtype)})
-    train = events[training_rows(user, item, test_user, test_item, n_items, xp)].reset_index(drop=True)
-    return Holdout(train=train, test=test, n_eligible=len(test_user))
-
-
-def split_table(data: Any, seed: int = 0) -> tuple[Any, Any, Any]:
+def split_table(data: PreparedData, seed: int = 0) -> tuple[Any, Any, Any]:
     """Leave-last-out on prepared data's event table, where it lives: (the training part as prepared
     data, test user_idx, test item_idx), one test row per eligible user, ascending by user."""
     t: EventTable = data.table
@@ -136,6 +118,16 @@ def split_table(data: Any, seed: int = 0) -> tuple[Any, Any, Any]:
         raise UsageError(NO_ELIGIBLE)
     keep = training_rows(t.user, t.item, test_user, test_item, data.n_items, t.xp)
     return data.with_table(t.subset(keep)), test_user, test_item
+
+
+def leave_last_out(data: PreparedData, *, seed: int = 0) -> Holdout:
+    """Hold out each eligible user's last item of prepared data (`split_table` as a `Holdout`); see the
+    module note for the rules."""
+    if not isinstance(data, PreparedData):
+        raise UsageError(f"leave-last-out splits prepared data (Preprocessor().run(events, backend)), got "
+                         f"{type(data).__name__}")
+    train, users, items = split_table(data, seed)
+    return Holdout(train, users, items)
 
 
 NO_ELIGIBLE = ("no user has 2 or more distinct items, so none can have one held out (leave-last-out, which "
