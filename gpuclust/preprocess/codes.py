@@ -11,13 +11,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gpuclust import schema
 from gpuclust.backend import Backend
 from gpuclust.frames import factorize, local_values
+
+if TYPE_CHECKING:
+    from gpuclust.preprocess.table import EventTable
 
 ARRAYS = ("user", "item", "event", "time", "value")
 
@@ -48,7 +51,7 @@ class EventCodes:
         return cls(**{name: xp.asarray(a) for name, a in arrays.items()}, user_ids=user_ids, item_ids=item_ids, xp=xp)
 
     @classmethod
-    def of_table(cls, table: Any, user_ids: Any, item_ids: Any, backend: Backend) -> EventCodes:
+    def of_table(cls, table: EventTable, user_ids: Any, item_ids: Any, backend: Backend) -> EventCodes:
         """Codes of an event table (`EventTable`) whose user_idx and item_idx index `user_ids` and
         `item_ids` (the prepared users' and items' ids, in index order: sorted, as `of` factorises them).
         Event codes stay the table's (indices into its `event_names`)."""
