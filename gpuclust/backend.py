@@ -288,6 +288,41 @@ def row_top_k(scores: Any, k: int, xp: ModuleType) -> Any:
     return xp.argpartition(-scores, k - 1, axis=1)[:, :k]
 
 
+def dense_product(a: Any, b: Any, backend: Backend) -> Any:
+    """a @ b of two CSR matrices as a dense float32 array, for row blocks whose product is dense anyway
+    (item-kNN's rows of XᵀX).
+
+    SciPy's public product first counts its output (a pass over every pair) and then fills it (a second);
+    with the output's dense size as the bound, its kernel runs once into buffers of that size: 0.89 s
+    against 0.59 s for 838 x 20,000 at 1M users. The kernel is SciPy's own (`_sparsetools.csr_matmat`,
+    unchanged for years); where it is missing or the inputs are not plain CSR, the public product. CuPy:
+    the public product."""
+    if backend.on_gpu or getattr(a, "format", None) != "csr" or getattr(b, "format", None) != "csr":
+        return _public_dense(a, b)
+    try:
+        from scipy.sparse import _sparsetools
+    except ImportError:  # pragma: no cover - a SciPy without it: the public product
+        return _public_dense(a, b)
+    rows, cols = a.shape[0], b.shape[1]
+    index = np.int64 if rows * cols >= 2**31 - 1 else np.result_type(a.indptr, a.indices, b.indptr, b.indices)
+    value = np.result_type(a.data, b.data, np.float32)
+    indptr = np.empty(rows + 1, dtype=index)
+    indices, data = np.empty(rows * cols, dtype=index), np.empty(rows * cols, dtype=value)
+    _sparsetools.csr_matmat(rows, cols, *(v.astype(index, copy=False) for v in (a.indptr, a.indices)),
+                            a.data.astype(value, copy=False),
+                            *(v.astype(index, copy=False) for v in (b.indptr, b.indices)), b.data.astype(value, copy=False),
+                            indptr, indices, data)
+    out = np.zeros((rows, cols), dtype=value)
+    nnz = int(indptr[-1])
+    _sparsetools.csr_todense(rows, cols, indptr, indices[:nnz], data[:nnz], out)
+    return out.astype(np.float32, copy=False)
+
+
+def _public_dense(a: Any, b: Any) -> Any:
+    product = a @ b
+    return (product.toarray() if hasattr(product, "toarray") else product).astype(np.float32, copy=False)
+
+
 T = TypeVar("T")
 
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 
 from gpuclust import accelerators
@@ -131,3 +132,23 @@ def test_blocks_on_threads_run_torch_on_one_thread_each_and_restore_it(monkeypat
     before = torch.get_num_threads()
     inside = backend_module.map_row_blocks(lambda start, stop: torch.get_num_threads(), 8, 1, 2, resolve_backend("cpu"))
     assert set(inside) == {1} and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("index", [np.int32, np.int64])
+def test_the_one_pass_dense_product_equals_scipys_product(index):
+    """SciPy's kernel run once into dense-size buffers: the same numbers as the public product (summed
+    repeats, unsorted rows, empty rows, int64 indices, float64 data cast to float32)."""
+    from gpuclust.backend import dense_product
+
+    rng = np.random.default_rng(3)
+    a = sp.random(41, 300, density=0.08, random_state=1, format="csr", dtype=np.float32)
+    b = sp.random(300, 57, density=0.08, random_state=2, format="csr", dtype=np.float64)
+    a.data[:] = rng.integers(1, 5, a.nnz)
+    a = sp.csr_matrix((a.data, a.indices.astype(index), a.indptr.astype(index)), shape=a.shape)
+    a.indices[a.indptr[3]:a.indptr[4]] = a.indices[a.indptr[3]:a.indptr[4]][::-1]  # a row not sorted
+    a.data[a.indptr[5]:a.indptr[6]] = 0
+    a.eliminate_zeros()  # an empty row
+    assert a.indptr[5] == a.indptr[6]
+    got = dense_product(a, b, resolve_backend("cpu"))
+    assert got.dtype == np.float32 and got.shape == (41, 57)
+    np.testing.assert_allclose(got, (a @ b).toarray(), rtol=1e-6)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gpuclust.backend import Backend, map_row_blocks, spd_inverse, to_host
+from gpuclust.backend import Backend, dense_product, map_row_blocks, spd_inverse, to_host
 from gpuclust.errors import UsageError
 from gpuclust.recommend.scoring import BATCH_CELLS, hit_ranks, metrics, top_k_sorted
 from gpuclust.recommend.split import held_out
@@ -171,7 +171,7 @@ def knn_neighbours(x: Any, most: int, backend: Backend, added: Any = None, g: An
         outs.append((_inverse_norms(x + added, xp), (d + d.T + added.T @ added).tocsr()))
 
     def block(start: int, stop: int) -> list[tuple[Any, Any]]:
-        rows = (xt[start:stop] @ x).toarray().astype(xp.float32, copy=False) if g is None else g[start:stop]
+        rows = dense_product(xt[start:stop], x, backend) if g is None else g[start:stop]
         found = []
         for inv, correction in outs:
             if correction is not None:
