@@ -717,6 +717,10 @@ def _check_inputs(events: Any, items: Any = None, truth: Any = None) -> None:
     required = (schema.USER, schema.ITEM, schema.EVENT, schema.TIME)
     if type(events).__module__.split(".")[0] in ("dask", "dask_cudf", "dask_expr"):
         check_frame(events._meta, "events", required)
+    elif isinstance(events, PreparedData):
+        if events.missing():  # fit reads its users before preparing them
+            raise UsageError(f"the prepared data has no {events.missing()} ({events!r}); pass prepared data as "
+                             "Preprocessor().run makes it, or an events frame")
     elif type(events).__module__.startswith("gpuclust"):
         pass
     else:

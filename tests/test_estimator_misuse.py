@@ -293,3 +293,23 @@ def test_a_mixture_model_clusters_and_a_non_clusterer_is_refused_before_fitting(
     with pytest.raises(UsageError, match="clusterer PCA is not a clustering model"):
         UserClusterer(clusterer=PCA(2), device="cpu").fit(events)
     assert fitted == []  # refused before any fit
+
+
+def test_prepared_data_without_events_is_named_by_fit_and_embed(events):
+    """A catalogue alone (PreparedData(items=...)) failed as "expected a cuDF or pandas DataFrame, got
+    NoneType" (fit) and its repr raised TypeError; an emptied table blamed "the file or the adapter's filters"."""
+    from gpuclust.backend import cpu_backend
+    from gpuclust.preprocess.clean import Preprocessor
+    from gpuclust.preprocess.prepared import PreparedData
+
+    data = Preprocessor().run(events, cpu_backend())
+    catalogue = PreparedData(items=data.items)
+    assert repr(catalogue) == "PreparedData(n_users=0, n_items=0, events=0)" and len(catalogue) == 0
+    empty = data.with_table(data.table.subset(np.zeros(len(data.table), dtype=bool)))
+    model = _fit(events)
+    for given, message in ((catalogue, "prepared data has no events and users"),
+                           (empty, r"prepared data has no events \(.*events=0\): e.g. a table subset")):
+        with pytest.raises(UsageError, match=message):
+            _fit(given)
+        with pytest.raises(UsageError, match=message):
+            model.embed(given)

@@ -71,9 +71,13 @@ class Preprocessor:
         on codes run again (duplicates, minimum counts, sampling, the catalogue, contiguous indices) and give
         what `run` gives on the same events as a frame, without making that frame."""
         self.steps_ = list(steps or [])
+        if data.missing():
+            raise UsageError(f"the prepared data has no {data.missing()} ({data!r}); pass prepared data as "
+                             "Preprocessor().run makes it, or an events frame")
         table: EventTable = data.table
-        if table is None or len(table) == 0:
-            raise UsageError("the events input has no rows; check the file or the adapter's filters")
+        if len(table) == 0:
+            raise UsageError(f"the prepared data has no events ({data!r}: e.g. a table subset that kept no row); "
+                             "pass prepared data with events, or an events frame")
         ids = (to_backend_frame(data.users, backend)[schema.USER], to_backend_frame(data.items, backend)[schema.ITEM])
         codes = EventCodes.of_table(table, *ids, backend)
         known = list(self.config.event_weights)

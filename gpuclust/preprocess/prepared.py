@@ -102,10 +102,17 @@ class PreparedData:
                             event_names=self._event_names, xp=self._xp)
 
     def __len__(self) -> int:
-        return len(self._table) if self._table is not None else len(self._events)
+        return self.n_events  # 0 for a catalogue alone, whose repr an error message shows
 
     def __repr__(self) -> str:
         return f"PreparedData(n_users={self.n_users}, n_items={self.n_items}, events={len(self)})"
+
+    def missing(self) -> str | None:
+        """What of events, users and items this lacks (a catalogue alone lacks the first two), in words;
+        None where it has all three. Fit, embed and the split name it rather than fail inside."""
+        lacks = [name for name, part in (("events", self._table if self._table is not None else self._events),
+                                         ("users", self.users), ("items", self.items)) if part is None]
+        return " and ".join(lacks) or None
 
     @property
     def has_categories(self) -> bool:
