@@ -130,8 +130,54 @@ def test_leave_last_out_takes_prepared_data_and_a_keyword_seed(synthetic):
     data = Preprocessor().run(synthetic.events, cpu_backend())
     with pytest.raises(UsageError, match="prepared data"):
         leave_last_out(synthetic.events, seed=0)
-    with pytest.raises(TypeError):
-        leave_last_out(data, data.n_items, 0)  # the frame function's old call: n_items is no seed
+    # the frame function's old call (events, n_items, seed): named with the new form, never a bare TypeError
+    with pytest.raises(UsageError, match=r"old form was leave_last_out\(events, n_items, seed\)"):
+        leave_last_out(data, data.n_items, 0)
+    with pytest.raises(UsageError, match="n_items="):
+        leave_last_out(data, n_items=data.n_items)
+
+
+@pytest.mark.parametrize("seed", ["1", None, 1.5, -1, 2**32, True])
+def test_a_split_seed_that_is_no_seed_is_a_usage_error(synthetic, seed):
+    """A string seed was repeated 2**60 times (MemoryError), None and a float failed or ran inside the hash."""
+    data = Preprocessor().run(synthetic.events.head(300), cpu_backend())
+    with pytest.raises(UsageError, match="split's seed must be a whole number"):
+        leave_last_out(data, seed=seed)
+    with pytest.raises(UsageError, match="split's seed"):  # before the events are read
+        evaluate(None, None, PipelineConfig(device="cpu"), seed=seed)
+
+
+def test_a_numpy_integer_seed_splits_as_that_int(synthetic):
+    data = Preprocessor().run(synthetic.events.head(300), cpu_backend())
+    np.testing.assert_array_equal(leave_last_out(data, seed=np.int64(3)).items, leave_last_out(data, seed=3).items)
+
+
+def test_a_split_of_prepared_data_without_events_is_a_usage_error(synthetic):
+    from gpuclust.preprocess.prepared import PreparedData
+
+    data = Preprocessor().run(synthetic.events.head(300), cpu_backend())
+    with pytest.raises(UsageError, match="has no events and users"):
+        leave_last_out(PreparedData(items=data.items), seed=0)
+
+
+def test_a_log_of_two_items_a_user_names_the_third_that_evaluation_needs():
+    """Every user has 2 distinct items: the outer split works, the blend tuning's split of the training part
+    does not; the message said "no user has 2 or more distinct items", untrue of this log."""
+    from gpuclust.recommend.split import NoEligibleUsers, splitting_again
+
+    t = pd.Timestamp("2026-01-01")
+    events = pd.DataFrame({"user_id": np.repeat(np.arange(30), 2), "item_id": [f"i{(u + j) % 7}" for u in range(30)
+                                                                              for j in range(2)],
+                           "event_type": "view", "timestamp": [t + pd.Timedelta(hours=j) for _ in range(30)
+                                                               for j in range(2)]})
+    config = PipelineConfig(device="cpu", seed=0)
+    config.cluster.k = 2
+    with pytest.raises(UsageError, match="no user has 3 or more distinct items"):
+        evaluate(events, None, config)
+    one_each = Preprocessor().run(events.drop_duplicates("user_id"), cpu_backend())
+    with pytest.raises(NoEligibleUsers, match="no user has 4 or more distinct items.*then the one before"), \
+            splitting_again(held=2):
+        leave_last_out(one_each, seed=0)
 
 
 def test_metrics_from_ranks():

@@ -46,7 +46,7 @@ from gpuclust.recommend.personal import fit_personal, target_ranks
 from gpuclust.recommend.recipe import NAME as RECIPE
 from gpuclust.recommend.recipe import PlainRecipe
 from gpuclust.recommend.scoring import captured_lift
-from gpuclust.recommend.split import leave_last_out
+from gpuclust.recommend.split import leave_last_out, split_seed, splitting_again
 
 GLOBAL = "global popularity"
 PERSONAL_ROW = "personal model"
@@ -99,6 +99,7 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
     if not auto and (not ks or ks[0] < 1):
         raise UsageError(f"k values must be positive integers, got {list(k_values)}")
     top_k = tuple(int(k) for k in top_k)
+    seed = split_seed(seed)  # before the data is read
     plans = _plans(contenders, config)
     backend = resolve_backend(config.device)
     events = to_backend_frame(events, backend)
@@ -131,38 +132,40 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
                      "fit_seconds": round(time.perf_counter() - t0, 3), "selection": personal.selection})
     timings["personal"] = time.perf_counter() - t0
 
-    for done, (name, cfg) in enumerate(plans.items()):
-        t0 = time.perf_counter()
-        fitting = within(progress, f"{name} ({done + 1} of {len(plans)})")
-        if auto:
-            run = clusters_only(cfg)
-            run.cluster.k_auto = run.cluster.k_auto or not run.cluster.k_values
-            run.cluster.k_values = run.cluster.k_values or DEFAULT_K_VALUES
-            model = UserClusterer(config=run, progress=fitting).fit(outer.train, items)
-            clusters = _clusters_from_frame(model.labels_, data, backend)
-            sweep = model.sweep_.to_dict() if model.sweep_ is not None else None
-            rows.append({"representation": name, "features": list(cfg.features.features),
-                         "algorithm": cfg.cluster.algorithm, "k": int(model.n_clusters_), "k_sweep": sweep,
-                         **score.ranks_of(clusters), "fit_seconds": round(time.perf_counter() - t0, 3),
-                         "training": _training(model)})
-        else:
-            run = clusters_only(cfg)
-            run.cluster.k, run.cluster.k_values, run.cluster.k_auto = ks[0], (), False
-            model = UserClusterer(config=run, progress=fitting).fit(outer.train, items)
-            tell(fitting, "features of the training users")
-            x, prepared = model.embed(outer.train)
-            feature_seconds = time.perf_counter() - t0
-            for k in ks:
-                tell(fitting, f"clusters at k={k}")
-                t1 = time.perf_counter()
-                clusterer = build_clusterer(run.cluster, run.seed, k)
-                fit_clusterer(clusterer, x, model.backend_, prepared, model.measure)
-                clusters = _clusters_from_index(clusterer.labels_, prepared, data, backend)
+    # Each contender is fitted on the training part, which --objective recommend and --algorithm predictive split again.
+    with splitting_again(held=1):
+        for done, (name, cfg) in enumerate(plans.items()):
+            t0 = time.perf_counter()
+            fitting = within(progress, f"{name} ({done + 1} of {len(plans)})")
+            if auto:
+                run = clusters_only(cfg)
+                run.cluster.k_auto = run.cluster.k_auto or not run.cluster.k_values
+                run.cluster.k_values = run.cluster.k_values or DEFAULT_K_VALUES
+                model = UserClusterer(config=run, progress=fitting).fit(outer.train, items)
+                clusters = _clusters_from_frame(model.labels_, data, backend)
+                sweep = model.sweep_.to_dict() if model.sweep_ is not None else None
                 rows.append({"representation": name, "features": list(cfg.features.features),
-                             "algorithm": cfg.cluster.algorithm, "k": k, **score.ranks_of(clusters),
-                             "fit_seconds": round(feature_seconds + time.perf_counter() - t1, 3),
-                             "training": _training(model) if k == ks[0] else None})
-        timings[name] = time.perf_counter() - t0
+                             "algorithm": cfg.cluster.algorithm, "k": int(model.n_clusters_), "k_sweep": sweep,
+                             **score.ranks_of(clusters), "fit_seconds": round(time.perf_counter() - t0, 3),
+                             "training": _training(model)})
+            else:
+                run = clusters_only(cfg)
+                run.cluster.k, run.cluster.k_values, run.cluster.k_auto = ks[0], (), False
+                model = UserClusterer(config=run, progress=fitting).fit(outer.train, items)
+                tell(fitting, "features of the training users")
+                x, prepared = model.embed(outer.train)
+                feature_seconds = time.perf_counter() - t0
+                for k in ks:
+                    tell(fitting, f"clusters at k={k}")
+                    t1 = time.perf_counter()
+                    clusterer = build_clusterer(run.cluster, run.seed, k)
+                    fit_clusterer(clusterer, x, model.backend_, prepared, model.measure)
+                    clusters = _clusters_from_index(clusterer.labels_, prepared, data, backend)
+                    rows.append({"representation": name, "features": list(cfg.features.features),
+                                 "algorithm": cfg.cluster.algorithm, "k": k, **score.ranks_of(clusters),
+                                 "fit_seconds": round(feature_seconds + time.perf_counter() - t1, 3),
+                                 "training": _training(model) if k == ks[0] else None})
+            timings[name] = time.perf_counter() - t0
     if recipe:  # at every k asked for; with k auto, at each k a contender chose ("at the same k")
         tell(progress, RECIPE)
         t0 = time.perf_counter()

@@ -46,7 +46,7 @@ from gpuclust.recommend.scoring import (  # noqa: F401 - their home before
     rank_targets,
     seen_matrix,
 )
-from gpuclust.recommend.split import Holdout, leave_last_out
+from gpuclust.recommend.split import Holdout, leave_last_out, split_seed, splitting_again
 
 TUNE_USERS = 20_000  # validation users the blend weight is tuned on (a seeded sample above this)
 PROTOCOL = ("leave-last-out: each user with >= 2 distinct items loses its last item (latest timestamp; ties: "
@@ -75,6 +75,7 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
     if pseudonymiser is not None:  # before preprocessing: the fits below see pseudonyms only
         events = pseudonymiser.frame(events)
     k_values = _check_k_values(k_values)
+    seed = split_seed(seed)  # before the data is read
     backend = resolve_backend(config.device)
     events = to_backend_frame(events, backend)
     items = None if items is None else to_backend_frame(items, backend)
@@ -82,19 +83,21 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
     data = Preprocessor(config.preprocess, seed=config.seed).run(events, backend, items)
 
     outer = leave_last_out(data, seed=seed)
-    inner = leave_last_out(outer.train, seed=seed)
+    with splitting_again(held=1):
+        inner = leave_last_out(outer.train, seed=seed)
     timings: dict[str, float] = {"prepare_and_split": time.perf_counter() - started}
 
     labels_only = clusters_only(config)
 
-    def fit(train: PreparedData, what: str) -> tuple[Any, float]:
+    def fit(train: PreparedData, what: str, held: int) -> tuple[Any, float]:
         t0 = time.perf_counter()
-        model = UserClusterer(config=labels_only, progress=within(progress, what)).fit(train, items)
+        with splitting_again(held):  # --objective recommend and --algorithm predictive split `train` again
+            model = UserClusterer(config=labels_only, progress=within(progress, what)).fit(train, items)
         return _clusters_by_user(model, data, backend), time.perf_counter() - t0
 
     # Validation: tune the blend weight without looking at the test items.
     t0 = time.perf_counter()
-    val_clusters, timings["validation_fit"] = fit(inner.train, "validation fit")
+    val_clusters, timings["validation_fit"] = fit(inner.train, "validation fit", held=2)
     val_users, val_targets, val_rows = _evaluable(inner, val_clusters, backend)
     val_users, val_targets, val_rows = _sample(val_users, val_targets, val_rows, tune_users, seed, backend)
     val_pop = popularity(inner.train.table, val_clusters, data.n_items, backend)
@@ -111,7 +114,7 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
     timings["validation_total"] = time.perf_counter() - t0
 
     # Test: fit on everything but the held-out items, score the three recommenders.
-    clusters, timings["test_fit"] = fit(outer.train, "test fit")
+    clusters, timings["test_fit"] = fit(outer.train, "test fit", held=1)
     tell(progress, "scoring global, cluster and blended popularity")
     users, targets, rows = _evaluable(outer, clusters, backend)
     pop = popularity(outer.train.table, clusters, data.n_items, backend)

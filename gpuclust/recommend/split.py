@@ -14,11 +14,14 @@ Rules, so every run of the same input and seed splits the same way:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gpuclust.config import MAX_SEED
 from gpuclust.errors import UsageError
 from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.segments import offsets_of, segment_first, segment_last, stable_order
@@ -112,22 +115,58 @@ def training_rows(user: Any, item: Any, test_user: Any, test_item: Any, n_items:
 def split_table(data: PreparedData, seed: int = 0) -> tuple[Any, Any, Any]:
     """Leave-last-out on prepared data's event table, where it lives: (the training part as prepared
     data, test user_idx, test item_idx), one test row per eligible user, ascending by user."""
+    if data.missing():
+        raise UsageError(f"leave-last-out splits prepared data with events, users and items; this one has no "
+                         f"{data.missing()} ({data!r}): prepare events with Preprocessor().run(events, backend)")
     t: EventTable = data.table
-    test_user, test_item = held_out(t.user, t.item, t.time, t.weight, data.n_items, seed, t.xp)
+    test_user, test_item = held_out(t.user, t.item, t.time, t.weight, data.n_items, split_seed(seed), t.xp)
     if len(test_user) == 0:
-        raise UsageError(NO_ELIGIBLE)
+        raise NoEligibleUsers(NO_ELIGIBLE)
     keep = training_rows(t.user, t.item, test_user, test_item, data.n_items, t.xp)
     return data.with_table(t.subset(keep)), test_user, test_item
 
 
-def leave_last_out(data: PreparedData, *, seed: int = 0) -> Holdout:
+def leave_last_out(data: PreparedData, *old: Any, seed: int = 0, **unknown: Any) -> Holdout:
     """Hold out each eligible user's last item of prepared data (`split_table` as a `Holdout`); see the
-    module note for the rules."""
+    module note for the rules. The old form, (events, n_items, seed), is refused with the new one: its
+    n_items would otherwise be read as something else or fail as a bare TypeError."""
     if not isinstance(data, PreparedData):
         raise UsageError(f"leave-last-out splits prepared data (Preprocessor().run(events, backend)), got "
                          f"{type(data).__name__}")
+    if old or unknown:
+        given = [*(repr(v)[:20] for v in old), *(f"{name}=" for name in unknown)]
+        raise UsageError(f"leave_last_out(data, *, seed=0) takes prepared data and a keyword seed only, got also "
+                         f"{', '.join(given)}; the items count comes from the data (the old form was "
+                         "leave_last_out(events, n_items, seed))")
     train, users, items = split_table(data, seed)
     return Holdout(train, users, items)
+
+
+def split_seed(seed: Any) -> int:
+    """The split's seed as an int, in the range `--seed` takes: the hash would take a float, and a string
+    would be repeated 2**60 times (MemoryError) before anyone said it is no seed."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= int(seed) <= MAX_SEED:
+        raise UsageError(f"the split's seed must be a whole number from 0 to {MAX_SEED} (2**32-1), got {seed!r}")
+    return int(seed)
+
+
+class NoEligibleUsers(UsageError):
+    """No user has 2 distinct items to split; re-worded where a holdout's training part is split again."""
+
+
+@contextmanager
+def splitting_again(held: int) -> Iterator[None]:
+    """Around work that may split a training part from which `held` items of each user are held out already
+    (evaluate's blend tuning, a fit with --objective recommend or --algorithm predictive): there the users
+    lack a third (fourth) distinct item, which the plain message, "2 or more", would not say."""
+    try:
+        yield
+    except NoEligibleUsers:
+        raise NoEligibleUsers(
+            f"no user has {held + 2} or more distinct items, which this needs: each user's last item is held out "
+            f"{'to test' if held == 1 else 'to test, then the one before to tune on'}, and a leave-last-out of what "
+            "is left (evaluate's blend tuning, --objective recommend, --algorithm predictive) needs 2 more, one to "
+            "hold out and one to learn from; give a longer event log") from None
 
 
 NO_ELIGIBLE = ("no user has 2 or more distinct items, so none can have one held out (leave-last-out, which "
