@@ -56,6 +56,20 @@ def test_rule_breaks_silhouette_ties_by_davies_bouldin_then_smaller_k():
         choose_k([{"k": 2, "silhouette": math.nan, "davies_bouldin": math.nan}])
 
 
+def test_auto_k_on_users_too_alike_to_split_says_so_not_to_widen_the_range():
+    """Identical users fall into one cluster at every k: "widen the k range" could never help."""
+    import pandas as pd
+
+    from gpuclust import UserClusterer
+
+    events = pd.DataFrame({"user_id": np.repeat(np.arange(20), 4), "item_id": np.tile(np.arange(4), 20),
+                           "event_type": "view",
+                           "timestamp": pd.Timestamp("2026-01-01") + pd.to_timedelta(np.tile(np.arange(4), 20), "h")})
+    with pytest.raises(UsageError, match="too alike to tell apart.*give a fixed --k") as caught:
+        UserClusterer("auto", device="cpu", features=["behaviour", "tfidf"]).fit(events)
+    assert "widen" not in str(caught.value)
+
+
 def test_sweep_rejects_impossible_ranges(five_blobs):
     def make(k):
         return build_clusterer(ClusterConfig(), k=k)

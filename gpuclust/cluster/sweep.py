@@ -112,7 +112,10 @@ def choose_k(curve: Sequence[dict[str, Any]]) -> int:
     """Apply RULE to a scored curve (rows with k, silhouette, davies_bouldin)."""
     scored = [row for row in curve if not math.isnan(row["silhouette"])]
     if not scored:
-        raise UsageError("no k in the range could be scored (silhouette undefined); widen the k range")
+        # A wider range would not help: every k left the users in one cluster (too alike to tell apart).
+        raise UsageError("no k in the range could be scored: at every k tried the users fell into fewer than 2 "
+                         "clusters (they are too alike to tell apart, e.g. identical histories), where the "
+                         "silhouette is undefined; give a fixed --k (n_clusters=4), or features that separate them")
     best = max(row["silhouette"] for row in scored)
     tied = [row for row in scored if row["silhouette"] >= best - SILHOUETTE_TIE]
 
