@@ -112,6 +112,24 @@ def test_tfidf_featuriser_blocks_are_unit_rows():
     assert f.info_["vocabularies"]["item"]["terms"] == data.n_items
 
 
+@pytest.mark.parametrize("vocabularies", [("item", "category"), ("category",)])
+def test_a_category_column_without_values_is_skipped_as_a_missing_one(vocabularies):
+    """A category column of nulls made a block of 0 terms (and with no other vocabulary, features of 0 columns,
+    blamed on the featuriser); it is skipped as a missing column is, and named where nothing is left."""
+    from gpuclust.errors import UsageError
+
+    ev, items, _ = blob_events(n_users=60)
+    data = Preprocessor().run(ev, B, items.assign(category=None))
+    f = TfidfFeaturizer(vocabularies, n_components=12)
+    if vocabularies == ("category",):
+        with pytest.raises(UsageError, match="no vocabulary to use.*category column has values"):
+            f.fit_transform(data, B)
+        return
+    assert f.fit_transform(data, B).shape == (data.n_users, 12)
+    assert f.info_["vocabularies"]["category"] == "skipped: the items input's category column has no values"
+    assert set(f.fitted_) == {"item"} and f.transform(data, B).shape == (data.n_users, 12)
+
+
 def test_event_weights_enter_the_counts():
     data = prepared(10)
     counts = user_vocabulary_counts(data, B, "item").tocsr()

@@ -27,7 +27,13 @@ from gpuclust.errors import UsageError
 from gpuclust.features.behaviour import behaviour_statistics
 from gpuclust.features.fuse import Fuser
 from gpuclust.features.normalise import QUANTILES, Normaliser, _scale, signed_log1p
-from gpuclust.features.tfidf import category_names, smooth_idf, tfidf, user_vocabulary_counts
+from gpuclust.features.tfidf import (
+    NO_VOCABULARY,
+    category_vocabulary,
+    smooth_idf,
+    tfidf,
+    user_vocabulary_counts,
+)
 
 # Users whose statistics fit quantile normalisation when it is chosen (the single-process path uses all).
 QUANTILE_SAMPLE = 1_000_000
@@ -155,10 +161,10 @@ def fit_tfidf(featurizer: Any, parts: Blocks, g: Any, catalogue: Any, device: st
     featurizer.info_, featurizer.fitted_ = {"vocabularies": {}}, {}
     n_users = parts.n_rows
     for vocab in featurizer.vocabularies:
-        if vocab == "category" and not catalogue.has_categories:
-            featurizer.info_["vocabularies"][vocab] = "skipped: no category column in the items input"
+        names, skipped = category_vocabulary(catalogue) if vocab == "category" else (None, None)
+        if skipped:
+            featurizer.info_["vocabularies"][vocab] = skipped
             continue
-        names = category_names(catalogue) if vocab == "category" else None
         df = parts.total(part_tfidf, g=g, device=device, vocab=vocab, names=names)
         idf = smooth_idf(df, n_users, np)
         n_terms = int(df.shape[0])
@@ -176,8 +182,7 @@ def fit_tfidf(featurizer: Any, parts: Blocks, g: Any, catalogue: Any, device: st
         featurizer.info_["vocabularies"][vocab] = {"terms": n_terms, "dims": dims,
                                                    "explained_variance": round(explained, 4)}
     if not featurizer.fitted_:
-        raise UsageError("the tfidf feature has no vocabulary to use: add 'item' to its vocabularies "
-                         "or give an items file with a category column")
+        raise UsageError(NO_VOCABULARY)
     featurizer.info_["dims"] = int(sum(v["dims"] for v in featurizer.info_["vocabularies"].values()
                                        if isinstance(v, dict)))
 

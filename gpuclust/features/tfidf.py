@@ -75,6 +75,20 @@ def category_names(data: PreparedData) -> list[str]:
     return [str(n) for n in host_frame(names.to_frame()).iloc[:, 0]]
 
 
+def category_vocabulary(data: PreparedData) -> tuple[list[str] | None, str | None]:
+    """(the catalogue's categories, None), or (None, why the category vocabulary is skipped): without a
+    category column, or with one that holds no value, it would be a block of 0 terms, and with no other
+    vocabulary the features would have no column at all."""
+    if not data.has_categories:
+        return None, "skipped: no category column in the items input"
+    names = category_names(data)
+    return (names, None) if names else (None, "skipped: the items input's category column has no values")
+
+
+NO_VOCABULARY = ("the tfidf feature has no vocabulary to use: add 'item' to its vocabularies (tfidf_vocabularies "
+                 "under [features] in a --config TOML), or give an items file whose category column has values")
+
+
 def category_codes(data: PreparedData, backend: Backend, names: list[str] | None = None):
     """Per item_idx, the index of its category in `names` (-1 where unknown), and len(names)."""
     names = category_names(data) if names is None else names
@@ -107,10 +121,10 @@ class TfidfFeaturizer:
         xp = backend.xp
         blocks, self.info_, self.fitted_ = [], {"vocabularies": {}}, {}
         for vocab in self.vocabularies:
-            if vocab == "category" and not data.has_categories:
-                self.info_["vocabularies"][vocab] = "skipped: no category column in the items input"
+            names, skipped = category_vocabulary(data) if vocab == "category" else (None, None)
+            if skipped:
+                self.info_["vocabularies"][vocab] = skipped
                 continue
-            names = category_names(data) if vocab == "category" else None
             x, idf = tfidf(user_vocabulary_counts(data, backend, vocab, names), backend)
             if x.shape[1] <= self.n_components:
                 reduced, vt, explained = x.toarray(), None, 1.0  # already small: keep every column
@@ -125,8 +139,7 @@ class TfidfFeaturizer:
                 "terms": int(x.shape[1]), "dims": int(reduced.shape[1]), "explained_variance": round(explained, 4),
             }
         if not blocks:
-            raise UsageError("the tfidf feature has no vocabulary to use: add 'item' to its vocabularies "
-                             "or give an items file with a category column")
+            raise UsageError(NO_VOCABULARY)
         out = xp.concatenate(blocks, axis=1)
         self.info_["dims"] = int(out.shape[1])
         return out
