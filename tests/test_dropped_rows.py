@@ -11,7 +11,7 @@ import pytest
 
 from gpuclust.backend import resolve_backend
 from gpuclust.config import PreprocessConfig
-from gpuclust.errors import DroppedRowsWarning, InputWarning
+from gpuclust.errors import DroppedRowsWarning, InputWarning, UsageError
 from gpuclust.preprocess.clean import Preprocessor
 from tests.helpers import blob_events, cli
 
@@ -21,6 +21,16 @@ def retailrocket_style(n_users: int = 60) -> pd.DataFrame:
     events, _, _ = blob_events(n_users=n_users)
     kinds = np.array(["view", "addtocart", "transaction"])[np.arange(len(events)) % 10 // 8 + np.arange(len(events)) % 20 // 19]
     return events.assign(event_type=kinds)
+
+
+def test_no_known_event_type_names_only_the_types_the_rows_have():
+    """A categorical event_type column may list categories no row has; the error named them as the log's."""
+    events, _, _ = blob_events(n_users=20)
+    events = events.assign(event_type=pd.Categorical(events["event_type"],
+                                                     categories=["view", "click", "cart", "purchase", "never"]))
+    config = PreprocessConfig(event_weights={"like": 1.0})
+    with pytest.raises(UsageError, match=r"none of the event types \['view', 'click', 'cart', 'purchase'\] is known"):
+        Preprocessor(config).run(events, resolve_backend("cpu"))
 
 
 def test_unknown_event_types_warn_with_counts_names_and_the_fix():

@@ -228,7 +228,8 @@ class Preprocessor:
         if not bool(keep.any()):
             fix = ("map yours to these in the events file, or refit with gpuclust run --event-weights TYPE=W,..."
                    if fixed else "give weights for yours with --event-weights TYPE=W,...")
-            raise UsageError(f"none of the event types {names[:20]} is known; known: {known}; {fix}")
+            present = [n for n in names if unknown.get(n)]  # a categorical column may list types no row has
+            raise UsageError(f"none of the event types {present[:20]} is known; known: {known}; {fix}")
         out = ev.assign(**{schema.EVENT: types.cat.set_categories(known)})
         return self._drop("unknown_event_types", ev, out if not unknown else out[keep], unknown_types_why(unknown),
                           fix=unknown_types_fix(unknown, self.config.event_weights, fixed))
