@@ -213,3 +213,17 @@ def test_behaviour_sums_beyond_float32_stay_finite():
     stats = behaviour_statistics(Preprocessor().run(events, backend), backend)
     assert np.isfinite(stats.values).all()
     assert stats.column("monetary")[0] == np.finfo(np.float32).max
+
+
+def test_tfidf_counts_beyond_float32_stay_finite():
+    """Event weights of 3e38 sum past float32 in the counts: held at its largest value, not infinite (which
+    made rows NaN and the run fail with "featuriser 'tfidf' returned NaN or infinite features")."""
+    from gpuclust.config import PreprocessConfig
+
+    ev, items, _ = blob_events(n_users=40)
+    weights = {"view": 3e38, "click": 3e38, "cart": 3e38, "purchase": 3e38}
+    data = Preprocessor(PreprocessConfig(event_weights=weights)).run(ev, B, items)
+    x = TfidfFeaturizer(n_components=8).fit_transform(data, B)
+    assert np.isfinite(x).all()
+    np.testing.assert_allclose(np.linalg.norm(x[:, :8], axis=1), 1, rtol=1e-4)
+

@@ -15,6 +15,7 @@ from gpuclust.backend import Backend
 from gpuclust.errors import UsageError
 from gpuclust.features.svd import randomized_svd
 from gpuclust.frames import column_array, host_frame
+from gpuclust.preprocess.parse import F32_MAX
 from gpuclust.preprocess.prepared import PreparedData
 
 if TYPE_CHECKING:
@@ -29,7 +30,9 @@ def tfidf(counts, backend: Backend, idf=None):
     xp = backend.xp
     x = counts.tocsr().astype(np.float32)
     x.sum_duplicates()
-    x.data = xp.log1p(x.data).astype(np.float32)
+    # A weighted count past float32 (huge event weights) is held at its largest value, as behaviour's sums
+    # are: infinite, it made the row NaN and the features were refused.
+    x.data = xp.log1p(xp.minimum(x.data, xp.float32(F32_MAX))).astype(np.float32)
     if idf is None:
         idf = smooth_idf(xp.bincount(x.indices, minlength=x.shape[1]), x.shape[0], xp)
     x.data *= idf[x.indices]
