@@ -513,7 +513,12 @@ class UserClusterer:
         if settings.cluster.k_auto:  # the range is ours to choose: sized by the data for the recommend objective
             values = auto_k_values(n_users, settings.cluster.objective) or DEFAULT_K_VALUES
         check_k(min(values), n_users)
-        return tuple(k for k in values if k < n_users)
+        below = tuple(k for k in values if k < n_users)
+        if not below:  # else no sweep ran and the config's fixed k (8 by default) was fitted without a word
+            raise UsageError(f"no k of the range tried ({min(values)}..{max(values)}) is below the number of users "
+                             f"after filtering ({n_users}), and a k sweep scores only those (the silhouette needs more "
+                             f"users than clusters); give a fixed --k of at most {n_users} (n_clusters={n_users})")
+        return below
 
     def _featurizers(self, settings: PipelineConfig, custom: list[Any]) -> list[Any]:
         return [build_featurizer(name, settings, self.embedding_model, self.item_vectors, guarded(self.progress))

@@ -110,3 +110,21 @@ def test_parse_k(text, expected):
 def test_parse_k_errors(text, message):
     with pytest.raises(UsageError, match=message):
         parse_k(text)
+
+
+@pytest.mark.parametrize("n_clusters", ["auto", "2-5", [2, 3]])
+def test_a_k_range_with_no_k_below_the_users_is_refused_not_replaced_by_the_configs_k(n_clusters):
+    """Two users: no k of the range can be scored (k < users). No sweep ran and the config's fixed k was
+    fitted instead: "k=8 is larger than the number of users", or with k = 1 in the config, k=1 in silence."""
+    import pandas as pd
+
+    from gpuclust import PipelineConfig, UserClusterer
+
+    events = pd.DataFrame({"user_id": [1, 1, 1, 2, 2, 2], "item_id": [1, 2, 3, 3, 4, 5], "event_type": "view",
+                           "timestamp": pd.Timestamp("2026-01-01") + pd.to_timedelta(range(6), "h")})
+    for k in (8, 1):
+        config = PipelineConfig(device="cpu")
+        config.cluster.k = k
+        with pytest.raises(UsageError, match=r"no k of the range tried \(2\.\.\d+\) is below the number of users "
+                                             r"after filtering \(2\)"):
+            UserClusterer(n_clusters, config=config, features=["behaviour"]).fit(events)
