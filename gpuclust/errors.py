@@ -68,6 +68,10 @@ class InputWarning(UserWarning):
     the CLI prints each as one line after a successful command."""
 
 
+class CatalogueWarning(InputWarning):
+    """Few events have their item in the items table: the two files likely key items differently."""
+
+
 class ResultWarning(InputWarning):
     """A result worth a second look, with what to try (a k chosen at the edge of the range tried, most
     users left in noise); printed by the CLI like the input warnings."""

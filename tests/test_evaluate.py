@@ -163,7 +163,7 @@ def test_a_split_of_prepared_data_without_events_is_a_usage_error(synthetic):
 def test_a_log_of_two_items_a_user_names_the_third_that_evaluation_needs():
     """Every user has 2 distinct items: the outer split works, the blend tuning's split of the training part
     does not; the message said "no user has 2 or more distinct items", untrue of this log."""
-    from gpuclust.recommend.split import NoEligibleUsers, splitting_again
+    from gpuclust.recommend.split import NoEligibleUsers, on_training_part
 
     t = pd.Timestamp("2026-01-01")
     events = pd.DataFrame({"user_id": np.repeat(np.arange(30), 2), "item_id": [f"i{(u + j) % 7}" for u in range(30)
@@ -176,7 +176,7 @@ def test_a_log_of_two_items_a_user_names_the_third_that_evaluation_needs():
         evaluate(events, None, config)
     one_each = Preprocessor().run(events.drop_duplicates("user_id"), cpu_backend())
     with pytest.raises(NoEligibleUsers, match="no user has 4 or more distinct items.*then the one before"), \
-            splitting_again(held=2):
+            on_training_part(held=2):
         leave_last_out(one_each, seed=0)
 
 
@@ -203,3 +203,22 @@ def test_the_personal_model_and_the_served_default_are_reported_with_the_capture
         assert row["captured_lift"]["HR@10"] == pytest.approx(expected, abs=1e-4)
     assert rows["global popularity"]["captured_lift"]["HR@10"] == 0
     assert "captured lift (HR@10)" in markdown_table(result) and "±" in markdown_table(result)
+
+
+def test_a_low_catalogue_share_is_warned_once_not_again_by_each_fit_on_a_training_part():
+    """The items table's share of events was warned about on the whole log, then by the validation fit and
+    the test fit again (three lines, three slightly different shares)."""
+    import warnings
+
+    from gpuclust.errors import InputWarning
+
+    data = generate(SynthSpec(n_users=120, n_items=60, n_groups=3, seed=2, events_per_user=10))
+    config = clusters_only(PipelineConfig(device="cpu", seed=0))
+    config.cluster.k, config.cluster.n_init = 3, 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluate(data.events, data.items.head(5), config)
+    shares = [str(w.message) for w in caught if issubclass(w.category, InputWarning)
+              and "have their item in the items table" in str(w.message)]
+    assert len(shares) == 1 and shares[0].startswith("only ")
+

@@ -26,7 +26,7 @@ import numpy as np
 from gpuclust import schema
 from gpuclust.backend import Backend, resolve_backend
 from gpuclust.config import PreprocessConfig
-from gpuclust.errors import NO_EXAMPLE, InputWarning, UsageError, warn_dropped
+from gpuclust.errors import NO_EXAMPLE, CatalogueWarning, InputWarning, UsageError, warn_dropped
 from gpuclust.frames import host_frame, to_backend_frame
 from gpuclust.preprocess.clean import (
     DUPLICATE_FIX,
@@ -351,7 +351,7 @@ def vocabulary(counts: Any, items: Any) -> tuple[Any, str | None, tuple[str, ...
                                                      "in the items table")
         if share < LOW_CATALOGUE_SHARE:
             warnings.warn(f"only {share:.1%} of events have their item in the items table; check that both files "
-                          "use the same item ids (--item-col, --item-key-col)", InputWarning, stacklevel=2)
+                          "use the same item ids (--item-col, --item-key-col)", CatalogueWarning, stacklevel=2)
     table = _ordinal(ids, schema.ITEM_IDX)
     if items is not None:
         extra = [c for c in items.columns if c != schema.ITEM]

@@ -14,7 +14,7 @@ import numpy as np
 from gpuclust import schema
 from gpuclust.backend import Backend, to_host
 from gpuclust.config import PreprocessConfig
-from gpuclust.errors import NO_EXAMPLE, InputWarning, UsageError, warn_dropped
+from gpuclust.errors import NO_EXAMPLE, CatalogueWarning, InputWarning, UsageError, warn_dropped
 from gpuclust.frames import host_frame, local_array, local_values, local_xp, to_backend_frame
 from gpuclust.preprocess.codes import EventCodes
 from gpuclust.preprocess.parse import (
@@ -249,7 +249,7 @@ class Preprocessor:
                                              "in the items table")
         if share < LOW_CATALOGUE_SHARE:
             warnings.warn(f"only {share:.1%} of events have their item in the items table; check that both files "
-                          "use the same item ids (--item-col, --item-key-col)", InputWarning, stacklevel=2)
+                          "use the same item ids (--item-col, --item-key-col)", CatalogueWarning, stacklevel=2)
         return items
 
     def _min_counts_frame(self, ev):

@@ -46,7 +46,7 @@ from gpuclust.recommend.personal import fit_personal, target_ranks
 from gpuclust.recommend.recipe import NAME as RECIPE
 from gpuclust.recommend.recipe import PlainRecipe
 from gpuclust.recommend.scoring import captured_lift
-from gpuclust.recommend.split import leave_last_out, split_seed, splitting_again
+from gpuclust.recommend.split import leave_last_out, on_training_part, split_seed
 
 GLOBAL = "global popularity"
 PERSONAL_ROW = "personal model"
@@ -132,8 +132,8 @@ def compare(events: Any, items: Any = None, config: PipelineConfig | None = None
                      "fit_seconds": round(time.perf_counter() - t0, 3), "selection": personal.selection})
     timings["personal"] = time.perf_counter() - t0
 
-    # Each contender is fitted on the training part, which --objective recommend and --algorithm predictive split again.
-    with splitting_again(held=1):
+    # Each contender is fitted on the training part (split again by --objective recommend, --algorithm predictive).
+    with on_training_part(held=1):
         for done, (name, cfg) in enumerate(plans.items()):
             t0 = time.perf_counter()
             fitting = within(progress, f"{name} ({done + 1} of {len(plans)})")

@@ -46,7 +46,7 @@ from gpuclust.recommend.scoring import (  # noqa: F401 - their home before
     rank_targets,
     seen_matrix,
 )
-from gpuclust.recommend.split import Holdout, leave_last_out, split_seed, splitting_again
+from gpuclust.recommend.split import Holdout, leave_last_out, on_training_part, split_seed
 
 TUNE_USERS = 20_000  # validation users the blend weight is tuned on (a seeded sample above this)
 PROTOCOL = ("leave-last-out: each user with >= 2 distinct items loses its last item (latest timestamp; ties: "
@@ -83,7 +83,7 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
     data = Preprocessor(config.preprocess, seed=config.seed).run(events, backend, items)
 
     outer = leave_last_out(data, seed=seed)
-    with splitting_again(held=1):
+    with on_training_part(held=1):
         inner = leave_last_out(outer.train, seed=seed)
     timings: dict[str, float] = {"prepare_and_split": time.perf_counter() - started}
 
@@ -91,7 +91,7 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
 
     def fit(train: PreparedData, what: str, held: int) -> tuple[Any, float]:
         t0 = time.perf_counter()
-        with splitting_again(held):  # --objective recommend and --algorithm predictive split `train` again
+        with on_training_part(held):  # --objective recommend and --algorithm predictive split `train` again
             model = UserClusterer(config=labels_only, progress=within(progress, what)).fit(train, items)
         return _clusters_by_user(model, data, backend), time.perf_counter() - t0
 

@@ -14,6 +14,7 @@ Rules, so every run of the same input and seed splits the same way:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gpuclust.config import MAX_SEED
-from gpuclust.errors import UsageError
+from gpuclust.errors import CatalogueWarning, UsageError
 from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.segments import offsets_of, segment_first, segment_last, stable_order
 
@@ -155,12 +156,16 @@ class NoEligibleUsers(UsageError):
 
 
 @contextmanager
-def splitting_again(held: int) -> Iterator[None]:
-    """Around work that may split a training part from which `held` items of each user are held out already
-    (evaluate's blend tuning, a fit with --objective recommend or --algorithm predictive): there the users
-    lack a third (fourth) distinct item, which the plain message, "2 or more", would not say."""
+def on_training_part(held: int) -> Iterator[None]:
+    """Around work on a holdout's training part, from which `held` items of each user are out already (the
+    fits of evaluate and compare). A further split there (evaluate's blend tuning, --objective recommend,
+    --algorithm predictive) lacks a third (fourth) distinct item, which the plain message, "2 or more", would
+    not say; and the items table's share of events was warned about on the whole log, so each fit's own
+    figure for its part (a little different every time) is not warned again."""
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CatalogueWarning)
+            yield
     except NoEligibleUsers:
         raise NoEligibleUsers(
             f"no user has {held + 2} or more distinct items, which this needs: each user's last item is held out "
