@@ -321,7 +321,7 @@ class PipelineConfig:
             raise UsageError("preprocess.max_bad_timestamp_share must be between 0 and 1")
         check_weights("event weight", self.preprocess.event_weights, None, "--event-weights view=1,purchase=5")
         check_weights("feature weight", self.features.weights, tuple(registry.FEATURES),
-                       "--feature-weights tfidf=1,behaviour=0.25")
+                       "--feature-weights tfidf=1,behaviour=0.25", most=MAX_FEATURE_WEIGHT)
         if self.features.features and not any(self.features.weights.get(name, 1.0) > 0
                                               for name in self.features.features):
             raise UsageError("every selected feature has weight 0: give at least one a positive --feature-weights")
@@ -443,14 +443,21 @@ def _distinct_columns(columns: ColumnMap) -> None:
             seen[source] = role
 
 
-def check_weights(what: str, weights: dict[str, float], valid: tuple[str, ...] | None, example: str) -> None:
-    """Weights are finite and >= 0, at least one is positive, and (where `valid` is given) each names a
-    known thing: a typo such as `behavior=1` would otherwise be silently ignored."""
+MAX_FEATURE_WEIGHT = 1e6  # a block's share of the geometry; sqrt(weight) scales its float32 columns
+
+
+def check_weights(what: str, weights: dict[str, float], valid: tuple[str, ...] | None, example: str,
+                  most: float = math.inf) -> None:
+    """Weights are finite, >= 0 and at most `most`, at least one is positive, and (where `valid` is given)
+    each names a known thing: a typo such as `behavior=1` would otherwise be silently ignored."""
     for name, weight in weights.items():
         if valid is not None and name not in valid:
             raise UsageError(f"unknown name {name!r} for a {what}: choose from {', '.join(valid)}")
         if not math.isfinite(weight) or weight < 0:
             raise UsageError(f"{what} {name}={weight} must be a finite number >= 0")
+        if weight > most:
+            raise UsageError(f"{what} {name}={weight:g} is over {most:g}: weights are relative shares, so give the "
+                             f"others less instead (e.g. {example})")
     if not any(w > 0 for w in weights.values()):
         raise UsageError(f"no {what} is positive ({weights or 'none given'}); give at least one, e.g. {example}")
 

@@ -35,7 +35,7 @@ from gpuclust.cluster.sweep import (
     parse_k,
     sweep_k,
 )
-from gpuclust.config import PipelineConfig, check_weights
+from gpuclust.config import MAX_FEATURE_WEIGHT, PipelineConfig, check_weights
 from gpuclust.errors import ResultWarning, UsageError
 from gpuclust.explain.exemplars import exemplar_histories
 from gpuclust.explain.explainer import ClusterExplainer
@@ -494,7 +494,7 @@ class UserClusterer:
         names = {f.name for f in custom}
         weights = {k: float(v) for k, v in (self.feature_weights or {}).items() if k in names}
         if weights:
-            check_weights("feature weight", weights, None, "feature_weights={'mine': 1.0}")
+            check_weights("feature weight", weights, None, "feature_weights={'mine': 1.0}", most=MAX_FEATURE_WEIGHT)
         return weights
 
     def _k_values(self, settings: PipelineConfig, n_users: int) -> tuple[int, ...]:

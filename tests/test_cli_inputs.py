@@ -61,6 +61,9 @@ def bad_inputs(files):
         "feature weight typo": (["--events", events, "--feature-weights", "behavior=1"],
                                 "unknown name 'behavior' for a feature weight: choose from behaviour, tfidf, text"),
         "feature weight nan": (["--events", events, "--feature-weights", "tfidf=nan"], "tfidf=nan must be a finite"),
+        # was a finished run with "silhouette nan": sqrt(3e38) scaled the block past float32's range
+        "feature weight huge": (["--events", events, "--feature-weights", "tfidf=3e38"],
+                                "feature weight tfidf=3e+38 is over 1e+06: weights are relative shares"),
         "event weights all zero": (["--events", events, "--event-weights", "view=0,click=0,cart=0,purchase=0"],
                                    "no event weight is positive"),
         "toml value of the wrong type": (["--events", events, "--config", wrong_type],

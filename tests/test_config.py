@@ -112,6 +112,7 @@ def test_weights_must_be_finite_non_negative_and_named(section, weights, message
     ("[preprocess]\nmin_user_events = 100000000000", "at most 2,147,483,647"),
     ("[features]\nsvd_power_iterations = -1", "features.svd_power_iterations must be at least 0"),
     ("[features]\nsvd_oversamples = -3", "features.svd_oversamples must be at least 0"),
+    ("[features.weights]\ntfidf = 1e7", r"feature weight tfidf=1e\+07 is over 1e\+06"),
 ])
 def test_impossible_numbers_in_a_config_name_the_setting_and_its_bound(tmp_path, toml, message):
     path = tmp_path / "run.toml"
