@@ -37,6 +37,9 @@ LOW_CATALOGUE_SHARE = 0.5
 MAX_DRAWS_PER_USER = 100  # upsampling for scale tests; beyond it a synthetic log is the honest tool
 
 
+AS_RUN = "pass prepared data as Preprocessor().run makes it, or an events frame"  # how to make prepared data that will do
+
+
 class Preprocessor:
     """Clean, weight, sample and index events; `run` returns PreparedData."""
 
@@ -71,9 +74,7 @@ class Preprocessor:
         on codes run again (duplicates, minimum counts, sampling, the catalogue, contiguous indices) and give
         what `run` gives on the same events as a frame, without making that frame."""
         self.steps_ = list(steps or [])
-        if data.missing():
-            raise UsageError(f"the prepared data has no {data.missing()} ({data!r}); pass prepared data as "
-                             "Preprocessor().run makes it, or an events frame")
+        data.require_complete(AS_RUN)
         table: EventTable = data.table
         if len(table) == 0:
             raise UsageError(f"the prepared data has no events ({data!r}: e.g. a table subset that kept no row); "

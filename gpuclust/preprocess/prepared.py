@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpuclust import schema
+from gpuclust.errors import UsageError
 
 
 @dataclass
@@ -113,6 +114,11 @@ class PreparedData:
         lacks = [name for name, part in (("events", self._table if self._table is not None else self._events),
                                          ("users", self.users), ("items", self.items)) if part is None]
         return " and ".join(lacks) or None
+
+    def require_complete(self, fix: str) -> None:
+        """A UsageError naming what this lacks (`missing`) and `fix`: fit, embed and the split ask this."""
+        if self.missing():
+            raise UsageError(f"the prepared data has no {self.missing()} ({self!r}); {fix}")
 
     @property
     def has_categories(self) -> bool:

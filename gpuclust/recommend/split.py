@@ -116,9 +116,8 @@ def training_rows(user: Any, item: Any, test_user: Any, test_item: Any, n_items:
 def split_table(data: PreparedData, seed: int = 0) -> tuple[Any, Any, Any]:
     """Leave-last-out on prepared data's event table, where it lives: (the training part as prepared
     data, test user_idx, test item_idx), one test row per eligible user, ascending by user."""
-    if data.missing():
-        raise UsageError(f"leave-last-out splits prepared data with events, users and items; this one has no "
-                         f"{data.missing()} ({data!r}): prepare events with Preprocessor().run(events, backend)")
+    data.require_complete("leave-last-out splits prepared data with events, users and items: prepare events "
+                          "with Preprocessor().run(events, backend)")
     t: EventTable = data.table
     test_user, test_item = held_out(t.user, t.item, t.time, t.weight, data.n_items, split_seed(seed), t.xp)
     if len(test_user) == 0:
