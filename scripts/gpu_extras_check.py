@@ -1,7 +1,9 @@
 """Resolve each GPU extra of pyproject.toml against a package index without installing anything.
 
-`pip install --dry-run --report` downloads only metadata (PEP 658) for the wheels it picks, so the
-multi-GB CUDA wheels stay on the index. Each extra must resolve without backtracking (pins that fight
+`pip install --dry-run --report` with `--use-feature=fast-deps` reads each wheel's metadata by HTTP range
+requests, so the multi-GB CUDA wheels stay on the index: a mirror that serves no PEP 658 metadata files (this
+project's registry serves none) otherwise makes pip download every wheel whole, 4-5 GB into its temporary
+folder, and a CI machine with less free disk failed with "No space left on device". Each extra must resolve without backtracking (pins that fight
 make pip backtrack: an unpinned `gpu` extra once took 295 s) and to one CUDA major: the RAPIDS, CuPy,
 FAISS and torch wheels of one set must share a CUDA runtime. The machine's pip configuration (local
 wheel folders, constraints) is ignored, so the answer is what a user on a plain index gets.
@@ -17,7 +19,7 @@ The CUDA 12 set takes torch from PyTorch's cu129 index (PyPI has no torch on CUD
 RAPIDS 26.10 needs); an extra whose index cannot be reached is skipped, saying so.
 
 Exit 0: every extra checked resolved, without backtracking, to its CUDA major; 1: one did not (the reason on stderr);
-3: none failed but at least one could not be checked (an index unreachable).
+3: none failed but at least one could not be checked (an index unreachable, the disk full).
 """
 
 from __future__ import annotations
@@ -100,8 +102,8 @@ def resolve(reqs: list[str], index_url: str, extra_urls: list[str], timeout: flo
     env["PIP_CONFIG_FILE"] = os.devnull  # no local wheel folders, extra indexes or constraints
     with tempfile.TemporaryDirectory() as tmp:
         report, log = Path(tmp) / "report.json", Path(tmp) / "pip.log"
-        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-               "--disable-pip-version-check", "--only-binary", ":all:", "--index-url", index_url,
+        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--use-feature=fast-deps", "--ignore-installed",
+               "--quiet", "--disable-pip-version-check", "--only-binary", ":all:", "--index-url", index_url,
                *(arg for url in extra_urls for arg in ("--extra-index-url", url)),
                "--report", str(report), "--log", str(log), *reqs]  # pip's own cache: metadata once fetched is kept
         start = time.perf_counter()
@@ -110,6 +112,9 @@ def resolve(reqs: list[str], index_url: str, extra_urls: list[str], timeout: flo
         except subprocess.TimeoutExpired:
             raise ResolveError(f"pip did not resolve within {timeout:.0f} s (backtracking?)") from None
         seconds = time.perf_counter() - start
+        if done.returncode != 0 and "No space left on device" in done.stderr:
+            # The machine, not the pins: fast-deps falls back to whole wheels where a server refuses ranges.
+            raise Unreachable(f"not checked: pip filled the disk of {tempfile.gettempdir()} (free some space)")
         if done.returncode != 0:
             tail = " | ".join(line.strip() for line in done.stderr.strip().splitlines()[-4:])
             raise ResolveError(f"pip could not resolve it: {tail}")
@@ -132,8 +137,11 @@ def check(extra: str, index_url: str, max_rejected: int = 20, max_seconds: float
         why = reachable(url, project)
         if why:
             raise Unreachable(f"{extra}: not checked: {why}")
-    report, seconds, rejected = resolve(requirements(extra), index_url, [url for url, _ in extra_indexes],
-                                        timeout=max_seconds)
+    try:
+        report, seconds, rejected = resolve(requirements(extra), index_url, [url for url, _ in extra_indexes],
+                                            timeout=max_seconds)
+    except Unreachable as exc:
+        raise Unreachable(f"{extra}: {exc}") from None
     majors = cuda_majors(report)
     picked = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in report["install"]}
     if rejected > max_rejected:
