@@ -395,3 +395,45 @@ def test_a_signal_whose_exception_was_swallowed_still_stops_the_run():
         assert stopped.value.signum == signal.SIGTERM and received == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_a_signal_swallowed_in_a_finalizer_prints_no_exception_ignored(monkeypatch):
+    """SIGTERM in the cluster stage once printed "Exception ignored in ..." and a traceback before the run's
+    one line: its exception was raised inside a finalizer, which Python cannot propagate. The stop is
+    noted, so that report is dropped; an unraisable exception of another kind is still reported."""
+    import gc
+
+    from gpuclust.distributed.cluster import _failures_after_a_signal, _signals_noted
+    from gpuclust.errors import Interrupted
+
+    reported: list[BaseException] = []
+
+    def report(info):  # stands for Python's default hook, which prints "Exception ignored in ..."
+        reported.append(info.exc_value)
+
+    monkeypatch.setattr(sys, "unraisablehook", report)
+
+    def terminate(signum, _frame):
+        raise Interrupted(signum)
+
+    class SignalledWhileCollected:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)  # the handler runs here, inside the finalizer
+
+    class Broken:
+        def __del__(self):
+            raise ValueError("a real fault in a finalizer")
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        received: list[int] = []
+        with pytest.raises(Interrupted), _signals_noted(received), _failures_after_a_signal(received):
+            SignalledWhileCollected()
+            gc.collect()
+            Broken()
+            gc.collect()
+        assert received == [signal.SIGTERM]
+        assert [type(exc) for exc in reported] == [ValueError], reported
+        assert sys.unraisablehook is report  # put back as it was
+    finally:
+        signal.signal(signal.SIGTERM, before)

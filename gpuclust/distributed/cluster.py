@@ -237,8 +237,16 @@ def _close(client: Any, cluster: Any, before: set[int] | None = None) -> None:
 
 @contextlib.contextmanager
 def _signals_noted(received: list[int]) -> Iterator[None]:
-    """Note each Ctrl-C and SIGTERM, then hand it to the handler there was (main thread only)."""
+    """Note each Ctrl-C and SIGTERM, then hand it to the handler there was (main thread only). Where its
+    exception is raised inside a finalizer (a GC callback in Dask), Python swallows it and prints "Exception
+    ignored in ..." with a traceback before the run's one line: that print is dropped, the stop having been
+    noted (`_failures_after_a_signal` raises it again); any other unraisable exception prints as before."""
     previous: dict[int, Any] = {}
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:
+        if not (received and isinstance(info.exc_value, KeyboardInterrupt)):
+            previous_hook(info)
 
     def note(signum: int, frame: Any) -> None:
         received.append(signum)
@@ -255,11 +263,14 @@ def _signals_noted(received: list[int]) -> Iterator[None]:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError, OSError):
                 previous[sig] = signal.signal(sig, note)
+        sys.unraisablehook = unraisable
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if sys.unraisablehook is unraisable:
+            sys.unraisablehook = previous_hook
 
 
 @contextlib.contextmanager
