@@ -119,6 +119,29 @@ def test_a_worker_killed_mid_run_loses_nothing(client, synth20k):
     client.wait_for_workers(2, timeout=60)  # the nanny restarted it
 
 
+def test_a_worker_restarted_mid_run_imports_the_task_modules_before_its_first_task():
+    """A worker the nanny restarted (after the kill above) once failed a task with "_DeadlockError: deadlock
+    detected by _ModuleLock('scipy.sparse._csr')": a task thread and the thread unpickling a sparse matrix
+    imported scipy.sparse at once. The session's worker plugin imports them as any worker starts."""
+    from gpuclust.distributed.cluster import open_session
+    from gpuclust.distributed.worker_setup import TASK_MODULES
+
+    def imported() -> list[str]:
+        import sys
+
+        return [name for name in TASK_MODULES if name in sys.modules]
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  memory_limit="1GiB", silence_logs=50) as cluster, distributed.Client(cluster) as c:
+        assert list(c.run(imported).values()) == [[]]  # a bare worker has imported none of them
+        with open_session(c, PipelineConfig().dask):
+            assert list(c.run(imported).values()) == [list(TASK_MODULES)]
+            os.kill(next(iter(c.run(os.getpid).values())), signal.SIGKILL)
+            time.sleep(1)
+            c.wait_for_workers(1, timeout=60)
+            assert list(c.run(imported).values()) == [list(TASK_MODULES)]  # the restarted one too
+
+
 def test_block_svd_matches_the_single_process_svd(client):
     import scipy.sparse as sp
 

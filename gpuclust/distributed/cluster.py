@@ -149,6 +149,7 @@ def open_session(scheduler: Any, config: DaskConfig, device: str = "cpu") -> Ite
         raise UsageError("--scheduler needs Dask: pip install -e '.[dask]' in the gpuclust folder (dask[distributed])") from None
     if isinstance(scheduler, Client):
         try:
+            _prepare_workers(scheduler)
             yield Session(scheduler, "client", str(scheduler.scheduler.address))
         finally:
             from gpuclust.distributed.blocks import release_held
@@ -167,6 +168,7 @@ def open_session(scheduler: Any, config: DaskConfig, device: str = "cpu") -> Ite
                 with _workers_off_the_terminal():
                     cluster, sizes, kind = start_local(config, device)
                 client = Client(cluster)
+                _prepare_workers(client)
                 yield Session(client, kind, str(cluster.scheduler_address), sizes, cluster)
             finally:
                 if cluster is None:  # a Ctrl-C inside start_local: the half-started cluster no variable holds
@@ -179,9 +181,17 @@ def open_session(scheduler: Any, config: DaskConfig, device: str = "cpu") -> Ite
             raise UsageError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with "
                              "`dask scheduler` and workers with `dask worker ADDRESS`, or use --scheduler local") from None
         try:
+            _prepare_workers(client)
             yield Session(client, "address", scheduler)
         finally:
             _close(client, None)
+
+
+def _prepare_workers(client: Any) -> None:
+    """Every worker imports the task modules before its first task (`worker_setup.TaskModules`)."""
+    from gpuclust.distributed.worker_setup import TaskModules
+
+    client.register_plugin(TaskModules(), name=TaskModules.name)
 
 
 @contextlib.contextmanager
