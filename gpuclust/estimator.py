@@ -149,11 +149,14 @@ class UserClusterer:
 
         `events` may also be `PreparedData` (events prepared before, e.g. the training part of a holdout,
         `PreparedData.with_table`): its event table is prepared again by this model's steps, as its events
-        frame would be, without making the frame (`evaluate` and `compare` fit so)."""
+        frame would be, without making the frame (`evaluate` and `compare` fit so); without `items`, with
+        the catalogue it was prepared with."""
         settings, custom = self._settings(), self._custom_featurizers()
         events, items = _mapped(events, items, settings)
-        _check_inputs(events, items, truth)
         prepared = isinstance(events, PreparedData)
+        if prepared and items is None and events.items is not None:  # already in gpuclust's column names
+            items = events.catalogue()
+        _check_inputs(events, items, truth)
         if settings.dask.scheduler is not None:
             if self.describer is not None:
                 raise UsageError("describing clusters with a language model does not run on a Dask cluster yet; "

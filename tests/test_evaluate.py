@@ -68,6 +68,29 @@ def test_a_fit_on_prepared_training_rows_equals_a_fit_on_their_events_frame(prep
         UserClusterer(config=config, pseudonymise=b"k" * 32).fit(train)
 
 
+@pytest.mark.filterwarnings("ignore::gpuclust.errors.CatalogueWarning")  # half the catalogue, on purpose
+def test_a_fit_on_prepared_data_without_items_keeps_the_catalogue_it_was_prepared_with():
+    """Prepared with an items table, refitted without one: the categories and the catalogue step came back
+    only when the items were passed again; otherwise the model's vocabulary had no category and its
+    profiles no top categories, silently."""
+    events = generate(SynthSpec(n_users=300, n_items=120, n_groups=3, seed=1, events_per_user=12))
+    items = events.items.iloc[: len(events.items) // 2]  # half the catalogue: the rest have no row in it
+    config = clusters_only(PipelineConfig(device="cpu", seed=0))
+    config.cluster.k, config.cluster.n_init = 3, 1
+    data = Preprocessor(config.preprocess, seed=0).run(events.events, cpu_backend(), items)
+    assert sorted(data.catalogue()["item_id"]) == sorted(set(items["item_id"]) & set(data.items["item_id"]))
+    alone = UserClusterer(config=config).fit(data)
+    given = UserClusterer(config=config).fit(data, items)
+    assert "category" in alone.vocabulary_.columns
+    pd.testing.assert_frame_equal(alone.vocabulary_, given.vocabulary_)
+    assert [p.get("top_categories") for p in alone.profiles_] == [p.get("top_categories") for p in given.profiles_]
+    steps = {s["step"]: s for s in alone.manifest_["rows"]["steps"]}
+    assert steps["items_in_catalogue"] == {s["step"]: s for s in given.manifest_["rows"]["steps"]}[
+        "items_in_catalogue"]
+    bare = Preprocessor(config.preprocess, seed=0).run(events.events, cpu_backend())
+    assert bare.catalogue() is None and "category" not in UserClusterer(config=config).fit(bare).vocabulary_
+
+
 def test_cluster_popularity_beats_global_popularity_on_planted_groups(result):
     rows = {r["method"].split(" (")[0].split(":")[0]: r for r in result["rows"]}
     assert set(rows) == {"global popularity", "cluster popularity", "blend", "personal", "served"}

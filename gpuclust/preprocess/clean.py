@@ -72,9 +72,12 @@ class Preprocessor:
         """`run` on events prepared before (a holdout's training rows, `PreparedData.with_table`), read from
         their event table: ids, timestamps, values and event types were read and cleaned then, so the steps
         on codes run again (duplicates, minimum counts, sampling, the catalogue, contiguous indices) and give
-        what `run` gives on the same events as a frame, without making that frame."""
+        what `run` gives on the same events as a frame, without making that frame. Without `items`, the
+        catalogue they were prepared with (`PreparedData.catalogue`) is theirs again."""
         self.steps_ = list(steps or [])
         data.require_complete(AS_RUN)
+        if items is None and vocabulary is None:
+            items = data.catalogue()
         table: EventTable = data.table
         if len(table) == 0:
             raise UsageError(f"the prepared data has no events ({data!r}: e.g. a table subset that kept no row); "

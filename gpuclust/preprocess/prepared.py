@@ -120,6 +120,15 @@ class PreparedData:
         if self.missing():
             raise UsageError(f"the prepared data has no {self.missing()} ({self!r}); {fix}")
 
+    def catalogue(self) -> Any:
+        """The items table these were prepared with: item_id and its columns, for the items that have any
+        value in them (the others were not in it); None where none was given. What a fit on prepared data
+        uses when it is given no other, so that categories and item text are not lost on the way."""
+        extra = [c for c in self.items.columns if c not in (schema.ITEM, schema.ITEM_IDX)]
+        if not extra:
+            return None
+        return self.items[[schema.ITEM, *extra]].dropna(subset=extra, how="all").reset_index(drop=True)
+
     @property
     def has_categories(self) -> bool:
         return "category" in self.items.columns
