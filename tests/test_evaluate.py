@@ -245,3 +245,17 @@ def test_a_low_catalogue_share_is_warned_once_not_again_by_each_fit_on_a_trainin
               and "have their item in the items table" in str(w.message)]
     assert len(shares) == 1 and shares[0].startswith("only ")
 
+
+
+def test_a_captured_lift_is_given_only_where_the_personal_lift_is_beyond_its_noise():
+    """On a tiny log the personal model's HR lift over global popularity was 0.05 ± 0.1 and the clusters'
+    share of it read -100%: a ratio of noise. Beyond twice the gap's standard error it is reported."""
+    from gpuclust.recommend.scoring import captured_lift, lift_noise
+
+    glob, personal = {"HR@10": 0.20, "HR@10_se": 0.07}, {"HR@10": 0.25, "HR@10_se": 0.07}
+    noise = lift_noise(glob, personal, "HR@10")
+    assert noise == pytest.approx(2 * np.hypot(0.07, 0.07))
+    assert captured_lift(0.15, 0.20, 0.25, noise) is None
+    assert captured_lift(0.15, 0.20, 0.25) == -1.0  # what the table showed: -100%
+    firm = {"HR@10": 0.45, "HR@10_se": 0.01}
+    assert captured_lift(0.30, 0.20, 0.45, lift_noise({"HR@10": 0.20, "HR@10_se": 0.01}, firm, "HR@10")) == 0.4

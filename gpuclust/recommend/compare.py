@@ -45,7 +45,7 @@ from gpuclust.recommend.evaluation import (
 from gpuclust.recommend.personal import fit_personal, target_ranks
 from gpuclust.recommend.recipe import NAME as RECIPE
 from gpuclust.recommend.recipe import PlainRecipe
-from gpuclust.recommend.scoring import captured_lift
+from gpuclust.recommend.scoring import captured_lift, lift_noise
 from gpuclust.recommend.split import leave_last_out, on_training_part, split_seed
 
 GLOBAL = "global popularity"
@@ -249,7 +249,8 @@ def markdown_tables(result: dict[str, Any]) -> str:
         for top in result["top_k"]:
             key = f"HR@{top}"
             lines = [f"Share of the personal model's {key} lift over global popularity that the clusters capture, "
-                     f"(HR_clusters − HR_global) / (HR_personal − HR_global); personal: {personal['model']}", "",
+                     f"(HR_clusters − HR_global) / (HR_personal − HR_global); personal: {personal['model']}; "
+                     "- where that lift is within twice its standard error", "",
                      "| representation | " + " | ".join(f"k={k}" for k in ks) + " |",
                      "|---|" + "---:|" * len(ks)]
             for name in names:
@@ -289,7 +290,8 @@ def _add_captured_lift(rows: list[dict[str, Any]], top_k: tuple[int, ...]) -> No
     personal = next((r for r in rows if r["representation"] == PERSONAL_ROW), None)
     for row in rows:
         if row["k"] is not None and personal is not None:
-            row["captured_lift"] = {f"HR@{t}": captured_lift(row[f"HR@{t}"], glob[f"HR@{t}"], personal[f"HR@{t}"])
+            row["captured_lift"] = {f"HR@{t}": captured_lift(row[f"HR@{t}"], glob[f"HR@{t}"], personal[f"HR@{t}"],
+                                                             lift_noise(glob, personal, f"HR@{t}"))
                                     for t in top_k}
 
 

@@ -40,6 +40,7 @@ from gpuclust.recommend.popularity import GRID
 from gpuclust.recommend.scoring import (  # noqa: F401 - their home before
     Popularity,
     captured_lift,
+    lift_noise,
     metrics,
     metrics_with_errors,
     popularity,
@@ -150,7 +151,8 @@ def evaluate(events: Any, items: Any = None, config: PipelineConfig | None = Non
                       "seconds": round(time.perf_counter() - t0 + table[2]["seconds"], 3), "score_seconds": None})
         personal_record = {"model": personal.to_meta(), "min_items": config.recommend.min_items}
         for row in table[:3]:
-            row["captured_lift"] = {f"HR@{k}": captured_lift(row[f"HR@{k}"], table[0][f"HR@{k}"], table[3][f"HR@{k}"])
+            row["captured_lift"] = {f"HR@{k}": captured_lift(row[f"HR@{k}"], table[0][f"HR@{k}"], table[3][f"HR@{k}"],
+                                                             lift_noise(table[0], table[3], f"HR@{k}"))
                                     for k in k_values}
 
     pop_host = to_host(pop.global_share)
@@ -199,7 +201,8 @@ def evaluate_files(config: PipelineConfig, events: str | Path, items: str | Path
 
 def markdown_table(result: dict) -> str:
     """The result's rows as a Markdown table: mean ± standard error, and the share of the personal
-    model's HR lift over global popularity each popularity recommender captures."""
+    model's HR lift over global popularity each popularity recommender captures ("-" where that lift is
+    within twice its standard error)."""
     ks = result["k_values"]
     head = ["method", *[f"{m}@{k}" for k in ks for m in ("HR", "NDCG")], f"captured lift (HR@{ks[0]})", "users",
             "blend w", "seconds"]

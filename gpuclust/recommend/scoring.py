@@ -3,6 +3,7 @@ targets. Used by the estimator's recommend objective and by `evaluate` / `compar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -192,8 +193,16 @@ def metrics_with_errors(ranks: np.ndarray, k_values: Sequence[int]) -> dict[str,
     return out
 
 
-def captured_lift(hr: float, hr_global: float, hr_personal: float) -> float | None:
+def captured_lift(hr: float, hr_global: float, hr_personal: float, noise: float = 0.0) -> float | None:
     """The share of the personal model's lift over global popularity that a recommender captures:
-    (HR − HR_global) / (HR_personal − HR_global); None where the personal model has no lift to share."""
+    (HR − HR_global) / (HR_personal − HR_global); None where the personal model has no lift to share, or
+    none beyond `noise` (`lift_noise`): a share of a gap that sampling alone can make is noise over noise,
+    and on a tiny log it read -100% or +300%."""
     gap = hr_personal - hr_global
-    return round((hr - hr_global) / gap, 4) if gap > 0 else None
+    return round((hr - hr_global) / gap, 4) if gap > max(noise, 0.0) else None
+
+
+def lift_noise(global_row: dict[str, Any], personal_row: dict[str, Any], key: str) -> float:
+    """Twice the standard error of HR_personal − HR_global (`key` "HR@10"), from the rows' own errors (as
+    if independent: the same users make it smaller, so this errs towards saying nothing)."""
+    return 2.0 * math.hypot(global_row.get(f"{key}_se", 0.0), personal_row.get(f"{key}_se", 0.0))
