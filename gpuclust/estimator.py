@@ -515,7 +515,8 @@ class UserClusterer:
         values = settings.cluster.k_values
         if settings.cluster.k_auto:  # the range is ours to choose: sized by the data for the recommend objective
             values = auto_k_values(n_users, settings.cluster.objective) or DEFAULT_K_VALUES
-        check_k(min(values), n_users)
+        else:  # a range of the caller's: "k=5 is larger than the number of users; lower --k" (not for auto's own)
+            check_k(min(values), n_users)
         below = tuple(k for k in values if k < n_users)
         if not below:  # else no sweep ran and the config's fixed k (8 by default) was fitted without a word
             raise UsageError(f"no k of the range tried ({min(values)}..{max(values)}) is below the number of users "

@@ -122,6 +122,10 @@ def test_a_k_range_with_no_k_below_the_users_is_refused_not_replaced_by_the_conf
 
     events = pd.DataFrame({"user_id": [1, 1, 1, 2, 2, 2], "item_id": [1, 2, 3, 3, 4, 5], "event_type": "view",
                            "timestamp": pd.Timestamp("2026-01-01") + pd.to_timedelta(range(6), "h")})
+    if n_clusters == "auto":  # one user: "k=2 is larger than the number of users (1); lower --k" was no advice
+        with pytest.raises(UsageError, match=r"no k of the range tried \(2\.\.\d+\) is below the number of users "
+                                             r"after filtering \(1\).*give a fixed --k of at most 1"):
+            UserClusterer(n_clusters, config=PipelineConfig(device="cpu"), features=["behaviour"]).fit(events[:3])
     for k in (8, 1):
         config = PipelineConfig(device="cpu")
         config.cluster.k = k
