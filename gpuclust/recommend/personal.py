@@ -271,7 +271,7 @@ def _select(table: EventTable, matrix: Any, n_items: int, kinds: tuple[str, ...]
     grid += [{"kind": "knn", "neighbours": int(n)} for n in config.neighbours] if "knn" in kinds else []
     user, item, time_, weight = (backend.asarray(a) for a in (table.user, table.item, table.time, table.weight))
     n_users = matrix.shape[0]
-    test_users, targets = held_out(user, item, time_, weight, n_items, seed, xp)
+    test_users, targets = held_out(user, item, time_, weight, n_items, seed, xp, presorted=True)  # the table's rows
     if len(grid) == 1 or len(test_users) == 0:
         how = "only one contender" if len(grid) == 1 else "no user has two distinct items: first of the grid"
         return grid[:1], {"how": how, "users": 0, "contenders": grid[:1]}, {}

@@ -109,7 +109,7 @@ def _tune(data: PreparedData, clusters: Any, counts: Any, k: int, backend: Backe
     user, item, time, weight = (backend.asarray(a)[rows] for a in (t.user, t.item, t.time, t.weight))
     if len(user) == 0:
         return DEFAULT_BLEND, {"how": "default: no user to tune on", "users": 0}
-    test_users, targets = held_out(user, item, time, weight, data.n_items, seed, xp)
+    test_users, targets = held_out(user, item, time, weight, data.n_items, seed, xp, presorted=True)  # table rows, in order
     if len(test_users) == 0:
         return DEFAULT_BLEND, {"how": "default: no sampled user has two distinct items", "users": 0}
     train = training_rows(user, item, test_users, targets, data.n_items, xp)
