@@ -375,6 +375,19 @@ def map_tasks(fn: Callable[[int], T], count: int, xp: ModuleType) -> list[T]:
 
 
 @contextmanager
+def one_thread_blas(xp: ModuleType) -> Iterator[None]:
+    """BLAS on one thread while `map_tasks` runs row shares on a thread per core (NumPy only): threaded
+    OpenBLAS under threads of our own oversubscribes the cores, and spent seconds in tall-skinny GEMMs."""
+    if xp is not np:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@contextmanager
 def _one_torch_thread_per_block() -> Iterator[None]:
     """The blocks are the parallelism: torch's own OpenMP team in each block (torch.topk) would multiply
     them, cores x cores threads on a many-core machine. One torch thread each while blocks run."""

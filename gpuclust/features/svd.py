@@ -10,19 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust.backend import map_tasks, row_shares
+from gpuclust.backend import map_tasks, one_thread_blas, row_shares
 
 
 def randomized_svd(x: Any, k: int, xp, seed: int = 0, oversamples: int = 10, power_iterations: int = 4):
     """Return (U * S, S, Vt) for the top k singular triplets of a sparse or dense matrix `x`."""
-    if xp.__name__ == "numpy":
-        # Threaded OpenBLAS spends seconds in the transposed tall-skinny GEMMs and the small SVD here
-        # (2 s vs 0.03 s for a 100k x 42 Gram on two cores); the row shares below are the threads instead.
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):
-            return _randomized_svd(x, k, xp, seed, oversamples, power_iterations)
-    return _randomized_svd(x, k, xp, seed, oversamples, power_iterations)
+    # Threaded OpenBLAS spends seconds in the transposed tall-skinny GEMMs and the small SVD here (2 s vs
+    # 0.03 s for a 100k x 42 Gram on two cores); the row shares below are the threads instead.
+    with one_thread_blas(xp):
+        return _randomized_svd(x, k, xp, seed, oversamples, power_iterations)
 
 
 def _randomized_svd(x: Any, k: int, xp, seed: int, oversamples: int, power_iterations: int):
