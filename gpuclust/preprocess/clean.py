@@ -105,16 +105,12 @@ class Preprocessor:
         """The steps of `run` on integer codes: sort by (user, time), duplicates, minimum counts, sampling,
         weights, the saved model's vocabulary, the catalogue and the indices."""
         cfg = self.config
-        codes = codes.take(stable_order(codes.user, codes.time, codes.xp))
-        if cfg.drop_duplicates:
-            codes = self._drop("exact_duplicates", codes, codes.take(~_duplicates(codes)), DUPLICATE_WHY,
-                               fix=DUPLICATE_FIX)
-        codes = self._min_counts(codes)
+        codes = self._clean_codes(codes)
         if cfg.sample_users is not None:
             codes = self._sample_users(codes, backend)
         xp = codes.xp
         known = list(cfg.event_weights)
-        weight = xp.asarray(np.asarray(list(cfg.event_weights.values()), dtype=np.float32))[codes.event]
+        weight = event_weights(codes, cfg.event_weights)
         present = to_host(xp.bincount(codes.event.astype(xp.int64), minlength=len(known)))
         event_types = tuple(t for t, n in zip(known, present, strict=True) if n > 0)
         if vocabulary is None and not bool((weight > 0).any()):
@@ -135,6 +131,15 @@ class Preprocessor:
         if items is not None:
             items = self._catalogue(codes, items, backend)
         return _index(codes, weight, item_idx, items, self.steps_, event_types, known, vocabulary)
+
+    def _clean_codes(self, codes: EventCodes) -> EventCodes:
+        """The steps on codes before sampling, shared with a Dask partition's cleaning: one sort by
+        (user, time), then duplicates (neighbours after that sort) and the minimum counts."""
+        codes = codes.take(stable_order(codes.user, codes.time, codes.xp))
+        if self.config.drop_duplicates:
+            codes = self._drop("exact_duplicates", codes, codes.take(~_duplicates(codes)), DUPLICATE_WHY,
+                               fix=DUPLICATE_FIX)
+        return self._min_counts(codes)
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -264,15 +269,8 @@ class Preprocessor:
 
     def _min_counts(self, codes: EventCodes) -> EventCodes:
         cfg = self.config
-        xp = codes.xp
-
-        def users_at_least(c: EventCodes) -> EventCodes:
-            return c.take(xp.bincount(c.user, minlength=len(c.user_ids))[c.user] >= cfg.min_user_events)
-
-        def items_at_least(c: EventCodes) -> EventCodes:
-            return c.take(xp.bincount(c.item, minlength=len(c.item_ids))[c.item] >= cfg.min_item_events)
-
-        return self._filter_min_counts(codes, users_at_least, items_at_least)
+        return self._filter_min_counts(codes, lambda c: users_at_least(c, cfg.min_user_events),
+                                       lambda c: c.take(_at_least(c.item, len(c.item_ids), cfg.min_item_events, c.xp)))
 
     def _filter_min_counts(self, rows: Any, by_user: Any, by_item: Any) -> Any:
         """Users and items below their minimum counts drop, in turns, until none is left below; `by_user`
@@ -372,6 +370,22 @@ def bad_timestamps_message(n_bad: int, n: int, example) -> str:
             "or map the right column with --time-col")
 
 
+def _at_least(codes: Any, n: int, minimum: int, xp: Any) -> Any:
+    """Per row: does its code (0..n-1) occur at least `minimum` times?"""
+    return xp.bincount(codes, minlength=n)[codes] >= minimum
+
+
+def users_at_least(codes: EventCodes, minimum: int) -> EventCodes:
+    """The rows of users with at least `minimum` events (one pass of the user filter; a Dask partition
+    runs it again after each global item pass)."""
+    return codes.take(_at_least(codes.user, len(codes.user_ids), minimum, codes.xp))
+
+
+def event_weights(codes: EventCodes, weights: dict[str, float]) -> Any:
+    """Each event's weight (float32), looked up by its type's code: the codes index `weights` in order."""
+    return codes.xp.asarray(np.asarray(list(weights.values()), dtype=np.float32))[codes.event]
+
+
 def _count_at_least(column, minimum: int):
     counts = column.value_counts()
     return column.isin(counts[counts >= minimum].index)
@@ -449,7 +463,7 @@ def _index(codes: EventCodes, weight: Any, item_idx: Any, items: Any, steps: lis
         items=item_table,
         n_users=n_users,
         n_items=len(item_table),
-        reference_time=_timestamp(int(codes.time.max())),
+        reference_time=_timestamp(int(codes.time.max())) if len(codes) else None,  # None: an empty partition
         steps=steps,
         text_columns=text_columns,
         event_types=event_types,
