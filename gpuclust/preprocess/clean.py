@@ -15,7 +15,7 @@ from gpuclust import schema
 from gpuclust.backend import Backend, to_host
 from gpuclust.config import PreprocessConfig
 from gpuclust.errors import NO_EXAMPLE, CatalogueWarning, InputWarning, UsageError, warn_dropped
-from gpuclust.frames import host_frame, local_array, local_values, local_xp, to_backend_frame
+from gpuclust.frames import host_frame, local_array, local_values, to_backend_frame
 from gpuclust.preprocess.codes import EventCodes
 from gpuclust.preprocess.parse import (
     NS_YEARS,
@@ -261,12 +261,6 @@ class Preprocessor:
                           "use the same item ids (--item-col, --item-key-col)", CatalogueWarning, stacklevel=2)
         return items
 
-    def _min_counts_frame(self, ev):
-        """The minimum-count filters on a frame (a Dask partition's, per user there)."""
-        cfg = self.config
-        return self._filter_min_counts(ev, lambda e: e[_count_at_least(e[schema.USER], cfg.min_user_events)],
-                                       lambda e: e[_count_at_least(e[schema.ITEM], cfg.min_item_events)])
-
     def _min_counts(self, codes: EventCodes) -> EventCodes:
         cfg = self.config
         return self._filter_min_counts(codes, lambda c: users_at_least(c, cfg.min_user_events),
@@ -386,21 +380,8 @@ def event_weights(codes: EventCodes, weights: dict[str, float]) -> Any:
     return codes.xp.asarray(np.asarray(list(weights.values()), dtype=np.float32))[codes.event]
 
 
-def _count_at_least(column, minimum: int):
-    counts = column.value_counts()
-    return column.isin(counts[counts >= minimum].index)
-
-
-def _attach_weights(ev, weights: dict[str, float]):
-    """Look the weight up by category code: no join over millions of rows."""
-    xp = local_xp(ev[schema.EVENT])
-    table = xp.asarray(np.asarray(list(weights.values()), dtype=np.float32))
-    ev[schema.WEIGHT] = table[local_values(ev[schema.EVENT].cat.codes)]
-    return ev
-
-
 def _ordinal(column, name: str):
-    """Sorted distinct values and their contiguous int32 index (Dask partitions' frames)."""
+    """Sorted distinct values and their contiguous int32 index (the Dask path's item vocabulary)."""
     table = column.drop_duplicates().sort_values().reset_index(drop=True).to_frame()
     table[name] = np.arange(len(table), dtype=np.int32)
     return table
@@ -477,35 +458,3 @@ def _timestamp(ns: int) -> Any:
     import pandas as pd
 
     return pd.Timestamp(ns, unit="ns")
-
-
-def _index_frame(ev, items: Any, steps: list[StepCount], event_types: tuple[str, ...], vocabulary=None) -> PreparedData:
-    """Indices and order of a cleaned frame (the Dask path, per partition)."""
-    if items is not None:
-        ev, items = common_key(ev, items, schema.ITEM)
-    users = _ordinal(ev[schema.USER], schema.USER_IDX)
-    item_table = _ordinal(ev[schema.ITEM], schema.ITEM_IDX) if vocabulary is None else vocabulary
-    ev = ev.merge(users, on=schema.USER, how="left").merge(item_table[[schema.ITEM, schema.ITEM_IDX]],
-                                                            on=schema.ITEM, how="left")
-    ev = ev.sort_values([schema.USER_IDX, schema.TIME]).reset_index(drop=True)
-    text_columns: tuple[str, ...] = ()
-    if vocabulary is not None:
-        text_columns = tuple(c for c in vocabulary.columns
-                             if c not in (schema.ITEM, schema.ITEM_IDX, schema.CATEGORY, schema.PRICE))
-    elif items is not None:
-        extra = [c for c in items.columns if c != schema.ITEM]
-        text_columns = tuple(c for c in extra if c not in (schema.CATEGORY, schema.PRICE))
-        item_table = item_table.merge(items, on=schema.ITEM, how="left")
-    item_table = item_table.sort_values(schema.ITEM_IDX).reset_index(drop=True)
-    users = users[[schema.USER_IDX, schema.USER]]
-    return PreparedData(
-        events=ev,
-        users=users,
-        items=item_table,
-        n_users=len(users),
-        n_items=len(item_table),
-        reference_time=ev[schema.TIME].max(),
-        steps=steps,
-        text_columns=text_columns,
-        event_types=event_types,
-    )
