@@ -278,7 +278,7 @@ def test_unknown_event_types_are_counted_as_one_process_counts_them(client, tmp_
     # One partition without a known type: its rows drop, counted by the cleaner's reading of the types.
     only_unknown = events[events["user_id"] == "u20"]
     cleaned = clean_partition(only_unknown, PreprocessConfig(), 0, "cpu")
-    assert cleaned.unknown_types == {"bogus": 4, "wishlist": 2, "(missing)": 2} and len(cleaned.events) == 0
+    assert cleaned.unknown_types == {"bogus": 4, "wishlist": 2, "(missing)": 2} and len(cleaned.codes) == 0
     step = next(s for s in cleaned.steps if s.step == "unknown_event_types")
     assert (step.dropped, step.why) == (8, "event type without a weight ('bogus' 4, '(missing)' 2, 'wishlist' 2)")
 
@@ -317,3 +317,107 @@ def test_dask_cuda_worker_against_the_single_gpu_path(tmp_path):
     assert spread.manifest_["dask"]["kind"] == "LocalCUDACluster"
     assert spread.manifest_["cluster"]["engine"] == "cuml.dask"
     assert _ari(single.labels_, spread.labels_) >= 0.95
+
+
+def _hostile(n_users: int = 60, seed: int = 0) -> pd.DataFrame:
+    """Events with what cleaning drops: missing timestamps, unknown and oddly written types, exact
+    duplicates (values 0.0 and -0.0 among them), users with one or two events and items with a few, whom
+    minimum counts drop."""
+    rng = np.random.default_rng(seed)
+    sizes = np.where(np.arange(n_users) % 3 == 0, rng.integers(1, 3, n_users), rng.integers(4, 12, n_users))
+    users = np.repeat(np.arange(n_users), sizes)
+    n = len(users)
+    events = pd.DataFrame({
+        "user_id": users, "item_id": np.where(np.arange(n) % 29 == 0, rng.integers(100, 400, n), rng.integers(0, 15, n)),
+        "event_type": rng.choice([" View", "click", "PURCHASE", "cart", "bogus", None], n),
+        "timestamp": pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 40, n) * 30, unit="s"),
+        "value": rng.choice([0.0, -0.0, 2.5], n)})
+    events.loc[events.index[::17], "timestamp"] = pd.NaT
+    return pd.concat([events, events.iloc[::4]], ignore_index=True)
+
+
+def test_a_partition_is_cleaned_indexed_and_read_on_codes_as_one_process_does(monkeypatch):
+    """A partition is a frame only up to the known event types: then codes (the single-process steps on
+    them), and an event table the per-partition stages read without an events frame. Holding every user,
+    it is what one process prepares: the same steps, table and users."""
+    import pickle
+    import warnings
+
+    from gpuclust.backend import cpu_backend
+    from gpuclust.config import PreprocessConfig
+    from gpuclust.distributed import explain as dexplain
+    from gpuclust.distributed import features as dfeatures
+    from gpuclust.distributed import fit as dfit
+    from gpuclust.distributed import prepare
+    from gpuclust.preprocess.clean import Preprocessor
+    from gpuclust.preprocess.codes import EventCodes
+    from gpuclust.preprocess.prepared import PreparedData, event_frames
+
+    events = _hostile()
+    config = PreprocessConfig(min_user_events=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = Preprocessor(config).run(events, cpu_backend())
+    cleaned = prepare.clean_partition(events, config, 0, "cpu")
+    assert isinstance(cleaned.codes, EventCodes)
+    assert [s.to_dict() for s in cleaned.steps] == [s.to_dict() for s in single.steps]
+    table, cast, _, _ = prepare.vocabulary(prepare.item_counts([cleaned.summary()]), None)
+    part = prepare.index_partition(cleaned, table, cast, single.event_types, False, "cpu")
+    assert not hasattr(part, "events")
+    for name in ("user", "item", "event", "time", "value", "weight", "offsets"):
+        np.testing.assert_array_equal(getattr(part.table, name), getattr(single.table, name), err_msg=name)
+    assert part.table.event_names == single.table.event_names
+    pd.testing.assert_frame_equal(part.users, single.users)
+
+    def no_frame(self: PreparedData) -> None:
+        raise AssertionError("a per-partition stage read an events frame")
+
+    monkeypatch.setattr(PreparedData, "events", property(no_frame))
+    built = event_frames.built
+    g = prepare.Globals(table, len(table), part.n_users, len(part.table), single.reference_time, single.event_types,
+                        (), [])
+    labels = np.arange(part.n_users) % 2
+    stats = dfeatures.part_statistics(part, g, "cpu", 30.0)
+    assert stats.values.shape[0] == part.n_users
+    assert dfeatures.part_tfidf(part, g, "cpu", "item", None).shape == (len(table),)
+    assert dexplain._cluster_items(part, labels)["weight"].sum() == pytest.approx(float(single.table.weight.sum()))
+    drift = dfit._part_drift_counts(part, labels, np.ones(part.n_users), np.zeros(part.n_users), g, 2)
+    assert sum(drift.event_types.values()) == len(part.table)
+    assert dfit._part_segment_counts(part, labels, g, 2, "cpu").shape == (3, len(table))
+    assert event_frames.built == built
+    again = pickle.loads(pickle.dumps(part))  # workers move and spill partitions: plain pickle, array module by name
+    assert again.table.xp is np and np.array_equal(again.table.time, part.table.time)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_hostile_input_reads_the_same_on_partitions_as_in_one_process(client):
+    """Unknown types, duplicates, missing timestamps and minimum counts that drop every user of some of 16
+    partitions: the manifest's steps and the warnings equal the single-process fit's; where the minimum
+    counts drop everything, the one-line refusal is the same too. (The global item passes count the users
+    they drop under min_item_events: the two minimum-count steps split their drops otherwise than one
+    process does, and drop the same rows.)"""
+    import warnings
+
+    events = _hostile(n_users=200)
+    fits = {}
+    for name, scheduler in (("single", None), ("dask", client)):
+        config = PipelineConfig(device="cpu", seed=0)
+        config.preprocess.min_user_events, config.preprocess.min_item_events = 3, 4
+        config.dask.partitions = 16 if scheduler is not None else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = UserClusterer(2, seed=0, scheduler=scheduler, config=config).fit(events)
+        said = sorted(str(w.message) for w in caught if str(w.message).startswith("dropped "))
+        steps = {s["step"]: s for s in model.manifest_["rows"]["steps"]}
+        counts = steps.pop("min_user_events"), steps.pop("min_item_events")
+        minimum = (counts[0]["rows_in"], counts[1]["rows_out"], counts[0]["dropped"] + counts[1]["dropped"])
+        config.preprocess.min_user_events = 100
+        with pytest.raises(UsageError) as refused:
+            UserClusterer(2, seed=0, scheduler=scheduler, config=config).fit(events)
+        fits[name] = steps, minimum, said, model.manifest_["rows"]["users"], str(refused.value)
+    assert fits["dask"] == fits["single"]
+    steps, minimum, said, _, refusal = fits["single"]
+    assert {s for s, step in steps.items() if step["dropped"]} == {"missing_ids_or_time", "unknown_event_types",
+                                                                  "exact_duplicates"}
+    assert minimum[2] > 0 and len(said) == 3
+    assert refusal == "no events left after the minimum-count filters; lower --min-user-events / --min-item-events"

@@ -33,9 +33,9 @@ from gpuclust.segments import group_moments
 
 def _cluster_items(part: Part, labels):
     """Weighted events per (cluster, item_idx) in this partition (host pandas)."""
-    ev = host_frame(part.events[[schema.USER_IDX, schema.ITEM_IDX, schema.WEIGHT]])
-    out = pd.DataFrame({CLUSTER: to_host(labels)[ev[schema.USER_IDX].to_numpy()],
-                        schema.ITEM_IDX: ev[schema.ITEM_IDX].to_numpy(), schema.WEIGHT: ev[schema.WEIGHT].to_numpy()})
+    t = part.table
+    out = pd.DataFrame({CLUSTER: to_host(labels)[to_host(t.user)], schema.ITEM_IDX: to_host(t.item),
+                        schema.WEIGHT: to_host(t.weight)})
     return out.groupby([CLUSTER, schema.ITEM_IDX])[schema.WEIGHT].sum().reset_index()
 
 

@@ -220,8 +220,7 @@ def _part_segment_counts(part: prepare.Part, labels, g: prepare.Globals, k: int,
 
 def _part_drift_counts(part: prepare.Part, labels, distances, scores, g: prepare.Globals, k: int):
     placed = drift.placed_counts(to_host(labels), to_host(distances), to_host(scores), k)
-    types = host_frame(part.events[schema.EVENT].astype("str").value_counts().to_frame()).iloc[:, 0]
-    return placed.add(drift.DriftCounts(event_types={str(t): int(n) for t, n in types.items()}))
+    return placed.add(drift.DriftCounts(event_types=drift.event_counts(g.prepared(part)).event_types))
 
 
 def _segments(parts: Blocks, labels: Blocks, g: prepare.Globals, k: int, settings: PipelineConfig,
@@ -233,8 +232,7 @@ def _segments(parts: Blocks, labels: Blocks, g: prepare.Globals, k: int, setting
     if r.blend_weight is not None:
         return segments_from(counts, None, None, k, _HOST, r.blend_weight, r.tune_users, settings.seed)
     part, part_labels = parts.client.gather([parts.futures[0], labels.futures[0]])
-    return segments_from(counts, g.prepared(prepare.Part(host_frame(part.events), host_frame(part.users),
-                                                         part.n_users)),
+    return segments_from(counts, g.prepared(prepare.Part(part.table.on_host(), host_frame(part.users), part.n_users)),
                          to_host(part_labels), k, _HOST, None, r.tune_users, settings.seed)
 
 

@@ -3,10 +3,11 @@
 per-partition summaries.
 
     ids normalised (a global decision, before the shuffle) -> shuffle by user_id
-    -> per partition: missing ids, values, timestamps, event types, duplicates, min events per user, weights
+    -> per partition, on the frame: missing ids, values, timestamps, event types (the edges)
+       -> `EventCodes`, sorted by (user, time): duplicates, min events per user (`Preprocessor`'s own steps)
     -> client: step counts summed, the input-wide checks (bad timestamp share, nothing left), warnings
        once with the summed counts, event types present, reference time, item vocabulary and catalogue
-    -> [global min_item_events passes] -> per partition: indices (users local, items global)
+    -> [global min_item_events passes, on codes] -> per partition: `EventTable` (users local, items global)
 
 Steps that drop rows are counted per partition and summed, so the manifest's `rows.steps` reads as the
 single-process one. A partition may legitimately end empty; only the whole input may not.
@@ -24,26 +25,29 @@ from typing import Any
 import numpy as np
 
 from gpuclust import schema
-from gpuclust.backend import Backend, resolve_backend
+from gpuclust.backend import Backend, resolve_backend, to_host
 from gpuclust.config import PreprocessConfig
 from gpuclust.errors import NO_EXAMPLE, CatalogueWarning, InputWarning, UsageError, warn_dropped
-from gpuclust.frames import host_frame, to_backend_frame
+from gpuclust.frames import host_frame, local_values, to_backend_frame
 from gpuclust.preprocess.clean import (
-    DUPLICATE_FIX,
-    DUPLICATE_WHY,
     LOW_CATALOGUE_SHARE,
     MISSING_FIX,
     MISSING_WHY,
     Preprocessor,
-    _attach_weights,
-    _index_frame,
+    _index,
     _ordinal,
+    _timestamp,
+    _vocabulary_index,
     bad_timestamps_message,
+    event_weights,
     unknown_types_fix,
     unknown_types_why,
+    users_at_least,
 )
+from gpuclust.preprocess.codes import EventCodes
 from gpuclust.preprocess.parse import common_key, normalise_ids
 from gpuclust.preprocess.prepared import PreparedData, StepCount
+from gpuclust.preprocess.table import EventTable
 
 
 @functools.lru_cache(maxsize=2)
@@ -99,32 +103,29 @@ class PartitionPreprocessor(Preprocessor):
                 list(self.config.event_weights))
             return out
 
-    def clean(self, events, backend: Backend):
-        """`Preprocessor.run` up to the weights, for the rows of one partition (ids already normalised)."""
-        cfg = self.config
+    def clean(self, events, backend: Backend) -> EventCodes:
+        """`Preprocessor.run` up to sampling, for the rows of one partition (ids already normalised): the
+        frame only up to the known event types, then codes sorted by (user, time), as in one process."""
         self.steps_ = []
         ev = self._drop("missing_ids_or_time", events, events.dropna(subset=[schema.USER, schema.ITEM, schema.TIME]),
                         MISSING_WHY, fix=MISSING_FIX)
         ev = self._values(ev, backend)
         ev = self._parse_time(ev, backend)
         ev = self._known_events(ev)
-        if cfg.drop_duplicates:
-            ev = self._drop("exact_duplicates", ev, ev.drop_duplicates(), DUPLICATE_WHY, fix=DUPLICATE_FIX)
-        ev = self._min_counts(ev)  # per user only here: min_item_events is applied over all partitions
-        return _attach_weights(ev, cfg.event_weights)
+        return self._clean_codes(EventCodes.of(ev, backend))  # min events per user only: items are global
 
-    def _min_counts(self, ev):
+    def _min_counts(self, codes: EventCodes) -> EventCodes:
         try:
-            return self._min_counts_frame(ev)
+            return super()._min_counts(codes)
         except UsageError:  # every user of this partition was below the minimum; the total decides
-            return ev.iloc[0:0]
+            return codes.take(codes.xp.zeros(len(codes), dtype=bool))
 
 
 @dataclass
 class Cleaned:
-    """One cleaned partition (kept on its worker) and what the client needs to know about it."""
+    """One cleaned partition (its codes kept on its worker) and what the client needs to know about it."""
 
-    events: Any
+    codes: EventCodes | None
     steps: list[StepCount]
     refusals: list[str]
     bad_timestamps: tuple[int, int, Any]
@@ -136,9 +137,10 @@ class Cleaned:
     item_dtype: str
     fixes: dict[str, str | None] = field(default_factory=dict)  # per warned step: what keeps its rows
     unknown_types: dict[str, int] = field(default_factory=dict)  # dropped rows per event type without a weight
+    event_weights: dict[str, float] = field(default_factory=dict)  # what the event codes index, in order
 
     def summary(self) -> Cleaned:
-        return dataclasses.replace(self, events=None)
+        return dataclasses.replace(self, codes=None)
 
 
 def clean_partition(raw: Any, config: PreprocessConfig, seed: int, device: str) -> Cleaned:
@@ -146,13 +148,25 @@ def clean_partition(raw: Any, config: PreprocessConfig, seed: int, device: str) 
     pre = PartitionPreprocessor(dataclasses.replace(config, min_item_events=1, sample_users=None), seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ev = pre.clean(raw, backend)
-    names = sorted(str(n) for n in host_frame(ev[schema.EVENT].drop_duplicates().to_frame())[schema.EVENT].dropna())
-    times = (ev[schema.TIME].min(), ev[schema.TIME].max()) if len(ev) else (None, None)
-    counts = host_frame(ev[schema.ITEM].value_counts().to_frame()).iloc[:, 0]
-    return Cleaned(ev, pre.steps_, pre.refusals, pre.bad_timestamps, pre.examples,
-                   [str(w.message) for w in caught if issubclass(w.category, InputWarning)], names, times, counts,
-                   str(ev[schema.ITEM].dtype), pre.fixes, pre.unknown_types)
+        codes = pre.clean(raw, backend)
+    known = list(config.event_weights)
+    present = to_host(codes.xp.bincount(codes.event.astype(codes.xp.int64), minlength=len(known)))
+    names = sorted(name for name, n in zip(known, present, strict=True) if n)
+    times = (_timestamp(int(codes.time.min())), _timestamp(int(codes.time.max()))) if len(codes) else (None, None)
+    return Cleaned(codes, pre.steps_, pre.refusals, pre.bad_timestamps, pre.examples,
+                   [str(w.message) for w in caught if issubclass(w.category, InputWarning)], names, times,
+                   _item_counts(codes), str(codes.item_ids.dtype), pre.fixes, pre.unknown_types,
+                   dict(config.event_weights))
+
+
+def _item_counts(codes: EventCodes) -> Any:
+    """Events per item_id of the items present (host pandas Series): what the client adds up."""
+    import pandas as pd
+
+    counts = to_host(codes.xp.bincount(codes.item, minlength=len(codes.item_ids)))
+    ids = host_frame(codes.item_ids.to_frame(schema.ITEM))[schema.ITEM]
+    present = counts > 0
+    return pd.Series(counts[present], index=pd.Index(ids[present]), name="count")
 
 
 def summary_of(cleaned: Cleaned) -> Cleaned:
@@ -161,42 +175,43 @@ def summary_of(cleaned: Cleaned) -> Cleaned:
 
 def keep_items(cleaned: Cleaned, allowed: Any, min_user_events: int) -> Cleaned:
     """A global min_item_events pass on one partition: items below it go, then users below theirs."""
-    ev = cleaned.events
-    ev = ev[ev[schema.ITEM].isin(allowed)]
-    if min_user_events > 1 and len(ev):
-        counts = ev[schema.USER].value_counts()
-        ev = ev[ev[schema.USER].isin(counts[counts >= min_user_events].index)]
-    counts = host_frame(ev[schema.ITEM].value_counts().to_frame()).iloc[:, 0]
-    return dataclasses.replace(cleaned, events=ev, item_counts=counts)
+    codes = cleaned.codes
+    listed = codes.xp.asarray(local_values(codes.item_ids.isin(allowed)))  # per distinct item
+    codes = codes.take(listed[codes.item])
+    if min_user_events > 1 and len(codes):
+        codes = users_at_least(codes, min_user_events)
+    return dataclasses.replace(cleaned, codes=codes, item_counts=_item_counts(codes))
 
 
 @dataclass
 class Part:
-    """One user partition, indexed: events with local user_idx (0..n_users-1) and global item_idx."""
+    """One user partition, indexed: its event table (local user_idx 0..n_users-1, global item_idx; sorted
+    by user, then time) and its users (user_idx -> user_id)."""
 
-    events: Any  # user_idx, item_idx, event_type, timestamp, value, weight; sorted by user_idx, timestamp
-    users: Any  # user_idx -> user_id
+    table: EventTable
+    users: Any
     n_users: int
     steps: list[StepCount] = field(default_factory=list)
 
 
 def index_partition(cleaned: Cleaned, vocabulary: Any, item_cast: str | None, event_types: tuple[str, ...],
                     known_only: bool, device: str) -> Part:
-    """Users numbered within the partition, items by the global vocabulary (a fitted model's, for assign)."""
-    ev = cleaned.events
+    """Users numbered within the partition, items by the global vocabulary (a fitted model's, for assign,
+    whose unknown items drop: `known_only`), as `Preprocessor._index` numbers them in one process."""
+    codes = cleaned.codes
     vocabulary = to_backend_frame(vocabulary, worker_backend(device))
+    if item_cast is not None:  # the catalogue's key type
+        codes = dataclasses.replace(codes, item_ids=codes.item_ids.astype(item_cast))
+    item_idx = _vocabulary_index(codes, vocabulary)
     steps = []
-    if item_cast is not None:
-        ev = ev.copy()
-        ev[schema.ITEM] = ev[schema.ITEM].astype(item_cast)
     if known_only:
-        ev, vocabulary = common_key(ev, vocabulary, schema.ITEM)
-        kept = ev[ev[schema.ITEM].isin(vocabulary[schema.ITEM])]
-        steps.append(StepCount("items_unknown_to_model", len(ev), len(kept), "item not in the model's vocabulary"))
-        ev = kept
-    data = _index_frame(ev, None, [], event_types, vocabulary)
-    events = data.events[[schema.USER_IDX, schema.ITEM_IDX, schema.EVENT, schema.TIME, schema.VALUE, schema.WEIGHT]]
-    return Part(events, data.users, int(data.n_users), steps)
+        known = item_idx >= 0
+        kept = codes.take(known)
+        steps.append(StepCount("items_unknown_to_model", len(codes), len(kept), "item not in the model's vocabulary"))
+        codes, item_idx = kept, item_idx[known]
+    weight = event_weights(codes, cleaned.event_weights)
+    data = _index(codes, weight, item_idx, None, [], event_types, list(cleaned.event_weights), vocabulary)
+    return Part(data.table, data.users, data.n_users, steps)
 
 
 def part_size(part: Part) -> int:
@@ -219,13 +234,16 @@ class Globals:
     steps: list[StepCount]
 
     def prepared(self, part: Part | None = None, backend: Backend | None = None) -> PreparedData:
-        """A partition as the featurisers take it (None: the catalogue alone, for client-side stages)."""
+        """A partition as the featurisers take it, its event table as one process has it (None: the
+        catalogue alone, for client-side stages)."""
         items = self.items if backend is None else to_backend_frame(self.items, backend)
+        table = None if part is None else part.table
         return PreparedData(
-            events=None if part is None else part.events, users=None if part is None else part.users,
-            items=items, n_users=self.n_users if part is None else part.n_users, n_items=self.n_items,
+            users=None if part is None else part.users, items=items,
+            n_users=self.n_users if part is None else part.n_users, n_items=self.n_items,
             reference_time=self.reference_time, steps=[], text_columns=self.text_columns,
-            event_types=self.event_types)
+            event_types=self.event_types, table=table, event_names=None if table is None else table.event_names,
+            xp=None if table is None else table.xp)
 
 
 def id_casts(lazy: Any) -> tuple[dict[str, str], list[StepCount]]:

@@ -15,7 +15,7 @@ from gpuclust import schema
 from gpuclust.backend import Backend, to_host
 from gpuclust.config import PreprocessConfig
 from gpuclust.errors import NO_EXAMPLE, CatalogueWarning, InputWarning, UsageError, warn_dropped
-from gpuclust.frames import host_frame, local_array, local_values, local_xp, to_backend_frame
+from gpuclust.frames import host_frame, local_array, local_values, to_backend_frame
 from gpuclust.preprocess.codes import EventCodes
 from gpuclust.preprocess.parse import (
     NS_YEARS,
@@ -105,16 +105,12 @@ class Preprocessor:
         """The steps of `run` on integer codes: sort by (user, time), duplicates, minimum counts, sampling,
         weights, the saved model's vocabulary, the catalogue and the indices."""
         cfg = self.config
-        codes = codes.take(stable_order(codes.user, codes.time, codes.xp))
-        if cfg.drop_duplicates:
-            codes = self._drop("exact_duplicates", codes, codes.take(~_duplicates(codes)), DUPLICATE_WHY,
-                               fix=DUPLICATE_FIX)
-        codes = self._min_counts(codes)
+        codes = self._clean_codes(codes)
         if cfg.sample_users is not None:
             codes = self._sample_users(codes, backend)
         xp = codes.xp
         known = list(cfg.event_weights)
-        weight = xp.asarray(np.asarray(list(cfg.event_weights.values()), dtype=np.float32))[codes.event]
+        weight = event_weights(codes, cfg.event_weights)
         present = to_host(xp.bincount(codes.event.astype(xp.int64), minlength=len(known)))
         event_types = tuple(t for t, n in zip(known, present, strict=True) if n > 0)
         if vocabulary is None and not bool((weight > 0).any()):
@@ -135,6 +131,15 @@ class Preprocessor:
         if items is not None:
             items = self._catalogue(codes, items, backend)
         return _index(codes, weight, item_idx, items, self.steps_, event_types, known, vocabulary)
+
+    def _clean_codes(self, codes: EventCodes) -> EventCodes:
+        """The steps on codes before sampling, shared with a Dask partition's cleaning: one sort by
+        (user, time), then duplicates (neighbours after that sort) and the minimum counts."""
+        codes = codes.take(stable_order(codes.user, codes.time, codes.xp))
+        if self.config.drop_duplicates:
+            codes = self._drop("exact_duplicates", codes, codes.take(~_duplicates(codes)), DUPLICATE_WHY,
+                               fix=DUPLICATE_FIX)
+        return self._min_counts(codes)
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -256,23 +261,10 @@ class Preprocessor:
                           "use the same item ids (--item-col, --item-key-col)", CatalogueWarning, stacklevel=2)
         return items
 
-    def _min_counts_frame(self, ev):
-        """The minimum-count filters on a frame (a Dask partition's, per user there)."""
-        cfg = self.config
-        return self._filter_min_counts(ev, lambda e: e[_count_at_least(e[schema.USER], cfg.min_user_events)],
-                                       lambda e: e[_count_at_least(e[schema.ITEM], cfg.min_item_events)])
-
     def _min_counts(self, codes: EventCodes) -> EventCodes:
         cfg = self.config
-        xp = codes.xp
-
-        def users_at_least(c: EventCodes) -> EventCodes:
-            return c.take(xp.bincount(c.user, minlength=len(c.user_ids))[c.user] >= cfg.min_user_events)
-
-        def items_at_least(c: EventCodes) -> EventCodes:
-            return c.take(xp.bincount(c.item, minlength=len(c.item_ids))[c.item] >= cfg.min_item_events)
-
-        return self._filter_min_counts(codes, users_at_least, items_at_least)
+        return self._filter_min_counts(codes, lambda c: users_at_least(c, cfg.min_user_events),
+                                       lambda c: c.take(_at_least(c.item, len(c.item_ids), cfg.min_item_events, c.xp)))
 
     def _filter_min_counts(self, rows: Any, by_user: Any, by_item: Any) -> Any:
         """Users and items below their minimum counts drop, in turns, until none is left below; `by_user`
@@ -372,21 +364,24 @@ def bad_timestamps_message(n_bad: int, n: int, example) -> str:
             "or map the right column with --time-col")
 
 
-def _count_at_least(column, minimum: int):
-    counts = column.value_counts()
-    return column.isin(counts[counts >= minimum].index)
+def _at_least(codes: Any, n: int, minimum: int, xp: Any) -> Any:
+    """Per row: does its code (0..n-1) occur at least `minimum` times?"""
+    return xp.bincount(codes, minlength=n)[codes] >= minimum
 
 
-def _attach_weights(ev, weights: dict[str, float]):
-    """Look the weight up by category code: no join over millions of rows."""
-    xp = local_xp(ev[schema.EVENT])
-    table = xp.asarray(np.asarray(list(weights.values()), dtype=np.float32))
-    ev[schema.WEIGHT] = table[local_values(ev[schema.EVENT].cat.codes)]
-    return ev
+def users_at_least(codes: EventCodes, minimum: int) -> EventCodes:
+    """The rows of users with at least `minimum` events (one pass of the user filter; a Dask partition
+    runs it again after each global item pass)."""
+    return codes.take(_at_least(codes.user, len(codes.user_ids), minimum, codes.xp))
+
+
+def event_weights(codes: EventCodes, weights: dict[str, float]) -> Any:
+    """Each event's weight (float32), looked up by its type's code: the codes index `weights` in order."""
+    return codes.xp.asarray(np.asarray(list(weights.values()), dtype=np.float32))[codes.event]
 
 
 def _ordinal(column, name: str):
-    """Sorted distinct values and their contiguous int32 index (Dask partitions' frames)."""
+    """Sorted distinct values and their contiguous int32 index (the Dask path's item vocabulary)."""
     table = column.drop_duplicates().sort_values().reset_index(drop=True).to_frame()
     table[name] = np.arange(len(table), dtype=np.int32)
     return table
@@ -449,7 +444,7 @@ def _index(codes: EventCodes, weight: Any, item_idx: Any, items: Any, steps: lis
         items=item_table,
         n_users=n_users,
         n_items=len(item_table),
-        reference_time=_timestamp(int(codes.time.max())),
+        reference_time=_timestamp(int(codes.time.max())) if len(codes) else None,  # None: an empty partition
         steps=steps,
         text_columns=text_columns,
         event_types=event_types,
@@ -463,35 +458,3 @@ def _timestamp(ns: int) -> Any:
     import pandas as pd
 
     return pd.Timestamp(ns, unit="ns")
-
-
-def _index_frame(ev, items: Any, steps: list[StepCount], event_types: tuple[str, ...], vocabulary=None) -> PreparedData:
-    """Indices and order of a cleaned frame (the Dask path, per partition)."""
-    if items is not None:
-        ev, items = common_key(ev, items, schema.ITEM)
-    users = _ordinal(ev[schema.USER], schema.USER_IDX)
-    item_table = _ordinal(ev[schema.ITEM], schema.ITEM_IDX) if vocabulary is None else vocabulary
-    ev = ev.merge(users, on=schema.USER, how="left").merge(item_table[[schema.ITEM, schema.ITEM_IDX]],
-                                                            on=schema.ITEM, how="left")
-    ev = ev.sort_values([schema.USER_IDX, schema.TIME]).reset_index(drop=True)
-    text_columns: tuple[str, ...] = ()
-    if vocabulary is not None:
-        text_columns = tuple(c for c in vocabulary.columns
-                             if c not in (schema.ITEM, schema.ITEM_IDX, schema.CATEGORY, schema.PRICE))
-    elif items is not None:
-        extra = [c for c in items.columns if c != schema.ITEM]
-        text_columns = tuple(c for c in extra if c not in (schema.CATEGORY, schema.PRICE))
-        item_table = item_table.merge(items, on=schema.ITEM, how="left")
-    item_table = item_table.sort_values(schema.ITEM_IDX).reset_index(drop=True)
-    users = users[[schema.USER_IDX, schema.USER]]
-    return PreparedData(
-        events=ev,
-        users=users,
-        items=item_table,
-        n_users=len(users),
-        n_items=len(item_table),
-        reference_time=ev[schema.TIME].max(),
-        steps=steps,
-        text_columns=text_columns,
-        event_types=event_types,
-    )

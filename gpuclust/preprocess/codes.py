@@ -11,22 +11,20 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from gpuclust import schema
 from gpuclust.backend import Backend
 from gpuclust.frames import factorize, local_values
-
-if TYPE_CHECKING:
-    from gpuclust.preprocess.table import EventTable
+from gpuclust.preprocess.table import EventTable, PicklesModuleByName
 
 ARRAYS = ("user", "item", "event", "time", "value")
 
 
 @dataclass(frozen=True)
-class EventCodes:
+class EventCodes(PicklesModuleByName):
     user: Any  # int64 index into user_ids
     item: Any  # int64 index into item_ids
     event: Any  # int8 index into the configured event types

@@ -9,6 +9,8 @@ in the small per-user, per-item and per-type tables beside it.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -18,9 +20,25 @@ import numpy as np
 from gpuclust import schema
 from gpuclust.segments import offsets_of
 
+ARRAYS = ("user", "item", "event", "time", "value", "weight", "offsets")
+
+
+class PicklesModuleByName:
+    """A dataclass whose `xp` (the array module) pickles by name: a module object does not pickle, and
+    Dask moves and spills partitions' tables and codes (which would fall back to cloudpickle, serialising
+    the arrays twice)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "xp"}  # type: ignore[arg-type]
+        return _rebuilt, (type(self), values, self.xp.__name__)  # type: ignore[attr-defined]
+
+
+def _rebuilt(cls: type, values: dict[str, Any], module: str) -> Any:
+    return cls(**values, xp=importlib.import_module(module))
+
 
 @dataclass(frozen=True)
-class EventTable:
+class EventTable(PicklesModuleByName):
     user: Any  # int32 user_idx, ascending
     item: Any  # int32 item_idx
     event: Any  # int8 index into `event_names`
@@ -37,6 +55,15 @@ class EventTable:
     @property
     def n_users(self) -> int:
         return int(self.offsets.shape[0]) - 1
+
+    def on_host(self) -> EventTable:
+        """The same table in NumPy arrays (each device array's copy counted), for work on the client."""
+        from gpuclust.backend import to_host
+
+        if self.xp is np:
+            return self
+        arrays = {name: to_host(getattr(self, name)) for name in ARRAYS}
+        return EventTable(**arrays, event_names=self.event_names, xp=np)
 
     def subset(self, keep: Any) -> EventTable:
         """The rows where `keep` (a boolean mask) is true, in the same order: still sorted, new offsets."""
