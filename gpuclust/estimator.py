@@ -54,7 +54,7 @@ from gpuclust.frames import (
     to_backend_frame,
 )
 from gpuclust.manifest import StageRecorder, build_manifest
-from gpuclust.preprocess.clean import AS_RUN, Preprocessor
+from gpuclust.preprocess.clean import Preprocessor, require_prepared_events
 from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.privacy import (
     as_pseudonymiser,
@@ -727,7 +727,7 @@ def _check_inputs(events: Any, items: Any = None, truth: Any = None) -> None:
     if type(events).__module__.split(".")[0] in ("dask", "dask_cudf", "dask_expr"):
         check_frame(events._meta, "events", required)
     elif isinstance(events, PreparedData):
-        events.require_complete(AS_RUN)  # fit reads its users before preparing them
+        require_prepared_events(events)  # fit reads its users before preparing them; Dask makes a frame of it
     elif type(events).__module__.startswith("gpuclust"):
         pass
     else:

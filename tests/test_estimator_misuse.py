@@ -3,6 +3,7 @@ at fault), never an internal exception or a silently wrong result."""
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 
 import numpy as np
@@ -313,3 +314,8 @@ def test_prepared_data_without_events_is_named_by_fit_and_embed(events):
             _fit(given)
         with pytest.raises(UsageError, match=message):
             model.embed(given)
+        if importlib.util.find_spec("distributed") is not None:  # refused before a cluster starts, as one process says
+            config = PipelineConfig(device="cpu")
+            config.dask.scheduler = "local"
+            with pytest.raises(UsageError, match=message):
+                UserClusterer(2, config=config).fit(given)

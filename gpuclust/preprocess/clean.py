@@ -40,6 +40,15 @@ MAX_DRAWS_PER_USER = 100  # upsampling for scale tests; beyond it a synthetic lo
 AS_RUN = "pass prepared data as Preprocessor().run makes it, or an events frame"  # how to make prepared data that will do
 
 
+def require_prepared_events(data: PreparedData) -> None:
+    """Prepared data that can be prepared again: events, users and items, and at least one event (a UsageError
+    naming what is wrong otherwise). Fit checks it at its boundary, so that the Dask path says it too."""
+    data.require_complete(AS_RUN)
+    if len(data.table) == 0:
+        raise UsageError(f"the prepared data has no events ({data!r}: e.g. a table subset that kept no row); "
+                         "pass prepared data with events, or an events frame")
+
+
 class Preprocessor:
     """Clean, weight, sample and index events; `run` returns PreparedData."""
 
@@ -75,13 +84,10 @@ class Preprocessor:
         what `run` gives on the same events as a frame, without making that frame. Without `items`, the
         catalogue they were prepared with (`PreparedData.catalogue`) is theirs again."""
         self.steps_ = list(steps or [])
-        data.require_complete(AS_RUN)
+        require_prepared_events(data)
         if items is None and vocabulary is None:
             items = data.catalogue()
         table: EventTable = data.table
-        if len(table) == 0:
-            raise UsageError(f"the prepared data has no events ({data!r}: e.g. a table subset that kept no row); "
-                             "pass prepared data with events, or an events frame")
         ids = (to_backend_frame(data.users, backend)[schema.USER], to_backend_frame(data.items, backend)[schema.ITEM])
         codes = EventCodes.of_table(table, *ids, backend)
         known = list(self.config.event_weights)
