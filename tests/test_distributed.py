@@ -392,10 +392,9 @@ def test_a_partition_is_cleaned_indexed_and_read_on_codes_as_one_process_does(mo
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_hostile_input_reads_the_same_on_partitions_as_in_one_process(client):
     """Unknown types, duplicates, missing timestamps and minimum counts that drop every user of some of 16
-    partitions: the manifest's steps and the warnings equal the single-process fit's; where the minimum
-    counts drop everything, the one-line refusal is the same too. (The global item passes count the users
-    they drop under min_item_events: the two minimum-count steps split their drops otherwise than one
-    process does, and drop the same rows.)"""
+    partitions: the manifest's steps and the warnings equal the single-process fit's, each minimum-count
+    step included (the global item passes once counted the users they dropped under min_item_events);
+    where the minimum counts drop everything, the one-line refusal is the same too."""
     import warnings
 
     events = _hostile(n_users=200)
@@ -409,8 +408,7 @@ def test_hostile_input_reads_the_same_on_partitions_as_in_one_process(client):
             model = UserClusterer(2, seed=0, scheduler=scheduler, config=config).fit(events)
         said = sorted(str(w.message) for w in caught if str(w.message).startswith("dropped "))
         steps = {s["step"]: s for s in model.manifest_["rows"]["steps"]}
-        counts = steps.pop("min_user_events"), steps.pop("min_item_events")
-        minimum = (counts[0]["rows_in"], counts[1]["rows_out"], counts[0]["dropped"] + counts[1]["dropped"])
+        minimum = (steps["min_user_events"]["dropped"], steps["min_item_events"]["dropped"])
         config.preprocess.min_user_events = 100
         with pytest.raises(UsageError) as refused:
             UserClusterer(2, seed=0, scheduler=scheduler, config=config).fit(events)
@@ -418,6 +416,7 @@ def test_hostile_input_reads_the_same_on_partitions_as_in_one_process(client):
     assert fits["dask"] == fits["single"]
     steps, minimum, said, _, refusal = fits["single"]
     assert {s for s, step in steps.items() if step["dropped"]} == {"missing_ids_or_time", "unknown_event_types",
-                                                                  "exact_duplicates"}
-    assert minimum[2] > 0 and len(said) == 3
+                                                                  "exact_duplicates", "min_user_events",
+                                                                  "min_item_events"}
+    assert min(minimum) > 0 and len(said) == 3
     assert refusal == "no events left after the minimum-count filters; lower --min-user-events / --min-item-events"

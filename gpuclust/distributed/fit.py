@@ -364,8 +364,8 @@ def preprocess(client: Any, events: Any, rows: int | None, items: Any, settings:
 
 
 def _min_items(client: Any, cleaned: list[Any], summaries: list[Any], steps: list[Any], cfg: Any):
-    """min_item_events over all partitions, alternating with min_user_events until nothing changes."""
-    rows_in = sum(int(s.item_counts.sum()) for s in summaries)
+    """min_item_events over all partitions, alternating with min_user_events until nothing changes; each
+    drop counted under the minimum that made it, as one process counts them (`Preprocessor._filter_min_counts`)."""
     for _ in range(10):
         counts = prepare.item_counts(summaries)
         allowed = counts[counts >= cfg.min_item_events].index
@@ -375,9 +375,13 @@ def _min_items(client: Any, cleaned: list[Any], summaries: list[Any], steps: lis
                              **shipped(client, {"allowed": allowed, "min_user_events": cfg.min_user_events}))
         summaries = client.gather(pmap(client, prepare.summary_of, cleaned))
     rows_out = sum(int(s.item_counts.sum()) for s in summaries)
+    by_items, by_users = (sum(s.global_drops[i] for s in summaries) for i in (0, 1))
+    users = next(s for s in steps if s.step == "min_user_events")
+    after_users = users.rows_out - by_users
     why = f"item has fewer than {cfg.min_item_events} events"
-    steps = [dataclasses.replace(s, rows_in=rows_in, rows_out=rows_out, why=why) if s.step == "min_item_events"
-             else s for s in steps]
+    steps = [dataclasses.replace(s, rows_out=after_users) if s.step == "min_user_events" else
+             dataclasses.replace(s, rows_in=after_users, rows_out=after_users - by_items, why=why)
+             if s.step == "min_item_events" else s for s in steps]
     if rows_out == 0:
         raise UsageError("no events left after the minimum-count filters; lower --min-user-events / --min-item-events")
     return cleaned, summaries, steps

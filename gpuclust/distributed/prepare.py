@@ -138,6 +138,8 @@ class Cleaned:
     fixes: dict[str, str | None] = field(default_factory=dict)  # per warned step: what keeps its rows
     unknown_types: dict[str, int] = field(default_factory=dict)  # dropped rows per event type without a weight
     event_weights: dict[str, float] = field(default_factory=dict)  # what the event codes index, in order
+    # Rows the global min_item_events passes dropped here: (by the item minimum, by the user minimum after it)
+    global_drops: tuple[int, int] = (0, 0)
 
     def summary(self) -> Cleaned:
         return dataclasses.replace(self, codes=None)
@@ -177,10 +179,10 @@ def keep_items(cleaned: Cleaned, allowed: Any, min_user_events: int) -> Cleaned:
     """A global min_item_events pass on one partition: items below it go, then users below theirs."""
     codes = cleaned.codes
     listed = codes.xp.asarray(local_values(codes.item_ids.isin(allowed)))  # per distinct item
-    codes = codes.take(listed[codes.item])
-    if min_user_events > 1 and len(codes):
-        codes = users_at_least(codes, min_user_events)
-    return dataclasses.replace(cleaned, codes=codes, item_counts=_item_counts(codes))
+    items_kept = codes.take(listed[codes.item])
+    kept = users_at_least(items_kept, min_user_events) if min_user_events > 1 and len(items_kept) else items_kept
+    drops = (cleaned.global_drops[0] + len(codes) - len(items_kept), cleaned.global_drops[1] + len(items_kept) - len(kept))
+    return dataclasses.replace(cleaned, codes=kept, item_counts=_item_counts(kept), global_drops=drops)
 
 
 @dataclass
