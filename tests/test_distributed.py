@@ -420,3 +420,31 @@ def test_hostile_input_reads_the_same_on_partitions_as_in_one_process(client):
                                                                   "min_item_events"}
     assert min(minimum) > 0 and len(said) == 3
     assert refusal == "no events left after the minimum-count filters; lower --min-user-events / --min-item-events"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ids_with_gaps_read_as_one_process_reads_them(client):
+    """A float user-id column with a missing value (what a CSV column with a gap becomes) stayed float on
+    Dask (no int64 cast: NaN is not whole), so user ids came out as 12.0, and mixed ids cast to text before
+    the missing ones dropped could become a user "nan" (pandas 2). Dask reads both as one process does."""
+    base = _hostile(n_users=80).dropna(subset=["user_id", "item_id"]).reset_index(drop=True)
+    floats = base.assign(user_id=base["user_id"].astype("float64"))
+    floats.loc[3, "user_id"] = np.nan
+    mixed = base.assign(item_id=base["item_id"].astype(object))
+    mixed.loc[mixed.index[::7], "item_id"] = mixed.loc[mixed.index[::7], "item_id"].astype(str)
+    mixed.loc[5, "item_id"] = None
+    for events in (floats, mixed):
+        fits = {}
+        for name, scheduler in (("single", None), ("dask", client)):
+            config = PipelineConfig(device="cpu", seed=0)
+            model = UserClusterer(2, seed=0, scheduler=scheduler, config=config).fit(events)
+            # (Dask's from_pandas reads a mixed object column as text itself, so only one process notes it)
+            fits[name] = (model.labels_.sort_values("user_id").reset_index(drop=True)["user_id"],
+                          [(s["step"], s["dropped"]) for s in model.manifest_["rows"]["steps"]
+                           if events is floats or s["step"] != "item_id_types"],
+                          sorted(map(str, model.vocabulary_["item_id"])))
+        pd.testing.assert_series_equal(fits["dask"][0], fits["single"][0])
+        assert fits["dask"][1:] == fits["single"][1:]
+        assert "nan" not in fits["dask"][2] and "None" not in fits["dask"][2]
+        if events is floats:
+            assert str(fits["dask"][0].dtype) == "int64" and ("user_id_types", 0) in fits["dask"][1]

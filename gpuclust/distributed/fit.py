@@ -331,15 +331,16 @@ def preprocess(client: Any, events: Any, rows: int | None, items: Any, settings:
     if rows == 0:
         raise UsageError("the events input has no rows; check the file or the adapter's filters")
     casts, notes = prepare.id_casts(events)
-    if casts:
-        events = events.map_partitions(prepare.apply_casts, casts, meta=events._meta.astype(casts))
+    if prepare.text_casts(casts):
+        events = events.map_partitions(prepare.apply_casts, prepare.text_casts(casts),
+                                       meta=events._meta.astype(prepare.text_casts(casts)))
     n_parts = partition_count(rows, threads, settings.dask.partitions)
     shuffled = events.shuffle(on=schema.USER, npartitions=n_parts)  # rapids-contract: waive dask's collection API (the same for dask_cudf), not cuDF's
-    cleaning = [dask.delayed(prepare.clean_partition, pure=False)(part, cfg, settings.seed, device)
+    cleaning = [dask.delayed(prepare.clean_partition, pure=False)(part, cfg, settings.seed, device, casts)
                 for part in shuffled.to_delayed()]
     cleaned = client.compute(cleaning)
     summaries = client.gather(pmap(client, prepare.summary_of, cleaned))
-    steps = notes + prepare.check_cleaned(summaries, cfg, rows)
+    steps = prepare.with_id_notes(prepare.check_cleaned(summaries, cfg, rows), notes)
     if cfg.min_item_events > 1:
         cleaned, summaries, steps = _min_items(client, cleaned, summaries, steps, cfg)
     present = {name for s in summaries for name in s.event_names}

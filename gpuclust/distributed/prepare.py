@@ -62,8 +62,9 @@ class PartitionPreprocessor(Preprocessor):
     """`Preprocessor` steps on one user partition. Nothing here refuses the input: an empty partition or
     one whose rows all drop is normal; the refusals are recorded and decided over all partitions."""
 
-    def __init__(self, config: PreprocessConfig, seed: int = 0) -> None:
+    def __init__(self, config: PreprocessConfig, seed: int = 0, casts: dict[str, str] | None = None) -> None:
         super().__init__(config, seed)
+        self.casts = dict(casts or {})
         self.refusals: list[str] = []
         self.bad_timestamps = (0, 0, None)
         self.examples: dict[str, Any] = {}  # per warned step (`Preprocessor._drop`): an example value or none
@@ -109,6 +110,7 @@ class PartitionPreprocessor(Preprocessor):
         self.steps_ = []
         ev = self._drop("missing_ids_or_time", events, events.dropna(subset=[schema.USER, schema.ITEM, schema.TIME]),
                         MISSING_WHY, fix=MISSING_FIX)
+        ev = apply_casts(ev, number_casts(self.casts))
         ev = self._values(ev, backend)
         ev = self._parse_time(ev, backend)
         ev = self._known_events(ev)
@@ -145,9 +147,10 @@ class Cleaned:
         return dataclasses.replace(self, codes=None)
 
 
-def clean_partition(raw: Any, config: PreprocessConfig, seed: int, device: str) -> Cleaned:
+def clean_partition(raw: Any, config: PreprocessConfig, seed: int, device: str,
+                    casts: dict[str, str] | None = None) -> Cleaned:
     backend = worker_backend(device)
-    pre = PartitionPreprocessor(dataclasses.replace(config, min_item_events=1, sample_users=None), seed)
+    pre = PartitionPreprocessor(dataclasses.replace(config, min_item_events=1, sample_users=None), seed, casts)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         codes = pre.clean(raw, backend)
@@ -256,7 +259,8 @@ def id_casts(lazy: Any) -> tuple[dict[str, str], list[StepCount]]:
         kind = str(lazy[column].dtype).lower()
         if kind.startswith("float"):
             values = lazy[column]
-            whole = bool(((values == values.round()) & (values.abs() < 2.0**63)).fillna(False).all().compute())
+            # Missing ids do not count against it: their rows drop before the cast (`clean_partition`).
+            whole = bool((((values == values.round()) & (values.abs() < 2.0**63)) | values.isna()).all().compute())
             if whole:
                 casts[column], why = "int64", "integral float ids read as integers"
             else:
@@ -272,8 +276,33 @@ def id_casts(lazy: Any) -> tuple[dict[str, str], list[StepCount]]:
     return casts, notes
 
 
+def with_id_notes(steps: list[StepCount], notes: list[StepCount]) -> list[StepCount]:
+    """`id_casts`' notes where one process records them: after the rows without ids drop."""
+    at = next((i + 1 for i, s in enumerate(steps) if s.step == "missing_ids_or_time"), 0)
+    return steps[:at] + notes + steps[at:]
+
+
+def text_casts(casts: dict[str, str]) -> dict[str, str]:
+    """The casts to apply before the shuffle by user: mixed ids must hash as the text they become (1 and
+    "1" are one user). The others (`number_casts`) wait until a partition's rows without ids are gone."""
+    return {column: kind for column, kind in casts.items() if kind == "str"}
+
+
+def number_casts(casts: dict[str, str]) -> dict[str, str]:
+    return {column: kind for column, kind in casts.items() if kind != "str"}
+
+
 def apply_casts(df: Any, casts: dict[str, str]) -> Any:
-    return df.astype(casts) if casts else df
+    """`id_casts`' decisions on a frame. A missing id stays missing (pandas 2 wrote "nan" as text), so its
+    row drops under missing_ids_or_time as in one process; an int64 cast runs after that drop (a float
+    column with a gap cannot be int64 before it)."""
+    if not casts:
+        return df
+    out = df.copy(deep=False)
+    for column, kind in casts.items():
+        values = out[column]
+        out[column] = values.astype(kind).where(values.notna()) if kind == "str" else values.astype(kind)
+    return out
 
 
 def summed_steps(summaries: list[Cleaned]) -> list[StepCount]:
