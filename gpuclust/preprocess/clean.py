@@ -270,7 +270,7 @@ class Preprocessor:
     def _min_counts(self, codes: EventCodes) -> EventCodes:
         cfg = self.config
         return self._filter_min_counts(codes, lambda c: users_at_least(c, cfg.min_user_events),
-                                       lambda c: c.take(_at_least(c.item, len(c.item_ids), cfg.min_item_events, c.xp)))
+                                       lambda c: items_at_least(c, cfg.min_item_events))
 
     def _filter_min_counts(self, rows: Any, by_user: Any, by_item: Any) -> Any:
         """Users and items below their minimum counts drop, in turns, until none is left below; `by_user`
@@ -379,6 +379,11 @@ def users_at_least(codes: EventCodes, minimum: int) -> EventCodes:
     """The rows of users with at least `minimum` events (one pass of the user filter; a Dask partition
     runs it again after each global item pass)."""
     return codes.take(_at_least(codes.user, len(codes.user_ids), minimum, codes.xp))
+
+
+def items_at_least(codes: EventCodes, minimum: int) -> EventCodes:
+    """The rows of items with at least `minimum` events (one pass of the item filter)."""
+    return codes.take(_at_least(codes.item, len(codes.item_ids), minimum, codes.xp))
 
 
 def event_weights(codes: EventCodes, weights: dict[str, float]) -> Any:
