@@ -130,6 +130,21 @@ def test_a_later_file_with_other_columns_is_named_before_a_cluster_starts(tmp_pa
     assert time.perf_counter() - started < 10 and not (tmp_path / "o").exists()
 
 
+def test_a_log_whose_every_event_weighs_zero_is_one_line_on_the_cluster_as_in_one_process(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """Only views left, and views weigh 0: one process says so in one line; on Dask the featurisers ran on
+    nothing and the run ended in "ValueError: zero-size array to reduction operation maximum" (exit 1)."""
+    events = _dataset(tmp_path / "events") / "part.0.parquet"  # one file: what one process reads
+    weights = ["--event-weights", "view=0,click=0,cart=0,purchase=0,rating=1"]  # the log has no rating
+    said = []
+    for where in ([], ["--scheduler", "local"]):
+        code, _, err = cli(monkeypatch, capsys, "run", "--events", events, "--k", "2", *weights, *where,
+                           "--out", tmp_path / "o")
+        assert code == 2 and not (tmp_path / "o").exists()
+        said.append(_one_line(err))
+    assert said[0] == said[1] and "every event left has weight 0 (event types view, click, cart, purchase)" in said[0]
+
+
 def test_widths_that_dask_can_mix_are_accepted(tmp_path):
     from gpuclust.distributed.engine import check_file_schemas
 

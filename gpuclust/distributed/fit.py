@@ -36,6 +36,7 @@ from gpuclust.explain.naming import name_profiles
 from gpuclust.features.factory import build_featurizer, weighted_features
 from gpuclust.frames import frame_kind, host_frame, like_input, to_backend_frame
 from gpuclust.manifest import StageRecorder, build_manifest
+from gpuclust.preprocess.clean import require_weighted
 from gpuclust.privacy import privacy_record
 from gpuclust.protocols import guarded
 from gpuclust.quality import drift
@@ -345,6 +346,7 @@ def preprocess(client: Any, events: Any, rows: int | None, items: Any, settings:
         cleaned, summaries, steps = _min_items(client, cleaned, summaries, steps, cfg)
     present = {name for s in summaries for name in s.event_names}
     event_types = tuple(t for t in cfg.event_weights if t in present)
+    require_weighted(event_types, cfg.event_weights)  # else the featurisers failed on an empty reduction
     reference_time = max(s.time_range[1] for s in summaries if s.time_range[1] is not None)
     counts = prepare.item_counts(summaries)
     catalogue = None if items is None else prepare.catalogue(_host(items))

@@ -40,6 +40,14 @@ MAX_DRAWS_PER_USER = 100  # upsampling for scale tests; beyond it a synthetic lo
 AS_RUN = "pass prepared data as Preprocessor().run makes it, or an events frame"  # how to make prepared data that will do
 
 
+def require_weighted(event_types: tuple[str, ...], weights: dict[str, float]) -> None:
+    """A fit needs some event of positive weight: the types left in the log (`event_types`) with their
+    configured weights, checked once cleaning is done (in one process, and over a Dask cluster's partitions)."""
+    if not any(weights.get(t, 0.0) > 0 for t in event_types):
+        raise UsageError(f"every event left has weight 0 (event types {', '.join(event_types)}); give at least "
+                         "one of them a positive weight with --event-weights, e.g. view=1,purchase=5")
+
+
 def require_prepared_events(data: PreparedData) -> None:
     """Prepared data that can be prepared again: events, users and items, and at least one event (a UsageError
     naming what is wrong otherwise). Fit checks it at its boundary, so that the Dask path says it too."""
@@ -119,9 +127,8 @@ class Preprocessor:
         weight = event_weights(codes, cfg.event_weights)
         present = to_host(xp.bincount(codes.event.astype(xp.int64), minlength=len(known)))
         event_types = tuple(t for t, n in zip(known, present, strict=True) if n > 0)
-        if vocabulary is None and not bool((weight > 0).any()):
-            raise UsageError(f"every event left has weight 0 (event types {', '.join(event_types)}); give at least "
-                             "one of them a positive weight with --event-weights, e.g. view=1,purchase=5")
+        if vocabulary is None:
+            require_weighted(event_types, cfg.event_weights)
         item_idx = None
         if vocabulary is not None:
             item_idx = _vocabulary_index(codes, vocabulary)
