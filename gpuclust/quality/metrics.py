@@ -60,7 +60,8 @@ def silhouette(x, labels, xp, sample: int = 20_000, seed: int = 0, chunk: int = 
     O(sample²): chunks of rows against the whole sample, each its own scores. On the CPU the chunks run
     on a thread per core with one-thread BLAS (`backend.map_tasks`): the element-wise passes over each
     chunk's distances, not the product, are most of the time, and NumPy runs them on one core; threaded
-    BLAS alone left the other core idle for them (200k users, sample 20k: 1.9 s -> see benchmarks)."""
+    BLAS alone left the other core idle for them (the assess stage at 200k users: 1.89 -> 1.28 s,
+    benchmarks/results/event-table-cpu.md, "Session 5")."""
     n = x.shape[0]
     if n > sample:
         idx = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
