@@ -320,7 +320,6 @@ def _sample(block, labels, local):
 def preprocess(client: Any, events: Any, rows: int | None, items: Any, settings: PipelineConfig, device: str,
                session: Session) -> tuple[Blocks, prepare.Globals]:
     """Shuffle by user, clean per partition, decide what is global, index per partition."""
-    import dask
 
     cfg = settings.preprocess
     threads = session.describe()["threads"]
@@ -331,17 +330,8 @@ def preprocess(client: Any, events: Any, rows: int | None, items: Any, settings:
         rows = int(events.shape[0].compute())
     if rows == 0:
         raise UsageError("the events input has no rows; check the file or the adapter's filters")
-    casts, notes = prepare.id_casts(events)
-    if prepare.text_casts(casts):
-        events = events.map_partitions(prepare.apply_casts, prepare.text_casts(casts),
-                                       meta=events._meta.astype(prepare.text_casts(casts)))
     n_parts = partition_count(rows, threads, settings.dask.partitions)
-    shuffled = events.shuffle(on=schema.USER, npartitions=n_parts)  # rapids-contract: waive dask's collection API (the same for dask_cudf), not cuDF's
-    cleaning = [dask.delayed(prepare.clean_partition, pure=False)(part, cfg, settings.seed, device, casts)
-                for part in shuffled.to_delayed()]
-    cleaned = client.compute(cleaning)
-    summaries = client.gather(pmap(client, prepare.summary_of, cleaned))
-    steps = prepare.with_id_notes(prepare.check_cleaned(summaries, cfg, rows), notes)
+    cleaned, summaries, steps = prepare.clean_partitions(client, events, cfg, settings.seed, device, rows, n_parts)
     if cfg.min_item_events > 1:
         cleaned, summaries, steps = _min_items(client, cleaned, summaries, steps, cfg)
     present = {name for s in summaries for name in s.event_names}

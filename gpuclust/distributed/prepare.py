@@ -110,7 +110,7 @@ class PartitionPreprocessor(Preprocessor):
         self.steps_ = []
         ev = self._drop("missing_ids_or_time", events, events.dropna(subset=[schema.USER, schema.ITEM, schema.TIME]),
                         MISSING_WHY, fix=MISSING_FIX)
-        ev = apply_casts(ev, number_casts(self.casts))
+        ev = apply_casts(ev, self.casts)  # the int64 casts: a float id column with a gap could not take them before
         ev = self._values(ev, backend)
         ev = self._parse_time(ev, backend)
         ev = self._known_events(ev)
@@ -282,20 +282,33 @@ def with_id_notes(steps: list[StepCount], notes: list[StepCount]) -> list[StepCo
     return steps[:at] + notes + steps[at:]
 
 
-def text_casts(casts: dict[str, str]) -> dict[str, str]:
-    """The casts to apply before the shuffle by user: mixed ids must hash as the text they become (1 and
-    "1" are one user). The others (`number_casts`) wait until a partition's rows without ids are gone."""
-    return {column: kind for column, kind in casts.items() if kind == "str"}
+def clean_partitions(client: Any, events: Any, config: PreprocessConfig, seed: int, device: str, rows: int,
+                     n_parts: int) -> tuple[list[Any], list[Cleaned], list[StepCount]]:
+    """The whole input cleaned, a partition of users per task: ids normalised as decided over all of it
+    (`id_casts`), shuffled by user, each partition cleaned where it lands (`clean_partition`). Returns the
+    cleaned partitions (futures, kept on the workers), their summaries and the summed, checked steps.
 
+    Text casts run before the shuffle (1 and "1" must hash as the one user they become); int64 casts run
+    in each partition once its rows without ids are gone (a float column with a gap cannot be int64)."""
+    import dask
 
-def number_casts(casts: dict[str, str]) -> dict[str, str]:
-    return {column: kind for column, kind in casts.items() if kind != "str"}
+    from gpuclust.distributed.blocks import pmap
+
+    casts, notes = id_casts(events)
+    text = {column: kind for column, kind in casts.items() if kind == "str"}
+    if text:
+        events = events.map_partitions(apply_casts, text, meta=events._meta.astype(text))
+    numbers = {column: kind for column, kind in casts.items() if kind != "str"}
+    shuffled = events.shuffle(on=schema.USER, npartitions=n_parts)  # rapids-contract: waive dask's collection API (the same for dask_cudf), not cuDF's
+    cleaned = client.compute([dask.delayed(clean_partition, pure=False)(part, config, seed, device, numbers)
+                              for part in shuffled.to_delayed()])
+    summaries = client.gather(pmap(client, summary_of, cleaned))
+    return cleaned, summaries, with_id_notes(check_cleaned(summaries, config, rows), notes)
 
 
 def apply_casts(df: Any, casts: dict[str, str]) -> Any:
     """`id_casts`' decisions on a frame. A missing id stays missing (pandas 2 wrote "nan" as text), so its
-    row drops under missing_ids_or_time as in one process; an int64 cast runs after that drop (a float
-    column with a gap cannot be int64 before it)."""
+    row drops under missing_ids_or_time as in one process."""
     if not casts:
         return df
     out = df.copy(deep=False)

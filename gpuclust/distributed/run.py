@@ -151,7 +151,6 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
                        adapter: str | None, scheduler: str, dask_config: Any, layout: dict,
                        model_key: Any = None) -> tuple[Any, dict]:
     """`gpuclust assign` with the users placed on a Dask cluster, written as a partitioned dataset."""
-    import dask
 
     from gpuclust.distributed.engine import partition_count
     from gpuclust.distributed.features import shippable
@@ -171,19 +170,11 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
             threads = session.describe()["threads"]
             if not hasattr(lazy, "to_delayed"):
                 lazy = from_frame(lazy, backend.device, max(1, threads * 2))
-            casts, notes = prepare.id_casts(lazy)
-            if prepare.text_casts(casts):
-                lazy = lazy.map_partitions(prepare.apply_casts, prepare.text_casts(casts),
-                                           meta=lazy._meta.astype(prepare.text_casts(casts)))
             preprocess_config = dict(vars(config.preprocess), min_item_events=1, sample_users=None)
             pcfg = type(config.preprocess)(**preprocess_config)
             parts = partition_count(rows or 0, threads, dask_config.partitions)
-            shuffled = lazy.shuffle(on=schema.USER, npartitions=parts)  # rapids-contract: waive dask's collection API, not cuDF's
-            cleaned = client.compute([dask.delayed(prepare.clean_partition, pure=False)(p, pcfg, config.seed,
-                                                                                      backend.device, casts)
-                                      for p in shuffled.to_delayed()])
-            summaries = client.gather(pmap(client, prepare.summary_of, cleaned))
-            steps = prepare.with_id_notes(prepare.check_cleaned(summaries, pcfg, rows or 0), notes)
+            cleaned, summaries, steps = prepare.clean_partitions(client, lazy, pcfg, config.seed, backend.device,
+                                                                 rows or 0, parts)
             present = {n for s in summaries for n in s.event_names}
             reference = max(s.time_range[1] for s in summaries if s.time_range[1] is not None)
             vocabulary = prepare.host_frame(fitted.vocabulary_)
