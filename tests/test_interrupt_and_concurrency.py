@@ -103,8 +103,48 @@ def test_ctrl_c_at_any_point_exits_130_and_leaves_out_as_it_was(big, tmp_path, w
         return
     assert code == 130, f"{where}: exit code {code}, stderr {stderr[-500:]!r}"
     assert len(one_line(stderr)) == 1, f"{where}: stderr is not one line: {stderr[-500:]!r}"
+    if "written in full" in stderr:  # the stop landed after the commit, while the summary was printed
+        assert_stopped_after_the_commit(out, stderr)
+        return
+    assert "nothing was written" in stderr, f"{where}: {stderr!r}"
     changes = tree_changes(before, snapshot(out))
     assert not any(changes.values()), f"{where}: --out {'held a run' if had_previous else 'was absent'}; {changes}"
+
+
+def assert_stopped_after_the_commit(out: Path, stderr: str) -> None:
+    assert one_line(stderr) == [f"interrupted: stopped; {out} was written in full before the stop, nothing after"]
+    manifest = check_run_outputs(out)
+    assert manifest["config"]["cluster"]["k"] == 4, "the line says --out was written, but it holds the previous run"
+
+
+SUMMARY_THEN_CTRL_C = """
+import os, signal, sys
+import gpuclust.cli.app as app
+
+summary = app.report
+def ctrl_c_during_the_summary(*args, **kwargs):  # the outputs are committed by now
+    os.kill(os.getpid(), signal.SIGINT)
+    summary(*args, **kwargs)
+
+app.report = ctrl_c_during_the_summary
+sys.argv = ["gpuclust", *sys.argv[1:]]
+app.main()
+"""
+
+
+@pytest.mark.parametrize("had_previous", [False, True])
+def test_ctrl_c_after_the_commit_names_the_complete_output_set(small, tmp_path, had_previous):
+    """The stop lands after the swap: the line must not say 'nothing was written' beside a complete set."""
+    out = tmp_path / "out"
+    if had_previous:
+        code, _, stderr = finish(gpuclust(*run_args(small, out, k=2)))
+        assert code == 0, stderr
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", SUMMARY_THEN_CTRL_C, *map(str, run_args(small, out, k=4))],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code, _, stderr = finish(proc)
+    assert code == 130, stderr[-1500:]
+    assert_stopped_after_the_commit(out, stderr)
 
 
 # --- two runs, one --out --------------------------------------------------------------------------------

@@ -247,3 +247,28 @@ def test_a_bad_destination_fails_before_reading_the_input(monkeypatch, capsys, t
     code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "none.parquet", "--k", 3,
                        "--out", tmp_path / "f" / "out")
     assert code == 2 and "is a file" in err
+
+
+def test_what_was_put_in_place_is_noted_for_a_stop_after_it(tmp_path, monkeypatch):
+    """The line a Ctrl-C prints reads this: a committed set and a file written on its own are noted; a file
+    inside a staged set, and a set whose block failed, are not."""
+    from gpuclust.cli.app import stop_line
+    from gpuclust.io import outputs
+    from gpuclust.io.outputs import written
+    from gpuclust.io.writers import atomic_path
+
+    monkeypatch.setattr(outputs, "_written", [])  # this process's earlier tests wrote too
+    assert stop_line(signal.SIGINT) == "interrupted: stopped; nothing was written"
+    before = written()
+    with pytest.raises(RuntimeError), OutputDir(tmp_path / "failed", "test", LAYOUT) as staging:
+        (staging / "a.txt").write_text("x")
+        raise RuntimeError("the work failed")
+    assert written() == before
+    with OutputDir(tmp_path / "out", "test", LAYOUT) as staging, atomic_path(staging / "a.txt") as tmp:
+        tmp.write_text("inside the set")
+        assert written() == before, "noted before the commit"
+    with atomic_path(tmp_path / "alone.json") as tmp:
+        tmp.write_text("{}")
+    assert written() == (tmp_path / "out", tmp_path / "alone.json")
+    assert stop_line(signal.SIGTERM) == (f"terminated: stopped; {tmp_path / 'out'}, {tmp_path / 'alone.json'} were "
+                                         "written in full before the stop, nothing after")

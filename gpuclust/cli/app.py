@@ -38,7 +38,7 @@ from gpuclust.cli.help import (
 )
 from gpuclust.cli.options import build_config, parse_pairs, split_list
 from gpuclust.cli.quiet import quiet_warnings
-from gpuclust.errors import Interrupted, UsageError, write_failure
+from gpuclust.errors import Interrupted, UsageError, listed, write_failure
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cluster recommender-system users by what they do, on the GPU or the CPU.")
@@ -483,8 +483,9 @@ _register_commands()
 
 
 def main() -> None:
-    """Entry point. Bad input or usage: one line, exit 2. Ctrl-C or SIGTERM: one line, nothing left
-    behind, exit 130 (143). Anything else is a bug and keeps its traceback."""
+    """Entry point. Bad input or usage: one line, exit 2. Ctrl-C or SIGTERM: one line, no partial output
+    left behind (only what was committed before the stop, named), exit 130 (143). Anything else is a bug
+    and keeps its traceback."""
     debug = "--debug" in sys.argv
     signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -521,9 +522,20 @@ def _interrupted(signum: int) -> NoReturn:
     """The one line, then the exit code now: everything was undone on the way here (output staging,
     clusters), and a Ctrl-C caught this early (during imports) could otherwise end the interpreter as a
     death by signal (-2) after the line was printed."""
-    name = "terminated" if signum == signal.SIGTERM else "interrupted"
-    console.print(f"{name}: stopped; nothing was written", highlight=False)
+    console.print(stop_line(signum), highlight=False, soft_wrap=True)
     exit_now(128 + int(signum))
+
+
+def stop_line(signum: int) -> str:
+    """What a stop leaves: nothing, or the outputs put in place before it (a Ctrl-C while the summary prints,
+    after the run's set was committed, must not claim that nothing was written)."""
+    name = "terminated" if signum == signal.SIGTERM else "interrupted"
+    outputs = sys.modules.get("gpuclust.io.outputs")  # not imported yet: nothing can have been written
+    done = outputs.written() if outputs is not None else ()
+    if not done:
+        return f"{name}: stopped; nothing was written"
+    return (f"{name}: stopped; {listed(map(str, done))} {'was' if len(done) == 1 else 'were'} written in full "
+            "before the stop, nothing after")
 
 
 def exit_now(code: int) -> NoReturn:

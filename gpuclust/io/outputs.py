@@ -32,6 +32,22 @@ MARKER = ".gpuclust.json"
 _STAGING = re.compile(r"\.gpuclust-(?P<hash>[0-9a-f]{16})-(?P<pid>\d+)-[0-9a-f]{8}(-old)?")
 _PRIVATE = re.compile(r"\.(?P<name>.+)\.gpuclust-(?P<pid>\d+)-[0-9a-f]{8}(-old)?")
 
+# What this process has put in place, in order, and how many output sets it is staging now: a Ctrl-C that
+# lands after a commit names what was written in full instead of saying that nothing was.
+_written: list[Path] = []
+_staging_now = [0]
+
+
+def written() -> tuple[Path, ...]:
+    """The output sets, and the files written outside one, that this process has put in place."""
+    return tuple(_written)
+
+
+def note_written(path: Path) -> None:
+    """Called where an output is put in place; a file inside a staged set is part of that set, not noted."""
+    if _staging_now[0] == 0:
+        _written.append(path)
+
 
 def _name_hash(name: str) -> str:
     return hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
@@ -87,10 +103,12 @@ class OutputDir:
             self._discard()
             raise write_failure(exc, self.what, self.target) or UsageError(
                 f"cannot write to {self.what} {self.target}: {exc.strerror or exc}") from None
+        _staging_now[0] += 1
         return self.staging
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        _staging_now[0] -= 1
         if exc_type is not None:
             self._discard()
             failure = write_failure(exc, self.what, self.target, names=False) if exc is not None else None
@@ -154,6 +172,7 @@ class OutputDir:
                     if replaced:
                         os.rename(aside, self.target)
                 raise Interrupted(held[0])
+            note_written(self.target)  # with the signals still held: a stop from here on finds it noted
         self.staging = None
         self._made = []
         if replaced:

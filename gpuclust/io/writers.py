@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust.errors import check_path_length, write_failure
+from gpuclust.errors import Interrupted, check_path_length, write_failure
+from gpuclust.io.outputs import note_written, signals_held
 
 
 @contextlib.contextmanager
@@ -32,7 +33,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
-        os.replace(tmp_path, path)
+        with signals_held() as held:  # put in place and noted as one step, then any stop that arrived meanwhile
+            os.replace(tmp_path, path)
+            note_written(path)
+        if held:
+            raise Interrupted(held[0])
     except OSError as exc:
         failure = write_failure(exc, "output file", path)
         if failure is None:
