@@ -22,9 +22,11 @@ def offsets_of(sorted_ids: Any, n: int, xp: Any) -> Any:
 
 
 def ids_of(offsets: Any, xp: Any) -> Any:
-    """The segment id of every row (int32): the inverse of `offsets_of`."""
-    lengths = xp.diff(offsets)
-    return xp.repeat(xp.arange(len(lengths), dtype=xp.int32), lengths)
+    """The segment id of every row (int32): the inverse of `offsets_of`. A searchsorted over the offsets,
+    not a repeat by segment lengths: CuPy before 14 refuses a device array as `repeats` (and the
+    gpu-cu12 extra allows CuPy 13.6)."""
+    rows = xp.arange(int(offsets[-1]) if len(offsets) else 0, dtype=offsets.dtype)
+    return (xp.searchsorted(offsets, rows, side="right") - 1).astype(xp.int32)
 
 
 def segment_sum(values: Any, ids: Any, n: int, xp: Any) -> Any:

@@ -37,6 +37,31 @@ def test_behaviour_statistics_on_a_known_history():
     assert u1["recency_days"] == pytest.approx(1.0) and u1["span_days"] == pytest.approx(2 + 5 / 1440, rel=1e-4)
     assert u1["share_purchase"] == pytest.approx(1 / 3) and u1["distinct_items"] == 2
     assert raw.loc[1, "recency_days"] == 0
+    assert u1["purchases_per_session"] == pytest.approx(0.5) and raw.loc[1, "purchases_per_session"] == 0
+
+
+def test_purchases_per_session_is_chosen_per_user_or_for_all():
+    """table_statistics takes `purchases_per_session` as one bool (the fit's default True) or one per user
+    (the service's requests); both go through an array condition, which cupy.where needs (a Python bool
+    has no .astype there)."""
+    from gpuclust.features.behaviour import table_statistics
+
+    ev = pd.DataFrame({"user_id": [1, 1, 2, 2], "item_id": [10, 11, 10, 11],
+                       "event_type": ["view", "purchase", "purchase", "view"],
+                       "timestamp": pd.to_datetime(["2026-01-01 10:00", "2026-01-01 10:05", "2026-01-02 10:00",
+                                                    "2026-01-02 10:01"]),
+                       "value": [0.0, 5.0, 7.0, 0.0]})
+    data = Preprocessor().run(ev, B)
+    ref = int(pd.Timestamp(data.reference_time).value)
+    types = ("view", "purchase")
+
+    def column(pps):
+        raw = table_statistics(data.table, data.n_users, data.n_items, ref, types, 30.0, pps)
+        return raw.column("purchases_per_session").tolist()
+
+    assert column(True) == [1.0, 1.0]
+    assert column(False) == [0.0, 0.0]
+    assert column(np.array([True, False])) == [1.0, 0.0]
 
 
 @pytest.mark.parametrize("method", ["standard", "minmax", "log1p", "quantile"])

@@ -34,7 +34,9 @@ def test_segment_reductions_match_pandas_groupby(case):
     n, ids, values, keys = case
     offsets = segments.offsets_of(ids, n, np)
     assert offsets[0] == 0 and offsets[-1] == len(ids)
-    np.testing.assert_array_equal(segments.ids_of(offsets, np), ids)
+    found = segments.ids_of(offsets, np)
+    np.testing.assert_array_equal(found, ids)
+    assert found.dtype == np.int32
     frame = pd.DataFrame({"s": ids, "v": values, "k": keys})
     grouped = frame.groupby("s")
     expect_sum = grouped["v"].sum().reindex(range(n), fill_value=0.0).to_numpy()

@@ -94,7 +94,9 @@ def table_statistics(t: EventTable, n_users: int, n_items: int, reference_ns: An
     for name in types:
         columns[f"share_{name}"] = counts[name] / events
     if "purchase" in types and len(types) > 1:
-        columns["purchases_per_session"] = xp.where(purchases_per_session, counts["purchase"] / sessions, 0.0)
+        # An array condition: cupy.where calls condition.astype, which a Python bool (the default) lacks.
+        wanted = xp.asarray(purchases_per_session, dtype=bool)
+        columns["purchases_per_session"] = xp.where(wanted, counts["purchase"] / sessions, 0.0)
     # Sums are float64; one beyond float32 (many purchases near 3.4e38) is held at float32's largest value,
     # as the service holds it, rather than becoming infinite.
     top = float(np.finfo(np.float32).max)
