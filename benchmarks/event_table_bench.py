@@ -5,7 +5,8 @@
 Per size: `gpuclust synth` once; then, each in a fresh process, (1) preprocessing alone (read + clean
 into the event table), (2) `gpuclust run --features behaviour,tfidf` end to end (explanations, segments,
 model and outputs written), and (3) the plain script: pandas -> CSR -> TF-IDF -> TruncatedSVD(64) ->
-KMeans(n_init=1) -> labels to Parquet. Wall seconds, peak RSS, the run's stage seconds and ARI against
+KMeans(n_init=1) -> labels to Parquet. Wall seconds (gpuclust's and the script's process, imports
+included; the script's own timer, without its imports, as `script.seconds`), peak RSS, the run's stage seconds and ARI against
 the planted groups go to benchmarks/results/NAME.{json,md}, with the load average seen at the start.
 """
 
@@ -87,6 +88,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("/tmp/gpuclust-bench"))
     ap.add_argument("--name", default=None)
     ap.add_argument("--skip-script", action="store_true", help="only gpuclust (e.g. at sizes the script cannot hold)")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="a TOML for the gpuclust run, e.g. [recommend] personal = 'none' to time the run without "
+                         "its personal recommender")
     args = ap.parse_args()
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
@@ -107,10 +111,12 @@ def main() -> None:
     seconds, peak, out = timed([py, "-m", "gpuclust.cli.app", "run", "--events", str(data / "events.parquet"),
                              "--items", str(data / "items.parquet"), "--truth", str(data / "truth.parquet"),
                              "--features", "behaviour,tfidf", "--k", str(args.k), "--device", args.device,
-                             "--out", str(run_dir), "--json"], env)
+                             "--out", str(run_dir), "--json",
+                             *(["--config", str(args.config)] if args.config else [])], env)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     stages = manifest["timings"]["stages"]
     result["gpuclust_run"] = {"seconds": round(seconds, 2), "peak_rss_gib": round(peak, 2),
+                              "config": args.config.read_text() if args.config else None,
                               "ari": manifest["metrics"].get("ari"),
                               "stages": {k: round(v["seconds"], 2) for k, v in stages.items()},
                               "event_frames_built": {k: v.get("event_frames_built") for k, v in stages.items()
