@@ -161,6 +161,10 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
     started = time.perf_counter()
     with OutputDir(out, "assign", layout) as staging:
         fitted = UserClusterer.load(model, device=device, model_key=model_key)
+        if (fitted.privacy_ or {}).get("pseudonymised"):  # placed here, its users' raw ids would be written
+            raise UsageError(f"model {model} was fitted on pseudonymised user ids, which need its key, and "
+                             "--pseudonymise does not run on a Dask cluster yet; place the users without --scheduler "
+                             "and with --pseudonymise KEY_FILE")
         backend = fitted.backend_
         config = fitted.config_
         inputs, rows = read_inputs_lazy(config, backend.device, events, None, None, adapter)  # before the cluster

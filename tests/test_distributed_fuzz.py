@@ -1,0 +1,53 @@
+"""Hostile input found by a fuzz round of the Dask path (`--scheduler local`), each checked against what one
+process does with the same input: the same refusal in one line and exit 2, nothing written, and a user id
+never in clear where a key was asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import blob_events, cli
+
+distributed = pytest.importorskip("distributed")
+
+DASK = ["--scheduler", "local", "--workers", "2", "--threads-per-worker", "1"]
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if not line[:2].isdigit()]  # progress lines: hh:mm:ss
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def private_run(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A run fitted in one process on pseudonymised ids: (its folder, the key file, the events file)."""
+    from gpuclust.config import PipelineConfig
+    from gpuclust.run import run_files
+
+    folder = tmp_path_factory.mktemp("private")
+    events, _, _ = blob_events(n_users=60, events_per_user=8)
+    events.to_parquet(folder / "events.parquet")
+    (folder / "key").write_text("k" * 32)
+    config = PipelineConfig()
+    config.cluster.k = 2
+    run_files(config, folder / "events.parquet", folder / "run", pseudonymise=folder / "key")
+    return folder / "run", folder / "key", folder / "events.parquet"
+
+
+def test_assign_on_the_cluster_refuses_a_private_model_without_writing_raw_ids(private_run, tmp_path, monkeypatch,
+                                                                              capsys):
+    """One process refuses a private model without its key; on Dask the users were placed and written with
+    their raw ids (exit 0), the ids the key was there to hide."""
+    run, _, events = private_run
+    code, _, err = cli(monkeypatch, capsys, "assign", "--model", run / "model", "--events", events, "--out",
+                       tmp_path / "one")
+    assert code == 2 and "fitted on pseudonymised user ids" in _one_line(err)
+    code, _, err = cli(monkeypatch, capsys, "assign", "--model", run / "model", "--events", events, *DASK, "--out",
+                       tmp_path / "dask")
+    line = _one_line(err)
+    assert code == 2 and "fitted on pseudonymised user ids" in line and "without --scheduler" in line, err
+    assert not (tmp_path / "one").exists() and not (tmp_path / "dask").exists()
+
