@@ -51,3 +51,25 @@ def test_assign_on_the_cluster_refuses_a_private_model_without_writing_raw_ids(p
     assert code == 2 and "fitted on pseudonymised user ids" in line and "without --scheduler" in line, err
     assert not (tmp_path / "one").exists() and not (tmp_path / "dask").exists()
 
+
+
+def test_id_notes_count_the_rows_they_read_as_in_one_process(tmp_path, monkeypatch, capsys):
+    """Float ids with gaps are read as integers on both paths; the manifest's note said so over 0 rows on Dask
+    (rows_in 0, rows_out 0 between steps of thousands), and over the rows left in one process."""
+    import json
+
+    import numpy as np
+
+    events, _, _ = blob_events(n_users=40, events_per_user=6)
+    events = events.astype({"user_id": "float64", "item_id": "float64"})
+    events.loc[::7, "user_id"] = np.nan
+    events.to_parquet(tmp_path / "events.parquet")
+    steps = []
+    for where, flags in (("one", []), ("dask", DASK)):
+        code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events.parquet", "--k", "2", *flags,
+                           "--out", tmp_path / where)
+        assert code == 0, err
+        manifest = json.loads((tmp_path / where / "manifest.json").read_text())
+        steps.append([(s["step"], s["rows_in"], s["rows_out"]) for s in manifest["rows"]["steps"]])
+    assert steps[0] == steps[1]
+    assert ("user_id_types", len(events) - len(events[::7]), len(events) - len(events[::7])) in steps[1]

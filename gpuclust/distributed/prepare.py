@@ -277,9 +277,11 @@ def id_casts(lazy: Any) -> tuple[dict[str, str], list[StepCount]]:
 
 
 def with_id_notes(steps: list[StepCount], notes: list[StepCount]) -> list[StepCount]:
-    """`id_casts`' notes where one process records them: after the rows without ids drop."""
+    """`id_casts`' notes where one process records them, and with its counts: after the rows without ids
+    drop, over the rows left (a note changes how rows read and drops none)."""
     at = next((i + 1 for i, s in enumerate(steps) if s.step == "missing_ids_or_time"), 0)
-    return steps[:at] + notes + steps[at:]
+    rows = steps[at - 1].rows_out if at else 0
+    return steps[:at] + [dataclasses.replace(n, rows_in=rows, rows_out=rows) for n in notes] + steps[at:]
 
 
 def clean_partitions(client: Any, events: Any, config: PreprocessConfig, seed: int, device: str, rows: int,
