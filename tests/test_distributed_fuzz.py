@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.helpers import blob_events, cli
@@ -35,6 +36,21 @@ def private_run(tmp_path_factory) -> tuple[Path, Path, Path]:
     config.cluster.k = 2
     run_files(config, folder / "events.parquet", folder / "run", pseudonymise=folder / "key")
     return folder / "run", folder / "key", folder / "events.parquet"
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A run fitted in one process on raw ids: (its folder, its events file)."""
+    from gpuclust.config import PipelineConfig
+    from gpuclust.run import run_files
+
+    folder = tmp_path_factory.mktemp("plain")
+    events, _, _ = blob_events(n_users=60, events_per_user=8)
+    events.to_parquet(folder / "events.parquet")
+    config = PipelineConfig()
+    config.cluster.k = 2
+    run_files(config, folder / "events.parquet", folder / "run")
+    return folder / "run", folder / "events.parquet"
 
 
 def test_assign_on_the_cluster_refuses_a_private_model_without_writing_raw_ids(private_run, tmp_path, monkeypatch,
@@ -73,3 +89,21 @@ def test_id_notes_count_the_rows_they_read_as_in_one_process(tmp_path, monkeypat
         steps.append([(s["step"], s["rows_in"], s["rows_out"]) for s in manifest["rows"]["steps"]])
     assert steps[0] == steps[1]
     assert ("user_id_types", len(events) - len(events[::7]), len(events) - len(events[::7])) in steps[1]
+
+
+def test_assign_on_the_cluster_writes_empty_partitions_with_the_ids_type(plain_run, tmp_path, monkeypatch, capsys):
+    """A partition without users wrote user_id as int64 beside text ids in the others: the dataset's files
+    disagreed, and pandas/pyarrow could not read it back when an empty file came first ("Failed to parse
+    string ... as a scalar of type int64")."""
+    import pyarrow.parquet as pq
+
+    run, events = plain_run
+    one = pd.read_parquet(events).query("user_id == 100").assign(user_id="u100")
+    one.to_parquet(tmp_path / "one.parquet")
+    code, _, err = cli(monkeypatch, capsys, "assign", "--model", run / "model", "--events", tmp_path / "one.parquet",
+                       *DASK, "--partitions", "8", "--out", tmp_path / "placed")
+    assert code == 0, err
+    files = sorted((tmp_path / "placed" / "assignments").glob("part.*.parquet"))
+    assert len(files) == 8
+    assert {str(pq.read_schema(f).field("user_id").type) for f in files} == {"large_string"}
+    assert pd.read_parquet(tmp_path / "placed" / "assignments")["user_id"].tolist() == ["u100"]

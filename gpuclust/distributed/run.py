@@ -116,8 +116,9 @@ def _place(cleaned: prepare.Cleaned, placer: Any, device: str) -> Any:
     backend = prepare.worker_backend(device)
     p = placer.items
     part = prepare.index_partition(cleaned, p["vocabulary"], None, p["event_types"], True, device)
-    if part.n_users == 0:
-        return pd.DataFrame({schema.USER: pd.Series([], dtype="int64"), "cluster": pd.Series([], dtype="int32"),
+    if part.n_users == 0:  # its user_id keeps the ids' type: a dataset's files must agree (text ids, int64 here)
+        ids = prepare.host_frame(part.users)[schema.USER].reset_index(drop=True)
+        return pd.DataFrame({schema.USER: ids, "cluster": pd.Series([], dtype="int32"),
                              "distance": pd.Series([], dtype="float32"),
                              "anomaly_score": pd.Series([], dtype="float32")}), part.steps
     g = prepare.Globals(p["vocabulary"], len(p["vocabulary"]), part.n_users, 0, p["reference_time"],
