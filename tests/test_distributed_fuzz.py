@@ -107,3 +107,27 @@ def test_assign_on_the_cluster_writes_empty_partitions_with_the_ids_type(plain_r
     assert len(files) == 8
     assert {str(pq.read_schema(f).field("user_id").type) for f in files} == {"large_string"}
     assert pd.read_parquet(tmp_path / "placed" / "assignments")["user_id"].tolist() == ["u100"]
+
+
+@pytest.mark.parametrize("fault, code, words", [
+    (lambda df: df.assign(event_type="teleport"), 2, "map yours to these in the events file, or refit"),
+    (lambda df: df.assign(event_type=df["event_type"].where(df.index % 2 == 0, "teleport")), 0,
+     "the model knows only view, click, cart, purchase, rating; refit with gpuclust run --event-weights"),
+    (lambda df: df.assign(item_id=df["item_id"] + 10**6), 2, "none of the events is on an item the saved model knows"),
+    (lambda df: df.assign(item_id=df["item_id"].where(df.index % 2 == 0, df["item_id"] + 10**6)), 0,
+     "item not in the model's vocabulary; the model places users by the items it was fitted on"),
+])
+def test_assign_on_the_cluster_says_what_one_process_says(plain_run, tmp_path, monkeypatch, capsys, fault, code,
+                                                          words):
+    """Events of types or on items the model does not know: on Dask, assign told the user to pass
+    --event-weights (a flag assign does not have), named another step when no item was known, and dropped
+    half the events on unknown items without a word."""
+    run, events = plain_run
+    fault(pd.read_parquet(events)).reset_index(drop=True).to_parquet(tmp_path / "new.parquet")
+    said = []
+    for where, flags in (("one", []), ("dask", DASK)):
+        got, _, err = cli(monkeypatch, capsys, "assign", "--model", run / "model", "--events", tmp_path / "new.parquet",
+                          *flags, "--out", tmp_path / where)
+        assert got == code and (tmp_path / where).exists() == (code == 0), err
+        said.append(_one_line(err))
+    assert said[0] == said[1] and words in said[1], said

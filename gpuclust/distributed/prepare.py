@@ -33,6 +33,7 @@ from gpuclust.preprocess.clean import (
     LOW_CATALOGUE_SHARE,
     MISSING_FIX,
     MISSING_WHY,
+    UNKNOWN_ITEM_WHY,
     Preprocessor,
     _index,
     _ordinal,
@@ -62,9 +63,11 @@ class PartitionPreprocessor(Preprocessor):
     """`Preprocessor` steps on one user partition. Nothing here refuses the input: an empty partition or
     one whose rows all drop is normal; the refusals are recorded and decided over all partitions."""
 
-    def __init__(self, config: PreprocessConfig, seed: int = 0, casts: dict[str, str] | None = None) -> None:
+    def __init__(self, config: PreprocessConfig, seed: int = 0, casts: dict[str, str] | None = None,
+                 fixed: bool = False) -> None:
         super().__init__(config, seed)
         self.casts = dict(casts or {})
+        self.fixed = fixed  # the event types are a saved model's (assign): no flag of that command extends them
         self.refusals: list[str] = []
         self.bad_timestamps = (0, 0, None)
         self.examples: dict[str, Any] = {}  # per warned step (`Preprocessor._drop`): an example value or none
@@ -88,10 +91,10 @@ class PartitionPreprocessor(Preprocessor):
     def _check_bad_timestamps(self, n_bad: int, n: int, example) -> None:
         self.bad_timestamps = (n_bad, n, example() if n_bad else None)
 
-    def _known_events(self, ev):
+    def _known_events(self, ev, fixed: bool = False):
         self.unknown_types_ = {}
         try:
-            return super()._known_events(ev)
+            return super()._known_events(ev, fixed=fixed or self.fixed)
         except UsageError as exc:  # no known type in this partition: its rows drop; the input may still be fine
             self.refusals.append(str(exc))
             # The cleaner's own count (types trimmed and lower-cased, nulls as "(missing)"), as one process has it.
@@ -148,9 +151,9 @@ class Cleaned:
 
 
 def clean_partition(raw: Any, config: PreprocessConfig, seed: int, device: str,
-                    casts: dict[str, str] | None = None) -> Cleaned:
+                    casts: dict[str, str] | None = None, fixed: bool = False) -> Cleaned:
     backend = worker_backend(device)
-    pre = PartitionPreprocessor(dataclasses.replace(config, min_item_events=1, sample_users=None), seed, casts)
+    pre = PartitionPreprocessor(dataclasses.replace(config, min_item_events=1, sample_users=None), seed, casts, fixed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         codes = pre.clean(raw, backend)
@@ -212,7 +215,7 @@ def index_partition(cleaned: Cleaned, vocabulary: Any, item_cast: str | None, ev
     if known_only:
         known = item_idx >= 0
         kept = codes.take(known)
-        steps.append(StepCount("items_unknown_to_model", len(codes), len(kept), "item not in the model's vocabulary"))
+        steps.append(StepCount("items_unknown_to_model", len(codes), len(kept), UNKNOWN_ITEM_WHY))
         codes, item_idx = kept, item_idx[known]
     weight = event_weights(codes, cleaned.event_weights)
     data = _index(codes, weight, item_idx, None, [], event_types, list(cleaned.event_weights), vocabulary)
@@ -285,9 +288,10 @@ def with_id_notes(steps: list[StepCount], notes: list[StepCount]) -> list[StepCo
 
 
 def clean_partitions(client: Any, events: Any, config: PreprocessConfig, seed: int, device: str, rows: int,
-                     n_parts: int) -> tuple[list[Any], list[Cleaned], list[StepCount]]:
+                     n_parts: int, fixed: bool = False) -> tuple[list[Any], list[Cleaned], list[StepCount]]:
     """The whole input cleaned, a partition of users per task: ids normalised as decided over all of it
-    (`id_casts`), shuffled by user, each partition cleaned where it lands (`clean_partition`). Returns the
+    (`id_casts`), shuffled by user, each partition cleaned where it lands (`clean_partition`; `fixed`: the
+    event types are a saved model's, as `Preprocessor.run` with a vocabulary has them). Returns the
     cleaned partitions (futures, kept on the workers), their summaries and the summed, checked steps.
 
     Text casts run before the shuffle (1 and "1" must hash as the one user they become); int64 casts run
@@ -302,10 +306,10 @@ def clean_partitions(client: Any, events: Any, config: PreprocessConfig, seed: i
         events = events.map_partitions(apply_casts, text, meta=events._meta.astype(text))
     numbers = {column: kind for column, kind in casts.items() if kind != "str"}
     shuffled = events.shuffle(on=schema.USER, npartitions=n_parts)  # rapids-contract: waive dask's collection API (the same for dask_cudf), not cuDF's
-    cleaned = client.compute([dask.delayed(clean_partition, pure=False)(part, config, seed, device, numbers)
+    cleaned = client.compute([dask.delayed(clean_partition, pure=False)(part, config, seed, device, numbers, fixed)
                               for part in shuffled.to_delayed()])
     summaries = client.gather(pmap(client, summary_of, cleaned))
-    return cleaned, summaries, with_id_notes(check_cleaned(summaries, config, rows), notes)
+    return cleaned, summaries, with_id_notes(check_cleaned(summaries, config, rows, fixed), notes)
 
 
 def apply_casts(df: Any, casts: dict[str, str]) -> Any:
@@ -347,7 +351,8 @@ def unknown_types(summaries: list[Cleaned]) -> dict[str, int]:
     return unknown
 
 
-def check_cleaned(summaries: list[Cleaned], config: PreprocessConfig, total_rows: int) -> list[StepCount]:
+def check_cleaned(summaries: list[Cleaned], config: PreprocessConfig, total_rows: int,
+                  fixed: bool = False) -> list[StepCount]:
     """The input-wide checks `Preprocessor.run` makes, over the summed partitions, in its order; the
     warnings it would give, once, with the summed counts. Returns the summed steps."""
     if total_rows == 0:
@@ -376,7 +381,7 @@ def check_cleaned(summaries: list[Cleaned], config: PreprocessConfig, total_rows
         why = step.why
         if step.step == "unknown_event_types":
             unknown = unknown_types(summaries)
-            why, fix = unknown_types_why(unknown), unknown_types_fix(unknown, config.event_weights)
+            why, fix = unknown_types_why(unknown), unknown_types_fix(unknown, config.event_weights, fixed)
         warn_dropped(step.dropped, step.rows_in, why, example, fix)
     shown = set()
     for message in (m for s in summaries for m in s.warnings):

@@ -24,13 +24,14 @@ from gpuclust.distributed import prepare
 from gpuclust.distributed.blocks import Blocks, broadcast, pmap
 from gpuclust.distributed.cluster import Session, open_session
 from gpuclust.distributed.engine import from_frame, read_events_lazy
-from gpuclust.errors import UsageError
+from gpuclust.errors import UsageError, warn_dropped
 from gpuclust.io.inputs import Inputs, read_inputs
 from gpuclust.io.outputs import OutputDir
 from gpuclust.io.readers import read_items, read_truth
 from gpuclust.io.run_folder import write_run
 from gpuclust.io.writers import write_json
 from gpuclust.manifest import StageRecorder, machine, now_iso, versions
+from gpuclust.preprocess.clean import NO_KNOWN_ITEMS, UNKNOWN_ITEM_FIX
 
 ASSIGNMENTS = "assignments"
 
@@ -179,7 +180,7 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
             pcfg = type(config.preprocess)(**preprocess_config)
             parts = partition_count(rows or 0, threads, dask_config.partitions)
             cleaned, summaries, steps = prepare.clean_partitions(client, lazy, pcfg, config.seed, backend.device,
-                                                                 rows or 0, parts)
+                                                                 rows or 0, parts, fixed=True)
             present = {n for s in summaries for n in s.event_names}
             reference = max(s.time_range[1] for s in summaries if s.time_range[1] is not None)
             vocabulary = prepare.host_frame(fitted.vocabulary_)
@@ -201,8 +202,9 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
             n_users = int(sum(sizes.values()))
             workers = session.describe()
         if n_users == 0:
-            raise UsageError("no events left after step 'items_unknown_to_model' (item not in the model's "
-                             "vocabulary); check that the events use the model's item ids")
+            raise UsageError(NO_KNOWN_ITEMS)  # one process's words
+        for step in unknown:  # counted over the partitions, warned about once, as one process does
+            warn_dropped(step.dropped, step.rows_in, step.why, fix=UNKNOWN_ITEM_FIX)
         manifest = {
             "gpuclust": gpuclust.__version__, "created": now_iso(), "model": str(model),
             "model_run_id": fitted.manifest_.get("run_id"), "inputs": inputs.sources, "device": machine(backend),

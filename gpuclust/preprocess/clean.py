@@ -134,12 +134,9 @@ class Preprocessor:
             item_idx = _vocabulary_index(codes, vocabulary)
             known_item = item_idx >= 0
             if not bool(known_item.any()):
-                raise UsageError("none of the events is on an item the saved model knows (it places users by "
-                                 "the items it was fitted on); check that the item ids are in the same form, or "
-                                 "refit with gpuclust run on a log that has these items")
-            kept = self._drop("items_unknown_to_model", codes, codes.take(known_item),
-                              "item not in the model's vocabulary", fix="the model places users by the items it was "
-                              "fitted on; refit with gpuclust run on a log that has these items to use them")
+                raise UsageError(NO_KNOWN_ITEMS)
+            kept = self._drop("items_unknown_to_model", codes, codes.take(known_item), UNKNOWN_ITEM_WHY,
+                              fix=UNKNOWN_ITEM_FIX)
             codes, weight, item_idx = kept, weight[known_item], item_idx[known_item]
         if items is not None:
             items = self._catalogue(codes, items, backend)
@@ -346,6 +343,12 @@ class Preprocessor:
 
 
 MISSING_WHY = "user_id, item_id or timestamp is missing"
+UNKNOWN_ITEM_WHY = "item not in the model's vocabulary"
+UNKNOWN_ITEM_FIX = ("the model places users by the items it was fitted on; refit with gpuclust run on a log that has "
+                    "these items to use them")
+NO_KNOWN_ITEMS = ("none of the events is on an item the saved model knows (it places users by the items it was fitted "
+                  "on); check that the item ids are in the same form, or refit with gpuclust run on a log that has "
+                  "these items")
 MISSING_FIX = "fill those values, or map the columns that hold them (--user-col, --item-col, --time-col)"
 DUPLICATE_WHY = "identical to an earlier row (same user, item, event type, timestamp and value)"
 DUPLICATE_FIX = "to keep repeated rows, set drop_duplicates = false under [preprocess] in a --config TOML"
