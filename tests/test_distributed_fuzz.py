@@ -131,3 +131,20 @@ def test_assign_on_the_cluster_says_what_one_process_says(plain_run, tmp_path, m
         assert got == code and (tmp_path / where).exists() == (code == 0), err
         said.append(_one_line(err))
     assert said[0] == said[1] and words in said[1], said
+
+
+def test_report_and_export_read_a_run_made_on_the_cluster(plain_run, tmp_path, monkeypatch, capsys):
+    """A `run --scheduler` writes its assignments as a dataset (assignments/part.N.parquet); report and export
+    refused that finished run as "assignments.parquet not found; ... is not a finished run"."""
+    import json
+
+    _, events = plain_run
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", events, "--k", "2", *DASK, "--out", tmp_path / "run")
+    assert code == 0, err
+    code, _, err = cli(monkeypatch, capsys, "report", "--run", tmp_path / "run")
+    assert code == 0 and (tmp_path / "run" / "report.html").is_file(), err
+    code, _, err = cli(monkeypatch, capsys, "export", "--run", tmp_path / "run", "--format", "csv", "--out",
+                       tmp_path / "audiences")
+    assert code == 0, err
+    index = json.loads((tmp_path / "audiences" / "export.json").read_text())
+    assert sum(s["users"] for s in index["segments"]) == pd.read_parquet(events)["user_id"].nunique()
