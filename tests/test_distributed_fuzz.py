@@ -148,3 +148,19 @@ def test_report_and_export_read_a_run_made_on_the_cluster(plain_run, tmp_path, m
     assert code == 0, err
     index = json.loads((tmp_path / "audiences" / "export.json").read_text())
     assert sum(s["users"] for s in index["segments"]) == pd.read_parquet(events)["user_id"].nunique()
+
+
+def test_recommend_takes_the_key_of_a_private_model_and_prints_pseudonyms(private_run, monkeypatch, capsys):
+    """`recommend --events` on a pseudonymised run said "give the same key (--pseudonymise KEY_FILE ...)", and
+    recommend had no such option: a private model's users could get no list from the command line."""
+    import io
+
+    run, key, events = private_run
+    code, _, err = cli(monkeypatch, capsys, "recommend", "--run", run, "--events", events, "--top-k", "2")
+    assert code == 2 and "--pseudonymise KEY_FILE" in _one_line(err)
+    code, out, err = cli(monkeypatch, capsys, "recommend", "--run", run, "--events", events, "--top-k", "2",
+                         "--pseudonymise", key)
+    assert code == 0, err
+    lists = pd.read_csv(io.StringIO(out), dtype={"user_id": str})
+    raw = set(pd.read_parquet(events)["user_id"].astype(str))
+    assert len(lists) and not raw & set(lists["user_id"]) and lists["user_id"].str.fullmatch("[0-9a-f]{32}").all()
