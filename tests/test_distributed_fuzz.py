@@ -164,3 +164,20 @@ def test_recommend_takes_the_key_of_a_private_model_and_prints_pseudonyms(privat
     lists = pd.read_csv(io.StringIO(out), dtype={"user_id": str})
     raw = set(pd.read_parquet(events)["user_id"].astype(str))
     assert len(lists) and not raw & set(lists["user_id"]) and lists["user_id"].str.fullmatch("[0-9a-f]{32}").all()
+
+
+def test_a_value_column_of_text_is_refused_with_the_whole_inputs_count(tmp_path, monkeypatch, capsys):
+    """Values written with a decimal comma: one process counts every such row in its one line; on Dask the
+    first partition to fail counted only its own rows (e.g. 4,799 of 18,398)."""
+    events, _, _ = blob_events(n_users=60, events_per_user=5)
+    events = events.assign(value=events["value"].map(lambda v: f"{v:.2f}".replace(".", ",")))
+    (tmp_path / "parts").mkdir()
+    for i, part in enumerate((events.iloc[:100], events.iloc[100:200], events.iloc[200:])):
+        part.to_parquet(tmp_path / "parts" / f"part.{i}.parquet")
+    events.to_parquet(tmp_path / "all.parquet")
+    said = []
+    for source, flags in ((tmp_path / "all.parquet", []), (tmp_path / "parts", DASK)):
+        code, _, err = cli(monkeypatch, capsys, "run", "--events", source, "--k", "2", *flags, "--out", tmp_path / "o")
+        assert code == 2 and not (tmp_path / "o").exists(), err
+        said.append(_one_line(err))
+    assert said[0] == said[1] and "e.g. '0,00' (300 rows)" in said[0], said

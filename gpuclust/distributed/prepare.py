@@ -46,8 +46,8 @@ from gpuclust.preprocess.clean import (
     users_at_least,
 )
 from gpuclust.preprocess.codes import EventCodes
-from gpuclust.preprocess.parse import common_key, normalise_ids
-from gpuclust.preprocess.prepared import PreparedData, StepCount
+from gpuclust.preprocess.parse import common_key, first_value, normalise_ids, not_numbers, not_numeric_message
+from gpuclust.preprocess.prepared import PreparedData, StepCount, frame_module
 from gpuclust.preprocess.table import EventTable
 
 
@@ -279,6 +279,28 @@ def id_casts(lazy: Any) -> tuple[dict[str, str], list[StepCount]]:
     return casts, notes
 
 
+def _not_numbers_in(part: Any) -> tuple[int, list]:
+    """(how many values of this partition's rows with ids are text that is no number, [an example] or [])."""
+    values = part.dropna(subset=[schema.USER, schema.ITEM, schema.TIME])[schema.VALUE]  # what one process reads
+    mask = not_numbers(values, frame_module(values))[1]
+    n = int(mask.sum())
+    return n, [first_value(values, mask)] if n else []
+
+
+def check_values(lazy: Any) -> None:
+    """A value column of text that is no number, refused as `Preprocessor` refuses it and counted over the whole
+    input before the shuffle (refused in a partition, it counted that partition's rows only)."""
+    import dask
+
+    if schema.VALUE not in lazy.columns or str(lazy[schema.VALUE].dtype).lower().startswith(
+            ("int", "uint", "float", "bool")):
+        return
+    found = dask.compute(*[dask.delayed(_not_numbers_in)(part) for part in lazy.to_delayed()])
+    n = sum(count for count, _ in found)
+    if n:
+        raise UsageError(not_numeric_message(next(e[0] for _, e in found if e), n))
+
+
 def with_id_notes(steps: list[StepCount], notes: list[StepCount]) -> list[StepCount]:
     """`id_casts`' notes where one process records them, and with its counts: after the rows without ids
     drop, over the rows left (a note changes how rows read and drops none)."""
@@ -300,6 +322,7 @@ def clean_partitions(client: Any, events: Any, config: PreprocessConfig, seed: i
 
     from gpuclust.distributed.blocks import pmap
 
+    check_values(events)
     casts, notes = id_casts(events)
     text = {column: kind for column, kind in casts.items() if kind == "str"}
     if text:
