@@ -181,3 +181,23 @@ def test_a_value_column_of_text_is_refused_with_the_whole_inputs_count(tmp_path,
         assert code == 2 and not (tmp_path / "o").exists(), err
         said.append(_one_line(err))
     assert said[0] == said[1] and "e.g. '0,00' (300 rows)" in said[0], said
+
+
+def test_missing_event_types_in_a_string_column_are_counted_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """A missing event type is pd.NA in a pyarrow string column (what Dask reads from Parquet): counting the
+    unknown types asked `NA != NA` for a truth value and every such run ended in "TypeError: boolean value of NA
+    is ambiguous", exit 1; one process read the same file (NaN) and warned."""
+    from gpuclust.estimator import UserClusterer
+
+    events, _, _ = blob_events(n_users=60, events_per_user=5)
+    events.loc[::25, "event_type"] = None
+    with pytest.warns(UserWarning, match=r"'\(missing\)' 12"):
+        UserClusterer(2, seed=0).fit(events.astype({"event_type": "string[pyarrow]"}))
+    events.to_parquet(tmp_path / "events.parquet")
+    said = []
+    for where, flags in (("one", []), ("dask", DASK)):
+        code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events.parquet", "--k", "2", *flags,
+                           "--out", tmp_path / where)
+        assert code == 0, err
+        said.append([line for line in err.splitlines() if line.startswith("warning: dropped")])
+    assert said[0] == said[1] and len(said[0]) == 1 and "'(missing)' 12" in said[0][0]

@@ -242,7 +242,7 @@ class Preprocessor:
         # Rows per unknown type as this cleaner reads types (trimmed, lower case; nulls as "(missing)"): the
         # manifest's and the warning's words, and what a Dask partition reports (also when it raises below).
         counts = host_frame(types[~keep].value_counts(dropna=False).to_frame()).iloc[:, 0]
-        unknown = {"(missing)" if name != name else str(name): int(n) for name, n in counts.items() if n}
+        unknown = {"(missing)" if _missing(name) else str(name): int(n) for name, n in counts.items() if n}
         self.unknown_types_ = unknown
         if not bool(keep.any()):
             fix = ("map yours to these in the events file, or refit with gpuclust run --event-weights TYPE=W,..."
@@ -378,6 +378,13 @@ def bad_timestamps_message(n_bad: int, n: int, example) -> str:
     return (f"{n_bad:,} of {n:,} timestamps ({n_bad / n:.1%}) could not be parsed or lie outside the years "
             f"{NS_YEARS}, e.g. {example!r}; give ISO-8601 strings or Unix epochs (s, ms, us or ns), "
             "or map the right column with --time-col")
+
+
+def _missing(value: Any) -> bool:
+    """A missing host value of any kind: None, NaN, NaT or pd.NA (a string column's, which has no truth value)."""
+    import pandas as pd
+
+    return bool(pd.isna(value))
 
 
 def _at_least(codes: Any, n: int, minimum: int, xp: Any) -> Any:
