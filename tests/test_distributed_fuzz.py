@@ -201,3 +201,22 @@ def test_missing_event_types_in_a_string_column_are_counted_not_a_traceback(tmp_
         assert code == 0, err
         said.append([line for line in err.splitlines() if line.startswith("warning: dropped")])
     assert said[0] == said[1] and len(said[0]) == 1 and "'(missing)' 12" in said[0][0]
+
+
+def test_rows_without_an_event_type_are_told_to_fill_it_not_to_weigh_it(tmp_path):
+    """The fix of a drop of rows without an event type read "--event-weights view=1,...,(missing)=W": a weight
+    for a name that is no type and that no flag can give."""
+    from gpuclust.estimator import UserClusterer
+
+    events, _, _ = blob_events(n_users=60, events_per_user=5)
+    events.loc[::25, "event_type"] = None
+    with pytest.warns(UserWarning) as caught:
+        UserClusterer(2, seed=0).fit(events)
+    said = [str(w.message) for w in caught if "event type without a weight" in str(w.message)]
+    assert len(said) == 1 and "(missing)=W" not in said[0] and "fill in the missing event types" in said[0]
+    events.loc[1::25, "event_type"] = "teleport"
+    with pytest.warns(UserWarning) as caught:
+        UserClusterer(2, seed=0).fit(events)
+    said = [str(w.message) for w in caught if "event type without a weight" in str(w.message)]
+    assert len(said) == 1 and "(missing)=W" not in said[0] and ",teleport=W" in said[0]
+    assert said[0].endswith("; and fill in the missing event types")

@@ -228,7 +228,7 @@ class Preprocessor:
         known = list(self.config.event_weights)
         types = ev[schema.EVENT]
         if not bool(types.notna().any()):
-            self.unknown_types_ = {"(missing)": len(ev)} if len(ev) else {}
+            self.unknown_types_ = {MISSING_TYPE: len(ev)} if len(ev) else {}
             raise UsageError("the event_type column is empty in every row; map the column that holds the event "
                              "type with --event-col")
         if str(types.dtype).lower().startswith(("int", "uint", "float", "bool")):
@@ -242,7 +242,7 @@ class Preprocessor:
         # Rows per unknown type as this cleaner reads types (trimmed, lower case; nulls as "(missing)"): the
         # manifest's and the warning's words, and what a Dask partition reports (also when it raises below).
         counts = host_frame(types[~keep].value_counts(dropna=False).to_frame()).iloc[:, 0]
-        unknown = {"(missing)" if _missing(name) else str(name): int(n) for name, n in counts.items() if n}
+        unknown = {MISSING_TYPE if _missing(name) else str(name): int(n) for name, n in counts.items() if n}
         self.unknown_types_ = unknown
         if not bool(keep.any()):
             fix = ("map yours to these in the events file, or refit with gpuclust run --event-weights TYPE=W,..."
@@ -353,6 +353,7 @@ MISSING_FIX = "fill those values, or map the columns that hold them (--user-col,
 DUPLICATE_WHY = "identical to an earlier row (same user, item, event type, timestamp and value)"
 DUPLICATE_FIX = "to keep repeated rows, set drop_duplicates = false under [preprocess] in a --config TOML"
 MAX_NAMED_TYPES = 5  # unknown event types named in a warning; the rest are counted
+MISSING_TYPE = "(missing)"  # how rows without an event type are named among the unknown types
 
 
 def unknown_types_why(unknown: dict[str, int]) -> str:
@@ -365,13 +366,19 @@ def unknown_types_why(unknown: dict[str, int]) -> str:
 
 def unknown_types_fix(unknown: dict[str, int], weights: dict[str, float], fixed: bool = False) -> str:
     """What keeps those rows: weights for the types, written out as the flag takes them (it replaces the
-    whole table), or for a saved model, a refit."""
-    ranked = sorted(unknown, key=lambda name: (-unknown[name], name))[:MAX_NAMED_TYPES]
+    whole table), or for a saved model, a refit. A missing type takes no weight: its rows need one filled in."""
+    fill = "fill in the missing event types" if MISSING_TYPE in unknown else None
+    named = [name for name in unknown if name != MISSING_TYPE]
+    if not named:
+        return f"{fill} (or map the column that holds them with --event-col)"
+    ranked = sorted(named, key=lambda name: (-unknown[name], name))[:MAX_NAMED_TYPES]
     pairs = ",".join([*(f"{name}={w:g}" for name, w in weights.items()), *(f"{name}=W" for name in ranked)])
+    also = f"; and {fill}" if fill else ""
     if fixed:
-        return f"the model knows only {', '.join(weights)}; refit with gpuclust run --event-weights {pairs} to use them"
+        return (f"the model knows only {', '.join(weights)}; refit with gpuclust run --event-weights {pairs} to use "
+                f"them{also}")
     return (f"to keep them, give each a weight W: --event-weights {pairs} (or event_weights under [preprocess] in "
-            "the TOML)")
+            f"the TOML){also}")
 
 
 def bad_timestamps_message(n_bad: int, n: int, example) -> str:
