@@ -220,3 +220,26 @@ def test_rows_without_an_event_type_are_told_to_fill_it_not_to_weigh_it(tmp_path
     said = [str(w.message) for w in caught if "event type without a weight" in str(w.message)]
     assert len(said) == 1 and "(missing)=W" not in said[0] and ",teleport=W" in said[0]
     assert said[0].endswith("; and fill in the missing event types")
+
+
+def test_a_catalogue_of_mixed_kinds_is_read_on_the_cluster_as_in_one_process(tmp_path, monkeypatch, capsys):
+    """An items file (JSON Lines) whose category mixes numbers and words and whose prices are partly words: one
+    process reads categories as text and prices as numbers (a manifest note); the Dask path skipped that and
+    ended in "TypeError: '<' not supported between instances of 'str' and 'int'", exit 1."""
+    import json
+
+    events, items, _ = blob_events(n_users=60, events_per_user=5)
+    events.to_parquet(tmp_path / "events.parquet")
+    items = items.astype({"category": object, "price": object})
+    items.loc[::3, "category"] = 7
+    items.loc[::4, "price"] = "cheap"
+    items.to_json(tmp_path / "items.jsonl", orient="records", lines=True)
+    steps = []
+    for where, flags in (("one", []), ("dask", DASK)):
+        code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events.parquet", "--items",
+                           tmp_path / "items.jsonl", "--k", "2", *flags, "--out", tmp_path / where)
+        assert code == 0, err
+        manifest = json.loads((tmp_path / where / "manifest.json").read_text())
+        steps.append([(s["step"], s["rows_in"], s["rows_out"], s["why"]) for s in manifest["rows"]["steps"]])
+    assert steps[0] == steps[1]
+    assert ("item_prices", 90, 90, "23 item prices are not numbers and count as missing") in steps[1]

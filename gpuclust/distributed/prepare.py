@@ -40,6 +40,7 @@ from gpuclust.preprocess.clean import (
     _timestamp,
     _vocabulary_index,
     bad_timestamps_message,
+    catalogue_table,
     event_weights,
     unknown_types_fix,
     unknown_types_why,
@@ -452,8 +453,9 @@ def vocabulary(counts: Any, items: Any) -> tuple[Any, str | None, tuple[str, ...
     return table.sort_values(schema.ITEM_IDX).reset_index(drop=True), cast, text_columns, step
 
 
-def catalogue(items: Any) -> Any:
-    """The items table cleaned as `Preprocessor._catalogue` does (ids normalised, one row per item)."""
-    items = host_frame(items).dropna(subset=[schema.ITEM]).copy()
-    items[schema.ITEM], _ = normalise_ids(items[schema.ITEM])
-    return items.drop_duplicates(subset=[schema.ITEM])
+def catalogue(items: Any) -> tuple[Any, StepCount | None]:
+    """The items table cleaned as `Preprocessor._catalogue` cleans it (`catalogue_table`, on the host), and
+    its note of prices that are no numbers."""
+    import pandas as pd
+
+    return catalogue_table(host_frame(items), pd)

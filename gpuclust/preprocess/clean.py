@@ -48,6 +48,15 @@ def require_weighted(event_types: tuple[str, ...], weights: dict[str, float]) ->
                          "one of them a positive weight with --event-weights, e.g. view=1,purchase=5")
 
 
+def catalogue_table(items: Any, frame: Any) -> tuple[Any, StepCount | None]:
+    """The items table as every fit reads it (one process, or the client of a Dask cluster): ids normalised,
+    one row per id, prices as numbers and the other columns as text; and a note of the prices that were no
+    numbers (None: every price was)."""
+    items, bad_prices = catalogue_columns(keyed_items(items), frame)
+    why = f"{bad_prices:,} item prices are not numbers and count as missing"
+    return items, StepCount("item_prices", len(items), len(items), why) if bad_prices else None
+
+
 def require_prepared_events(data: PreparedData) -> None:
     """Prepared data that can be prepared again: events, users and items, and at least one event (a UsageError
     naming what is wrong otherwise). Fit checks it at its boundary, so that the Dask path says it too."""
@@ -256,9 +265,8 @@ class Preprocessor:
     def _catalogue(self, codes: EventCodes, items, backend: Backend):
         """The items table keyed like the events; a low share of events found in it is warned about,
         because mismatched id formats otherwise show only as clusters without categories."""
-        items, bad_prices = catalogue_columns(keyed_items(items), backend.frame)
-        if bad_prices:
-            self._note("item_prices", items, f"{bad_prices:,} item prices are not numbers and count as missing")
+        items, note = catalogue_table(items, backend.frame)
+        self.steps_.extend([note] if note else [])
         keys, items = common_key(codes.item_ids.to_frame(schema.ITEM), items, schema.ITEM)
         listed = codes.xp.asarray(local_values(keys[schema.ITEM].isin(items[schema.ITEM])))  # per distinct item
         found = int(listed[codes.item].sum())
