@@ -243,3 +243,18 @@ def test_a_catalogue_of_mixed_kinds_is_read_on_the_cluster_as_in_one_process(tmp
         steps.append([(s["step"], s["rows_in"], s["rows_out"], s["why"]) for s in manifest["rows"]["steps"]])
     assert steps[0] == steps[1]
     assert ("item_prices", 90, 90, "23 item prices are not numbers and count as missing") in steps[1]
+
+
+def test_a_dataset_folder_with_a_readme_is_read_without_it(tmp_path, monkeypatch, capsys):
+    """A README beside the Parquet files: the files gpuclust lists leave it out, but the schema was read from the
+    whole folder, and the run was refused as "part.0.parquet is not a readable Parquet file (... Could not read
+    schema from '.../README.md' ...)", blaming a good file."""
+    events, _, _ = blob_events(n_users=60, events_per_user=5)
+    (tmp_path / "events").mkdir()
+    for i, part in enumerate((events.iloc[:150], events.iloc[150:])):
+        part.to_parquet(tmp_path / "events" / f"part.{i}.parquet")
+    (tmp_path / "events" / "README.md").write_text("exported on Monday\n")
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events", "--k", "2", *DASK, "--out",
+                       tmp_path / "run")
+    assert code == 0, err
+    assert pd.read_parquet(tmp_path / "run" / "assignments")["user_id"].nunique() == 60
