@@ -258,3 +258,18 @@ def test_a_dataset_folder_with_a_readme_is_read_without_it(tmp_path, monkeypatch
                        tmp_path / "run")
     assert code == 0, err
     assert pd.read_parquet(tmp_path / "run" / "assignments")["user_id"].nunique() == 60
+
+
+@pytest.mark.parametrize("command", ["run", "assign"])
+def test_an_output_inside_the_events_dataset_folder_is_refused(plain_run, tmp_path, monkeypatch, capsys, command):
+    """`--events data/ --out data/run` was written, and the next run over data/ read the outputs' Parquet files
+    (assignments, map, the model's) and its JSON as events: refused, naming a good file, or worse."""
+    run, events = plain_run
+    (tmp_path / "data").mkdir()
+    pd.read_parquet(events).to_parquet(tmp_path / "data" / "part.0.parquet")
+    before = sorted(p.name for p in (tmp_path / "data").iterdir())
+    fitted = ["--k", "2"] if command == "run" else ["--model", run / "model"]
+    code, _, err = cli(monkeypatch, capsys, command, "--events", tmp_path / "data", *fitted, *DASK, "--out",
+                       tmp_path / "data" / "out")
+    assert code == 2 and "is inside the events dataset folder" in _one_line(err), err
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == before

@@ -26,7 +26,7 @@ from gpuclust.distributed.cluster import Session, open_session
 from gpuclust.distributed.engine import from_frame, read_events_lazy
 from gpuclust.errors import UsageError, warn_dropped
 from gpuclust.io.inputs import Inputs, read_inputs
-from gpuclust.io.outputs import OutputDir
+from gpuclust.io.outputs import OutputDir, overlaps
 from gpuclust.io.readers import read_items, read_truth
 from gpuclust.io.run_folder import write_run
 from gpuclust.io.writers import write_json
@@ -55,11 +55,20 @@ def read_inputs_lazy(config: PipelineConfig, device: str, events: str | Path, it
     return inputs, len(inputs.events)
 
 
+def check_out_outside(events: str | Path, out: str | Path) -> None:
+    """An output set inside the events dataset folder would be read as events by the next run over it (its
+    Parquet files, the model's too): refused before anything is read or written."""
+    if Path(events).is_dir() and overlaps(Path(out), Path(events)):
+        raise UsageError(f"--out {out} is inside the events dataset folder {events}: a later run over that folder "
+                         "would read the outputs as events; give a folder outside it")
+
+
 def run_distributed(config: PipelineConfig, events: str | Path, out: str | Path, items: str | Path | None,
                     truth: str | Path | None, adapter: str | None, on_stage: Any, layout: dict,
                     model_key: Any = None, item_vectors: Any = None) -> Any:
     from gpuclust.estimator import UserClusterer
 
+    check_out_outside(events, out)
     with OutputDir(out, "run", layout) as staging:
         started = time.perf_counter()
         backend = resolve_backend(config.device)
@@ -161,6 +170,7 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
     from gpuclust.features.factory import build_featurizer  # noqa: F401 - registry names load with the model
 
     started = time.perf_counter()
+    check_out_outside(events, out)
     with OutputDir(out, "assign", layout) as staging:
         fitted = UserClusterer.load(model, device=device, model_key=model_key)
         if (fitted.privacy_ or {}).get("pseudonymised"):  # placed here, its users' raw ids would be written
