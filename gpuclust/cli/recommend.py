@@ -25,17 +25,22 @@ def recommend(
     adapter: Annotated[str | None, typer.Option(help="Raw-log adapter of --events, e.g. online-retail.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Items per user, or per cluster with --segments.")] = 10,
     device: Annotated[str | None, typer.Option(help="Where to run: auto, cpu or cuda.")] = None,
+    pseudonymise: Annotated[Path | None, typer.Option(
+        "--pseudonymise", metavar="KEY_FILE", help="The key the model was fitted with, if it was: --events are "
+                                                   "then pseudonymised as they are read, as at fit time.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
 ) -> None:
     """Recommend with a fitted run's model: the campaign view (--segments) or users' lists (--events)."""
     from gpuclust.estimator import UserClusterer
+    from gpuclust.privacy import Pseudonymiser
 
     if segments == (events is not None):
         raise UsageError("give exactly one of --segments (items to promote per cluster) or --events FILE "
                          "(each user's list)")
     if top_k < 1:
         raise UsageError(f"--top-k must be a positive number of items, got {top_k}")
-    model = UserClusterer.load(run / "model", device=device)
+    key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None  # read once, before the model
+    model = UserClusterer.load(run / "model", device=device, pseudonymise=key)
     if segments:
         _campaigns(model, top_k, json_out)
         return

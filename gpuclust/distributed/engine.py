@@ -81,17 +81,19 @@ def parquet_source(path: str | Path) -> ParquetSource | None:
     import pyarrow.dataset as ds
 
     try:
-        dataset = ds.dataset(text if Path(text).is_dir() else files, format="parquet",
-                             partitioning="hive" if Path(text).is_dir() else None)
+        # The files found (a folder's other files, a README or a run's JSON, are no part of it), with hive
+        # keys read from their paths below the folder.
+        folder = {"partitioning": "hive", "partition_base_dir": text} if Path(text).is_dir() else {}
+        dataset = ds.dataset(files, format="parquet", **folder)
         columns = list(dataset.schema.names)  # the first fragment's schema (plus hive partition keys)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
         raise UsageError(f"{files[0]} is not a readable Parquet file ({str(exc).splitlines()[0]}); re-export it "
                          "or check the path") from None
-    rows = _row_count(dataset, files)
+    rows = _row_count(dataset, files, text)
     return ParquetSource(text, files, columns, rows)
 
 
-def _row_count(dataset: Any, files: list[str]) -> int:
+def _row_count(dataset: Any, files: list[str], path: str) -> int:
     """Rows from the footers only; a corrupt file further in is a UsageError naming it."""
     try:
         return int(dataset.count_rows())
@@ -103,7 +105,7 @@ def _row_count(dataset: Any, files: list[str]) -> int:
                 pq.read_metadata(f)
             except Exception as inner:  # noqa: BLE001
                 raise UsageError(f"{f} is not a readable Parquet file ({str(inner).splitlines()[0]})") from None
-        raise UsageError(f"the Parquet dataset {dataset} cannot be read ({exc})") from None
+        raise UsageError(f"the Parquet dataset {path} cannot be read ({exc})") from None
 
 
 def event_columns(columns: ColumnMap) -> tuple[dict[str, str], dict[str, str]]:

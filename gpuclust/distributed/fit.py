@@ -339,10 +339,9 @@ def preprocess(client: Any, events: Any, rows: int | None, items: Any, settings:
     require_weighted(event_types, cfg.event_weights)  # else the featurisers failed on an empty reduction
     reference_time = max(s.time_range[1] for s in summaries if s.time_range[1] is not None)
     counts = prepare.item_counts(summaries)
-    catalogue = None if items is None else prepare.catalogue(_host(items))
+    catalogue, note = (None, None) if items is None else prepare.catalogue(_host(items))
     table, cast, text_columns, step = prepare.vocabulary(counts, catalogue)
-    if step is not None:
-        steps.append(step)
+    steps.extend(s for s in (note, step) if s is not None)
     table_future = broadcast(client, table)
     indexed = pmap(client, prepare.index_partition, cleaned, vocabulary=table_future, item_cast=cast,
                          event_types=event_types, known_only=False, device=device)

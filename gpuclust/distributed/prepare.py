@@ -33,20 +33,22 @@ from gpuclust.preprocess.clean import (
     LOW_CATALOGUE_SHARE,
     MISSING_FIX,
     MISSING_WHY,
+    UNKNOWN_ITEM_WHY,
     Preprocessor,
     _index,
     _ordinal,
     _timestamp,
     _vocabulary_index,
     bad_timestamps_message,
+    catalogue_table,
     event_weights,
     unknown_types_fix,
     unknown_types_why,
     users_at_least,
 )
 from gpuclust.preprocess.codes import EventCodes
-from gpuclust.preprocess.parse import common_key, normalise_ids
-from gpuclust.preprocess.prepared import PreparedData, StepCount
+from gpuclust.preprocess.parse import common_key, first_value, normalise_ids, not_numbers, not_numeric_message
+from gpuclust.preprocess.prepared import PreparedData, StepCount, frame_module
 from gpuclust.preprocess.table import EventTable
 
 
@@ -62,9 +64,11 @@ class PartitionPreprocessor(Preprocessor):
     """`Preprocessor` steps on one user partition. Nothing here refuses the input: an empty partition or
     one whose rows all drop is normal; the refusals are recorded and decided over all partitions."""
 
-    def __init__(self, config: PreprocessConfig, seed: int = 0, casts: dict[str, str] | None = None) -> None:
+    def __init__(self, config: PreprocessConfig, seed: int = 0, casts: dict[str, str] | None = None,
+                 fixed: bool = False) -> None:
         super().__init__(config, seed)
         self.casts = dict(casts or {})
+        self.fixed = fixed  # the event types are a saved model's (assign): no flag of that command extends them
         self.refusals: list[str] = []
         self.bad_timestamps = (0, 0, None)
         self.examples: dict[str, Any] = {}  # per warned step (`Preprocessor._drop`): an example value or none
@@ -88,10 +92,10 @@ class PartitionPreprocessor(Preprocessor):
     def _check_bad_timestamps(self, n_bad: int, n: int, example) -> None:
         self.bad_timestamps = (n_bad, n, example() if n_bad else None)
 
-    def _known_events(self, ev):
+    def _known_events(self, ev, fixed: bool = False):
         self.unknown_types_ = {}
         try:
-            return super()._known_events(ev)
+            return super()._known_events(ev, fixed=fixed or self.fixed)
         except UsageError as exc:  # no known type in this partition: its rows drop; the input may still be fine
             self.refusals.append(str(exc))
             # The cleaner's own count (types trimmed and lower-cased, nulls as "(missing)"), as one process has it.
@@ -148,9 +152,9 @@ class Cleaned:
 
 
 def clean_partition(raw: Any, config: PreprocessConfig, seed: int, device: str,
-                    casts: dict[str, str] | None = None) -> Cleaned:
+                    casts: dict[str, str] | None = None, fixed: bool = False) -> Cleaned:
     backend = worker_backend(device)
-    pre = PartitionPreprocessor(dataclasses.replace(config, min_item_events=1, sample_users=None), seed, casts)
+    pre = PartitionPreprocessor(dataclasses.replace(config, min_item_events=1, sample_users=None), seed, casts, fixed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         codes = pre.clean(raw, backend)
@@ -212,7 +216,7 @@ def index_partition(cleaned: Cleaned, vocabulary: Any, item_cast: str | None, ev
     if known_only:
         known = item_idx >= 0
         kept = codes.take(known)
-        steps.append(StepCount("items_unknown_to_model", len(codes), len(kept), "item not in the model's vocabulary"))
+        steps.append(StepCount("items_unknown_to_model", len(codes), len(kept), UNKNOWN_ITEM_WHY))
         codes, item_idx = kept, item_idx[known]
     weight = event_weights(codes, cleaned.event_weights)
     data = _index(codes, weight, item_idx, None, [], event_types, list(cleaned.event_weights), vocabulary)
@@ -276,16 +280,41 @@ def id_casts(lazy: Any) -> tuple[dict[str, str], list[StepCount]]:
     return casts, notes
 
 
+def _not_numbers_in(part: Any) -> tuple[int, list]:
+    """(how many values of this partition's rows with ids are text that is no number, [an example] or [])."""
+    values = part.dropna(subset=[schema.USER, schema.ITEM, schema.TIME])[schema.VALUE]  # what one process reads
+    mask = not_numbers(values, frame_module(values))[1]
+    n = int(mask.sum())
+    return n, [first_value(values, mask)] if n else []
+
+
+def check_values(lazy: Any) -> None:
+    """A value column of text that is no number, refused as `Preprocessor` refuses it and counted over the whole
+    input before the shuffle (refused in a partition, it counted that partition's rows only)."""
+    import dask
+
+    if schema.VALUE not in lazy.columns or str(lazy[schema.VALUE].dtype).lower().startswith(
+            ("int", "uint", "float", "bool")):
+        return
+    found = dask.compute(*[dask.delayed(_not_numbers_in)(part) for part in lazy.to_delayed()])
+    n = sum(count for count, _ in found)
+    if n:
+        raise UsageError(not_numeric_message(next(e[0] for _, e in found if e), n))
+
+
 def with_id_notes(steps: list[StepCount], notes: list[StepCount]) -> list[StepCount]:
-    """`id_casts`' notes where one process records them: after the rows without ids drop."""
+    """`id_casts`' notes where one process records them, and with its counts: after the rows without ids
+    drop, over the rows left (a note changes how rows read and drops none)."""
     at = next((i + 1 for i, s in enumerate(steps) if s.step == "missing_ids_or_time"), 0)
-    return steps[:at] + notes + steps[at:]
+    rows = steps[at - 1].rows_out if at else 0
+    return steps[:at] + [dataclasses.replace(n, rows_in=rows, rows_out=rows) for n in notes] + steps[at:]
 
 
 def clean_partitions(client: Any, events: Any, config: PreprocessConfig, seed: int, device: str, rows: int,
-                     n_parts: int) -> tuple[list[Any], list[Cleaned], list[StepCount]]:
+                     n_parts: int, fixed: bool = False) -> tuple[list[Any], list[Cleaned], list[StepCount]]:
     """The whole input cleaned, a partition of users per task: ids normalised as decided over all of it
-    (`id_casts`), shuffled by user, each partition cleaned where it lands (`clean_partition`). Returns the
+    (`id_casts`), shuffled by user, each partition cleaned where it lands (`clean_partition`; `fixed`: the
+    event types are a saved model's, as `Preprocessor.run` with a vocabulary has them). Returns the
     cleaned partitions (futures, kept on the workers), their summaries and the summed, checked steps.
 
     Text casts run before the shuffle (1 and "1" must hash as the one user they become); int64 casts run
@@ -294,16 +323,17 @@ def clean_partitions(client: Any, events: Any, config: PreprocessConfig, seed: i
 
     from gpuclust.distributed.blocks import pmap
 
+    check_values(events)
     casts, notes = id_casts(events)
     text = {column: kind for column, kind in casts.items() if kind == "str"}
     if text:
         events = events.map_partitions(apply_casts, text, meta=events._meta.astype(text))
     numbers = {column: kind for column, kind in casts.items() if kind != "str"}
     shuffled = events.shuffle(on=schema.USER, npartitions=n_parts)  # rapids-contract: waive dask's collection API (the same for dask_cudf), not cuDF's
-    cleaned = client.compute([dask.delayed(clean_partition, pure=False)(part, config, seed, device, numbers)
+    cleaned = client.compute([dask.delayed(clean_partition, pure=False)(part, config, seed, device, numbers, fixed)
                               for part in shuffled.to_delayed()])
     summaries = client.gather(pmap(client, summary_of, cleaned))
-    return cleaned, summaries, with_id_notes(check_cleaned(summaries, config, rows), notes)
+    return cleaned, summaries, with_id_notes(check_cleaned(summaries, config, rows, fixed), notes)
 
 
 def apply_casts(df: Any, casts: dict[str, str]) -> Any:
@@ -345,7 +375,8 @@ def unknown_types(summaries: list[Cleaned]) -> dict[str, int]:
     return unknown
 
 
-def check_cleaned(summaries: list[Cleaned], config: PreprocessConfig, total_rows: int) -> list[StepCount]:
+def check_cleaned(summaries: list[Cleaned], config: PreprocessConfig, total_rows: int,
+                  fixed: bool = False) -> list[StepCount]:
     """The input-wide checks `Preprocessor.run` makes, over the summed partitions, in its order; the
     warnings it would give, once, with the summed counts. Returns the summed steps."""
     if total_rows == 0:
@@ -374,7 +405,7 @@ def check_cleaned(summaries: list[Cleaned], config: PreprocessConfig, total_rows
         why = step.why
         if step.step == "unknown_event_types":
             unknown = unknown_types(summaries)
-            why, fix = unknown_types_why(unknown), unknown_types_fix(unknown, config.event_weights)
+            why, fix = unknown_types_why(unknown), unknown_types_fix(unknown, config.event_weights, fixed)
         warn_dropped(step.dropped, step.rows_in, why, example, fix)
     shown = set()
     for message in (m for s in summaries for m in s.warnings):
@@ -422,8 +453,9 @@ def vocabulary(counts: Any, items: Any) -> tuple[Any, str | None, tuple[str, ...
     return table.sort_values(schema.ITEM_IDX).reset_index(drop=True), cast, text_columns, step
 
 
-def catalogue(items: Any) -> Any:
-    """The items table cleaned as `Preprocessor._catalogue` does (ids normalised, one row per item)."""
-    items = host_frame(items).dropna(subset=[schema.ITEM]).copy()
-    items[schema.ITEM], _ = normalise_ids(items[schema.ITEM])
-    return items.drop_duplicates(subset=[schema.ITEM])
+def catalogue(items: Any) -> tuple[Any, StepCount | None]:
+    """The items table cleaned as `Preprocessor._catalogue` cleans it (`catalogue_table`, on the host), and
+    its note of prices that are no numbers."""
+    import pandas as pd
+
+    return catalogue_table(host_frame(items), pd)

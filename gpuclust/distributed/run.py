@@ -24,13 +24,14 @@ from gpuclust.distributed import prepare
 from gpuclust.distributed.blocks import Blocks, broadcast, pmap
 from gpuclust.distributed.cluster import Session, open_session
 from gpuclust.distributed.engine import from_frame, read_events_lazy
-from gpuclust.errors import UsageError
+from gpuclust.errors import UsageError, warn_dropped
 from gpuclust.io.inputs import Inputs, read_inputs
-from gpuclust.io.outputs import OutputDir
+from gpuclust.io.outputs import OutputDir, overlaps
 from gpuclust.io.readers import read_items, read_truth
 from gpuclust.io.run_folder import write_run
 from gpuclust.io.writers import write_json
 from gpuclust.manifest import StageRecorder, machine, now_iso, versions
+from gpuclust.preprocess.clean import NO_KNOWN_ITEMS, UNKNOWN_ITEM_FIX
 
 ASSIGNMENTS = "assignments"
 
@@ -54,11 +55,20 @@ def read_inputs_lazy(config: PipelineConfig, device: str, events: str | Path, it
     return inputs, len(inputs.events)
 
 
+def check_out_outside(events: str | Path, out: str | Path) -> None:
+    """An output set inside the events dataset folder would be read as events by the next run over it (its
+    Parquet files, the model's too): refused before anything is read or written."""
+    if Path(events).is_dir() and overlaps(Path(out), Path(events)):
+        raise UsageError(f"--out {out} is inside the events dataset folder {events}: a later run over that folder "
+                         "would read the outputs as events; give a folder outside it")
+
+
 def run_distributed(config: PipelineConfig, events: str | Path, out: str | Path, items: str | Path | None,
                     truth: str | Path | None, adapter: str | None, on_stage: Any, layout: dict,
                     model_key: Any = None, item_vectors: Any = None) -> Any:
     from gpuclust.estimator import UserClusterer
 
+    check_out_outside(events, out)
     with OutputDir(out, "run", layout) as staging:
         started = time.perf_counter()
         backend = resolve_backend(config.device)
@@ -116,8 +126,9 @@ def _place(cleaned: prepare.Cleaned, placer: Any, device: str) -> Any:
     backend = prepare.worker_backend(device)
     p = placer.items
     part = prepare.index_partition(cleaned, p["vocabulary"], None, p["event_types"], True, device)
-    if part.n_users == 0:
-        return pd.DataFrame({schema.USER: pd.Series([], dtype="int64"), "cluster": pd.Series([], dtype="int32"),
+    if part.n_users == 0:  # its user_id keeps the ids' type: a dataset's files must agree (text ids, int64 here)
+        ids = prepare.host_frame(part.users)[schema.USER].reset_index(drop=True)
+        return pd.DataFrame({schema.USER: ids, "cluster": pd.Series([], dtype="int32"),
                              "distance": pd.Series([], dtype="float32"),
                              "anomaly_score": pd.Series([], dtype="float32")}), part.steps
     g = prepare.Globals(p["vocabulary"], len(p["vocabulary"]), part.n_users, 0, p["reference_time"],
@@ -159,8 +170,13 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
     from gpuclust.features.factory import build_featurizer  # noqa: F401 - registry names load with the model
 
     started = time.perf_counter()
+    check_out_outside(events, out)
     with OutputDir(out, "assign", layout) as staging:
         fitted = UserClusterer.load(model, device=device, model_key=model_key)
+        if (fitted.privacy_ or {}).get("pseudonymised"):  # placed here, its users' raw ids would be written
+            raise UsageError(f"model {model} was fitted on pseudonymised user ids, which need its key, and "
+                             "--pseudonymise does not run on a Dask cluster yet; place the users without --scheduler "
+                             "and with --pseudonymise KEY_FILE")
         backend = fitted.backend_
         config = fitted.config_
         inputs, rows = read_inputs_lazy(config, backend.device, events, None, None, adapter)  # before the cluster
@@ -174,7 +190,7 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
             pcfg = type(config.preprocess)(**preprocess_config)
             parts = partition_count(rows or 0, threads, dask_config.partitions)
             cleaned, summaries, steps = prepare.clean_partitions(client, lazy, pcfg, config.seed, backend.device,
-                                                                 rows or 0, parts)
+                                                                 rows or 0, parts, fixed=True)
             present = {n for s in summaries for n in s.event_names}
             reference = max(s.time_range[1] for s in summaries if s.time_range[1] is not None)
             vocabulary = prepare.host_frame(fitted.vocabulary_)
@@ -196,8 +212,9 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
             n_users = int(sum(sizes.values()))
             workers = session.describe()
         if n_users == 0:
-            raise UsageError("no events left after step 'items_unknown_to_model' (item not in the model's "
-                             "vocabulary); check that the events use the model's item ids")
+            raise UsageError(NO_KNOWN_ITEMS)  # one process's words
+        for step in unknown:  # counted over the partitions, warned about once, as one process does
+            warn_dropped(step.dropped, step.rows_in, step.why, fix=UNKNOWN_ITEM_FIX)
         manifest = {
             "gpuclust": gpuclust.__version__, "created": now_iso(), "model": str(model),
             "model_run_id": fitted.manifest_.get("run_id"), "inputs": inputs.sources, "device": machine(backend),

@@ -57,7 +57,7 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
     if unknown:
         raise UsageError(f"--clusters {', '.join(map(str, unknown))}: the run has no such cluster; it has "
                          f"{', '.join(map(str, sorted(profiles)))}")
-    table = _assignments(finished.assignments, finished.run_dir / "assignments.parquet")
+    table = _assignments(finished.assignments, finished.assignments_path)
     min_group = _min_group_size(finished.manifest)
     table = table[table["segment"].isin(wanted)]
     if min_score is not None:

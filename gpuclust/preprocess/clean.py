@@ -48,6 +48,15 @@ def require_weighted(event_types: tuple[str, ...], weights: dict[str, float]) ->
                          "one of them a positive weight with --event-weights, e.g. view=1,purchase=5")
 
 
+def catalogue_table(items: Any, frame: Any) -> tuple[Any, StepCount | None]:
+    """The items table as every fit reads it (one process, or the client of a Dask cluster): ids normalised,
+    one row per id, prices as numbers and the other columns as text; and a note of the prices that were no
+    numbers (None: every price was)."""
+    items, bad_prices = catalogue_columns(keyed_items(items), frame)
+    why = f"{bad_prices:,} item prices are not numbers and count as missing"
+    return items, StepCount("item_prices", len(items), len(items), why) if bad_prices else None
+
+
 def require_prepared_events(data: PreparedData) -> None:
     """Prepared data that can be prepared again: events, users and items, and at least one event (a UsageError
     naming what is wrong otherwise). Fit checks it at its boundary, so that the Dask path says it too."""
@@ -134,12 +143,9 @@ class Preprocessor:
             item_idx = _vocabulary_index(codes, vocabulary)
             known_item = item_idx >= 0
             if not bool(known_item.any()):
-                raise UsageError("none of the events is on an item the saved model knows (it places users by "
-                                 "the items it was fitted on); check that the item ids are in the same form, or "
-                                 "refit with gpuclust run on a log that has these items")
-            kept = self._drop("items_unknown_to_model", codes, codes.take(known_item),
-                              "item not in the model's vocabulary", fix="the model places users by the items it was "
-                              "fitted on; refit with gpuclust run on a log that has these items to use them")
+                raise UsageError(NO_KNOWN_ITEMS)
+            kept = self._drop("items_unknown_to_model", codes, codes.take(known_item), UNKNOWN_ITEM_WHY,
+                              fix=UNKNOWN_ITEM_FIX)
             codes, weight, item_idx = kept, weight[known_item], item_idx[known_item]
         if items is not None:
             items = self._catalogue(codes, items, backend)
@@ -231,7 +237,7 @@ class Preprocessor:
         known = list(self.config.event_weights)
         types = ev[schema.EVENT]
         if not bool(types.notna().any()):
-            self.unknown_types_ = {"(missing)": len(ev)} if len(ev) else {}
+            self.unknown_types_ = {MISSING_TYPE: len(ev)} if len(ev) else {}
             raise UsageError("the event_type column is empty in every row; map the column that holds the event "
                              "type with --event-col")
         if str(types.dtype).lower().startswith(("int", "uint", "float", "bool")):
@@ -245,7 +251,7 @@ class Preprocessor:
         # Rows per unknown type as this cleaner reads types (trimmed, lower case; nulls as "(missing)"): the
         # manifest's and the warning's words, and what a Dask partition reports (also when it raises below).
         counts = host_frame(types[~keep].value_counts(dropna=False).to_frame()).iloc[:, 0]
-        unknown = {"(missing)" if name != name else str(name): int(n) for name, n in counts.items() if n}
+        unknown = {MISSING_TYPE if _missing(name) else str(name): int(n) for name, n in counts.items() if n}
         self.unknown_types_ = unknown
         if not bool(keep.any()):
             fix = ("map yours to these in the events file, or refit with gpuclust run --event-weights TYPE=W,..."
@@ -259,9 +265,8 @@ class Preprocessor:
     def _catalogue(self, codes: EventCodes, items, backend: Backend):
         """The items table keyed like the events; a low share of events found in it is warned about,
         because mismatched id formats otherwise show only as clusters without categories."""
-        items, bad_prices = catalogue_columns(keyed_items(items), backend.frame)
-        if bad_prices:
-            self._note("item_prices", items, f"{bad_prices:,} item prices are not numbers and count as missing")
+        items, note = catalogue_table(items, backend.frame)
+        self.steps_.extend([note] if note else [])
         keys, items = common_key(codes.item_ids.to_frame(schema.ITEM), items, schema.ITEM)
         listed = codes.xp.asarray(local_values(keys[schema.ITEM].isin(items[schema.ITEM])))  # per distinct item
         found = int(listed[codes.item].sum())
@@ -346,10 +351,17 @@ class Preprocessor:
 
 
 MISSING_WHY = "user_id, item_id or timestamp is missing"
+UNKNOWN_ITEM_WHY = "item not in the model's vocabulary"
+UNKNOWN_ITEM_FIX = ("the model places users by the items it was fitted on; refit with gpuclust run on a log that has "
+                    "these items to use them")
+NO_KNOWN_ITEMS = ("none of the events is on an item the saved model knows (it places users by the items it was fitted "
+                  "on); check that the item ids are in the same form, or refit with gpuclust run on a log that has "
+                  "these items")
 MISSING_FIX = "fill those values, or map the columns that hold them (--user-col, --item-col, --time-col)"
 DUPLICATE_WHY = "identical to an earlier row (same user, item, event type, timestamp and value)"
 DUPLICATE_FIX = "to keep repeated rows, set drop_duplicates = false under [preprocess] in a --config TOML"
 MAX_NAMED_TYPES = 5  # unknown event types named in a warning; the rest are counted
+MISSING_TYPE = "(missing)"  # how rows without an event type are named among the unknown types
 
 
 def unknown_types_why(unknown: dict[str, int]) -> str:
@@ -362,19 +374,32 @@ def unknown_types_why(unknown: dict[str, int]) -> str:
 
 def unknown_types_fix(unknown: dict[str, int], weights: dict[str, float], fixed: bool = False) -> str:
     """What keeps those rows: weights for the types, written out as the flag takes them (it replaces the
-    whole table), or for a saved model, a refit."""
-    ranked = sorted(unknown, key=lambda name: (-unknown[name], name))[:MAX_NAMED_TYPES]
+    whole table), or for a saved model, a refit. A missing type takes no weight: its rows need one filled in."""
+    fill = "fill in the missing event types" if MISSING_TYPE in unknown else None
+    named = [name for name in unknown if name != MISSING_TYPE]
+    if not named:
+        return f"{fill} (or map the column that holds them with --event-col)"
+    ranked = sorted(named, key=lambda name: (-unknown[name], name))[:MAX_NAMED_TYPES]
     pairs = ",".join([*(f"{name}={w:g}" for name, w in weights.items()), *(f"{name}=W" for name in ranked)])
+    also = f"; and {fill}" if fill else ""
     if fixed:
-        return f"the model knows only {', '.join(weights)}; refit with gpuclust run --event-weights {pairs} to use them"
+        return (f"the model knows only {', '.join(weights)}; refit with gpuclust run --event-weights {pairs} to use "
+                f"them{also}")
     return (f"to keep them, give each a weight W: --event-weights {pairs} (or event_weights under [preprocess] in "
-            "the TOML)")
+            f"the TOML){also}")
 
 
 def bad_timestamps_message(n_bad: int, n: int, example) -> str:
     return (f"{n_bad:,} of {n:,} timestamps ({n_bad / n:.1%}) could not be parsed or lie outside the years "
             f"{NS_YEARS}, e.g. {example!r}; give ISO-8601 strings or Unix epochs (s, ms, us or ns), "
             "or map the right column with --time-col")
+
+
+def _missing(value: Any) -> bool:
+    """A missing host value of any kind: None, NaN, NaT or pd.NA (a string column's, which has no truth value)."""
+    import pandas as pd
+
+    return bool(pd.isna(value))
 
 
 def _at_least(codes: Any, n: int, minimum: int, xp: Any) -> Any:

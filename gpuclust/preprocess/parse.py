@@ -113,6 +113,18 @@ def catalogue_columns(items: Any, frame: Any) -> tuple[Any, int]:
 
 # --- money values ----------------------------------------------------------------------------------
 
+def not_numbers(values: Any, frame: Any) -> tuple[Any, Any]:
+    """(the values as numbers, a mask of those present that are no plain number) of a text column."""
+    parsed = frame.to_numeric(values, errors="coerce")
+    return parsed, (parsed.isna() & values.notna()).fillna(False)
+
+
+def not_numeric_message(example: Any, n: int) -> str:
+    """The refusal of a value column holding `n` texts that are no number (`example` one of them)."""
+    return (f"the value column is not numeric, e.g. {example!r} ({n:,} rows); give plain numbers with a dot for "
+            "decimals and no currency signs, or map another column with --value-col")
+
+
 def money_values(values: Any, frame: Any) -> tuple[Any, Any]:
     """float32 values (0 where absent) and a mask of the rows whose value is infinite or beyond float32.
 
@@ -120,15 +132,9 @@ def money_values(values: Any, frame: Any) -> tuple[Any, Any]:
     or currency format is the file's, and guessing it would silently change amounts.
     """
     if not _is_numeric(values):
-        parsed = frame.to_numeric(values, errors="coerce")
-        not_number = (parsed.isna() & values.notna()).fillna(False)
+        parsed, not_number = not_numbers(values, frame)
         if bool(not_number.any()):
-            example = first_value(values, not_number)
-            raise UsageError(
-                f"the value column is not numeric, e.g. {example!r} ({int(not_number.sum()):,} rows); give "
-                "plain numbers with a dot for decimals and no currency signs, or map another column with "
-                "--value-col"
-            )
+            raise UsageError(not_numeric_message(first_value(values, not_number), int(not_number.sum())))
         values = parsed
     values = values.astype("float64")
     absent = values.isna()

@@ -33,6 +33,7 @@ from gpuclust.quality.anomaly import OUTLIER_SCORE
 from gpuclust.report.fmt import amount, count, e, fmt, num
 
 REQUIRED = ("assignments.parquet", "clusters.json", "manifest.json")
+PARTS = "assignments"  # a Dask run's assignments: a partitioned dataset, assignments/part.N.parquet
 MAP_FILE = "map.parquet"
 IMAGE_DIR = "report"
 IMAGES = ("map.png", "sizes.png", "lift.png", "kcurve.png")
@@ -57,6 +58,7 @@ class RunOutputs:
     scores: tuple[np.ndarray, np.ndarray] | None = None  # (anomaly score, cluster) per user, where written
     privacy: dict = field(default_factory=dict)
     assignments: Any = None  # assignments.parquet as read: cluster, anomaly_score and the columns asked for
+    assignments_path: Path | None = None  # where they were read: assignments.parquet, or a Dask run's assignments/
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -115,8 +117,9 @@ def load_run(run_dir: str | Path, columns: tuple[str, ...] = ()) -> RunOutputs:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} not found; run `gpuclust run --out {run_dir} ...` first")
+    path = assignments_path(run_dir)
     for name in REQUIRED:
-        if not (run_dir / name).is_file():
+        if not (run_dir / name).is_file() and not (name == REQUIRED[0] and path.is_dir()):
             raise UsageError(f"{run_dir / name} not found; {run_dir} is not a finished run: "
                              f"run `gpuclust run --out {run_dir} ...` first")
     clusters_doc = _read_json(run_dir / "clusters.json")
@@ -125,13 +128,13 @@ def load_run(run_dir: str | Path, columns: tuple[str, ...] = ()) -> RunOutputs:
         raise UsageError(f"{run_dir / 'clusters.json'} has no 'clusters' list; re-run `gpuclust run`")
 
     try:
-        table = _read_assignments(run_dir / "assignments.parquet", columns)
+        table = _read_assignments(path, columns)
         assigned = table["cluster"].to_numpy()
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad or foreign file
-        raise UsageError(f"{run_dir / 'assignments.parquet'} is unreadable or has no 'cluster' column ({exc}); "
+        raise UsageError(f"{path} is unreadable or has no 'cluster' column ({exc}); "
                          "re-run `gpuclust run`") from None
     if assigned.dtype.kind not in "iu":
-        raise UsageError(f"{run_dir / 'assignments.parquet'}: its 'cluster' column holds {assigned.dtype}, not "
+        raise UsageError(f"{path}: its 'cluster' column holds {assigned.dtype}, not "
                          "cluster numbers; the file is damaged: re-run `gpuclust run`")
     for i, entry in enumerate(clusters_doc["clusters"]):
         # A size may be withheld (privacy: null); the cluster number never is.
@@ -142,7 +145,7 @@ def load_run(run_dir: str | Path, columns: tuple[str, ...] = ()) -> RunOutputs:
     _check_manifest(manifest, run_dir / "manifest.json")
     population = clusters_doc.get("population")
     run = RunOutputs(run_dir, list(clusters_doc["clusters"]), population if isinstance(population, dict) else {}, manifest,
-                     assigned.astype(np.int64), assignments=table)
+                     assigned.astype(np.int64), assignments=table, assignments_path=path)
     run.map = _read_map(run_dir / MAP_FILE, run.notes)
     privacy = clusters_doc.get("privacy") if isinstance(clusters_doc.get("privacy"), dict) else {}
     run.privacy = privacy
@@ -165,14 +168,24 @@ def load_run(run_dir: str | Path, columns: tuple[str, ...] = ()) -> RunOutputs:
     return run
 
 
+def assignments_path(run_dir: Path) -> Path:
+    """Where a run's assignments are: assignments.parquet, or the dataset folder a Dask run writes instead."""
+    one, parts = run_dir / REQUIRED[0], run_dir / PARTS
+    return parts if not one.is_file() and parts.is_dir() else one
+
+
 def _read_assignments(path: Path, columns: tuple[str, ...] = ()):
-    """The cluster column, and the anomaly scores and `columns` where the file has them (older runs may not)."""
+    """The cluster column, and the anomaly scores and `columns` where the file has them (older runs may not);
+    a folder's part.N.parquet files in their order, each read by itself (none is left out, none foreign read)."""
     import pandas as pd
     import pyarrow.parquet as pq
 
-    names = set(pq.read_schema(path).names)
-    wanted = dict.fromkeys(["cluster", *(c for c in ("anomaly_score", *columns) if c in names)])
-    return pd.read_parquet(path, columns=list(wanted))
+    files = sorted(path.glob("part.*.parquet"), key=lambda f: (len(f.name), f.name)) if path.is_dir() else [path]
+    if not files:
+        raise ValueError("no part.N.parquet file in it")
+    names = set(pq.read_schema(files[0]).names)
+    wanted = list(dict.fromkeys(["cluster", *(c for c in ("anomaly_score", *columns) if c in names)]))
+    return pd.concat([pd.read_parquet(f, columns=wanted) for f in files], ignore_index=True)
 
 
 def _whole(value: Any) -> bool:
