@@ -104,7 +104,7 @@ def describe_files(run: str | Path, describer: Any, device: str | None = None, m
     has one. Exemplar users' histories are not in a run folder, so these prompts go without them."""
     import shutil
 
-    from gpuclust.report.html import build_report, load_run
+    from gpuclust.report.html import ASSIGNMENT_PARTS, build_report, load_run
     from gpuclust.signing import SIGNATURE
 
     finished = load_run(run)  # a finished run, or one line saying what is missing
@@ -117,7 +117,7 @@ def describe_files(run: str | Path, describer: Any, device: str | None = None, m
         raise UsageError(f"the model in {finished.run_dir} is signed: give its key (--model-key KEY_FILE) so that "
                          "the described model is signed again")
     fitted = UserClusterer.load(folder, device=device, model_key=key)
-    parts = finished.run_dir / "assignments"
+    parts = finished.run_dir / ASSIGNMENT_PARTS
     reported = (finished.run_dir / "report.html").is_file()
     with OutputDir(finished.run_dir, "run", RUN_LAYOUT) as staging:
         profiles, record = describer.describe(fitted.profiles_, None)
@@ -125,7 +125,7 @@ def describe_files(run: str | Path, describer: Any, device: str | None = None, m
         fitted.manifest_ = {**finished.manifest, "describe": {**record, "described_at": now_iso(),
                                                               "histories": "none: a finished run keeps no events"}}
         if parts.is_dir():  # a Dask run's partitioned assignments, as they were
-            shutil.copytree(parts, staging / "assignments")
+            shutil.copytree(parts, staging / ASSIGNMENT_PARTS)
         write_run(fitted, staging, assignments_file=not parts.is_dir(), model_key=key)
     if reported:
         build_report(finished.run_dir)

@@ -273,3 +273,28 @@ def test_an_output_inside_the_events_dataset_folder_is_refused(plain_run, tmp_pa
                        tmp_path / "data" / "out")
     assert code == 2 and "is inside the events dataset folder" in _one_line(err), err
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == before
+
+
+def test_item_rows_left_out_are_warned_about_on_both_paths(tmp_path, monkeypatch, capsys):
+    """A catalogue with a row per item twice and rows without an id: the first row per id is kept, and both
+    paths say how many rows were left out and why (the reader dropped them silently)."""
+
+    events, items, _ = blob_events(n_users=60, events_per_user=5)
+    events.to_parquet(tmp_path / "events.parquet")
+    first_title = items["title"].iloc[0]
+    repeated = items.head(3).assign(title="a later row")
+    no_id = items.head(2).astype({"item_id": object}).assign(item_id=None)
+    pd.concat([items.astype({"item_id": object}), repeated, no_id]).to_parquet(tmp_path / "items.parquet")
+    total = len(items) + 5
+    for where, flags in (("one", []), ("dask", DASK)):
+        code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events.parquet", "--items",
+                           tmp_path / "items.parquet", "--k", "2", *flags, "--out", tmp_path / where)
+        assert code == 0, err
+        assert f"warning: dropped 2 of {total} item rows" in err and "the row has no item id" in err, err
+        assert f"warning: dropped 3 of {total} item rows" in err and "the same item id" in err, err
+        assert "a later row" not in (tmp_path / where / "clusters.json").read_text()
+    from gpuclust.preprocess.parse import keyed_items
+
+    with pytest.warns(UserWarning, match="first row per id is kept"):
+        kept = keyed_items(pd.concat([items, repeated]))
+    assert kept["title"].iloc[0] == first_title and len(kept) == len(items)

@@ -32,8 +32,7 @@ from gpuclust.io.run_folder import write_run
 from gpuclust.io.writers import write_json
 from gpuclust.manifest import StageRecorder, machine, now_iso, versions
 from gpuclust.preprocess.clean import NO_KNOWN_ITEMS, UNKNOWN_ITEM_FIX
-
-ASSIGNMENTS = "assignments"
+from gpuclust.report.html import ASSIGNMENT_PARTS
 
 
 def read_inputs_lazy(config: PipelineConfig, device: str, events: str | Path, items: str | Path | None,
@@ -87,10 +86,10 @@ def run_distributed(config: PipelineConfig, events: str | Path, out: str | Path,
             manifest["rows"]["steps"] = [s.to_dict() for s in inputs.steps] + manifest["rows"]["steps"]
             manifest["timings"]["stages"] = {**reading.stages, **manifest["timings"]["stages"]}
             with StageRecorder(backend, on_stage).stage("write") as rec:
-                files = write_parts(model._distributed.assignments, staging / ASSIGNMENTS)
+                files = write_parts(model._distributed.assignments, staging / ASSIGNMENT_PARTS)
                 rec["files"] = files
             manifest["timings"]["stages"]["write_assignments"] = rec
-            manifest["assignments"] = {"dataset": ASSIGNMENTS, "files": files}
+            manifest["assignments"] = {"dataset": ASSIGNMENT_PARTS, "files": files}
             model._distributed = None
         manifest["timings"]["total_seconds"] = round(time.perf_counter() - started, 4)
         write_run(model, staging, assignments_file=False, model_key=model_key)
@@ -207,7 +206,7 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
             part_steps = client.gather(pmap(client, _steps_of, placed))
             unknown = prepare.summed_steps([prepare.Cleaned(None, s, [], (0, 0, None), {}, [], [], (None, None),
                                                             None, "") for s in part_steps])
-            files = write_parts(frames, staging / ASSIGNMENTS)
+            files = write_parts(frames, staging / ASSIGNMENT_PARTS)
             sizes = _cluster_sizes(client, frames)
             n_users = int(sum(sizes.values()))
             workers = session.describe()
@@ -221,7 +220,7 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
             "versions": versions(),
             "rows": {"steps": [s.to_dict() for s in inputs.steps + steps + unknown], "users": n_users},
             "cluster_sizes": sizes, "seconds": round(time.perf_counter() - started, 4),
-            "assignments": {"dataset": ASSIGNMENTS, "files": files}, "dask": workers,
+            "assignments": {"dataset": ASSIGNMENT_PARTS, "files": files}, "dask": workers,
         }
         write_json(staging / "manifest.json", manifest)
     return fitted, manifest

@@ -177,8 +177,7 @@ def read_items(path: str | Path, frame: ModuleType, columns: ColumnMap | None = 
     df = read_table(path, frame, required=wanted, hints={schema.ITEM: "--item-key-col"}, check=named)
     text = [c for c in columns.text if c in df.columns]
     keep = {src: dst for dst, src in {**wanted, **optional}.items() if src in df.columns}
-    out = df[list(keep) + [c for c in text if c not in keep]].rename(columns=keep)
-    return out.drop_duplicates(subset=[schema.ITEM])
+    return df[list(keep) + [c for c in text if c not in keep]].rename(columns=keep)  # one row per id: `keyed_items`
 
 
 def read_truth(path: str | Path, frame: ModuleType, user_col: str = schema.USER, group_col: str = "group"):

@@ -13,17 +13,17 @@ from gpuclust.errors import OutOfRoom, UsageError
 from gpuclust.io.outputs import MARKER
 from gpuclust.io.writers import write_json, write_parquet
 from gpuclust.model import LAYOUT as MODEL_LAYOUT
-from gpuclust.report.html import IMAGES
+from gpuclust.report.html import ASSIGNMENT_PARTS, IMAGES
 
 # What a run folder may hold: its outputs, the saved model and, once `gpuclust report` ran, the report.
 # A run on a Dask cluster writes its assignments as a partitioned dataset, OUT/assignments/part.N.parquet.
 PARTS = re.compile(r"part\.\d+\.parquet")
 RUN_LAYOUT = {
-    "assignments.parquet": None, "assignments": PARTS, "clusters.json": None, "map.parquet": None,
+    "assignments.parquet": None, ASSIGNMENT_PARTS: PARTS, "clusters.json": None, "map.parquet": None,
     "manifest.json": None, "model": frozenset(MODEL_LAYOUT) | {MARKER}, "report.html": None,
     "report": frozenset(IMAGES) | {MARKER},
 }
-ASSIGN_LAYOUT = {"assignments.parquet": None, "assignments": PARTS, "manifest.json": None}
+ASSIGN_LAYOUT = {"assignments.parquet": None, ASSIGNMENT_PARTS: PARTS, "manifest.json": None}
 
 
 def write_run(model: Any, folder: Path, assignments_file: bool = True, model_key: Any = None) -> None:

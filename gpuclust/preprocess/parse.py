@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust.errors import UsageError
+from gpuclust.errors import UsageError, warn_dropped
 from gpuclust.frames import frame_kind, host_frame
 
 # datetime64[ns] holds about 1677-09-21 .. 2262-04-11; a little margin keeps float rounding inside.
@@ -70,10 +70,18 @@ def normalise_ids(ids: Any) -> tuple[Any, str | None]:
 
 
 def keyed_items(items: Any) -> Any:
-    """The items with an id, ids normalised and first row per id kept: what every catalogue reader joins on."""
+    """The items with an id, ids normalised and first row per id kept: what every catalogue reader joins on.
+    The rows left out are warned about: with two rows for an item the first is used, and the user should
+    know that a row was not."""
+    total = len(items)
     items = items.dropna(subset=["item_id"]).copy()
+    warn_dropped(total - len(items), total, "the row has no item id", what="item rows",
+                 fix="fill in the ids, or map the id column with --item-key-col")
     items["item_id"], _ = normalise_ids(items["item_id"])
-    return items.drop_duplicates(subset=["item_id"])
+    keyed = items.drop_duplicates(subset=["item_id"])
+    warn_dropped(len(items) - len(keyed), total, "an earlier row has the same item id (the first row per id is kept)",
+                 what="item rows", fix="give one row per item")
+    return keyed
 
 
 def common_key(left: Any, right: Any, key: str) -> tuple[Any, Any]:

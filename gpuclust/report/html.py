@@ -33,7 +33,7 @@ from gpuclust.quality.anomaly import OUTLIER_SCORE
 from gpuclust.report.fmt import amount, count, e, fmt, num
 
 REQUIRED = ("assignments.parquet", "clusters.json", "manifest.json")
-PARTS = "assignments"  # a Dask run's assignments: a partitioned dataset, assignments/part.N.parquet
+ASSIGNMENT_PARTS = "assignments"  # a Dask run's assignments: a partitioned dataset, assignments/part.N.parquet
 MAP_FILE = "map.parquet"
 IMAGE_DIR = "report"
 IMAGES = ("map.png", "sizes.png", "lift.png", "kcurve.png")
@@ -170,7 +170,7 @@ def load_run(run_dir: str | Path, columns: tuple[str, ...] = ()) -> RunOutputs:
 
 def assignments_path(run_dir: Path) -> Path:
     """Where a run's assignments are: assignments.parquet, or the dataset folder a Dask run writes instead."""
-    one, parts = run_dir / REQUIRED[0], run_dir / PARTS
+    one, parts = run_dir / REQUIRED[0], run_dir / ASSIGNMENT_PARTS
     return parts if not one.is_file() and parts.is_dir() else one
 
 
