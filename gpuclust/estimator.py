@@ -519,9 +519,11 @@ class UserClusterer:
             check_k(min(values), n_users)
         below = tuple(k for k in values if k < n_users)
         if not below:  # else no sweep ran and the config's fixed k (8 by default) was fitted without a word
+            why = ("the silhouette needs more users than clusters" if settings.cluster.objective == "separation"
+                   else "with as many clusters as users, each user's cluster is the user alone")
             raise UsageError(f"no k of the range tried ({min(values)}..{max(values)}) is below the number of users "
-                             f"after filtering ({n_users}), and a k sweep scores only those (the silhouette needs more "
-                             f"users than clusters); give a fixed --k of at most {n_users} (n_clusters={n_users})")
+                             f"after filtering ({n_users}), and a k sweep scores only those ({why}); give a fixed --k "
+                             f"of at most {n_users} (n_clusters={n_users})")
         return below
 
     def _featurizers(self, settings: PipelineConfig, custom: list[Any]) -> list[Any]:

@@ -53,7 +53,7 @@ def bad_inputs(files):
     return {
         "value not numeric": (["--events", dollars], "value column is not numeric, e.g. '$12.50'"),
         "timestamps out of range": (["--events", far], "outside the years 1678-2261, e.g. '9999-12-31'"),
-        "events is a directory": (["--events", files], "is a directory, not a Parquet, CSV, TSV or JSON file"),
+        "events is a directory": (["--events", files], "is a directory, not an events file: give the path of one file"),
         "header-only csv": (["--events", header_only], "has no rows"),
         "event types all null": (["--events", no_types], "empty in every row; map the column"),
         "negative seed": (["--events", events, "--seed", -1], "--seed (seed) must be between 0 and 4294967295"),

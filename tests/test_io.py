@@ -61,6 +61,10 @@ def test_missing_file_and_corrupt_parquet_are_user_errors(tmp_path):
 
 def test_a_directory_is_reported_as_a_directory(tmp_path):
     with pytest.raises(UsageError, match="is a directory, not a Parquet, CSV, TSV or JSON file"):
+        read_items(tmp_path, pd)
+    # An events folder is what the Dask path reads: the line says where such a folder is read.
+    with pytest.raises(UsageError, match="is a directory, not an events file: give the path of one file .run and "
+                                         "assign read a folder of Parquet files as one dataset on a Dask cluster"):
         read_events(tmp_path, pd)
 
 

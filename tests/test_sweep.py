@@ -132,3 +132,20 @@ def test_a_k_range_with_no_k_below_the_users_is_refused_not_replaced_by_the_conf
         with pytest.raises(UsageError, match=r"no k of the range tried \(2\.\.\d+\) is below the number of users "
                                              r"after filtering \(2\)"):
             UserClusterer(n_clusters, config=config, features=["behaviour"]).fit(events)
+
+
+@pytest.mark.parametrize("objective, why", [("separation", "the silhouette needs more users than clusters"),
+                                            ("recommend", "each user's cluster is the user alone")])
+def test_the_reason_a_k_sweep_cannot_run_is_its_objectives(objective, why):
+    """The recommend objective scores hit rates, not a silhouette: its refusal gave the silhouette as the reason."""
+    import pandas as pd
+
+    from gpuclust import PipelineConfig, UserClusterer
+
+    events = pd.DataFrame({"user_id": [1, 1, 1, 2, 2, 2], "item_id": [1, 2, 3, 3, 4, 5], "event_type": "view",
+                           "timestamp": pd.Timestamp("2026-01-01") + pd.to_timedelta(range(6), "h")})
+    config = PipelineConfig(device="cpu")
+    config.cluster.objective = objective
+    with pytest.raises(UsageError, match=r"no k of the range tried .*\([^)]*" + why.replace("'", ".") + r"\)") as caught:
+        UserClusterer("auto", config=config, features=["behaviour"]).fit(events)
+    assert ("silhouette" in str(caught.value)) == (objective == "separation")

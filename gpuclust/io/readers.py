@@ -158,6 +158,9 @@ EVENT_FLAGS = {
 
 def read_events(path: str | Path, frame: ModuleType, columns: ColumnMap | None = None):
     """Events with canonical names: user_id, item_id, event_type, timestamp and, if present, value."""
+    if Path(path).is_dir():  # a dataset folder is what the Dask path reads: say so, not only "give a file"
+        raise UsageError(f"{path} is a directory, not an events file: give the path of one file (run and assign "
+                         "read a folder of Parquet files as one dataset on a Dask cluster, with --scheduler local)")
     columns = columns or ColumnMap()
     mapping = event_columns(columns)
     wanted = {name: mapping[name] for name in REQUIRED_EVENTS}
