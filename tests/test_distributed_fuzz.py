@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from gpuclust.errors import UsageError
 from tests.helpers import blob_events, cli
 
 distributed = pytest.importorskip("distributed")
@@ -298,3 +299,23 @@ def test_item_rows_left_out_are_warned_about_on_both_paths(tmp_path, monkeypatch
     with pytest.warns(UserWarning, match="first row per id is kept"):
         kept = keyed_items(pd.concat([items, repeated]))
     assert kept["title"].iloc[0] == first_title and len(kept) == len(items)
+
+
+@pytest.mark.parametrize("pattern, out, refused", [
+    ("data/**/*.parquet", "data/run", True),   # recursive: every depth below data/
+    ("data/*/*.parquet", "data/run", True),    # data/run/assignments.parquet matches
+    ("data/*.parquet", "data/run", False),     # one level: data/run's files are a level deeper
+    ("data/p*/*.parquet", "data/run", False),  # data/run is not data/p*
+    ("data/*.parquet", "elsewhere/run", False),
+])
+def test_an_output_where_the_events_glob_reaches_is_refused(tmp_path, monkeypatch, pattern, out, refused):
+    """The folder rule (`check_out_outside`) for a glob: refused only where the next run's pattern would read the
+    outputs, so that `--events 'data/*.parquet' --out data/run` stays allowed."""
+    from gpuclust.distributed.run import check_out_outside
+
+    monkeypatch.chdir(tmp_path)
+    if refused:
+        with pytest.raises(UsageError, match="is where the events pattern .* reaches"):
+            check_out_outside(pattern, out)
+    else:
+        check_out_outside(pattern, out)

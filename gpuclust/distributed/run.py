@@ -9,6 +9,7 @@ so OUT must be on storage every worker mounts; that is checked, and said, before
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,34 @@ def read_inputs_lazy(config: PipelineConfig, device: str, events: str | Path, it
 
 
 def check_out_outside(events: str | Path, out: str | Path) -> None:
-    """An output set inside the events dataset folder would be read as events by the next run over it (its
-    Parquet files, the model's too): refused before anything is read or written."""
+    """An output set inside the events dataset folder, or where the events glob reaches, would be read as
+    events by the next run over it (its Parquet files, the model's too): refused before anything is read or
+    written."""
+    import glob
+
     if Path(events).is_dir() and overlaps(Path(out), Path(events)):
         raise UsageError(f"--out {out} is inside the events dataset folder {events}: a later run over that folder "
                          "would read the outputs as events; give a folder outside it")
+    if glob.has_magic(str(events)) and _glob_reaches_into(str(events), Path(out)):
+        raise UsageError(f"--out {out} is where the events pattern {events} reaches: a later run with that pattern "
+                         "would read the outputs as events; give a folder it does not reach")
+
+
+def _glob_reaches_into(pattern: str, folder: Path) -> bool:
+    """Whether a file inside `folder` can match `pattern` as the reader expands it (glob.glob, recursive):
+    each of the folder's components matches the pattern's, and the pattern goes deeper, or reaches any
+    depth through '**'."""
+    import fnmatch
+
+    parts, inside = Path(os.path.abspath(pattern)).parts, Path(os.path.abspath(folder)).parts
+    for i, part in enumerate(parts):
+        if part == "**":
+            return True
+        if i == len(inside):  # every component of the folder matched, and the pattern names files below it
+            return True
+        if not fnmatch.fnmatchcase(inside[i], part):
+            return False
+    return False  # the pattern stops at the folder's depth or above: it may name the folder, no file in it
 
 
 def run_distributed(config: PipelineConfig, events: str | Path, out: str | Path, items: str | Path | None,
