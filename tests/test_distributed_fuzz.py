@@ -319,3 +319,28 @@ def test_an_output_where_the_events_glob_reaches_is_refused(tmp_path, monkeypatc
             check_out_outside(pattern, out)
     else:
         check_out_outside(pattern, out)
+
+
+def test_a_frame_with_mixed_ids_gets_the_same_note_on_the_cluster():
+    """A pandas frame whose item ids mix numbers and text, fitted on Dask: Dask's from_pandas turned the column
+    into text itself, so the fit read it as text without the note one process writes."""
+    import warnings
+
+    from gpuclust import PipelineConfig, UserClusterer
+
+    events, _, _ = blob_events(n_users=60, events_per_user=5)
+    events["item_id"] = events["item_id"].astype(object)
+    events.loc[::7, "item_id"] = events.loc[::7, "item_id"].astype(str) + "x"
+    notes = []
+    for scheduler in (None, "local"):
+        config = PipelineConfig(device="cpu")
+        config.cluster.k = 2
+        if scheduler:
+            config.dask.scheduler, config.dask.workers, config.dask.threads_per_worker = scheduler, 2, 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fitted = UserClusterer(config=config, features=["behaviour", "tfidf"]).fit(events)
+        notes.append([(s["step"], s["rows_in"], s["why"]) for s in fitted.manifest_["rows"]["steps"]
+                      if s["step"].endswith("_types")])
+    assert notes[0] == notes[1]
+    assert ("item_id_types", len(events), "item_id: ids of mixed types or wider than int64 read as text") in notes[1]

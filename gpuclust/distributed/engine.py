@@ -190,7 +190,12 @@ def from_frame(df: Any, device: str, npartitions: int) -> Any:
 
     if type(df).__module__.startswith("cudf"):
         df = df.to_pandas()
-    return dd.from_pandas(df, npartitions=npartitions, sort=False)
+    import dask
+
+    # Object columns stay object, as one process reads them: Dask's own conversion to text would turn an id
+    # column mixing numbers and text into text before `id_casts` could see it and say so.
+    with dask.config.set({"dataframe.convert-string": False}):
+        return dd.from_pandas(df, npartitions=npartitions, sort=False)
 
 
 def partition_count(rows: int, threads: int, given: int | None) -> int:
