@@ -264,11 +264,15 @@ def test_what_was_put_in_place_is_noted_for_a_stop_after_it(tmp_path, monkeypatc
         (staging / "a.txt").write_text("x")
         raise RuntimeError("the work failed")
     assert written() == before
-    with OutputDir(tmp_path / "out", "test", LAYOUT) as staging, atomic_path(staging / "a.txt") as tmp:
-        tmp.write_text("inside the set")
+    with OutputDir(tmp_path / "out", "test", LAYOUT) as staging:
+        with atomic_path(staging / "a.txt") as tmp:
+            tmp.write_text("inside the set")
         assert written() == before, "noted before the commit"
+        with atomic_path(tmp_path / "page.html") as tmp:  # beside the staged set, as the report writes its page
+            tmp.write_text("put in place now")
+        assert written() == (tmp_path / "page.html",)
     with atomic_path(tmp_path / "alone.json") as tmp:
         tmp.write_text("{}")
-    assert written() == (tmp_path / "out", tmp_path / "alone.json")
-    assert stop_line(signal.SIGTERM) == (f"terminated: stopped; {tmp_path / 'out'}, {tmp_path / 'alone.json'} were "
-                                         "written in full before the stop, nothing after")
+    assert written() == (tmp_path / "page.html", tmp_path / "out", tmp_path / "alone.json")
+    assert stop_line(signal.SIGTERM) == (f"terminated: stopped; {tmp_path / 'page.html'}, {tmp_path / 'out'}, "
+                                         f"{tmp_path / 'alone.json'} were written in full before the stop, nothing after")

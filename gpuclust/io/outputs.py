@@ -32,10 +32,10 @@ MARKER = ".gpuclust.json"
 _STAGING = re.compile(r"\.gpuclust-(?P<hash>[0-9a-f]{16})-(?P<pid>\d+)-[0-9a-f]{8}(-old)?")
 _PRIVATE = re.compile(r"\.(?P<name>.+)\.gpuclust-(?P<pid>\d+)-[0-9a-f]{8}(-old)?")
 
-# What this process has put in place, in order, and how many output sets it is staging now: a Ctrl-C that
-# lands after a commit names what was written in full instead of saying that nothing was.
+# What this process has put in place, in order, and the staging folders open now: a Ctrl-C that lands after
+# a commit names what was written in full instead of saying that nothing was.
 _written: list[Path] = []
-_staging_now = [0]
+_staging_now: set[Path] = set()
 
 
 def written() -> tuple[Path, ...]:
@@ -44,8 +44,10 @@ def written() -> tuple[Path, ...]:
 
 
 def note_written(path: Path) -> None:
-    """Called where an output is put in place; a file inside a staged set is part of that set, not noted."""
-    if _staging_now[0] == 0:
+    """Called where an output is put in place; a file inside a staging folder is part of that set, not noted
+    (a file written beside one, such as the report's page while its pictures are staged, is)."""
+    where = Path(os.path.abspath(path))
+    if not any(folder == where or folder in where.parents for folder in _staging_now):
         _written.append(path)
 
 
@@ -103,12 +105,12 @@ class OutputDir:
             self._discard()
             raise write_failure(exc, self.what, self.target) or UsageError(
                 f"cannot write to {self.what} {self.target}: {exc.strerror or exc}") from None
-        _staging_now[0] += 1
+        _staging_now.add(self.staging)
         return self.staging
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        _staging_now[0] -= 1
+        _staging_now.discard(self.staging)
         if exc_type is not None:
             self._discard()
             failure = write_failure(exc, self.what, self.target, names=False) if exc is not None else None
