@@ -36,7 +36,7 @@ from gpuclust.explain.naming import name_profiles
 from gpuclust.features.factory import build_featurizer, weighted_features
 from gpuclust.frames import frame_kind, host_frame, like_input, to_backend_frame
 from gpuclust.manifest import StageRecorder, build_manifest
-from gpuclust.preprocess.clean import require_weighted
+from gpuclust.preprocess.clean import catalogue_table, require_weighted
 from gpuclust.privacy import privacy_record
 from gpuclust.protocols import guarded
 from gpuclust.quality import drift
@@ -339,7 +339,7 @@ def preprocess(client: Any, events: Any, rows: int | None, items: Any, settings:
     require_weighted(event_types, cfg.event_weights)  # else the featurisers failed on an empty reduction
     reference_time = max(s.time_range[1] for s in summaries if s.time_range[1] is not None)
     counts = prepare.item_counts(summaries)
-    catalogue, note = (None, None) if items is None else prepare.catalogue(_host(items))
+    catalogue, note = (None, None) if items is None else catalogue_table(_host(items), pd)
     table, cast, text_columns, step = prepare.vocabulary(counts, catalogue)
     steps.extend(s for s in (note, step) if s is not None)
     table_future = broadcast(client, table)

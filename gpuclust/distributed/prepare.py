@@ -40,15 +40,14 @@ from gpuclust.preprocess.clean import (
     _timestamp,
     _vocabulary_index,
     bad_timestamps_message,
-    catalogue_table,
     event_weights,
     unknown_types_fix,
     unknown_types_why,
     users_at_least,
 )
 from gpuclust.preprocess.codes import EventCodes
-from gpuclust.preprocess.parse import common_key, first_value, normalise_ids, not_numbers, not_numeric_message
-from gpuclust.preprocess.prepared import PreparedData, StepCount, frame_module
+from gpuclust.preprocess.parse import common_key, normalise_ids, not_numeric_message
+from gpuclust.preprocess.prepared import PreparedData, StepCount
 from gpuclust.preprocess.table import EventTable
 
 
@@ -71,6 +70,7 @@ class PartitionPreprocessor(Preprocessor):
         self.fixed = fixed  # the event types are a saved model's (assign): no flag of that command extends them
         self.refusals: list[str] = []
         self.bad_timestamps = (0, 0, None)
+        self.not_numbers: tuple[int, Any] = (0, None)  # values that are text but no number, and an example
         self.examples: dict[str, Any] = {}  # per warned step (`Preprocessor._drop`): an example value or none
         self.fixes: dict[str, str | None] = {}
         self.unknown_types: dict[str, int] = {}
@@ -88,6 +88,9 @@ class PartitionPreprocessor(Preprocessor):
         if step == "unknown_event_types":
             self.unknown_types = dict(getattr(self, "unknown_types_", {}))
         return self._count(step, before, after, why)
+
+    def _check_values(self, n_not_numbers: int, example) -> None:
+        self.not_numbers = (n_not_numbers, example() if n_not_numbers else None)
 
     def _check_bad_timestamps(self, n_bad: int, n: int, example) -> None:
         self.bad_timestamps = (n_bad, n, example() if n_bad else None)
@@ -146,6 +149,7 @@ class Cleaned:
     event_weights: dict[str, float] = field(default_factory=dict)  # what the event codes index, in order
     # Rows the global min_item_events passes dropped here: (by the item minimum, by the user minimum after it)
     global_drops: tuple[int, int] = (0, 0)
+    not_numbers: tuple[int, Any] = (0, None)  # values that are text but no number here, and an example
 
     def summary(self) -> Cleaned:
         return dataclasses.replace(self, codes=None)
@@ -165,7 +169,7 @@ def clean_partition(raw: Any, config: PreprocessConfig, seed: int, device: str,
     return Cleaned(codes, pre.steps_, pre.refusals, pre.bad_timestamps, pre.examples,
                    [str(w.message) for w in caught if issubclass(w.category, InputWarning)], names, times,
                    _item_counts(codes), str(codes.item_ids.dtype), pre.fixes, pre.unknown_types,
-                   dict(config.event_weights))
+                   dict(config.event_weights), not_numbers=pre.not_numbers)
 
 
 def _item_counts(codes: EventCodes) -> Any:
@@ -280,28 +284,6 @@ def id_casts(lazy: Any) -> tuple[dict[str, str], list[StepCount]]:
     return casts, notes
 
 
-def _not_numbers_in(part: Any) -> tuple[int, list]:
-    """(how many values of this partition's rows with ids are text that is no number, [an example] or [])."""
-    values = part.dropna(subset=[schema.USER, schema.ITEM, schema.TIME])[schema.VALUE]  # what one process reads
-    mask = not_numbers(values, frame_module(values))[1]
-    n = int(mask.sum())
-    return n, [first_value(values, mask)] if n else []
-
-
-def check_values(lazy: Any) -> None:
-    """A value column of text that is no number, refused as `Preprocessor` refuses it and counted over the whole
-    input before the shuffle (refused in a partition, it counted that partition's rows only)."""
-    import dask
-
-    if schema.VALUE not in lazy.columns or str(lazy[schema.VALUE].dtype).lower().startswith(
-            ("int", "uint", "float", "bool")):
-        return
-    found = dask.compute(*[dask.delayed(_not_numbers_in)(part) for part in lazy.to_delayed()])
-    n = sum(count for count, _ in found)
-    if n:
-        raise UsageError(not_numeric_message(next(e[0] for _, e in found if e), n))
-
-
 def with_id_notes(steps: list[StepCount], notes: list[StepCount]) -> list[StepCount]:
     """`id_casts`' notes where one process records them, and with its counts: after the rows without ids
     drop, over the rows left (a note changes how rows read and drops none)."""
@@ -323,7 +305,6 @@ def clean_partitions(client: Any, events: Any, config: PreprocessConfig, seed: i
 
     from gpuclust.distributed.blocks import pmap
 
-    check_values(events)
     casts, notes = id_casts(events)
     text = {column: kind for column, kind in casts.items() if kind == "str"}
     if text:
@@ -381,6 +362,9 @@ def check_cleaned(summaries: list[Cleaned], config: PreprocessConfig, total_rows
     warnings it would give, once, with the summed counts. Returns the summed steps."""
     if total_rows == 0:
         raise UsageError("the events input has no rows; check the file or the adapter's filters")
+    n_text = sum(s.not_numbers[0] for s in summaries)  # refused before the timestamps, as one process does
+    if n_text:
+        raise UsageError(not_numeric_message(next(s.not_numbers[1] for s in summaries if s.not_numbers[0]), n_text))
     steps = summed_steps(summaries)
     n_bad = sum(s.bad_timestamps[0] for s in summaries)
     n_time = sum(s.bad_timestamps[1] for s in summaries)
@@ -453,9 +437,3 @@ def vocabulary(counts: Any, items: Any) -> tuple[Any, str | None, tuple[str, ...
     return table.sort_values(schema.ITEM_IDX).reset_index(drop=True), cast, text_columns, step
 
 
-def catalogue(items: Any) -> tuple[Any, StepCount | None]:
-    """The items table cleaned as `Preprocessor._catalogue` cleans it (`catalogue_table`, on the host), and
-    its note of prices that are no numbers."""
-    import pandas as pd
-
-    return catalogue_table(host_frame(items), pd)

@@ -25,6 +25,7 @@ from gpuclust.preprocess.parse import (
     keyed_items,
     money_values,
     normalise_ids,
+    not_numeric_message,
     parse_timestamps,
 )
 from gpuclust.preprocess.prepared import PreparedData, StepCount, frame_module
@@ -202,7 +203,9 @@ class Preprocessor:
         if schema.VALUE not in ev.columns:
             return ev.assign(**{schema.VALUE: np.zeros(len(ev), np.float32)})
         raw = ev[schema.VALUE]
-        values, bad = money_values(raw, backend.frame)
+        values, bad, not_number = money_values(raw, backend.frame)
+        if not_number is not None:
+            self._check_values(int(not_number.sum()), lambda: first_value(raw, not_number))
         ev = ev.assign(**{schema.VALUE: values})  # a shallow copy: the caller's frame keeps its columns
         return self._drop_bad("non_finite_values", ev, bad, raw, "value is infinite or too large for float32")
 
@@ -224,6 +227,12 @@ class Preprocessor:
         parsed = ~ts.unparseable
         return self._drop_bad("timestamps_out_of_range", out, ts.out_of_range[parsed], ev[schema.TIME][parsed],
                               f"timestamp outside the years {NS_YEARS}")
+
+    def _check_values(self, n_not_numbers: int, example) -> None:
+        """Values that are text but no plain number refuse the input, naming an example (`example` makes it
+        only when it is needed)."""
+        if n_not_numbers:
+            raise UsageError(not_numeric_message(example(), n_not_numbers))
 
     def _check_bad_timestamps(self, n_bad: int, n: int, example) -> None:
         """Above `max_bad_timestamp_share` of unreadable timestamps the input is refused as a whole

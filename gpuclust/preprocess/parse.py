@@ -121,34 +121,30 @@ def catalogue_columns(items: Any, frame: Any) -> tuple[Any, int]:
 
 # --- money values ----------------------------------------------------------------------------------
 
-def not_numbers(values: Any, frame: Any) -> tuple[Any, Any]:
-    """(the values as numbers, a mask of those present that are no plain number) of a text column."""
-    parsed = frame.to_numeric(values, errors="coerce")
-    return parsed, (parsed.isna() & values.notna()).fillna(False)
-
-
 def not_numeric_message(example: Any, n: int) -> str:
     """The refusal of a value column holding `n` texts that are no number (`example` one of them)."""
     return (f"the value column is not numeric, e.g. {example!r} ({n:,} rows); give plain numbers with a dot for "
             "decimals and no currency signs, or map another column with --value-col")
 
 
-def money_values(values: Any, frame: Any) -> tuple[Any, Any]:
-    """float32 values (0 where absent) and a mask of the rows whose value is infinite or beyond float32.
+def money_values(values: Any, frame: Any) -> tuple[Any, Any, Any]:
+    """float32 values (0 where absent), a mask of the rows whose value is infinite or beyond float32, and a
+    mask of the texts that are no plain number ('0,0', '$12.50', 'free'; None for a numeric column).
 
-    Text that is not a plain number ('0,0', '$12.50', 'free') is an error naming an example: a locale
-    or currency format is the file's, and guessing it would silently change amounts.
+    Those texts read as absent here; the caller refuses them (`not_numeric_message`): a locale or currency
+    format is the file's, and guessing it would silently change amounts. On Dask each partition counts
+    its own and the client refuses once, with the whole input's count.
     """
+    not_number = None
     if not _is_numeric(values):
-        parsed, not_number = not_numbers(values, frame)
-        if bool(not_number.any()):
-            raise UsageError(not_numeric_message(first_value(values, not_number), int(not_number.sum())))
+        parsed = frame.to_numeric(values, errors="coerce")
+        not_number = (parsed.isna() & values.notna()).fillna(False)
         values = parsed
     values = values.astype("float64")
     absent = values.isna()
     in_range = (values.abs() <= F32_MAX).fillna(False)
     bad = ~absent & ~in_range
-    return values.where(~absent, 0.0).where(~bad, 0.0).astype("float32"), bad
+    return values.where(~absent, 0.0).where(~bad, 0.0).astype("float32"), bad, not_number
 
 
 # --- timestamps ------------------------------------------------------------------------------------
