@@ -102,8 +102,19 @@ def faiss_gpu() -> Accelerator:
     return _probe("FAISS (GPU)", "faiss", _check_faiss_gpu)
 
 
+PROBES = (torch_cuda, cupy, cudf, cuml, faiss_cpu, faiss_gpu)
+
+
 def all_accelerators() -> list[Accelerator]:
-    return [torch_cuda(), cupy(), cudf(), cuml(), faiss_cpu(), faiss_gpu()]
+    """Every probe, run now where it has not run yet (`gpuclust info`)."""
+    return [probe() for probe in PROBES]
+
+
+def probed() -> list[Accelerator]:
+    """The probes this process has run: what its choice of device and engines looked at. A run's manifest
+    records these; a `--device cpu` run looks at none, and probing them anyway would import torch (about
+    1.3 s on the 2-core machine) only to write that CUDA is absent."""
+    return [probe() for probe in PROBES if probe.cache_info().currsize]
 
 
 def gpu_summary() -> dict:

@@ -152,7 +152,7 @@ def build_manifest(*, config: dict[str, Any], backend: Backend, recorder: StageR
         "config": config,
         "custom_stages": custom,
         "device": machine(backend),
-        "accelerators": [vars(a) for a in accelerators.all_accelerators()],
+        "accelerators": [vars(a) for a in accelerators.probed()],  # what the device choice looked at
         "versions": versions(),
         "timings": recorder.summary(),
         "rows": {"steps": [s.to_dict() for s in data.steps], "events": data.n_events, "users": data.n_users,

@@ -168,17 +168,20 @@ def knn_neighbours(x: Any, most: int, backend: Backend, added: Any = None, g: An
     outs = [(_inverse_norms(x, xp), None)]
     if added is not None:
         d = (added.T @ x).tocsr()
-        outs.append((_inverse_norms(x + added, xp), (d + d.T + added.T @ added).tocsr()))
+        correction = (d + d.T + added.T @ added).tocsr()
+        correction.sum_duplicates()  # one entry per pair: the scatter below adds each once
+        outs.append((_inverse_norms(x + added, xp), correction))
 
     def block(start: int, stop: int) -> list[tuple[Any, Any]]:
         rows = dense_product(xt[start:stop], x, backend) if g is None else g[start:stop]
         found = []
-        for inv, correction in outs:
-            if correction is not None:
-                s = rows + correction[start:stop].toarray()
-            else:  # scaled in place below: a copy where the rows are read again or are the Gram's own
-                s = rows.copy() if len(outs) > 1 or g is not None else rows
-            s *= inv[start:stop, None]
+        for j, (inv, correction) in enumerate(outs):
+            # The last list may scale the product in place; one that comes before it, or the Gram's own rows, a copy.
+            s = rows if g is None and j == len(outs) - 1 else rows.copy()
+            if correction is not None:  # the held-out pairs, added where they are: a few per row
+                part = correction[start:stop].tocoo()
+                s[xp.asarray(part.row), xp.asarray(part.col)] += part.data
+            s *= inv[start:stop, None]  # cosine: co-occurrence x inv[i] x inv[j]
             s *= inv[None, :]
             s[xp.arange(stop - start), xp.arange(start, stop)] = 0.0  # an item is not its own neighbour
             found.append(top_k_sorted(s, most, xp))
