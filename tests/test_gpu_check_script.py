@@ -100,3 +100,18 @@ def test_learned_check_runs_on_the_cpu_and_skips_without_cuda(capsys):
     assert late["sequence"] == {} and "sequence gru" in late["skipped"] and "autoencoder" in late["skipped"]
     assert module.main([]) == 0
     assert capsys.readouterr().out.startswith("skipped: no CUDA")
+
+
+def test_scale_check_runs_its_cpu_leg_and_reads_every_stage_from_the_manifest(tmp_path, monkeypatch, capsys):
+    """The CPU twin of scripts/gpu_check_scale.py: the same synth, run and manifest reading, at 1,500 users."""
+    monkeypatch.setenv("OUT", str(tmp_path))
+    assert _script("gpu_check_scale").main(["1500", "8", "--devices", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((tmp_path / "scale.json").read_text())
+    cpu = printed["cpu"]
+    assert cpu["total_seconds"] > 0 and cpu["ari"] is not None and cpu["peak_rss_mib"] > 0
+    stages = cpu["stages"]
+    assert {"read", "preprocess", "features.behaviour", "features.tfidf", "cluster", "explain", "recommend"} <= set(stages)
+    assert all(s["array"] == "numpy" and s["frame"] == "pandas" for s in stages.values())
+    assert all(s["event_frames_built"] == 0 for name, s in stages.items() if name != "read")  # counted, and none
+    assert "cuda" not in printed and "targets" not in printed  # targets need both legs
