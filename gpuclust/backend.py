@@ -276,16 +276,22 @@ TORCH_TOP_K_CELLS = 1 << 20  # below this NumPy's argpartition takes millisecond
 def row_top_k(scores: Any, k: int, xp: ModuleType) -> Any:
     """Column indices of each row's `k` largest scores (in no particular order; ties broken arbitrarily).
 
-    NumPy's argpartition is a one-thread introselect over a negated copy; torch.topk over the same memory
-    (zero-copy) is 3-5x faster on recommender blocks (1,677 x 20,000 float32, k=50: 0.25 s against 0.086 s
-    on one core), and the item-kNN neighbours and every top-10 list are such blocks, so on the CPU it is
-    used where torch is installed. CuPy: argpartition."""
-    if xp is np and scores.size >= TORCH_TOP_K_CELLS and scores.flags.c_contiguous and scores.flags.writeable \
-            and installed("torch"):
-        import torch
+    torch.topk over the same memory (zero-copy) where it pays:
+    - NumPy: argpartition is a one-thread introselect over a negated copy; torch.topk is 3-5x faster on
+      recommender blocks (1,677 x 20,000 float32, k=50: 0.25 s against 0.086 s on one core), and the
+      item-kNN neighbours and every top-10 list are such blocks. Small blocks stay on NumPy: loading
+      torch for them would cost more than it saves.
+    - CuPy: argpartition sorts every row whole (CuPy's documentation says so); the GPU backend always
+      has CUDA torch, whose topk selects. Not yet timed on a GPU."""
+    if xp is np and not (scores.size >= TORCH_TOP_K_CELLS and scores.flags.c_contiguous and scores.flags.writeable):
+        return np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    if not installed("torch"):
+        return xp.argpartition(-scores, k - 1, axis=1)[:, :k]
+    import torch
 
+    if xp is np:
         return torch.topk(torch.from_numpy(scores), k, dim=1, sorted=False).indices.numpy()
-    return xp.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return xp.from_dlpack(torch.topk(torch.from_dlpack(scores), k, dim=1, sorted=False).indices)
 
 
 def dense_product(a: Any, b: Any, backend: Backend) -> Any:
