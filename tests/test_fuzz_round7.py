@@ -1,0 +1,61 @@
+"""Fuzzing round 7: the recommend command, its [recommend] settings, bench/size options, and the config numbers
+that drive loops. Each test is a finding: what gpuclust did with the input, and what it must do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import blob_events, cli
+
+from gpuclust.backend import resolve_backend
+from gpuclust.config import PipelineConfig
+from gpuclust.errors import UsageError
+from gpuclust.recommend.personal import binary_matrix, ease_weights, gram
+
+CPU = resolve_backend("cpu")
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    """A small events and items file. Item 1000 is bought with item 0 and never without it: XᵀX is singular."""
+    root = tmp_path_factory.mktemp("round7")
+    events, items, _ = blob_events(n_users=120, n_groups=3, events_per_user=12)
+    twin = events[events.item_id == 0].assign(item_id=1000)
+    events = pd.concat([events, twin], ignore_index=True)
+    events.to_parquet(root / "events.parquet")
+    items.to_parquet(root / "items.parquet")
+    return root
+
+
+def _run(monkeypatch, capsys, logs, out, toml: str, *extra):
+    config = out.parent / f"{out.name}.toml"
+    config.write_text(toml)
+    return cli(monkeypatch, capsys, "run", "--events", logs / "events.parquet", "--k", "3", "--device", "cpu",
+               "--config", config, "--out", out, *extra)
+
+
+# --- EASE's λ: a float32 inverse needs λ in range ---------------------------------------------------
+
+@pytest.mark.parametrize("lam", [1e39, 1e300])
+def test_a_lambda_past_float32_is_refused_before_the_run(lam):
+    """λ = 1e39 is inf in float32: the run finished (exit 0) and wrote a model whose EASE weights were NaN,
+    which recommend and assign then refused as 'damaged'."""
+    with pytest.raises(UsageError, match=r"recommend.lambdas .*at most"):
+        PipelineConfig.from_dict({"recommend": {"lambdas": [100, lam]}}).validate()
+
+
+def test_a_lambda_too_small_for_the_inverse_is_one_line_naming_it(logs, tmp_path, monkeypatch, capsys):
+    """λ = 1e-300 is 0 in float32: XᵀX + λI is singular, and the run ended in LinAlgError, a traceback, exit 1."""
+    out = tmp_path / "run"
+    code, _, err = _run(monkeypatch, capsys, logs, out, '[recommend]\npersonal = "ease"\nlambdas = [1e-300]\n')
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "recommend.lambdas" in err and "1e-300" in err, err
+    assert not out.exists()
+
+
+def test_ease_weights_refuse_a_singular_gram_by_lambda():
+    x = binary_matrix(np.array([0, 0, 1]), np.array([0, 1, 2]), 2, 4, CPU)  # item 3: nobody, a zero row
+    with pytest.raises(UsageError, match="recommend.lambdas"):
+        ease_weights(gram(x), 0.0, CPU)
+    assert np.isfinite(ease_weights(gram(x), 1.0, CPU)).all()
