@@ -36,6 +36,10 @@ MAX_EASE_LAMBDA = 1e12
 
 MAX_SESSION_GAP_MINUTES = 525_600  # a year: beyond it every user has one session, whatever the log
 MAX_MIN_EVENTS = 2**31 - 1  # a minimum count no user or item can reach is a typo, not a filter
+# Counts that are loops with no early stop: 10**9 k-means restarts or SVD power iterations never end. The
+# defaults are 3 (CPU) or 10 (GPU) restarts and 4 iterations; beyond these bounds nothing changes but time.
+MAX_KMEANS_RESTARTS = 1000
+MAX_POWER_ITERATIONS = 100
 # Dask (`--scheduler`). Below MIN_WORKER_MEMORY a worker cannot hold Python, pandas and one partition: Dask
 # pauses it for ever and the run hangs. Beyond MAX_WORKERS_PER_CORE local worker processes per core they
 # only fight over the cores (64 on 2 cores hang while starting). Each partition is a task in every stage:
@@ -294,6 +298,10 @@ class PipelineConfig:
             _at_least(path, _get(self, path), low)
         if self.cluster.n_init is not None:
             _at_least("cluster.n_init", self.cluster.n_init, 1)
+        for path, most in (("cluster.n_init", MAX_KMEANS_RESTARTS),
+                           ("features.svd_power_iterations", MAX_POWER_ITERATIONS)):
+            if (_get(self, path) or 0) > most:
+                raise UsageError(f"{flag(path)} must be at most {most:,}, got {_get(self, path):,}")
         if self.features.text.batch_tokens is not None:
             _at_least("features.text.batch_tokens", self.features.text.batch_tokens, 1)
         if not 0 < self.preprocess.session_gap_minutes <= MAX_SESSION_GAP_MINUTES:

@@ -59,3 +59,17 @@ def test_ease_weights_refuse_a_singular_gram_by_lambda():
     with pytest.raises(UsageError, match="recommend.lambdas"):
         ease_weights(gram(x), 0.0, CPU)
     assert np.isfinite(ease_weights(gram(x), 1.0, CPU)).all()
+
+
+# --- counts that are loops without an early stop have an upper bound --------------------------------
+
+@pytest.mark.parametrize("section, key, most", [("cluster", "n_init", 1000),
+                                                ("features", "svd_power_iterations", 100)])
+def test_a_loop_count_past_its_bound_is_refused_before_the_run(logs, tmp_path, monkeypatch, capsys, section, key,
+                                                               most):
+    """n_init = 10**9 or svd_power_iterations = 10**9 was taken: the run never ended (killed after minutes)."""
+    out = tmp_path / "run"
+    code, _, err = _run(monkeypatch, capsys, logs, out, f"[{section}]\n{key} = 1000000000\n")
+    assert code == 2 and err.count("\n") == 1 and f"{section}.{key}" in err and f"at most {most:,}" in err, err
+    assert not out.exists()
+    PipelineConfig.from_dict({section: {key: most}}).validate()
