@@ -73,3 +73,24 @@ def test_a_loop_count_past_its_bound_is_refused_before_the_run(logs, tmp_path, m
     assert code == 2 and err.count("\n") == 1 and f"{section}.{key}" in err and f"at most {most:,}" in err, err
     assert not out.exists()
     PipelineConfig.from_dict({section: {key: most}}).validate()
+
+
+# --- a personal list past the model's scores ---------------------------------------------------------
+
+def test_a_personal_list_past_the_models_scores_goes_on_by_global_popularity():
+    """Item-kNN scores only an item's neighbours: a one-item user's list past them was items in the order of
+    NumPy's partition (arbitrary ids, score 0), not the popular ones a segment list breaks ties by."""
+    import scipy.sparse as sp
+
+    from gpuclust.recommend.personal import PersonalModel, recommend_rows
+
+    n_items = 8
+    weights = sp.csr_matrix((np.array([0.5], np.float32), (np.array([0]), np.array([1]))), shape=(n_items, n_items))
+    model = PersonalModel("knn", weights, None, 1)
+    seen = binary_matrix(np.array([0]), np.array([0]), 1, n_items, CPU)  # one user, item 0
+    table = np.zeros((2, n_items), np.float32)  # one cluster and the global row
+    table[1] = [0.0, 0.05, 0.1, 0.3, 0.05, 0.2, 0.0, 0.3]  # popular: 3 and 7, then 5, 2, then 1 and 4
+    items, scores, personal = recommend_rows(model, table, 1.0, np.array([0]), seen, 6, 1, CPU)
+    assert personal.tolist() == [True]
+    assert items[0].tolist() == [1, 3, 7, 5, 2, 4], items
+    assert scores[0, 0] == np.float32(0.5) and (scores[0, 1:] == 0).all()

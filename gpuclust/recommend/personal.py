@@ -320,10 +320,11 @@ def _select(table: EventTable, matrix: Any, n_items: int, kinds: tuple[str, ...]
 
 # --- recommending -------------------------------------------------------------------------------
 
-def top_items(model: PersonalModel, seen: Any, top_k: int, backend: Backend) -> tuple[Any, Any]:
+def top_items(model: PersonalModel, seen: Any, top_k: int, backend: Backend, tie: Any = None) -> tuple[Any, Any]:
     """(items, scores), each len(seen) x min(top_k, items), best first, on the device: the personal
-    model's scores of each row of `seen` (CSR users x items), the items in it masked to -inf."""
-    return _batched_top(lambda start, stop: model.scores(seen[start:stop]), seen, top_k, backend)
+    model's scores of each row of `seen` (CSR users x items), the items in it masked to -inf. `tie` (one
+    value per item) orders equal scores, as in `top_k_sorted`."""
+    return _batched_top(lambda start, stop: model.scores(seen[start:stop]), seen, top_k, backend, tie)
 
 
 def segment_top_items(table: Any, blend_weight: float, clusters: Any, seen: Any, top_k: int,
@@ -364,14 +365,16 @@ def recommend_rows(personal: PersonalModel | None, table: Any, blend_weight: flo
                    top_k: int, min_items: int, backend: Backend) -> tuple[Any, Any, Any]:
     """Each user's list: the personal model's for users with at least `min_items` distinct items (and a
     personal model), their segment's otherwise. Returns (items, scores, personal?) on the device:
-    n x top_k indices and float32 scores (−inf: no more items to recommend) and a bool per user."""
+    n x top_k indices and float32 scores (−inf: no more items to recommend) and a bool per user. Equal
+    personal scores go by global share, as a segment list's do: item-kNN scores only the neighbours of a
+    user's items, and past them the list is the popular items, not whatever order a partition left."""
     xp = backend.xp
     n_seen = xp.diff(seen.indptr)
     personal_rows = (n_seen >= min_items) if personal is not None else xp.zeros(seen.shape[0], dtype=bool)
     items, scores = segment_top_items(table, blend_weight, clusters, seen, top_k, backend)
     chosen = xp.nonzero(personal_rows)[0]
     if len(chosen):
-        p_items, p_scores = top_items(personal, seen[chosen], top_k, backend)
+        p_items, p_scores = top_items(personal, seen[chosen], top_k, backend, tie=backend.asarray(table)[-1])
         items[chosen], scores[chosen] = p_items, p_scores
     return items, scores, personal_rows
 
