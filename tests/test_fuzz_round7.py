@@ -94,3 +94,51 @@ def test_a_personal_list_past_the_models_scores_goes_on_by_global_popularity():
     assert personal.tolist() == [True]
     assert items[0].tolist() == [1, 3, 7, 5, 2, 4], items
     assert scores[0, 0] == np.float32(0.5) and (scores[0, 1:] == 0).all()
+
+
+# --- recommend --segments says why clusters are missing ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def private_run(tmp_path_factory):
+    """A pseudonymised run where one cluster of 5 users is withheld (min_group_size 10)."""
+    from helpers import log_with_a_tiny_group
+
+    root = tmp_path_factory.mktemp("private7")
+    events, items, _ = log_with_a_tiny_group()
+    events.to_parquet(root / "events.parquet")
+    items.to_parquet(root / "items.parquet")
+    config = PipelineConfig(device="cpu")
+    config.cluster.k = 4
+    from gpuclust.run import run_files
+
+    run_files(config, root / "events.parquet", root / "run", items=root / "items.parquet", pseudonymise=b"k" * 32)
+    return root
+
+
+def test_segments_name_the_clusters_privacy_withholds(private_run, monkeypatch, capsys):
+    """A withheld cluster was simply missing from the campaign view; export names such clusters."""
+    code, out, err = cli(monkeypatch, capsys, "recommend", "--run", private_run / "run", "--segments")
+    withheld = [line for line in err.splitlines() if line.startswith("withheld clusters")]
+    assert code == 0 and len(withheld) == 1 and "fewer than 10 users" in withheld[0], err
+    assert out.startswith("| cluster |")
+
+
+def test_segments_of_a_log_of_one_item_give_the_true_reason(logs, tmp_path, monkeypatch, capsys):
+    """A log of one item has no personal model; the refusal blamed recommend.personal = 'none' or Dask."""
+    one = tmp_path / "one.parquet"
+    pd.read_parquet(logs / "events.parquet").assign(item_id=7).to_parquet(one)
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", one, "--k", "3", "--device", "cpu",
+                       "--out", tmp_path / "run")
+    assert code == 0, err
+    code, _, err = cli(monkeypatch, capsys, "recommend", "--run", tmp_path / "run", "--segments")
+    assert code == 2 and err.count("\n") == 1 and "fewer than two items" in err, err
+
+
+def test_segments_with_every_cluster_withheld_blame_privacy(logs, tmp_path, monkeypatch, capsys):
+    """min_group_size above every cluster: the refusal said the model had no personal model."""
+    (tmp_path / "key").write_text("k" * 32)
+    code, _, err = _run(monkeypatch, capsys, logs, tmp_path / "run", "[privacy]\nmin_group_size = 100000\n",
+                        "--pseudonymise", tmp_path / "key")
+    assert code == 0, err
+    code, _, err = cli(monkeypatch, capsys, "recommend", "--run", tmp_path / "run", "--segments")
+    assert code == 2 and err.count("\n") == 1 and "privacy.min_group_size" in err, err
