@@ -142,3 +142,29 @@ def test_segments_with_every_cluster_withheld_blame_privacy(logs, tmp_path, monk
     assert code == 0, err
     code, _, err = cli(monkeypatch, capsys, "recommend", "--run", tmp_path / "run", "--segments")
     assert code == 2 and err.count("\n") == 1 and "privacy.min_group_size" in err, err
+
+
+# --- bench and synth check their numbers before any work ----------------------------------------------
+
+@pytest.mark.parametrize("option, value", [("--events-per-user", "nan"), ("--events-per-user", "-5"),
+                                           ("--events-per-user", "1e12"), ("--budget-s", "nan"),
+                                           ("--run-budget-s", "-1"), ("--wait-max", "nan")])
+def test_bench_refuses_a_bad_number_before_any_suite(tmp_path, monkeypatch, capsys, option, value):
+    """--events-per-user nan ran every suite, recorded each run's traceback as its result, wrote the results
+    and exited 0; --budget-s nan ran too (no size is ever over a NaN budget)."""
+    out = tmp_path / "results"
+    code, _, err = cli(monkeypatch, capsys, "bench", "--suite", "stages", "--users", "300", "--features",
+                       "behaviour", "--out", out, option, value)
+    assert code == 2 and err.count("\n") == 1 and option in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option, value", [("--events-per-user", "1e12"), ("--events-per-user", "1e300"),
+                                           ("--items", "1000000000000")])
+def test_synth_refuses_a_log_it_cannot_hold(tmp_path, monkeypatch, capsys, option, value):
+    """A block of 4,096 users x 1e12 events (or a catalogue of 1e12 items) ended in a MemoryError or
+    'lam value too large', a traceback and exit 1."""
+    out = tmp_path / "data"
+    code, _, err = cli(monkeypatch, capsys, "synth", "--users", "100", option, value, "--out", out)
+    assert code == 2 and err.count("\n") == 1 and option in err and "Traceback" not in err, err
+    assert not out.exists()

@@ -93,6 +93,8 @@ def bench(
         raise UsageError("--repeats and --textbook-repeats must be at least 1")
     if k < 1 or groups < 1 or items < 1:
         raise UsageError(f"--k, --groups and --items must be at least 1, got {k}, {groups}, {items}")
+    _check_bench_numbers(events_per_user, {"--budget-s": budget_s, "--run-budget-s": run_budget_s,
+                                           "--wait-max": wait_max, "--wait-load": wait_load})
     options = BenchOptions(users=_ints(users), repeats=repeats, events_per_user=events_per_user, items=items,
                            groups=groups, k=k, features=feats, model=model, budget_s=budget_s,
                            run_budget_s=run_budget_s, textbook_repeats=textbook_repeats, warmup_users=warmup_users,
@@ -128,6 +130,17 @@ def bench(
         Console().print(report.readme_table(results))
     elif md.exists():
         Console().print(f"see {md}")
+
+
+def _check_bench_numbers(events_per_user: float, seconds: dict[str, float | None]) -> None:
+    """The workload's events per user as synth takes them, and waits and budgets that are numbers >= 0 (inf:
+    no limit), before any suite: a NaN ran every suite, each run failing in its subprocess, and exited 0."""
+    from gpuclust.synth.generator import check_events_per_user
+
+    check_events_per_user(events_per_user)
+    for option, value in seconds.items():
+        if value is not None and not value >= 0:
+            raise UsageError(f"{option} must be a number of at least 0 (inf: no limit), got {value}")
 
 
 def newest_results(folder: Path, model: str | None = None) -> Path:
