@@ -168,3 +168,9 @@ def test_synth_refuses_a_log_it_cannot_hold(tmp_path, monkeypatch, capsys, optio
     code, _, err = cli(monkeypatch, capsys, "synth", "--users", "100", option, value, "--out", out)
     assert code == 2 and err.count("\n") == 1 and option in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+def test_size_with_an_unmeasured_model_names_each_choice_once(monkeypatch, capsys):
+    """Runs without text: the refusal ended '(or pass --model none or none)'."""
+    code, _, err = cli(monkeypatch, capsys, "size", "--users", "1000", "--events-per-user", "5", "--model", "bogus")
+    assert code == 2 and err.count("\n") == 1 and "none or none" not in err and "--model none" in err, err

@@ -284,9 +284,9 @@ def predict(data: dict[str, Any], users: int, events_per_user: float, model: str
     measured = measured_model(scaling)
     without_text = model == "none" and measured != "none"  # the default run: the same stages but text
     if model is not None and model != measured and not without_text:
+        others = measured if measured == "none" else f"{measured} or none"  # "none or none" said one thing twice
         raise UsageError(f"the scaling runs in {path} used text model {measured!r}, not {model!r}: measure it "
-                         f"with `gpuclust bench --suite scaling --model {model}` (or pass --model {measured} "
-                         "or none)")
+                         f"with `gpuclust bench --suite scaling --model {model}` (or pass --model {others})")
     out: dict[str, Any] = {"results": str(path), "device": data.get("device"), "hardware": data.get("environment", {}),
                            "workload_measured": w, "users": users, "events_per_user": events_per_user, "predictions": {}}
     for contender, runs in scaling["runs"].items():
