@@ -174,3 +174,31 @@ def test_size_with_an_unmeasured_model_names_each_choice_once(monkeypatch, capsy
     """Runs without text: the refusal ended '(or pass --model none or none)'."""
     code, _, err = cli(monkeypatch, capsys, "size", "--users", "1000", "--events-per-user", "5", "--model", "bogus")
     assert code == 2 and err.count("\n") == 1 and "none or none" not in err and "--model none" in err, err
+
+
+# --- users whose every event is on an unknown item are counted -----------------------------------------
+
+@pytest.fixture(scope="module")
+def plain_run(logs, tmp_path_factory):
+    from gpuclust.run import run_files
+
+    config = PipelineConfig(device="cpu")
+    config.cluster.k, config.cluster.n_init = 3, 1
+    out = tmp_path_factory.mktemp("plain7") / "run"
+    run_files(config, logs / "events.parquet", out)
+    return out
+
+
+@pytest.mark.parametrize("command", ["assign", "recommend"])
+def test_users_left_without_a_known_item_are_counted(logs, plain_run, tmp_path, monkeypatch, capsys, command):
+    """User 100's events all on items the model lacks: the warning counted the events, and the user was
+    simply missing from the assignments and from recommend's lists."""
+    events = pd.read_parquet(logs / "events.parquet")
+    events["item_id"] = events["item_id"].where(events["user_id"] != 100, events["item_id"] + 10**6)
+    events.to_parquet(tmp_path / "new.parquet")
+    args = ["--model", plain_run / "model", "--out", tmp_path / "out"] if command == "assign" else \
+        ["--run", plain_run, "--top-k", "3"]
+    code, out, err = cli(monkeypatch, capsys, command, "--events", tmp_path / "new.parquet", *args)
+    users = [line for line in err.splitlines() if line.startswith("warning: dropped") and " users (" in line]
+    assert code == 0 and len(users) == 1 and "dropped 1 of 120 users" in users[0], err
+    assert "refit with gpuclust run" in users[0]
