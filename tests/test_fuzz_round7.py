@@ -202,3 +202,24 @@ def test_users_left_without_a_known_item_are_counted(logs, plain_run, tmp_path, 
     users = [line for line in err.splitlines() if line.startswith("warning: dropped") and " users (" in line]
     assert code == 0 and len(users) == 1 and "dropped 1 of 120 users" in users[0], err
     assert "refit with gpuclust run" in users[0]
+
+
+def test_a_model_whose_settings_have_an_unknown_key_is_named_as_the_damaged_model(plain_run, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """A model.json (checksums recomputed) with [recommend] top_k: the refusal read 'unknown key(s) top_k in
+    [recommend]', as if the user's TOML were wrong, and named neither the model nor the fix."""
+    import hashlib
+    import json
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(plain_run / "model", model)
+    meta = json.loads((model / "model.json").read_text())
+    meta["config"]["recommend"]["top_k"] = 5
+    (model / "model.json").write_text(json.dumps(meta))
+    sums = [line.split(None, 1) for line in (model / "checksums.sha256").read_text().splitlines()]
+    (model / "checksums.sha256").write_text("".join(
+        f"{hashlib.sha256((model / name.strip()).read_bytes()).hexdigest()}  {name.strip()}\n" for _, name in sums))
+    code, _, err = cli(monkeypatch, capsys, "assign", "--model", model, "--events", tmp_path / "nowhere.parquet",
+                       "--out", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1 and str(model) in err and "top_k" in err and "re-save" in err, err
