@@ -223,3 +223,11 @@ def test_a_model_whose_settings_have_an_unknown_key_is_named_as_the_damaged_mode
     code, _, err = cli(monkeypatch, capsys, "assign", "--model", model, "--events", tmp_path / "nowhere.parquet",
                        "--out", tmp_path / "out")
     assert code == 2 and err.count("\n") == 1 and str(model) in err and "top_k" in err and "re-save" in err, err
+
+
+def test_evaluate_takes_each_top_k_once():
+    """--top-k 10,10 printed and wrote every HR@10 and NDCG@10 column twice; --k 8,8 was already one k."""
+    from gpuclust.cli.evaluate import parse_top_k
+
+    assert parse_top_k("10,10") == (10,)
+    assert parse_top_k("20,10,20") == (20, 10)
