@@ -231,3 +231,14 @@ def test_evaluate_takes_each_top_k_once():
 
     assert parse_top_k("10,10") == (10,)
     assert parse_top_k("20,10,20") == (20, 10)
+
+
+@pytest.mark.parametrize("name", ["/nonexistent-model", "./nonexistent-model", "~/nonexistent-model"])
+def test_describe_with_a_missing_model_folder_says_no_such_folder(name):
+    """A path that is not there was handed to the hub as a repo id: the refusal quoted 'Repo id must use
+    alphanumeric chars ...', about a rule the user never broke (the text model's says 'no such directory')."""
+    from gpuclust.explain.language_model import LocalLM
+
+    with pytest.raises(UsageError, match=r"no such folder") as caught:
+        LocalLM(name, "cpu").prepare()
+    assert "Repo id" not in str(caught.value)
