@@ -242,3 +242,19 @@ def test_describe_with_a_missing_model_folder_says_no_such_folder(name):
     with pytest.raises(UsageError, match=r"no such folder") as caught:
         LocalLM(name, "cpu").prepare()
     assert "Repo id" not in str(caught.value)
+
+
+@pytest.mark.parametrize("inside", ["model/x.json", "sub/deeper/x.json", "result.json"])
+def test_an_out_inside_an_input_folder_suggests_a_name_that_is_taken(tmp_path, inside):
+    """drift --model run/model --out run/model/sub/x.json suggested run/model/sub/result.json: inside the same
+    folder, refused in turn. The suggestion is now beside the input folder, and taking it works."""
+    import re
+
+    from gpuclust.io.outputs import check_file_target
+
+    folder = tmp_path / "run"
+    (folder / "model").mkdir(parents=True)
+    with pytest.raises(UsageError, match="inside the folder of --run") as caught:
+        check_file_target(folder / inside, inputs={"--run": folder}, suffixes=(".json",))
+    suggested = re.search(r"e\.g\. (\S+)", str(caught.value)).group(1)
+    assert check_file_target(suggested, inputs={"--run": folder}, suffixes=(".json",)) == tmp_path / "result.json"
