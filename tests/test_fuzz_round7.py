@@ -258,3 +258,35 @@ def test_an_out_inside_an_input_folder_suggests_a_name_that_is_taken(tmp_path, i
         check_file_target(folder / inside, inputs={"--run": folder}, suffixes=(".json",))
     suggested = re.search(r"e\.g\. (\S+)", str(caught.value)).group(1)
     assert check_file_target(suggested, inputs={"--run": folder}, suffixes=(".json",)) == tmp_path / "result.json"
+
+
+@pytest.mark.parametrize("name", ["../escape", "sub/results", "."])
+def test_bench_name_is_a_plain_file_stem(tmp_path, monkeypatch, capsys, name):
+    """--name ../escape wrote escape.json, .md and plots beside --out, outside the results folder."""
+    out = tmp_path / "results"
+    code, _, err = cli(monkeypatch, capsys, "bench", "--suite", "stages", "--users", "300", "--features",
+                       "behaviour", "--out", out, "--name", name)
+    assert code == 2 and err.count("\n") == 1 and "--name" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mine", [{"mine.json": '{"a": 1}\n'}, {"mine.md": "my notes\n"}])
+def test_bench_never_merges_into_or_replaces_a_file_it_did_not_write(tmp_path, monkeypatch, capsys, mine):
+    """--name mine in a folder holding the user's mine.json (a JSON object) merged the suites into it, and
+    mine.md, the user's notes, was replaced by bench's Markdown."""
+    out = tmp_path / "results"
+    out.mkdir()
+    for name, text in mine.items():
+        (out / name).write_text(text)
+    code, _, err = cli(monkeypatch, capsys, "bench", "--suite", "stages", "--users", "300", "--features",
+                       "behaviour", "--out", out, "--name", "mine")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert {p.name: p.read_text() for p in out.iterdir()} == mine
+
+
+def test_bench_knows_its_own_markdown_page():
+    """The check above reads the first words of the page bench writes: the two must not drift apart."""
+    from benchmarks.report import markdown
+    from gpuclust.cli.bench import MARKDOWN_HEAD
+
+    assert markdown({"suites": {}}, "x").startswith(MARKDOWN_HEAD)

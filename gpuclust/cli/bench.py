@@ -100,6 +100,9 @@ def bench(
                            run_budget_s=run_budget_s, textbook_repeats=textbook_repeats, warmup_users=warmup_users,
                            target_users=target_users, density_sample=density_sample, isolate=isolate,
                            wait_load=wait_load, wait_max_s=wait_max)
+    if name and (name in (".", "..") or Path(name).name != name or "\\" in name):
+        raise UsageError(f"--name {name!r} is a file stem, not a path: give a plain name such as 'nightly' (the "
+                         "files go into --out)")
     path = out / f"{name}.json" if name else report.results_path(out)
     _check_results_folder(out, path)  # before the work: a bad --out must not cost a suite's minutes
     results = _read_results(path) if path.exists() else {}
@@ -188,9 +191,13 @@ def _read_results(path: Path) -> dict[str, Any]:
     return data
 
 
+MARKDOWN_HEAD = "# gpuclust benchmarks"  # how benchmarks.report.markdown starts the page beside the JSON
+
+
 def _check_results_folder(out: Path, path: Path) -> None:
     """`bench --out` is a folder that can be written (or made); the results file in it, if any, is one of
-    bench's own. Checked before any suite runs."""
+    bench's own (it has suites: any JSON object was merged into), and so is the Markdown page beside it.
+    Checked before any suite runs."""
     check_path_length(path, "--out")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; bench writes a results folder (JSON, Markdown and plots): give a "
@@ -200,8 +207,13 @@ def _check_results_folder(out: Path, path: Path) -> None:
         ancestor = ancestor.parent
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write --out {out}: {ancestor} is not a writable folder")
-    if path.exists():
-        _read_results(path)
+    if path.exists() and "suites" not in _read_results(path):
+        raise UsageError(f"{path} is not a results file of gpuclust bench (it has no 'suites'); give another "
+                         "--name or --out: bench adds only to its own results")
+    page = path.with_suffix(".md")
+    if page.exists() and not page.read_text(encoding="utf-8", errors="replace").startswith(MARKDOWN_HEAD):
+        raise UsageError(f"{page} exists and gpuclust bench did not write it; give another --name or --out: bench "
+                         "never overwrites what it did not write")
 
 
 def size(
