@@ -131,7 +131,7 @@ def test_segments_of_a_log_of_one_item_give_the_true_reason(logs, tmp_path, monk
                        "--out", tmp_path / "run")
     assert code == 0, err
     code, _, err = cli(monkeypatch, capsys, "recommend", "--run", tmp_path / "run", "--segments")
-    assert code == 2 and err.count("\n") == 1 and "fewer than two items" in err, err
+    assert code == 2 and err.count("\n") == 1 and "no user has two distinct items" in err, err
 
 
 def test_segments_with_every_cluster_withheld_blame_privacy(logs, tmp_path, monkeypatch, capsys):
@@ -290,3 +290,17 @@ def test_bench_knows_its_own_markdown_page():
     from gpuclust.cli.bench import MARKDOWN_HEAD
 
     assert markdown({"suites": {}}, "x").startswith(MARKDOWN_HEAD)
+
+
+def test_a_log_without_two_items_by_any_user_has_no_personal_model(logs, tmp_path, monkeypatch, capsys):
+    """Every user on one item: no pair of items co-occurs, the personal model's weights were all 0 and every
+    user got a 'personal' list of score 0 (items in index order) in place of the segment's list."""
+    from gpuclust import UserClusterer
+
+    events = pd.read_parquet(logs / "events.parquet")
+    events["item_id"] = events.groupby("user_id")["item_id"].transform("first")
+    config = PipelineConfig(device="cpu")
+    config.cluster.n_init = 1
+    model = UserClusterer(3, config=config).fit(events)
+    assert model.personal_ is None and model.manifest_["recommend"]["personal"] is None
+    assert set(model.recommend(events.head(50), top_k=3)["source"]) == {"segment"}

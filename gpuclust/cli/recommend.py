@@ -91,7 +91,7 @@ def _no_campaigns(model) -> str:
     """Why a model has no items to promote: no personal model to score them, or privacy withholding every
     cluster's figures (the model has a personal part, but no cluster may be shown)."""
     if getattr(model, "personal_", None) is None:
-        return ("it was fitted without a personal model (recommend.personal = 'none', a log of fewer than two "
-                "items, or a fit on a Dask cluster)")
+        return ("it was fitted without a personal model (recommend.personal = 'none', a log where no user has two "
+                "distinct items, or a fit on a Dask cluster)")
     return (f"privacy withholds every cluster's figures ({model.profiles_[0].get('suppressed')}); lower "
             "privacy.min_group_size and fit again to see them")

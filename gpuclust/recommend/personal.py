@@ -231,13 +231,17 @@ def ease_fits(n_items: int, memory_gib: float) -> bool:
 def fit_personal(table: EventTable, n_users: int, n_items: int, backend: Backend, config: RecommendConfig,
                  seed: int, matrix: Any = None) -> PersonalModel | None:
     """The personal model of `table`'s users (config.personal: auto, ease, knn or none), λ and the
-    neighbourhood size chosen on an inner leave-last-out split; None for "none" or an empty log.
+    neighbourhood size chosen on an inner leave-last-out split; None for "none", an empty log, or a log where
+    no user has two distinct items: no pair of items co-occurs, so every weight would be 0 and its lists
+    mere ties, where the segment lists know each cluster's items.
     `matrix` is the table's `binary_matrix` where the caller has made it (the campaigns need it too)."""
     if config.personal == "none" or len(table) == 0 or n_items < 2:
         return None
     kinds = _kinds(config, n_items, backend.on_gpu)
     if matrix is None:
         matrix = binary_matrix(backend.asarray(table.user), backend.asarray(table.item), n_users, n_items, backend)
+    if not bool((backend.xp.diff(matrix.indptr) > 1).any()):
+        return None
     t0 = time.perf_counter()
     contenders, selection, whole = _select(table, matrix, n_items, kinds, backend, config, seed)
     best = contenders[0] if len(contenders) == 1 else max(
