@@ -29,10 +29,17 @@ MAX_TRANSFORMER_LENGTH = 2048
 TRANSFORMER_HEAD_DIM = 32  # gpuclust.features.learned.sequence.HEAD_DIM (heads = dim // 32)
 MAX_BALANCE = 1e6  # --balance, autoencoder.beta: far beyond any useful weight, far below float32 overflow
 MAX_SEED = 2**32 - 1  # what NumPy and scikit-learn accept (FAISS gets it folded into 31 bits)
+# EASE's λ is added to a float32 Gram: 1e39 is inf there and the weights NaN. 1e12 is far beyond any count
+# a Gram holds (above it every score is 0) and far below float32 overflow.
+MAX_EASE_LAMBDA = 1e12
 
 
 MAX_SESSION_GAP_MINUTES = 525_600  # a year: beyond it every user has one session, whatever the log
 MAX_MIN_EVENTS = 2**31 - 1  # a minimum count no user or item can reach is a typo, not a filter
+# Counts that are loops with no early stop: 10**9 k-means restarts or SVD power iterations never end. The
+# defaults are 3 (CPU) or 10 (GPU) restarts and 4 iterations; beyond these bounds nothing changes but time.
+MAX_KMEANS_RESTARTS = 1000
+MAX_POWER_ITERATIONS = 100
 # Dask (`--scheduler`). Below MIN_WORKER_MEMORY a worker cannot hold Python, pandas and one partition: Dask
 # pauses it for ever and the run hangs. Beyond MAX_WORKERS_PER_CORE local worker processes per core they
 # only fight over the cores (64 on 2 cores hang while starting). Each partition is a task in every stage:
@@ -291,6 +298,10 @@ class PipelineConfig:
             _at_least(path, _get(self, path), low)
         if self.cluster.n_init is not None:
             _at_least("cluster.n_init", self.cluster.n_init, 1)
+        for path, most in (("cluster.n_init", MAX_KMEANS_RESTARTS),
+                           ("features.svd_power_iterations", MAX_POWER_ITERATIONS)):
+            if (_get(self, path) or 0) > most:
+                raise UsageError(f"{flag(path)} must be at most {most:,}, got {_get(self, path):,}")
         if self.features.text.batch_tokens is not None:
             _at_least("features.text.batch_tokens", self.features.text.batch_tokens, 1)
         if not 0 < self.preprocess.session_gap_minutes <= MAX_SESSION_GAP_MINUTES:
@@ -721,9 +732,9 @@ def _check_recommend(r: RecommendConfig) -> None:
     _one_of("recommend.personal", r.personal, registry.PERSONAL_MODELS)
     _at_least("recommend.min_items", r.min_items, 1)
     _at_least("recommend.tune_personal_users", r.tune_personal_users, 1)
-    if not r.lambdas or not all(math.isfinite(v) and v > 0 for v in r.lambdas):
-        raise UsageError(f"recommend.lambdas must be a non-empty list of positive numbers, got {list(r.lambdas)}; "
-                         "e.g. lambdas = [30, 100, 300, 1000]")
+    if not r.lambdas or not all(math.isfinite(v) and 0 < v <= MAX_EASE_LAMBDA for v in r.lambdas):
+        raise UsageError(f"recommend.lambdas must be a non-empty list of positive numbers, each at most "
+                         f"{MAX_EASE_LAMBDA:g}, got {list(r.lambdas)}; e.g. lambdas = [30, 100, 300, 1000]")
     if not r.neighbours or min(r.neighbours) < 1:
         raise UsageError(f"recommend.neighbours must be a non-empty list of positive integers, got "
                          f"{list(r.neighbours)}; e.g. neighbours = [20, 50, 100]")

@@ -268,10 +268,10 @@ def _restore(cls, meta: dict[str, Any], arrays: dict[str, Any], tables: dict[str
     from gpuclust.recommend.segments import SegmentPopularity
     from gpuclust.reduce.pca import PCA
 
-    config = PipelineConfig.from_dict(meta["config"])
-    if device:
-        config.device = device
-    try:  # every loaded setting as strictly as the command line's (ranges, weights >= 0, sizes)
+    try:  # every loaded setting as strictly as the command line's (keys, types, ranges, weights >= 0, sizes)
+        config = PipelineConfig.from_dict(meta["config"])
+        if device:
+            config.device = device
         config.validate(require_features=False)
     except UsageError as exc:
         raise ValueError(f"its settings are invalid: {exc}") from None

@@ -93,11 +93,16 @@ def bench(
         raise UsageError("--repeats and --textbook-repeats must be at least 1")
     if k < 1 or groups < 1 or items < 1:
         raise UsageError(f"--k, --groups and --items must be at least 1, got {k}, {groups}, {items}")
+    _check_bench_numbers(events_per_user, {"--budget-s": budget_s, "--run-budget-s": run_budget_s,
+                                           "--wait-max": wait_max, "--wait-load": wait_load})
     options = BenchOptions(users=_ints(users), repeats=repeats, events_per_user=events_per_user, items=items,
                            groups=groups, k=k, features=feats, model=model, budget_s=budget_s,
                            run_budget_s=run_budget_s, textbook_repeats=textbook_repeats, warmup_users=warmup_users,
                            target_users=target_users, density_sample=density_sample, isolate=isolate,
                            wait_load=wait_load, wait_max_s=wait_max)
+    if name and (name in (".", "..") or Path(name).name != name or "\\" in name):
+        raise UsageError(f"--name {name!r} is a file stem, not a path: give a plain name such as 'nightly' (the "
+                         "files go into --out)")
     path = out / f"{name}.json" if name else report.results_path(out)
     _check_results_folder(out, path)  # before the work: a bad --out must not cost a suite's minutes
     results = _read_results(path) if path.exists() else {}
@@ -128,6 +133,17 @@ def bench(
         Console().print(report.readme_table(results))
     elif md.exists():
         Console().print(f"see {md}")
+
+
+def _check_bench_numbers(events_per_user: float, seconds: dict[str, float | None]) -> None:
+    """The workload's events per user as synth takes them, and waits and budgets that are numbers >= 0 (inf:
+    no limit), before any suite: a NaN ran every suite, each run failing in its subprocess, and exited 0."""
+    from gpuclust.synth.generator import check_events_per_user
+
+    check_events_per_user(events_per_user)
+    for option, value in seconds.items():
+        if value is not None and not value >= 0:
+            raise UsageError(f"{option} must be a number of at least 0 (inf: no limit), got {value}")
 
 
 def newest_results(folder: Path, model: str | None = None) -> Path:
@@ -175,9 +191,13 @@ def _read_results(path: Path) -> dict[str, Any]:
     return data
 
 
+MARKDOWN_HEAD = "# gpuclust benchmarks"  # how benchmarks.report.markdown starts the page beside the JSON
+
+
 def _check_results_folder(out: Path, path: Path) -> None:
     """`bench --out` is a folder that can be written (or made); the results file in it, if any, is one of
-    bench's own. Checked before any suite runs."""
+    bench's own (it has suites: any JSON object was merged into), and so is the Markdown page beside it.
+    Checked before any suite runs."""
     check_path_length(path, "--out")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; bench writes a results folder (JSON, Markdown and plots): give a "
@@ -187,8 +207,13 @@ def _check_results_folder(out: Path, path: Path) -> None:
         ancestor = ancestor.parent
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write --out {out}: {ancestor} is not a writable folder")
-    if path.exists():
-        _read_results(path)
+    if path.exists() and "suites" not in _read_results(path):
+        raise UsageError(f"{path} is not a results file of gpuclust bench (it has no 'suites'); give another "
+                         "--name or --out: bench adds only to its own results")
+    page = path.with_suffix(".md")
+    if page.exists() and not page.read_text(encoding="utf-8", errors="replace").startswith(MARKDOWN_HEAD):
+        raise UsageError(f"{page} exists and gpuclust bench did not write it; give another --name or --out: bench "
+                         "never overwrites what it did not write")
 
 
 def size(
@@ -271,9 +296,9 @@ def predict(data: dict[str, Any], users: int, events_per_user: float, model: str
     measured = measured_model(scaling)
     without_text = model == "none" and measured != "none"  # the default run: the same stages but text
     if model is not None and model != measured and not without_text:
+        others = measured if measured == "none" else f"{measured} or none"  # "none or none" said one thing twice
         raise UsageError(f"the scaling runs in {path} used text model {measured!r}, not {model!r}: measure it "
-                         f"with `gpuclust bench --suite scaling --model {model}` (or pass --model {measured} "
-                         "or none)")
+                         f"with `gpuclust bench --suite scaling --model {model}` (or pass --model {others})")
     out: dict[str, Any] = {"results": str(path), "device": data.get("device"), "hardware": data.get("environment", {}),
                            "workload_measured": w, "users": users, "events_per_user": events_per_user, "predictions": {}}
     for contender, runs in scaling["runs"].items():

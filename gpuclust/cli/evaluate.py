@@ -158,8 +158,10 @@ def parse_cluster_k(text: str | None) -> tuple[int, ...] | str | None:
 
 
 def parse_top_k(text: str) -> tuple[int, ...]:
+    """--top-k: "10" or "10,20", each cut-off once in the order given (the first is the headline's), as --k
+    takes each k once: "10,10" printed and wrote every HR@10 and NDCG@10 column twice."""
     try:
-        values = tuple(int(p) for p in text.split(",") if p.strip())
+        values = tuple(dict.fromkeys(int(p) for p in text.split(",") if p.strip()))
     except ValueError:
         raise UsageError(f"--top-k {text!r} is not a list of integers; write e.g. 10 or 10,20") from None
     if not values or min(values) < 1:

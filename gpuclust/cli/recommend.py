@@ -69,9 +69,12 @@ def _campaigns(model, top_k: int, json_out: bool) -> None:
     rows = [{"cluster": p["cluster"], "label": p.get("label"), "size": p.get("size"),
              "promote": [{**q, "title": titles.get(q["item_id"])} for q in (p.get("promote") or [])[:top_k]]}
             for p in model.profiles_ if "promote" in p]
+    withheld = [p for p in model.profiles_ if p.get("suppressed") and not p.get("noise")]
     if not rows:
-        raise UsageError(f"the model of {model.manifest_.get('run_id')} has no campaign view: it was fitted "
-                         "without a personal model (recommend.personal = 'none', or on a Dask cluster)")
+        raise UsageError(f"the model of {model.manifest_.get('run_id')} has no campaign view: {_no_campaigns(model)}")
+    if withheld:  # as export says it: a cluster left out is named, not silently missing
+        print(f"withheld clusters {', '.join(str(p['cluster']) for p in withheld)}: {withheld[0]['suppressed']}",
+              file=sys.stderr)
     if json_out:
         print(json.dumps(rows, indent=2, default=str))
         return
@@ -82,3 +85,13 @@ def _campaigns(model, top_k: int, json_out: bool) -> None:
             item = f"{q['item_id']} {q['title'] or ''}".strip()
             print(f"| {row['cluster']} | {row['label'] or ''} | {row['size'] or ''} | {item} | x{q['lift']:.2f} | "
                   f"{100 * q['owned_share']:.0f}% |")
+
+
+def _no_campaigns(model) -> str:
+    """Why a model has no items to promote: no personal model to score them, or privacy withholding every
+    cluster's figures (the model has a personal part, but no cluster may be shown)."""
+    if getattr(model, "personal_", None) is None:
+        return ("it was fitted without a personal model (recommend.personal = 'none', a log where no user has two "
+                "distinct items, or a fit on a Dask cluster)")
+    return (f"privacy withholds every cluster's figures ({model.profiles_[0].get('suppressed')}); lower "
+            "privacy.min_group_size and fit again to see them")

@@ -43,6 +43,7 @@ from gpuclust.preprocess.clean import (
     event_weights,
     unknown_types_fix,
     unknown_types_why,
+    unplaced_users,
     users_at_least,
 )
 from gpuclust.preprocess.codes import EventCodes
@@ -220,7 +221,8 @@ def index_partition(cleaned: Cleaned, vocabulary: Any, item_cast: str | None, ev
     if known_only:
         known = item_idx >= 0
         kept = codes.take(known)
-        steps.append(StepCount("items_unknown_to_model", len(codes), len(kept), UNKNOWN_ITEM_WHY))
+        steps += [StepCount("items_unknown_to_model", len(codes), len(kept), UNKNOWN_ITEM_WHY),
+                  unplaced_users(codes, kept)]
         codes, item_idx = kept, item_idx[known]
     weight = event_weights(codes, cleaned.event_weights)
     data = _index(codes, weight, item_idx, None, [], event_types, list(cleaned.event_weights), vocabulary)

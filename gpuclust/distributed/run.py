@@ -32,7 +32,7 @@ from gpuclust.io.readers import read_items, read_truth
 from gpuclust.io.run_folder import write_run
 from gpuclust.io.writers import write_json
 from gpuclust.manifest import StageRecorder, machine, now_iso, versions
-from gpuclust.preprocess.clean import NO_KNOWN_ITEMS, UNKNOWN_ITEM_FIX
+from gpuclust.preprocess.clean import NO_KNOWN_ITEMS, UNKNOWN_ITEM_FIX, UNPLACED_USERS_STEP, warn_unplaced
 from gpuclust.report.html import ASSIGNMENT_PARTS
 
 
@@ -237,7 +237,10 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
         if n_users == 0:
             raise UsageError(NO_KNOWN_ITEMS)  # one process's words
         for step in unknown:  # counted over the partitions, warned about once, as one process does
-            warn_dropped(step.dropped, step.rows_in, step.why, fix=UNKNOWN_ITEM_FIX)
+            if step.step == UNPLACED_USERS_STEP:
+                warn_unplaced(step)
+            else:
+                warn_dropped(step.dropped, step.rows_in, step.why, fix=UNKNOWN_ITEM_FIX)
         manifest = {
             "gpuclust": gpuclust.__version__, "created": now_iso(), "model": str(model),
             "model_run_id": fitted.manifest_.get("run_id"), "inputs": inputs.sources, "device": machine(backend),

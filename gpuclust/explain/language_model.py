@@ -55,13 +55,13 @@ class LocalLM:
                              "(or a GPU extra)") from None
 
         where = Path(self.model).expanduser()
+        if not where.is_dir() and str(self.model).startswith((".", "/", "~")):  # a path, as the text model reads it
+            raise _no_model(self.model, "no such folder")  # not the hub's words on a repo id it is not
         self.source_ = str(where) if where.is_dir() else self.model
         try:
             config = AutoConfig.from_pretrained(self.source_, local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise UsageError(f"no local language model {self.model!r} ({_first_line(exc)}): give a folder holding "
-                             "a saved Hugging Face model (config.json, weights, tokenizer), or the name of one already "
-                             "in the Hugging Face cache; gpuclust never downloads it") from None
+            raise _no_model(self.model, _first_line(exc)) from None
         architectures = list(getattr(config, "architectures", None) or [])
         if architectures and not any(a.endswith(_GENERATIVE) for a in architectures):
             raise _not_generative(self.model, ", ".join(architectures))
@@ -166,6 +166,12 @@ def _not_generative(model: str, what: str) -> UsageError:
 def _out_of_memory(model: str, device: str, doing: str) -> UsageError:
     return UsageError(f"the language model {model!r} ran out of memory on {device} {doing}: use a smaller model, "
                       "or describe on the CPU (--device cpu)")
+
+
+def _no_model(model: str, why: str) -> UsageError:
+    return UsageError(f"no local language model {model!r} ({why}): give a folder holding a saved Hugging Face model "
+                      "(config.json, weights, tokenizer), or the name of one already in the Hugging Face cache; "
+                      "gpuclust never downloads it")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -244,9 +244,12 @@ def check_file_target(path: str | Path, what: str = "--out",
                          f"{path.with_suffix(suffixes[0])}")
     for flag, source in (inputs or {}).items():
         if source is not None and overlaps(path, Path(source)):
-            where = "inside the folder of" if Path(source).is_dir() else "the same file as"
+            folder = Path(source).is_dir()
+            where = "inside the folder of" if folder else "the same file as"
+            # beside the input folder: a name inside it (the old suggestion) was refused in turn
+            beside = Path(os.path.abspath(source)).parent if folder else path.parent
             raise UsageError(f"{what} {path} is {where} {flag}; give {what} a file name of its own, e.g. "
-                             f"{path.with_name('result' + path.suffix)} (a command never writes over its own input)")
+                             f"{beside / ('result' + path.suffix)} (a command never writes over its own input)")
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise UsageError(f"{what} {path} is not a regular file; give a file path")
     if path.exists():

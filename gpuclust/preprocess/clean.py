@@ -147,6 +147,8 @@ class Preprocessor:
                 raise UsageError(NO_KNOWN_ITEMS)
             kept = self._drop("items_unknown_to_model", codes, codes.take(known_item), UNKNOWN_ITEM_WHY,
                               fix=UNKNOWN_ITEM_FIX)
+            self.steps_.append(unplaced_users(codes, kept))
+            warn_unplaced(self.steps_[-1])
             codes, weight, item_idx = kept, weight[known_item], item_idx[known_item]
         if items is not None:
             items = self._catalogue(codes, items, backend)
@@ -363,6 +365,8 @@ MISSING_WHY = "user_id, item_id or timestamp is missing"
 UNKNOWN_ITEM_WHY = "item not in the model's vocabulary"
 UNKNOWN_ITEM_FIX = ("the model places users by the items it was fitted on; refit with gpuclust run on a log that has "
                     "these items to use them")
+UNPLACED_USERS_STEP = "users_without_known_items"  # counted in users, not events
+UNPLACED_USERS_WHY = "every event of theirs is on an item the model does not know: they are not placed (no cluster, no list)"
 NO_KNOWN_ITEMS = ("none of the events is on an item the saved model knows (it places users by the items it was fitted "
                   "on); check that the item ids are in the same form, or refit with gpuclust run on a log that has "
                   "these items")
@@ -402,6 +406,20 @@ def bad_timestamps_message(n_bad: int, n: int, example) -> str:
     return (f"{n_bad:,} of {n:,} timestamps ({n_bad / n:.1%}) could not be parsed or lie outside the years "
             f"{NS_YEARS}, e.g. {example!r}; give ISO-8601 strings or Unix epochs (s, ms, us or ns), "
             "or map the right column with --time-col")
+
+
+def unplaced_users(before: EventCodes, after: EventCodes) -> StepCount:
+    """The users (not events) left without events when unknown items dropped: they vanish from assign's and
+    recommend's outputs, so they are counted. A Dask partition holds whole users and counts its own."""
+    def users(codes: EventCodes) -> int:
+        return int((codes.xp.bincount(codes.user, minlength=len(codes.user_ids)) > 0).sum())
+
+    return StepCount(UNPLACED_USERS_STEP, users(before), users(after), UNPLACED_USERS_WHY)
+
+
+def warn_unplaced(step: StepCount) -> None:
+    """The one warning for `unplaced_users`, on one process and Dask alike."""
+    warn_dropped(step.dropped, step.rows_in, step.why, fix=UNKNOWN_ITEM_FIX, what="users")
 
 
 def _missing(value: Any) -> bool:

@@ -143,11 +143,19 @@ def ease_weights(g: Any, lam: float, backend: Backend, keep_gram: bool = True) -
     """B from the Gram XᵀX and λ (Steck 2019): P = (G + λI)⁻¹, B = −P / diag(P) per column, diag(B) = 0.
 
     With keep_gram (the λ grid reuses G) the inverse works on a copy; without, on G itself: then EASE
-    holds one items x items matrix at a time on the CPU (`backend.spd_inverse`)."""
+    holds one items x items matrix at a time on the CPU (`backend.spd_inverse`). A λ that vanishes beside
+    the Gram in float32 leaves G + λI singular: a UsageError naming it (the CPU's Cholesky fails; a GPU's
+    general inverse gives infinities instead, so both are checked)."""
     xp = backend.xp
     a = g.copy() if keep_gram else g
     a[xp.diag_indices_from(a)] += xp.float32(lam)
-    p = spd_inverse(a, backend)
+    try:
+        p = spd_inverse(a, backend)
+    except np.linalg.LinAlgError:
+        p = None
+    if p is None or not bool(xp.isfinite(p).all()):
+        raise UsageError(f"recommend.lambdas: EASE's λ = {lam:g} is too small for this log (XᵀX + λI is singular "
+                         "in float32); give larger values, e.g. lambdas = [30, 100, 300, 1000]")
     p /= -xp.diagonal(p)[None, :]
     p[xp.diag_indices_from(p)] = 0.0
     return p
@@ -223,13 +231,17 @@ def ease_fits(n_items: int, memory_gib: float) -> bool:
 def fit_personal(table: EventTable, n_users: int, n_items: int, backend: Backend, config: RecommendConfig,
                  seed: int, matrix: Any = None) -> PersonalModel | None:
     """The personal model of `table`'s users (config.personal: auto, ease, knn or none), λ and the
-    neighbourhood size chosen on an inner leave-last-out split; None for "none" or an empty log.
+    neighbourhood size chosen on an inner leave-last-out split; None for "none", an empty log, or a log where
+    no user has two distinct items: no pair of items co-occurs, so every weight would be 0 and its lists
+    mere ties, where the segment lists know each cluster's items.
     `matrix` is the table's `binary_matrix` where the caller has made it (the campaigns need it too)."""
     if config.personal == "none" or len(table) == 0 or n_items < 2:
         return None
     kinds = _kinds(config, n_items, backend.on_gpu)
     if matrix is None:
         matrix = binary_matrix(backend.asarray(table.user), backend.asarray(table.item), n_users, n_items, backend)
+    if not bool((backend.xp.diff(matrix.indptr) > 1).any()):
+        return None
     t0 = time.perf_counter()
     contenders, selection, whole = _select(table, matrix, n_items, kinds, backend, config, seed)
     best = contenders[0] if len(contenders) == 1 else max(
@@ -312,10 +324,11 @@ def _select(table: EventTable, matrix: Any, n_items: int, kinds: tuple[str, ...]
 
 # --- recommending -------------------------------------------------------------------------------
 
-def top_items(model: PersonalModel, seen: Any, top_k: int, backend: Backend) -> tuple[Any, Any]:
+def top_items(model: PersonalModel, seen: Any, top_k: int, backend: Backend, tie: Any = None) -> tuple[Any, Any]:
     """(items, scores), each len(seen) x min(top_k, items), best first, on the device: the personal
-    model's scores of each row of `seen` (CSR users x items), the items in it masked to -inf."""
-    return _batched_top(lambda start, stop: model.scores(seen[start:stop]), seen, top_k, backend)
+    model's scores of each row of `seen` (CSR users x items), the items in it masked to -inf. `tie` (one
+    value per item) orders equal scores, as in `top_k_sorted`."""
+    return _batched_top(lambda start, stop: model.scores(seen[start:stop]), seen, top_k, backend, tie)
 
 
 def segment_top_items(table: Any, blend_weight: float, clusters: Any, seen: Any, top_k: int,
@@ -356,14 +369,16 @@ def recommend_rows(personal: PersonalModel | None, table: Any, blend_weight: flo
                    top_k: int, min_items: int, backend: Backend) -> tuple[Any, Any, Any]:
     """Each user's list: the personal model's for users with at least `min_items` distinct items (and a
     personal model), their segment's otherwise. Returns (items, scores, personal?) on the device:
-    n x top_k indices and float32 scores (−inf: no more items to recommend) and a bool per user."""
+    n x top_k indices and float32 scores (−inf: no more items to recommend) and a bool per user. Equal
+    personal scores go by global share, as a segment list's do: item-kNN scores only the neighbours of a
+    user's items, and past them the list is the popular items, not whatever order a partition left."""
     xp = backend.xp
     n_seen = xp.diff(seen.indptr)
     personal_rows = (n_seen >= min_items) if personal is not None else xp.zeros(seen.shape[0], dtype=bool)
     items, scores = segment_top_items(table, blend_weight, clusters, seen, top_k, backend)
     chosen = xp.nonzero(personal_rows)[0]
     if len(chosen):
-        p_items, p_scores = top_items(personal, seen[chosen], top_k, backend)
+        p_items, p_scores = top_items(personal, seen[chosen], top_k, backend, tie=backend.asarray(table)[-1])
         items[chosen], scores[chosen] = p_items, p_scores
     return items, scores, personal_rows
 

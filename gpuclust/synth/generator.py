@@ -46,6 +46,10 @@ ITEM_ID_BASE = 500_000
 PRICE_BETAS = np.array([-1.6, -0.8, 0.0, 0.8, 1.6])  # cheap .. premium taste (tilt on log-price z)
 PRICE_WORDS = ("bargain", "thrifty", "mid-range", "quality", "premium")
 MAX_DAYS = 36_500
+# A seeding block holds BLOCK_USERS users' events in memory, and the catalogue is built whole: 10,000 events
+# a user is 41M events a block (about 2 GiB), 10M items about 1 GiB. Beyond them NumPy ran out of memory.
+MAX_EVENTS_PER_USER = 10_000
+MAX_ITEMS = 10_000_000
 
 # Category vocabulary: name, adjectives, "noun:typical price". Materials and colours recur across
 # categories (cotton, linen, leather, stainless steel, organic, wireless...) so title embeddings
@@ -144,7 +148,7 @@ class SynthSpec:
     def validate(self) -> SynthSpec:
         _check_int("n_users", self.n_users, 1)
         _check_int("n_categories", self.n_categories, 1)
-        _check_int("n_items", self.n_items, 1)
+        _check_int("n_items", self.n_items, 1, MAX_ITEMS)
         _check_int("n_groups", self.n_groups, 1)
         _check_int("seed", self.seed, 0)
         _check_int("days", self.days, 1, MAX_DAYS)
@@ -166,9 +170,7 @@ class SynthSpec:
         if self.n_groups > combos:
             raise UsageError(f"n_groups={self.n_groups} needs distinct favourite-category sets but "
                              f"n_categories={self.n_categories} allows only {combos}; add categories")
-        epu = self.events_per_user
-        if isinstance(epu, bool) or not isinstance(epu, int | float) or not math.isfinite(epu) or epu <= 0:
-            raise UsageError(f"{_set('events_per_user', epu)} must be a positive number, e.g. 40")
+        check_events_per_user(self.events_per_user)
         ns = self.noise_share
         if isinstance(ns, bool) or not isinstance(ns, int | float) or not 0 <= ns < 1:
             raise UsageError(f"{_set('noise_share', ns)} must be in [0, 1), e.g. 0.05")
@@ -198,6 +200,15 @@ FLAGS = {"n_users": "--users", "n_items": "--items", "n_groups": "--groups", "ev
 def _set(name: str, value: Any) -> str:
     """`n_groups=0 (--groups)`: the field as the library names it, and the flag as the CLI does."""
     return f"{name}={value!r}" + (f" ({FLAGS[name]})" if name in FLAGS else "")
+
+
+def check_events_per_user(epu: Any) -> None:
+    """A mean events per user the generator can hold: above 0, at most MAX_EVENTS_PER_USER (bench takes
+    the same number, and checks it here before its suites start)."""
+    if isinstance(epu, bool) or not isinstance(epu, int | float) or not math.isfinite(epu) or \
+            not 0 < epu <= MAX_EVENTS_PER_USER:
+        raise UsageError(f"{_set('events_per_user', epu)} must be a number above 0 and at most "
+                         f"{MAX_EVENTS_PER_USER:,}, e.g. 40")
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
