@@ -133,10 +133,19 @@ def test_a_short_key_is_refused(tmp_path, key):
         Pseudonymiser.from_file(path)
 
 
-def test_min_group_size_without_a_key_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "e.parquet", "--min-group-size", 5,
-                       "--out", tmp_path / "o")
-    assert code == 2 and "--min-group-size has no effect without --pseudonymise" in err
+def test_min_group_size_without_a_key_sets_the_smallest_audience_export_writes(tmp_path, monkeypatch, capsys):
+    """Without --pseudonymise the run shows every cluster's figures, but `export` honours the run's
+    min_group_size on every run: the flag has an effect there, so it is taken (it was refused as having none)."""
+    from helpers import blob_events
+
+    events, items, _ = blob_events(n_users=120)
+    events.to_parquet(tmp_path / "e.parquet")
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "e.parquet", "--k", 3, "--device", "cpu",
+                       "--min-group-size", 1000, "--out", tmp_path / "o")
+    assert code == 0, err
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["config"]["privacy"]["min_group_size"] == 1000
+    code, _, err = cli(monkeypatch, capsys, "export", "--run", tmp_path / "o", "--out", tmp_path / "aud")
+    assert code == 2 and "keeps 1000 users or more" in err and not (tmp_path / "aud").exists()
 
 
 def test_suppression_withholds_small_groups_and_all_exemplars():

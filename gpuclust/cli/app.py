@@ -260,8 +260,9 @@ def run(
                                                        "recommendations (0..1; default: tuned at fit time).")] = None,
     pseudonymise: KeyFile = None,
     model_key: SignKey = None,
-    min_group_size: Annotated[int | None, typer.Option(help="With --pseudonymise: withhold cluster figures of "
-                                                       "fewer users.")] = None,
+    min_group_size: Annotated[int | None, typer.Option(help="The smallest group shown: `export` withholds smaller "
+                                                       "audiences of any run; with --pseudonymise the run also "
+                                                       "withholds smaller clusters' figures (default 10).")] = None,
     describe: Annotated[str | None, typer.Option(help="Name and describe each cluster with this local Hugging Face "
                                                  "causal or seq2seq LM (a folder, or a name in the cache; never "
                                                  "downloaded).")] = None,
@@ -302,8 +303,6 @@ def run(
     }, k=k, feature_weights=feature_weights)
     if describe is not None:  # before the language model, or anything else, is loaded
         check_describable(cfg)
-    if min_group_size is not None and pseudonymise is None:
-        raise UsageError("--min-group-size has no effect without --pseudonymise; drop it or add that")
     key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None  # read once, before the work
     signer = ModelKey.from_file(model_key) if model_key is not None else None
     if item_vectors is not None and "text" not in cfg.features.features:
