@@ -36,7 +36,7 @@ from gpuclust.cluster.sweep import (
     sweep_k,
 )
 from gpuclust.config import MAX_FEATURE_WEIGHT, PipelineConfig, check_weights
-from gpuclust.errors import ResultWarning, UsageError
+from gpuclust.errors import ResultWarning, UsageError, listed
 from gpuclust.explain.exemplars import exemplar_histories
 from gpuclust.explain.explainer import ClusterExplainer
 from gpuclust.explain.naming import name_profiles
@@ -518,6 +518,10 @@ class UserClusterer:
         else:  # a range of the caller's: "k=5 is larger than the number of users; lower --k" (not for auto's own)
             check_k(min(values), n_users)
         below = tuple(k for k in values if k < n_users)
+        if below and len(below) < len(values) and not settings.cluster.k_auto:  # the caller's: say what was left out
+            warnings.warn(f"k = {listed(sorted(set(values) - set(below)))} of the range given is not below the number of "
+                          f"users after filtering ({n_users}) and is left out of the sweep: {min(below)}..{max(below)} "
+                          "is tried", ResultWarning, stacklevel=3)
         if not below:  # else no sweep ran and the config's fixed k (8 by default) was fitted without a word
             why = ("the silhouette needs more users than clusters" if settings.cluster.objective == "separation"
                    else "with as many clusters as users, each user's cluster is the user alone")

@@ -80,3 +80,15 @@ def test_evaluate_chooses_within_a_range_by_the_objective_with_event_weights(mon
     row = next(r for r in result["rows"] if r["representation"] == "tfidf")
     assert result["objective"] == "recommend" and row["k"] in (2, 4, 6)
     assert [c["k"] for c in row["k_sweep"]["curve"]] == [2, 4, 6]
+
+
+def test_ks_of_a_given_range_at_or_above_the_users_are_named_when_left_out(synthetic):
+    """k_values = [2, 3, 5000] on 500 users: 5000 cannot be scored and is left out; a line says so, where
+    before the only line was the edge warning's 'top of the range tried (2..3)', as if 3 had been the top."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        model = UserClusterer([2, 3, 5000], features=("tfidf",), device="cpu").fit(synthetic.events)
+    lines = [str(w.message) for w in seen if issubclass(w.category, ResultWarning)]
+    assert "k = 5000 of the range given is not below the number of users after filtering (500) and is left out of " \
+        "the sweep: 2..3 is tried" in lines
+    assert [row["k"] for row in model.sweep_.to_dict()["curve"]] == [2, 3]
