@@ -108,7 +108,8 @@ def test_bad_requests_are_one_line_and_write_nothing(runs, tmp_path, monkeypatch
     cases = [
         (("--format", "xlsx"), "--format must be one of csv, parquet"),
         (("--clusters", "3,x"), "give cluster numbers separated by commas"),
-        (("--clusters", "42"), "the run has no such cluster"),
+        (("--clusters", "42"), "the run has no such cluster; it has 0, 1, 2, 3"),
+        (("--clusters=-1",), "no such cluster (-1 is noise: users no cluster took, never an audience)"),
         (("--min-score", "1.5"), "--min-score must be a number from 0 to 1"),
         (("--clusters", str(small)), "nothing to export"),
         (("--out", run / "audiences"), "is inside the run folder"),

@@ -55,8 +55,9 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
     wanted = sorted(profiles) if clusters is None else sorted(set(int(c) for c in clusters))
     unknown = [c for c in wanted if c not in profiles]
     if unknown:
-        raise UsageError(f"--clusters {', '.join(map(str, unknown))}: the run has no such cluster; it has "
-                         f"{', '.join(map(str, sorted(profiles)))}")
+        noise = " (-1 is noise: users no cluster took, never an audience)" if any(c < 0 for c in unknown) else ""
+        raise UsageError(f"--clusters {', '.join(map(str, unknown))}: the run has no such cluster{noise}; it has "
+                         f"{listed(sorted(profiles), 20)}")
     table = _assignments(finished.assignments, finished.assignments_path)
     min_group = _min_group_size(finished.manifest)
     table = table[table["segment"].isin(wanted)]
