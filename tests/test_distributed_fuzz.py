@@ -346,13 +346,19 @@ def test_a_frame_with_mixed_ids_gets_the_same_note_on_the_cluster():
     assert ("item_id_types", len(events), "item_id: ids of mixed types or wider than int64 read as text") in notes[1]
 
 
-def test_assign_on_the_cluster_counts_the_users_left_without_a_known_item(plain_run, tmp_path, monkeypatch, capsys):
-    """A user whose every event is on an unknown item gets no cluster: one process and Dask count those users
-    in one and the same warning (the partitions hold whole users, so their counts add up)."""
+@pytest.mark.parametrize("unknown", ["item", "event type"])
+def test_assign_on_the_cluster_counts_the_users_left_without_a_known_item(plain_run, tmp_path, monkeypatch, capsys,
+                                                                          unknown):
+    """A user whose every event is on an unknown item, or of an unknown type, gets no cluster: one process and
+    Dask count those users in one and the same warning (the partitions hold whole users, so their counts add
+    up)."""
     run, events = plain_run
     frame = pd.read_parquet(events)
-    frame.assign(item_id=frame["item_id"].where(frame["user_id"] != 100, frame["item_id"] + 10**6)).to_parquet(
-        tmp_path / "new.parquet")
+    if unknown == "item":
+        frame = frame.assign(item_id=frame["item_id"].where(frame["user_id"] != 100, frame["item_id"] + 10**6))
+    else:
+        frame = frame.assign(event_type=frame["event_type"].astype(str).where(frame["user_id"] != 100, "wishlist"))
+    frame.to_parquet(tmp_path / "new.parquet")
     said = []
     for where, flags in (("one", []), ("dask", DASK)):
         code, _, err = cli(monkeypatch, capsys, "assign", "--model", run / "model", "--events", tmp_path / "new.parquet",

@@ -3,6 +3,8 @@ that drive loops. Each test is a finding: what gpuclust did with the input, and 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -176,7 +178,7 @@ def test_size_with_an_unmeasured_model_names_each_choice_once(monkeypatch, capsy
     assert code == 2 and err.count("\n") == 1 and "none or none" not in err and "--model none" in err, err
 
 
-# --- users whose every event is on an unknown item are counted -----------------------------------------
+# --- users whose every event is dropped (unknown items or event types) are counted --------------------
 
 @pytest.fixture(scope="module")
 def plain_run(logs, tmp_path_factory):
@@ -201,7 +203,7 @@ def test_users_left_without_a_known_item_are_counted(logs, plain_run, tmp_path, 
     code, out, err = cli(monkeypatch, capsys, command, "--events", tmp_path / "new.parquet", *args)
     users = [line for line in err.splitlines() if line.startswith("warning: dropped") and " users (" in line]
     assert code == 0 and len(users) == 1 and "dropped 1 of 120 users" in users[0], err
-    assert "refit with gpuclust run" in users[0]
+    assert "the lines above say why" in users[0]
 
 
 def test_a_model_whose_settings_have_an_unknown_key_is_named_as_the_damaged_model(plain_run, tmp_path, monkeypatch,
@@ -304,3 +306,21 @@ def test_a_log_without_two_items_by_any_user_has_no_personal_model(logs, tmp_pat
     model = UserClusterer(3, config=config).fit(events)
     assert model.personal_ is None and model.manifest_["recommend"]["personal"] is None
     assert set(model.recommend(events.head(50), top_k=3)["source"]) == {"segment"}
+
+
+def test_users_left_without_an_event_of_a_known_type_are_counted(logs, plain_run, tmp_path, monkeypatch, capsys):
+    """User 100's events all of a type the model has no weight for: the type's warning counted the events,
+    and the user vanished from the assignments without a word (the round's first count covered unknown
+    items only). Now one line counts the users, whatever dropped their events."""
+    events = pd.read_parquet(logs / "events.parquet")
+    events["event_type"] = events["event_type"].astype(str).where(events["user_id"] != 100, "wishlist")
+    events.to_parquet(tmp_path / "new.parquet")
+    code, _, err = cli(monkeypatch, capsys, "assign", "--events", tmp_path / "new.parquet", "--model",
+                       plain_run / "model", "--out", tmp_path / "out")
+    users = [line for line in err.splitlines() if line.startswith("warning: dropped") and " users (" in line]
+    assert code == 0 and len(users) == 1 and "dropped 1 of 120 users" in users[0], err
+    assert any("wishlist" in line for line in err.splitlines() if line.startswith("warning: dropped")), err
+    placed = pd.read_parquet(tmp_path / "out" / "assignments.parquet")
+    assert 100 not in set(placed["user_id"]) and len(placed) == 119
+    steps = {s["step"]: s for s in json.loads((tmp_path / "out" / "manifest.json").read_text())["rows"]["steps"]}
+    assert (steps["users_not_placed"]["rows_in"], steps["users_not_placed"]["rows_out"]) == (120, 119)

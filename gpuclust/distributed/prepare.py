@@ -45,6 +45,8 @@ from gpuclust.preprocess.clean import (
     unknown_types_why,
     unplaced_users,
     users_at_least,
+    users_named,
+    users_of,
 )
 from gpuclust.preprocess.codes import EventCodes
 from gpuclust.preprocess.parse import common_key, normalise_ids, not_numeric_message
@@ -116,6 +118,8 @@ class PartitionPreprocessor(Preprocessor):
         """`Preprocessor.run` up to sampling, for the rows of one partition (ids already normalised): the
         frame only up to the known event types, then codes sorted by (user, time), as in one process."""
         self.steps_ = []
+        # ids were normalised before the shuffle; the partition holds whole users, so the counts add up
+        self.users_in_ = users_named(events) if self.fixed else None
         ev = self._drop("missing_ids_or_time", events, events.dropna(subset=[schema.USER, schema.ITEM, schema.TIME]),
                         MISSING_WHY, fix=MISSING_FIX)
         ev = apply_casts(ev, self.casts)  # the int64 casts: a float id column with a gap could not take them before
@@ -151,6 +155,7 @@ class Cleaned:
     # Rows the global min_item_events passes dropped here: (by the item minimum, by the user minimum after it)
     global_drops: tuple[int, int] = (0, 0)
     not_numbers: tuple[int, Any] = (0, None)  # values that are text but no number here, and an example
+    users_in: int | None = None  # assign: the users this partition read (`users_named`), to count those not placed
 
     def summary(self) -> Cleaned:
         return dataclasses.replace(self, codes=None)
@@ -170,7 +175,7 @@ def clean_partition(raw: Any, config: PreprocessConfig, seed: int, device: str,
     return Cleaned(codes, pre.steps_, pre.refusals, pre.bad_timestamps, pre.examples,
                    [str(w.message) for w in caught if issubclass(w.category, InputWarning)], names, times,
                    _item_counts(codes), str(codes.item_ids.dtype), pre.fixes, pre.unknown_types,
-                   dict(config.event_weights), not_numbers=pre.not_numbers)
+                   dict(config.event_weights), not_numbers=pre.not_numbers, users_in=pre.users_in_)
 
 
 def _item_counts(codes: EventCodes) -> Any:
@@ -221,8 +226,9 @@ def index_partition(cleaned: Cleaned, vocabulary: Any, item_cast: str | None, ev
     if known_only:
         known = item_idx >= 0
         kept = codes.take(known)
+        users_in = cleaned.users_in if cleaned.users_in is not None else users_of(codes)
         steps += [StepCount("items_unknown_to_model", len(codes), len(kept), UNKNOWN_ITEM_WHY),
-                  unplaced_users(codes, kept)]
+                  unplaced_users(users_in, kept)]
         codes, item_idx = kept, item_idx[known]
     weight = event_weights(codes, cleaned.event_weights)
     data = _index(codes, weight, item_idx, None, [], event_types, list(cleaned.event_weights), vocabulary)

@@ -82,6 +82,8 @@ class Preprocessor:
         if len(events) == 0:
             raise UsageError("the events input has no rows; check the file or the adapter's filters")
 
+        # assign and recommend answer for every user they read: count them, to name those no event is left of
+        self.users_in_ = users_named(events, normalise=True) if vocabulary is not None else None
         ev = self._drop("missing_ids_or_time", events, events.dropna(subset=[schema.USER, schema.ITEM, schema.TIME]),
                         MISSING_WHY, fix=MISSING_FIX)
         ev = self._normalise_ids(ev, schema.USER)
@@ -102,6 +104,7 @@ class Preprocessor:
         what `run` gives on the same events as a frame, without making that frame. Without `items`, the
         catalogue they were prepared with (`PreparedData.catalogue`) is theirs again."""
         self.steps_ = list(steps or [])
+        self.users_in_ = None  # prepared events: their users are the codes' own (`users_of`)
         require_prepared_events(data)
         if items is None and vocabulary is None:
             items = data.catalogue()
@@ -145,11 +148,12 @@ class Preprocessor:
             known_item = item_idx >= 0
             if not bool(known_item.any()):
                 raise UsageError(NO_KNOWN_ITEMS)
+            users_in = self.users_in_ if self.users_in_ is not None else users_of(codes)
             kept = self._drop("items_unknown_to_model", codes, codes.take(known_item), UNKNOWN_ITEM_WHY,
                               fix=UNKNOWN_ITEM_FIX)
-            self.steps_.append(unplaced_users(codes, kept))
-            warn_unplaced(self.steps_[-1])
             codes, weight, item_idx = kept, weight[known_item], item_idx[known_item]
+            self.steps_.append(unplaced_users(users_in, codes))
+            warn_unplaced(self.steps_[-1])
         if items is not None:
             items = self._catalogue(codes, items, backend)
         return _index(codes, weight, item_idx, items, self.steps_, event_types, known, vocabulary)
@@ -365,8 +369,9 @@ MISSING_WHY = "user_id, item_id or timestamp is missing"
 UNKNOWN_ITEM_WHY = "item not in the model's vocabulary"
 UNKNOWN_ITEM_FIX = ("the model places users by the items it was fitted on; refit with gpuclust run on a log that has "
                     "these items to use them")
-UNPLACED_USERS_STEP = "users_without_known_items"  # counted in users, not events
-UNPLACED_USERS_WHY = "every event of theirs is on an item the model does not know: they are not placed (no cluster, no list)"
+UNPLACED_USERS_STEP = "users_not_placed"  # counted in users, not events
+UNPLACED_USERS_WHY = ("every event of theirs was dropped (the lines above say why, and how to keep them): they are not "
+                      "placed (no cluster, no list)")
 NO_KNOWN_ITEMS = ("none of the events is on an item the saved model knows (it places users by the items it was fitted "
                   "on); check that the item ids are in the same form, or refit with gpuclust run on a log that has "
                   "these items")
@@ -408,18 +413,28 @@ def bad_timestamps_message(n_bad: int, n: int, example) -> str:
             "or map the right column with --time-col")
 
 
-def unplaced_users(before: EventCodes, after: EventCodes) -> StepCount:
-    """The users (not events) left without events when unknown items dropped: they vanish from assign's and
-    recommend's outputs, so they are counted. A Dask partition holds whole users and counts its own."""
-    def users(codes: EventCodes) -> int:
-        return int((codes.xp.bincount(codes.user, minlength=len(codes.user_ids)) > 0).sum())
+def users_named(events: Any, normalise: bool = False) -> int:
+    """Distinct user ids of an events frame (rows without one cannot be named), as the cleaning will read
+    them (`normalise`: 1 and "1" are one user where the ids mix types)."""
+    ids = events[schema.USER].dropna()
+    return int((normalise_ids(ids)[0] if normalise else ids).nunique())
 
-    return StepCount(UNPLACED_USERS_STEP, users(before), users(after), UNPLACED_USERS_WHY)
+
+def unplaced_users(users_in: int, after: EventCodes) -> StepCount:
+    """The users of the input (`users_named`) that the drops left without an event, whatever dropped them:
+    unknown items or event types, bad values, missing fields. They vanish from assign's and recommend's
+    outputs, so they are counted. A Dask partition holds whole users and counts its own."""
+    return StepCount(UNPLACED_USERS_STEP, users_in, users_of(after), UNPLACED_USERS_WHY)
+
+
+def users_of(codes: EventCodes) -> int:
+    """The users with at least one event in `codes`."""
+    return int((codes.xp.bincount(codes.user, minlength=len(codes.user_ids)) > 0).sum())
 
 
 def warn_unplaced(step: StepCount) -> None:
     """The one warning for `unplaced_users`, on one process and Dask alike."""
-    warn_dropped(step.dropped, step.rows_in, step.why, fix=UNKNOWN_ITEM_FIX, what="users")
+    warn_dropped(step.dropped, step.rows_in, step.why, what="users")
 
 
 def _missing(value: Any) -> bool:
