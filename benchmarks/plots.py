@@ -17,6 +17,11 @@ def _pyplot():
     return plt
 
 
+def plot_paths(stem: Path) -> dict[str, Path]:
+    """The pictures bench may write beside STEM.json, by kind: `bench` checks them before a new results file."""
+    return {kind: Path(f"{stem}-{kind}.png") for kind in ("scaling", "stages")}
+
+
 def plot_all(results: dict[str, Any], stem: Path) -> list[Path]:
     """Every plot the results allow; returns the files written (none without matplotlib)."""
     try:
@@ -24,11 +29,11 @@ def plot_all(results: dict[str, Any], stem: Path) -> list[Path]:
     except ImportError:
         return []
     out = []
-    suites = results.get("suites", {})
+    suites, paths = results.get("suites", {}), plot_paths(stem)
     if "contenders" in suites or "scaling" in suites:
-        out.append(scaling_plot(suites, Path(f"{stem}-scaling.png"), results.get("device", "")))
+        out.append(scaling_plot(suites, paths["scaling"], results.get("device", "")))
     if "stages" in suites:
-        out.append(stages_plot(suites["stages"], Path(f"{stem}-stages.png"), results.get("device", "")))
+        out.append(stages_plot(suites["stages"], paths["stages"], results.get("device", "")))
     return out
 
 

@@ -272,10 +272,11 @@ def test_bench_name_is_a_plain_file_stem(tmp_path, monkeypatch, capsys, name):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("mine", [{"mine.json": '{"a": 1}\n'}, {"mine.md": "my notes\n"}])
+@pytest.mark.parametrize("mine", [{"mine.json": '{"a": 1}\n'}, {"mine.md": "my notes\n"},
+                                  {"mine-stages.png": "a picture of mine\n"}])
 def test_bench_never_merges_into_or_replaces_a_file_it_did_not_write(tmp_path, monkeypatch, capsys, mine):
     """--name mine in a folder holding the user's mine.json (a JSON object) merged the suites into it, and
-    mine.md, the user's notes, was replaced by bench's Markdown."""
+    mine.md, the user's notes, was replaced by bench's Markdown; mine-stages.png, by bench's plot."""
     out = tmp_path / "results"
     out.mkdir()
     for name, text in mine.items():

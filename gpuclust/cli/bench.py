@@ -196,8 +196,8 @@ MARKDOWN_HEAD = "# gpuclust benchmarks"  # how benchmarks.report.markdown starts
 
 def _check_results_folder(out: Path, path: Path) -> None:
     """`bench --out` is a folder that can be written (or made); the results file in it, if any, is one of
-    bench's own (it has suites: any JSON object was merged into), and so is the Markdown page beside it.
-    Checked before any suite runs."""
+    bench's own (it has suites: any JSON object was merged into), and so are the Markdown page and the
+    pictures beside it (with no results file yet, none may be there). Checked before any suite runs."""
     check_path_length(path, "--out")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; bench writes a results folder (JSON, Markdown and plots): give a "
@@ -214,6 +214,14 @@ def _check_results_folder(out: Path, path: Path) -> None:
     if page.exists() and not page.read_text(encoding="utf-8", errors="replace").startswith(MARKDOWN_HEAD):
         raise UsageError(f"{page} exists and gpuclust bench did not write it; give another --name or --out: bench "
                          "never overwrites what it did not write")
+    if not path.exists():  # a new results file: a picture already beside it is someone else's
+        from benchmarks.plots import plot_paths
+
+        for picture in plot_paths(path.with_suffix("")).values():
+            if picture.exists():
+                raise UsageError(f"{picture} exists and gpuclust bench did not write it (there is no {path.name} "
+                                 "beside it); give another --name or --out: bench never overwrites what it did not "
+                                 "write")
 
 
 def size(
