@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import re
 import tomllib
@@ -388,18 +389,35 @@ def _check_types(config: Any, where: str) -> None:
                 raise UsageError(f"config value {key} = {value!r} has the wrong type: expected a {hint.__name__}")
             _check_types(value, f"{key}.")
         else:
-            _typed(key, value, hint)
+            setattr(config, name, _typed(key, value, hint))
 
 
 def _typed(key: str, value: Any, hint: Any) -> Any:
     """`value` in the form the field keeps (lists as tuples, whole numbers as floats where floats are
-    wanted), or a UsageError naming the key, the value and the type expected."""
+    wanted, NumPy scalars as Python numbers), or a UsageError naming the key, the value and the type expected."""
     if not _fits(value, hint):
         raise UsageError(f"config value {key} = {value!r} has the wrong type: expected {_describe(hint)}")
+    value = _plain(value)
     if typing.get_origin(hint) is tuple:
         return tuple(value)
     if hint is float:
         return float(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """NumPy numbers (a seed from `rng.integers`, a k from `np.arange`) as the Python numbers they are:
+    the config is written to JSON and TOML, which know no np.int64."""
+    if isinstance(value, bool | str) or value is None:
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
     return value
 
 
@@ -413,10 +431,10 @@ def _fits(value: Any, hint: Any) -> bool:
         return value is None
     if hint is bool:
         return isinstance(value, bool)
-    if hint is int:  # bool is an int to Python, never to a config
-        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is int:  # bool is an int to Python, never to a config; np.int64 is a whole number
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
     if origin is tuple:
@@ -464,7 +482,7 @@ def check_weights(what: str, weights: dict[str, float], valid: tuple[str, ...] |
     for name, weight in weights.items():
         if valid is not None and name not in valid:
             raise UsageError(f"unknown name {name!r} for a {what}: choose from {', '.join(valid)}")
-        if not math.isfinite(weight) or weight < 0:
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight) or weight < 0:
             raise UsageError(f"{what} {name}={weight} must be a finite number >= 0")
         if weight > most:
             raise UsageError(f"{what} {name}={weight:g} is over {most:g}: weights are relative shares, so give the "

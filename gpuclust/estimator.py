@@ -96,7 +96,7 @@ class UserClusterer:
 
     n_clusters: k, "auto" (sweep 2..12), a range "4-16" / "4:16:2", or a sequence of k to sweep.
     features: feature names of the registry ("behaviour", "tfidf", "text", "sequence", "autoencoder") and/or
-        featuriser objects;
+        featuriser objects; one string is the names it lists ("behaviour,tfidf", as --features);
         extra_features adds featurisers to the configured list instead of replacing it.
     feature_weights: {name: weight}; a block's weight is its share of the fused geometry.
     embedding_model: for "text": a Hugging Face name or folder, a `LoadedModel`, a (model, tokenizer)
@@ -345,7 +345,7 @@ class UserClusterer:
         from gpuclust.signing import as_model_key
 
         self._check_fitted()
-        return save_estimator(self, directory, as_model_key(model_key))
+        return save_estimator(self, _folder(directory, "save"), as_model_key(model_key))
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None, pseudonymise: Any = None,
@@ -356,10 +356,7 @@ class UserClusterer:
         from gpuclust.model import load_estimator
         from gpuclust.signing import as_model_key
 
-        if not isinstance(directory, str | os.PathLike):
-            raise UsageError(f"load takes the path of a saved model folder (a str or Path), got "
-                             f"{type(directory).__name__} {directory!r:.60}")
-        return load_estimator(cls, directory, device, pseudonymise, as_model_key(model_key))
+        return load_estimator(cls, _folder(directory, "load"), device, pseudonymise, as_model_key(model_key))
 
     # --- scikit-learn manners -------------------------------------------------------------------
 
@@ -416,7 +413,7 @@ class UserClusterer:
         if config.dask.scheduler is not None and self.pseudonymise is not None:
             raise UsageError("pseudonymised ids do not run on a Dask cluster yet: drop the scheduler, or the key")
         if self.features is not None:
-            config.features.features = tuple(f for f in self.features if isinstance(f, str))
+            config.features.features = tuple(f for f in self._features() if isinstance(f, str))
         if self.feature_weights is not None:
             custom = {f.name for f in self._custom_featurizers()}
             unknown = sorted(set(self.feature_weights) - custom - set(registry.FEATURES))
@@ -481,13 +478,25 @@ class UserClusterer:
             raise UsageError(f"{where} disagrees with clusterer={name}(... {own} clusters), whose own setting decides: "
                              f"give k once, on the clusterer (e.g. {name}({given!r})) or drop {where.split('=')[0]}")
 
+    def _features(self) -> list[Any]:
+        """`features` as a list: a string is the names it lists, as --features reads them ("behaviour" or
+        "behaviour,tfidf"), not its letters one by one."""
+        if isinstance(self.features, str):
+            return [name.strip() for name in self.features.split(",") if name.strip()]
+        return list(self.features or ())
+
     def _custom_featurizers(self) -> list[Any]:
         """Copies of the featuriser objects passed in (the caller's stay unfitted, as clone expects)."""
-        chosen = [f for f in (self.features or ()) if not isinstance(f, str)] + list(self.extra_features)
+        extra = [self.extra_features] if isinstance(self.extra_features, str) else list(self.extra_features)
+        if any(isinstance(f, str) for f in extra):
+            raise UsageError(f"extra_features takes featuriser objects, added to the configured features; got "
+                             f"{self.extra_features!r}: give feature names in features=, e.g. "
+                             "features=('behaviour', 'tfidf')")
+        chosen = [f for f in self._features() if not isinstance(f, str)] + extra
         for f in chosen:
             if not (hasattr(f, "name") and hasattr(f, "fit_transform") and hasattr(f, "transform")):
                 raise UsageError(f"featuriser {f!r} needs a name and fit_transform/transform(data, backend) methods")
-        named = [f for f in (self.features or ()) if isinstance(f, str)] + [f.name for f in chosen]
+        named = [f for f in self._features() if isinstance(f, str)] + [f.name for f in chosen]
         twice = sorted({name for name in named if named.count(name) > 1})
         if twice:
             raise UsageError(f"feature {', '.join(map(repr, twice))} is given twice; each feature block needs its own name")
@@ -495,10 +504,10 @@ class UserClusterer:
 
     def _custom_weights(self, custom: list[Any]) -> dict[str, float]:
         names = {f.name for f in custom}
-        weights = {k: float(v) for k, v in (self.feature_weights or {}).items() if k in names}
-        if weights:
+        weights = {k: v for k, v in (self.feature_weights or {}).items() if k in names}
+        if weights:  # checked before float(): {"mine": "x"} is the caller's mistake, not a ValueError of ours
             check_weights("feature weight", weights, None, "feature_weights={'mine': 1.0}", most=MAX_FEATURE_WEIGHT)
-        return weights
+        return {k: float(v) for k, v in weights.items()}
 
     def _k_values(self, settings: PipelineConfig, n_users: int) -> tuple[int, ...]:
         """The k values to sweep (none for a fixed k); an impossible k is an error before the features."""
@@ -692,6 +701,14 @@ def _whole_k(value: Any, usage: str) -> int:
     if not _is_number(value) or not np.isfinite(value) or float(value) != int(value):
         raise UsageError(f"{usage}; {value!r} is not a whole number")
     return int(value)
+
+
+def _folder(directory: Any, verb: str) -> str | os.PathLike:
+    """A model folder's path as `save` and `load` take it: bytes or a number would end in pathlib's TypeError."""
+    if not isinstance(directory, str | os.PathLike):
+        raise UsageError(f"{verb} takes the path of a{' saved' if verb == 'load' else ''} model folder (a str or "
+                         f"Path), got {type(directory).__name__} {directory!r:.60}")
+    return directory
 
 
 def _mapped(events: Any, items: Any, settings: PipelineConfig) -> tuple[Any, Any]:

@@ -81,7 +81,11 @@ def read_verified(directory: str | Path, key: ModelKey | None = None) -> dict[st
     The folder must hold exactly the files the checksum file lists (plain names, regular files), so a
     file changed, removed, added or renamed is refused; parsing then uses these verified bytes only."""
     directory = Path(directory)
-    if not directory.is_dir():
+    try:
+        folder = directory.is_dir()
+    except OSError as exc:  # a name past the file system's limit (ENAMETOOLONG), a path it cannot look at
+        raise UsageError(f"no model at {directory}: {exc.strerror or exc}") from None
+    if not folder:
         raise UsageError(f"no model at {directory}: not a folder (a `gpuclust run` writes one to OUT/model)")
     listed = _read_checksums(directory)
     if key is not None:  # before any file is trusted: the checksums themselves must be ours

@@ -12,8 +12,10 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpuclust.backend import Backend
-from gpuclust.errors import InputWarning, ResultWarning, UsageError
+import numpy as np
+
+from gpuclust.backend import Backend, to_host
+from gpuclust.errors import InputWarning, ResultWarning, UsageError, listed
 from gpuclust.frames import frame_local
 from gpuclust.segments import group_sums
 
@@ -56,6 +58,7 @@ def outcome_of(model: Any, x: Any, backend: Backend) -> ClusterOutcome:
                          "noise; loosen its density settings (--eps, --min-samples, --min-cluster-size)")
     centres = getattr(model, "cluster_centers_", None)
     if centres is None:
+        labels, found = _without_gaps(labels, found, getattr(model, "algorithm", type(model).__name__), xp)
         centres = group_means(x, labels, found, xp)
     else:
         labels, centres = _without_empty(labels, backend.asarray(centres, dtype=xp.float32), xp)
@@ -90,9 +93,29 @@ def _without_empty(labels: Any, centres: Any, xp) -> tuple[Any, Any]:
         return labels, centres
     warnings.warn(f"{k} clusters were asked for, but only {int(used.shape[0])} hold users (the users are too alike "
                   f"to split further); continuing with {int(used.shape[0])}", InputWarning, stacklevel=3)
+    return _renumbered(labels, used, k, xp), centres[used]
+
+
+def _without_gaps(labels: Any, k: int, owner: str, xp) -> tuple[Any, int]:
+    """Labels of a clusterer without centres, numbered 0..m-1 where its own skip numbers (0, 2, 5): a
+    number no user has would get a centre at the mean of no user, the origin, and new users placed there
+    would land in a cluster without members, profile or list. Returns (labels, m)."""
+    used = xp.unique(labels[labels >= 0])
+    m = int(used.shape[0])
+    if m == k:
+        return labels, k
+    present = np.zeros(k, dtype=bool)
+    present[to_host(used)] = True
+    warnings.warn(f"{owner}'s labels skip {listed(np.flatnonzero(~present).tolist())} (no user has them): its {m} "
+                  f"clusters are renumbered 0..{m - 1}, in the order of its labels", InputWarning, stacklevel=4)
+    return _renumbered(labels, used, k, xp), m
+
+
+def _renumbered(labels: Any, used: Any, k: int, xp) -> Any:
+    """Labels mapped to their rank among `used` (sorted label values); noise stays -1."""
     renumber = xp.full(k, -1, dtype=xp.int32)
     renumber[used] = xp.arange(int(used.shape[0]), dtype=xp.int32)
-    return xp.where(labels >= 0, renumber[xp.maximum(labels, 0)], -1).astype(xp.int32), centres[used]
+    return xp.where(labels >= 0, renumber[xp.maximum(labels, 0)], -1).astype(xp.int32)
 
 
 def nearest_centres(x: Any, centres: Any, xp, chunk: int = 65_536) -> tuple[Any, Any]:

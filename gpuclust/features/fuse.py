@@ -39,9 +39,19 @@ class Fuser:
     def transform(self, blocks: dict[str, Any], xp) -> Any:
         parts = []
         for name, s in self.stats_.items():
+            _same_width(name, blocks[name], s["mean"])
             factor = np.float32(np.sqrt(s["weight"]) / s["scale"])
             parts.append((blocks[name] - s["mean"]) * factor)
         return xp.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
     def fit_transform(self, blocks: dict[str, Any], xp) -> Any:
         return self.fit(blocks, xp).transform(blocks, xp)
+
+
+def _same_width(name: str, block: Any, mean: Any) -> None:
+    """New users' block has the columns the fit's had: a featuriser whose transform returns another width
+    would end in NumPy's broadcast error, naming no feature."""
+    width, fitted = int(block.shape[1]), int(mean.shape[0])
+    if width != fitted:
+        raise UsageError(f"feature block {name!r} has {width} columns for these users, and had {fitted} at fit time: "
+                         "a featuriser's transform must return the columns its fit_transform returned")

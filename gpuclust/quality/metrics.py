@@ -138,12 +138,43 @@ def truth_scores(data: Any, frame_labels: Any, truth: Any) -> dict[str, Any]:
     from gpuclust.preprocess.parse import common_key, normalise_ids
 
     truth = host_frame(truth).dropna(subset=[schema.USER])
-    truth = truth.assign(**{schema.USER: normalise_ids(truth[schema.USER])[0]})
+    truth = _one_group_each(truth.assign(**{schema.USER: normalise_ids(truth[schema.USER])[0]}))
     users, truth = common_key(host_frame(data.users), truth, schema.USER)
     joined = users.merge(truth, on=schema.USER, how="inner")
     if joined.empty:
         raise UsageError("no user in the truth file matches a user in the events; check its user_id column")
-    planted = joined[joined["group"] >= 0]
-    scores = external_scores(to_host(frame_labels)[planted[schema.USER_IDX].to_numpy()], planted["group"].to_numpy())
-    scores["truth_noise_users_excluded"] = int(len(joined) - len(planted))
+    planted, groups = _planted(joined["group"])
+    if not planted.any():  # else ARI = NMI = 1.0 over no user: a perfect score for no evidence
+        raise UsageError(f"no user of the truth has a group: all {len(joined):,} users it shares with the events have "
+                         "a missing or negative group (noise); check its group column")
+    scores = external_scores(to_host(frame_labels)[joined[schema.USER_IDX].to_numpy()[planted]], groups[planted])
+    scores["truth_noise_users_excluded"] = int(len(joined) - planted.sum())
     return scores
+
+
+def _one_group_each(truth: Any) -> Any:
+    """The truth with one row per user: a row repeated is one fact, but a user given two groups has no
+    one planted group to score against (merged, the rows were counted twice)."""
+    from gpuclust import schema
+    from gpuclust.errors import UsageError
+
+    truth = truth.drop_duplicates([schema.USER, "group"])
+    twice = truth[truth[schema.USER].duplicated(keep=False)]
+    if len(twice):
+        first = twice[schema.USER].iloc[0]
+        groups = twice.loc[twice[schema.USER] == first, "group"].tolist()
+        raise UsageError(f"truth gives {twice[schema.USER].nunique():,} users more than one group (e.g. user {first}: "
+                         f"{', '.join(map(str, groups[:3]))}); give one row per user")
+    return truth
+
+
+def _planted(group: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of users with a planted group, the groups as a NumPy array). Numbers: a group < 0 is noise;
+    text (or categories, or a mix of both) is read as text, where no name is noise; missing is no group."""
+    import pandas as pd
+
+    present = group.notna().to_numpy()
+    if pd.api.types.is_numeric_dtype(group.dtype):
+        values = group.to_numpy()
+        return present & (np.where(present, values, -1) >= 0), values
+    return present, group.astype(str).to_numpy()

@@ -49,7 +49,7 @@ from fastapi.responses import PlainTextResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from gpuclust.errors import UsageError
+from gpuclust.errors import UsageError, listed
 from gpuclust.privacy import Pseudonymiser
 from gpuclust.quality.drift import Thresholds, placed_counts
 from gpuclust.serve.batcher import MAX_WAIT_S, MicroBatcher, ShuttingDown
@@ -327,6 +327,7 @@ def create_app(settings: ServeSettings, state: ModelState | None = None):
         try:
             raw = await _read_body(request, settings.max_body_bytes, settings.read_timeout_s)
             body = await service.off_loop(_decode, raw) if len(raw) > INLINE_BYTES else _decode(raw)
+            _only_read_fields(body, request.url.path, recommends=n is not None)
             if n is not None:
                 n = _top_n(body)
             state, prepared, placement = await service.place(body)
@@ -539,6 +540,23 @@ def _log_bug(exc: BaseException) -> None:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _only_read_fields(body: Any, path: str, recommends: bool) -> None:
+    """A body's top-level fields are the ones this endpoint reads: one it would ignore is refused, because
+    the caller meant something by it ('top_k': 3 answered 10 items, 'n' on /v1/assign no items, and
+    'columns' beside 'events' was dropped). Fields inside an event may carry anything."""
+    if not isinstance(body, dict):
+        return  # read_body names what the body should be
+    known = ("events", "columns", "n") if recommends else ("events", "columns")
+    unknown = [name for name in body if name not in known]
+    if unknown:
+        reads = "events or columns" + (", and n (the length of each list)" if recommends else
+                                       " (items and n are /v1/recommend's)")
+        raise RequestError(f"unknown field{'s' if len(unknown) > 1 else ''} {listed(map(repr, unknown))[:200]} in the "
+                           f"body: {path} reads {reads}")
+    if "events" in body and "columns" in body:
+        raise RequestError("the body has both 'events' and 'columns'; give 'events' or 'columns', not both")
 
 
 def _top_n(body: Any) -> int:
