@@ -703,12 +703,13 @@ def _whole_k(value: Any, usage: str) -> int:
     return int(value)
 
 
-def _folder(directory: Any, verb: str) -> str | os.PathLike:
-    """A model folder's path as `save` and `load` take it: bytes or a number would end in pathlib's TypeError."""
+def _folder(directory: Any, verb: str) -> Path:
+    """A model folder's path as `save` and `load` take it: bytes or a number would end in pathlib's TypeError,
+    and "~/models/x" is the home folder's, as pandas and the text model read it (not a folder named "~")."""
     if not isinstance(directory, str | os.PathLike):
         raise UsageError(f"{verb} takes the path of a{' saved' if verb == 'load' else ''} model folder (a str or "
                          f"Path), got {type(directory).__name__} {directory!r:.60}")
-    return directory
+    return Path(directory).expanduser()
 
 
 def _mapped(events: Any, items: Any, settings: PipelineConfig) -> tuple[Any, Any]:

@@ -105,6 +105,16 @@ def test_save_to_something_that_is_no_path(small, where):
         model.save(where)
 
 
+def test_save_and_load_read_a_tilde_as_the_home_folder(small, tmp_path, monkeypatch):
+    """save("~/x") made a folder named "~" in the working directory; pandas and the text model read "~" as home."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    model = _fit(small[0])
+    model.save("~/models/first")
+    assert (tmp_path / "home" / "models" / "first" / "model.json").is_file() and not (tmp_path / "~").exists()
+    assert UserClusterer.load("~/models/first").n_clusters_ == model.n_clusters_
+
+
 def test_load_of_a_name_too_long_for_the_file_system(tmp_path):
     """A 300-byte name ended in "OSError: [Errno 36] File name too long"."""
     with pytest.raises(UsageError, match="no model at .*name too long"):

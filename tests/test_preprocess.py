@@ -131,6 +131,15 @@ def test_values_that_are_not_numbers_are_an_error_naming_one(value):
         Preprocessor().run(ev, cpu_backend())
 
 
+def test_complex_values_are_refused_unless_their_imaginary_parts_are_zero():
+    """A complex value column was cast to its real parts without a word (NumPy's ComplexWarning, hidden)."""
+    ev = one_user(timestamp=["2026-01-01", "2026-01-02"], value=np.array([3.5 + 0j, 2 + 1j]))
+    with pytest.raises(UsageError, match=r"value column is not numeric, e\.g\. \(2\+1j\) \(1 rows\)"):
+        Preprocessor().run(ev, cpu_backend())
+    real = Preprocessor().run(ev.assign(value=np.array([3.5 + 0j, 2 + 0j])), cpu_backend())
+    assert real.events["value"].tolist() == [3.5, 2.0]
+
+
 def test_values_as_numeric_text_are_read_as_numbers():
     data = Preprocessor().run(one_user(timestamp=["2026-01-01", "2026-01-02"], value=["3.5", None]), cpu_backend())
     assert data.events["value"].tolist() == [3.5, 0.0] and data.events["value"].dtype == np.float32

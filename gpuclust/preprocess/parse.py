@@ -136,7 +136,11 @@ def money_values(values: Any, frame: Any) -> tuple[Any, Any, Any]:
     its own and the client refuses once, with the whole input's count.
     """
     not_number = None
-    if not _is_numeric(values):
+    if _kind(values).startswith("complex"):  # an amount has no imaginary part: one that has is no plain number
+        parts = values.to_numpy()
+        not_number = frame.Series(np.imag(parts) != 0, index=values.index)
+        values = frame.Series(np.real(parts), index=values.index)
+    elif not _is_numeric(values):
         parsed = frame.to_numeric(values, errors="coerce")
         not_number = (parsed.isna() & values.notna()).fillna(False)
         values = parsed
