@@ -247,9 +247,13 @@ def spd_inverse(a: Any, backend: Backend) -> Any:
     CPU: LAPACK potrf + potri on `a`'s own memory (a C-ordered symmetric matrix is its Fortran-ordered
     transpose), then the upper triangle mirrored in row blocks: no items² copy, where numpy.linalg.inv
     holds four. CUDA: `xp.linalg.inv` (device memory is sized for it; TF32 is fine per the design notes).
-    Raises numpy.linalg.LinAlgError for a matrix that is not positive definite."""
+    Raises numpy.linalg.LinAlgError for a matrix that is not positive definite: the CPU's Cholesky says
+    so; a GPU's general inverse of a singular matrix gives infinities instead, which are checked here."""
     if backend.on_gpu:
-        return backend.xp.linalg.inv(a)
+        p = backend.xp.linalg.inv(a)
+        if not bool(backend.xp.isfinite(p).all()):
+            raise np.linalg.LinAlgError("matrix is singular: its inverse is not finite")
+        return p
     from scipy.linalg import lapack
 
     potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (a,))

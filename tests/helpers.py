@@ -8,6 +8,14 @@ import numpy as np
 import pandas as pd
 
 
+def quick_fit(events, items=None, truth=None, **kwargs):
+    """A 3-cluster behaviour fit on the CPU (a clusterer object brings its own k): the misuse tests' fit."""
+    from gpuclust import UserClusterer
+
+    k = {} if "clusterer" in kwargs and not isinstance(kwargs["clusterer"], str) else {"n_clusters": 3}
+    return UserClusterer(**{**k, "features": ["behaviour"], "device": "cpu", **kwargs}).fit(events, items, truth)
+
+
 def blob_events(n_users: int = 300, n_groups: int = 3, events_per_user: int = 20, seed: int = 0):
     """Users whose groups touch disjoint item ranges: any sane pipeline separates them exactly."""
     rng = np.random.default_rng(seed)

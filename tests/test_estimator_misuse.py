@@ -12,7 +12,7 @@ import pytest
 
 from gpuclust import PipelineConfig, UserClusterer
 from gpuclust.errors import UsageError
-from tests.helpers import blob_events
+from tests.helpers import blob_events, quick_fit
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +25,7 @@ def events(small):
     return small[0]
 
 
-def _fit(events, items=None, truth=None, **kwargs):
-    k = {} if "clusterer" in kwargs and not isinstance(kwargs["clusterer"], str) else {"n_clusters": 3}
-    return UserClusterer(**{**k, "features": ["behaviour"], **kwargs}).fit(events, items, truth)
+_fit = quick_fit
 
 
 def _multiindex(ev: pd.DataFrame) -> pd.DataFrame:

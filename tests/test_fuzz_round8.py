@@ -10,7 +10,7 @@ import pytest
 
 from gpuclust import PipelineConfig, UserClusterer
 from gpuclust.errors import UsageError
-from tests.helpers import blob_events
+from tests.helpers import blob_events, quick_fit
 
 
 @pytest.fixture(scope="module")
@@ -18,14 +18,7 @@ def small():
     return blob_events(n_users=90, n_groups=3, events_per_user=8)
 
 
-@pytest.fixture(scope="module")
-def events(small):
-    return small[0]
-
-
-def _fit(events, items=None, truth=None, **kwargs):
-    k = {} if "clusterer" in kwargs and not isinstance(kwargs["clusterer"], str) else {"n_clusters": 3}
-    return UserClusterer(**{**k, "features": ["behaviour"], "device": "cpu", **kwargs}).fit(events, items, truth)
+_fit = quick_fit
 
 
 # --- features given as one string -----------------------------------------------------------------
@@ -39,7 +32,8 @@ def test_features_as_a_bare_string_are_the_names_it_lists(small, given, blocks):
     assert list(model.manifest_["features"]["blocks"]) == blocks
 
 
-def test_extra_features_as_a_bare_string_is_refused_by_name(events):
+def test_extra_features_as_a_bare_string_is_refused_by_name(small):
+    events = small[0]
     with pytest.raises(UsageError, match="extra_features takes featuriser objects"):
         _fit(events, extra_features="tfidf")
 
@@ -47,8 +41,9 @@ def test_extra_features_as_a_bare_string_is_refused_by_name(events):
 # --- NumPy whole numbers are whole numbers -----------------------------------------------------------
 
 @pytest.mark.parametrize("seed", [np.int64(3), np.uint32(3), np.int8(3)])
-def test_a_numpy_integer_seed_is_that_seed(events, seed):
+def test_a_numpy_integer_seed_is_that_seed(small, seed):
     """seed=np.int64(3) was refused: "config value seed = np.int64(3) has the wrong type: expected an integer"."""
+    events = small[0]
     model = _fit(events, seed=seed)
     assert model.config_.seed == 3 and type(model.config_.seed) is int
     json.dumps(model.manifest_["config"])  # the manifest holds plain numbers
@@ -81,16 +76,18 @@ class Widening:
         return np.random.default_rng(1).normal(size=(data.n_users, 3)).astype(np.float32)
 
 
-def test_a_featuriser_whose_width_changes_after_fit_is_named(events):
+def test_a_featuriser_whose_width_changes_after_fit_is_named(small):
     """It ended in NumPy's 'operands could not be broadcast together with shapes (90,3) (2,)'."""
+    events = small[0]
     model = _fit(events, features=[Widening()])
     with pytest.raises(UsageError, match=r"feature block 'mine' has 3 columns for these users, and had 2 at fit"):
         model.predict(events)
 
 
 @pytest.mark.parametrize("weight", ["x", None, [1]])
-def test_a_custom_featurisers_weight_that_is_no_number_is_named(events, weight):
+def test_a_custom_featurisers_weight_that_is_no_number_is_named(small, weight):
     """{"mine": "x"} ended in "ValueError: could not convert string to float: 'x'"."""
+    events = small[0]
     with pytest.raises(UsageError, match="feature weight mine"):
         _fit(events, features=[Widening()], feature_weights={"mine": weight})
 
@@ -131,9 +128,10 @@ class Gaps:
         return self
 
 
-def test_labels_that_skip_numbers_make_no_phantom_clusters(events):
+def test_labels_that_skip_numbers_make_no_phantom_clusters(small):
     """Clusters 1, 3 and 4 got a centre at the origin (the mean of no user): predict placed users in
     cluster 1, which has no profile, no member and no segment list."""
+    events = small[0]
     with pytest.warns(UserWarning, match=r"labels skip 1, 3, 4 .*renumbered 0\.\.2"):
         model = _fit(events, clusterer=Gaps())
     assert model.n_clusters_ == 3 and model.cluster_centers_.shape[0] == 3

@@ -144,18 +144,16 @@ def ease_weights(g: Any, lam: float, backend: Backend, keep_gram: bool = True) -
 
     With keep_gram (the λ grid reuses G) the inverse works on a copy; without, on G itself: then EASE
     holds one items x items matrix at a time on the CPU (`backend.spd_inverse`). A λ that vanishes beside
-    the Gram in float32 leaves G + λI singular: a UsageError naming it (the CPU's Cholesky fails; a GPU's
-    general inverse gives infinities instead, so both are checked)."""
+    the Gram in float32 leaves G + λI singular: a UsageError naming it (`spd_inverse` says so on either
+    device)."""
     xp = backend.xp
     a = g.copy() if keep_gram else g
     a[xp.diag_indices_from(a)] += xp.float32(lam)
     try:
         p = spd_inverse(a, backend)
     except np.linalg.LinAlgError:
-        p = None
-    if p is None or not bool(xp.isfinite(p).all()):
         raise UsageError(f"recommend.lambdas: EASE's λ = {lam:g} is too small for this log (XᵀX + λI is singular "
-                         "in float32); give larger values, e.g. lambdas = [30, 100, 300, 1000]")
+                         "in float32); give larger values, e.g. lambdas = [30, 100, 300, 1000]") from None
     p /= -xp.diagonal(p)[None, :]
     p[xp.diag_indices_from(p)] = 0.0
     return p
