@@ -496,6 +496,9 @@ class UserClusterer:
         for f in chosen:
             if not (hasattr(f, "name") and hasattr(f, "fit_transform") and hasattr(f, "transform")):
                 raise UsageError(f"featuriser {f!r} needs a name and fit_transform/transform(data, backend) methods")
+            if not (isinstance(f.name, str) and registry.FEATURE_NAME.fullmatch(f.name)):
+                raise UsageError(f"featuriser {type(f).__name__}'s name {f.name!r} is not a feature name: give "
+                                 "letters, digits, '_' or '-', e.g. name = 'my_feature'")
         named = [f for f in self._features() if isinstance(f, str)] + [f.name for f in chosen]
         twice = sorted({name for name in named if named.count(name) > 1})
         if twice:

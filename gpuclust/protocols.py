@@ -6,7 +6,8 @@ is treated as a scikit-learn-style estimator on arrays: gpuclust hands it host N
 the device array) and brings what it returns back onto the backend. The rule that tells them apart:
 a `fit` / `fit_transform` with a parameter called `backend` is a gpuclust stage.
 
-- Featurizer: `name`; `fit_transform(data, backend)` and `transform(data, backend)` return float32
+- Featurizer: `name` (`registry.FEATURE_NAME`: it keys the stage, manifest entries and saved arrays);
+  `fit_transform(data, backend)` and `transform(data, backend)` return float32
   (n_users, d) in `backend.xp`, row i = user_idx i; `state()` / `from_state(meta, arrays, backend)`
   carry it through a saved model. `data` is a `PreparedData`.
 - Reducer: `fit_transform(x, backend)`, `transform(x, backend)`. Foreign: `fit_transform(X)`,

@@ -9,10 +9,15 @@ config and registry, never the reverse) and nothing imports in a circle.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from gpuclust.errors import UsageError
+
+# A feature's name keys its stage, manifest entries and saved arrays ("featurizer.NAME.KEY") and is
+# listed in --features "a,b": a dot or a comma would make one name read as two.
+FEATURE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -111,4 +116,6 @@ def lookup(table: dict[str, Entry], name: str, what: str) -> Entry:
 
 def register_feature(name: str, target: str, summary: str = "") -> None:
     """Make a featuriser class (given as "module:Class") known by name to config, CLI and saved models."""
+    if not (isinstance(name, str) and FEATURE_NAME.fullmatch(name)):
+        raise UsageError(f"feature name {name!r} is not one: give letters, digits, '_' or '-', e.g. 'my_feature'")
     FEATURES[name] = Entry(name, target, summary or target)

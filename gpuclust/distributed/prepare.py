@@ -49,7 +49,7 @@ from gpuclust.preprocess.clean import (
     users_of,
 )
 from gpuclust.preprocess.codes import EventCodes
-from gpuclust.preprocess.parse import common_key, normalise_ids, not_numeric_message
+from gpuclust.preprocess.parse import FLAG_KINDS, common_key, flag_ids, normalise_ids, not_numeric_message
 from gpuclust.preprocess.prepared import PreparedData, StepCount
 from gpuclust.preprocess.table import EventTable
 
@@ -273,6 +273,8 @@ def id_casts(lazy: Any) -> tuple[dict[str, str], list[StepCount]]:
     casts, notes = {}, []
     for column in (schema.USER, schema.ITEM):
         kind = str(lazy[column].dtype).lower()
+        if kind in FLAG_KINDS:  # an object column of them raises in `normalise_ids`, per partition
+            raise flag_ids(column)
         if kind.startswith("float"):
             values = lazy[column]
             # Missing ids do not count against it: their rows drop before the cast (`clean_partition`).

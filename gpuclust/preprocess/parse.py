@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuclust.errors import UsageError, warn_dropped
+from gpuclust.errors import InputWarning, UsageError, warn_dropped
 from gpuclust.frames import frame_kind, host_frame
 
 # datetime64[ns] holds about 1677-09-21 .. 2262-04-11; a little margin keeps float rounding inside.
@@ -57,6 +57,8 @@ def normalise_ids(ids: Any) -> tuple[Any, str | None]:
     joins match and writing the results cannot fail after all the work.
     """
     kind = _kind(ids)
+    if kind in FLAG_KINDS or (kind == "object" and frame_kind(ids) == "pandas" and _all_booleans(ids)):
+        raise flag_ids(ids.name)
     if kind.startswith("float") and len(ids):
         whole = ((ids == ids.round()) & (ids.abs() < 2.0**63)).fillna(False)
         if bool(whole.all()):
@@ -67,6 +69,22 @@ def normalise_ids(ids: Any) -> tuple[Any, str | None]:
         if pd.api.types.infer_dtype(ids, skipna=True) != "string":
             return ids.astype("str"), "ids of mixed types or wider than int64 read as text"
     return ids, None
+
+
+FLAG_KINDS = ("bool", "boolean")
+
+
+def flag_ids(column: Any) -> UsageError:
+    """The refusal of an id column of true/false values: two values cannot name users or items, and such
+    a column mapped as ids would make a log of two users."""
+    return UsageError(f"the {column or 'id'} column holds true/false values, not ids: map the id column in the "
+                      "config's [columns] section, or cast it to text if true and false are meant as ids")
+
+
+def _all_booleans(ids: Any) -> bool:
+    import pandas as pd
+
+    return len(ids) > 0 and pd.api.types.infer_dtype(ids, skipna=True) == "boolean"
 
 
 def keyed_items(items: Any) -> Any:
@@ -99,7 +117,7 @@ def common_key(left: Any, right: Any, key: str) -> tuple[Any, Any]:
 # --- the catalogue's other columns -------------------------------------------------------------------
 
 def catalogue_columns(items: Any, frame: Any) -> tuple[Any, int]:
-    """Prices as numbers (text that is no number becomes missing) and category and text columns as text
+    """Prices as numbers (text that is no number becomes missing, with a warning) and category and text columns as text
     (a column mixing numbers and words cannot be written to Parquet); returns the table and how many
     prices were not numbers. Missing values stay missing."""
     items = items.copy()
@@ -109,7 +127,12 @@ def catalogue_columns(items: Any, frame: Any) -> tuple[Any, int]:
         if name == "price":
             if not _is_numeric(column):
                 parsed = frame.to_numeric(column, errors="coerce")
-                bad_prices = int((parsed.isna() & column.notna()).fillna(False).sum())
+                bad = (parsed.isna() & column.notna()).fillna(False)
+                bad_prices = int(bad.sum())
+                if bad_prices:  # '$1' or '1,50': a price the profiles would quietly average without
+                    warnings.warn(f"{bad_prices:,} of {len(items):,} item prices are not numbers and count as "
+                                  f"missing, e.g. {first_value(column, bad)!r}: give plain numbers with a dot for "
+                                  "decimals and no currency signs", InputWarning, stacklevel=3)
                 items[name] = parsed
         elif name != "item_id" and _kind(column) == "object" and frame_kind(column) == "pandas":
             import pandas as pd
