@@ -72,7 +72,11 @@ def silhouette(x, labels, xp, sample: int = 20_000, seed: int = 0, chunk: int = 
     if k < 2 or m < 3:
         return float("nan"), int(m)
     xs = x.astype(xp.float32)
-    sq = (xs**2).sum(axis=1)
+    sq = (xs**2).sum(axis=1)[:, None]
+    ones = xp.ones((m, 1), dtype=xp.float32)
+    # |a|² - 2a·b + |b|² as one product: [-2a, 1, |a|²] · [b, |b|², 1], no passes over the distances to add norms
+    left = xp.concatenate([xs * xp.float32(-2.0), ones, sq], axis=1)
+    right = xp.concatenate([xs, sq, ones], axis=1)
     counts = xp.bincount(labels, minlength=k).astype(xp.float32)
     onehot = xp.zeros((m, k), dtype=xp.float32)
     onehot[xp.arange(m), labels] = 1.0
@@ -81,15 +85,12 @@ def silhouette(x, labels, xp, sample: int = 20_000, seed: int = 0, chunk: int = 
 
     def scores_of(j: int) -> None:
         start = starts[j]
-        block = xs[start:start + chunk]
-        d = (block * xp.float32(-2.0)) @ xs.T  # in-place from here: O(m²) and allocation-bound otherwise
-        d += sq[start:start + chunk, None]
-        d += sq[None, :]
-        xp.maximum(d, 0.0, out=d)
+        d = left[start:start + chunk] @ right.T  # squared distances; in place from here: O(m²) and
+        xp.maximum(d, 0.0, out=d)                # allocation-bound otherwise
         xp.sqrt(d, out=d)
         sums = d @ onehot  # (chunk, k): summed distance to each cluster
         own = labels[start:start + chunk]
-        rows = xp.arange(block.shape[0])
+        rows = xp.arange(d.shape[0])
         own_count = counts[own] - 1
         a = sums[rows, own] / xp.maximum(own_count, 1)
         mean_other = sums / xp.maximum(counts, 1)[None, :]
