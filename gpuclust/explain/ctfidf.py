@@ -42,16 +42,23 @@ def english_stop_words() -> frozenset[str]:
     return frozenset(ENGLISH_STOP_WORDS)
 
 
-def tokenize(text: str, stop_words: frozenset[str], min_length: int = 2) -> list[str]:
+def tokenize(text: str, stop_words: frozenset[str], min_length: int = 2,
+             seen: dict[str, str | None] | None = None) -> list[str]:
     """Lowercase words of at least `min_length` characters with a letter in them, stop-words dropped.
 
-    Hyphenated words ("t-shirt", "v-neck") stay whole: split, they lose what they mean.
-    """
+    Hyphenated words ("t-shirt", "v-neck") stay whole: split, they lose what they mean. `seen` remembers
+    each raw word's verdict across calls (a catalogue's titles reuse few words; the tests per word were
+    most of the time)."""
+    seen = {} if seen is None else seen
     out = []
-    for token in _WORD.findall(str(text).lower()):
-        token = token.strip("'&+-")
-        if len(token) >= min_length and token not in stop_words and not token.replace("-", "").isdigit() \
-                and any(ch.isalpha() for ch in token):
+    for raw in _WORD.findall(str(text).lower()):
+        if raw not in seen:
+            token = raw.strip("'&+-")
+            keep = len(token) >= min_length and token not in stop_words and not token.replace("-", "").isdigit() \
+                and any(ch.isalpha() for ch in token)
+            seen[raw] = token if keep else None
+        token = seen[raw]
+        if token is not None:
             out.append(token)
     return out
 
@@ -170,12 +177,13 @@ class ClassTfidf:
         stop = english_stop_words() if self.stop_words is None else frozenset(w.lower() for w in self.stop_words)
         unigrams = tuple(self.ngram_range) == (1, 1)
         terms, words, pairs = _Counts(), _Counts(), _Counts()
+        seen: dict[str, str | None] = {}
         if text_cols:
             texts = items[text_cols[0]].astype("string").fillna("")
             for col in text_cols[1:]:
                 texts = texts + " " + items[col].astype("string").fillna("")
             for item_idx, text in zip(items[schema.ITEM_IDX].to_numpy(), texts.to_numpy(), strict=True):
-                clauses = [tokenize(clause, stop, self.min_token_length) for clause in _CLAUSE.split(str(text))]
+                clauses = [tokenize(clause, stop, self.min_token_length, seen) for clause in _CLAUSE.split(str(text))]
                 tokens = [token for clause in clauses for token in clause]
                 words.add(item_idx, tokens)
                 pairs.add(item_idx, [pair for clause in clauses for pair in ngrams(clause, (2, 2))])
