@@ -41,10 +41,10 @@ def promotions(personal: PersonalModel, x: Any, labels: Any, k: int, backend: Ba
     lift = xp.where(population > 0, segment / xp.where(population > 0, population, 1), 0.0)
     ranked = xp.where((owned <= max_owned) & (segment > 0), segment, -xp.inf)
     order = xp.argsort(-ranked, axis=1)[:, :top_n]
-    order, ranked, lift, owned = (to_host(a) for a in (order, ranked, lift, owned))
+    order, ranked, lift, owned, sizes = (to_host(a) for a in (order, ranked, lift, owned, sizes))
     out = []
     for c in range(k):
-        keep = [int(i) for i in order[c] if np.isfinite(ranked[c, i])] if to_host(sizes)[c] > 0 else []
+        keep = [int(i) for i in order[c] if np.isfinite(ranked[c, i])] if sizes[c] > 0 else []
         out.append([{"item_idx": i, "score": round(float(ranked[c, i]), 6), "lift": round(float(lift[c, i]), 3),
                      "owned_share": round(float(owned[c, i]), 4)} for i in keep])
     return out
