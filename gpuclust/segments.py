@@ -75,9 +75,9 @@ def _group_sums_by_blocks(x: Any, ids: Any, n: int, xp: Any, squares: bool = Fal
         width = stop - start
         key = (group[:, None] * width + xp.arange(width, dtype=xp.int64)[None, :]).ravel()
         block = x[:, start:stop].astype(xp.float64)
-        sums[:, start:stop] = xp.bincount(key, weights=block.ravel(), minlength=n * width)[:n * width].reshape(n, width)
+        sums[:, start:stop] = xp.bincount(key, weights=xp.ravel(block), minlength=n * width)[:n * width].reshape(n, width)
         if squares:
-            square_sums[:, start:stop] = xp.bincount(key, weights=(block * block).ravel(),
+            square_sums[:, start:stop] = xp.bincount(key, weights=xp.ravel(block * block),
                                                      minlength=n * width)[:n * width].reshape(n, width)
     counts = xp.bincount(ids, minlength=n)[:n].astype(xp.float64)
     return (sums, square_sums, counts) if squares else (sums, counts)
