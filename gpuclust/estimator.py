@@ -333,6 +333,7 @@ class UserClusterer:
         is set): a frame of the input's kind with user_id and one column per dimension."""
         x, data = self.embed(events)
         backend = self.backend_
+        x = frame_local(x, backend)  # one copy to pandas' host, not one per column (a strided gather each)
         columns = {schema.USER_IDX: backend.xp.arange(data.n_users, dtype=np.int32),
                    **{f"f{j}": x[:, j] for j in range(x.shape[1])}}
         out = data.users.merge(array_frame(columns, backend), on=schema.USER_IDX).sort_values(schema.USER_IDX)

@@ -40,7 +40,10 @@ def group_sums(x: Any, ids: Any, n: int, xp: Any, squares: bool = False) -> tupl
     """Per group 0..n-1 of the rows of matrix `x`: column sums (float64, n x columns) and row counts
     (float64), and with `squares` the sums of squares between them: what cluster centres, k-means steps
     and per-cluster spreads are made of, anywhere. A bincount per column: the columns are few (tens to
-    hundreds), and it never makes an n x groups one-hot."""
+    hundreds), and it never makes an n x groups one-hot. On a device, `_group_sums_by_blocks`: the same
+    sums with a bincount per block of columns, since each CuPy bincount waits on the device twice."""
+    if xp is not np:
+        return _group_sums_by_blocks(x, ids, n, xp, squares)
     sums = xp.zeros((n, x.shape[1]), dtype=xp.float64)
     square_sums = xp.zeros_like(sums) if squares else None
     for j in range(x.shape[1]):
@@ -48,6 +51,34 @@ def group_sums(x: Any, ids: Any, n: int, xp: Any, squares: bool = False) -> tupl
         sums[:, j] = xp.bincount(ids, weights=column, minlength=n)[:n]
         if squares:
             square_sums[:, j] = xp.bincount(ids, weights=column * column, minlength=n)[:n]
+    counts = xp.bincount(ids, minlength=n)[:n].astype(xp.float64)
+    return (sums, square_sums, counts) if squares else (sums, counts)
+
+
+GROUP_SUM_CELLS = 1 << 24  # rows x columns per bincount of `_group_sums_by_blocks`: 128 MiB of int64 keys
+
+
+def _group_sums_by_blocks(x: Any, ids: Any, n: int, xp: Any, squares: bool = False,
+                          cells: int = GROUP_SUM_CELLS) -> tuple[Any, ...]:
+    """`group_sums` with one bincount per block of columns, keyed by (group, column): cupy.bincount reads
+    its input's minimum and maximum back to the host (cupy/_statistics/histogram.py: "synchronize!"), so
+    a bincount per column waited on the device 2 x (columns + 1) times, 4 x columns + 2 with squares.
+    Each bin sums its rows in row order, as the bincount of one column does; groups at or past `n` fall
+    past the kept bins, as they do there."""
+    rows, d = x.shape
+    sums = xp.zeros((n, d), dtype=xp.float64)
+    square_sums = xp.zeros_like(sums) if squares else None
+    step = max(1, cells // max(rows, 1))
+    group = ids.astype(xp.int64)
+    for start in range(0, d, step):
+        stop = min(start + step, d)
+        width = stop - start
+        key = (group[:, None] * width + xp.arange(width, dtype=xp.int64)[None, :]).ravel()
+        block = x[:, start:stop].astype(xp.float64)
+        sums[:, start:stop] = xp.bincount(key, weights=xp.ravel(block), minlength=n * width)[:n * width].reshape(n, width)
+        if squares:
+            square_sums[:, start:stop] = xp.bincount(key, weights=xp.ravel(block * block),
+                                                     minlength=n * width)[:n * width].reshape(n, width)
     counts = xp.bincount(ids, minlength=n)[:n].astype(xp.float64)
     return (sums, square_sums, counts) if squares else (sums, counts)
 

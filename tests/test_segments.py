@@ -29,6 +29,19 @@ def segmented(draw):
     return n, ids, values, keys
 
 
+@given(st.integers(0, 40), st.integers(0, 7), st.integers(1, 6), st.integers(1, 90), st.data())
+def test_group_sums_by_column_blocks_equal_a_bincount_per_column(rows, d, n, cells, data):
+    """The device's group sums (`_group_sums_by_blocks`, a bincount per block of columns) run here on NumPy,
+    in blocks of any width: the same bits as a bincount per column, groups at or past `n` left out."""
+    x = data.draw(arrays(np.float32, (rows, d), elements=st.floats(-1e3, 1e3, allow_nan=False, width=32)))
+    ids = data.draw(arrays(np.int32, rows, elements=st.integers(0, n + 1)))
+    want = segments.group_sums(x, ids, n, np, squares=True)
+    got = segments._group_sums_by_blocks(x, ids, n, np, squares=True, cells=cells)
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(segments._group_sums_by_blocks(x, ids, n, np, cells=cells)[0], want[0])
+
+
 @given(segmented())
 def test_segment_reductions_match_pandas_groupby(case):
     n, ids, values, keys = case

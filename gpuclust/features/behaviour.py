@@ -15,7 +15,7 @@ import numpy as np
 from gpuclust import schema
 from gpuclust.backend import Backend, array_module
 from gpuclust.features.normalise import Normaliser
-from gpuclust.frames import array_frame
+from gpuclust.frames import array_frame, frame_local
 from gpuclust.preprocess.prepared import PreparedData
 from gpuclust.segments import distinct_per_segment, run_starts, segment_first, segment_last, segment_sum
 
@@ -39,7 +39,8 @@ class UserStatistics:
 
     def frame(self, backend: Backend):
         """A frame of the backend's library, indexed by user_idx: for readers who want one (tests, notebooks)."""
-        out = array_frame({name: self.values[:, j] for j, name in enumerate(self.names)}, backend)
+        values = frame_local(self.values, backend)  # one copy to pandas' host, not one per column
+        out = array_frame({name: values[:, j] for j, name in enumerate(self.names)}, backend)
         out.index.name = schema.USER_IDX
         return out
 

@@ -55,10 +55,13 @@ class Normaliser:
         if self.method == "none":
             return x
         if self.method == "quantile":
-            # Position of each value among the fitted quantiles, scaled to [0, 1].
+            # Position of each value among the fitted quantiles, scaled to [0, 1]. Columns are copied
+            # contiguous: cupy.interp raises NotImplementedError for a non-C-contiguous x (a column of a
+            # C-ordered matrix), where numpy.interp copies it itself.
             q = self.params_["quantiles"]
             levels = xp.linspace(0.0, 1.0, q.shape[0]).astype(xp.float32)
-            cols = [xp.interp(x[:, j], q[:, j], levels) for j in range(x.shape[1])]
+            cols = [xp.interp(xp.ascontiguousarray(x[:, j]), xp.ascontiguousarray(q[:, j]), levels)
+                    for j in range(x.shape[1])]
             return xp.stack(cols, axis=1).astype(xp.float32)
         return ((x - self.params_["shift"]) / self.params_["scale"]).astype(xp.float32)
 

@@ -126,4 +126,4 @@ def _tune(data: PreparedData, clusters: Any, counts: Any, k: int, backend: Backe
     best = max(curve, key=lambda r: (r[f"HR@{TUNE_TOP_K}"], r[f"NDCG@{TUNE_TOP_K}"], -r["w"]))
     return best["w"], {"how": f"tuned at fit time: leave-last-out HR@{TUNE_TOP_K} on a sample of the fitted users "
                               "with the fitted clusters (optimistic; `gpuclust evaluate` refits)",
-                       "users": int(len(to_host(targets))), "seed": seed, "curve": curve}
+                       "users": int(len(targets)), "seed": seed, "curve": curve}
