@@ -105,3 +105,16 @@ def test_the_holdouts_inside_a_fit_split_the_event_table(synthetic, device, how)
     assert not any(built.values()), built
     if how == "objective":
         assert model.sweep_.extra["objective"] == "recommend"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("normalise", ["standard", "minmax", "log1p", "quantile"])
+def test_each_normaliser_fits_and_places_new_users(synthetic, device, normalise):
+    """Every normaliser's arithmetic on the device's arrays, fit and predict: cupy.interp refuses a
+    non-contiguous column, which a quantile fit on a GPU gave it before."""
+    config = PipelineConfig(device=device, seed=0)
+    config.cluster.k, config.features.features, config.features.normalise = 8, ("behaviour",), normalise
+    events = synthetic.events[synthetic.events["user_id"].isin(synthetic.events["user_id"].unique()[:1500])]
+    model = UserClusterer(config=config).fit(events)
+    placed = model.predict(events)
+    assert len(placed) == model.manifest_["rows"]["users"] and placed["cluster"].between(0, 7).all()
