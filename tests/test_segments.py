@@ -42,6 +42,21 @@ def test_group_sums_by_column_blocks_equal_a_bincount_per_column(rows, d, n, cel
     np.testing.assert_array_equal(segments._group_sums_by_blocks(x, ids, n, np, cells=cells)[0], want[0])
 
 
+@given(st.sampled_from([np.int64, np.int32, np.uint64]), st.data())
+def test_sorted_codes_equal_pandas_factorize(dtype, data):
+    """The GPU's factorisation of integer ids (`frames.sorted_codes`, one sort where the ids live) runs here on
+    NumPy: the codes and distinct values of pandas' `factorize(sort=True)`, dtype kept."""
+    from gpuclust.frames import sorted_codes
+
+    top = np.iinfo(dtype).max if dtype is not np.uint64 else 2**64 - 1
+    values = data.draw(arrays(dtype, st.integers(1, 60), elements=st.sampled_from([0, 1, 7, 7, 2**20, int(top)])))
+    codes, uniques = sorted_codes(values, np)
+    want_codes, want_uniques = pd.Series(values).factorize(sort=True)
+    np.testing.assert_array_equal(codes, want_codes)
+    assert codes.dtype == np.int64 and uniques.dtype == want_uniques.dtype
+    np.testing.assert_array_equal(uniques, np.asarray(want_uniques))
+
+
 @given(segmented())
 def test_segment_reductions_match_pandas_groupby(case):
     n, ids, values, keys = case

@@ -38,8 +38,8 @@ class EventCodes(PicklesModuleByName):
     def of(cls, ev: Any, backend: Backend) -> EventCodes:
         """Codes of a cleaned frame whose event_type is categorical over the configured types. The arrays
         move to the backend's device here, once (CuPy where the frames are pandas on a GPU)."""
-        user, user_ids = factorize(ev[schema.USER])
-        item, item_ids = factorize(ev[schema.ITEM])
+        user, user_ids = factorize(ev[schema.USER], backend)
+        item, item_ids = factorize(ev[schema.ITEM], backend)
         event = local_values(ev[schema.EVENT].cat.codes)
         time = local_values(ev[schema.TIME].astype("datetime64[ns]").astype("int64"))
         value = local_values(ev[schema.VALUE])
