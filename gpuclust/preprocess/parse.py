@@ -69,6 +69,29 @@ def normalise_ids(ids: Any) -> tuple[Any, str | None]:
     return ids, None
 
 
+_PLAIN_INTEGER = r"\s*-?(0|[1-9][0-9]*)(\.0+)?\s*$"  # 7, -3, and 7.0 as a float column writes it
+
+
+def text_ids(ids: Any, frame: Any) -> Any:
+    """An id column of a text file (CSV, JSON) read as the text it holds: integers (int64; nullable
+    where some are missing) where every id is an integer written plainly ('7', ' 7', '-3', '7.0'), else
+    the text as written. A reader's own guess reads '007' and '7' as the one number 7, merging two users
+    (or items) and dropping the zeros that the shop's other files keep. JSON numbers stay numbers."""
+    if _is_numeric(ids):
+        return ids
+    present = ids.notna()
+    text = ids[present].astype("str")
+    if not bool(text.str.match(_PLAIN_INTEGER).all()):
+        return ids
+    digits = text.str.strip().str.replace(r"\.0+$", "", regex=True)
+    numbers = frame.to_numeric(digits, errors="coerce")
+    if _kind(numbers) != "int64" or not bool((numbers.astype("str") == digits).all()):
+        return ids  # wider than int64: text, as `normalise_ids` reads it
+    if bool(present.all()):
+        return numbers
+    return numbers.astype("Int64" if frame_kind(ids) == "pandas" else "int64").reindex(ids.index)
+
+
 def keyed_items(items: Any) -> Any:
     """The items with an id, ids normalised and first row per id kept: what every catalogue reader joins on.
     The rows left out are warned about: with two rows for an item the first is used, and the user should

@@ -1,0 +1,96 @@
+"""Round 9 of fuzzing: silent wrong answers. Each test is a finding, failing before its fix: an input that
+gpuclust took without a word and answered wrongly (users merged or split, items lost, times misread)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tests.helpers import blob_events, cli
+
+
+@pytest.fixture()
+def log(tmp_path):
+    """(events, items) of 90 users in 3 groups, and the folder to write them to."""
+    events, items, _ = blob_events(n_users=90, n_groups=3, events_per_user=10)
+    return events, items, tmp_path
+
+
+def _run(monkeypatch, capsys, events, out, *more) -> tuple[pd.DataFrame, dict, str]:
+    code, _, stderr = cli(monkeypatch, capsys, "run", "--events", events, *more, "--k", 3, "--out", out, "--json")
+    assert code == 0, stderr
+    return (pd.read_parquet(out / "assignments.parquet"), json.loads((out / "manifest.json").read_text()),
+            stderr)
+
+
+def _write(frame: pd.DataFrame, path) -> None:
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".json":
+        path.write_text(frame.to_json(orient="records", date_format="iso"))
+    else:
+        frame.to_json(path, orient="records", lines=True, date_format="iso")
+
+
+# --- JSON: pandas' type guessing ------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_json_epochs_mixing_seconds_and_milliseconds_are_read_by_magnitude(log, monkeypatch, capsys, suffix):
+    """pandas' JSON reader turned a column named 'timestamp' into dates by one unit for the whole column:
+    with seconds beside milliseconds, every seconds epoch became a date in January 1970 (the run went on)."""
+    events, _, folder = log
+    seconds = events["timestamp"].astype("datetime64[s]").astype("int64")
+    mixed = events.assign(timestamp=seconds.where(events.index % 2 == 0, seconds * 1000))
+    mixed.to_parquet(folder / "mixed.parquet")
+    _write(mixed, folder / f"mixed{suffix}")
+    want, _, _ = _run(monkeypatch, capsys, folder / "mixed.parquet", folder / "a")
+    got, manifest, _ = _run(monkeypatch, capsys, folder / f"mixed{suffix}", folder / "b")
+    steps = {s["step"]: s["why"] for s in manifest["rows"]["steps"]}
+    assert steps["epoch_units"] == "Unix epochs read per value by magnitude: 450 in s, 450 in ms"
+    pd.testing.assert_frame_equal(got, want)
+
+
+# --- ids a text reader guessed were numbers -------------------------------------------------------
+
+def _padded(events: pd.DataFrame, items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Text ids, half of the users zero-padded so that '0100' and '100' are two people, and every item
+    zero-padded ('0007'), as a shop's codes often are."""
+    users = events["user_id"]
+    user = users.astype(str).where(users < 145, "0" + (users - 45).astype(str))
+    return (events.assign(user_id=user, item_id=events["item_id"].map("{:04d}".format)),
+            items.assign(item_id=items["item_id"].map("{:04d}".format)))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
+def test_zero_padded_ids_in_a_text_file_keep_their_zeros(log, monkeypatch, capsys, suffix):
+    """'0100' and '100' were read as the one number 100: two users silently merged into one (45 of 90
+    users placed), and the items' '0007' became 7, unknown to a Parquet file of the same shop."""
+    events, items, folder = log
+    events, items = _padded(events, items)
+    _write(events, folder / f"events{suffix}")
+    _write(items, folder / f"items{suffix}")
+    got, _, stderr = _run(monkeypatch, capsys, folder / f"events{suffix}", folder / "out", "--items",
+                          folder / f"items{suffix}")
+    assert stderr == ""
+    assert sorted(got["user_id"]) == sorted(events["user_id"].unique())  # 90 users, "0100" beside "100"
+    clusters = json.loads((folder / "out" / "clusters.json").read_text())["clusters"]
+    assert all(c["top_categories"] for c in clusters)
+    events.to_parquet(folder / "new.parquet")  # the same shop's ids in a typed file: every item known
+    code, _, stderr = cli(monkeypatch, capsys, "assign", "--model", folder / "out" / "model", "--events",
+                          folder / "new.parquet", "--out", folder / "placed", "--json")
+    assert code == 0 and stderr == "", stderr
+    placed = pd.read_parquet(folder / "placed" / "assignments.parquet")
+    assert placed.sort_values("user_id")["cluster"].tolist() == got.sort_values("user_id")["cluster"].tolist()
+
+
+def test_plain_integer_ids_in_a_text_file_are_still_integers(log, monkeypatch, capsys):
+    """The other side of the fix: '7', ' 7' and '7.0' (a float column with a gap) are all the number 7."""
+    events, _, folder = log
+    text = events.astype({"user_id": str, "item_id": str})
+    text["user_id"] = text["user_id"].where(events.index % 3 != 0, " " + text["user_id"] + " ")
+    text["item_id"] = text["item_id"].where(events.index % 2 == 0, text["item_id"] + ".0")
+    text.to_csv(folder / "plain.csv", index=False)
+    got, _, _ = _run(monkeypatch, capsys, folder / "plain.csv", folder / "out")
+    assert str(got["user_id"].dtype) == "int64" and sorted(got["user_id"]) == sorted(events["user_id"].unique())
