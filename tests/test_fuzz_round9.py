@@ -94,3 +94,53 @@ def test_plain_integer_ids_in_a_text_file_are_still_integers(log, monkeypatch, c
     text.to_csv(folder / "plain.csv", index=False)
     got, _, _ = _run(monkeypatch, capsys, folder / "plain.csv", folder / "out")
     assert str(got["user_id"].dtype) == "int64" and sorted(got["user_id"]) == sorted(events["user_id"].unique())
+
+
+# --- ids mixing integral floats and text ------------------------------------------------------------
+
+def _mixed(events: pd.DataFrame) -> pd.DataFrame:
+    """The same log with every other id an integral float (7.0) and the rest text ('7'): what concatenating
+    a CSV read with a gap (floats) and a JSON export (text) makes."""
+    mixed = events.astype({"user_id": object, "item_id": object})
+    for column in ("user_id", "item_id"):
+        mixed.loc[::2, column] = events[column][::2].astype(float)
+        mixed.loc[1::2, column] = events[column][1::2].astype(str)
+    return mixed
+
+
+def test_ids_mixing_integral_floats_and_text_are_one_id_each(log):
+    """7.0 was written '7.0' beside '7': each user split in two (180 users placed for 90) and half the
+    events dropped as on unknown items, where the service and the pseudonyms read 7.0 as 7."""
+    from tests.helpers import quick_fit
+
+    events, items, _ = log
+    model = quick_fit(events, items, features=("behaviour", "tfidf"))
+    want = model.predict(events)
+    got = model.predict(_mixed(events))
+    assert sorted(got["user_id"]) == sorted(want["user_id"].astype(str))
+    got = got.assign(user_id=got["user_id"].astype("int64")).sort_values("user_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want.sort_values("user_id").reset_index(drop=True), check_dtype=False)
+    refit = quick_fit(_mixed(events), items, features=("behaviour", "tfidf"))
+    assert len(refit.labels_) == 90 and refit.vocabulary_["item_id"].nunique() == events["item_id"].nunique()
+
+
+def test_ids_mixing_integral_floats_and_text_are_one_id_each_on_the_cluster(log):
+    """Dask cast such a column to text by its own route (a plain cast): the same split on the cluster."""
+    pytest.importorskip("distributed")
+    import warnings
+
+    from gpuclust import PipelineConfig, UserClusterer
+
+    events, _, _ = log
+    labels = []
+    for scheduler in (None, "local"):
+        config = PipelineConfig(device="cpu")
+        config.cluster.k = 3
+        if scheduler:
+            config.dask.scheduler, config.dask.workers, config.dask.threads_per_worker = scheduler, 2, 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fitted = UserClusterer(config=config, features=["behaviour", "tfidf"]).fit(_mixed(events))
+        labels.append(fitted.labels_.sort_values("user_id").reset_index(drop=True))
+    assert len(labels[1]) == len(labels[0]) == 90
+    assert labels[1]["user_id"].tolist() == labels[0]["user_id"].tolist()

@@ -49,7 +49,7 @@ from gpuclust.preprocess.clean import (
     users_of,
 )
 from gpuclust.preprocess.codes import EventCodes
-from gpuclust.preprocess.parse import common_key, normalise_ids, not_numeric_message
+from gpuclust.preprocess.parse import common_key, ids_as_text, normalise_ids, not_numeric_message
 from gpuclust.preprocess.prepared import PreparedData, StepCount
 from gpuclust.preprocess.table import EventTable
 
@@ -333,7 +333,7 @@ def apply_casts(df: Any, casts: dict[str, str]) -> Any:
     out = df.copy(deep=False)
     for column, kind in casts.items():
         values = out[column]
-        out[column] = values.astype(kind).where(values.notna()) if kind == "str" else values.astype(kind)
+        out[column] = ids_as_text(values) if kind == "str" else values.astype(kind)
     return out
 
 

@@ -65,8 +65,31 @@ def normalise_ids(ids: Any) -> tuple[Any, str | None]:
         import pandas as pd
 
         if pd.api.types.infer_dtype(ids, skipna=True) != "string":
-            return ids.astype("str"), "ids of mixed types or wider than int64 read as text"
+            return ids_as_text(ids), "ids of mixed types or wider than int64 read as text"
     return ids, None
+
+
+def canonical_id(value: Any) -> str:
+    """The text of one id: integers (and integral floats) in decimal, text as it is. What an id column
+    becomes where it must be text (`ids_as_text`), what the service matches and what a pseudonym hashes."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def ids_as_text(ids: Any) -> Any:
+    """An id column as text, each id as `canonical_id` writes it (missing ones stay missing). A plain cast
+    writes 7.0 as '7.0', which split the user 7 of a column mixing 7.0 and '7' in two, where the service
+    and the pseudonyms have one. On pandas each distinct id is written once (a mixed column is pandas')."""
+    if frame_kind(ids) != "pandas":
+        return ids.astype("str").where(ids.notna())
+    import pandas as pd
+
+    codes, uniques = ids.factorize()
+    text = np.asarray([canonical_id(v) for v in uniques] + [None], dtype=object)
+    return pd.Series(text[codes], index=ids.index, name=ids.name, dtype="str")
 
 
 _PLAIN_INTEGER = r"\s*-?(0|[1-9][0-9]*)(\.0+)?\s*$"  # 7, -3, and 7.0 as a float column writes it
