@@ -21,8 +21,9 @@ def log(tmp_path):
 def _run(monkeypatch, capsys, events, out, *more) -> tuple[pd.DataFrame, dict, str]:
     code, _, stderr = cli(monkeypatch, capsys, "run", "--events", events, *more, "--k", 3, "--out", out, "--json")
     assert code == 0, stderr
-    return (pd.read_parquet(out / "assignments.parquet"), json.loads((out / "manifest.json").read_text()),
-            stderr)
+    assignments = out / "assignments.parquet"  # a folder of parts on Dask
+    return (pd.read_parquet(assignments if assignments.exists() else out / "assignments"),
+            json.loads((out / "manifest.json").read_text()), stderr)
 
 
 def _write(frame: pd.DataFrame, path) -> None:
@@ -144,3 +145,22 @@ def test_ids_mixing_integral_floats_and_text_are_one_id_each_on_the_cluster(log)
         labels.append(fitted.labels_.sort_values("user_id").reset_index(drop=True))
     assert len(labels[1]) == len(labels[0]) == 90
     assert labels[1]["user_id"].tolist() == labels[0]["user_id"].tolist()
+
+
+# --- one process and Dask say the same about the same log -----------------------------------------------
+
+def test_epoch_units_are_counted_over_the_whole_log_on_the_cluster(log, monkeypatch, capsys):
+    """On Dask the manifest's epoch_units note kept the first partition's counts (206 in s, 104 in ms of
+    900 events), and each partition printed its own "timestamps mix Unix epoch units" line."""
+    pytest.importorskip("distributed")
+    events, _, folder = log
+    seconds = events["timestamp"].astype("datetime64[s]").astype("int64")
+    events.assign(timestamp=seconds.where(events.index % 3 != 0, seconds * 1000)).to_parquet(folder / "mixed.parquet")
+    said = []
+    for name, more in (("one", ()), ("dask", ("--scheduler", "local", "--workers", 2, "--threads-per-worker", 1))):
+        _, manifest, stderr = _run(monkeypatch, capsys, folder / "mixed.parquet", folder / name, *more)
+        steps = {s["step"]: s["why"] for s in manifest["rows"]["steps"]}
+        said.append((steps["epoch_units"], [line for line in stderr.splitlines() if "epoch" in line]))
+    assert said[0] == said[1]
+    assert said[0] == ("Unix epochs read per value by magnitude: 600 in s, 300 in ms",
+                       ["warning: timestamps mix Unix epoch units; each was read by its magnitude: 600 in s, 300 in ms"])
