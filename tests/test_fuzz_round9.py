@@ -164,3 +164,44 @@ def test_epoch_units_are_counted_over_the_whole_log_on_the_cluster(log, monkeypa
     assert said[0] == said[1]
     assert said[0] == ("Unix epochs read per value by magnitude: 600 in s, 300 in ms",
                        ["warning: timestamps mix Unix epoch units; each was read by its magnitude: 600 in s, 300 in ms"])
+
+
+# --- dates written as numbers ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_dates_written_as_numbers_are_read_as_dates(log, monkeypatch, capsys, suffix):
+    """20260101 in a numeric column was read as Unix seconds: every event fell in August 1970, the days of
+    a month 1 second apart (one session each), the run went on without a word."""
+    events, _, folder = log
+    days = events.assign(timestamp=events["timestamp"].dt.normalize())
+    days.to_parquet(folder / "days.parquet")
+    numbers = days.assign(timestamp=days["timestamp"].dt.strftime("%Y%m%d").astype("int64"))
+    (numbers.to_parquet if suffix == ".parquet" else lambda p: numbers.to_csv(p, index=False))(folder / f"n{suffix}")
+    want, _, _ = _run(monkeypatch, capsys, folder / "days.parquet", folder / "a")
+    got, manifest, stderr = _run(monkeypatch, capsys, folder / f"n{suffix}", folder / "b")
+    pd.testing.assert_frame_equal(got, want)
+    assert stderr.splitlines()[0] == (
+        "warning: timestamps are dates written as numbers (YYYYMMDD, e.g. 20260101) and were read as dates, not as "
+        "Unix seconds in 1970; write them as ISO-8601 dates (2026-01-01) to say so")
+    assert "dates_as_numbers" in {s["step"] for s in manifest["rows"]["steps"]}
+
+
+def test_a_true_false_timestamp_column_is_refused(log, monkeypatch, capsys):
+    """True and False were read as the epochs 1 and 0 (1970-01-01), and the run went on."""
+    events, _, folder = log
+    events.assign(timestamp=events.index % 2 == 0).to_parquet(folder / "flags.parquet")
+    code, _, stderr = cli(monkeypatch, capsys, "run", "--events", folder / "flags.parquet", "--k", 3, "--out",
+                          folder / "out")
+    assert code == 2 and stderr.strip() == ("error: the timestamp column holds true/false values, not times; map the "
+                                            "column that holds the time with --time-col")
+    assert not (folder / "out").exists()
+
+
+@pytest.mark.parametrize("timestamp", [20260101, "20260101"])
+def test_the_service_refuses_a_date_written_as_a_number(timestamp):
+    """The service read 20260101 as seconds (August 1970) where predict reads the same column as dates."""
+    from gpuclust.serve.events import RequestError, read_body
+
+    event = {"user_id": 1, "item_id": 2, "event_type": "view", "timestamp": timestamp}
+    with pytest.raises(RequestError, match=r"event 1: timestamp .*20260101.* looks like a date written as a number"):
+        read_body({"events": [{**event, "timestamp": 1767225600}, event]}, 10)

@@ -223,6 +223,10 @@ class Preprocessor:
         if ts.epoch_units:
             self._note(EPOCH_UNITS_STEP, ev, epoch_units_why(ts.epoch_units))
             self._warn_epoch_units(ts.epoch_units)
+        if ts.day_numbers:
+            self._note("dates_as_numbers", ev, DAY_NUMBERS_WHY)
+            warnings.warn(DAY_NUMBERS_WHY + "; write them as ISO-8601 dates (2026-01-01) to say so", InputWarning,
+                          stacklevel=2)
         bad = ts.unparseable | ts.out_of_range
         self._check_bad_timestamps(int(bad.sum()), len(ev), lambda: first_value(ev[schema.TIME], bad))
         out = ev.assign(**{schema.TIME: ts.values})
@@ -409,6 +413,8 @@ def unknown_types_fix(unknown: dict[str, int], weights: dict[str, float], fixed:
 
 
 EPOCH_UNITS_STEP = "epoch_units"
+DAY_NUMBERS_WHY = ("timestamps are dates written as numbers (YYYYMMDD, e.g. 20260101) and were read as dates, not as "
+                   "Unix seconds in 1970")
 
 
 def epoch_units_why(units: dict[str, int]) -> str:

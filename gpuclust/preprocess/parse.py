@@ -9,6 +9,7 @@ can too.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -207,16 +208,25 @@ class Timestamps:
     unparseable: Any
     out_of_range: Any
     epoch_units: dict[str, int] = field(default_factory=dict)
+    day_numbers: int = 0  # values read as dates written as numbers (YYYYMMDD)
+
+
+# Dates written as numbers (20260101; a 'ds' column) read as Unix seconds would fall in July to September
+# 1970, where no event log lies: a numeric column whose every value is such a date is read as dates.
+DAY_NUMBERS = (16780101, 22611231)
 
 
 def parse_timestamps(ts: Any, frame: Any) -> Timestamps:
-    """datetime64 columns (any unit or time zone), Unix epochs (numbers or digit strings, unit per value)
-    and date strings, to UTC datetime64[ns]. Naive strings are taken as UTC, so a file mixing
-    '2026-01-01T10:00:00' and '2026-01-01T10:00:00Z' reads as one clock."""
+    """datetime64 columns (any unit or time zone), Unix epochs (numbers or digit strings, unit per value),
+    dates written as numbers (YYYYMMDD, every value) and date strings, to UTC datetime64[ns]. Naive strings
+    are taken as UTC, so a file mixing '2026-01-01T10:00:00' and '2026-01-01T10:00:00Z' reads as one clock."""
     if _kind(ts).startswith("datetime64"):
         return _from_datetimes(ts)
+    if _kind(ts).startswith("bool"):
+        raise UsageError("the timestamp column holds true/false values, not times; map the column that holds the "
+                         "time with --time-col")
     if _is_numeric(ts):
-        return _from_epochs(ts)
+        return _from_day_numbers(ts, frame) or _from_epochs(ts)
     text = ts.astype("str").str.strip().str.rstrip("Z")
     dates = _from_datetimes(_parse_dates(text, frame))
     if not bool(dates.unparseable.any()):
@@ -269,6 +279,21 @@ def _from_datetimes(ts: Any) -> Timestamps:
     missing = ts.isna()
     values, out_of_range = _to_ns(ts.astype("int64").where(~missing, 0), NS_PER[unit], integral=True)
     return Timestamps(values, missing, out_of_range)
+
+
+def _from_day_numbers(numbers: Any, frame: Any) -> Timestamps | None:
+    """Numbers that are all dates written as YYYYMMDD (`DAY_NUMBERS`), as dates; None where any is not."""
+    values = numbers.astype("float64")
+    present = values.notna()
+    low, high = DAY_NUMBERS
+    day = ((values >= low) & (values <= high) & (values == values.round())).fillna(False)
+    if not bool(present.any()) or not bool((day | ~present).all()):
+        return None
+    text = values.where(present, low).astype("int64").astype("str")
+    dates = frame.to_datetime(text, format="%Y%m%d", errors="coerce")
+    if bool(dates.isna().any()):  # 20261301: no month 13, so not a date column after all
+        return None
+    return dataclasses.replace(_from_datetimes(dates.where(present)), day_numbers=int(present.sum()))
 
 
 def _from_epochs(numbers: Any) -> Timestamps:
