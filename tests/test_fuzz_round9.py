@@ -205,3 +205,23 @@ def test_the_service_refuses_a_date_written_as_a_number(timestamp):
     event = {"user_id": 1, "item_id": 2, "event_type": "view", "timestamp": timestamp}
     with pytest.raises(RequestError, match=r"event 1: timestamp .*20260101.* looks like a date written as a number"):
         read_body({"events": [{**event, "timestamp": 1767225600}, event]}, 10)
+
+
+# --- event types as the log's types are read --------------------------------------------------------
+
+def test_event_weights_name_types_as_the_log_is_read(log, monkeypatch, capsys):
+    """--event-weights View=1,Purchase=5 weighed types no row could have (the log's 'View' reads as 'view'):
+    every view and purchase dropped as "without a weight", and the fix it gave was to add view=W."""
+    events, _, folder = log
+    events.assign(event_type=events["event_type"].str.title()).to_parquet(folder / "titled.parquet")
+    want, _, _ = _run(monkeypatch, capsys, folder / "titled.parquet", folder / "a", "--event-weights",
+                      "view=1,click=2,cart=3,purchase=5")
+    got, manifest, stderr = _run(monkeypatch, capsys, folder / "titled.parquet", folder / "b", "--event-weights",
+                                 "View=1,Click=2, cart =3,PURCHASE=5")
+    assert stderr == "" and manifest["config"]["preprocess"]["event_weights"] == {
+        "view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0}
+    pd.testing.assert_frame_equal(got, want)
+    code, _, stderr = cli(monkeypatch, capsys, "run", "--events", folder / "titled.parquet", "--event-weights",
+                          "view=1,View=2", "--out", folder / "c")
+    assert code == 2 and stderr.strip() == ("error: event weights 'view' and 'View' name one event type, 'view' "
+                                            "(event types are read trimmed and in lower case); give it one weight")
