@@ -332,6 +332,7 @@ class PipelineConfig:
         if not 0 <= self.preprocess.max_bad_timestamp_share <= 1:
             raise UsageError("preprocess.max_bad_timestamp_share must be between 0 and 1")
         check_weights("event weight", self.preprocess.event_weights, None, "--event-weights view=1,purchase=5")
+        self.preprocess.event_weights = _event_type_keys(self.preprocess.event_weights)
         check_weights("feature weight", self.features.weights, tuple(registry.FEATURES),
                        "--feature-weights tfidf=1,behaviour=0.25", most=MAX_FEATURE_WEIGHT)
         if self.features.features and not any(self.features.weights.get(name, 1.0) > 0
@@ -473,6 +474,21 @@ def _distinct_columns(columns: ColumnMap) -> None:
 
 
 MAX_FEATURE_WEIGHT = 1e6  # a block's share of the geometry; sqrt(weight) scales its float32 columns
+
+
+def _event_type_keys(weights: dict[str, float]) -> dict[str, float]:
+    """Event weights keyed as the log's event types are read (trimmed, lower case: 'Purchase ' is
+    'purchase'): `Purchase=5` named a type no row could have, and every purchase dropped as unweighted.
+    Two keys that name one type are refused, since either weight would be a guess."""
+    keyed: dict[str, float] = {}
+    given: dict[str, str] = {}
+    for name, weight in weights.items():
+        key = str(name).strip().lower()
+        if key in keyed:
+            raise UsageError(f"event weights {given[key]!r} and {name!r} name one event type, {key!r} (event types "
+                             "are read trimmed and in lower case); give it one weight")
+        keyed[key], given[key] = weight, str(name)
+    return keyed
 
 
 def check_weights(what: str, weights: dict[str, float], valid: tuple[str, ...] | None, example: str,

@@ -24,6 +24,7 @@ import numpy as np
 
 from gpuclust import schema
 from gpuclust.errors import UsageError, require_file
+from gpuclust.preprocess.parse import canonical_id
 
 KEY_MIN_BYTES = 16
 PSEUDONYM_HEX = 32  # 128 bits of the HMAC-SHA256
@@ -105,15 +106,6 @@ class Pseudonymiser:
         out = df.copy()
         out[column] = self.column(df[column])
         return out
-
-
-def canonical_id(value: Any) -> str:
-    """The text an id is hashed as: integers (and integral floats) in decimal, text as it is."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def as_pseudonymiser(value: Any) -> Pseudonymiser | None:

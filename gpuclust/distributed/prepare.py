@@ -30,6 +30,7 @@ from gpuclust.config import PreprocessConfig
 from gpuclust.errors import NO_EXAMPLE, CatalogueWarning, InputWarning, UsageError, warn_dropped
 from gpuclust.frames import host_frame, local_values, to_backend_frame
 from gpuclust.preprocess.clean import (
+    EPOCH_UNITS_STEP,
     LOW_CATALOGUE_SHARE,
     MISSING_FIX,
     MISSING_WHY,
@@ -40,6 +41,7 @@ from gpuclust.preprocess.clean import (
     _timestamp,
     _vocabulary_index,
     bad_timestamps_message,
+    epoch_units_why,
     event_weights,
     unknown_types_fix,
     unknown_types_why,
@@ -47,9 +49,18 @@ from gpuclust.preprocess.clean import (
     users_at_least,
     users_named,
     users_of,
+    warn_epoch_units,
 )
 from gpuclust.preprocess.codes import EventCodes
-from gpuclust.preprocess.parse import FLAG_KINDS, common_key, flag_ids, normalise_ids, not_numeric_message
+from gpuclust.preprocess.parse import (
+    EPOCH_UNITS,
+    FLAG_KINDS,
+    common_key,
+    flag_ids,
+    ids_as_text,
+    normalise_ids,
+    not_numeric_message,
+)
 from gpuclust.preprocess.prepared import PreparedData, StepCount
 from gpuclust.preprocess.table import EventTable
 
@@ -91,6 +102,9 @@ class PartitionPreprocessor(Preprocessor):
         if step == "unknown_event_types":
             self.unknown_types = dict(getattr(self, "unknown_types_", {}))
         return self._count(step, before, after, why)
+
+    def _warn_epoch_units(self, units: dict[str, int]) -> None:
+        """Said once on the client, with the whole input's counts (`check_cleaned`)."""
 
     def _check_values(self, n_not_numbers: int, example) -> None:
         self.not_numbers = (n_not_numbers, example() if n_not_numbers else None)
@@ -156,6 +170,7 @@ class Cleaned:
     global_drops: tuple[int, int] = (0, 0)
     not_numbers: tuple[int, Any] = (0, None)  # values that are text but no number here, and an example
     users_in: int | None = None  # assign: the users this partition read (`users_named`), to count those not placed
+    epoch_units: dict[str, int] = field(default_factory=dict)  # timestamps read as epochs, per unit
 
     def summary(self) -> Cleaned:
         return dataclasses.replace(self, codes=None)
@@ -175,7 +190,8 @@ def clean_partition(raw: Any, config: PreprocessConfig, seed: int, device: str,
     return Cleaned(codes, pre.steps_, pre.refusals, pre.bad_timestamps, pre.examples,
                    [str(w.message) for w in caught if issubclass(w.category, InputWarning)], names, times,
                    _item_counts(codes), str(codes.item_ids.dtype), pre.fixes, pre.unknown_types,
-                   dict(config.event_weights), not_numbers=pre.not_numbers, users_in=pre.users_in_)
+                   dict(config.event_weights), not_numbers=pre.not_numbers, users_in=pre.users_in_,
+                   epoch_units=dict(getattr(pre, "epoch_units_", {})))
 
 
 def _item_counts(codes: EventCodes) -> Any:
@@ -335,7 +351,7 @@ def apply_casts(df: Any, casts: dict[str, str]) -> Any:
     out = df.copy(deep=False)
     for column, kind in casts.items():
         values = out[column]
-        out[column] = values.astype(kind).where(values.notna()) if kind == "str" else values.astype(kind)
+        out[column] = ids_as_text(values) if kind == "str" else values.astype(kind)
     return out
 
 
@@ -354,6 +370,9 @@ def summed_steps(summaries: list[Cleaned]) -> list[StepCount]:
     if "unknown_event_types" in order:
         step = order["unknown_event_types"]
         order[step.step] = dataclasses.replace(step, why=unknown_types_why(unknown_types(summaries)))
+    if EPOCH_UNITS_STEP in order:
+        step = order[EPOCH_UNITS_STEP]
+        order[step.step] = dataclasses.replace(step, why=epoch_units_why(epoch_units(summaries)))
     return list(order.values())
 
 
@@ -364,6 +383,12 @@ def unknown_types(summaries: list[Cleaned]) -> dict[str, int]:
         for name, n in s.unknown_types.items():
             unknown[name] = unknown.get(name, 0) + n
     return unknown
+
+
+def epoch_units(summaries: list[Cleaned]) -> dict[str, int]:
+    """Timestamps read as epochs per unit, summed over partitions, in the units' order."""
+    total = {unit: sum(s.epoch_units.get(unit, 0) for s in summaries) for unit, _ in EPOCH_UNITS}
+    return {unit: n for unit, n in total.items() if n}
 
 
 def check_cleaned(summaries: list[Cleaned], config: PreprocessConfig, total_rows: int,
@@ -391,6 +416,8 @@ def check_cleaned(summaries: list[Cleaned], config: PreprocessConfig, total_rows
     if steps and steps[-1].rows_out == 0:
         raise UsageError("no events left after the minimum-count filters; lower --min-user-events / --min-item-events")
     for step in steps:
+        if step.step == EPOCH_UNITS_STEP:
+            warn_epoch_units(epoch_units(summaries))
         if not step.dropped or not any(step.step in s.examples for s in summaries):
             continue  # a step the user asked for (minimum counts, sampling): in the manifest only
         example = next((s.examples[step.step] for s in summaries

@@ -19,6 +19,7 @@ from gpuclust import schema
 from gpuclust.columns import REQUIRED_EVENTS, check_named_item_columns, event_columns, item_columns
 from gpuclust.config import ColumnMap
 from gpuclust.errors import UsageError, listed, require_file
+from gpuclust.preprocess.parse import text_ids
 
 FORMATS = {
     ".parquet": "parquet",
@@ -68,13 +69,14 @@ def _separator(path: Path) -> str:
 
 def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = None,
                required: dict[str, str] | None = None, hints: dict[str, str] | None = None,
-               check: Callable[[list[str]], None] | None = None):
+               check: Callable[[list[str]], None] | None = None, ids: tuple[str, ...] = ()):
     """Read a file with the frame library (cuDF or pandas), optionally only some columns.
 
     `required` maps canonical names to the file's names; a missing one is a UsageError that lists the
     columns the file does have and the flag that maps it (`hints`). `check`: a further test of the file's
     column names (a UsageError where they will not do), run with `required`'s, before the data is read
-    where the format has a header.
+    where the format has a header. `ids`: the file's id columns; a text format's are read as the text they
+    hold (`text_ids`), not as the reader guesses.
     """
     path = Path(path)
     require_file(path, "a Parquet, CSV, TSV or JSON file")
@@ -88,7 +90,8 @@ def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = 
         if fmt == "parquet":
             df = frame.read_parquet(path, columns=columns)
         elif fmt == "csv":
-            df = frame.read_csv(path, usecols=columns, sep=_separator(path))
+            as_text = {c: "str" for c in ids if c in present}
+            df = frame.read_csv(path, usecols=columns, sep=_separator(path), dtype=as_text or None)
         else:
             df = _read_json(path, frame)
             _require(list(df.columns), path, required or {}, hints or {}, check)
@@ -101,12 +104,16 @@ def read_table(path: str | Path, frame: ModuleType, columns: list[str] | None = 
         first = first if len(first) <= 300 else first[:300] + "..."  # a parser may quote the whole line
         fix = "; save it as UTF-8 text" if isinstance(exc, UnicodeDecodeError) else ""
         raise UsageError(f"could not read {path} as {fmt}: {first}{fix}") from None
+    if fmt != "parquet":
+        for column in (c for c in ids if c in df.columns):
+            df[column] = text_ids(df[column], frame)
     return df
 
 
 def _read_json(path: Path, frame: ModuleType):
     """JSON Lines (one object a line) or one JSON array of objects, told apart by the first character; a
-    UTF-8 byte-order mark is skipped (the JSON readers refuse it, the CSV ones skip it)."""
+    UTF-8 byte-order mark is skipped (the JSON readers refuse it, the CSV ones skip it). Values keep
+    JSON's own types (`_json_lines`)."""
     opener = gzip.open if path.suffix.lower() in (".gz", ".gzip") else open
     with opener(path, "rb") as f:
         bom = f.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
@@ -114,14 +121,24 @@ def _read_json(path: Path, frame: ModuleType):
         head = f.read(4096).lstrip()
         if head[:1] == b"[":  # an array of records: read whole (an array's "columns" are its records)
             f.seek(len(codecs.BOM_UTF8) if bom else 0)
-            return _records(frame.read_json(io.BytesIO(f.read()), orient="records"), path)
+            return _records(frame.read_json(io.BytesIO(f.read()), orient="records", dtype=False), path)
         if head[:1] not in (b"{", b""):
             raise UsageError(f"{path} is neither JSON Lines (one object a line) nor a JSON array of objects: "
                              f"it starts with {head[:20].decode('utf-8', 'replace')!r}")
         if not bom:
-            return frame.read_json(path, lines=True)
+            return _json_lines(path, frame)
         f.seek(len(codecs.BOM_UTF8))
-        return frame.read_json(io.BytesIO(f.read()), lines=True)
+        return _json_lines(io.BytesIO(f.read()), frame)
+
+
+def _json_lines(source: Path | io.BytesIO, frame: ModuleType):
+    """JSON Lines with JSON's own types. pandas guesses types by default: text '007' becomes the number 7,
+    and a column named like 'timestamp' becomes dates by one epoch unit for the whole column (seconds
+    beside milliseconds read as January 1970); dtype=False keeps JSON's types for the pipeline to read.
+    cuDF's own JSON Lines engine keeps them already and refuses dtype=False (its arrays go through pandas)."""
+    if frame.__name__ == "cudf":
+        return frame.read_json(source, lines=True)
+    return frame.read_json(source, lines=True, dtype=False)
 
 
 def _records(df, path: Path):
@@ -165,7 +182,8 @@ def read_events(path: str | Path, frame: ModuleType, columns: ColumnMap | None =
     mapping = event_columns(columns)
     wanted = {name: mapping[name] for name in REQUIRED_EVENTS}
     optional = {schema.VALUE: mapping[schema.VALUE]}
-    df = read_table(path, frame, list(wanted.values()) + list(optional.values()), wanted, EVENT_FLAGS)
+    df = read_table(path, frame, list(wanted.values()) + list(optional.values()), wanted, EVENT_FLAGS,
+                    ids=(wanted[schema.USER], wanted[schema.ITEM]))
     keep = {src: dst for dst, src in {**wanted, **optional}.items() if src in df.columns}
     return df[list(keep)].rename(columns=keep)
 
@@ -177,7 +195,8 @@ def read_items(path: str | Path, frame: ModuleType, columns: ColumnMap | None = 
     wanted = {schema.ITEM: mapping[schema.ITEM]}
     optional = {schema.CATEGORY: mapping[schema.CATEGORY], schema.PRICE: mapping[schema.PRICE]}
     named = partial(check_named_item_columns, columns=columns, where=str(path))  # before the file is read whole
-    df = read_table(path, frame, required=wanted, hints={schema.ITEM: "--item-key-col"}, check=named)
+    df = read_table(path, frame, required=wanted, hints={schema.ITEM: "--item-key-col"}, check=named,
+                    ids=(wanted[schema.ITEM],))
     text = [c for c in columns.text if c in df.columns]
     keep = {src: dst for dst, src in {**wanted, **optional}.items() if src in df.columns}
     return df[list(keep) + [c for c in text if c not in keep]].rename(columns=keep)  # one row per id: `keyed_items`
@@ -186,5 +205,5 @@ def read_items(path: str | Path, frame: ModuleType, columns: ColumnMap | None = 
 def read_truth(path: str | Path, frame: ModuleType, user_col: str = schema.USER, group_col: str = "group"):
     """Known groups for evaluation: user_id, group."""
     df = read_table(path, frame, required={schema.USER: user_col, "group": group_col},
-                    hints={schema.USER: "--user-col"})
+                    hints={schema.USER: "--user-col"}, ids=(user_col,))
     return df[[user_col, group_col]].rename(columns={user_col: schema.USER, group_col: "group"})

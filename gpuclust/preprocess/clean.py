@@ -219,12 +219,14 @@ class Preprocessor:
         """Timestamps to UTC datetime64[ns]; unreadable or out-of-range ones drop their row, and above
         `max_bad_timestamp_share` of them the input is refused as a whole."""
         ts = parse_timestamps(ev[schema.TIME], backend.frame)
-        units = ", ".join(f"{n:,} in {unit}" for unit, n in ts.epoch_units.items())
-        if units:
-            self._note("epoch_units", ev, f"Unix epochs read per value by magnitude: {units}")
-        if len(ts.epoch_units) > 1:
-            warnings.warn(f"timestamps mix Unix epoch units; each was read by its magnitude: {units}",
-                          InputWarning, stacklevel=2)
+        self.epoch_units_ = ts.epoch_units
+        if ts.epoch_units:
+            self._note(EPOCH_UNITS_STEP, ev, epoch_units_why(ts.epoch_units))
+            self._warn_epoch_units(ts.epoch_units)
+        if ts.day_numbers:
+            self._note("dates_as_numbers", ev, DAY_NUMBERS_WHY)
+            warnings.warn(DAY_NUMBERS_WHY + "; write them as ISO-8601 dates (2026-01-01) to say so", InputWarning,
+                          stacklevel=2)
         bad = ts.unparseable | ts.out_of_range
         self._check_bad_timestamps(int(bad.sum()), len(ev), lambda: first_value(ev[schema.TIME], bad))
         out = ev.assign(**{schema.TIME: ts.values})
@@ -233,6 +235,9 @@ class Preprocessor:
         parsed = ~ts.unparseable
         return self._drop_bad("timestamps_out_of_range", out, ts.out_of_range[parsed], ev[schema.TIME][parsed],
                               f"timestamp outside the years {NS_YEARS}")
+
+    def _warn_epoch_units(self, units: dict[str, int]) -> None:
+        warn_epoch_units(units)
 
     def _check_values(self, n_not_numbers: int, example) -> None:
         """Values that are text but no plain number refuse the input, naming an example (`example` makes it
@@ -405,6 +410,28 @@ def unknown_types_fix(unknown: dict[str, int], weights: dict[str, float], fixed:
                 f"them{also}")
     return (f"to keep them, give each a weight W: --event-weights {pairs} (or event_weights under [preprocess] in "
             f"the TOML){also}")
+
+
+EPOCH_UNITS_STEP = "epoch_units"
+DAY_NUMBERS_WHY = ("timestamps are dates written as numbers (YYYYMMDD, e.g. 20260101) and were read as dates, not as "
+                   "Unix seconds in 1970")
+
+
+def epoch_units_why(units: dict[str, int]) -> str:
+    """The manifest's note of how many epochs were read in each unit."""
+    return f"Unix epochs read per value by magnitude: {_epoch_counts(units)}"
+
+
+def warn_epoch_units(units: dict[str, int]) -> None:
+    """Epochs in more than one unit are read by magnitude, and said so once (on Dask with the whole
+    input's counts, `distributed.prepare.check_cleaned`)."""
+    if len(units) > 1:
+        warnings.warn(f"timestamps mix Unix epoch units; each was read by its magnitude: {_epoch_counts(units)}",
+                      InputWarning, stacklevel=3)
+
+
+def _epoch_counts(units: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} in {unit}" for unit, n in units.items())
 
 
 def bad_timestamps_message(n_bad: int, n: int, example) -> str:

@@ -9,6 +9,7 @@ can too.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,7 +68,7 @@ def normalise_ids(ids: Any) -> tuple[Any, str | None]:
         import pandas as pd
 
         if pd.api.types.infer_dtype(ids, skipna=True) != "string":
-            return ids.astype("str"), "ids of mixed types or wider than int64 read as text"
+            return ids_as_text(ids), "ids of mixed types or wider than int64 read as text"
     return ids, None
 
 
@@ -85,6 +86,52 @@ def _all_booleans(ids: Any) -> bool:
     import pandas as pd
 
     return len(ids) > 0 and pd.api.types.infer_dtype(ids, skipna=True) == "boolean"
+
+
+def canonical_id(value: Any) -> str:
+    """The text of one id: integers (and integral floats) in decimal, text as it is. What an id column
+    becomes where it must be text (`ids_as_text`), what the service matches and what a pseudonym hashes."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def ids_as_text(ids: Any) -> Any:
+    """An id column as text, each id as `canonical_id` writes it (missing ones stay missing). A plain cast
+    writes 7.0 as '7.0', which split the user 7 of a column mixing 7.0 and '7' in two, where the service
+    and the pseudonyms have one. On pandas each distinct id is written once (a mixed column is pandas')."""
+    if frame_kind(ids) != "pandas":
+        return ids.astype("str").where(ids.notna())
+    import pandas as pd
+
+    codes, uniques = ids.factorize()
+    text = np.asarray([canonical_id(v) for v in uniques] + [None], dtype=object)
+    return pd.Series(text[codes], index=ids.index, name=ids.name, dtype="str")
+
+
+_PLAIN_INTEGER = r"\s*-?(0|[1-9][0-9]*)(\.0+)?\s*$"  # 7, -3, and 7.0 as a float column writes it
+
+
+def text_ids(ids: Any, frame: Any) -> Any:
+    """An id column of a text file (CSV, JSON) read as the text it holds: integers (int64; nullable
+    where some are missing) where every id is an integer written plainly ('7', ' 7', '-3', '7.0'), else
+    the text as written. A reader's own guess reads '007' and '7' as the one number 7, merging two users
+    (or items) and dropping the zeros that the shop's other files keep. JSON numbers stay numbers."""
+    if _is_numeric(ids):
+        return ids
+    present = ids.notna()
+    text = ids[present].astype("str")
+    if not bool(text.str.match(_PLAIN_INTEGER).all()):
+        return ids
+    digits = text.str.strip().str.replace(r"\.0+$", "", regex=True)
+    numbers = frame.to_numeric(digits, errors="coerce")
+    if _kind(numbers) != "int64" or not bool((numbers.astype("str") == digits).all()):
+        return ids  # wider than int64: text, as `normalise_ids` reads it
+    if bool(present.all()):
+        return numbers
+    return numbers.astype("Int64" if frame_kind(ids) == "pandas" else "int64").reindex(ids.index)
 
 
 def keyed_items(items: Any) -> Any:
@@ -184,16 +231,25 @@ class Timestamps:
     unparseable: Any
     out_of_range: Any
     epoch_units: dict[str, int] = field(default_factory=dict)
+    day_numbers: int = 0  # values read as dates written as numbers (YYYYMMDD)
+
+
+# Dates written as numbers (20260101; a 'ds' column) read as Unix seconds would fall in July to September
+# 1970, where no event log lies: a numeric column whose every value is such a date is read as dates.
+DAY_NUMBERS = (16780101, 22611231)
 
 
 def parse_timestamps(ts: Any, frame: Any) -> Timestamps:
-    """datetime64 columns (any unit or time zone), Unix epochs (numbers or digit strings, unit per value)
-    and date strings, to UTC datetime64[ns]. Naive strings are taken as UTC, so a file mixing
-    '2026-01-01T10:00:00' and '2026-01-01T10:00:00Z' reads as one clock."""
+    """datetime64 columns (any unit or time zone), Unix epochs (numbers or digit strings, unit per value),
+    dates written as numbers (YYYYMMDD, every value) and date strings, to UTC datetime64[ns]. Naive strings
+    are taken as UTC, so a file mixing '2026-01-01T10:00:00' and '2026-01-01T10:00:00Z' reads as one clock."""
     if _kind(ts).startswith("datetime64"):
         return _from_datetimes(ts)
+    if _kind(ts).startswith("bool"):
+        raise UsageError("the timestamp column holds true/false values, not times; map the column that holds the "
+                         "time with --time-col")
     if _is_numeric(ts):
-        return _from_epochs(ts)
+        return _from_day_numbers(ts, frame) or _from_epochs(ts)
     text = ts.astype("str").str.strip().str.rstrip("Z")
     dates = _from_datetimes(_parse_dates(text, frame))
     if not bool(dates.unparseable.any()):
@@ -246,6 +302,21 @@ def _from_datetimes(ts: Any) -> Timestamps:
     missing = ts.isna()
     values, out_of_range = _to_ns(ts.astype("int64").where(~missing, 0), NS_PER[unit], integral=True)
     return Timestamps(values, missing, out_of_range)
+
+
+def _from_day_numbers(numbers: Any, frame: Any) -> Timestamps | None:
+    """Numbers that are all dates written as YYYYMMDD (`DAY_NUMBERS`), as dates; None where any is not."""
+    values = numbers.astype("float64")
+    present = values.notna()
+    low, high = DAY_NUMBERS
+    day = ((values >= low) & (values <= high) & (values == values.round())).fillna(False)
+    if not bool(present.any()) or not bool((day | ~present).all()):
+        return None
+    text = values.where(present, low).astype("int64").astype("str")
+    dates = frame.to_datetime(text, format="%Y%m%d", errors="coerce")
+    if bool(dates.isna().any()):  # 20261301: no month 13, so not a date column after all
+        return None
+    return dataclasses.replace(_from_datetimes(dates.where(present)), day_numbers=int(present.sum()))
 
 
 def _from_epochs(numbers: Any) -> Timestamps:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from gpuclust import schema
-from gpuclust.preprocess.parse import EPOCH_UNITS, F32_MAX, NS_LIMIT, NS_PER, NS_YEARS
+from gpuclust.preprocess.parse import DAY_NUMBERS, EPOCH_UNITS, F32_MAX, NS_LIMIT, NS_PER, NS_YEARS
 
 FIELDS = (schema.USER, schema.ITEM, schema.EVENT, schema.TIME, schema.VALUE)
 REQUIRED = (schema.USER, schema.ITEM, schema.TIME)
@@ -221,6 +221,8 @@ def _int_epochs(values: list[int]) -> np.ndarray | None:
     except OverflowError:
         return None
     magnitude = np.abs(numbers.astype(np.float64))
+    if ((numbers >= DAY_NUMBERS[0]) & (numbers <= DAY_NUMBERS[1])).any():
+        return None  # a date written as a number: `_epoch` names it
     ns_per = np.select([magnitude < high for _, high in EPOCH_UNITS], [NS_PER[u] for u, _ in EPOCH_UNITS])
     if not (magnitude * ns_per <= NS_LIMIT).all():
         return None
@@ -229,6 +231,9 @@ def _int_epochs(values: list[int]) -> np.ndarray | None:
 
 def _epoch(i: int, v: int | float) -> int:
     magnitude, low = abs(v), 0.0
+    if DAY_NUMBERS[0] <= v <= DAY_NUMBERS[1]:  # as seconds, July to September 1970
+        raise RequestError(f"event {i}: timestamp {_short(v)} looks like a date written as a number (YYYYMMDD), "
+                           "which as a Unix epoch is a time in 1970; send it as an ISO-8601 string, e.g. '2026-01-01'")
     if magnitude <= NS_LIMIT:  # larger integers would overflow float arithmetic below
         for unit, high in EPOCH_UNITS:
             if low <= magnitude < high:

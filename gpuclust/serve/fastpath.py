@@ -29,8 +29,9 @@ from gpuclust.features.behaviour import table_statistics
 from gpuclust.features.text.pooling import decay_weights, pool_users
 from gpuclust.features.tfidf import catalogue_category_codes
 from gpuclust.frames import host_frame
+from gpuclust.preprocess.parse import canonical_id
 from gpuclust.preprocess.table import EventTable
-from gpuclust.privacy import Pseudonymiser, canonical_id
+from gpuclust.privacy import Pseudonymiser
 from gpuclust.quality.anomaly import scores_against
 from gpuclust.quality.drift import DriftCounts
 from gpuclust.segments import offsets_of, stable_order
@@ -282,7 +283,7 @@ def _checked_preprocess(cfg: Any) -> tuple[int, float]:
 
 
 def _canonical(values: list[Any]) -> list[str]:
-    """`privacy.canonical_id` of each value; integers and text, the usual ids, without a call per value."""
+    """`parse.canonical_id` of each value; integers and text, the usual ids, without a call per value."""
     kinds = set(map(type, values))
     if kinds <= {str}:
         return values
