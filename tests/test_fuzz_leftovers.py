@@ -37,6 +37,17 @@ def test_a_true_false_user_column_is_refused_not_read_as_two_users(small, tmp_pa
     assert "the user_id column holds true/false values, not ids" in err and "[columns]" in err, err
 
 
+@pytest.mark.parametrize("words", [("True", "False"), ("true", " false")])
+def test_a_true_false_user_column_in_a_csv_is_refused(small, tmp_path, monkeypatch, capsys, words):
+    """A text file's ids are read as text (round 9): a column of true and false only is still a flag column."""
+    events = small[0].assign(user_id=np.where(small[0]["user_id"] % 2 == 0, *words))
+    events.to_csv(tmp_path / "events.csv", index=False)
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events.csv", "--k", "2",
+                       "--out", tmp_path / "out")
+    assert code == 2 and not (tmp_path / "out").exists(), err
+    assert "the user_id column holds true/false values, not ids" in err, err
+
+
 @pytest.mark.parametrize("ids", [lambda s: s % 2 == 0, lambda s: (s % 2 == 0).astype(object),
                                  lambda s: (s % 2 == 0).astype("boolean")], ids=["bool", "object", "nullable"])
 def test_true_false_ids_are_refused_by_the_estimator(small, ids):
