@@ -315,10 +315,13 @@ def _from_datetimes(ts: Any) -> Timestamps:
 
 
 def _from_day_numbers(numbers: Any, frame: Any) -> Timestamps | None:
-    """Numbers that are all dates written as YYYYMMDD (`DAY_NUMBERS`), as dates; None where any is not."""
+    """Numbers that are all dates written as YYYYMMDD (`DAY_NUMBERS`), as dates; None where any is not.
+    The range is read first: an epoch column (the usual case) is told apart without a pass per test."""
+    low, high = DAY_NUMBERS
+    if not len(numbers) or not (numbers.min() >= low and numbers.max() <= high):  # all missing: NaN, False
+        return None
     values = numbers.astype("float64")
     present = values.notna()
-    low, high = DAY_NUMBERS
     day = ((values >= low) & (values <= high) & (values == values.round())).fillna(False)
     if not bool(present.any()) or not bool((day | ~present).all()):
         return None
