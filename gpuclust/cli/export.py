@@ -41,6 +41,10 @@ def export(
     else:
         users = sum(s["users"] for s in record["segments"])
         print(f"exported {users:,} users in {len(record['segments'])} segments to {record['out']}")
+    if record.get("spreadsheet_escaped"):
+        escaped = record["spreadsheet_escaped"]
+        cells = ", ".join(f"{n:,} in {column}" for column, n in escaped["cells"].items())
+        print(f"warning: {cells}: {escaped['why']}", file=sys.stderr)
     if record["withheld"]:
         print(f"withheld clusters {', '.join(map(str, record['withheld']['clusters']))}: {record['withheld']['why']}",
               file=sys.stderr)

@@ -56,7 +56,14 @@ def recommend(
         table: pd.DataFrame = host_frame(out)
         print(table.to_json(orient="records"))
     else:
-        out.to_csv(sys.stdout, index=False)
+        from gpuclust.frames import host_frame
+        from gpuclust.io.writers import SPREADSHEET_GUARD, spreadsheet_safe
+
+        table, escaped = spreadsheet_safe(host_frame(out))  # the CSV is opened in spreadsheets: no id runs there
+        table.to_csv(sys.stdout, index=False)
+        if escaped:
+            cells = ", ".join(f"{n:,} in {column}" for column, n in escaped.items())
+            print(f"warning: {cells}: {SPREADSHEET_GUARD}", file=sys.stderr)
 
 
 def _campaigns(model, top_k: int, json_out: bool) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from gpuclust.errors import UsageError, listed
 from gpuclust.io.outputs import OutputDir, overlaps
-from gpuclust.io.writers import write_json
+from gpuclust.io.writers import SPREADSHEET_GUARD, spreadsheet_safe, write_json
 from gpuclust.privacy import MIN_GROUP_SIZE, small_clusters
 
 FORMATS = ("csv", "parquet")
@@ -83,6 +83,10 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
         "segments": [], "withheld": {"clusters": withheld, "why": f"fewer than {min_group} users "
                                                                   "(privacy.min_group_size)"} if withheld else None,
     }
+    if fmt == "csv":  # people open audience files in a spreadsheet: no id or name may run there as a formula
+        table, escaped = spreadsheet_safe(table)
+        if escaped:
+            index["spreadsheet_escaped"] = {"cells": escaped, "why": SPREADSHEET_GUARD}
     with OutputDir(target, "export", LAYOUT) as staging:
         if single_file:
             _write(table, staging / f"audiences.{fmt}", fmt)

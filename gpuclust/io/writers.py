@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +87,43 @@ def json_text(data: Any) -> str:
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json_text(data))
+
+
+# A spreadsheet (Excel, LibreOffice, Google Sheets) runs a cell that starts with one of these as a formula
+# (OWASP's CSV injection): `=HYPERLINK(...)`, `@SUM(...)`, `-2+3`, or a tab or carriage return before one.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+SPREADSHEET_GUARD = ("text cells that a spreadsheet would run as a formula (starting with = + - @, a tab or a carriage "
+                     "return) are written with a leading ' (shown as text, the quote hidden); Parquet keeps them exact")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """`value` as a CSV cell a spreadsheet shows rather than runs: text starting like a formula gets a
+    leading ' (plain numbers such as -5 stay as they are: a spreadsheet reads them as numbers)."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def spreadsheet_safe(frame):
+    """(frame, {column: cells changed}): a pandas frame's text cells through `spreadsheet_cell`, for a CSV that
+    people open in a spreadsheet. Ids, names and titles are user data: a catalogue title or a user id of
+    `=HYPERLINK(...)` must not run when a marketer opens the audience file. Numeric columns are untouched."""
+    import pandas as pd
+
+    changed: dict[str, int] = {}
+    out = frame
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            continue
+        text = column.astype("object")
+        risky = text.map(lambda v: spreadsheet_cell(v) is not v)
+        if risky.any():
+            out = out.copy() if out is frame else out
+            out[name] = text.where(~risky, "'" + text[risky].astype(str))
+            changed[str(name)] = int(risky.sum())
+    return out, changed
 
 
 def write_parquet(path: str | Path, df) -> None:

@@ -1,0 +1,110 @@
+"""Round 10 of fuzzing: what gpuclust writes, as the next program reads it. Each test is a finding, failing
+before its fix: an output that was wrong, lossy or dangerous for whoever opens it (a spreadsheet, a strict
+JSON parser, a terminal, a Markdown page)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import re
+from urllib.parse import unquote
+
+import pandas as pd
+import pytest
+
+from gpuclust.io.writers import FORMULA_START
+from tests.helpers import blob_events, cli
+
+# User ids a shop may well have, each a trap for some reader: formulas, a zero-padded code, CSV's own
+# characters, markup, unicode, a leading tab or space.
+HOSTILE_IDS = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(1)", "007", "a,b", 'q"uote', "new\nline", "ünï",
+               "<script>alert(1)</script>", "\tTAB", "-5"]
+TITLE = '=HYPERLINK("http://evil.example","x")'
+
+
+def _hostile_log() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """90 users in 3 groups, the first 12 with HOSTILE_IDS; a catalogue whose titles and categories are
+    formulas and markup."""
+    events, items, _ = blob_events(n_users=90, n_groups=3, events_per_user=10)
+    users = sorted(events["user_id"].unique())
+    names = {u: (HOSTILE_IDS[i] if i < len(HOSTILE_IDS) else str(u)) for i, u in enumerate(users)}
+    events = events.assign(user_id=events["user_id"].map(names))
+    items = items.assign(title=[f"{TITLE} {i}" for i in range(len(items))],
+                         category=[["=1+1", "[/x] <b>", "@cat"][i // 30] for i in range(len(items))])
+    return events, items
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """A finished run (k=3) on `_hostile_log`, and its folder's parent."""
+    import sys
+
+    from gpuclust.cli.app import main
+
+    root = tmp_path_factory.mktemp("round10")
+    events, items = _hostile_log()
+    events.to_parquet(root / "events.parquet")
+    items.to_parquet(root / "items.parquet")
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setattr(sys, "argv", ["gpuclust", "run", "--events", str(root / "events.parquet"), "--items",
+                                 str(root / "items.parquet"), "--k", "3", "--device", "cpu", "--json",
+                                 "--out", str(root / "run")])
+        with pytest.raises(SystemExit) as done:
+            main()
+        assert done.value.code in (0, None)
+    finally:
+        mp.undo()
+    return root
+
+
+def _formula_cells(rows: list[list[str]]) -> list[str]:
+    """Cells a spreadsheet would run as a formula (a plain number such as -5 it reads as a number)."""
+    return [cell for row in rows for cell in row
+            if cell.startswith(FORMULA_START) and not re.fullmatch(r"[+-]?\d+(\.\d*)?", cell)]
+
+
+# --- CSV: formulas in ids, names and titles -----------------------------------------------------------
+
+def test_an_exported_csv_runs_no_formula_in_a_spreadsheet(hostile_run, tmp_path, monkeypatch, capsys):
+    """User ids `=cmd|' /C calc'!A0`, `@SUM(1)` and segment names from a category `=1+1` went into the
+    audience CSV as they were: opened in Excel, each cell ran as a formula (CSV injection)."""
+    out = tmp_path / "aud"
+    code, _, err = cli(monkeypatch, capsys, "export", "--run", hostile_run / "run", "--single-file", "--out", out)
+    assert code == 0, err
+    rows = list(csv.reader(io.StringIO((out / "audiences.csv").read_text())))
+    assert _formula_cells(rows) == []
+    assert "warning:" in err and "leading '" in err
+    index = json.loads((out / "export.json").read_text())
+    assert index["spreadsheet_escaped"]["cells"]["user_id"] == 5  # =cmd, +1+1, -2+3, @SUM(1), a tab; not -5
+    # what was escaped is the id with a quote before it, nothing else: every id is still recoverable
+    read = pd.read_csv(out / "audiences.csv", dtype={"user_id": str}, keep_default_na=False)
+    ids = [i[1:] if i.startswith("'") and i[1:].startswith(FORMULA_START) else i for i in read["user_id"]]
+    assert sorted(ids) == sorted(pd.read_parquet(hostile_run / "run" / "assignments.parquet")["user_id"])
+
+
+def test_a_parquet_export_keeps_every_id_exact(hostile_run, tmp_path, monkeypatch, capsys):
+    """The other side of the guard: Parquet is typed, nothing in it runs, so the ids stay as they were."""
+    out = tmp_path / "aud"
+    code, _, err = cli(monkeypatch, capsys, "export", "--run", hostile_run / "run", "--single-file", "--format",
+                       "parquet", "--out", out)
+    assert code == 0, err
+    assert "warning" not in err
+    got = pd.read_parquet(out / "audiences.parquet")["user_id"]
+    assert set(HOSTILE_IDS) <= set(got)
+    assert "spreadsheet_escaped" not in json.loads((out / "export.json").read_text())
+
+
+def test_the_reports_csv_downloads_run_no_formula(hostile_run, monkeypatch, capsys):
+    """The report's 'Download CSV' links carried catalogue titles `=HYPERLINK(...)` as they were."""
+    code, _, err = cli(monkeypatch, capsys, "report", "--run", hostile_run / "run")
+    assert code == 0, err
+    page = (hostile_run / "run" / "report.html").read_text()
+    links = re.findall(r"href='(data:text/csv[^']*)'", page)
+    assert links
+    rows = [row for link in links
+            for row in csv.reader(io.StringIO(unquote(html.unescape(link).split(",", 1)[1])))]
+    assert any(TITLE in cell for row in rows for cell in row)  # the titles are there, shown as text
+    assert _formula_cells(rows) == []
