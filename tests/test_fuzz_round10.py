@@ -108,3 +108,37 @@ def test_the_reports_csv_downloads_run_no_formula(hostile_run, monkeypatch, caps
             for row in csv.reader(io.StringIO(unquote(html.unescape(link).split(",", 1)[1])))]
     assert any(TITLE in cell for row in rows for cell in row)  # the titles are there, shown as text
     assert _formula_cells(rows) == []
+
+
+def test_recommended_lists_as_csv_run_no_formula(hostile_run, monkeypatch, capsys):
+    """`recommend --events` printed each user's list as CSV with the ids as they were: `@SUM(1)` ran."""
+    code, out, err = cli(monkeypatch, capsys, "recommend", "--run", hostile_run / "run", "--events",
+                         hostile_run / "events.parquet", "--top-k", 2)
+    assert code == 0, err
+    rows = list(csv.reader(io.StringIO(out)))
+    assert {"'@SUM(1)", "'=cmd|' /C calc'!A0", "-5"} <= {row[0] for row in rows}
+    assert _formula_cells(rows) == []
+    assert "warning:" in err and "leading '" in err
+
+
+# --- JSON on stdout: strict, as the files are ---------------------------------------------------------
+
+def _strict(text: str):
+    """json.loads that refuses NaN and Infinity, as JavaScript's JSON.parse, Go and jq do."""
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_run_json_on_stdout_is_strict_json_when_a_metric_is_undefined(tmp_path, monkeypatch, capsys):
+    """One DBSCAN cluster has no silhouette: manifest.json said null, but `run --json` printed NaN, which
+    strict parsers refuse (the whole result lost for one metric)."""
+    events, _, _ = blob_events(n_users=60, n_groups=2, events_per_user=8)
+    events.to_parquet(tmp_path / "events.parquet")
+    code, out, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events.parquet", "--algorithm",
+                         "dbscan", "--eps", 100, "--device", "cpu", "--out", tmp_path / "run", "--json")
+    assert code == 0, err
+    printed = _strict(out)
+    assert printed["metrics"]["silhouette"] is None
+    assert _strict((tmp_path / "run" / "manifest.json").read_text())["metrics"]["silhouette"] is None

@@ -39,6 +39,7 @@ from gpuclust.cli.help import (
 from gpuclust.cli.options import build_config, parse_pairs, split_list
 from gpuclust.cli.quiet import quiet_warnings
 from gpuclust.errors import Interrupted, UsageError, listed, write_failure
+from gpuclust.io.writers import json_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cluster recommender-system users by what they do, on the GPU or the CPU.")
@@ -125,7 +126,7 @@ def synth(
                      events_per_user=events_per_user, noise_share=noise_share, sequential=sequential).validate()
     summary = _synth(spec, out, quiet=json_out, files=files, new_users=new_users)
     if json_out:
-        print(json.dumps(summary, indent=2, default=str))
+        print(json_text(summary), end="")
     else:
         console.print(f"wrote {summary['n_events']:,} events of {summary['n_users']:,} users to {out}")
 
@@ -380,7 +381,7 @@ def assign(
     _, manifest = assign_files(model, events, out, device=device, adapter=adapter, scheduler=scheduler, dask=dask,
                                  pseudonymise=pseudonymise, model_key=model_key)
     if json_out:
-        print(json.dumps(manifest, indent=2, default=str))
+        print(json_text(manifest), end="")
         return
     sizes = ", ".join(f"{c}: {n:,}" for c, n in manifest["cluster_sizes"].items())
     Console().print(f"placed {manifest['rows']['users']:,} users ({sizes}) in {manifest['seconds']:.1f} s; "
@@ -391,10 +392,9 @@ def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
     """The clusters found, as a table (or JSON), and where the outputs went."""
     manifest = model.manifest_
     if json_out:
-        print(json.dumps({"out": str(out), "metrics": manifest["metrics"], "cluster": manifest["cluster"],
-                          "timings": manifest["timings"], "rows": manifest["rows"],
-                          "clusters": model.profiles_, "anomalies": model.anomalies_[:show_anomalies]},
-                         indent=2, default=str))
+        print(json_text({"out": str(out), "metrics": manifest["metrics"], "cluster": manifest["cluster"],
+                         "timings": manifest["timings"], "rows": manifest["rows"],
+                         "clusters": model.profiles_, "anomalies": model.anomalies_[:show_anomalies]}), end="")
         return
     # Noise is not a cluster: the count is the clusters', as in the manifest and the report; noise is said apart.
     noise = sum(p["size"] for p in model.profiles_ if p.get("noise") and not p.get("suppressed"))

@@ -4,11 +4,12 @@ language model; and the describer `gpuclust run --describe MODEL` uses. Thin wra
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from gpuclust.io.writers import json_text
 
 DEFAULT_TOKENS = 96
 DEFAULT_SECONDS = 300.0
@@ -55,9 +56,9 @@ def describe(
     fitted = describe_files(run, describer, device=None if device == "auto" else device, model_key=key)
     record = fitted.manifest_["describe"]
     if json_out:
-        print(json.dumps({"describe": record, "clusters": [
+        print(json_text({"describe": record, "clusters": [
             {k: p.get(k) for k in ("cluster", "name", "description", "described_by", "rule_name")}
-            for p in fitted.profiles_]}, indent=2, default=str))
+            for p in fitted.profiles_]}), end="")
         return
     out = Console()
     for p in fitted.profiles_:

@@ -7,7 +7,6 @@ score, source) as CSV on stdout. Both read the run's verified model and write no
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +14,7 @@ from typing import Annotated
 import typer
 
 from gpuclust.errors import UsageError
+from gpuclust.io.writers import json_text
 
 
 def recommend(
@@ -83,7 +83,7 @@ def _campaigns(model, top_k: int, json_out: bool) -> None:
         print(f"withheld clusters {', '.join(str(p['cluster']) for p in withheld)}: {withheld[0]['suppressed']}",
               file=sys.stderr)
     if json_out:
-        print(json.dumps(rows, indent=2, default=str))
+        print(json_text(rows), end="")
         return
     print("| cluster | label | size | item to promote | lift | owned by |")
     print("|---:|---|---:|---|---:|---:|")

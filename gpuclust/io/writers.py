@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import re
@@ -65,6 +66,8 @@ def _jsonable(obj: Any) -> Any:
         return str(obj)
     if isinstance(obj, set | tuple):
         return list(obj)
+    if isinstance(obj, datetime.date | datetime.timedelta | np.datetime64 | np.timedelta64):
+        return str(obj)  # what the CLI's --json printed for them before it was strict
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
