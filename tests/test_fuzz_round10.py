@@ -142,3 +142,21 @@ def test_run_json_on_stdout_is_strict_json_when_a_metric_is_undefined(tmp_path, 
     printed = _strict(out)
     assert printed["metrics"]["silhouette"] is None
     assert _strict((tmp_path / "run" / "manifest.json").read_text())["metrics"]["silhouette"] is None
+
+
+# --- the terminal: user data is shown, never obeyed ----------------------------------------------------
+
+def test_the_run_table_shows_categories_that_look_like_markup_or_terminal_codes(tmp_path, monkeypatch, capsys):
+    """A category `[/x] ...` ended the run (its outputs already written) in rich's MarkupError, a traceback
+    and exit 1; an ESC sequence in one (`\\x1b]0;...\\x07` retitles a terminal, `\\x1b[2J` clears it) reached
+    the terminal as it was."""
+    events, items, _ = blob_events(n_users=60, n_groups=2, events_per_user=8)
+    items = items.assign(category=[["[/x] odd", "\x1b]0;pwned\x07 \x1b[2Jgone"][i // 30] for i in range(len(items))])
+    events.to_parquet(tmp_path / "events.parquet")
+    items.to_parquet(tmp_path / "items.parquet")
+    code, out, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events.parquet", "--items",
+                         tmp_path / "items.parquet", "--k", 2, "--device", "cpu", "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "[/x] odd" in out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b" in out and "pwned" in out  # shown, as an escape

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from gpuclust import accelerators
 from gpuclust.backend import DEVICE_CHOICES, resolve_backend
-from gpuclust.cli.console import console, progress, progress_mode
+from gpuclust.cli.console import console, progress, progress_mode, shown, visible
 from gpuclust.cli.describe import Seconds as DescribeSeconds
 from gpuclust.cli.describe import Tokens as DescribeTokens
 from gpuclust.cli.help import (
@@ -415,7 +415,7 @@ def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
             table.add_row(str(p["cluster"]), "-", "-", f"withheld: {p['suppressed']}", "-", "-")
             continue
         table.add_row("noise" if p.get("noise") else str(p["cluster"]), f"{p['size']:,}", f"{p['share']:.1%}",
-                      p.get("name") or p.get("label") or "-", top or "-", _standout(p))
+                      shown(p.get("name") or p.get("label") or "-"), shown(top or "-"), _standout(p))
     out_console = Console()
     out_console.print(table)
     sweep = manifest["cluster"].get("k_sweep")
@@ -426,7 +426,7 @@ def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
         for col in ("user_id", "cluster", "score", "why"):
             outliers.add_column(col, overflow="fold")
         for a in model.anomalies_[:show_anomalies]:
-            outliers.add_row(str(a["user_id"]), str(a["cluster"]), f"{a['score']:.1f}", a["why"])
+            outliers.add_row(shown(a["user_id"]), str(a["cluster"]), f"{a['score']:.1f}", shown(a["why"]))
         out_console.print(outliers)
     if (manifest.get("describe") or {}).get("model"):
         from gpuclust.cli.describe import summary_line
@@ -549,7 +549,7 @@ def exit_now(code: int) -> NoReturn:
 
 
 def _fail(message: str) -> NoReturn:
-    console.print(f"[red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+    console.print(f"[red]error:[/] {escape(visible(' '.join(message.split())))}", highlight=False, soft_wrap=True)
     sys.exit(2)
 
 

@@ -47,7 +47,9 @@ def describe(
     """Name and describe each cluster of a finished run with a local language model (clusters.json, the
     saved model, the manifest and the report are updated)."""
     from rich.console import Console
+    from rich.text import Text
 
+    from gpuclust.cli.console import shown
     from gpuclust.run import describe_files
     from gpuclust.signing import ModelKey
 
@@ -62,7 +64,8 @@ def describe(
         return
     out = Console()
     for p in fitted.profiles_:
-        out.print(f"[bold]{p['cluster']}[/bold] {p.get('name')}: {p.get('description')}", highlight=False)
+        out.print(Text.assemble((str(p["cluster"]), "bold"), " ", shown(f"{p.get('name')}: {p.get('description')}")),
+                  highlight=False)
     out.print(summary_line(record))
 
 
