@@ -160,3 +160,23 @@ def test_the_run_table_shows_categories_that_look_like_markup_or_terminal_codes(
     assert "[/x] odd" in out
     assert "\x1b" not in out and "\x07" not in out
     assert "\\x1b" in out and "pwned" in out  # shown, as an escape
+
+
+def test_the_campaign_table_keeps_one_row_per_item_whatever_its_title(tmp_path, monkeypatch, capsys):
+    """`recommend --segments` prints a Markdown table: a title with a '|' split its row into more columns,
+    and one with a line break into two rows, the second of which no Markdown reader takes as a row."""
+    code, _, err = cli(monkeypatch, capsys, "synth", "--users", 300, "--items", 80, "--groups", 3, "--out",
+                       tmp_path / "data")
+    assert code == 0, err
+    items = pd.read_parquet(tmp_path / "data" / "items.parquet")
+    items = items.assign(title=[f"left | right\nnext line {i}" for i in range(len(items))])
+    items.to_parquet(tmp_path / "items.parquet")
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "data" / "events.parquet", "--items",
+                       tmp_path / "items.parquet", "--k", 3, "--device", "cpu", "--out", tmp_path / "run", "--json")
+    assert code == 0, err
+    code, out, err = cli(monkeypatch, capsys, "recommend", "--run", tmp_path / "run", "--segments", "--top-k", 3)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) > 2
+    assert all(len(re.split(r"(?<!\\)\|", line)) == 8 for line in lines)  # 6 cells between 7 pipes
+    assert all("left \\| right next line" in line for line in lines[2:])

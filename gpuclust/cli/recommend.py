@@ -89,9 +89,17 @@ def _campaigns(model, top_k: int, json_out: bool) -> None:
     print("|---:|---|---:|---|---:|---:|")
     for row in rows:
         for q in row["promote"]:
-            item = f"{q['item_id']} {q['title'] or ''}".strip()
-            print(f"| {row['cluster']} | {row['label'] or ''} | {row['size'] or ''} | {item} | x{q['lift']:.2f} | "
+            item = _cell(f"{q['item_id']} {q['title'] or ''}".strip())
+            print(f"| {row['cluster']} | {_cell(row['label'] or '')} | {row['size'] or ''} | {item} | x{q['lift']:.2f} | "
                   f"{100 * q['owned_share']:.0f}% |")
+
+
+def _cell(text: str) -> str:
+    """A Markdown table cell of catalogue text: one line, its pipes escaped (a title `a|b` or one with a line
+    break split the row into columns and rows of its own), control characters shown as escapes."""
+    from gpuclust.cli.console import visible
+
+    return visible(" ".join(text.split())).replace("|", "\\|")
 
 
 def _no_campaigns(model) -> str:
