@@ -180,3 +180,21 @@ def test_the_campaign_table_keeps_one_row_per_item_whatever_its_title(tmp_path, 
     assert len(lines) > 2
     assert all(len(re.split(r"(?<!\\)\|", line)) == 8 for line in lines)  # 6 cells between 7 pipes
     assert all("left \\| right next line" in line for line in lines[2:])
+
+
+# --- the report's pictures -------------------------------------------------------------------------------
+
+def test_the_report_draws_names_with_dollar_signs_as_text(tmp_path, monkeypatch, capsys):
+    """matplotlib read a category between two `$` as TeX: `save $\\frac{ now$` ended `gpuclust report` in a
+    traceback (exit 1, no report), and `under $5 or $10` would have been drawn as an italic formula."""
+    events, items, _ = blob_events(n_users=60, n_groups=2, events_per_user=8)
+    items = items.assign(category=[["save $\\frac{ now$", "under $5 or $10"][i // 30] for i in range(len(items))])
+    events.to_parquet(tmp_path / "events.parquet")
+    items.to_parquet(tmp_path / "items.parquet")
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events.parquet", "--items",
+                       tmp_path / "items.parquet", "--k", 2, "--device", "cpu", "--out", tmp_path / "run", "--json")
+    assert code == 0, err
+    code, _, err = cli(monkeypatch, capsys, "report", "--run", tmp_path / "run")
+    assert code == 0, err
+    assert {"map.png", "sizes.png", "lift.png"} <= {p.name for p in (tmp_path / "run" / "report").iterdir()}
+    assert "save $\\frac{ now$" in html.unescape((tmp_path / "run" / "report.html").read_text())
