@@ -198,3 +198,26 @@ def test_the_report_draws_names_with_dollar_signs_as_text(tmp_path, monkeypatch,
     assert code == 0, err
     assert {"map.png", "sizes.png", "lift.png"} <= {p.name for p in (tmp_path / "run" / "report").iterdir()}
     assert "save $\\frac{ now$" in html.unescape((tmp_path / "run" / "report.html").read_text())
+
+
+# --- dtypes a consumer's schema can count on -------------------------------------------------------------
+
+def test_one_missing_user_id_in_a_csv_leaves_the_outputs_ids_int64(tmp_path, monkeypatch, capsys):
+    """A CSV whose integer user ids had one gap was read nullable (Int64); the row was dropped (and warned
+    about), but assignments.parquet, map.parquet and assign's output kept the nullable type, so a consumer
+    read Int64 from one day's run and int64 from the next."""
+    events, _, _ = blob_events(n_users=60, n_groups=2, events_per_user=8)
+    events.to_csv(tmp_path / "full.csv", index=False)
+    gap = events.astype({"user_id": "object"})
+    gap.loc[0, "user_id"] = None
+    gap.to_csv(tmp_path / "gap.csv", index=False)
+    for name in ("full", "gap"):
+        code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / f"{name}.csv", "--k", 2, "--device",
+                           "cpu", "--out", tmp_path / name, "--json")
+        assert code == 0, err
+    code, _, err = cli(monkeypatch, capsys, "assign", "--model", tmp_path / "full" / "model", "--events",
+                       tmp_path / "gap.csv", "--out", tmp_path / "placed", "--json")
+    assert code == 0, err
+    for path in (tmp_path / "gap" / "assignments.parquet", tmp_path / "gap" / "map.parquet",
+                 tmp_path / "placed" / "assignments.parquet", tmp_path / "full" / "assignments.parquet"):
+        assert str(pd.read_parquet(path)["user_id"].dtype) == "int64", path
