@@ -20,7 +20,7 @@ from tests.helpers import blob_events, cli
 # User ids a shop may well have, each a trap for some reader: formulas, a zero-padded code, CSV's own
 # characters, markup, unicode, a leading tab or space.
 HOSTILE_IDS = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(1)", "007", "a,b", 'q"uote', "new\nline", "ünï",
-               "<script>alert(1)</script>", "\tTAB", "-5"]
+               "<script>alert(1)</script>", "\tTAB", "-5", "cr\rid"]
 TITLE = '=HYPERLINK("http://evil.example","x")'
 
 
@@ -83,6 +83,24 @@ def test_an_exported_csv_runs_no_formula_in_a_spreadsheet(hostile_run, tmp_path,
     read = pd.read_csv(out / "audiences.csv", dtype={"user_id": str}, keep_default_na=False)
     ids = [i[1:] if i.startswith("'") and i[1:].startswith(FORMULA_START) else i for i in read["user_id"]]
     assert sorted(ids) == sorted(pd.read_parquet(hostile_run / "run" / "assignments.parquet")["user_id"])
+
+
+def test_an_id_with_a_carriage_return_keeps_its_row(hostile_run, tmp_path, monkeypatch, capsys):
+    """pandas writes CSV lines ending in "\\n" and quotes only fields holding one: the id "cr\\rid" went out
+    bare, and a CSV reader split its row in two (a user "cr" with no segment, a user "id,2,..." )."""
+    out = tmp_path / "aud"
+    code, _, err = cli(monkeypatch, capsys, "export", "--run", hostile_run / "run", "--single-file", "--out", out)
+    assert code == 0, err
+    with open(out / "audiences.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert all(len(row) == 6 for row in rows)
+    assert "cr\rid" in {row[0] for row in rows}
+    assert len(rows) == 1 + len(pd.read_parquet(hostile_run / "run" / "assignments.parquet"))
+    code, printed, err = cli(monkeypatch, capsys, "recommend", "--run", hostile_run / "run", "--events",
+                             hostile_run / "events.parquet", "--top-k", 2)
+    assert code == 0, err
+    rows = list(csv.reader(io.StringIO(printed, newline="")))
+    assert all(len(row) == 5 for row in rows) and "cr\rid" in {row[0] for row in rows}
 
 
 def test_a_parquet_export_keeps_every_id_exact(hostile_run, tmp_path, monkeypatch, capsys):

@@ -57,10 +57,9 @@ def recommend(
         print(table.to_json(orient="records"))
     else:
         from gpuclust.frames import host_frame
-        from gpuclust.io.writers import SPREADSHEET_GUARD, spreadsheet_safe
+        from gpuclust.io.writers import SPREADSHEET_GUARD, write_csv
 
-        table, escaped = spreadsheet_safe(host_frame(out))  # the CSV is opened in spreadsheets: no id runs there
-        table.to_csv(sys.stdout, index=False)
+        escaped = write_csv(host_frame(out), sys.stdout)  # the CSV is opened in spreadsheets: no id runs there
         if escaped:
             cells = ", ".join(f"{n:,} in {column}" for column, n in escaped.items())
             print(f"warning: {cells}: {SPREADSHEET_GUARD}", file=sys.stderr)

@@ -20,7 +20,7 @@ from typing import Any
 
 from gpuclust.errors import UsageError, listed
 from gpuclust.io.outputs import OutputDir, overlaps
-from gpuclust.io.writers import SPREADSHEET_GUARD, spreadsheet_safe, write_json
+from gpuclust.io.writers import SPREADSHEET_GUARD, spreadsheet_safe, write_csv, write_json
 from gpuclust.privacy import MIN_GROUP_SIZE, small_clusters
 
 FORMATS = ("csv", "parquet")
@@ -84,7 +84,7 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
                                                                   "(privacy.min_group_size)"} if withheld else None,
     }
     if fmt == "csv":  # people open audience files in a spreadsheet: no id or name may run there as a formula
-        table, escaped = spreadsheet_safe(table)
+        _, escaped = spreadsheet_safe(table)
         if escaped:
             index["spreadsheet_escaped"] = {"cells": escaped, "why": SPREADSHEET_GUARD}
     with OutputDir(target, "export", LAYOUT) as staging:
@@ -103,7 +103,7 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
 
 def _write(frame: Any, path: Path, fmt: str) -> None:
     if fmt == "csv":
-        frame.to_csv(path, index=False)
+        write_csv(frame, path)
     else:
         frame.to_parquet(path, index=False)
 

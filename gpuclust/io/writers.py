@@ -120,13 +120,27 @@ def spreadsheet_safe(frame):
         column = frame[name]
         if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
             continue
-        text = column.astype("object")
-        risky = text.map(lambda v: spreadsheet_cell(v) is not v)
+        text = column.astype("str")  # vectorised: a million ids in well under a second
+        risky = column.notna() & text.str.startswith(FORMULA_START) & ~text.str.fullmatch(_PLAIN_NUMBER.pattern)
         if risky.any():
             out = out.copy() if out is frame else out
-            out[name] = text.where(~risky, "'" + text[risky].astype(str))
+            out[name] = column.astype("object").where(~risky, "'" + text)
             changed[str(name)] = int(risky.sum())
     return out, changed
+
+
+# RFC 4180's line ending. A field holding a carriage return is quoted only where the line terminator has one:
+# with pandas' "\n" an id "a\rb" was written bare, and readers split its row in two.
+CSV_LINE_END = "\r\n"
+
+
+def write_csv(frame, target) -> dict[str, int]:
+    """A pandas frame as CSV for people and their tools (a path or an open text stream): `spreadsheet_safe`
+    cells, RFC 4180 lines (CRLF; fields with a comma, quote, CR or LF quoted). Returns its counts of
+    escaped cells."""
+    safe, escaped = spreadsheet_safe(frame)
+    safe.to_csv(target, index=False, lineterminator=CSV_LINE_END)
+    return escaped
 
 
 def write_parquet(path: str | Path, df) -> None:

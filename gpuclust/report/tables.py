@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from gpuclust.io.writers import spreadsheet_cell
+from gpuclust.io.writers import CSV_LINE_END, spreadsheet_cell
 from gpuclust.report.fmt import e
 
 
@@ -38,7 +38,7 @@ def text(value: Any) -> Cell:
 
 def csv_text(columns: list[Column], rows: list[list[Cell]]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator=CSV_LINE_END)
     writer.writerow([c.name for c in columns])
     for row in rows:
         writer.writerow([_csv_value(cell.value) for cell in row])
