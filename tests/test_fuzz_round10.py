@@ -78,6 +78,7 @@ def test_an_exported_csv_runs_no_formula_in_a_spreadsheet(hostile_run, tmp_path,
     assert _formula_cells(rows) == []
     assert "warning:" in err and "leading '" in err
     index = json.loads((out / "export.json").read_text())
+    assert index["user_id_type"] == "text"  # how to read the column back: '007' is not 7
     assert index["spreadsheet_escaped"]["cells"]["user_id"] == 5  # =cmd, +1+1, -2+3, @SUM(1), a tab; not -5
     # what was escaped is the id with a quote before it, nothing else: every id is still recoverable
     read = pd.read_csv(out / "audiences.csv", dtype={"user_id": str}, keep_default_na=False)
@@ -239,3 +240,6 @@ def test_one_missing_user_id_in_a_csv_leaves_the_outputs_ids_int64(tmp_path, mon
     for path in (tmp_path / "gap" / "assignments.parquet", tmp_path / "gap" / "map.parquet",
                  tmp_path / "placed" / "assignments.parquet", tmp_path / "full" / "assignments.parquet"):
         assert str(pd.read_parquet(path)["user_id"].dtype) == "int64", path
+    code, _, err = cli(monkeypatch, capsys, "export", "--run", tmp_path / "gap", "--out", tmp_path / "aud")
+    assert code == 0, err
+    assert json.loads((tmp_path / "aud" / "export.json").read_text())["user_id_type"] == "integer"

@@ -39,6 +39,8 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
                      single_file: bool = False) -> dict[str, Any]:
     """Write the audiences of the finished run `run` into `out` (default: RUN-audiences beside it);
     return what export.json says. Every input is checked before anything is written."""
+    import pandas as pd
+
     from gpuclust.report.html import load_run
 
     if fmt not in FORMATS:
@@ -80,6 +82,8 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
         "columns": list(COLUMNS), "score": SCORE, "min_score": min_score,
         "pseudonymised": bool((finished.manifest.get("privacy") or {}).get("pseudonymised")),
         "min_group_size": min_group,
+        # CSV has no types: how to read user_id back ('007' is text, and a reader's guess makes it 7)
+        "user_id_type": "integer" if pd.api.types.is_integer_dtype(table["user_id"]) else "text",
         "segments": [], "withheld": {"clusters": withheld, "why": f"fewer than {min_group} users "
                                                                   "(privacy.min_group_size)"} if withheld else None,
     }
