@@ -243,3 +243,26 @@ def test_one_missing_user_id_in_a_csv_leaves_the_outputs_ids_int64(tmp_path, mon
     code, _, err = cli(monkeypatch, capsys, "export", "--run", tmp_path / "gap", "--out", tmp_path / "aud")
     assert code == 0, err
     assert json.loads((tmp_path / "aud" / "export.json").read_text())["user_id_type"] == "integer"
+
+
+def test_names_from_a_language_model_are_shown_not_obeyed(tmp_path, capsys):
+    """A described run's table printed the model's answers and its path through rich markup: a name with
+    `[/b]` (or a model folder `models/[/v2]`) ended the command in MarkupError after the outputs were written."""
+    from gpuclust import UserClusterer
+    from gpuclust.cli.app import report
+    from gpuclust.explain.describe import Describer, Generation
+
+    class Answers:
+        name = "models/[/v2]"
+
+        def generate(self, prompts: list[str]) -> Generation:
+            return Generation(["Name: [/b] loyal \x1b[2J buyers\nDescription: They buy often and spend well on "
+                               "most visits. Offers reach them." for _ in prompts])
+
+    events, items, _ = blob_events(n_users=60, n_groups=2, events_per_user=8)
+    model = UserClusterer(n_clusters=2, features=["behaviour"], device="cpu",
+                          describer=Describer(Answers())).fit(events, items)
+    assert all(p["described_by"] == "models/[/v2]" for p in model.profiles_)
+    report(model, tmp_path, json_out=False)
+    out = capsys.readouterr().out
+    assert "[/b] loyal" in out and "models/[/v2]" in out and "\x1b" not in out

@@ -431,7 +431,7 @@ def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
     if (manifest.get("describe") or {}).get("model"):
         from gpuclust.cli.describe import summary_line
 
-        out_console.print(summary_line(manifest["describe"]))
+        out_console.print(shown(summary_line(manifest["describe"])))  # names a model path
     m = manifest["metrics"]
     line = (f"silhouette {m['silhouette']:.3f} (sample {m['silhouette_sample']:,}), "
             f"Davies-Bouldin {m['davies_bouldin']:.3f}, Calinski-Harabasz {m['calinski_harabasz']:.1f}")

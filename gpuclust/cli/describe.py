@@ -66,7 +66,7 @@ def describe(
     for p in fitted.profiles_:
         out.print(Text.assemble((str(p["cluster"]), "bold"), " ", shown(f"{p.get('name')}: {p.get('description')}")),
                   highlight=False)
-    out.print(summary_line(record))
+    out.print(shown(summary_line(record)))  # a model path such as models/[v2] is no markup
 
 
 def summary_line(record: dict) -> str:
