@@ -266,3 +266,20 @@ def test_names_from_a_language_model_are_shown_not_obeyed(tmp_path, capsys):
     report(model, tmp_path, json_out=False)
     out = capsys.readouterr().out
     assert "[/b] loyal" in out and "models/[/v2]" in out and "\x1b" not in out
+
+
+@pytest.mark.parametrize("folder", ["[old]", "[/v2]"])
+def test_the_output_path_is_printed_as_it_is(tmp_path, monkeypatch, capsys, folder):
+    """`--out runs/[old]/run` was reported as written to `runs//run` (rich read `[old]` as a style), and a
+    folder `[/v2]` ended the run in MarkupError, a traceback and exit 1 after every output was written."""
+    events, _, _ = blob_events(n_users=60, n_groups=2, events_per_user=8)
+    events.to_parquet(tmp_path / "events.parquet")
+    out = tmp_path / folder / "run"
+    code, printed, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events.parquet", "--k", 2,
+                             "--device", "cpu", "--out", out)
+    assert code == 0, err
+    assert f"{folder}/run" in "".join(printed.split())  # the table may wrap the line; the path is whole
+    code, printed, err = cli(monkeypatch, capsys, "assign", "--model", out / "model", "--events",
+                             tmp_path / "events.parquet", "--out", tmp_path / folder / "placed")
+    assert code == 0, err
+    assert f"{folder}/placed" in "".join(printed.split())

@@ -128,7 +128,7 @@ def synth(
     if json_out:
         print(json_text(summary), end="")
     else:
-        console.print(f"wrote {summary['n_events']:,} events of {summary['n_users']:,} users to {out}")
+        console.print(f"wrote {summary['n_events']:,} events of {summary['n_users']:,} users to {_path(out)}")
 
 
 def _synth(spec, out: Path, quiet: bool, files: int = 1, new_users: int = 0) -> dict:
@@ -385,7 +385,7 @@ def assign(
         return
     sizes = ", ".join(f"{c}: {n:,}" for c, n in manifest["cluster_sizes"].items())
     Console().print(f"placed {manifest['rows']['users']:,} users ({sizes}) in {manifest['seconds']:.1f} s; "
-                    f"outputs in {out}")
+                    f"outputs in {_path(out)}")
 
 
 def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
@@ -440,7 +440,13 @@ def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
     out_console.print(line)
     t = manifest["timings"]
     out_console.print(f"{manifest['device']['backend']['device']} / engine {manifest['cluster']['engine']}: "
-                      f"{t['total_seconds']:.1f} s, peak RSS {t['peak_rss_mib']:.0f} MiB; outputs in {out}")
+                      f"{t['total_seconds']:.1f} s, peak RSS {t['peak_rss_mib']:.0f} MiB; outputs in {_path(out)}")
+
+
+def _path(path: Path | str) -> str:
+    """A path inside a line of rich markup, as it is: `runs/[old]/a` printed as `runs//a`, and a folder
+    `[/v2]` ended the command in MarkupError after its outputs were written."""
+    return escape(visible(path))
 
 
 def _item_label(item: dict, width: int = 28) -> str:
