@@ -283,3 +283,16 @@ def test_the_output_path_is_printed_as_it_is(tmp_path, monkeypatch, capsys, fold
                              tmp_path / "events.parquet", "--out", tmp_path / folder / "placed")
     assert code == 0, err
     assert f"{folder}/placed" in "".join(printed.split())
+
+
+def test_embed_prints_its_output_path_as_it_is(tmp_path, monkeypatch, capsys):
+    """embed's summary table read its output path as markup: a folder `[/v2]` ended it in MarkupError after
+    the vectors were written."""
+    pytest.importorskip("transformers")
+    _, items, _ = blob_events(n_users=30, n_groups=1, events_per_user=2)
+    items.head(8).to_parquet(tmp_path / "items.parquet")
+    out = tmp_path / "[" / "v2]" / "vectors.parquet"
+    code, printed, err = cli(monkeypatch, capsys, "embed", "--items", tmp_path / "items.parquet", "--out", out,
+                             "--device", "cpu")
+    assert code == 0, err
+    assert "[/v2]" in "".join(printed.split())

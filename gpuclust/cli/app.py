@@ -92,7 +92,7 @@ def info(json_out: Json = False) -> None:
     for col in ("library", "usable", "version", "why not"):
         table.add_column(col)
     for a in found:
-        table.add_row(a.name, "[green]yes[/]" if a.usable else "[red]no[/]", a.version or "-", a.reason)
+        table.add_row(a.name, "[green]yes[/]" if a.usable else "[red]no[/]", a.version or "-", shown(a.reason or ""))
     Console().print(table)
     if gpu:
         Console().print(f"GPU: {gpu['name']} x{gpu['count']}, {gpu['memory_total_gib']} GiB "
