@@ -296,3 +296,17 @@ def test_embed_prints_its_output_path_as_it_is(tmp_path, monkeypatch, capsys):
                              "--device", "cpu")
     assert code == 0, err
     assert "[/v2]" in "".join(printed.split())
+
+
+def test_strict_json_takes_numpy_flags_and_dates():
+    """--json printed with `default=str` before it was strict; json_text, which it prints with now, refused
+    NumPy's bool and dates (TypeError after the work), where the old print gave them as text."""
+    import datetime
+
+    import numpy as np
+
+    from gpuclust.io.writers import json_text
+
+    text = json_text({"flag": np.bool_(True), "day": datetime.date(2026, 1, 2), "n": np.int64(2**60 + 7),
+                      "bad": float("nan")})
+    assert _strict(text) == {"flag": True, "day": "2026-01-02", "n": 2**60 + 7, "bad": None}

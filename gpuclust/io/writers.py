@@ -56,6 +56,8 @@ def _umask() -> int:
 
 
 def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.bool_):
+        return bool(obj)
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):
