@@ -18,7 +18,7 @@ from rich.table import Table
 
 from gpuclust import accelerators
 from gpuclust.backend import DEVICE_CHOICES, resolve_backend
-from gpuclust.cli.console import console, progress, progress_mode
+from gpuclust.cli.console import console, progress, progress_mode, shown, visible
 from gpuclust.cli.describe import Seconds as DescribeSeconds
 from gpuclust.cli.describe import Tokens as DescribeTokens
 from gpuclust.cli.help import (
@@ -39,6 +39,7 @@ from gpuclust.cli.help import (
 from gpuclust.cli.options import build_config, parse_pairs, split_list
 from gpuclust.cli.quiet import quiet_warnings
 from gpuclust.errors import Interrupted, UsageError, listed, write_failure
+from gpuclust.io.writers import json_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cluster recommender-system users by what they do, on the GPU or the CPU.")
@@ -91,7 +92,7 @@ def info(json_out: Json = False) -> None:
     for col in ("library", "usable", "version", "why not"):
         table.add_column(col)
     for a in found:
-        table.add_row(a.name, "[green]yes[/]" if a.usable else "[red]no[/]", a.version or "-", a.reason)
+        table.add_row(a.name, "[green]yes[/]" if a.usable else "[red]no[/]", a.version or "-", shown(a.reason or ""))
     Console().print(table)
     if gpu:
         Console().print(f"GPU: {gpu['name']} x{gpu['count']}, {gpu['memory_total_gib']} GiB "
@@ -125,9 +126,9 @@ def synth(
                      events_per_user=events_per_user, noise_share=noise_share, sequential=sequential).validate()
     summary = _synth(spec, out, quiet=json_out, files=files, new_users=new_users)
     if json_out:
-        print(json.dumps(summary, indent=2, default=str))
+        print(json_text(summary), end="")
     else:
-        console.print(f"wrote {summary['n_events']:,} events of {summary['n_users']:,} users to {out}")
+        console.print(f"wrote {summary['n_events']:,} events of {summary['n_users']:,} users to {_path(out)}")
 
 
 def _synth(spec, out: Path, quiet: bool, files: int = 1, new_users: int = 0) -> dict:
@@ -380,21 +381,20 @@ def assign(
     _, manifest = assign_files(model, events, out, device=device, adapter=adapter, scheduler=scheduler, dask=dask,
                                  pseudonymise=pseudonymise, model_key=model_key)
     if json_out:
-        print(json.dumps(manifest, indent=2, default=str))
+        print(json_text(manifest), end="")
         return
     sizes = ", ".join(f"{c}: {n:,}" for c, n in manifest["cluster_sizes"].items())
     Console().print(f"placed {manifest['rows']['users']:,} users ({sizes}) in {manifest['seconds']:.1f} s; "
-                    f"outputs in {out}")
+                    f"outputs in {_path(out)}")
 
 
 def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
     """The clusters found, as a table (or JSON), and where the outputs went."""
     manifest = model.manifest_
     if json_out:
-        print(json.dumps({"out": str(out), "metrics": manifest["metrics"], "cluster": manifest["cluster"],
-                          "timings": manifest["timings"], "rows": manifest["rows"],
-                          "clusters": model.profiles_, "anomalies": model.anomalies_[:show_anomalies]},
-                         indent=2, default=str))
+        print(json_text({"out": str(out), "metrics": manifest["metrics"], "cluster": manifest["cluster"],
+                         "timings": manifest["timings"], "rows": manifest["rows"],
+                         "clusters": model.profiles_, "anomalies": model.anomalies_[:show_anomalies]}), end="")
         return
     # Noise is not a cluster: the count is the clusters', as in the manifest and the report; noise is said apart.
     noise = sum(p["size"] for p in model.profiles_ if p.get("noise") and not p.get("suppressed"))
@@ -415,7 +415,7 @@ def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
             table.add_row(str(p["cluster"]), "-", "-", f"withheld: {p['suppressed']}", "-", "-")
             continue
         table.add_row("noise" if p.get("noise") else str(p["cluster"]), f"{p['size']:,}", f"{p['share']:.1%}",
-                      p.get("name") or p.get("label") or "-", top or "-", _standout(p))
+                      shown(p.get("name") or p.get("label") or "-"), shown(top or "-"), _standout(p))
     out_console = Console()
     out_console.print(table)
     sweep = manifest["cluster"].get("k_sweep")
@@ -426,12 +426,12 @@ def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
         for col in ("user_id", "cluster", "score", "why"):
             outliers.add_column(col, overflow="fold")
         for a in model.anomalies_[:show_anomalies]:
-            outliers.add_row(str(a["user_id"]), str(a["cluster"]), f"{a['score']:.1f}", a["why"])
+            outliers.add_row(shown(a["user_id"]), str(a["cluster"]), f"{a['score']:.1f}", shown(a["why"]))
         out_console.print(outliers)
     if (manifest.get("describe") or {}).get("model"):
         from gpuclust.cli.describe import summary_line
 
-        out_console.print(summary_line(manifest["describe"]))
+        out_console.print(shown(summary_line(manifest["describe"])))  # names a model path
     m = manifest["metrics"]
     line = (f"silhouette {m['silhouette']:.3f} (sample {m['silhouette_sample']:,}), "
             f"Davies-Bouldin {m['davies_bouldin']:.3f}, Calinski-Harabasz {m['calinski_harabasz']:.1f}")
@@ -440,7 +440,13 @@ def report(model, out: Path, json_out: bool, show_anomalies: int = 0) -> None:
     out_console.print(line)
     t = manifest["timings"]
     out_console.print(f"{manifest['device']['backend']['device']} / engine {manifest['cluster']['engine']}: "
-                      f"{t['total_seconds']:.1f} s, peak RSS {t['peak_rss_mib']:.0f} MiB; outputs in {out}")
+                      f"{t['total_seconds']:.1f} s, peak RSS {t['peak_rss_mib']:.0f} MiB; outputs in {_path(out)}")
+
+
+def _path(path: Path | str) -> str:
+    """A path inside a line of rich markup, as it is: `runs/[old]/a` printed as `runs//a`, and a folder
+    `[/v2]` ended the command in MarkupError after its outputs were written."""
+    return escape(visible(path))
 
 
 def _item_label(item: dict, width: int = 28) -> str:
@@ -549,7 +555,7 @@ def exit_now(code: int) -> NoReturn:
 
 
 def _fail(message: str) -> NoReturn:
-    console.print(f"[red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+    console.print(f"[red]error:[/] {escape(visible(' '.join(message.split())))}", highlight=False, soft_wrap=True)
     sys.exit(2)
 
 

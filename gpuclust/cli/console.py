@@ -24,6 +24,7 @@ from typing import TextIO
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from gpuclust.errors import UsageError
 
@@ -35,6 +36,24 @@ PLAIN_DELAY_S = 3.0  # a command quicker than this prints no progress line at al
 PLAIN_EVERY_S = 60.0  # a step longer than this gets a "still running" line this often
 # What a progress line looks like in a log, for whoever reads one back (tests, log filters).
 PLAIN_LINE = re.compile(r"^\d\d:\d\d:\d\d  ")
+
+
+# Characters that act on a terminal rather than show on it: C0 and C1 controls (ESC starts a colour, a title,
+# a screen clear; CR and backspace overwrite what came before) and the bidirectional overrides.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(value: object) -> str:
+    """`str(value)` with each control character written as its escape (`\\x1b`, `\\n`): item titles, category
+    names and user ids are user data, and printed as they are they could recolour, retitle or clear the
+    terminal, or hide what follows them."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value))
+
+
+def shown(value: object) -> Text:
+    """User data as a table cell or a printed piece of text: `visible`, and never read as rich markup (a
+    category `[/x]` ended the run's table in rich's MarkupError; `[link=...]` made a link)."""
+    return Text(visible(value))
 
 
 def progress_mode(json_out: bool, stream: TextIO | None = None) -> str:

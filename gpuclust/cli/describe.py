@@ -4,11 +4,12 @@ language model; and the describer `gpuclust run --describe MODEL` uses. Thin wra
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from gpuclust.io.writers import json_text
 
 DEFAULT_TOKENS = 96
 DEFAULT_SECONDS = 300.0
@@ -46,7 +47,9 @@ def describe(
     """Name and describe each cluster of a finished run with a local language model (clusters.json, the
     saved model, the manifest and the report are updated)."""
     from rich.console import Console
+    from rich.text import Text
 
+    from gpuclust.cli.console import shown
     from gpuclust.run import describe_files
     from gpuclust.signing import ModelKey
 
@@ -55,14 +58,15 @@ def describe(
     fitted = describe_files(run, describer, device=None if device == "auto" else device, model_key=key)
     record = fitted.manifest_["describe"]
     if json_out:
-        print(json.dumps({"describe": record, "clusters": [
+        print(json_text({"describe": record, "clusters": [
             {k: p.get(k) for k in ("cluster", "name", "description", "described_by", "rule_name")}
-            for p in fitted.profiles_]}, indent=2, default=str))
+            for p in fitted.profiles_]}), end="")
         return
     out = Console()
     for p in fitted.profiles_:
-        out.print(f"[bold]{p['cluster']}[/bold] {p.get('name')}: {p.get('description')}", highlight=False)
-    out.print(summary_line(record))
+        out.print(Text.assemble((str(p["cluster"]), "bold"), " ", shown(f"{p.get('name')}: {p.get('description')}")),
+                  highlight=False)
+    out.print(shown(summary_line(record)))  # a model path such as models/[v2] is no markup
 
 
 def summary_line(record: dict) -> str:

@@ -45,7 +45,9 @@ def _print_summary(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"embedded {summary['n_items']} items -> {summary['out']}", show_header=False)
+    from gpuclust.cli.console import shown
+
+    table = Table(title=shown(f"embedded {summary['n_items']} items -> {summary['out']}"), show_header=False)
     cache = ("off" if summary["cache_hits"] is None
              else f"{summary['cache_hits']} hits, {summary['cache_misses']} encoded")
     rows = [
@@ -60,5 +62,5 @@ def _print_summary(summary: dict) -> None:
     if "ids_out" in summary:
         rows.append(("item ids", summary["ids_out"]))
     for key, value in rows:
-        table.add_row(key, str(value))
+        table.add_row(key, shown(value))  # paths and the model name as they are, never markup
     Console().print(table)

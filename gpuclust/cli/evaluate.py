@@ -7,7 +7,6 @@ popularity and the plain TF-IDF -> SVD -> KMeans recipe, with standard errors (`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -125,12 +124,12 @@ def _finish(result: dict, out: Path | None, json_out: bool, table: str, summary:
     """The one way a result leaves: the JSON file (if asked), then JSON or the table and a summary line."""
     from gpuclust import __version__
     from gpuclust.io.outputs import FILE_MARK, file_mark
-    from gpuclust.io.writers import write_json
+    from gpuclust.io.writers import json_text, write_json
 
     if out is not None:
         write_json(out, {"gpuclust": __version__, FILE_MARK: file_mark("evaluate"), **result})
     if json_out:
-        print(json.dumps(result, indent=2, default=str))
+        print(json_text(result), end="")
         return
     print(table)
     print(f"\n{summary}" + (f"; full result in {out}" if out else ""))

@@ -3,7 +3,6 @@ wrapper over `gpuclust.io.audiences.export_audiences`."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +10,7 @@ from typing import Annotated
 import typer
 
 from gpuclust.errors import UsageError
+from gpuclust.io.writers import json_text
 
 
 def export(
@@ -37,10 +37,14 @@ def export(
             raise UsageError("--clusters is empty: give cluster numbers separated by commas, e.g. 3,7")
     record = export_audiences(run, out, fmt.lower(), wanted, min_score, single_file)
     if json_out:
-        print(json.dumps(record, indent=2, default=str))
+        print(json_text(record), end="")
     else:
         users = sum(s["users"] for s in record["segments"])
         print(f"exported {users:,} users in {len(record['segments'])} segments to {record['out']}")
+    if record.get("spreadsheet_escaped"):
+        escaped = record["spreadsheet_escaped"]
+        cells = ", ".join(f"{n:,} in {column}" for column, n in escaped["cells"].items())
+        print(f"warning: {cells}: {escaped['why']}", file=sys.stderr)
     if record["withheld"]:
         print(f"withheld clusters {', '.join(map(str, record['withheld']['clusters']))}: {record['withheld']['why']}",
               file=sys.stderr)

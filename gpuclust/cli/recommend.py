@@ -7,7 +7,6 @@ score, source) as CSV on stdout. Both read the run's verified model and write no
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +14,7 @@ from typing import Annotated
 import typer
 
 from gpuclust.errors import UsageError
+from gpuclust.io.writers import json_text
 
 
 def recommend(
@@ -56,7 +56,13 @@ def recommend(
         table: pd.DataFrame = host_frame(out)
         print(table.to_json(orient="records"))
     else:
-        out.to_csv(sys.stdout, index=False)
+        from gpuclust.frames import host_frame
+        from gpuclust.io.writers import SPREADSHEET_GUARD, write_csv
+
+        escaped = write_csv(host_frame(out), sys.stdout)  # the CSV is opened in spreadsheets: no id runs there
+        if escaped:
+            cells = ", ".join(f"{n:,} in {column}" for column, n in escaped.items())
+            print(f"warning: {cells}: {SPREADSHEET_GUARD}", file=sys.stderr)
 
 
 def _campaigns(model, top_k: int, json_out: bool) -> None:
@@ -76,15 +82,23 @@ def _campaigns(model, top_k: int, json_out: bool) -> None:
         print(f"withheld clusters {', '.join(str(p['cluster']) for p in withheld)}: {withheld[0]['suppressed']}",
               file=sys.stderr)
     if json_out:
-        print(json.dumps(rows, indent=2, default=str))
+        print(json_text(rows), end="")
         return
     print("| cluster | label | size | item to promote | lift | owned by |")
     print("|---:|---|---:|---|---:|---:|")
     for row in rows:
         for q in row["promote"]:
-            item = f"{q['item_id']} {q['title'] or ''}".strip()
-            print(f"| {row['cluster']} | {row['label'] or ''} | {row['size'] or ''} | {item} | x{q['lift']:.2f} | "
+            item = _cell(f"{q['item_id']} {q['title'] or ''}".strip())
+            print(f"| {row['cluster']} | {_cell(row['label'] or '')} | {row['size'] or ''} | {item} | x{q['lift']:.2f} | "
                   f"{100 * q['owned_share']:.0f}% |")
+
+
+def _cell(text: str) -> str:
+    """A Markdown table cell of catalogue text: one line, its pipes escaped (a title `a|b` or one with a line
+    break split the row into columns and rows of its own), control characters shown as escapes."""
+    from gpuclust.cli.console import visible
+
+    return visible(" ".join(text.split())).replace("|", "\\|")
 
 
 def _no_campaigns(model) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from gpuclust.errors import UsageError, listed
 from gpuclust.io.outputs import OutputDir, overlaps
-from gpuclust.io.writers import write_json
+from gpuclust.io.writers import SPREADSHEET_GUARD, spreadsheet_safe, write_csv, write_json
 from gpuclust.privacy import MIN_GROUP_SIZE, small_clusters
 
 FORMATS = ("csv", "parquet")
@@ -39,6 +39,8 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
                      single_file: bool = False) -> dict[str, Any]:
     """Write the audiences of the finished run `run` into `out` (default: RUN-audiences beside it);
     return what export.json says. Every input is checked before anything is written."""
+    import pandas as pd
+
     from gpuclust.report.html import load_run
 
     if fmt not in FORMATS:
@@ -80,9 +82,15 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
         "columns": list(COLUMNS), "score": SCORE, "min_score": min_score,
         "pseudonymised": bool((finished.manifest.get("privacy") or {}).get("pseudonymised")),
         "min_group_size": min_group,
+        # CSV has no types: how to read user_id back ('007' is text, and a reader's guess makes it 7)
+        "user_id_type": "integer" if pd.api.types.is_integer_dtype(table["user_id"]) else "text",
         "segments": [], "withheld": {"clusters": withheld, "why": f"fewer than {min_group} users "
                                                                   "(privacy.min_group_size)"} if withheld else None,
     }
+    if fmt == "csv":  # people open audience files in a spreadsheet: no id or name may run there as a formula
+        _, escaped = spreadsheet_safe(table)
+        if escaped:
+            index["spreadsheet_escaped"] = {"cells": escaped, "why": SPREADSHEET_GUARD}
     with OutputDir(target, "export", LAYOUT) as staging:
         if single_file:
             _write(table, staging / f"audiences.{fmt}", fmt)
@@ -99,7 +107,7 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
 
 def _write(frame: Any, path: Path, fmt: str) -> None:
     if fmt == "csv":
-        frame.to_csv(path, index=False)
+        write_csv(frame, path)
     else:
         frame.to_parquet(path, index=False)
 

@@ -198,10 +198,11 @@ class Preprocessor:
 
     def _normalise_ids(self, ev, column: str):
         ids, change = normalise_ids(ev[column])
-        if change is None:
+        if change is None and ids.dtype == ev[column].dtype:
             return ev
         ev = ev.assign(**{column: ids})
-        self._note(f"{column}_types", ev, f"{column}: {change}")
+        if change is not None:  # a nullable column made plain is no change of any id: not a step
+            self._note(f"{column}_types", ev, f"{column}: {change}")
         return ev
 
     def _values(self, ev, backend: Backend):

@@ -60,6 +60,10 @@ def normalise_ids(ids: Any) -> tuple[Any, str | None]:
     kind = _kind(ids)
     if kind in FLAG_KINDS or (kind == "object" and frame_kind(ids) == "pandas" and _all_booleans(ids)):
         raise flag_ids(ids.name)
+    if kind in _INTEGER_KINDS and _nullable(ids) and not bool(ids.isna().any()):
+        # A text file's integer ids with a gap are read nullable (Int64); once the gapped rows are gone they are
+        # plain int64, as without the gap: one missing id made every output's user_id Int64 for pandas readers
+        return ids.astype("int64"), None
     if kind.startswith("float") and len(ids):
         whole = ((ids == ids.round()) & (ids.abs() < 2.0**63)).fillna(False)
         if bool(whole.all()):
@@ -73,6 +77,13 @@ def normalise_ids(ids: Any) -> tuple[Any, str | None]:
 
 
 FLAG_KINDS = ("bool", "boolean")
+
+
+def _nullable(column: Any) -> bool:
+    """Whether a pandas column has a nullable extension dtype (Int64 and kin; cuDF's own are plain)."""
+    import pandas as pd
+
+    return frame_kind(column) == "pandas" and isinstance(column.dtype, pd.api.extensions.ExtensionDtype)
 
 
 def flag_ids(column: Any) -> UsageError:

@@ -201,7 +201,11 @@ def _finite(value: Any) -> bool:
 
 
 def _short(text: str, width: int = 32) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+    """A cluster's name as a label: cut to `width`, its dollar signs escaped. Names come from the catalogue,
+    and matplotlib reads text between two `$` as TeX: "save $\\frac{ now$" ended the report in a
+    ParseSyntaxException, and "under $5 or $10" was drawn as an italic formula."""
+    text = text if len(text) <= width else text[: width - 1] + "…"
+    return text.replace("$", "\\$")
 
 
 def hit_rate_plot(series: dict[str, list[tuple[int, float, float]]], path: Path, top_k: int = 10,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from gpuclust.io.writers import CSV_LINE_END, spreadsheet_cell
 from gpuclust.report.fmt import e
 
 
@@ -37,7 +38,7 @@ def text(value: Any) -> Cell:
 
 def csv_text(columns: list[Column], rows: list[list[Cell]]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator=CSV_LINE_END)
     writer.writerow([c.name for c in columns])
     for row in rows:
         writer.writerow([_csv_value(cell.value) for cell in row])
@@ -45,9 +46,11 @@ def csv_text(columns: list[Column], rows: list[list[Cell]]) -> str:
 
 
 def _csv_value(value: Any) -> Any:
+    """A cell of the download: missing and non-finite as empty, and text a spreadsheet would run as a formula
+    (an item title `=HYPERLINK(...)` from the catalogue) shown as text."""
     if isinstance(value, float) and not math.isfinite(value):
         return ""
-    return "" if value is None else value
+    return "" if value is None else spreadsheet_cell(value)
 
 
 def data_table(table_id: str, columns: list[Column], rows: list[list[Cell]], filename: str | None = None) -> str:
