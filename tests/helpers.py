@@ -60,6 +60,25 @@ def log_with_a_tiny_group():
 
 def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     """Run `gpuclust ARGS` in-process; returns (exit code, stdout, stderr)."""
+    code = _main(monkeypatch, args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def cli_ok(*args) -> None:
+    """Run `gpuclust ARGS` in-process where no `monkeypatch` fixture reaches (a module-scoped fixture that
+    makes a run for its tests); it must succeed."""
+    import pytest
+
+    mp = pytest.MonkeyPatch()
+    try:
+        code = _main(mp, args)
+    finally:
+        mp.undo()
+    assert code in (0, None), code
+
+
+def _main(monkeypatch, args) -> int | str | None:
     import signal
 
     from gpuclust.cli.app import main
@@ -68,10 +87,8 @@ def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     handler = signal.getsignal(signal.SIGTERM)  # main() installs its own; the test process keeps pytest's
     try:
         main()
-        code = 0
+        return 0
     except SystemExit as exc:
-        code = exc.code
+        return exc.code
     finally:
         signal.signal(signal.SIGTERM, handler)
-    out = capsys.readouterr()
-    return code, out.out, out.err

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import cli, log_with_a_tiny_group
+from helpers import cli, cli_ok, log_with_a_tiny_group
 
 from gpuclust.errors import UsageError
 from gpuclust.io.audiences import export_audiences
@@ -24,26 +24,14 @@ def _log():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One run on raw ids and one pseudonymised, each with a tiny cluster of 5 users."""
-    import sys
-
     root = tmp_path_factory.mktemp("export")
     events, items = _log()
     events.to_parquet(root / "events.parquet")
     items.to_parquet(root / "items.parquet")
     (root / "key").write_bytes(KEY)
-    mp = pytest.MonkeyPatch()
-    try:
-        for name, extra in (("run", ()), ("private", ("--pseudonymise", root / "key"))):
-            mp.setattr(sys, "argv", ["gpuclust", "run", "--events", str(root / "events.parquet"), "--items",
-                                     str(root / "items.parquet"), "--k", "4", "--device", "cpu", "--json",
-                                     "--out", str(root / name), *map(str, extra)])
-            from gpuclust.cli.app import main
-
-            with pytest.raises(SystemExit) as done:
-                main()
-            assert done.value.code in (0, None)
-    finally:
-        mp.undo()
+    for name, extra in (("run", ()), ("private", ("--pseudonymise", root / "key"))):
+        cli_ok("run", "--events", root / "events.parquet", "--items", root / "items.parquet", "--k", 4, "--device",
+               "cpu", "--json", "--out", root / name, *extra)
     return root
 
 
