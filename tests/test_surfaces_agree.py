@@ -300,6 +300,8 @@ def _batch(name: str, data) -> list[dict[str, Any]]:
                 for i, r in enumerate(recs)]
     if name == "digit_strings":
         return [dict(r, timestamp=str(int(pd.Timestamp(r["timestamp"]).timestamp()))) for r in recs]
+    if name == "digit_strings_ms":  # exact: through float64 a ms epoch moves by up to 256 ns
+        return [dict(r, timestamp=str(pd.Timestamp(r["timestamp"]).value // 10**6 + 1)) for r in recs]
     if name == "naive_and_zoned":
         return [dict(r, timestamp=r["timestamp"] + ("+00:00" if i % 2 else "")) for i, r in enumerate(recs)]
     if name == "late_unknown_item":  # the latest event is on an item the model does not know
@@ -332,8 +334,8 @@ def _batch(name: str, data) -> list[dict[str, Any]]:
 BATCHES = ["plain", "one_event", "unknown_items", "unknown_types", "case_types", "duplicates", "shuffled",
            "epoch_s", "epoch_ms", "zones", "iso_z", "str_ids", "float_ids", "mixed_ids", "no_value",
            "text_value", "empty", "all_unknown", "null_values", "null_user", "huge_value", "repeated", "mixed_units",
-           "digit_strings", "naive_and_zoned", "late_unknown_item", "late_unknown_type", "purchase_on_unknown",
-           "purchase_of_unknown_type", "dup_negative_zero", "dup_null_value", "dup_case_type",
+           "digit_strings", "digit_strings_ms", "naive_and_zoned", "late_unknown_item", "late_unknown_type", "purchase_on_unknown",
+           "purchase_of_unknown_type", "dup_negative_zero", "dup_null_value", "dup_case_type", "dup_time_forms",
            "dup_id_forms"]
 
 
@@ -450,3 +452,14 @@ def test_a_density_model_places_its_noise_at_the_nearest_centre(model, data, mod
     users = fit.index[noise][:10]
     records = _records(data.events[data.events["user_id"].isin(users)])
     _agree(_all(m, records, tmp_path, monkeypatch, capsys))
+
+
+def test_whole_epochs_written_as_text_are_read_exactly():
+    """The batch reader and the service read '1768200123298' (ms) as the same nanosecond."""
+    from gpuclust.preprocess.parse import parse_timestamps
+    from gpuclust.serve.events import timestamps_ns
+
+    given = ["1768200123298", "1768200123298123", "1768200123298123457", "-1768200123", "2026-01-12T06:42:03.298"]
+    read = parse_timestamps(pd.Series(given, dtype=object), pd)
+    assert not read.unparseable.any()
+    assert read.values.astype("int64").tolist() == timestamps_ns(given).tolist()
