@@ -261,7 +261,7 @@ def parse_timestamps(ts: Any, frame: Any) -> Timestamps:
                          "time with --time-col")
     if _is_numeric(ts):
         return _from_day_numbers(ts, frame) or _from_epochs(ts)
-    text = ts.astype("str").str.strip().str.rstrip("Z")
+    text = ts.astype("str").str.strip().str.rstrip("Zz")  # UTC either way; a 'z' cost pandas its nanoseconds
     dates = _from_datetimes(_parse_dates(text, frame))
     if not bool(dates.unparseable.any()):
         return dates
