@@ -209,8 +209,7 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
             threads = session.describe()["threads"]
             if not hasattr(lazy, "to_delayed"):
                 lazy = from_frame(lazy, backend.device, max(1, threads * 2))
-            preprocess_config = dict(vars(config.preprocess), min_item_events=1, sample_users=None)
-            pcfg = type(config.preprocess)(**preprocess_config)
+            pcfg = config.preprocess.for_placing()  # every user with a readable event, as one process
             parts = partition_count(rows or 0, threads, dask_config.partitions)
             cleaned, summaries, steps = prepare.clean_partitions(client, lazy, pcfg, config.seed, backend.device,
                                                                  rows or 0, parts, fixed=True)
