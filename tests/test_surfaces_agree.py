@@ -329,6 +329,17 @@ def _batch(name: str, data) -> list[dict[str, Any]]:
         return [dict(r, user_id=f" {r['user_id']} ", item_id=f"{r['item_id']} ") for r in recs]
     if name == "int_values":
         return [dict(r, value=int(r["value"])) for r in recs]
+    if name == "numeric_types":
+        return recs + [dict(recs[0], event_type=1), dict(recs[1], user_id="n", event_type=2.0)]
+    if name == "no_event_type":
+        return [{k: v for k, v in r.items() if k != "event_type"} for r in recs]
+    if name == "null_event_type":
+        return [dict(r, event_type=None) if i % 3 == 0 else r for i, r in enumerate(recs)]
+    if name == "negative_values":
+        return [dict(r, value=-abs(r["value"]) - 1.0) for r in recs]
+    if name == "same_time_other_items":  # ties in time: order within a user must not matter
+        t = recs[0]["timestamp"]
+        return [dict(r, timestamp=t) for r in recs]
     if name == "naive_and_zoned":
         return [dict(r, timestamp=r["timestamp"] + ("+00:00" if i % 2 else "")) for i, r in enumerate(recs)]
     if name == "late_unknown_item":  # the latest event is on an item the model does not know
@@ -362,7 +373,8 @@ BATCHES = ["plain", "one_event", "unknown_items", "unknown_types", "case_types",
            "epoch_s", "epoch_ms", "zones", "iso_z", "str_ids", "float_ids", "mixed_ids", "no_value",
            "text_value", "empty", "all_unknown", "null_values", "null_user", "huge_value", "repeated", "mixed_units",
            "digit_strings", "digit_strings_ms", "naive_and_zoned", "iso_ns", "float_epochs", "lower_z_space", "date_only",
-           "padded_ids", "int_values", "late_unknown_item", "late_unknown_type", "purchase_on_unknown",
+           "padded_ids", "int_values", "numeric_types", "no_event_type", "null_event_type", "negative_values",
+           "same_time_other_items", "late_unknown_item", "late_unknown_type", "purchase_on_unknown",
            "purchase_of_unknown_type", "dup_negative_zero", "dup_null_value", "dup_case_type", "dup_time_forms",
            "dup_id_forms"]
 
@@ -371,9 +383,10 @@ BATCHES = ["plain", "one_event", "unknown_items", "unknown_types", "case_types",
 # ids are integers or text, value a finite float32 number; every bad request is a 4xx): a missing id or
 # time, a value written as text, a value beyond float32. The batch surfaces read a log as it comes
 # and drop (and count) such rows. And a request whose every user is unplaced is a 200 listing each
-# user under `unplaced` (the service answers per user), where predict and the CLI refuse the batch.
+# user under `unplaced` (the service answers per user), where predict and the CLI refuse the batch; an
+# event without an event_type is one of no known type there, and a file without the column is refused.
 SERVICE_REFUSES = {"text_value", "null_user", "huge_value"}
-SERVICE_ALL_UNPLACED = {"all_unknown"}
+SERVICE_ALL_UNPLACED = {"all_unknown", "no_event_type"}
 # By design a text file's id column is read as a whole (README: integers where every id is an integer
 # written plainly, ' 7' included), where a frame's text ids and the service's are taken value by value:
 # ' 500159 ' is item 500159 to `gpuclust assign` on a JSON Lines file, and no known item to predict on a
@@ -422,7 +435,10 @@ def scheduler():
 
 
 DASK_BATCHES = ["plain", "one_event", "unknown_items", "unknown_types", "duplicates", "shuffled", "repeated",
-                "mixed_units", "zones", "str_ids", "float_ids", "mixed_ids", "null_values", "empty", "all_unknown"]
+                "mixed_units", "zones", "str_ids", "float_ids", "mixed_ids", "null_values", "empty", "all_unknown",
+                "purchase_on_unknown", "purchase_of_unknown_type", "late_unknown_item", "late_unknown_type",
+                "dup_negative_zero", "iso_ns", "digit_strings_ms", "same_time_other_items",
+                "null_event_type", "huge_value", "null_user", "text_value"]
 
 
 @pytest.mark.parametrize("batch", DASK_BATCHES)
