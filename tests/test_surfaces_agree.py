@@ -437,8 +437,8 @@ def scheduler():
 DASK_BATCHES = ["plain", "one_event", "unknown_items", "unknown_types", "duplicates", "shuffled", "repeated",
                 "mixed_units", "zones", "str_ids", "float_ids", "mixed_ids", "null_values", "empty", "all_unknown",
                 "purchase_on_unknown", "purchase_of_unknown_type", "late_unknown_item", "late_unknown_type",
-                "dup_negative_zero", "iso_ns", "digit_strings_ms", "same_time_other_items",
-                "null_event_type", "huge_value", "null_user", "text_value"]
+                "dup_negative_zero", "dup_time_forms", "iso_ns", "digit_strings_ms", "same_time_other_items",
+                "null_event_type", "numeric_types", "huge_value", "null_user", "text_value"]
 
 
 @pytest.mark.parametrize("batch", DASK_BATCHES)
