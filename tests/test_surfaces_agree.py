@@ -553,3 +553,29 @@ def test_the_batch_reader_and_the_service_read_a_time_as_the_same_nanosecond(giv
     read = parse_timestamps(pd.Series(given, dtype=object), pd)
     assert not read.unparseable.any()
     assert read.values.astype("int64").tolist() == timestamps_ns(given).tolist()
+
+
+def test_a_fit_on_dask_places_its_own_users_as_predict_does(data, scheduler):
+    """The assignments of a fit on Dask are what its model's predict gives for the training events."""
+    config = PipelineConfig(device="cpu", seed=0)
+    config.cluster.k = 4
+    fitted = UserClusterer(config=config, scheduler=scheduler).fit(data.events, data.items)
+    fit = fitted.labels_.set_index("user_id").sort_index()
+    again = fitted.predict(data.events).set_index("user_id").sort_index()
+    assert fit.index.equals(again.index)
+    np.testing.assert_array_equal(fit["cluster"].to_numpy(), again["cluster"].to_numpy())
+    np.testing.assert_allclose(fit["distance"].to_numpy(), again["distance"].to_numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fit["anomaly_score"].to_numpy(), again["anomaly_score"].to_numpy(), rtol=1e-3,
+                               atol=1e-3)
+
+
+def test_a_sampled_fit_places_its_sample_as_predict_does(data, tmp_path):
+    """By design `sample_users` chooses whom the fit learns from (and so whom labels_ lists): predict
+    places every user, and the sampled ones as the fit did."""
+    m = _fit(tmp_path, "sampled", data, cluster__k=4, preprocess__sample_users=150)
+    fit = m.fitted.labels_.set_index("user_id").sort_index()
+    again = m.fitted.predict(data.events).set_index("user_id").sort_index()
+    assert len(fit) == 150 and len(again) == data.truth.shape[0]
+    again = again.loc[fit.index]
+    np.testing.assert_array_equal(fit["cluster"].to_numpy(), again["cluster"].to_numpy())
+    np.testing.assert_allclose(fit["distance"].to_numpy(), again["distance"].to_numpy(), rtol=1e-4, atol=1e-5)
