@@ -365,6 +365,10 @@ def _batch(name: str, data) -> list[dict[str, Any]]:
     if name == "same_time_other_items":  # ties in time: order within a user must not matter
         t = recs[0]["timestamp"]
         return [dict(r, timestamp=t) for r in recs]
+    if name == "big_ids":  # beyond float64's exact integers, and beyond int64
+        return [dict(r, user_id=2**62 + r["user_id"] if i % 2 else 2**70 + r["user_id"]) for i, r in enumerate(recs)]
+    if name == "negative_ids":
+        return [dict(r, user_id=-r["user_id"]) for r in recs]
     if name == "naive_and_zoned":
         return [dict(r, timestamp=r["timestamp"] + ("+00:00" if i % 2 else "")) for i, r in enumerate(recs)]
     if name == "late_unknown_item":  # the latest event is on an item the model does not know
@@ -406,7 +410,7 @@ BATCHES = ["plain", "one_event", "unknown_items", "unknown_types", "case_types",
            "text_value", "empty", "all_unknown", "null_values", "null_user", "huge_value", "repeated", "mixed_units",
            "digit_strings", "digit_strings_ms", "naive_and_zoned", "iso_ns", "float_epochs", "lower_z_space", "date_only",
            "padded_ids", "int_values", "numeric_types", "no_event_type", "null_event_type", "negative_values",
-           "same_time_other_items", "mixed_bag", "late_unknown_item", "late_unknown_type", "purchase_on_unknown",
+           "same_time_other_items", "mixed_bag", "big_ids", "negative_ids", "late_unknown_item", "late_unknown_type", "purchase_on_unknown",
            "purchase_of_unknown_type", "dup_negative_zero", "dup_null_value", "dup_case_type", "dup_time_forms",
            "dup_id_forms"]
 
@@ -467,7 +471,7 @@ def scheduler():
 
 
 DASK_BATCHES = ["plain", "shuffled", "repeated", "mixed_bag", "late_unknown_item", "mixed_units", "dup_time_forms",
-                "numeric_types", "dup_negative_zero", "null_user", "empty", "all_unknown"]
+                "numeric_types", "dup_negative_zero", "null_user", "empty", "all_unknown", "big_ids"]
 
 
 @pytest.mark.parametrize("batch", DASK_BATCHES)
@@ -598,3 +602,17 @@ def test_the_service_counts_events_for_drift_as_predict_does(batch, data, models
     served = FastAssigner(model).prepare(read_body({"events": records}, 10**6)).counts
     batch_counts = event_counts(model.place(pd.DataFrame(records))[1])
     assert vars(served) == vars(batch_counts)
+
+
+@pytest.mark.parametrize("name", ["events.jsonl", "events.json"])
+def test_a_json_id_wider_than_int64_is_text_as_on_the_service(name, tmp_path):
+    """pandas' JSON parser refuses an integer beyond 64 bits; the service and a frame read it as text."""
+    from gpuclust.config import ColumnMap
+    from gpuclust.io.inputs import read_inputs
+
+    rows = [{"user_id": 2**70, "item_id": 1, "event_type": "view", "timestamp": 1768200123},
+            {"user_id": 3, "item_id": 2, "event_type": "view", "timestamp": 1768200124}]
+    path = tmp_path / name
+    path.write_text(json.dumps(rows) if name.endswith(".json") else "".join(json.dumps(r) + "\n" for r in rows))
+    events = read_inputs(pd, ColumnMap(), path).events
+    assert [canonical_id(u) for u in events["user_id"]] == [str(2**70), "3"]
