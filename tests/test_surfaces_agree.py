@@ -194,8 +194,8 @@ def _cli(model: Model, records: list[dict[str, Any]], tmp: Path, monkeypatch, ca
     events = _write(tmp, records)
     out = tmp / ("dask" if scheduler else "one")
     args = ["assign", "--model", model.run / "model", "--events", events, "--out", out]
-    if scheduler:
-        args += ["--scheduler", scheduler]
+    if scheduler:  # more partitions than users in some batches: a user's rows start in several of them
+        args += ["--scheduler", scheduler, "--partitions", "7"]
     if model.key:
         args += ["--pseudonymise", model.key]
     code, _, err = cli(monkeypatch, capsys, *args)
@@ -616,3 +616,40 @@ def test_a_json_id_wider_than_int64_is_text_as_on_the_service(name, tmp_path):
     path.write_text(json.dumps(rows) if name.endswith(".json") else "".join(json.dumps(r) + "\n" for r in rows))
     events = read_inputs(pd, ColumnMap(), path).events
     assert [canonical_id(u) for u in events["user_id"]] == [str(2**70), "3"]
+
+
+def _as_file(records: list[dict[str, Any]], path: Path) -> Path:
+    frame = pd.DataFrame(records)
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("batch", ["plain", "mixed_units", "zones", "duplicates", "null_values", "str_ids"])
+def test_csv_parquet_and_the_columns_form_read_as_json_lines(suffix, batch, data, models, tmp_path, monkeypatch,
+                                                             capsys):
+    """The same events as CSV or Parquet through `gpuclust assign`, and in the service's compact
+    `columns` form, are placed as from JSON Lines."""
+    model = models["default"]
+    records = _batch(batch, data)
+    if suffix == ".parquet" and batch in ("mixed_units", "null_values"):
+        records = [dict(r, timestamp=str(r["timestamp"])) for r in records]  # one type a Parquet column
+    want = _cli(model, records, tmp_path, monkeypatch, capsys)
+    path = _as_file(records, tmp_path / f"batch{suffix}")
+    out = tmp_path / "from-file"
+    code, _, err = cli(monkeypatch, capsys, "assign", "--model", model.run / "model", "--events", path, "--out", out)
+    assert code == 0, err
+    got = Answer(unplaced=_unplaced(_drops_from(err.splitlines())), drops=_drops_from(err.splitlines()))
+    for r in pd.read_parquet(out / "assignments.parquet").itertuples():
+        got.placed[canonical_id(r.user_id)] = (int(r.cluster), float(r.distance), float(r.anomaly_score))
+    fields = ("user_id", "item_id", "event_type", "timestamp", "value")
+    columns = {f: [r.get(f) for r in records] for f in fields}
+    body = model.client().post("/v1/assign", json={"columns": columns}).json()
+    served = Answer(unplaced=len(body["unplaced"]))
+    for u in body["users"]:
+        served.placed[canonical_id(u["user_id"])] = (u["cluster"], u["distance"], u["anomaly_score"])
+    want.lists = None
+    _agree({"jsonl": want, "file": got, "columns": served})
