@@ -628,7 +628,7 @@ def _as_file(records: list[dict[str, Any]], path: Path) -> Path:
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-@pytest.mark.parametrize("batch", ["plain", "mixed_units", "zones", "duplicates", "null_values", "str_ids"])
+@pytest.mark.parametrize("batch", ["mixed_units", "duplicates", "null_values"])
 def test_csv_parquet_and_the_columns_form_read_as_json_lines(suffix, batch, data, models, tmp_path, monkeypatch,
                                                              capsys):
     """The same events as CSV or Parquet through `gpuclust assign`, and in the service's compact
@@ -653,3 +653,22 @@ def test_csv_parquet_and_the_columns_form_read_as_json_lines(suffix, batch, data
         served.placed[canonical_id(u["user_id"])] = (u["cluster"], u["distance"], u["anomaly_score"])
     want.lists = None
     _agree({"jsonl": want, "file": got, "columns": served})
+
+
+@pytest.fixture(scope="module")
+def user_text_model(tmp_path_factory, data) -> Iterator[Model]:
+    """User-mode text: the service has no fast path for it and runs predict per request (`predict_request`)."""
+    m = _fit(tmp_path_factory.mktemp("user-text"), "user-text", data, cluster__k=4, features__features=("text",),
+             features__text__mode="user")
+    yield m
+    m.stack.close()
+
+
+@pytest.mark.parametrize("batch", ["mixed_bag", "iso_ns", "all_unknown"])
+def test_the_service_fallback_agrees_too(batch, data, user_text_model, tmp_path, monkeypatch, capsys):
+    answers = _all(user_text_model, _batch(batch, data), tmp_path, monkeypatch, capsys)
+    assert "user mode" in str(user_text_model.client().get("/healthz").json()["fast_path"])
+    if batch in SERVICE_ALL_UNPLACED:
+        served = answers.pop("service")
+        assert not served.placed and served.unplaced and answers["python"].refused
+    _agree(answers)
