@@ -353,12 +353,9 @@ def mixed_as_text(df: Any, columns: list[str]) -> Any:
     missing values stay missing."""
     out = df.copy(deep=False)
     for column in columns:
-        out[column] = out[column].map(lambda v: v if isinstance(v, str) or _missing(v) else str(v))
+        values = out[column]
+        out[column] = values.astype("str").astype(object).where(values.notna(), None)
     return out
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
 
 
 def apply_casts(df: Any, casts: dict[str, str]) -> Any:
