@@ -78,6 +78,12 @@ class PreprocessConfig:
     sample_replace: bool = False
     session_gap_minutes: float = 30.0
 
+    def for_placing(self) -> PreprocessConfig:
+        """These settings as every surface that places users with a fitted model applies them (predict,
+        assign on one process or Dask, the service): the minimum counts and sampling shaped what the
+        model learned from, so they are off; a user asked about is placed by any event the model can read."""
+        return dataclasses.replace(self, min_user_events=1, min_item_events=1, sample_users=None)
+
 
 @dataclass
 class TextConfig:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import inspect
 import os
 import warnings
@@ -657,8 +656,7 @@ class UserClusterer:
         events = self.pseudonymised(events)
         # The minimum counts shape what a model learns from; a user asked about is placed by any event the
         # model can read (events of unknown types or on unknown items are dropped and counted in data.steps).
-        preprocess = dataclasses.replace(settings.preprocess, min_user_events=1, min_item_events=1, sample_users=None)
-        data = _prepare(Preprocessor(preprocess, seed=settings.seed), events, backend, vocabulary=self.vocabulary_)
+        data = _prepare(Preprocessor(settings.preprocess.for_placing(), seed=settings.seed), events, backend, vocabulary=self.vocabulary_)
         return self._measure(data, self.featurizers_, self.fuser_, self.reducer_, backend), data
 
 

@@ -28,7 +28,7 @@ from gpuclust import schema
 from gpuclust.backend import Backend, resolve_backend, to_host
 from gpuclust.config import PreprocessConfig
 from gpuclust.errors import NO_EXAMPLE, CatalogueWarning, InputWarning, UsageError, warn_dropped
-from gpuclust.frames import host_frame, local_values, to_backend_frame
+from gpuclust.frames import frame_kind, host_frame, local_values, to_backend_frame
 from gpuclust.preprocess.clean import (
     EPOCH_UNITS_STEP,
     LOW_CATALOGUE_SHARE,
@@ -336,11 +336,26 @@ def clean_partitions(client: Any, events: Any, config: PreprocessConfig, seed: i
     if text:
         events = events.map_partitions(apply_casts, text, meta=events._meta.astype(text))
     numbers = {column: kind for column, kind in casts.items() if kind != "str"}
+    mixed = [c for c in (schema.TIME, schema.EVENT, schema.VALUE)  # pandas only: a cuDF column has one type
+             if c in events.columns and str(events._meta[c].dtype) == "object" and frame_kind(events._meta) == "pandas"]
+    if mixed:  # the shuffle writes Arrow, which refuses a column mixing numbers and text
+        events = events.map_partitions(mixed_as_text, mixed, meta=events._meta)
     shuffled = events.shuffle(on=schema.USER, npartitions=n_parts)  # rapids-contract: waive dask's collection API (the same for dask_cudf), not cuDF's
     cleaned = client.compute([dask.delayed(clean_partition, pure=False)(part, config, seed, device, numbers, fixed)
                               for part in shuffled.to_delayed()])
     summaries = client.gather(pmap(client, summary_of, cleaned))
     return cleaned, summaries, with_id_notes(check_cleaned(summaries, config, rows, fixed), notes)
+
+
+def mixed_as_text(df: Any, columns: list[str]) -> Any:
+    """Object columns (a JSON file's times mixing epochs and ISO text, event types mixing codes and
+    names) with every present value as text, as one process reads them (`astype("str")` before parsing);
+    missing values stay missing."""
+    out = df.copy(deep=False)
+    for column in columns:
+        values = out[column]
+        out[column] = values.astype("str").astype(object).where(values.notna(), None)
+    return out
 
 
 def apply_casts(df: Any, casts: dict[str, str]) -> Any:

@@ -173,6 +173,17 @@ def _place(cleaned: prepare.Cleaned, placer: Any, device: str) -> Any:
     return frame, part.steps
 
 
+def _latest_known(cleaned: prepare.Cleaned, vocabulary: Any) -> int | None:
+    """The partition's latest time (ns) of an event on an item the model knows; None where it has none."""
+    from gpuclust.preprocess.clean import _vocabulary_index
+
+    codes = cleaned.codes
+    if codes is None or len(codes) == 0:
+        return None
+    known = _vocabulary_index(codes, vocabulary) >= 0
+    return int(codes.time[known].max()) if bool(known.any()) else None
+
+
 def _frame_of(placed):
     return placed[0]
 
@@ -209,14 +220,18 @@ def assign_distributed(model: str | Path, events: str | Path, out: str | Path, d
             threads = session.describe()["threads"]
             if not hasattr(lazy, "to_delayed"):
                 lazy = from_frame(lazy, backend.device, max(1, threads * 2))
-            preprocess_config = dict(vars(config.preprocess), min_item_events=1, sample_users=None)
-            pcfg = type(config.preprocess)(**preprocess_config)
+            pcfg = config.preprocess.for_placing()  # every user with a readable event, as one process
             parts = partition_count(rows or 0, threads, dask_config.partitions)
             cleaned, summaries, steps = prepare.clean_partitions(client, lazy, pcfg, config.seed, backend.device,
                                                                  rows or 0, parts, fixed=True)
             present = {n for s in summaries for n in s.event_names}
-            reference = max(s.time_range[1] for s in summaries if s.time_range[1] is not None)
             vocabulary = prepare.host_frame(fitted.vocabulary_)
+            # Recency runs from the latest event on a known item, as one process measures it (after the
+            # events on unknown items are dropped), not from the latest event read.
+            latest = [t for t in client.gather(pmap(client, _latest_known, cleaned, vocabulary=vocabulary))
+                      if t is not None]
+            reference = pd.Timestamp(max(latest)) if latest else \
+                max(s.time_range[1] for s in summaries if s.time_range[1] is not None)
             text_columns = tuple(c for c in vocabulary.columns
                                  if c not in (schema.ITEM, schema.ITEM_IDX, schema.CATEGORY, schema.PRICE))
             placer = broadcast(client, _Bundle({

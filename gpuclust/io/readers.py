@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import json
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -121,7 +122,13 @@ def _read_json(path: Path, frame: ModuleType):
         head = f.read(4096).lstrip()
         if head[:1] == b"[":  # an array of records: read whole (an array's "columns" are its records)
             f.seek(len(codecs.BOM_UTF8) if bom else 0)
-            return _records(frame.read_json(io.BytesIO(f.read()), orient="records", dtype=False), path)
+            raw = f.read()
+            try:
+                return _records(frame.read_json(io.BytesIO(raw), orient="records", dtype=False), path)
+            except ValueError as exc:  # an integer beyond 64 bits: Python's json reads it (`_python_json_lines`)
+                if "too big" not in str(exc) or frame.__name__ != "pandas":
+                    raise
+                return _records(frame.DataFrame.from_records(json.loads(raw.decode("utf-8"))), path)
         if head[:1] not in (b"{", b""):
             raise UsageError(f"{path} is neither JSON Lines (one object a line) nor a JSON array of objects: "
                              f"it starts with {head[:20].decode('utf-8', 'replace')!r}")
@@ -138,7 +145,27 @@ def _json_lines(source: Path | io.BytesIO, frame: ModuleType):
     cuDF's own JSON Lines engine keeps them already and refuses dtype=False (its arrays go through pandas)."""
     if frame.__name__ == "cudf":
         return frame.read_json(source, lines=True)
-    return frame.read_json(source, lines=True, dtype=False)
+    try:
+        return frame.read_json(source, lines=True, dtype=False)
+    except ValueError as exc:
+        if "too big" not in str(exc):
+            raise
+    return _python_json_lines(source)
+
+
+def _python_json_lines(source: Path | io.BytesIO):
+    """JSON Lines through Python's json module: pandas' parser refuses an integer beyond 64 bits ("Value is
+    too big!"), which Python reads whole, so an id wider than int64 is text here as on the service
+    (`parse.normalise_ids`), not a refused file. Slower; only files holding such a number come here."""
+    if isinstance(source, Path):
+        opener = gzip.open if source.suffix.lower() in (".gz", ".gzip") else open
+        with opener(source, "rb") as f:
+            raw = f.read()
+    else:
+        raw = source.getvalue()
+    import pandas as pd
+
+    return pd.DataFrame.from_records([json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()])
 
 
 def _records(df, path: Path):

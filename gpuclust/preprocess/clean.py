@@ -501,12 +501,17 @@ def _ordinal(column, name: str):
 
 
 def _duplicates(codes: EventCodes) -> Any:
-    """Rows identical to an earlier one. Rows are sorted by (user, time), so only rows tied on both can be
-    duplicates, and only those are compared on item, type and value (-0.0 is 0.0, as pandas has it)."""
-    xp = codes.xp
-    ties = run_starts(codes.user, codes.time, xp=xp)
-    value_bits = (codes.value + xp.float32(0.0)).view(xp.int32)
-    return duplicate_neighbours(ties, (codes.item, codes.event, value_bits), xp)
+    return duplicate_rows(codes.user, codes.time, codes.item, codes.event, codes.value, codes.xp)
+
+
+def duplicate_rows(user: Any, time: Any, item: Any, event: Any, value: Any, xp: Any) -> Any:
+    """Rows identical to an earlier one (the exact-duplicates rule of every surface: the batch's
+    preprocessing and the service's fast path). Rows must be sorted by (user, time), ties in input order,
+    so only rows tied on both can be duplicates, and only those are compared on item, type and float32
+    value (-0.0 is 0.0, as pandas has it)."""
+    ties = run_starts(user, time, xp=xp)
+    value_bits = (value + xp.float32(0.0)).view(xp.int32)
+    return duplicate_neighbours(ties, (item, event, value_bits), xp)
 
 
 def _vocabulary_index(codes: EventCodes, vocabulary: Any) -> Any:

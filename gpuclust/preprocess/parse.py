@@ -28,6 +28,7 @@ NS_PER = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 # milliseconds, below 1e17 as microseconds, else as nanoseconds. (Milliseconds before March 1973 would
 # read as seconds; no real event log has those.)
 EPOCH_UNITS = (("s", 1e11), ("ms", 1e14), ("us", 1e17), ("ns", float("inf")))
+WHOLE_EPOCH = r"^-?(?:[0-9]{1,18}|[0-8][0-9]{18})$"  # a whole epoch written as text that fits in int64
 F32_MAX = float(np.finfo(np.float32).max)
 _INTEGER_KINDS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32")  # all fit int64; uint64 not
 
@@ -271,17 +272,24 @@ def parse_timestamps(ts: Any, frame: Any) -> Timestamps:
                          "time with --time-col")
     if _is_numeric(ts):
         return _from_day_numbers(ts, frame) or _from_epochs(ts)
-    text = ts.astype("str").str.strip().str.rstrip("Z")
+    text = ts.astype("str").str.strip().str.rstrip("Zz")  # UTC either way; a 'z' cost pandas its nanoseconds
     dates = _from_datetimes(_parse_dates(text, frame))
     if not bool(dates.unparseable.any()):
         return dates
-    # Digit strings ("1768089656") are epochs stored as text, e.g. in a Parquet string column.
-    epochs = _from_epochs(frame.to_numeric(text, errors="coerce").where(dates.unparseable))
+    # Digit strings ("1768089656") are epochs stored as text, e.g. in a Parquet string column. Whole ones are
+    # read as integers, exactly as the service reads them: through float64 a ms epoch moved by up to 256 ns,
+    # so a row and its copy written as an ISO date were no longer duplicates.
+    whole = (text.str.contains(WHOLE_EPOCH, regex=True).fillna(False) & dates.unparseable).astype("bool")
+    integers = _from_epochs(text.where(whole, "0").astype("int64"), missing=~whole)
+    epochs = _from_epochs(frame.to_numeric(text, errors="coerce").where(dates.unparseable & ~whole))
+    values = dates.values.where(integers.unparseable, integers.values)
+    units = {u: integers.epoch_units.get(u, 0) + epochs.epoch_units.get(u, 0)
+             for u in NS_PER if u in integers.epoch_units or u in epochs.epoch_units}
     return Timestamps(
-        values=dates.values.where(epochs.unparseable, epochs.values),
-        unparseable=dates.unparseable & epochs.unparseable,
-        out_of_range=dates.out_of_range | epochs.out_of_range,
-        epoch_units=epochs.epoch_units,
+        values=values.where(epochs.unparseable, epochs.values),
+        unparseable=dates.unparseable & integers.unparseable & epochs.unparseable,
+        out_of_range=dates.out_of_range | integers.out_of_range | epochs.out_of_range,
+        epoch_units=units,
     )
 
 
@@ -343,9 +351,11 @@ def _from_day_numbers(numbers: Any, frame: Any) -> Timestamps | None:
     return dataclasses.replace(_from_datetimes(dates.where(present)), day_numbers=int(present.sum()))
 
 
-def _from_epochs(numbers: Any) -> Timestamps:
+def _from_epochs(numbers: Any, missing: Any = None) -> Timestamps:
+    """Unix epochs, the unit of each by its magnitude; `missing` marks rows that hold no epoch (NaN does too)."""
     magnitude = numbers.astype("float64").abs()
-    missing = magnitude.isna()
+    missing = magnitude.isna() if missing is None else missing | magnitude.isna()
+    magnitude = magnitude.where(~missing)
     ns_per, units, low = 0, {}, 0.0
     for unit, high in EPOCH_UNITS:
         in_unit = ((magnitude >= low) & (magnitude < high)).fillna(False)

@@ -30,6 +30,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # 20 digits reach past any epoch in range; longer ones are refused before int() (4,300-digit limit).
 _EPOCH_TEXT = re.compile(r"-?[0-9]{1,20}")
 _LONG_DIGITS = re.compile(r"-?[0-9]{21,}")
+# The 7th to 9th digits of an ISO time's fraction: datetime keeps microseconds, the batch reader nanoseconds
+# (of a fraction after a dot; after a comma it too keeps microseconds).
+_NANO_DIGITS = re.compile(r"[0-9]:[0-9]{2}\.[0-9]{6}([0-9]{1,3})")
 
 
 class RequestError(ValueError):
@@ -201,7 +204,7 @@ def _one_timestamp(i: int, v: Any) -> int:
             parsed = datetime.fromisoformat(text)
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-            ns = (parsed - _EPOCH) // _MICROSECOND * 1000
+            ns = (parsed - _EPOCH) // _MICROSECOND * 1000 + _sub_microseconds(text)
         except (ValueError, OverflowError):
             raise RequestError(f"event {i}: timestamp {v[:40]!r} is neither ISO-8601 nor a Unix epoch") from None
         if abs(ns) > NS_LIMIT:
@@ -212,6 +215,13 @@ def _one_timestamp(i: int, v: Any) -> int:
     if isinstance(v, int | float):
         return _epoch(i, v)
     raise RequestError(f"event {i}: timestamp must be an ISO-8601 string or a Unix epoch, got {_kind(v)}")
+
+
+def _sub_microseconds(text: str) -> int:
+    """The nanoseconds below the microsecond that `datetime.fromisoformat` drops (it keeps 6 digits of a
+    fraction), so '...:03.123456789Z' is the nanosecond the batch reader and `gpuclust assign` read."""
+    found = _NANO_DIGITS.search(text)
+    return int(found.group(1).ljust(3, "0")) if found else 0
 
 
 def _int_epochs(values: list[int]) -> np.ndarray | None:

@@ -29,6 +29,7 @@ from gpuclust.features.behaviour import table_statistics
 from gpuclust.features.text.pooling import decay_weights, pool_users
 from gpuclust.features.tfidf import catalogue_category_codes
 from gpuclust.frames import host_frame
+from gpuclust.preprocess.clean import duplicate_rows
 from gpuclust.preprocess.parse import canonical_id
 from gpuclust.preprocess.table import EventTable
 from gpuclust.privacy import Pseudonymiser
@@ -142,14 +143,11 @@ class FastAssigner:
         counts = DriftCounts(events=n, unknown_event_types=int((etype < 0).sum()))
 
         kept = np.flatnonzero(etype >= 0)
-        if self.drop_duplicates and kept.size > 1:  # the first of identical rows stays
-            rows = zip(user[kept].tolist(), item[kept].tolist(), etype[kept].tolist(), ts[kept].tolist(),
-                       value[kept].view(np.int32).tolist(), strict=True)
-            first: dict[tuple, int] = {}
-            for row, i in zip(rows, kept.tolist(), strict=True):
-                first.setdefault(row, i)
-            if len(first) < kept.size:
-                kept = np.asarray(sorted(first.values()), dtype=np.int64)
+        if self.drop_duplicates and kept.size > 1:  # the first of identical rows stays: the batch's own rule
+            rows = kept[stable_order(user[kept], ts[kept], np)]
+            duplicate = duplicate_rows(user[rows], ts[rows], item[rows], etype[rows], value[rows], np)
+            if duplicate.any():
+                kept = np.sort(rows[~duplicate])
         per_user = np.bincount(user[kept], minlength=len(user_ids))
         # Every user with a readable event is placed, as `predict` places them (whatever min_user_events
         # the fit used: that filter chose whom to learn from, not whom to serve).
