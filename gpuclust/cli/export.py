@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from gpuclust.errors import UsageError
-from gpuclust.io.writers import json_text
+from gpuclust.io.writers import json_text, spreadsheet_warning
 
 
 def export(
@@ -42,9 +42,7 @@ def export(
         users = sum(s["users"] for s in record["segments"])
         print(f"exported {users:,} users in {len(record['segments'])} segments to {record['out']}")
     if record.get("spreadsheet_escaped"):
-        escaped = record["spreadsheet_escaped"]
-        cells = ", ".join(f"{n:,} in {column}" for column, n in escaped["cells"].items())
-        print(f"warning: {cells}: {escaped['why']}", file=sys.stderr)
+        print(spreadsheet_warning(record["spreadsheet_escaped"]["cells"]), file=sys.stderr)
     if record["withheld"]:
         print(f"withheld clusters {', '.join(map(str, record['withheld']['clusters']))}: {record['withheld']['why']}",
               file=sys.stderr)

@@ -57,12 +57,11 @@ def recommend(
         print(table.to_json(orient="records"))
     else:
         from gpuclust.frames import host_frame
-        from gpuclust.io.writers import SPREADSHEET_GUARD, write_csv
+        from gpuclust.io.writers import spreadsheet_warning, write_csv
 
         escaped = write_csv(host_frame(out), sys.stdout)  # the CSV is opened in spreadsheets: no id runs there
         if escaped:
-            cells = ", ".join(f"{n:,} in {column}" for column, n in escaped.items())
-            print(f"warning: {cells}: {SPREADSHEET_GUARD}", file=sys.stderr)
+            print(spreadsheet_warning(escaped), file=sys.stderr)
 
 
 def _campaigns(model, top_k: int, json_out: bool) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from gpuclust.errors import UsageError, listed
 from gpuclust.io.outputs import OutputDir, overlaps
-from gpuclust.io.writers import SPREADSHEET_GUARD, spreadsheet_safe, write_csv, write_json
+from gpuclust.io.writers import SPREADSHEET_GUARD, write_csv, write_json
 from gpuclust.privacy import MIN_GROUP_SIZE, small_clusters
 
 FORMATS = ("csv", "parquet")
@@ -87,17 +87,16 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
         "segments": [], "withheld": {"clusters": withheld, "why": f"fewer than {min_group} users "
                                                                   "(privacy.min_group_size)"} if withheld else None,
     }
-    if fmt == "csv":  # people open audience files in a spreadsheet: no id or name may run there as a formula
-        _, escaped = spreadsheet_safe(table)
-        if escaped:
-            index["spreadsheet_escaped"] = {"cells": escaped, "why": SPREADSHEET_GUARD}
+    escaped: dict[str, int] = {}  # CSV cells a spreadsheet would have run as formulas, per column (`write_csv`)
     with OutputDir(target, "export", LAYOUT) as staging:
         if single_file:
-            _write(table, staging / f"audiences.{fmt}", fmt)
+            _write(table, staging / f"audiences.{fmt}", fmt, escaped)
         else:
             (staging / SEGMENTS).mkdir()
             for c, rows in table.groupby("segment", sort=True):  # one pass; the table is in segment order
-                _write(rows, staging / f"{SEGMENTS}/segment-{c}.{fmt}", fmt)
+                _write(rows, staging / f"{SEGMENTS}/segment-{c}.{fmt}", fmt, escaped)
+        if escaped:
+            index["spreadsheet_escaped"] = {"cells": escaped, "why": SPREADSHEET_GUARD}
         for c in kept:
             name = f"audiences.{fmt}" if single_file else f"{SEGMENTS}/segment-{c}.{fmt}"
             index["segments"].append({"segment": c, "name": names[c], "users": int(counts[c]), "file": name})
@@ -105,9 +104,11 @@ def export_audiences(run: str | Path, out: str | Path | None = None, fmt: str = 
     return {**index, "out": str(target)}
 
 
-def _write(frame: Any, path: Path, fmt: str) -> None:
+def _write(frame: Any, path: Path, fmt: str, escaped: dict[str, int]) -> None:
+    """One audience file; a CSV's escaped cells are added to `escaped`."""
     if fmt == "csv":
-        write_csv(frame, path)
+        for column, n in write_csv(frame, path).items():
+            escaped[column] = escaped.get(column, 0) + n
     else:
         frame.to_parquet(path, index=False)
 

@@ -102,6 +102,11 @@ SPREADSHEET_GUARD = ("text cells that a spreadsheet would run as a formula (star
                      "return) are written with a leading ' (shown as text, the quote hidden); Parquet keeps them exact")
 
 
+def spreadsheet_warning(cells: dict[str, int]) -> str:
+    """The one line that says which CSV cells got a leading ' (`write_csv`'s counts per column)."""
+    return "warning: " + ", ".join(f"{n:,} in {column}" for column, n in cells.items()) + f": {SPREADSHEET_GUARD}"
+
+
 def spreadsheet_cell(value: Any) -> Any:
     """`value` as a CSV cell a spreadsheet shows rather than runs: text starting like a formula gets a
     leading ' (plain numbers such as -5 stay as they are: a spreadsheet reads them as numbers)."""
