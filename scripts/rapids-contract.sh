@@ -19,13 +19,41 @@ done
 
 stamp="$VENV/.rapids-contract-stamp"
 want="$(printf '%s\n' "${REQUIREMENTS[@]}" | sha256sum | cut -c1-16) $(date -u +%G-W%V)"
+# Exit 3 is "not checked": the disk cannot hold the wheels. It is said loudly, never passed off as a pass.
+not_checked() {
+  echo "rapids contract: NOT CHECKED: $1" >&2
+  exit 3
+}
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   start=$SECONDS
-  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
+  made_here=0
+  if [ ! -x "$VENV/bin/python" ]; then
+    # The venv takes ~7 GB and pip unpacks beside it; with no cache (below) about 8 GB free is enough.
+    parent=$(dirname "$VENV")
+    free_gb=$(df -Pk "$parent" | awk 'NR == 2 { print int($4 / 1048576) }')
+    if [ "$free_gb" -lt 8 ]; then
+      not_checked "$free_gb GB free under $parent; the RAPIDS wheels need about 8 GB (free space, or set RAPIDS_VENV to a larger disk)"
+    fi
+    "$PY" -m venv "$VENV"
+    made_here=1
+  fi
+  log=$(mktemp)
   # The whole dependency closure is needed: libcuml and libcuvs load cuBLAS, cuSOLVER, cuSPARSE, cuFFT,
   # cuRAND and NCCL when cuml is imported, and dropping any of them breaks the import (checked by hand).
-  "$VENV/bin/python" -m pip install -q --upgrade "${REQUIREMENTS[@]}"
+  # No pip cache: it would hold a second copy of ~3 GB of wheels on a disk that CI machines keep small.
+  if ! { "$VENV/bin/python" -m pip install -q --no-cache-dir --upgrade pip &&
+         "$VENV/bin/python" -m pip install -q --no-cache-dir --upgrade "${REQUIREMENTS[@]}"; } >"$log" 2>&1; then
+    grep -v "^WARNING: Location" "$log" | tail -20 >&2
+    if grep -q "No space left on device" "$log"; then
+      [ "$made_here" = 1 ] && rm -rf "$VENV"  # only the half-made venv this run created
+      rm -f "$log"
+      not_checked "the disk filled while installing the RAPIDS wheels into $VENV (free space, or set RAPIDS_VENV to a larger disk)"
+    fi
+    rm -f "$log"
+    echo "rapids contract: installing ${REQUIREMENTS[*]} FAILED (above)" >&2
+    exit 1
+  fi
+  rm -f "$log"
   echo "$want" > "$stamp"
   echo "rapids contract: installed ${REQUIREMENTS[*]} in $((SECONDS - start)) s ($(du -sh "$VENV" | cut -f1))"
 fi
