@@ -118,6 +118,20 @@ def test_iso_strings_mixing_naive_and_utc_read_naive_as_utc():
     assert data.events["timestamp"].dt.hour.tolist() == [10, 11, 12]
 
 
+@pytest.mark.parametrize("undated", ["10:00", "9:30 PM", "22:00-05:00", "10:00:00.5 UTC", "now", "Today"])
+def test_a_time_without_a_date_is_unparseable_not_dated_the_day_of_the_run(undated):
+    """The parser dates '10:00' (and 'now') on the day it runs: a rerun tomorrow would read other days. Such
+    values count as unparseable, as the service refuses them; the dated ones of that day stay."""
+    today = pd.Timestamp.now("UTC").strftime("%Y-%m-%d")
+    ev = one_user(timestamp=[f"{today}T10:00:00", undated, "2026-01-02 10:00"])
+    with pytest.raises(UsageError, match=f"could not be parsed.*e.g. {re.escape(repr(undated))}.*with their times"):
+        Preprocessor().run(ev, cpu_backend())
+    with pytest.warns(InputWarning, match=r"dropped 1 of 3 events .*timestamp could not be parsed"):
+        data = Preprocessor(PreprocessConfig(max_bad_timestamp_share=0.5)).run(ev, cpu_backend())
+    assert data.events["timestamp"].tolist() == [pd.Timestamp("2026-01-02 10:00"), pd.Timestamp(f"{today} 10:00")]
+    assert steps_by_name(data)["unparseable_timestamps"].dropped == 1
+
+
 def test_day_first_dates_are_read_day_first_when_any_value_shows_it():
     ev = one_user(timestamp=["11/01/2026 10:00", "13/01/2026 10:00", "02/02/2026 10:00"])
     data = Preprocessor().run(ev, cpu_backend())

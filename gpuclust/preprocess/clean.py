@@ -437,7 +437,7 @@ def _epoch_counts(units: dict[str, int]) -> str:
 
 def bad_timestamps_message(n_bad: int, n: int, example) -> str:
     return (f"{n_bad:,} of {n:,} timestamps ({n_bad / n:.1%}) could not be parsed or lie outside the years "
-            f"{NS_YEARS}, e.g. {example!r}; give ISO-8601 strings or Unix epochs (s, ms, us or ns), "
+            f"{NS_YEARS}, e.g. {example!r}; give ISO-8601 dates with their times or Unix epochs (s, ms, us or ns), "
             "or map the right column with --time-col")
 
 

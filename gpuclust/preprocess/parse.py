@@ -10,6 +10,8 @@ can too.
 from __future__ import annotations
 
 import dataclasses
+import re
+import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -273,7 +275,9 @@ def parse_timestamps(ts: Any, frame: Any) -> Timestamps:
     if _is_numeric(ts):
         return _from_day_numbers(ts, frame) or _from_epochs(ts)
     text = ts.astype("str").str.strip().str.rstrip("Zz")  # UTC either way; a 'z' cost pandas its nanoseconds
-    dates = _from_datetimes(_parse_dates(text, frame))
+    started = time.time_ns()
+    parsed, suspects = _parse_dates(text, frame)
+    dates = _undated_as_unparseable(_from_datetimes(parsed), text, suspects, started)
     if not bool(dates.unparseable.any()):
         return dates
     # Digit strings ("1768089656") are epochs stored as text, e.g. in a Parquet string column. Whole ones are
@@ -281,7 +285,8 @@ def parse_timestamps(ts: Any, frame: Any) -> Timestamps:
     # so a row and its copy written as an ISO date were no longer duplicates.
     whole = (text.str.contains(WHOLE_EPOCH, regex=True).fillna(False) & dates.unparseable).astype("bool")
     integers = _from_epochs(text.where(whole, "0").astype("int64"), missing=~whole)
-    epochs = _from_epochs(frame.to_numeric(text, errors="coerce").where(dates.unparseable & ~whole))
+    # Only the rows no date format read: to_numeric of the whole column cost 1.8 s per million for one bad row.
+    epochs = _from_epochs(frame.to_numeric(text.where(dates.unparseable & ~whole), errors="coerce"))
     values = dates.values.where(integers.unparseable, integers.values)
     units = {u: integers.epoch_units.get(u, 0) + epochs.epoch_units.get(u, 0)
              for u in NS_PER if u in integers.epoch_units or u in epochs.epoch_units}
@@ -293,10 +298,39 @@ def parse_timestamps(ts: Any, frame: Any) -> Timestamps:
     )
 
 
-def _parse_dates(text: Any, frame: Any):
+# A time with no date ('10:00', '9:30 pm', '22:00-05:00') or the words 'now' and 'today': the parser dates them
+# on the day it runs, so a rerun tomorrow would read other days (the service refuses them: no ISO date).
+# Letters of either case spelled out: cuDF's `str.match` takes no `case=False`.
+_UNDATED = (r"^(?:[Nn][Oo][Ww]|[Tt][Oo][Dd][Aa][Yy]|\d{1,2}:\d{1,2}(?::\d{1,2}(?:[.,]\d+)?)?"
+            r"(?:\s*[AaPp]\.?\s?[Mm]\.?)?(?:\s*(?:[Uu][Tt][Cc]|[Gg][Mm][Tt]|[+-]\d{1,2}(?::?\d{2})?))?)$")
+_NEAR_NOW_NS = 2 * 86_400 * 10**9  # what the parser dated today, in any time zone
+
+
+def _undated_as_unparseable(dates: Timestamps, text: Any, suspects: Any, started: int) -> Timestamps:
+    """`dates` with the values that had no date (`_UNDATED`) marked unparseable. Only values the parser put
+    within two days of now are read again, and of those only `suspects` (see `_parse_dates`) and the ones
+    dated after parsing `started` ('now' and 'today' pass any format): a log of other days, or one read by a
+    dated format, pays a few comparisons."""
+    now = time.time_ns()
+    ns = dates.values.astype("int64")
+    parsed = ~dates.unparseable
+    if suspects is None:
+        near = parsed & (ns >= started) & (ns <= now)
+    else:
+        near = parsed & (ns >= now - _NEAR_NOW_NS) & (ns <= now + _NEAR_NOW_NS)
+        if suspects is not True:
+            near &= suspects | (ns >= started) & (ns <= now)
+    if not bool(near.any()):
+        return dates
+    undated = near & text.where(near).str.match(_UNDATED).fillna(False).astype("bool")  # missing: skipped
+    return dataclasses.replace(dates, unparseable=dates.unparseable | undated)
+
+
+def _parse_dates(text: Any, frame: Any) -> tuple[Any, Any]:
     """Inferred-format parsing. Where that format misses values, day-first is tried too and the reading
     that parses more wins, so '13/01/2026' does not silently turn '11/01/2026' into November; on pandas
-    the values still missed get a per-value retry in the same order."""
+    the values still missed get a per-value retry in the same order. Returns the datetimes and which
+    values may have been read without a date (`_UNDATED`): a mask, True (any) or None (none)."""
     pandas = frame_kind(text) == "pandas"
     utc = {"utc": True} if pandas else {}
 
@@ -318,10 +352,15 @@ def _parse_dates(text: Any, frame: Any):
         if int(missed(day_first).sum()) < int(missed(parsed).sum()):
             parsed, dayfirst = day_first, True
     left = missed(parsed)
-    if pandas and bool(left.any()):
+    retried = pandas and bool(left.any())
+    if retried:
         parsed = parsed.copy()
         parsed[left] = parse(text[left], format="mixed", dayfirst=dayfirst)
-    return parsed
+    # The format inferred from the first value read every value the retries did not: it has a date if
+    # that value has one, and then only the retried values may lack one.
+    first = text.head(1000).dropna().head(1)
+    dated_format = len(first) == 1 and not re.match(_UNDATED, str(first.iloc[0]))
+    return parsed, (left if retried else None) if dated_format else True
 
 
 def _from_datetimes(ts: Any) -> Timestamps:
