@@ -67,6 +67,25 @@ def test_unparseable_timestamps_are_an_error_above_the_tolerated_share():
     assert steps_by_name(lenient)["unparseable_timestamps"].dropped == 1
 
 
+def test_an_empty_id_is_a_missing_one_in_events_and_in_the_catalogue(tmp_path):
+    """"" names no one: a CSV reader reads an empty field as missing and the service refuses "", so a
+    Parquet or JSON log's "" drops with the rows without ids instead of being one user (or item)."""
+    from gpuclust.config import ColumnMap
+    from gpuclust.io.inputs import read_inputs
+
+    ev = pd.DataFrame({"user_id": ["u1", "", "u2", "u1"], "item_id": ["a", "b", "", "b"], "event_type": "view",
+                       "timestamp": pd.date_range("2026-01-01", periods=4, freq="h")})
+    items = pd.DataFrame({"item_id": ["a", "", "b"], "title": ["first", "nameless", "second"]})
+    ev.to_parquet(tmp_path / "events.parquet")
+    ev.assign(timestamp=ev["timestamp"].astype(str)).to_json(tmp_path / "events.json", orient="records")
+    for events in (ev, read_inputs(pd, ColumnMap(), tmp_path / "events.parquet").events,
+                   read_inputs(pd, ColumnMap(), tmp_path / "events.json").events):
+        with pytest.warns(InputWarning, match=r"dropped 1 of 3 item rows .*the row has no item id"):
+            data = Preprocessor().run(events, cpu_backend(), items=items)
+        assert steps_by_name(data)["missing_ids_or_time"].dropped == 2
+        assert data.users["user_id"].tolist() == ["u1"] and data.items["item_id"].tolist() == ["a", "b"]
+
+
 NEW_YEAR_S = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 

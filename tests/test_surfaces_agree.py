@@ -328,6 +328,8 @@ def _batch(name: str, data) -> list[dict[str, Any]]:
         return [dict(r, value=None) if i % 2 else r for i, r in enumerate(recs)]
     if name == "null_user":
         return recs + [dict(recs[0], user_id=None), dict(recs[1], item_id=None), dict(recs[2], timestamp=None)]
+    if name == "blank_ids":  # "" names no one: a missing id, as a CSV reader has it
+        return recs + [dict(recs[0], user_id=""), dict(recs[1], item_id="")]
     if name == "huge_value":
         return recs + [dict(recs[0], value=1e39, user_id="rich")]
     if name == "repeated":
@@ -407,7 +409,7 @@ def _batch(name: str, data) -> list[dict[str, Any]]:
 
 BATCHES = ["plain", "one_event", "unknown_items", "unknown_types", "case_types", "duplicates", "shuffled",
            "epoch_s", "epoch_ms", "zones", "iso_z", "str_ids", "float_ids", "mixed_ids", "no_value",
-           "text_value", "empty", "all_unknown", "null_values", "null_user", "huge_value", "repeated", "mixed_units",
+           "text_value", "empty", "all_unknown", "null_values", "null_user", "blank_ids", "huge_value", "repeated", "mixed_units",
            "digit_strings", "digit_strings_ms", "naive_and_zoned", "iso_ns", "float_epochs", "lower_z_space", "date_only",
            "padded_ids", "int_values", "numeric_types", "no_event_type", "null_event_type", "negative_values",
            "same_time_other_items", "mixed_bag", "big_ids", "negative_ids", "late_unknown_item", "late_unknown_type", "purchase_on_unknown",
@@ -416,12 +418,12 @@ BATCHES = ["plain", "one_event", "unknown_items", "unknown_types", "case_types",
 
 
 # By design the service refuses a request the batch surfaces read with drops (README, "Serving a model":
-# ids are integers or text, value a finite float32 number; every bad request is a 4xx): a missing id or
+# ids are integers or non-empty text, value a finite float32 number; every bad request is a 4xx): a missing or empty id or
 # time, a value written as text, a value beyond float32. The batch surfaces read a log as it comes
 # and drop (and count) such rows. And a request whose every user is unplaced is a 200 listing each
 # user under `unplaced` (the service answers per user), where predict and the CLI refuse the batch; an
 # event without an event_type is one of no known type there, and a file without the column is refused.
-SERVICE_REFUSES = {"text_value", "null_user", "huge_value"}
+SERVICE_REFUSES = {"text_value", "null_user", "blank_ids", "huge_value"}
 SERVICE_ALL_UNPLACED = {"all_unknown", "no_event_type"}
 # By design a text file's id column is read as a whole (README: integers where every id is an integer
 # written plainly, ' 7' included), where a frame's text ids and the service's are taken value by value:
@@ -441,6 +443,8 @@ def test_the_default_model_agrees_everywhere(batch, data, models, tmp_path, monk
         served = answers.pop("service")
         if batch in SERVICE_REFUSES:
             assert served.refused and answers["python"].refused is None
+        if batch == "blank_ids":  # their rows drop as those without ids, where "" was a user (and an item) before
+            assert "" not in answers["python"].placed and answers["python"].drops["events: user_id"] == 2  # its why, to a comma
         else:
             assert not served.placed and served.unplaced and answers["python"].refused
     _agree(answers)
@@ -471,7 +475,7 @@ def scheduler():
 
 
 DASK_BATCHES = ["plain", "shuffled", "repeated", "mixed_bag", "late_unknown_item", "mixed_units", "dup_time_forms",
-                "numeric_types", "dup_negative_zero", "null_user", "empty", "all_unknown", "big_ids"]
+                "numeric_types", "dup_negative_zero", "null_user", "blank_ids", "empty", "all_unknown", "big_ids"]
 
 
 @pytest.mark.parametrize("batch", DASK_BATCHES)

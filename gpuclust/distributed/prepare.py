@@ -55,6 +55,7 @@ from gpuclust.preprocess.codes import EventCodes
 from gpuclust.preprocess.parse import (
     EPOCH_UNITS,
     FLAG_KINDS,
+    blank_ids_as_missing,
     common_key,
     flag_ids,
     ids_as_text,
@@ -331,6 +332,7 @@ def clean_partitions(client: Any, events: Any, config: PreprocessConfig, seed: i
 
     from gpuclust.distributed.blocks import pmap
 
+    events = events.map_partitions(blank_ids_as_missing, meta=events._meta)  # before the casts look at the ids
     casts, notes = id_casts(events)
     text = {column: kind for column, kind in casts.items() if kind == "str"}
     if text:

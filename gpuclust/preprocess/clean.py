@@ -19,6 +19,7 @@ from gpuclust.frames import host_frame, local_array, local_values, to_backend_fr
 from gpuclust.preprocess.codes import EventCodes
 from gpuclust.preprocess.parse import (
     NS_YEARS,
+    blank_ids_as_missing,
     catalogue_columns,
     common_key,
     first_value,
@@ -82,6 +83,7 @@ class Preprocessor:
         if len(events) == 0:
             raise UsageError("the events input has no rows; check the file or the adapter's filters")
 
+        events = blank_ids_as_missing(events)  # "" names no one: missing, as a CSV reader and the service have it
         # assign and recommend answer for every user they read: count them, to name those no event is left of
         self.users_in_ = users_named(events, normalise=True) if vocabulary is not None else None
         ev = self._drop("missing_ids_or_time", events, events.dropna(subset=[schema.USER, schema.ITEM, schema.TIME]),

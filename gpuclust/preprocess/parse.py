@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gpuclust import schema
 from gpuclust.errors import InputWarning, UsageError, warn_dropped
 from gpuclust.frames import frame_kind, host_frame
 
@@ -52,6 +53,24 @@ def first_value(column: Any, mask: Any) -> Any:
 
 
 # --- ids -------------------------------------------------------------------------------------------
+
+def blank_as_missing(ids: Any) -> Any:
+    """An id column with its empty texts ("") missing: an empty id names no one. A CSV reader reads an
+    empty field as missing and the service refuses "", where Parquet and JSON keep it as one user (or
+    item) named "". The column itself where it holds none (no copy)."""
+    if _is_numeric(ids) or _kind(ids).startswith("datetime") or not len(ids):
+        return ids
+    blank = (ids == "").fillna(False).astype("bool")
+    return ids.where(~blank) if bool(blank.any()) else ids
+
+
+def blank_ids_as_missing(frame: Any, columns: tuple[str, ...] = (schema.USER, schema.ITEM)) -> Any:
+    """`blank_as_missing` on a frame's id columns; the frame itself where none holds "" (no copy)."""
+    present = [c for c in columns if c in frame.columns]
+    cleared = {c: blank_as_missing(frame[c]) for c in present}
+    changed = {c: v for c, v in cleared.items() if v is not frame[c]}
+    return frame.assign(**changed) if changed else frame
+
 
 def normalise_ids(ids: Any) -> tuple[Any, str | None]:
     """One comparable type per id column, and a note of what changed (None: nothing).
@@ -139,6 +158,7 @@ def text_ids(ids: Any, frame: Any) -> Any:
     a match with leading blanks took 9.9 s)."""
     if _is_numeric(ids):
         return ids
+    ids = blank_as_missing(ids)
     present = ids.notna()
     text = ids[present].astype("str").str.strip()
     if not bool(text.str.match(_PLAIN_INTEGER).all()):
@@ -163,7 +183,7 @@ def keyed_items(items: Any) -> Any:
     The rows left out are warned about: with two rows for an item the first is used, and the user should
     know that a row was not."""
     total = len(items)
-    items = items.dropna(subset=["item_id"]).copy()
+    items = blank_ids_as_missing(items, (schema.ITEM,)).dropna(subset=["item_id"]).copy()
     warn_dropped(total - len(items), total, "the row has no item id", what="item rows",
                  fix="fill in the ids, or map the id column with --item-key-col")
     items["item_id"], _ = normalise_ids(items["item_id"])
