@@ -342,3 +342,21 @@ def test_synth_as_a_multi_file_dataset_has_the_same_rows(tmp_path):
     assert not set(parts[0]["user_id"]) & set(parts[1]["user_id"])  # users are not split across files
     pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True),
                                   pd.read_parquet(tmp_path / "one" / "events.parquet"))
+
+
+def test_synth_writes_as_many_files_as_asked(tmp_path):
+    """`--files 4` over 5 seeding blocks wrote 3 files (2 blocks each) while its summary said 4."""
+    import pandas as pd
+
+    from gpuclust.synth import SynthSpec, write
+    from gpuclust.synth.generator import BLOCK_USERS
+
+    spec = SynthSpec(n_users=4 * BLOCK_USERS + 500, n_items=200, n_groups=3, events_per_user=3, seed=1)
+    write(spec, tmp_path / "one")
+    many = write(spec, tmp_path / "many", files=4, chunk_users=2 * BLOCK_USERS)
+    written = sorted(p.name for p in (tmp_path / "many" / "events").iterdir())
+    assert written == [f"part.{i}.parquet" for i in range(4)] and many["files"]["event_files"] == 4
+    parts = [pd.read_parquet(tmp_path / "many" / "events" / name) for name in written]
+    assert all(len(p) for p in parts)
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True),
+                                  pd.read_parquet(tmp_path / "one" / "events.parquet"))

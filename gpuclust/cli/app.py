@@ -182,7 +182,7 @@ RUN_HELP = {
 @app.command()
 @arrange(RUN_HELP)
 def run(
-    events: Annotated[Path, typer.Option(help="Events file: Parquet, CSV (.gz) or JSON Lines.")],
+    events: Annotated[Path, typer.Option(help="Events file: Parquet, CSV, TSV or JSON (Lines or one array), each also .gz.")],
     out: Annotated[Path, typer.Option(help="Output directory: assignments.parquet (with --scheduler a "
                                             "partitioned dataset, assignments/part.N.parquet), "
                                             "clusters.json, model/, manifest.json.")],

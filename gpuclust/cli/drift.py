@@ -16,7 +16,7 @@ _T = Thresholds()
 
 def drift(
     model: Annotated[Path, typer.Option(help="A saved model: the OUT/model folder of `gpuclust run`.")],
-    events: Annotated[Path, typer.Option(help="New events: Parquet, CSV (.gz) or JSON Lines.")],
+    events: Annotated[Path, typer.Option(help="New events: Parquet, CSV, TSV or JSON (Lines or one array), each also .gz.")],
     fail_above: Annotated[float, typer.Option(help="Alert when a population stability index (cluster shares, "
                                               "event-type mix) is above this.")] = _T.psi,
     max_distance_change: Annotated[float, typer.Option(help="Alert when the mean distance to the own centre "

@@ -12,7 +12,7 @@ from gpuclust.backend import DEVICE_CHOICES
 
 
 def embed(
-    items: Annotated[Path, typer.Option("--items", help="Items file (.parquet, .csv[.gz], .jsonl) with text columns.")],
+    items: Annotated[Path, typer.Option("--items", help="Items file (Parquet, CSV, TSV or JSON, each also .gz) with text columns.")],
     out: Annotated[Path, typer.Option("--out", help="Output: .parquet (item_id + vector) or .npy (+ .ids.json).")],
     model: Annotated[str, typer.Option(help="'default' (offline all-MiniLM-L6-v2), a local model directory or a Hugging Face id.")] = "default",
     template: Annotated[str | None, typer.Option(help="Item text template over columns, e.g. '{title} | {category}'.")] = None,

@@ -29,7 +29,7 @@ EVALUATE_HELP = {
 
 @arrange(EVALUATE_HELP)
 def evaluate(
-    events: Annotated[Path, typer.Option(help="Events file: Parquet, CSV (.gz) or JSON Lines.")],
+    events: Annotated[Path, typer.Option(help="Events file: Parquet, CSV, TSV or JSON (Lines or one array), each also .gz.")],
     items: Annotated[Path | None, typer.Option(help="Items file: item_id plus title, category, price.")] = None,
     adapter: Annotated[str | None, typer.Option(help="Raw-log adapter, e.g. online-retail.")] = None,
     k: Annotated[str | None, typer.Option("--k", help="Clusters: a number, a list 8,20,40, a range 4-16, or auto "

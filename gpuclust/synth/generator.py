@@ -25,7 +25,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -647,14 +647,19 @@ def _concat(blocks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
 
 
-def _chunks(spec: SynthSpec, world: _World, chunk_users: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """(users done, columns) per chunk of whole seeding blocks."""
+def _chunks(spec: SynthSpec, world: _World, chunk_users: int,
+            breaks: Sequence[int] = ()) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """(users done, columns) per chunk of whole seeding blocks; a chunk also ends before each block in
+    `breaks` (where the next events file starts), so that no chunk straddles two files."""
     start_ms = int(pd.Timestamp(spec.start).value // 1_000_000)
     n_blocks = -(-spec.n_users // BLOCK_USERS)
     per_chunk = max(1, -(-chunk_users // BLOCK_USERS))
-    for first in range(0, n_blocks, per_chunk):
-        blocks = [_block(spec, world, start_ms, b) for b in range(first, min(n_blocks, first + per_chunk))]
-        yield min(spec.n_users, (first + per_chunk) * BLOCK_USERS), _concat(blocks)
+    first = 0
+    while first < n_blocks:
+        end = min([n_blocks, first + per_chunk, *(b for b in breaks if b > first)])
+        blocks = [_block(spec, world, start_ms, b) for b in range(first, end)]
+        yield min(spec.n_users, end * BLOCK_USERS), _concat(blocks)
+        first = end
 
 
 def new_events(spec: SynthSpec, world: _World, new_users: int) -> pa.Table:
@@ -706,8 +711,7 @@ class _EventFiles:
 
     def __init__(self, staging: Path, spec: SynthSpec, files: int) -> None:
         self.staging, self.spec, self.files = staging, spec, files
-        blocks = -(-spec.n_users // BLOCK_USERS)
-        self.per_file = -(-blocks // files)  # seeding blocks per file
+        self.blocks = -(-spec.n_users // BLOCK_USERS)
         self.writer: Any = None
         self.index = -1
         if files > 1:
@@ -716,13 +720,21 @@ class _EventFiles:
     def writer_for(self, first_user: int) -> Any:
         import pyarrow.parquet as pq
 
-        index = 0 if self.files == 1 else (first_user // BLOCK_USERS) // self.per_file
+        index = 0 if self.files == 1 else self.file_of(first_user // BLOCK_USERS)
         if index != self.index:
             self.close()
             path = self.staging / ("events.parquet" if self.files == 1 else f"events/part.{index}.parquet")
             self.writer = pq.ParquetWriter(path, _with_meta(EVENTS_SCHEMA, self.spec), compression="zstd")
             self.index = index
         return self.writer
+
+    def file_of(self, block: int) -> int:
+        """The file a seeding block goes to: blocks spread evenly, so every one of the files gets some."""
+        return block * self.files // self.blocks
+
+    def starts(self) -> list[int]:
+        """The first block of each file after the first."""
+        return [-(-i * self.blocks // self.files) for i in range(1, self.files)]
 
     def close(self) -> None:
         if self.writer is not None:
@@ -744,12 +756,11 @@ def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
     _check_int("chunk_users", chunk_users, 1)
     _check_int("files", files, 1)
     _check_int("new_users", new_users, 0, MAX_NEW_USERS)
-    if files > 1:  # whole seeding blocks per file, and chunks that never straddle two files
+    if files > 1:  # whole seeding blocks per file (chunks never straddle two files: `_EventFiles.starts`)
         blocks = -(-spec.n_users // BLOCK_USERS)
         if files > blocks:
             raise UsageError(f"{_set('files', files)} is more than the {blocks} blocks of {BLOCK_USERS} users; "
                              f"give at most {blocks}")
-        chunk_users = min(chunk_users, -(-blocks // files) * BLOCK_USERS)
     t0 = time.perf_counter()
     out = Path(out_dir)
     counts = np.zeros(len(EVENT_TYPES), dtype=np.int64)
@@ -761,7 +772,7 @@ def write(spec: SynthSpec, out_dir: str | Path, chunk_users: int = 100_000,
             pending: Future[None] | None = None
             previous = 0
             try:
-                for done, cols in _chunks(spec, world, chunk_users):
+                for done, cols in _chunks(spec, world, chunk_users, event_files.starts()):
                     counts += np.bincount(cols["event"], minlength=len(EVENT_TYPES))
                     if pending is not None:
                         pending.result()  # at most two chunks in memory: one generating, one writing
