@@ -114,7 +114,7 @@ def test_the_key_never_reaches_the_model_folder(saved):
     assert KEY.decode() not in repr(ModelKey(KEY))
 
 
-def test_cli_run_signs_and_assign_and_drift_check(saved, tmp_path, monkeypatch, capsys):
+def test_cli_run_signs_and_assign_drift_and_recommend_check(saved, tmp_path, monkeypatch, capsys):
     root, _ = saved
     key, other = tmp_path / "key", tmp_path / "other"
     key.write_bytes(KEY + b"\n")
@@ -131,6 +131,11 @@ def test_cli_run_signs_and_assign_and_drift_check(saved, tmp_path, monkeypatch, 
     code, _, err = cli(monkeypatch, capsys, "drift", "--model", root / "plain", "--events", root / "events.parquet",
                        "--model-key", key)
     assert code == 2 and err.count("\n") == 1 and "is not signed" in err
+    recommend = ("recommend", "--run", tmp_path / "r", "--segments", "--device", "cpu", "--json")
+    code, out, err = cli(monkeypatch, capsys, *recommend, "--model-key", key)
+    assert code == 0 and json.loads(out), err
+    code, out, err = cli(monkeypatch, capsys, *recommend, "--model-key", other)
+    assert code == 2 and err.count("\n") == 1 and "not signed with key" in err and not out
     code, _, err = cli(monkeypatch, capsys, *run, "--out", tmp_path / "c", "--model-key", tmp_path / "missing")
     assert code == 2 and err.count("\n") == 1 and not (tmp_path / "c").exists()
 

@@ -36,7 +36,7 @@ from gpuclust.cli.help import (
     hide_flag_types,
     hoist_debug,
 )
-from gpuclust.cli.options import build_config, parse_pairs, split_list
+from gpuclust.cli.options import CheckKey, build_config, parse_pairs, split_list
 from gpuclust.cli.quiet import quiet_warnings
 from gpuclust.errors import Interrupted, UsageError, listed, write_failure
 from gpuclust.io.writers import json_text
@@ -74,8 +74,6 @@ KeyFile = Annotated[Path | None, typer.Option(
 SignKey = Annotated[Path | None, typer.Option(
     "--model-key", metavar="KEY_FILE",
     help="Sign the saved model with this key (>= 16 bytes), so that loaders given the key refuse unsigned ones.")]
-CheckKey = Annotated[Path | None, typer.Option(
-    "--model-key", metavar="KEY_FILE", help="Refuse a model not signed with this key (`run --model-key`).")]
 
 
 @app.command()

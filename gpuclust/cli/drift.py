@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from gpuclust.backend import DEVICE_CHOICES
+from gpuclust.cli.options import CheckKey
 from gpuclust.quality.drift import Thresholds
 
 _T = Thresholds()
@@ -32,8 +33,7 @@ def drift(
     adapter: Annotated[str | None, typer.Option(help="Raw-log adapter, e.g. online-retail.")] = None,
     pseudonymise: Annotated[Path | None, typer.Option(
         "--pseudonymise", metavar="KEY_FILE", help="The key the model was fitted with, if it was.")] = None,
-    model_key: Annotated[Path | None, typer.Option(
-        "--model-key", metavar="KEY_FILE", help="Refuse a model not signed with this key (`run --model-key`).")] = None,
+    model_key: CheckKey = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
 ) -> None:
     """Compare new users with the fit: cluster-share PSI, distance, anomalies, unknown items and event types.

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from gpuclust.cluster.sweep import apply_k
 from gpuclust.config import PipelineConfig
 from gpuclust.errors import UsageError
+
+CheckKey = Annotated[Path | None, typer.Option(
+    "--model-key", metavar="KEY_FILE", help="Refuse a model not signed with this key (`run --model-key`).")]
 
 
 def parse_pairs(text: str | None, what: str) -> dict[str, float] | None:

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from gpuclust.cli.options import CheckKey
 from gpuclust.errors import UsageError
 from gpuclust.io.writers import json_text
 
@@ -28,6 +29,7 @@ def recommend(
     pseudonymise: Annotated[Path | None, typer.Option(
         "--pseudonymise", metavar="KEY_FILE", help="The key the model was fitted with, if it was: --events are "
                                                    "then pseudonymised as they are read, as at fit time.")] = None,
+    model_key: CheckKey = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
 ) -> None:
     """Recommend with a fitted run's model: the campaign view (--segments) or users' lists (--events)."""
@@ -40,7 +42,7 @@ def recommend(
     if top_k < 1:
         raise UsageError(f"--top-k must be a positive number of items, got {top_k}")
     key = Pseudonymiser.from_file(pseudonymise) if pseudonymise is not None else None  # read once, before the model
-    model = UserClusterer.load(run / "model", device=device, pseudonymise=key)
+    model = UserClusterer.load(run / "model", device=device, pseudonymise=key, model_key=model_key)
     if segments:
         _campaigns(model, top_k, json_out)
         return
