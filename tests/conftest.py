@@ -39,3 +39,27 @@ settings.register_profile("ci", derandomize=True, database=None, deadline=None, 
 settings.register_profile("long", derandomize=False, database=None, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile("long" if os.environ.get("GPUCLUST_HYPOTHESIS") == "long" else "ci")
+
+
+# One 5000-user synthetic log and its default CPU fit (k = 8, seed 0, with truth), shared by the modules that
+# read them (tests/test_pipeline.py, tests/test_gpu.py): the same fit was made three times a session. Tests
+# only read these; one that changes a frame or the model must copy it first.
+@pytest.fixture(scope="session")
+def synthetic_5k():
+    from gpuclust.synth import SynthSpec, generate
+
+    return generate(SynthSpec(n_users=5000, n_groups=8, seed=0))
+
+
+def fit_5k(synthetic, device: str):
+    """The default pipeline's fit of `synthetic_5k` on `device`: k = 8, seed 0, with items and truth."""
+    from gpuclust import PipelineConfig, UserClusterer
+
+    config = PipelineConfig(device=device, seed=0)
+    config.cluster.k = 8
+    return UserClusterer(config=config).fit(synthetic.events, synthetic.items, synthetic.truth)
+
+
+@pytest.fixture(scope="session")
+def fitted_5k_cpu(synthetic_5k):
+    return fit_5k(synthetic_5k, "cpu")

@@ -14,7 +14,22 @@ from tests.helpers import blob_events, cli
 
 distributed = pytest.importorskip("distributed")
 
-DASK = ["--scheduler", "local", "--workers", "2", "--threads-per-worker", "1"]
+LOCAL = ["--scheduler", "local", "--workers", "2", "--threads-per-worker", "1"]
+
+
+@pytest.fixture(scope="module")
+def dask_flags():
+    """The Dask flags of these tests: the address of one cluster, started as `LOCAL` starts one (gpuclust's own
+    start_local: two single-threaded worker processes with the worker setup preloaded) and shared by the
+    module, where each command started and closed its own (seconds each). What a command does with a cluster
+    is the same either way; `--scheduler local` itself runs in test_a_frame_with_mixed_ids_gets_the_same_note
+    here and in tests/test_distributed.py, tests/test_distributed_hostile.py and tests/test_fuzz_leftovers.py."""
+    from gpuclust.config import DaskConfig
+    from gpuclust.distributed.cluster import start_local
+
+    cluster, _, _ = start_local(DaskConfig("local", 2, 1), "cpu")
+    yield ["--scheduler", cluster.scheduler_address]
+    cluster.close()
 
 
 def _one_line(err: str) -> str:
@@ -54,7 +69,7 @@ def plain_run(tmp_path_factory) -> tuple[Path, Path]:
     return folder / "run", folder / "events.parquet"
 
 
-def test_assign_on_the_cluster_refuses_a_private_model_without_writing_raw_ids(private_run, tmp_path, monkeypatch,
+def test_assign_on_the_cluster_refuses_a_private_model_without_writing_raw_ids(dask_flags, private_run, tmp_path, monkeypatch,
                                                                               capsys):
     """One process refuses a private model without its key; on Dask the users were placed and written with
     their raw ids (exit 0), the ids the key was there to hide."""
@@ -62,7 +77,7 @@ def test_assign_on_the_cluster_refuses_a_private_model_without_writing_raw_ids(p
     code, _, err = cli(monkeypatch, capsys, "assign", "--model", run / "model", "--events", events, "--out",
                        tmp_path / "one")
     assert code == 2 and "fitted on pseudonymised user ids" in _one_line(err)
-    code, _, err = cli(monkeypatch, capsys, "assign", "--model", run / "model", "--events", events, *DASK, "--out",
+    code, _, err = cli(monkeypatch, capsys, "assign", "--model", run / "model", "--events", events, *dask_flags, "--out",
                        tmp_path / "dask")
     line = _one_line(err)
     assert code == 2 and "fitted on pseudonymised user ids" in line and "without --scheduler" in line, err
@@ -70,7 +85,7 @@ def test_assign_on_the_cluster_refuses_a_private_model_without_writing_raw_ids(p
 
 
 
-def test_id_notes_count_the_rows_they_read_as_in_one_process(tmp_path, monkeypatch, capsys):
+def test_id_notes_count_the_rows_they_read_as_in_one_process(dask_flags, tmp_path, monkeypatch, capsys):
     """Float ids with gaps are read as integers on both paths; the manifest's note said so over 0 rows on Dask
     (rows_in 0, rows_out 0 between steps of thousands), and over the rows left in one process."""
     import json
@@ -82,7 +97,7 @@ def test_id_notes_count_the_rows_they_read_as_in_one_process(tmp_path, monkeypat
     events.loc[::7, "user_id"] = np.nan
     events.to_parquet(tmp_path / "events.parquet")
     steps = []
-    for where, flags in (("one", []), ("dask", DASK)):
+    for where, flags in (("one", []), ("dask", dask_flags)):
         code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events.parquet", "--k", "2", *flags,
                            "--out", tmp_path / where)
         assert code == 0, err
@@ -92,7 +107,7 @@ def test_id_notes_count_the_rows_they_read_as_in_one_process(tmp_path, monkeypat
     assert ("user_id_types", len(events) - len(events[::7]), len(events) - len(events[::7])) in steps[1]
 
 
-def test_assign_on_the_cluster_writes_empty_partitions_with_the_ids_type(plain_run, tmp_path, monkeypatch, capsys):
+def test_assign_on_the_cluster_writes_empty_partitions_with_the_ids_type(dask_flags, plain_run, tmp_path, monkeypatch, capsys):
     """A partition without users wrote user_id as int64 beside text ids in the others: the dataset's files
     disagreed, and pandas/pyarrow could not read it back when an empty file came first ("Failed to parse
     string ... as a scalar of type int64")."""
@@ -102,7 +117,7 @@ def test_assign_on_the_cluster_writes_empty_partitions_with_the_ids_type(plain_r
     one = pd.read_parquet(events).query("user_id == 100").assign(user_id="u100")
     one.to_parquet(tmp_path / "one.parquet")
     code, _, err = cli(monkeypatch, capsys, "assign", "--model", run / "model", "--events", tmp_path / "one.parquet",
-                       *DASK, "--partitions", "8", "--out", tmp_path / "placed")
+                       *dask_flags, "--partitions", "8", "--out", tmp_path / "placed")
     assert code == 0, err
     files = sorted((tmp_path / "placed" / "assignments").glob("part.*.parquet"))
     assert len(files) == 8
@@ -118,7 +133,7 @@ def test_assign_on_the_cluster_writes_empty_partitions_with_the_ids_type(plain_r
     (lambda df: df.assign(item_id=df["item_id"].where(df.index % 2 == 0, df["item_id"] + 10**6)), 0,
      "item not in the model's vocabulary; the model places users by the items it was fitted on"),
 ])
-def test_assign_on_the_cluster_says_what_one_process_says(plain_run, tmp_path, monkeypatch, capsys, fault, code,
+def test_assign_on_the_cluster_says_what_one_process_says(dask_flags, plain_run, tmp_path, monkeypatch, capsys, fault, code,
                                                           words):
     """Events of types or on items the model does not know: on Dask, assign told the user to pass
     --event-weights (a flag assign does not have), named another step when no item was known, and dropped
@@ -126,7 +141,7 @@ def test_assign_on_the_cluster_says_what_one_process_says(plain_run, tmp_path, m
     run, events = plain_run
     fault(pd.read_parquet(events)).reset_index(drop=True).to_parquet(tmp_path / "new.parquet")
     said = []
-    for where, flags in (("one", []), ("dask", DASK)):
+    for where, flags in (("one", []), ("dask", dask_flags)):
         got, _, err = cli(monkeypatch, capsys, "assign", "--model", run / "model", "--events", tmp_path / "new.parquet",
                           *flags, "--out", tmp_path / where)
         assert got == code and (tmp_path / where).exists() == (code == 0), err
@@ -134,13 +149,13 @@ def test_assign_on_the_cluster_says_what_one_process_says(plain_run, tmp_path, m
     assert said[0] == said[1] and words in said[1], said
 
 
-def test_report_and_export_read_a_run_made_on_the_cluster(plain_run, tmp_path, monkeypatch, capsys):
+def test_report_and_export_read_a_run_made_on_the_cluster(dask_flags, plain_run, tmp_path, monkeypatch, capsys):
     """A `run --scheduler` writes its assignments as a dataset (assignments/part.N.parquet); report and export
     refused that finished run as "assignments.parquet not found; ... is not a finished run"."""
     import json
 
     _, events = plain_run
-    code, _, err = cli(monkeypatch, capsys, "run", "--events", events, "--k", "2", *DASK, "--out", tmp_path / "run")
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", events, "--k", "2", *dask_flags, "--out", tmp_path / "run")
     assert code == 0, err
     code, _, err = cli(monkeypatch, capsys, "report", "--run", tmp_path / "run")
     assert code == 0 and (tmp_path / "run" / "report.html").is_file(), err
@@ -167,7 +182,7 @@ def test_recommend_takes_the_key_of_a_private_model_and_prints_pseudonyms(privat
     assert len(lists) and not raw & set(lists["user_id"]) and lists["user_id"].str.fullmatch("[0-9a-f]{32}").all()
 
 
-def test_a_value_column_of_text_is_refused_with_the_whole_inputs_count(tmp_path, monkeypatch, capsys):
+def test_a_value_column_of_text_is_refused_with_the_whole_inputs_count(dask_flags, tmp_path, monkeypatch, capsys):
     """Values written with a decimal comma: one process counts every such row in its one line; on Dask the
     first partition to fail counted only its own rows (e.g. 4,799 of 18,398)."""
     events, _, _ = blob_events(n_users=60, events_per_user=5)
@@ -177,14 +192,14 @@ def test_a_value_column_of_text_is_refused_with_the_whole_inputs_count(tmp_path,
         part.to_parquet(tmp_path / "parts" / f"part.{i}.parquet")
     events.to_parquet(tmp_path / "all.parquet")
     said = []
-    for source, flags in ((tmp_path / "all.parquet", []), (tmp_path / "parts", DASK)):
+    for source, flags in ((tmp_path / "all.parquet", []), (tmp_path / "parts", dask_flags)):
         code, _, err = cli(monkeypatch, capsys, "run", "--events", source, "--k", "2", *flags, "--out", tmp_path / "o")
         assert code == 2 and not (tmp_path / "o").exists(), err
         said.append(_one_line(err))
     assert said[0] == said[1] and "e.g. '0,00' (300 rows)" in said[0], said
 
 
-def test_missing_event_types_in_a_string_column_are_counted_not_a_traceback(tmp_path, monkeypatch, capsys):
+def test_missing_event_types_in_a_string_column_are_counted_not_a_traceback(dask_flags, tmp_path, monkeypatch, capsys):
     """A missing event type is pd.NA in a pyarrow string column (what Dask reads from Parquet): counting the
     unknown types asked `NA != NA` for a truth value and every such run ended in "TypeError: boolean value of NA
     is ambiguous", exit 1; one process read the same file (NaN) and warned."""
@@ -196,7 +211,7 @@ def test_missing_event_types_in_a_string_column_are_counted_not_a_traceback(tmp_
         UserClusterer(2, seed=0).fit(events.astype({"event_type": "string[pyarrow]"}))
     events.to_parquet(tmp_path / "events.parquet")
     said = []
-    for where, flags in (("one", []), ("dask", DASK)):
+    for where, flags in (("one", []), ("dask", dask_flags)):
         code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events.parquet", "--k", "2", *flags,
                            "--out", tmp_path / where)
         assert code == 0, err
@@ -223,7 +238,7 @@ def test_rows_without_an_event_type_are_told_to_fill_it_not_to_weigh_it(tmp_path
     assert said[0].endswith("; and fill in the missing event types")
 
 
-def test_a_catalogue_of_mixed_kinds_is_read_on_the_cluster_as_in_one_process(tmp_path, monkeypatch, capsys):
+def test_a_catalogue_of_mixed_kinds_is_read_on_the_cluster_as_in_one_process(dask_flags, tmp_path, monkeypatch, capsys):
     """An items file (JSON Lines) whose category mixes numbers and words and whose prices are partly words: one
     process reads categories as text and prices as numbers (a manifest note); the Dask path skipped that and
     ended in "TypeError: '<' not supported between instances of 'str' and 'int'", exit 1."""
@@ -236,7 +251,7 @@ def test_a_catalogue_of_mixed_kinds_is_read_on_the_cluster_as_in_one_process(tmp
     items.loc[::4, "price"] = "cheap"
     items.to_json(tmp_path / "items.jsonl", orient="records", lines=True)
     steps = []
-    for where, flags in (("one", []), ("dask", DASK)):
+    for where, flags in (("one", []), ("dask", dask_flags)):
         code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events.parquet", "--items",
                            tmp_path / "items.jsonl", "--k", "2", *flags, "--out", tmp_path / where)
         assert code == 0, err
@@ -246,7 +261,7 @@ def test_a_catalogue_of_mixed_kinds_is_read_on_the_cluster_as_in_one_process(tmp
     assert ("item_prices", 90, 90, "23 item prices are not numbers and count as missing") in steps[1]
 
 
-def test_a_dataset_folder_with_a_readme_is_read_without_it(tmp_path, monkeypatch, capsys):
+def test_a_dataset_folder_with_a_readme_is_read_without_it(dask_flags, tmp_path, monkeypatch, capsys):
     """A README beside the Parquet files: the files gpuclust lists leave it out, but the schema was read from the
     whole folder, and the run was refused as "part.0.parquet is not a readable Parquet file (... Could not read
     schema from '.../README.md' ...)", blaming a good file."""
@@ -255,14 +270,14 @@ def test_a_dataset_folder_with_a_readme_is_read_without_it(tmp_path, monkeypatch
     for i, part in enumerate((events.iloc[:150], events.iloc[150:])):
         part.to_parquet(tmp_path / "events" / f"part.{i}.parquet")
     (tmp_path / "events" / "README.md").write_text("exported on Monday\n")
-    code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events", "--k", "2", *DASK, "--out",
+    code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events", "--k", "2", *dask_flags, "--out",
                        tmp_path / "run")
     assert code == 0, err
     assert pd.read_parquet(tmp_path / "run" / "assignments")["user_id"].nunique() == 60
 
 
 @pytest.mark.parametrize("command", ["run", "assign"])
-def test_an_output_inside_the_events_dataset_folder_is_refused(plain_run, tmp_path, monkeypatch, capsys, command):
+def test_an_output_inside_the_events_dataset_folder_is_refused(dask_flags, plain_run, tmp_path, monkeypatch, capsys, command):
     """`--events data/ --out data/run` was written, and the next run over data/ read the outputs' Parquet files
     (assignments, map, the model's) and its JSON as events: refused, naming a good file, or worse."""
     run, events = plain_run
@@ -270,13 +285,13 @@ def test_an_output_inside_the_events_dataset_folder_is_refused(plain_run, tmp_pa
     pd.read_parquet(events).to_parquet(tmp_path / "data" / "part.0.parquet")
     before = sorted(p.name for p in (tmp_path / "data").iterdir())
     fitted = ["--k", "2"] if command == "run" else ["--model", run / "model"]
-    code, _, err = cli(monkeypatch, capsys, command, "--events", tmp_path / "data", *fitted, *DASK, "--out",
+    code, _, err = cli(monkeypatch, capsys, command, "--events", tmp_path / "data", *fitted, *dask_flags, "--out",
                        tmp_path / "data" / "out")
     assert code == 2 and "is inside the events dataset folder" in _one_line(err), err
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == before
 
 
-def test_item_rows_left_out_are_warned_about_on_both_paths(tmp_path, monkeypatch, capsys):
+def test_item_rows_left_out_are_warned_about_on_both_paths(dask_flags, tmp_path, monkeypatch, capsys):
     """A catalogue with a row per item twice and rows without an id: the first row per id is kept, and both
     paths say how many rows were left out and why (the reader dropped them silently)."""
 
@@ -287,7 +302,7 @@ def test_item_rows_left_out_are_warned_about_on_both_paths(tmp_path, monkeypatch
     no_id = items.head(2).astype({"item_id": object}).assign(item_id=None)
     pd.concat([items.astype({"item_id": object}), repeated, no_id]).to_parquet(tmp_path / "items.parquet")
     total = len(items) + 5
-    for where, flags in (("one", []), ("dask", DASK)):
+    for where, flags in (("one", []), ("dask", dask_flags)):
         code, _, err = cli(monkeypatch, capsys, "run", "--events", tmp_path / "events.parquet", "--items",
                            tmp_path / "items.parquet", "--k", "2", *flags, "--out", tmp_path / where)
         assert code == 0, err
@@ -347,7 +362,7 @@ def test_a_frame_with_mixed_ids_gets_the_same_note_on_the_cluster():
 
 
 @pytest.mark.parametrize("unknown", ["item", "event type"])
-def test_assign_on_the_cluster_counts_the_users_left_without_a_known_item(plain_run, tmp_path, monkeypatch, capsys,
+def test_assign_on_the_cluster_counts_the_users_left_without_a_known_item(dask_flags, plain_run, tmp_path, monkeypatch, capsys,
                                                                           unknown):
     """A user whose every event is on an unknown item, or of an unknown type, gets no cluster: one process and
     Dask count those users in one and the same warning (the partitions hold whole users, so their counts add
@@ -360,7 +375,7 @@ def test_assign_on_the_cluster_counts_the_users_left_without_a_known_item(plain_
         frame = frame.assign(event_type=frame["event_type"].astype(str).where(frame["user_id"] != 100, "wishlist"))
     frame.to_parquet(tmp_path / "new.parquet")
     said = []
-    for where, flags in (("one", []), ("dask", DASK)):
+    for where, flags in (("one", []), ("dask", dask_flags)):
         code, _, err = cli(monkeypatch, capsys, "assign", "--model", run / "model", "--events", tmp_path / "new.parquet",
                            *flags, "--out", tmp_path / where)
         assert code == 0, err

@@ -6,34 +6,42 @@ import pytest
 
 from gpuclust import PipelineConfig, UserClusterer
 from gpuclust.backend import resolve_backend, transfers
-from gpuclust.synth import SynthSpec, generate
+from tests.conftest import fit_5k as fit
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
 @pytest.fixture(scope="module")
-def synthetic():
-    return generate(SynthSpec(n_users=5000, n_groups=8, seed=0))
+def synthetic(synthetic_5k):
+    return synthetic_5k
 
 
-def fit(synthetic, device):
-    config = PipelineConfig(device=device, seed=0)
-    config.cluster.k = 8
-    return UserClusterer(config=config).fit(synthetic.events, synthetic.items, synthetic.truth)
+@pytest.fixture(scope="module")
+def fitted(synthetic, fitted_5k_cpu):
+    """The default fit of `synthetic` on a device, made once per device for the tests that only read it (the
+    CPU one is tests/conftest.py's, shared with tests/test_pipeline.py)."""
+    fits = {"cpu": fitted_5k_cpu}
+
+    def on(device: str):
+        if device not in fits:
+            fits[device] = fit(synthetic, device)
+        return fits[device]
+
+    return on
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_pipeline_quality_on_each_device(synthetic, device):
-    model = fit(synthetic, device)
+def test_pipeline_quality_on_each_device(synthetic, fitted, device):
+    model = fitted(device)
     assert model.manifest_["device"]["backend"]["device"] == device
     assert model.metrics_["ari"] >= 0.88
     assert type(model.labels_) is type(synthetic.events)  # pandas in, pandas out
     if device == "cuda":
-        assert model.metrics_["ari"] >= fit(synthetic, "cpu").metrics_["ari"] - 0.05
+        assert model.metrics_["ari"] >= fitted("cpu").metrics_["ari"] - 0.05
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_events_features_and_clusters_live_on_the_backend_device(synthetic, device):
+def test_events_features_and_clusters_live_on_the_backend_device(synthetic, fitted, device):
     """The event table, the behaviour statistics' inputs, the centres and the labels are arrays of the
     backend's library (CuPy on CUDA), and no stage of a fit builds an events frame."""
     from gpuclust.features.tfidf import user_vocabulary_counts
@@ -45,7 +53,7 @@ def test_events_features_and_clusters_live_on_the_backend_device(synthetic, devi
         assert type(getattr(data.table, name)) is backend.xp.ndarray, name
     counts = user_vocabulary_counts(data, backend, "item")
     assert counts.shape == (data.n_users, data.n_items)
-    model = fit(synthetic, device)
+    model = fitted(device)
     assert type(model.cluster_centers_) is backend.xp.ndarray
     assert type(model.clusterer_.labels_) in (backend.xp.ndarray, np.ndarray)
     built = {name: s["event_frames_built"] for name, s in model.manifest_["timings"]["stages"].items()}

@@ -13,23 +13,21 @@ from gpuclust import backend as backend_module
 from gpuclust.backend import array_module, transfers
 from gpuclust.cluster.kmeans import KMeans
 from gpuclust.run import run_files
-from gpuclust.synth import SynthSpec, generate
-from tests.conftest import RETAIL, ROOT
+from tests.conftest import RETAIL, ROOT, fit_5k
 from tests.helpers import blob_events
 
 SAMPLE = ROOT / "tests" / "data" / "online_retail_sample.csv.gz"
 
 
 @pytest.fixture(scope="module")
-def synthetic():
-    return generate(SynthSpec(n_users=5000, n_groups=8, seed=0))
+def synthetic(synthetic_5k):
+    return synthetic_5k
 
 
 @pytest.fixture(scope="module")
-def fitted(synthetic):
-    config = PipelineConfig(device="cpu", seed=0)
-    config.cluster.k = 8
-    return UserClusterer(config=config).fit(synthetic.events, synthetic.items, synthetic.truth)
+def fitted(fitted_5k_cpu):
+    """The default CPU fit (k = 8, seed 0, with truth): tests/conftest.py's, shared with tests/test_gpu.py."""
+    return fitted_5k_cpu
 
 
 def test_default_config_recovers_the_planted_groups(fitted):
@@ -101,12 +99,10 @@ def test_the_label_array_crosses_to_the_host_once_per_fit(monkeypatch, device):
     assert crossings == (["frame_local"] if p.backend_.frame_library == "pandas" else [])
 
 
-def test_same_seed_same_labels(synthetic):
-    config = PipelineConfig(device="cpu", seed=3)
-    config.cluster.k = 8
-    a = UserClusterer(config=config).fit(synthetic.events, synthetic.items).labels_
-    b = UserClusterer(config=config).fit(synthetic.events, synthetic.items).labels_
-    np.testing.assert_array_equal(a["cluster"], b["cluster"])
+def test_same_seed_same_labels(synthetic, fitted):
+    """A second fit with the shared fit's config and seed gives its labels again (one new fit, not two)."""
+    again = fit_5k(synthetic, "cpu")
+    np.testing.assert_array_equal(again.labels_["cluster"], fitted.labels_["cluster"])
 
 
 def test_stages_are_swappable(synthetic):
