@@ -30,6 +30,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   if [ ! -x "$VENV/bin/python" ]; then
     # The venv takes ~7 GB and pip unpacks beside it; with no cache (below) about 8 GB free is enough.
     parent=$(dirname "$VENV")
+    mkdir -p "$parent"  # as venv would make it; df needs a folder that exists
     free_gb=$(df -Pk "$parent" | awk 'NR == 2 { print int($4 / 1048576) }')
     if [ "$free_gb" -lt 8 ]; then
       not_checked "$free_gb GB free under $parent; the RAPIDS wheels need about 8 GB (free space, or set RAPIDS_VENV to a larger disk)"

@@ -304,7 +304,8 @@ def parse_timestamps(ts: Any, frame: Any) -> Timestamps:
     # read as integers, exactly as the service reads them: through float64 a ms epoch moved by up to 256 ns,
     # so a row and its copy written as an ISO date were no longer duplicates.
     whole = (text.str.contains(WHOLE_EPOCH, regex=True).fillna(False) & dates.unparseable).astype("bool")
-    integers = _from_epochs(text.where(whole, "0").astype("int64"), missing=~whole)
+    integers = (_from_epochs(text.where(whole, "0").astype("int64"), missing=~whole) if bool(whole.any())
+                else Timestamps(dates.values, ~whole, whole))  # none: every row unread, none out of range
     # Only the rows no date format read: to_numeric of the whole column cost 1.8 s per million for one bad row.
     epochs = _from_epochs(frame.to_numeric(text.where(dates.unparseable & ~whole), errors="coerce"))
     values = dates.values.where(integers.unparseable, integers.values)
