@@ -78,6 +78,18 @@ def cli_ok(*args) -> None:
     assert code in (0, None), code
 
 
+def log_runs(root, events, items, k: int, runs: dict[str, tuple] | None = None):
+    """`events` and `items` as Parquet in `root`, and a finished CPU run of them in `root/NAME` for each
+    NAME: extra flags of `runs` (default one plain run, `root/run`); returns `root`. For the module
+    fixtures whose tests read finished runs."""
+    events.to_parquet(root / "events.parquet")
+    items.to_parquet(root / "items.parquet")
+    for name, extra in (runs or {"run": ()}).items():
+        cli_ok("run", "--events", root / "events.parquet", "--items", root / "items.parquet", "--k", k, "--device",
+               "cpu", "--json", "--out", root / name, *extra)
+    return root
+
+
 def _main(monkeypatch, args) -> int | str | None:
     import signal
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import cli, cli_ok, log_with_a_tiny_group
+from helpers import cli, log_runs, log_with_a_tiny_group
 
 from gpuclust.errors import UsageError
 from gpuclust.io.audiences import export_audiences
@@ -25,14 +25,8 @@ def _log():
 def runs(tmp_path_factory):
     """One run on raw ids and one pseudonymised, each with a tiny cluster of 5 users."""
     root = tmp_path_factory.mktemp("export")
-    events, items = _log()
-    events.to_parquet(root / "events.parquet")
-    items.to_parquet(root / "items.parquet")
     (root / "key").write_bytes(KEY)
-    for name, extra in (("run", ()), ("private", ("--pseudonymise", root / "key"))):
-        cli_ok("run", "--events", root / "events.parquet", "--items", root / "items.parquet", "--k", 4, "--device",
-               "cpu", "--json", "--out", root / name, *extra)
-    return root
+    return log_runs(root, *_log(), k=4, runs={"run": (), "private": ("--pseudonymise", root / "key")})
 
 
 def _small(run) -> int:

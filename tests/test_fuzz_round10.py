@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from gpuclust.io.writers import FORMULA_START
-from tests.helpers import blob_events, cli, cli_ok
+from tests.helpers import blob_events, cli, log_runs
 
 # User ids a shop may well have, each a trap for some reader: formulas, a zero-padded code, CSV's own
 # characters, markup, unicode, a leading tab or space.
@@ -39,13 +39,7 @@ def _hostile_log() -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def hostile_run(tmp_path_factory):
     """A finished run (k=3) on `_hostile_log`, and its folder's parent."""
-    root = tmp_path_factory.mktemp("round10")
-    events, items = _hostile_log()
-    events.to_parquet(root / "events.parquet")
-    items.to_parquet(root / "items.parquet")
-    cli_ok("run", "--events", root / "events.parquet", "--items", root / "items.parquet", "--k", 3, "--device", "cpu",
-           "--json", "--out", root / "run")
-    return root
+    return log_runs(tmp_path_factory.mktemp("round10"), *_hostile_log(), k=3)
 
 
 def _formula_cells(rows: list[list[str]]) -> list[str]:

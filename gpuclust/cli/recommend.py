@@ -46,24 +46,19 @@ def recommend(
     if segments:
         _campaigns(model, top_k, json_out)
         return
+    from gpuclust.frames import host_frame
     from gpuclust.io.inputs import read_inputs
 
     inputs = read_inputs(model.backend_.frame, model.config_.columns, events, adapter=adapter)
-    out = model.recommend(inputs.events, top_k)
+    table = host_frame(model.recommend(inputs.events, top_k))
     if json_out:
-        import pandas as pd
-
-        from gpuclust.frames import host_frame
-
-        table: pd.DataFrame = host_frame(out)
         print(table.to_json(orient="records"))
-    else:
-        from gpuclust.frames import host_frame
-        from gpuclust.io.writers import spreadsheet_warning, write_csv
+        return
+    from gpuclust.io.writers import spreadsheet_warning, write_csv
 
-        escaped = write_csv(host_frame(out), sys.stdout)  # the CSV is opened in spreadsheets: no id runs there
-        if escaped:
-            print(spreadsheet_warning(escaped), file=sys.stderr)
+    escaped = write_csv(table, sys.stdout)  # the CSV is opened in spreadsheets: no id runs there
+    if escaped:
+        print(spreadsheet_warning(escaped), file=sys.stderr)
 
 
 def _campaigns(model, top_k: int, json_out: bool) -> None:
