@@ -46,11 +46,13 @@ def recommend(
     if segments:
         _campaigns(model, top_k, json_out)
         return
+    import pandas as pd
+
     from gpuclust.frames import host_frame
     from gpuclust.io.inputs import read_inputs
 
     inputs = read_inputs(model.backend_.frame, model.config_.columns, events, adapter=adapter)
-    table = host_frame(model.recommend(inputs.events, top_k))
+    table: pd.DataFrame = host_frame(model.recommend(inputs.events, top_k))  # pandas: the contract reads the type
     if json_out:
         print(table.to_json(orient="records"))
         return
